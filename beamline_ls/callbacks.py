@@ -1,0 +1,70 @@
+"""Run a slow document callback (the catalog writer) off the RunEngine's thread.
+
+bluesky's ``BufferingWrapper`` does this but cannot be flushed without being shut
+down; users of a session need "wait until the catalog has this run" (the demo before
+printing how to load the data, tests before reading back). Errors in the wrapped
+callback are logged at ERROR and counted, never lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SENTINEL = None
+
+
+class BackgroundCallback:
+    """Queue documents and feed them to ``target`` from one worker thread, in order."""
+
+    def __init__(self, target: Callable[[str, dict], Any], name: str = "catalog-writer"):
+        self.target = target
+        self.errors = 0
+        self.last_error: BaseException | None = None
+        self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if self._closed:
+            raise RuntimeError("callback was closed; cannot accept documents")
+        self._queue.put((name, doc))
+
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Block until every queued document has been processed; False on timeout."""
+        done = threading.Event()
+        self._queue.put(("__flush__", {"event": done}))
+        return done.wait(timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_SENTINEL)
+            self._thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _SENTINEL:
+                return
+            name, doc = item
+            if name == "__flush__":
+                doc["event"].set()
+                continue
+            try:
+                self.target(name, doc)
+            except Exception as exc:  # keep going: later documents may still land
+                self.errors += 1
+                self.last_error = exc
+                log.error("%s failed on a %s document: %s", type(self.target).__name__,
+                          name, exc, exc_info=True)

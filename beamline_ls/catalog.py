@@ -1,0 +1,85 @@
+"""The run catalog: tiled with bluesky's run specs, embedded by default.
+
+Default: a persistent embedded catalog under ``<data dir>/catalog`` (SQLite for
+metadata, DuckDB for tables, no server), readable from any later process. The camera's
+frame directory is registered as readable storage so StreamResource frames load
+lazily. For a facility, pass a tiled server URI instead (``http://...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from beamline_ls.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+CATALOG_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
+
+
+def _quiet_imports() -> None:
+    warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="starlette.*")
+
+
+def open_catalog(
+    data_dir: str | Path | None = None,
+    *,
+    uri: str | None = None,
+    settings: Settings | None = None,
+    create: bool = False,
+) -> Any:
+    """Return the catalog of runs (a bluesky-tiled ``CatalogOfBlueskyRuns`` client).
+
+    Parameters
+    ----------
+    data_dir:
+        Data directory of the deployment (default from configuration).
+    uri:
+        A tiled server URI; when given, ``data_dir`` is ignored.
+    create:
+        Create an empty catalog if none exists (the session does this; data users get
+        a clear error instead of an empty new catalog at a mistyped path).
+
+    Examples
+    --------
+    >>> cat = open_catalog("/data/lightsheet")
+    >>> run = cat[-1]
+    >>> frames = run["primary"]["camera_image"]          # lazy (volumes, planes, y, x)
+    >>> from tiled.queries import Key
+    >>> cat.search(Key("sample_name") == "fish 3")
+    """
+    _quiet_imports()
+    from tiled.client import from_context, from_uri
+    from tiled.client.context import Context
+
+    if uri is not None:
+        return from_uri(uri)
+    settings = settings or load_settings(data_dir=data_dir)
+    cdir = settings.catalog_dir
+    db = cdir / "catalog.db"
+    if not db.exists() and not create:
+        raise FileNotFoundError(
+            f"no catalog at {db}: is {settings.data_dir} the data directory of a deployment?"
+        )
+    if create:
+        settings.ensure_dirs()
+        (cdir / "data").mkdir(parents=True, exist_ok=True)
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.server.app import build_app
+
+    with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
+        tree = catalog_from_uri(
+            f"sqlite:///{db}",
+            specs=[CATALOG_SPEC],
+            writable_storage=[str(cdir / "data"), f"duckdb:///{cdir / 'storage.duckdb'}"],
+            readable_storage=[str(settings.frames_dir)],
+            init_if_not_exists=create,
+        )
+        context = Context.from_app(build_app(tree))
+    return from_context(context)

@@ -1,0 +1,78 @@
+"""``beamline-ls`` command line: demo, ioc, replay."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from beamline_ls import log as bls_log
+
+logger = logging.getLogger("beamline_ls.cli")
+
+
+def _cmd_ioc(args: argparse.Namespace) -> int:
+    from beamline_ls.config import load_settings
+    from beamline_ls.iocs.server import serve
+
+    settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
+    settings.ensure_dirs()
+    serve(settings.prefix, settings.frames_dir, settings.hardware)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from beamline_ls.demo import run_demo
+
+    return run_demo(data_dir=args.data_dir, prefix=args.prefix, n_volumes=args.volumes)
+
+
+def _cmd_replay(args: argparse.Namespace, rest: list[str]) -> int:
+    from beamline_ls.gating.replay import main as replay_main
+
+    return replay_main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="beamline-ls", description=__doc__)
+    p.add_argument("--log-level", default=None, help="TRACE, DEBUG, INFO, SUCCESS, WARNING...")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run planar and volumetric scans on the simulator")
+    demo.add_argument("--data-dir", type=Path, default=None,
+                      help="where frames and the catalog go (default: ./beamline-ls-data)")
+    demo.add_argument("--prefix", default="BLSDEMO:", help="EPICS prefix (default BLSDEMO:)")
+    demo.add_argument("--volumes", type=int, default=10, help="volumes in the volumetric scan")
+    demo.set_defaults(func=_cmd_demo)
+
+    ioc = sub.add_parser("ioc", help="serve the (simulated) hardware as EPICS PVs")
+    ioc.add_argument("--prefix", default=None, help="PV prefix (default from config: BLS:)")
+    ioc.add_argument("--data-dir", type=Path, default=None, help="data root for frame files")
+    ioc.add_argument("--config", type=Path, default=None, help="microscope TOML file")
+    ioc.set_defaults(func=_cmd_ioc)
+
+    replay = sub.add_parser("replay", add_help=False,
+                            help="run optical gating on a recorded brightfield TIFF stack")
+    replay.set_defaults(func=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "replay":
+        bls_log.configure()
+        return _cmd_replay(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    bls_log.configure(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, TimeoutError, RuntimeError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

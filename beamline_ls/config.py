@@ -1,0 +1,96 @@
+"""One settings object for the whole deployment.
+
+Sources, later ones winning: built-in defaults, a TOML file (``BEAMLINE_LS_CONFIG`` or
+``~/.config/beamline-ls/config.toml``), environment variables (``BEAMLINE_LS_DATA_DIR``,
+``BEAMLINE_LS_PREFIX``), then explicit arguments. The data directory layout is fixed
+here so the IOC, the RunEngine session and data users agree on it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PREFIX = "BLS:"
+
+
+def _default_config_file() -> Path | None:
+    env = os.environ.get("BEAMLINE_LS_CONFIG")
+    if env:
+        return Path(env)
+    candidate = Path.home() / ".config" / "beamline-ls" / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+@dataclass
+class Settings:
+    """Deployment settings.
+
+    Attributes
+    ----------
+    data_dir:
+        Root of everything written: camera frames, catalog, persisted RunEngine state.
+    prefix:
+        EPICS PV prefix of this microscope (one prefix per microscope).
+    hardware:
+        Per-device backend configuration (``{"camera": {"backend": "sim"}, ...}``).
+    """
+
+    data_dir: Path = field(default_factory=lambda: Path.home() / "beamline-ls-data")
+    prefix: str = DEFAULT_PREFIX
+    hardware: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def frames_dir(self) -> Path:
+        """Where the camera IOC writes HDF5 frame files."""
+        return self.data_dir / "frames"
+
+    @property
+    def catalog_dir(self) -> Path:
+        """Embedded catalog: SQLite metadata, DuckDB tables, array storage."""
+        return self.data_dir / "catalog"
+
+    @property
+    def state_dir(self) -> Path:
+        """Persisted RunEngine metadata (scan_id survives restarts)."""
+        return self.data_dir / "state"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.frames_dir, self.catalog_dir, self.state_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    prefix: str | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, TOML, environment and arguments."""
+    settings = Settings()
+    path = Path(config_file) if config_file else _default_config_file()
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"configuration file not found: {path}")
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+        if "data_dir" in doc:
+            settings.data_dir = Path(doc["data_dir"]).expanduser()
+        if "prefix" in doc:
+            settings.prefix = str(doc["prefix"])
+        settings.hardware = dict(doc.get("hardware", {}))
+    if os.environ.get("BEAMLINE_LS_DATA_DIR"):
+        settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
+    if os.environ.get("BEAMLINE_LS_PREFIX"):
+        settings.prefix = os.environ["BEAMLINE_LS_PREFIX"]
+    if data_dir is not None:
+        settings.data_dir = Path(data_dir)
+    if prefix is not None:
+        settings.prefix = prefix
+    settings.data_dir = settings.data_dir.expanduser().resolve()
+    if not settings.prefix or ":" not in settings.prefix:
+        raise ValueError(f"prefix must be non-empty and end with ':' (got {settings.prefix!r})")
+    return settings

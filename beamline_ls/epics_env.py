@@ -1,0 +1,128 @@
+"""Loopback Channel Access for one session: private ports, a private repeater, and
+the simulated IOC as a child process.
+
+EPICS environment variables must be set before ophyd (pyepics) is imported, so entry
+points call :meth:`LoopbackEpics.apply` first. Every process started here is stopped
+here, by PID; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A currently free TCP+UDP port on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+
+
+@dataclass
+class LoopbackEpics:
+    """Ports and environment of an isolated loopback Channel Access 'network'."""
+
+    server_port: int = field(default_factory=free_port)
+    repeater_port: int = field(default_factory=free_port)
+    _repeater: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "EPICS_CA_ADDR_LIST": "127.0.0.1",
+            "EPICS_CA_AUTO_ADDR_LIST": "NO",
+            "EPICS_CA_SERVER_PORT": str(self.server_port),
+            "EPICS_CA_REPEATER_PORT": str(self.repeater_port),
+            "EPICS_CA_MAX_ARRAY_BYTES": "100000000",
+            "EPICS_CAS_INTF_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
+            "EPICS_CAS_BEACON_PORT": str(self.repeater_port),
+        }
+
+    def apply(self) -> None:
+        """Set the environment in this process (before importing ophyd)."""
+        os.environ.update(self.env())
+
+    def start_repeater(self, log_file: Path | None = None) -> None:
+        """Run our own CA repeater so client libraries do not spawn a daemon."""
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+        self._repeater = subprocess.Popen(
+            [sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+            env={**os.environ, **self.env()},
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self._repeater is not None:
+            _terminate(self._repeater)
+            self._repeater = None
+
+
+class IocProcess:
+    """``beamline-ls ioc`` as a child process on a :class:`LoopbackEpics`."""
+
+    def __init__(self, epics: LoopbackEpics, prefix: str, data_dir: Path, log_file: Path):
+        self.epics = epics
+        self.prefix = prefix
+        self.data_dir = Path(data_dir)
+        self.log_file = Path(log_file)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> IocProcess:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_file, "ab")
+        start_offset = self.log_file.stat().st_size
+        cmd = [sys.executable, "-m", "beamline_ls.cli", "ioc", "--prefix", self.prefix,
+               "--data-dir", str(self.data_dir)]
+        self.proc = subprocess.Popen(
+            cmd, env={**os.environ, **self.epics.env(), "BEAMLINE_LS_LOG": "INFO"},
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"IOC exited with code {self.proc.returncode}; see {self.log_file}"
+                )
+            with open(self.log_file, "rb") as f:
+                f.seek(start_offset)
+                if b"IOC serving" in f.read():
+                    time.sleep(0.2)  # sockets are bound right after that line
+                    return self
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"IOC did not start within {timeout} s; see {self.log_file}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _terminate(self.proc)
+            self.proc = None
+
+    def __enter__(self) -> IocProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

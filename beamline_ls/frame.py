@@ -1,0 +1,51 @@
+"""The unit of data that moves through the system: an image with the metadata that
+travels with it.
+
+A bare array with a parallel list of meanings is how frames get mislabelled; every
+stage (camera, gating analyzer, pipeline, writer) passes `Frame` objects instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One camera frame and its metadata.
+
+    Attributes
+    ----------
+    image:
+        2-D array (y, x), usually uint8 or uint16.
+    frame_id:
+        Monotonic counter from the camera; a gap between consecutive ids is a lost frame.
+    timestamp:
+        Absolute time of the start of the exposure, in seconds, on the camera timebase
+        (epoch seconds for the simulator).
+    exposure:
+        Exposure time in seconds.
+    z_um:
+        Measured focal-plane position (objective piezo) at mid-exposure, micrometres.
+    plane, volume:
+        Position of the frame in a volumetric scan; -1 when not part of one.
+    extra:
+        Further scalar metadata that only some frames carry (gating phase, trigger
+        time, true phase on the simulator, ...).
+    """
+
+    image: np.ndarray
+    frame_id: int
+    timestamp: float
+    exposure: float = 0.0
+    z_um: float = math.nan
+    plane: int = -1
+    volume: int = -1
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape  # type: ignore[return-value]

@@ -1,0 +1,104 @@
+"""Sum-of-absolute-differences kernels: the only per-pixel work of the gating path.
+
+Why numba: measured on the development machine (one core, 39 references), a numba loop
+over uint8 rows computed as ``max(a, b) - min(a, b)`` vectorises to SIMD and takes
+0.14 ms at 128x128 and 2.0 ms at 512x512, against 1.0 ms and 11.4 ms for the
+equivalent numpy ``abs(a - b).sum()`` on int16 (which must also materialise a
+temporary). Everything else in the package is plain numpy.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["as_work_dtype", "bin_image", "sad_indexed", "sad_stack"]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def _sad_stack(stack, idx, img, oy, ox, m):  # pragma: no cover - compiled
+    n = idx.shape[0]
+    h = stack.shape[1]
+    w = stack.shape[2]
+    out = np.zeros(n, np.int64)
+    for k in range(n):
+        acc = np.int64(0)
+        for y in range(m, h - m):
+            r = stack[idx[k], y, m:w - m]
+            a = img[y + oy, m + ox:w - m + ox]
+            row = np.uint32(0)
+            for x in range(r.shape[0]):
+                p = r[x]
+                q = a[x]
+                row += np.uint32(max(p, q) - min(p, q))
+            acc += row
+        out[k] = acc
+    return out
+
+
+def sad_indexed(stack: np.ndarray, idx: np.ndarray, img: np.ndarray, oy: int = 0,
+                ox: int = 0, margin: int = 0) -> np.ndarray:
+    """SAD of ``img`` shifted by (oy, ox) against ``stack[idx]`` over the interior.
+
+    Compares ``stack[k, y, x]`` with ``img[y + oy, x + ox]`` for ``margin <= y < h -
+    margin`` (same for x); requires ``|oy|, |ox| <= margin``. ``stack`` and ``img``
+    must share dtype uint8 or uint16 (uint16 rows of up to 65536 px cannot overflow
+    the uint32 row accumulator). Returns int64 array of len(idx).
+    """
+    if abs(oy) > margin or abs(ox) > margin:
+        raise ValueError("shift larger than margin")
+    if stack.dtype != img.dtype:
+        raise TypeError("stack and image dtypes differ")
+    return _sad_stack(stack, np.ascontiguousarray(idx, dtype=np.int64), img,
+                      int(oy), int(ox), int(margin))
+
+
+def sad_stack(stack: np.ndarray, img: np.ndarray, oy: int = 0, ox: int = 0,
+              margin: int = 0) -> np.ndarray:
+    """SAD of ``img`` against every frame of ``stack`` (see `sad_indexed`)."""
+    return sad_indexed(stack, np.arange(stack.shape[0]), img, oy, ox, margin)
+
+
+def as_work_dtype(img: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous uint8/uint16 view or copy of a 2-D image.
+
+    Floats and wider integers are clipped into uint16, so the SAD kernel only ever
+    sees the two camera dtypes it is compiled and checked for.
+    """
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    if img.dtype == np.uint8 or img.dtype == np.uint16:
+        return np.ascontiguousarray(img)
+    return np.clip(np.rint(img), 0, 65535).astype(np.uint16)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _bin(img, f, out):  # pragma: no cover - compiled
+    ho, wo = out.shape
+    half = (f * f) // 2
+    acc = np.zeros(wo, np.uint32)
+    for yo in range(ho):
+        acc[:] = 0
+        for dy in range(f):
+            row = img[yo * f + dy]
+            for xo in range(wo):
+                s = np.uint32(0)
+                for dx in range(f):
+                    s += np.uint32(row[xo * f + dx])
+                acc[xo] += s
+        for xo in range(wo):
+            out[yo, xo] = (acc[xo] + half) // (f * f)
+    return out
+
+
+def bin_image(img: np.ndarray, factor: int) -> np.ndarray:
+    """Block-average by an integer factor (cropping the remainder); keeps the dtype.
+
+    Used for the period search (needs the heartbeat signal, not full resolution) and
+    to cap the phase-matching size. numba: 0.1 ms at 512x512 vs 1.7 ms for numpy's
+    reshape-sum on the development machine.
+    """
+    if factor <= 1:
+        return img
+    out = np.empty((img.shape[0] // factor, img.shape[1] // factor), img.dtype)
+    return _bin(np.ascontiguousarray(img), int(factor), out)

@@ -1,0 +1,105 @@
+"""Positioner interface (piezo, galvo, stage axis) and its simulated backends.
+
+A positioner moves without blocking; callers poll ``is_moving``. The IOC turns that
+into motor-record fields (.VAL, .RBV, .DMOV, .MOVN, .STOP).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from beamline_ls.sim.actuator import FirstOrderActuator
+from beamline_ls.sim.clock import Clock
+from beamline_ls.sim.stage import LinearAxis
+
+
+class PositionerDriver(ABC):
+    units: str = ""
+    limits: tuple[float, float] = (0.0, 0.0)
+    velocity: float = 0.0  # units per second, 0 when not meaningful
+    precision: int = 3
+
+    @abstractmethod
+    def move(self, target: float) -> None:
+        """Start moving to ``target`` (raises ValueError outside the limits)."""
+
+    @abstractmethod
+    def position(self) -> float: ...
+
+    @abstractmethod
+    def is_moving(self) -> bool: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def check(self, target: float) -> None:
+        lo, hi = self.limits
+        if not lo <= target <= hi:
+            raise ValueError(f"target {target} {self.units} outside limits [{lo}, {hi}]")
+
+
+class SimActuatorPositioner(PositionerDriver):
+    """A piezo or galvo: first-order actuator settling to within ``tolerance``.
+
+    ``busy`` tells whether another owner (a scan board playing waveforms) holds the
+    actuator; moves are refused then.
+    """
+
+    def __init__(
+        self,
+        actuator: FirstOrderActuator,
+        clock: Clock,
+        units: str,
+        tolerance: float,
+        busy: Callable[[], bool] = lambda: False,
+        precision: int = 3,
+    ):
+        self.actuator = actuator
+        self.clock = clock
+        self.units = units
+        self.limits = actuator.travel
+        self.tolerance = tolerance
+        self.precision = precision
+        self._busy = busy
+
+    def move(self, target: float) -> None:
+        self.check(target)
+        if self._busy():
+            raise RuntimeError("the scan board is driving this axis; stop the scan first")
+        self.actuator.command_constant(self.clock.now(), target)
+
+    def position(self) -> float:
+        return float(self.actuator.position(self.clock.now())[0])
+
+    def is_moving(self) -> bool:
+        if self._busy():
+            return True
+        return not self.actuator.is_settled(self.clock.now(), self.tolerance)
+
+    def stop(self) -> None:
+        if not self._busy():
+            self.actuator.hold(self.clock.now())
+
+
+class SimStageAxis(PositionerDriver):
+    def __init__(self, axis: LinearAxis, clock: Clock, units: str = "um"):
+        self.axis = axis
+        self.clock = clock
+        self.units = units
+        self.limits = axis.travel
+        self.velocity = axis.velocity
+        self.precision = 2
+
+    def move(self, target: float) -> None:
+        self.check(target)
+        self.axis.move(self.clock.now(), target)
+
+    def position(self) -> float:
+        return self.axis.position(self.clock.now())
+
+    def is_moving(self) -> bool:
+        return self.axis.is_moving(self.clock.now())
+
+    def stop(self) -> None:
+        self.axis.stop(self.clock.now())

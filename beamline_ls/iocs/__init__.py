@@ -1,0 +1,1 @@
+"""caproto PVGroups that serve drivers as EPICS PVs (`beamline-ls ioc`)."""

@@ -1,0 +1,276 @@
+"""Camera and file-writer PVs with areaDetector names (``cam1:...``, ``HDF1:...``).
+
+Frames never cross Channel Access: the camera driver hands them to the recorder in
+this process, which writes HDF5. Clients arm the writer (``HDF1:Capture``), start the
+camera (``cam1:Acquire``) and follow counters (``cam1:ArrayCounter_RBV``,
+``HDF1:NumCaptured_RBV``, ``HDF1:DroppedFrames_RBV``).
+
+``cam1:CameraMode`` offers the four states users ask for: Paused, Preview (free-running,
+nothing saved), Acquire (frames go to the writer when it is capturing) and Abort (stop
+the camera and the writer at once; back to Paused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from pathlib import Path
+
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from beamline_ls.frame import Frame
+from beamline_ls.hardware.camera import CameraDriver, CameraSettings
+from beamline_ls.pipeline.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+
+def _string(name: str, value: str = "", read_only: bool = False, doc: str = ""):
+    return pvproperty(name=name, value=value, dtype=ChannelType.CHAR, max_length=512,
+                      string_encoding="utf-8", read_only=read_only, doc=doc)
+
+
+class CameraGroup(PVGroup):
+    # -- camera (cam1:) ---------------------------------------------------------
+    acquire = pvproperty(name="cam1:Acquire", value="Done", dtype=ChannelType.ENUM,
+                         enum_strings=["Done", "Acquire"])
+    camera_mode = pvproperty(name="cam1:CameraMode", value="Paused", dtype=ChannelType.ENUM,
+                             enum_strings=["Paused", "Preview", "Acquire", "Abort"])
+    acquire_time = pvproperty(name="cam1:AcquireTime", value=0.005, units="s", precision=6,
+                              lower_ctrl_limit=1e-5, upper_ctrl_limit=10.0)
+    acquire_time_rbv = pvproperty(name="cam1:AcquireTime_RBV", value=0.005, units="s",
+                                  precision=6, read_only=True)
+    acquire_period = pvproperty(name="cam1:AcquirePeriod", value=0.0, units="s", precision=6,
+                                lower_ctrl_limit=0.0, upper_ctrl_limit=100.0)
+    image_mode = pvproperty(name="cam1:ImageMode", value="Multiple", dtype=ChannelType.ENUM,
+                            enum_strings=["Single", "Multiple", "Continuous"])
+    num_images = pvproperty(name="cam1:NumImages", value=1, lower_ctrl_limit=1,
+                            upper_ctrl_limit=100_000_000)
+    trigger_mode = pvproperty(name="cam1:TriggerMode", value="Internal",
+                              dtype=ChannelType.ENUM, enum_strings=["Internal", "External"])
+    bin_x = pvproperty(name="cam1:BinX", value=1, lower_ctrl_limit=1, upper_ctrl_limit=4)
+    bin_y = pvproperty(name="cam1:BinY", value=1, lower_ctrl_limit=1, upper_ctrl_limit=4)
+    min_x = pvproperty(name="cam1:MinX", value=0, lower_ctrl_limit=0, upper_ctrl_limit=8192)
+    min_y = pvproperty(name="cam1:MinY", value=0, lower_ctrl_limit=0, upper_ctrl_limit=8192)
+    size_x = pvproperty(name="cam1:SizeX", value=2048, lower_ctrl_limit=1, upper_ctrl_limit=8192)
+    size_y = pvproperty(name="cam1:SizeY", value=2048, lower_ctrl_limit=1, upper_ctrl_limit=8192)
+    max_size_x = pvproperty(name="cam1:MaxSizeX_RBV", value=0, read_only=True)
+    max_size_y = pvproperty(name="cam1:MaxSizeY_RBV", value=0, read_only=True)
+    array_size_x = pvproperty(name="cam1:ArraySizeX_RBV", value=0, read_only=True)
+    array_size_y = pvproperty(name="cam1:ArraySizeY_RBV", value=0, read_only=True)
+    readout_time = pvproperty(name="cam1:ReadoutTime_RBV", value=0.0, units="s", precision=6,
+                              read_only=True)
+    array_counter = pvproperty(name="cam1:ArrayCounter_RBV", value=0, read_only=True)
+    array_rate = pvproperty(name="cam1:ArrayRate_RBV", value=0.0, units="Hz", precision=2,
+                            read_only=True, doc="measured frame rate")
+    triggers_missed = pvproperty(name="cam1:TriggersMissed_RBV", value=0, read_only=True)
+    detector_state = pvproperty(name="cam1:DetectorState_RBV", value="Idle",
+                                dtype=ChannelType.ENUM, read_only=True,
+                                enum_strings=["Idle", "Acquire", "Readout", "Error"])
+    status_message = _string("cam1:StatusMessage_RBV", read_only=True)
+    # -- file writer (HDF1:) ----------------------------------------------------
+    file_path = _string("HDF1:FilePath", doc="directory, relative to the IOC's data root")
+    file_name = _string("HDF1:FileName")
+    full_file_name = _string("HDF1:FullFileName_RBV", read_only=True)
+    capture = pvproperty(name="HDF1:Capture", value=0, lower_ctrl_limit=0, upper_ctrl_limit=1)
+    num_capture = pvproperty(name="HDF1:NumCapture", value=1, lower_ctrl_limit=1,
+                             upper_ctrl_limit=100_000_000)
+    num_captured = pvproperty(name="HDF1:NumCaptured_RBV", value=0, read_only=True)
+    frames_per_volume = pvproperty(name="HDF1:FramesPerVolume", value=0, lower_ctrl_limit=0,
+                                   upper_ctrl_limit=1000, doc="0: (frames, y, x) layout")
+    dropped_frames = pvproperty(name="HDF1:DroppedFrames_RBV", value=0, read_only=True)
+    write_message = _string("HDF1:WriteMessage", read_only=True)
+    data_root_pv = _string("HDF1:DataRoot_RBV", read_only=True)
+
+    def __init__(self, *args, driver: CameraDriver, data_root: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.driver = driver
+        self.data_root = Path(data_root).resolve()
+        self.recorder = Recorder()
+        self._stamps: collections.deque[float] = collections.deque(maxlen=50)
+        self.latest: Frame | None = None
+        self._preview = False
+        self._published: CameraSettings | None = None
+
+    # -- frame path (camera thread) ---------------------------------------------
+    def on_frame(self, frame: Frame) -> None:
+        self._stamps.append(frame.timestamp)
+        self.latest = frame
+        if not self._preview:
+            self.recorder.submit(frame)
+
+    # -- helpers ----------------------------------------------------------------
+    def settings(self) -> CameraSettings:
+        if self.bin_x.value != self.bin_y.value:
+            raise ValueError(f"BinX ({self.bin_x.value}) and BinY ({self.bin_y.value}) differ")
+        return CameraSettings(
+            exposure_s=self.acquire_time.value,
+            binning=int(self.bin_x.value),
+            roi=(int(self.min_x.value), int(self.min_y.value), int(self.size_x.value),
+                 int(self.size_y.value)),
+            trigger_mode=self.trigger_mode.value,
+            period_s=self.acquire_period.value,
+        )
+
+    def resolve_path(self) -> Path:
+        name = self.file_name.value.strip()
+        if not name:
+            raise ValueError("HDF1:FileName is empty")
+        if not name.endswith((".h5", ".hdf5")):
+            name += ".h5"
+        directory = Path(self.file_path.value.strip() or ".")
+        if not directory.is_absolute():
+            directory = self.data_root / directory
+        path = (directory / name).resolve()
+        if self.data_root not in path.parents:
+            raise ValueError(f"{path} is outside the IOC's data root {self.data_root}")
+        if path.exists():
+            raise FileExistsError(f"{path} exists; choose another FileName (never overwritten)")
+        return path
+
+    async def _start_camera(self, preview: bool) -> None:
+        settings = self.settings()
+        settings.validate(self.driver.sensor_shape)
+        if self.driver.running:
+            self.driver.stop()
+        n = {"Single": 1, "Multiple": int(self.num_images.value), "Continuous": None}[
+            self.image_mode.value
+        ]
+        self._preview = preview
+        self._stamps.clear()
+        if preview:
+            settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
+                                      "Internal", settings.period_s)
+            n = None
+        self.driver.start(settings, n, self.on_frame)
+        await self._publish_geometry(settings)
+        await self.detector_state.write("Acquire")
+        await self.status_message.write("previewing" if preview else "acquiring")
+
+    async def _publish_geometry(self, settings: CameraSettings) -> None:
+        h, w = settings.frame_shape
+        await self.array_size_x.write(w)
+        await self.array_size_y.write(h)
+        await self.readout_time.write(self.driver.readout_time_s(settings))
+        await self.acquire_time_rbv.write(settings.exposure_s)
+
+    async def _stop_camera(self, message: str) -> None:
+        self.driver.stop()
+        self._preview = False
+        await self.detector_state.write("Idle")
+        await self.status_message.write(message)
+
+    # -- putters ----------------------------------------------------------------
+    @acquire.putter
+    async def acquire(self, instance, value):
+        if value == "Acquire":
+            try:
+                await self._start_camera(preview=False)
+            except (ValueError, RuntimeError) as exc:
+                await self.status_message.write(f"acquire refused: {exc}"[:500])
+                log.error("acquire refused: %s", exc)
+                raise
+            await self.camera_mode.write("Acquire", verify_value=False)
+        else:
+            await self._stop_camera("stopped")
+            await self.camera_mode.write("Paused", verify_value=False)
+        return value
+
+    @camera_mode.putter
+    async def camera_mode(self, instance, value):
+        if value == "Acquire":
+            await self.acquire.write("Acquire")
+        elif value == "Preview":
+            await self._start_camera(preview=True)
+            await self.acquire.write("Done", verify_value=False)
+        elif value == "Abort":
+            await self._stop_camera("aborted")
+            if self.recorder.capturing:
+                self.recorder.stop()
+            await self.acquire.write("Done", verify_value=False)
+            return "Paused"
+        else:
+            await self._stop_camera("paused")
+            await self.acquire.write("Done", verify_value=False)
+        return value
+
+    @acquire_time.putter
+    async def acquire_time(self, instance, value):
+        await self.acquire_time_rbv.write(value)
+        return value
+
+    @capture.putter
+    async def capture(self, instance, value):
+        if value:
+            try:
+                path = self.resolve_path()
+                settings = self.settings()
+                settings.validate(self.driver.sensor_shape)
+                attrs = {
+                    "exposure_s": settings.exposure_s,
+                    "binning": settings.binning,
+                    "roi": list(settings.roi),
+                    "trigger_mode": settings.trigger_mode,
+                }
+                self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
+                                    int(self.frames_per_volume.value), attrs)
+            except (ValueError, RuntimeError, OSError) as exc:
+                await self.write_message.write(f"capture refused: {exc}"[:500])
+                log.error("capture refused: %s", exc)
+                raise
+            await self.full_file_name.write(str(path))
+            await self.num_captured.write(0)
+            await self.dropped_frames.write(0)
+            await self.write_message.write("capturing")
+        elif self.recorder.capturing:
+            self.recorder.stop()
+        return value
+
+    # -- status loop --------------------------------------------------------------
+    @array_counter.startup
+    async def array_counter(self, instance, async_lib):
+        h, w = self.driver.sensor_shape
+        await self.max_size_x.write(w)
+        await self.max_size_y.write(h)
+        await self.data_root_pv.write(str(self.data_root))
+        while True:
+            await self._refresh()
+            await asyncio.sleep(0.02)
+
+    async def _refresh(self) -> None:
+        try:
+            settings = self.settings()
+            settings.validate(self.driver.sensor_shape)
+        except ValueError:
+            settings = None
+        if settings is not None and settings != self._published:
+            self._published = settings
+            await self._publish_geometry(settings)
+        frames = self.driver.frames_acquired
+        if frames != self.array_counter.value:
+            await self.array_counter.write(frames)
+        stamps = list(self._stamps)
+        if len(stamps) >= 2 and stamps[-1] > stamps[0]:
+            rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+            if abs(rate - self.array_rate.value) > 0.01:
+                await self.array_rate.write(rate)
+        missed = self.driver.triggers_missed
+        if missed != self.triggers_missed.value:
+            await self.triggers_missed.write(missed)
+        if not self.driver.running and self.detector_state.value == "Acquire":
+            await self.detector_state.write("Idle")
+            await self.acquire.write("Done", verify_value=False)
+            await self.camera_mode.write("Paused", verify_value=False)
+            await self.status_message.write(f"done: {frames} frames")
+        st = self.recorder.status
+        if st.frames_written != self.num_captured.value:
+            await self.num_captured.write(st.frames_written)
+        if st.frames_dropped != self.dropped_frames.value:
+            await self.dropped_frames.write(st.frames_dropped)
+        if self.capture.value and not st.capturing:
+            self.recorder.stop()
+            msg = st.error or f"wrote {st.frames_written} frames ({st.frames_dropped} dropped)"
+            await self.write_message.write(msg[:500])
+            await self.capture.write(0, verify_value=False)

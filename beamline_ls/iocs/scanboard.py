@@ -1,0 +1,135 @@
+"""Scan board PVs: waveform parameters, calibration, start/stop, progress.
+
+A put to ``Start`` validates the parameters, computes the waveforms and arms the
+board; in planar mode it completes only when the focal plane has settled, so a
+client waiting on put completion knows the hardware is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from beamline_ls.hardware.scanboard import ScanBoardDriver
+from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
+
+log = logging.getLogger(__name__)
+
+Z_LIMITS = dict(lower_ctrl_limit=PIEZO_TRAVEL_UM[0], upper_ctrl_limit=PIEZO_TRAVEL_UM[1])
+
+
+def _float(name, value, units, lo, hi, precision=3, doc=""):
+    return pvproperty(name=name, value=value, units=units, precision=precision,
+                      lower_ctrl_limit=lo, upper_ctrl_limit=hi, doc=doc)
+
+
+class ScanBoardGroup(PVGroup):
+    mode = pvproperty(name="Mode", value="Volumetric", dtype=ChannelType.ENUM,
+                      enum_strings=["Volumetric", "Planar"])
+    volume_rate = _float("VolumeRate", 5.0, "Hz", 0.01, 100.0, doc="volumes per second")
+    num_planes = pvproperty(name="NumPlanes", value=20, lower_ctrl_limit=2, upper_ctrl_limit=1000)
+    z_start = _float("ZStart", 10.0, "um", *PIEZO_TRAVEL_UM)
+    z_stop = _float("ZStop", 80.0, "um", *PIEZO_TRAVEL_UM)
+    plane_z = _float("PlaneZ", 50.0, "um", *PIEZO_TRAVEL_UM, doc="planar-mode focal plane")
+    skip_start = pvproperty(name="SkipStart", value=2, lower_ctrl_limit=0, upper_ctrl_limit=50)
+    skip_end = pvproperty(name="SkipEnd", value=1, lower_ctrl_limit=0, upper_ctrl_limit=50)
+    exposure = _float("ExposureTime", 0.004, "s", 1e-5, 10.0, precision=6)
+    sample_rate = _float("SampleRate", 20_000.0, "Hz", 1_000.0, 2_000_000.0, precision=0)
+    piezo_lag = _float("PiezoLag", 0.008, "s", 0.0, 0.1, precision=5,
+                       doc="feed-forward lead of the piezo command")
+    galvo1_offset = _float("Galvo1Offset", 0.0, "V", -10.0, 10.0, precision=5)
+    galvo1_slope = _float("Galvo1Slope", 0.02, "V/um", -1.0, 1.0, precision=6)
+    galvo2_offset = _float("Galvo2Offset", 0.0, "V", -10.0, 10.0, precision=5)
+    galvo2_slope = _float("Galvo2Slope", 0.02, "V/um", -1.0, 1.0, precision=6)
+    num_volumes = pvproperty(name="NumVolumes", value=1, lower_ctrl_limit=0,
+                             upper_ctrl_limit=10_000_000, doc="0 = until stopped")
+    start = pvproperty(name="Start", value=0, doc="put 1 to arm and start")
+    stop = pvproperty(name="Stop", value=0, doc="put 1 to stop")
+    running = pvproperty(name="Running_RBV", value=0, read_only=True)
+    volumes_done = pvproperty(name="VolumesDone_RBV", value=0, read_only=True)
+    period = pvproperty(name="Period_RBV", value=0.0, units="s", precision=6, read_only=True)
+    plane_interval = pvproperty(name="PlaneInterval_RBV", value=0.0, units="s", precision=6,
+                                read_only=True)
+    start_time = pvproperty(name="StartTime_RBV", value=0.0, units="s", precision=6,
+                            read_only=True, doc="absolute start time of the last scan")
+    flyback_settle = pvproperty(name="FlybackSettle_RBV", value=0.0, units="s", precision=4,
+                                read_only=True, doc="piezo settle time after a flyback")
+    message = pvproperty(name="Message_RBV", value="", dtype=ChannelType.CHAR, max_length=256,
+                         string_encoding="utf-8", read_only=True)
+
+    def __init__(self, *args, driver: ScanBoardDriver, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.driver = driver
+
+    def calibrations(self) -> tuple[GalvoCalibration, GalvoCalibration]:
+        return (
+            GalvoCalibration(self.galvo1_offset.value, self.galvo1_slope.value),
+            GalvoCalibration(self.galvo2_offset.value, self.galvo2_slope.value),
+        )
+
+    def volume_scan(self) -> VolumeScan:
+        return VolumeScan(
+            volume_rate_hz=self.volume_rate.value,
+            n_planes=int(self.num_planes.value),
+            z_start_um=self.z_start.value,
+            z_stop_um=self.z_stop.value,
+            exposure_s=self.exposure.value,
+            skip_start=int(self.skip_start.value),
+            skip_end=int(self.skip_end.value),
+            sample_rate_hz=self.sample_rate.value,
+            piezo_lag_s=self.piezo_lag.value,
+            galvos=self.calibrations(),
+        )
+
+    @start.putter
+    async def start(self, instance, value):
+        if not value:
+            return 0
+        try:
+            if self.mode.value == "Planar":
+                self.driver.park(self.plane_z.value, self.calibrations())
+                await self.message.write(f"planar at {self.plane_z.value:.3f} um")
+                for _ in range(500):
+                    if self.driver.is_parked():
+                        break
+                    await asyncio.sleep(0.005)
+            else:
+                scan = self.volume_scan()
+                n = int(self.num_volumes.value) or None
+                t0 = self.driver.start_volumes(scan, n)
+                await self.period.write(scan.period_s)
+                await self.plane_interval.write(scan.plane_interval_s)
+                await self.start_time.write(t0)
+                await self.running.write(1)
+                await self.message.write(
+                    f"scanning {n or 'continuous'} volumes of {scan.n_planes} planes "
+                    f"at {scan.volume_rate_hz} Hz"
+                )
+        except (ValueError, RuntimeError) as exc:
+            await self.message.write(f"start refused: {exc}"[:255])
+            log.error("scan board start refused: %s", exc)
+            raise
+        return 0
+
+    @stop.putter
+    async def stop(self, instance, value):
+        if value:
+            self.driver.stop()
+            await self.running.write(0)
+            await self.message.write("stopped")
+        return 0
+
+    @running.startup
+    async def running(self, instance, async_lib):
+        await self.flyback_settle.write(self.driver.flyback_settle_s)
+        while True:
+            running = int(self.driver.running)
+            if running != instance.value:
+                await instance.write(running)
+            done = self.driver.volumes_done
+            if done != self.volumes_done.value:
+                await self.volumes_done.write(done)
+            await asyncio.sleep(0.02)

@@ -1,0 +1,49 @@
+"""Logging levels shared by every part of beamline-ls.
+
+Two levels beyond the standard library's: TRACE (5) for large arrays and per-frame
+chatter, SUCCESS (25) for "this worked" messages users want to see. Everything logs
+through ``logging.getLogger(__name__)``; only entry points call :func:`configure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+TRACE = 5
+SUCCESS = 25
+
+logging.addLevelName(TRACE, "TRACE")
+logging.addLevelName(SUCCESS, "SUCCESS")
+
+
+def success(logger: logging.Logger, msg: str, *args: object) -> None:
+    """Log ``msg`` at SUCCESS level."""
+    logger.log(SUCCESS, msg, *args)
+
+
+def trace(logger: logging.Logger, msg: str, *args: object) -> None:
+    """Log ``msg`` at TRACE level (cheap when disabled)."""
+    if logger.isEnabledFor(TRACE):
+        logger.log(TRACE, msg, *args)
+
+
+def configure(level: str | int | None = None) -> None:
+    """Configure root logging for a command-line entry point.
+
+    ``level`` defaults to the environment variable ``BEAMLINE_LS_LOG`` or SUCCESS,
+    so a user sees outcomes and problems but not chatter.
+    """
+    level = level or os.environ.get("BEAMLINE_LS_LOG", "SUCCESS")
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-8s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # caproto logs every failed beacon with a traceback; one line is enough.
+    logging.getLogger("caproto").setLevel(max(logging.WARNING, level))
+    # Library chatter that users do not need at INFO.
+    for name in ("httpx", "alembic", "tiled", "bluesky", "ophyd", "databroker"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, level))

@@ -1,0 +1,1 @@
+"""Frame pipeline inside the camera IOC: bounded buffer -> writer (HDF5)."""

@@ -1,0 +1,160 @@
+"""Chunked HDF5 files of frames with per-frame metadata, written under SWMR.
+
+Layout (areaDetector-like paths, so existing readers find the data):
+
+- ``/entry/data/data``: (frames, y, x) or (volumes, planes, y, x), one chunk per frame
+- ``/entry/meta/<name>``: per-frame metadata, shaped (frames,) or (volumes, planes):
+  frame_id, timestamp, exposure, z_um, plane, volume
+- attributes of ``/entry``: every setting the caller passes (JSON for nested values)
+
+The file is opened with mode ``"x"``: an existing file is never overwritten. SWMR
+mode lets a reader follow the file live, and the flush after every volume (or every
+``flush_every`` frames) means a crash leaves a readable file up to the last flush.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from beamline_ls.frame import Frame
+
+log = logging.getLogger(__name__)
+
+DATA_PATH = "/entry/data/data"
+META_PATH = "/entry/meta"
+META_FIELDS: dict[str, str] = {
+    "frame_id": "<i8",
+    "timestamp": "<f8",
+    "exposure": "<f8",
+    "z_um": "<f8",
+    "plane": "<i4",
+    "volume": "<i4",
+}
+
+
+class FrameFileWriter:
+    """Append frames to one HDF5 file.
+
+    ``planes_per_volume`` > 0 gives the 4-D volumetric layout; frames are placed by
+    arrival order (frame k is plane k % P of volume k // P).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        frame_shape: tuple[int, int],
+        dtype: str = "<u2",
+        planes_per_volume: int = 0,
+        attrs: dict[str, Any] | None = None,
+        flush_every: int = 50,
+    ):
+        self.path = Path(path)
+        self.frame_shape = tuple(frame_shape)
+        self.planes = int(planes_per_volume)
+        self.flush_every = max(1, flush_every)
+        self.frames_written = 0
+        self.frames_flushed = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.path, "x", libver="latest")
+        entry = self._file.create_group("entry")
+        for key, value in (attrs or {}).items():
+            entry.attrs[key] = _attr_value(value)
+        lead: tuple[int, ...] = (0, self.planes) if self.planes else (0,)
+        maxlead: tuple[int | None, ...] = (None, self.planes) if self.planes else (None,)
+        unit: tuple[int, ...] = (1, 1) if self.planes else (1,)
+        self._data = self._file.create_dataset(
+            DATA_PATH,
+            shape=lead + self.frame_shape,
+            maxshape=maxlead + self.frame_shape,
+            chunks=unit + self.frame_shape,
+            dtype=dtype,
+        )
+        self._meta = {
+            name: self._file.create_dataset(
+                f"{META_PATH}/{name}",
+                shape=lead,
+                maxshape=maxlead,
+                chunks=(1024, self.planes) if self.planes else (4096,),
+                dtype=dt,
+                fillvalue=-1,
+            )
+            for name, dt in META_FIELDS.items()
+        }
+        self._meta["z_um"].attrs["units"] = "um"
+        self._meta["timestamp"].attrs["units"] = "s"
+        self._meta["exposure"].attrs["units"] = "s"
+        self._file.swmr_mode = True
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return self._data.chunks
+
+    @property
+    def meta_chunk_shape(self) -> tuple[int, ...]:
+        return (1, self.planes) if self.planes else (1,)
+
+    @property
+    def complete_units(self) -> int:
+        """Frames (planar) or whole volumes flushed to disk so far."""
+        return self.frames_flushed // self.planes if self.planes else self.frames_flushed
+
+    def write(self, frame: Frame) -> None:
+        if frame.image.shape != self.frame_shape:
+            raise ValueError(f"frame shape {frame.image.shape} != file shape {self.frame_shape}")
+        k = self.frames_written
+        if self.planes:
+            v, p = divmod(k, self.planes)
+            if p == 0:
+                self._data.resize(v + 1, axis=0)
+                for ds in self._meta.values():
+                    ds.resize(v + 1, axis=0)
+            index: tuple[int, ...] = (v, p)
+            frame.plane, frame.volume = p, v
+        else:
+            self._data.resize(k + 1, axis=0)
+            for ds in self._meta.values():
+                ds.resize(k + 1, axis=0)
+            index = (k,)
+        self._data[index] = frame.image
+        values = {
+            "frame_id": frame.frame_id,
+            "timestamp": frame.timestamp,
+            "exposure": frame.exposure,
+            "z_um": frame.z_um,
+            "plane": frame.plane,
+            "volume": frame.volume,
+        }
+        for name, value in values.items():
+            self._meta[name][index] = value
+        self.frames_written += 1
+        unit_done = (self.frames_written % self.planes == 0) if self.planes else (
+            self.frames_written % self.flush_every == 0
+        )
+        if unit_done:
+            self.flush()
+
+    def flush(self) -> None:
+        self._file.flush()
+        self.frames_flushed = self.frames_written
+
+    def close(self, attrs: dict[str, Any] | None = None) -> None:
+        if not self._file.id.valid:
+            return
+        for key, value in (attrs or {}).items():
+            self._file["entry"].attrs[key] = _attr_value(value)
+        self.flush()
+        self._file.close()
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool | np.generic):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, int | float) for v in value):
+        return np.asarray(value)
+    return json.dumps(value, default=str)

@@ -1,0 +1,102 @@
+"""Volumetric run on the simulated microscope through real IOCs, RunEngine and catalog.
+
+Measures, for N volumes x P planes of an S x S ROI at R volumes/s:
+- wall time of ``RE(volumetric_scan(...))`` over the ideal acquisition time N / R
+- time from the ``RE(...)`` call to the first frame's exposure start and to its arrival
+  in the file (the frame's timestamp is the camera's absolute exposure start)
+
+Run: ``python benchmarks/bench_volumetric.py [--volumes 20 --planes 20 --size 512
+--rate 5 --repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--volumes", type=int, default=20)
+    ap.add_argument("--planes", type=int, default=20)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--rate", type=float, default=5.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    from beamline_ls import log as bls_log
+    from beamline_ls.config import load_settings
+    from beamline_ls.epics_env import IocProcess, LoopbackEpics
+
+    bls_log.configure("WARNING")
+    epics = LoopbackEpics()
+    epics.apply()
+    epics.start_repeater()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-vol-"))
+    settings = load_settings(data_dir=tmp, prefix="BENCH:")
+    ioc = IocProcess(epics, "BENCH:", tmp, tmp / "ioc.log").start()
+    try:
+        import h5py
+
+        from beamline_ls.session import make_session
+        from devices import connect_microscope
+        from plans import volumetric_scan
+
+        scope = connect_microscope("BENCH:")
+        session = make_session(settings, progress_bar=False)
+        cam = scope.camera.cam
+        sensor = int(cam.max_size_x.get())
+        origin = (sensor - args.size) // 2
+        for sig, v in ((cam.size_x, args.size), (cam.size_y, args.size),
+                       (cam.min_x, origin), (cam.min_y, origin)):
+            sig.set(v).wait(5)
+        time.sleep(0.1)
+        ideal = args.volumes / args.rate
+        rows = []
+        for i in range(args.repeats):
+            t_call = time.time()
+            session.RE(volumetric_scan(scope.camera, scope.scanboard, args.volumes, args.planes,
+                                       10.0, 80.0, args.rate, md={"sample_name": "bench"}))
+            wall = time.time() - t_call
+            session.flush()
+            catalog_s = time.time() - t_call
+            path = scope.camera.hdf.full_file_name.get()
+            with h5py.File(path, "r") as f:
+                stamps = f["/entry/meta/timestamp"][...]
+                n_frames = int((stamps >= 0).sum())
+            first_exposure = float(stamps.ravel()[0]) - t_call
+            rows.append({"repeat": i, "wall_s": wall, "catalog_s": catalog_s, "ideal_s": ideal,
+                         "ratio": wall / ideal,
+                         "first_frame_s": first_exposure, "frames": n_frames})
+            print(f"run {i}: wall {wall:.3f} s, ideal {ideal:.3f} s, ratio {wall / ideal:.3f}, "
+                  f"RE call -> first exposure {first_exposure * 1e3:.0f} ms, "
+                  f"{n_frames} frames, in catalog after {catalog_s:.3f} s", flush=True)
+        summary = {
+            "volumes": args.volumes, "planes": args.planes, "size": args.size,
+            "rate": args.rate,
+            "ratio_median": statistics.median(r["ratio"] for r in rows),
+            "ratio_max": max(r["ratio"] for r in rows),
+            "first_frame_s_median": statistics.median(r["first_frame_s"] for r in rows),
+            "first_frame_s_max": max(r["first_frame_s"] for r in rows),
+            "runs": rows,
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"median wall/ideal {summary['ratio_median']:.3f} (goal <= 1.05), "
+                  f"median RE -> first frame {summary['first_frame_s_median'] * 1e3:.0f} ms "
+                  f"(goal < 500 ms)")
+    finally:
+        ioc.stop()
+        epics.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

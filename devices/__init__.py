@@ -1,0 +1,50 @@
+"""ophyd devices of the light-sheet microscope (EPICS clients of beamline-ls IOCs).
+
+Import this only after the EPICS environment is set (see beamline_ls.epics_env).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from devices.camera import Acquisition, Camera
+from devices.laser import Laser
+from devices.positioners import Galvo, Piezo, Stage
+from devices.scanboard import ScanBoard
+
+
+@dataclass
+class Microscope:
+    camera: Camera
+    scanboard: ScanBoard
+    piezo: Piezo
+    galvo1: Galvo
+    galvo2: Galvo
+    stage: Stage
+    laser: Laser
+
+    def all(self) -> list:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
+    """Instantiate every device under ``prefix`` and wait for all connections."""
+    scope = Microscope(
+        camera=Camera(prefix, name="camera"),
+        scanboard=ScanBoard(f"{prefix}scan:", name="scanboard"),
+        piezo=Piezo(f"{prefix}piezo", name="piezo"),
+        galvo1=Galvo(f"{prefix}galvo1", name="galvo1"),
+        galvo2=Galvo(f"{prefix}galvo2", name="galvo2"),
+        stage=Stage(f"{prefix}stage:", name="stage"),
+        laser=Laser(f"{prefix}laser:", name="laser"),
+    )
+    for dev in scope.all():
+        dev.wait_for_connection(timeout=timeout)
+    return scope
+
+
+__all__ = ["Acquisition", "Camera", "Galvo", "Laser", "Microscope", "Piezo", "ScanBoard",
+           "Stage", "connect_microscope"]

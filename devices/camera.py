@@ -1,0 +1,242 @@
+"""The sCMOS camera and its HDF5 file writer, as an ophyd flyer that writes stream
+assets: frames stay in the IOC's HDF5 files; the run gets StreamResource documents
+for the image and each per-frame metadata dataset, and StreamDatum documents per
+batch of complete volumes (or frames), never one Event per frame."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from event_model import compose_stream_resource
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO
+from ophyd.status import Status
+
+from devices.status import ProgressStatus
+
+META_KEYS = {
+    # data key suffix: (dataset, numpy dtype, units)
+    "frame_id": ("/entry/meta/frame_id", "<i8", ""),
+    "timestamp": ("/entry/meta/timestamp", "<f8", "s"),
+    "z": ("/entry/meta/z_um", "<f8", "um"),
+    "plane": ("/entry/meta/plane", "<i4", ""),
+    "volume": ("/entry/meta/volume", "<i4", ""),
+}
+IMAGE_DATASET = "/entry/data/data"
+
+
+class CamControls(Device):
+    acquire = Cpt(EpicsSignal, "Acquire", string=True, put_complete=True)
+    camera_mode = Cpt(EpicsSignal, "CameraMode", string=True, put_complete=True)
+    acquire_time = Cpt(EpicsSignal, "AcquireTime_RBV", write_pv="AcquireTime", limits=True,
+                       put_complete=True, kind="config")
+    acquire_period = Cpt(EpicsSignal, "AcquirePeriod", limits=True, put_complete=True,
+                         kind="config")
+    image_mode = Cpt(EpicsSignal, "ImageMode", string=True, put_complete=True, kind="config")
+    num_images = Cpt(EpicsSignal, "NumImages", limits=True, put_complete=True, kind="config")
+    trigger_mode = Cpt(EpicsSignal, "TriggerMode", string=True, put_complete=True,
+                       kind="config")
+    bin_x = Cpt(EpicsSignal, "BinX", limits=True, put_complete=True, kind="config")
+    bin_y = Cpt(EpicsSignal, "BinY", limits=True, put_complete=True, kind="config")
+    min_x = Cpt(EpicsSignal, "MinX", limits=True, put_complete=True, kind="config")
+    min_y = Cpt(EpicsSignal, "MinY", limits=True, put_complete=True, kind="config")
+    size_x = Cpt(EpicsSignal, "SizeX", limits=True, put_complete=True, kind="config")
+    size_y = Cpt(EpicsSignal, "SizeY", limits=True, put_complete=True, kind="config")
+    max_size_x = Cpt(EpicsSignalRO, "MaxSizeX_RBV", kind="omitted")
+    max_size_y = Cpt(EpicsSignalRO, "MaxSizeY_RBV", kind="omitted")
+    array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="omitted")
+    array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="omitted")
+    readout_time = Cpt(EpicsSignalRO, "ReadoutTime_RBV", kind="config")
+    array_counter = Cpt(EpicsSignalRO, "ArrayCounter_RBV", auto_monitor=True, kind="omitted")
+    array_rate = Cpt(EpicsSignalRO, "ArrayRate_RBV", auto_monitor=True, kind="omitted")
+    triggers_missed = Cpt(EpicsSignalRO, "TriggersMissed_RBV", auto_monitor=True,
+                          kind="omitted")
+    detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
+    status_message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind="omitted")
+
+
+class HDF5Writer(Device):
+    file_path = Cpt(EpicsSignal, "FilePath", string=True, put_complete=True, kind="config")
+    file_name = Cpt(EpicsSignal, "FileName", string=True, put_complete=True, kind="omitted")
+    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind="omitted")
+    capture = Cpt(EpicsSignal, "Capture", put_complete=True, auto_monitor=True,
+                  kind="omitted")
+    num_capture = Cpt(EpicsSignal, "NumCapture", limits=True, put_complete=True,
+                      kind="omitted")
+    num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
+    frames_per_volume = Cpt(EpicsSignal, "FramesPerVolume", limits=True, put_complete=True,
+                            kind="omitted")
+    dropped_frames = Cpt(EpicsSignalRO, "DroppedFrames_RBV", auto_monitor=True,
+                         kind="omitted")
+    write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
+                        kind="omitted")
+    data_root = Cpt(EpicsSignalRO, "DataRoot_RBV", string=True, kind="omitted")
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """What :meth:`Camera.prepare` arms: ``n_frames`` frames, grouped in volumes of
+    ``frames_per_volume`` (0 for a plain frame series), into ``file_name``."""
+
+    n_frames: int
+    file_name: str
+    frames_per_volume: int = 0
+    trigger_mode: str = "External"
+    file_path: str = "."
+    stall_timeout: float = 10.0
+
+
+class Camera(Device):
+    """sCMOS camera: ``cam`` controls, ``hdf`` file writer; flyable, writes stream assets."""
+
+    cam = Cpt(CamControls, "cam1:")
+    hdf = Cpt(HDF5Writer, "HDF1:")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._acq: Acquisition | None = None
+        self._bundles: dict = {}
+        self._index = 0
+
+    # -- configuration ------------------------------------------------------------
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        b = int(self.cam.bin_x.get())
+        return (int(self.cam.size_y.get()) // b, int(self.cam.size_x.get()) // b)
+
+    def prepare(self, value: Acquisition) -> Status:
+        """Configure trigger mode, counts and file name; done when the IOC has them."""
+        if value.n_frames < 1:
+            raise ValueError("n_frames must be >= 1")
+        if value.frames_per_volume and value.n_frames % value.frames_per_volume:
+            raise ValueError("n_frames must be a whole number of volumes")
+        self._acq = value
+        self._bundles = {}
+        self._index = 0
+        st = self.cam.trigger_mode.set(value.trigger_mode)
+        for sig, v in (
+            (self.cam.image_mode, "Multiple"),
+            (self.cam.num_images, value.n_frames),
+            (self.hdf.num_capture, value.n_frames),
+            (self.hdf.frames_per_volume, value.frames_per_volume),
+            (self.hdf.file_path, value.file_path),
+            (self.hdf.file_name, value.file_name),
+        ):
+            st = st & sig.set(v)
+        return st
+
+    # -- flying -----------------------------------------------------------------------
+    def kickoff(self) -> Status:
+        """Open the file, then arm the camera (it waits for triggers in External mode)."""
+        if self._acq is None:
+            raise RuntimeError(f"{self.name}: prepare() must come before kickoff()")
+        status = Status(obj=self)
+
+        def arm_camera(st) -> None:
+            if not st.success:
+                msg = self.hdf.write_message.get()
+                status.set_exception(RuntimeError(f"{self.name}: {msg}"))
+                return
+            self.cam.acquire.set("Acquire").add_callback(
+                lambda s: status.set_finished() if s.success else status.set_exception(
+                    RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
+
+        self.hdf.capture.set(1).add_callback(arm_camera)
+        return status
+
+    def complete(self) -> ProgressStatus:
+        """Done when every frame is written and the file is closed; shows progress."""
+        acq = self._acq
+        if acq is None:
+            raise RuntimeError(f"{self.name}: nothing to complete")
+        unit = "volumes" if acq.frames_per_volume else "frames"
+        per = acq.frames_per_volume or 1
+        status = ProgressStatus(
+            self, target=acq.n_frames // per, unit=unit, stall_timeout=acq.stall_timeout,
+            done_check=lambda: int(self.hdf.capture.get(use_monitor=False)) == 0,
+            error_check=self._write_error,
+        )
+
+        def on_count(value, **kwargs):
+            status.update(int(value) // per)
+
+        def on_capture(value, **kwargs):
+            status.update(self.get_index())
+
+        # Monitor caches may still hold the previous capture's counts: start from a
+        # fresh read and let later monitor events (always newer) drive progress.
+        cid = self.hdf.num_captured.subscribe(on_count, run=False)
+        cap = self.hdf.capture.subscribe(on_capture, run=False)
+        status.update(self.get_index())
+
+        def cleanup(_):
+            self.hdf.num_captured.unsubscribe(cid)
+            self.hdf.capture.unsubscribe(cap)
+
+        status.add_callback(cleanup)
+        return status
+
+    def _write_error(self) -> str:
+        msg = self.hdf.write_message.get()
+        return msg if msg.startswith(("capture refused", "OSError", "Error")) else ""
+
+    def stop(self, *, success: bool = False) -> None:
+        """Abort camera and writer (RunEngine calls this on abort/pause)."""
+        if not success:
+            self.cam.camera_mode.put("Abort", wait=False)
+
+    # -- stream assets ------------------------------------------------------------------
+    def get_index(self) -> int:
+        per = (self._acq.frames_per_volume if self._acq else 0) or 1
+        return int(self.hdf.num_captured.get(use_monitor=False)) // per
+
+    def describe_collect(self) -> dict:
+        acq = self._acq
+        if acq is None:
+            raise RuntimeError(f"{self.name}: prepare() must come before describe_collect()")
+        h, w = self.frame_shape
+        lead = [acq.frames_per_volume] if acq.frames_per_volume else []
+        source = self.hdf.full_file_name.pvname
+        keys = {
+            f"{self.name}_image": {
+                "source": source, "shape": lead + [h, w], "dtype": "array",
+                "dtype_numpy": "<u2", "external": "STREAM:",
+            }
+        }
+        for suffix, (_, dt, units) in META_KEYS.items():
+            keys[f"{self.name}_{suffix}"] = {
+                "source": source, "shape": list(lead),
+                "dtype": "array" if lead else ("number" if dt == "<f8" else "integer"),
+                "dtype_numpy": dt, "external": "STREAM:", "units": units,
+            }
+        return keys
+
+    def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
+        acq = self._acq
+        if acq is None:
+            return
+        available = self.get_index()
+        stop = available if index is None else min(index, available)
+        if not self._bundles:
+            path = Path(self.hdf.full_file_name.get())
+            uri = f"file://localhost{path.as_posix()}"
+            h, w = self.frame_shape
+            per = acq.frames_per_volume
+            unit: list[int] = [1, per] if per else [1]
+            datasets = {f"{self.name}_image": (IMAGE_DATASET, [1, 1, h, w] if per else [1, h, w])}
+            for suffix, (ds, _, _) in META_KEYS.items():
+                datasets[f"{self.name}_{suffix}"] = (ds, unit)
+            for key, (ds, chunks) in datasets.items():
+                bundle = compose_stream_resource(
+                    mimetype="application/x-hdf5", uri=uri, data_key=key,
+                    parameters={"dataset": ds, "chunk_shape": chunks},
+                )
+                self._bundles[key] = bundle
+                yield "stream_resource", bundle.stream_resource_doc
+        if stop > self._index:
+            for bundle in self._bundles.values():
+                yield "stream_datum", bundle.compose_stream_datum(
+                    indices={"start": self._index, "stop": stop})
+            self._index = stop

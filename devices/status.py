@@ -1,0 +1,72 @@
+"""A Status that reports progress to bluesky's progress bar and fails on stalls."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ophyd.status import DeviceStatus
+
+
+class ProgressStatus(DeviceStatus):
+    """Finishes when ``update(current)`` reaches ``target`` and ``done_check()`` is true;
+    fails if progress stalls for ``stall_timeout`` seconds.
+
+    Implements ``watch`` so :class:`bluesky.utils.ProgressBarManager` draws a bar.
+    """
+
+    def __init__(self, device, target: int, unit: str, stall_timeout: float,
+                 done_check: Callable[[], bool] = lambda: True,
+                 error_check: Callable[[], str] = lambda: ""):
+        super().__init__(device)
+        self.target = target
+        self.unit = unit
+        self.current = 0
+        self._watchers: list[Callable] = []
+        self._t0 = time.monotonic()
+        self._last_progress = self._t0
+        self._done_check = done_check
+        self._error_check = error_check
+        self._stall_timeout = stall_timeout
+        self._watchdog = threading.Thread(target=self._watch_stall, daemon=True)
+        self._watchdog.start()
+
+    def watch(self, func: Callable) -> None:
+        self._watchers.append(func)
+        self._notify()
+
+    def update(self, current: int) -> None:
+        if self.done:
+            return
+        if current != self.current:
+            self._last_progress = time.monotonic()
+        self.current = current
+        self._notify()
+        error = self._error_check()
+        if error:
+            self.set_exception(RuntimeError(f"{self.device.name}: {error}"))
+        elif current >= self.target and self._done_check():
+            self.set_finished()
+
+    def _notify(self) -> None:
+        elapsed = time.monotonic() - self._t0
+        rate = self.current / elapsed if elapsed > 0 else 0
+        remaining = (self.target - self.current) / rate if rate > 0 else None
+        for w in list(self._watchers):
+            w(name=self.device.name, current=self.current, initial=0, target=self.target,
+              unit=self.unit, precision=0, time_elapsed=elapsed, time_remaining=remaining,
+              fraction=(self.target - self.current) / max(self.target, 1))
+
+    def _watch_stall(self) -> None:
+        while not self.done:
+            time.sleep(0.1)
+            if self.done:
+                return
+            if time.monotonic() - self._last_progress > self._stall_timeout:
+                self.set_exception(TimeoutError(
+                    f"{self.device.name}: no progress for {self._stall_timeout:.1f} s at "
+                    f"{self.current}/{self.target} {self.unit}"))
+                return
+            # re-check completion conditions that do not come with a counter change
+            self.update(self.current)

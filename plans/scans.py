@@ -1,0 +1,215 @@
+"""Planar and volumetric scans.
+
+Plans configure and arm; hardware keeps time. The camera writes frames to HDF5 in
+its IOC and the run receives stream-asset documents (one StreamResource per dataset,
+StreamDatum per batch of complete volumes), so camera-rate data never becomes one
+Event per frame. Every argument is validated before anything moves.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
+from devices.camera import Acquisition, Camera
+from devices.scanboard import ScanBoard
+from plans.metadata import device_settings, software_versions
+from plans.validation import check_float, check_int, check_skip
+
+EXPOSURE_RANGE_S = (1e-5, 10.0)
+
+
+def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tuple[int, int]:
+    """Fewest start slots whose duration covers ``settle_s`` (one slot at the end)."""
+    for start in range(0, 51):
+        slot = 1.0 / (volume_rate * (n_planes + start + 1))
+        if start * slot >= settle_s:
+            return (start, 1)
+    raise ValueError(
+        f"volume_rate {volume_rate:g} Hz is too fast for the piezo to settle "
+        f"({settle_s * 1e3:.0f} ms) after each flyback: lower volume_rate"
+    )
+
+
+def _file_name(kind: str) -> tuple[str, str]:
+    return time.strftime("%Y/%m/%d"), f"{kind}_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
+
+
+def _cleanup(camera: Camera, scanboard: ScanBoard):
+    """Leave the hardware idle whatever happened (no-op after a clean finish)."""
+    yield from bps.abs_set(scanboard.stop_cmd, 1, wait=True)
+    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
+        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+
+
+def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,
+         board_first: bool):
+    """Open the run, start camera and board in the right order, stream assets, close."""
+    yield from bps.open_run(md)
+    yield from bps.declare_stream(camera, name="primary", collect=True)
+    first, second = (scanboard, camera) if board_first else (camera, scanboard)
+    yield from bps.kickoff(first, wait=True)
+    yield from bps.kickoff(second, wait=True)
+    yield from bps.collect_while_completing(
+        [camera, scanboard], [camera], flush_period=flush_period, stream_name="primary"
+    )
+    dropped = int(camera.hdf.dropped_frames.get())
+    missed = int(camera.cam.triggers_missed.get())
+    exit_status = "success" if not (dropped or missed) else "fail"
+    reason = "" if exit_status == "success" else (
+        f"{dropped} frames dropped by the writer, {missed} camera triggers missed")
+    return (yield from bps.close_run(exit_status=exit_status, reason=reason))
+
+
+def volumetric_scan(
+    camera: Camera,
+    scanboard: ScanBoard,
+    n_volumes: int,
+    n_planes: int,
+    z_start: float,
+    z_stop: float,
+    volume_rate: float,
+    skip_planes: int | tuple[int, int] | None = None,
+    exposure: float | None = None,
+    *,
+    md: dict[str, Any] | None = None,
+):
+    """Acquire ``n_volumes`` volumes of ``n_planes`` planes from ``z_start`` to ``z_stop``.
+
+    Parameters
+    ----------
+    camera, scanboard:
+        The camera (external trigger) and the scan board that drives piezo, galvos and
+        camera pulses.
+    n_volumes: volumes to acquire, 1..1e6.
+    n_planes: stored planes per volume, 2..1000.
+    z_start, z_stop: focal-plane positions (um) of the first and last plane.
+    volume_rate: volumes per second, (0, 100].
+    skip_planes: plane slots without a frame at the start and end of each volume,
+        letting the piezo settle after flyback (int for both ends or a pair). Default:
+        enough start slots to cover the board's flyback settle time, one at the end.
+    exposure: camera exposure (s); default 80 % of the time a plane leaves after readout.
+    md: extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
+
+    Frames are stored as (volumes, planes, y, x) with per-frame metadata.
+    """
+    n_volumes = check_int("n_volumes", n_volumes, 1, 1_000_000)
+    n_planes = check_int("n_planes", n_planes, 2, 1000)
+    lo, hi = PIEZO_TRAVEL_UM
+    z_start = check_float("z_start", z_start, lo, hi)
+    z_stop = check_float("z_stop", z_stop, lo, hi)
+    if z_start == z_stop:
+        raise ValueError("z_start and z_stop must differ (use planar_scan for one plane)")
+    volume_rate = check_float("volume_rate", volume_rate, 0.0, 100.0, lo_open=True)
+    if skip_planes is None:
+        skip = _skip_for_settle(float(scanboard.flyback_settle.get()), volume_rate, n_planes)
+    else:
+        skip = check_skip(skip_planes)
+    plane_interval = 1.0 / (volume_rate * (n_planes + skip[0] + skip[1]))
+    readout = float(camera.cam.readout_time.get())
+    max_exposure = plane_interval - readout
+    if max_exposure <= EXPOSURE_RANGE_S[0]:
+        raise ValueError(
+            f"volume_rate {volume_rate:g} Hz with {n_planes} planes (+{sum(skip)} skipped) "
+            f"leaves {plane_interval * 1e3:.3f} ms per plane, less than the camera readout "
+            f"{readout * 1e3:.3f} ms: lower volume_rate or n_planes, or reduce the ROI"
+        )
+    if exposure is None:
+        exposure = 0.8 * max_exposure
+    exposure = check_float("exposure", exposure, EXPOSURE_RANGE_S[0], max_exposure)
+    cals = tuple(
+        GalvoCalibration(getattr(scanboard, f"galvo{i}_offset").get(),
+                         getattr(scanboard, f"galvo{i}_slope").get())
+        for i in (1, 2)
+    )
+    scan = VolumeScan(volume_rate, n_planes, z_start, z_stop, exposure, skip[0], skip[1],
+                      sample_rate_hz=float(scanboard.sample_rate.get()),
+                      piezo_lag_s=float(scanboard.piezo_lag.get()), galvos=cals)
+    scan.waveforms()  # raises ValueError if galvo voltages would leave their range
+
+    directory, name = _file_name("volumetric")
+    acquisition = Acquisition(n_frames=n_volumes * n_planes, file_name=name,
+                              frames_per_volume=n_planes, trigger_mode="External",
+                              file_path=directory,
+                              stall_timeout=max(10.0, 5.0 / volume_rate))
+    _md = {
+        "plan_name": "volumetric_scan",
+        "plan_args": {"n_volumes": n_volumes, "n_planes": n_planes, "z_start": z_start,
+                      "z_stop": z_stop, "volume_rate": volume_rate, "skip_planes": list(skip),
+                      "exposure": exposure},
+        "detectors": [camera.name],
+        "num_points": n_volumes,
+        "waveform": scan.as_dict(),
+        "plane_z_um": scan.plane_z_um.tolist(),
+        "versions": software_versions(),
+        **(md or {}),
+    }
+
+    def inner():
+        yield from bps.mv(
+            scanboard.mode, "Volumetric", scanboard.volume_rate, volume_rate,
+            scanboard.num_planes, n_planes, scanboard.z_start, z_start, scanboard.z_stop, z_stop,
+            scanboard.skip_start, skip[0], scanboard.skip_end, skip[1],
+            scanboard.exposure, exposure, scanboard.num_volumes, n_volumes,
+            camera.cam.acquire_time, exposure,
+        )
+        yield from bps.prepare(camera, acquisition, wait=True)
+        _md["settings"] = device_settings(camera, scanboard)
+        return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False))
+
+    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard)))
+
+
+def planar_scan(
+    camera: Camera,
+    scanboard: ScanBoard,
+    n_frames: int,
+    z: float,
+    exposure: float,
+    frame_rate: float | None = None,
+    *,
+    md: dict[str, Any] | None = None,
+):
+    """Acquire ``n_frames`` frames of one plane at focal position ``z`` (um).
+
+    The piezo parks at ``z``, the galvos follow through their calibration, and the camera
+    free-runs (internal trigger) at ``frame_rate`` (default: as fast as exposure and
+    readout allow). Frames are stored as (frames, y, x) with per-frame metadata.
+    """
+    n_frames = check_int("n_frames", n_frames, 1, 100_000_000)
+    z = check_float("z", z, *PIEZO_TRAVEL_UM)
+    exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
+    readout = float(camera.cam.readout_time.get())
+    period = 0.0
+    if frame_rate is not None:
+        max_rate = 1.0 / (exposure + readout)
+        frame_rate = check_float("frame_rate", frame_rate, 0.0, max_rate, lo_open=True)
+        period = 1.0 / frame_rate
+    directory, name = _file_name("planar")
+    expected_s = n_frames * max(period, exposure + readout)
+    acquisition = Acquisition(n_frames=n_frames, file_name=name, trigger_mode="Internal",
+                              file_path=directory, stall_timeout=max(10.0, 20 * exposure))
+    _md = {
+        "plan_name": "planar_scan",
+        "plan_args": {"n_frames": n_frames, "z": z, "exposure": exposure,
+                      "frame_rate": frame_rate},
+        "detectors": [camera.name],
+        "num_points": n_frames,
+        "expected_duration_s": expected_s,
+        "versions": software_versions(),
+        **(md or {}),
+    }
+
+    def inner():
+        yield from bps.mv(scanboard.mode, "Planar", scanboard.plane_z, z,
+                          camera.cam.acquire_time, exposure, camera.cam.acquire_period, period)
+        yield from bps.prepare(camera, acquisition, wait=True)
+        _md["settings"] = device_settings(camera, scanboard)
+        return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
+
+    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard)))

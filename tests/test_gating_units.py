@@ -1,0 +1,89 @@
+"""Unit tests of the building blocks: SAD kernel, V-fit, period search, unwrap, predict."""
+
+import math
+
+import numpy as np
+import pytest
+
+from beamline_ls.gating.predict import PhaseHistory, Predictor, unwrap_step
+from beamline_ls.gating.reference import estimate_period, v_fit
+from beamline_ls.gating.sad import bin_image, sad_indexed, sad_stack
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_sad_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    hi = 255 if dtype == np.uint8 else 4095
+    stack = rng.integers(0, hi, (5, 20, 24)).astype(dtype)
+    img = rng.integers(0, hi, (20, 24)).astype(dtype)
+    got = sad_indexed(stack, np.array([4, 1]), img, 1, -2, 2)
+    ref = [np.abs(stack[k, 2:-2, 2:-2].astype(int) - img[3:-1, 0:-4].astype(int)).sum()
+           for k in (4, 1)]
+    assert list(got) == ref
+    assert sad_stack(stack, img).shape == (5,)
+    with pytest.raises(ValueError):
+        sad_indexed(stack, np.array([0]), img, 3, 0, 2)
+
+
+def test_bin_image_rounds_mean():
+    a = np.arange(36, dtype=np.uint8).reshape(6, 6)
+    b = bin_image(a, 2)
+    assert b.shape == (3, 3) and b.dtype == np.uint8
+    assert b[0, 0] == round((0 + 1 + 6 + 7) / 4)
+
+
+def test_v_fit():
+    assert v_fit(3.0, 1.0, 3.0) == pytest.approx(0.0)
+    # apex at +0.25: y = |x - 0.25|
+    assert v_fit(1.25, 0.25, 0.75) == pytest.approx(0.25)
+    assert v_fit(2.0, 2.0, 2.0) is None  # flat: no V
+    assert v_fit(1.0, 2.0, 3.0) is None  # not a minimum
+
+
+def test_estimate_period_on_synthetic_curve():
+    k = np.arange(1, 40)
+    period = 17.3
+    d = 100 + 1000 * np.abs(np.sin(np.pi * k / period))
+    est = estimate_period(d, 5, 0.15)
+    assert est is not None and est.period == pytest.approx(period, abs=0.3)
+    flat = 1000 + np.random.default_rng(1).normal(0, 5, 39)
+    assert estimate_period(flat, 5, 0.15) is None
+
+
+def test_unwrap_step():
+    assert unwrap_step(0.5, 0.9) == pytest.approx(0.9)
+    assert unwrap_step(2 * math.pi - 0.1, 0.2) == pytest.approx(2 * math.pi + 0.2)
+    assert unwrap_step(4 * math.pi + 6.0, 0.1) == pytest.approx(6 * math.pi + 0.1)
+
+
+def _history(times, rate=2 * math.pi * 2.0):
+    h = PhaseHistory()
+    h.clear(0)
+    for i, t in enumerate(times):
+        h.add(t, (rate * t) % (2 * math.pi), i)
+    return h
+
+
+def test_predictor_exact_line():
+    times = np.arange(0, 0.6, 0.0125)
+    h = _history(times)
+    p = Predictor().predict(h, 0.5, times[-1], 1.0)
+    assert p is not None
+    # phase = 4*pi*t reaches 1.0 + 2*pi*k; next after t_last
+    k = math.ceil((4 * math.pi * times[-1] - 1.0) / (2 * math.pi))
+    assert p.t_target == pytest.approx((1.0 + 2 * math.pi * k) / (4 * math.pi), abs=1e-9)
+    assert p.t_target >= times[-1]
+
+
+def test_predictor_needs_one_period_and_rejects_gaps():
+    pr = Predictor()
+    assert pr.predict(_history(np.arange(0, 0.3, 0.0125)), 0.5, 0.3, 1.0) is None
+    assert "period" in pr.last_reject
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.1, 0.0125)])
+    assert pr.predict(_history(times), 0.5, times[-1], 1.0) is None
+    assert pr.last_reject == "timestamp gap"
+
+
+def test_predictor_rejects_implausible_rate():
+    pr = Predictor()
+    assert pr.predict(_history(np.arange(0, 1.0, 0.0125), rate=1.0), 0.5, 1.0, 1.0) is None
