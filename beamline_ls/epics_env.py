@@ -8,6 +8,7 @@ here, by PID; nothing is left running.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -64,6 +65,7 @@ class LoopbackEpics:
             env={**os.environ, **self.env()},
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
+        atexit.register(self.stop)  # never leave it behind, even on an error path
 
     def stop(self) -> None:
         if self._repeater is not None:
@@ -91,6 +93,7 @@ class IocProcess:
             cmd, env={**os.environ, **self.epics.env(), "BEAMLINE_LS_LOG": "INFO"},
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
+        atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/bench_gating.py            (full: 60 s of heart per frame rate)
       python benchmarks/bench_gating.py --quick    (short runs, for a smoke check)
-Options: --seconds S, --seeds N, --write (append figures to benchmarks/RESULTS_gating.md)
+Options: --seconds S, --seeds N, --write (print the markdown section for RESULTS.md)
 
 Per frame rate (80, 40, 26.7, 20 fps; 128x128 px; heart 2.33 Hz, +-5 % sinusoidal rate
 modulation over 7 s, 2 % Ornstein-Uhlenbeck rate wander, tau 2 s; 2 ms exposure; noise
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--speed-frames", type=int, default=None)
     ap.add_argument("--write", action="store_true",
-                    help="write the figures to benchmarks/RESULTS_gating.md")
+                    help="print the figures as the markdown section of benchmarks/RESULTS.md")
     a = ap.parse_args(argv)
     seconds = a.seconds or (10.0 if a.quick else 60.0)
     seeds = a.seeds or (1 if a.quick else 3)
@@ -114,12 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total wall time {time.time() - t0:.0f} s")
     if a.write:
         cmd = "python benchmarks/bench_gating.py " + " ".join(argv or sys.argv[1:])
-        _write(Path(__file__).with_name("RESULTS_gating.md"), cmd.strip(), seconds, seeds,
-               acc, spd)
+        _write(None, cmd.strip(), seconds, seeds, acc, spd)
     return 0
 
 
-def _write(path: Path, cmd: str, seconds: float, seeds: int, acc: list[dict[str, float]],
+def _write(path: Path | None, cmd: str, seconds: float, seeds: int, acc: list[dict[str, float]],
            spd: list[dict[str, float]]) -> None:
     lines = [
         "## Prospective optical gating (beamline_ls.gating)", "",
@@ -145,8 +144,12 @@ def _write(path: Path, cmd: str, seconds: float, seeds: int, acc: list[dict[str,
         lines.append(f"| {r['size']}x{r['size']} | {r['p50']:.3f} ms | {r['p99']:.3f} ms "
                      f"| {goals[int(r['size'])]} |")
     lines.append("")
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    text = "\n".join(lines) + "\n"
+    if path is None:
+        print(text)
+    else:
+        path.write_text(text)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class MotorGroup(PVGroup):
             try:  # poll fast while moving, slowly when idle; a new move wakes us
                 await asyncio.wait_for(self._wake.wait(),
                                        self.poll_s if busy else self.idle_poll_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 

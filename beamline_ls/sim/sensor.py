@@ -43,7 +43,8 @@ class Sensor:
         start = int(self._rng.integers(0, self._bank.size - n))
         noise = self._bank[start : start + n].reshape(electrons.shape)
         signal = electrons + np.sqrt(electrons + self.read_noise_e**2) * noise
-        np.clip(signal, 0.0, self.full_well_e, out=signal)
+        # Read noise rides on the ADU offset, so only saturation clips here.
+        np.minimum(signal, self.full_well_e, out=signal)
         adu = signal / self.gain_e_per_adu + self.offset_adu
         np.clip(adu, 0, 65535, out=adu)
-        return adu.astype(np.uint16)
+        return np.rint(adu, out=adu).astype(np.uint16)

@@ -1,0 +1,1 @@
+# 90: your own additions (kept empty in the repository).

@@ -1,0 +1,87 @@
+"""Shared fixtures: one real simulated-hardware IOC on private loopback ports.
+
+The EPICS environment is set at import time, before anything imports ophyd (pyepics
+reads it once). Every process started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from beamline_ls.epics_env import IocProcess, LoopbackEpics
+
+EPICS = LoopbackEpics()
+EPICS.apply()
+PREFIX = "TST:"
+ROI = 256
+
+warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+
+
+@pytest.fixture(scope="session")
+def prefix() -> str:
+    return PREFIX
+
+
+@pytest.fixture(scope="session")
+def epics() -> LoopbackEpics:
+    EPICS.start_repeater()
+    yield EPICS
+    EPICS.stop()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def ioc(epics, data_dir):
+    proc = IocProcess(epics, PREFIX, data_dir, data_dir / "logs" / "ioc.log").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def scope(ioc):
+    from devices import connect_microscope
+
+    s = connect_microscope(PREFIX)
+    cam = s.camera.cam
+    origin = (int(cam.max_size_x.get()) - ROI) // 2
+    for sig, value in ((cam.size_x, ROI), (cam.size_y, ROI), (cam.min_x, origin),
+                       (cam.min_y, origin)):
+        sig.set(value).wait(5)
+    _wait_for(lambda: int(cam.array_size_x.get(use_monitor=False)) == ROI)
+    yield s
+    for dev in s.all():
+        dev.destroy()
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir):
+    from beamline_ls.config import load_settings
+
+    return load_settings(data_dir=data_dir, prefix=PREFIX)
+
+
+@pytest.fixture(scope="session")
+def session(settings):
+    from beamline_ls.session import make_session
+
+    s = make_session(settings, progress_bar=False)
+    yield s
+    s.close()
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.02)

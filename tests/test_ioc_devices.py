@@ -1,0 +1,94 @@
+"""Real IOC on loopback, real Channel Access clients (caproto CLI and ophyd)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def caget(pv: str) -> str:
+    """Read a PV the way a remote user would: caproto-get in another process."""
+    out = subprocess.run([sys.executable, "-m", "caproto.commandline.get", "--format",
+                          "{response.data}", pv], capture_output=True, text=True, timeout=30,
+                         env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_remote_client_reads_piezo_camera_and_scan_parameters(scope, prefix):
+    scope.piezo.move(47.25, wait=True, timeout=10)
+    assert float(caget(f"{prefix}piezo.RBV").strip("[]")) == pytest.approx(47.25, abs=0.06)
+    assert "Idle" in caget(f"{prefix}cam1:DetectorState_RBV")
+    assert float(caget(f"{prefix}scan:VolumeRate").strip("[]")) > 0
+    assert caget(f"{prefix}piezo.EGU").strip("[]'b") == "um"
+
+
+def test_piezo_is_an_epics_motor_with_limits(scope):
+    from ophyd.utils.errors import LimitError
+
+    piezo = scope.piezo
+    assert piezo.limits == (0.0, 400.0)
+    piezo.move(62.5, wait=True, timeout=10)
+    assert piezo.position == pytest.approx(62.5, abs=0.06)
+    assert piezo.motor_done_move.get() == 1
+    with pytest.raises(LimitError):
+        piezo.move(450.0)
+    assert piezo.position == pytest.approx(62.5, abs=0.06)
+
+
+def test_stage_axes_move_at_their_velocity(scope):
+    import time
+
+    x = scope.stage.x
+    start = x.position
+    t0 = time.monotonic()
+    x.move(start + 500.0, wait=True, timeout=10)  # 2000 um/s -> 0.25 s
+    assert time.monotonic() - t0 > 0.2
+    assert x.position == pytest.approx(start + 500.0, abs=0.01)
+    x.move(start, wait=True, timeout=10)
+
+
+def test_laser_power_with_limits_and_units(scope):
+    from ophyd.utils.errors import LimitError
+
+    laser = scope.laser
+    laser.set(35.0).wait(5)
+    assert laser.power.get() == pytest.approx(35.0)
+    with pytest.raises(LimitError):
+        laser.set(1000.0)
+    assert laser.describe()["laser_power"]["units"] == "mW"
+    laser.set(20.0).wait(5)
+
+
+def test_camera_settings_are_configuration_with_units(scope):
+    cam = scope.camera
+    config = cam.read_configuration()
+    for key in ("camera_cam_acquire_time", "camera_cam_bin_x", "camera_cam_size_x",
+                "camera_cam_trigger_mode"):
+        assert key in config
+    assert cam.describe_configuration()["camera_cam_acquire_time"]["units"] == "s"
+
+
+def test_camera_refuses_an_roi_outside_the_sensor(scope):
+    from ophyd.utils.errors import LimitError
+
+    with pytest.raises(LimitError):
+        scope.camera.cam.size_x.set(100_000)
+
+
+def test_camera_modes_preview_then_abort(scope):
+    import time
+
+    cam = scope.camera.cam
+    cam.acquire_time.set(0.005).wait(5)
+    cam.camera_mode.set("Preview").wait(5)
+    t0 = time.monotonic()
+    while int(cam.array_counter.get(use_monitor=False)) < 5 and time.monotonic() - t0 < 5:
+        time.sleep(0.05)
+    assert int(cam.array_counter.get(use_monitor=False)) >= 5
+    assert cam.array_rate.get(use_monitor=False) > 10
+    cam.camera_mode.set("Abort").wait(5)
+    time.sleep(0.1)
+    assert cam.detector_state.get(use_monitor=False) == "Idle"
+    assert cam.camera_mode.get(use_monitor=False) == "Paused"

@@ -1,0 +1,62 @@
+"""Plans validate every argument before anything moves."""
+
+import pytest
+
+
+def board_state(scope):
+    sb = scope.scanboard
+    return {s: getattr(sb, s).get(use_monitor=False)
+            for s in ("num_planes", "volume_rate", "z_start", "z_stop", "num_volumes")}
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    (dict(n_volumes=0), "n_volumes"),
+    (dict(n_volumes=2.5), "n_volumes"),
+    (dict(n_planes=1), "n_planes"),
+    (dict(n_planes=5000), "n_planes"),
+    (dict(z_start=-5.0), "z_start"),
+    (dict(z_stop=500.0), "z_stop"),
+    (dict(z_stop=10.0), "z_start and z_stop"),
+    (dict(volume_rate=0.0), "volume_rate"),
+    (dict(volume_rate=float("nan")), "volume_rate"),
+    (dict(volume_rate=90.0), "volume_rate"),
+    (dict(exposure=0.5), "exposure"),
+    (dict(exposure=-1.0), "exposure"),
+    (dict(skip_planes=(1, 2, 3)), "skip_planes"),
+    (dict(skip_planes=99), "skip_planes"),
+])
+def test_volumetric_scan_rejects_bad_arguments_before_moving(scope, session, kwargs, param):
+    from plans import volumetric_scan
+
+    args = dict(n_volumes=2, n_planes=10, z_start=10.0, z_stop=50.0, volume_rate=2.0)
+    args.update(kwargs)
+    before = board_state(scope)
+    n_runs = len(session.catalog)
+    with pytest.raises(ValueError, match=param):
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, **args))
+    assert board_state(scope) == before
+    session.flush()
+    assert len(session.catalog) == n_runs
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    (dict(n_frames=0), "n_frames"),
+    (dict(z=401.0), "z"),
+    (dict(exposure=0.0), "exposure"),
+    (dict(exposure=20.0), "exposure"),
+    (dict(frame_rate=1e6), "frame_rate"),
+])
+def test_planar_scan_rejects_bad_arguments(scope, session, kwargs, param):
+    from plans import planar_scan
+
+    args = dict(n_frames=3, z=40.0, exposure=0.005)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=param):
+        session.RE(planar_scan(scope.camera, scope.scanboard, **args))
+
+
+def test_the_range_is_named_in_the_message(scope, session):
+    from plans import volumetric_scan
+
+    with pytest.raises(ValueError, match=r"n_planes must be in \[2, 1000\], got 1"):
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 1, 1, 10.0, 50.0, 1.0))
