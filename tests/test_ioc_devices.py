@@ -84,7 +84,7 @@ def test_camera_modes_preview_then_abort(scope):
     cam.acquire_time.set(0.005).wait(5)
     cam.camera_mode.set("Preview").wait(5)
     t0 = time.monotonic()
-    while int(cam.array_counter.get(use_monitor=False)) < 5 and time.monotonic() - t0 < 5:
+    while int(cam.array_counter.get(use_monitor=False)) < 5 and time.monotonic() - t0 < 15:
         time.sleep(0.05)
     assert int(cam.array_counter.get(use_monitor=False)) >= 5
     assert cam.array_rate.get(use_monitor=False) > 10

@@ -133,6 +133,8 @@ class SimCamera(CameraDriver):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                log.warning("camera thread did not stop within 5 s (frame %d)", self._frames)
         self._thread = None
 
     def _run(self, settings: CameraSettings, n_frames: int | None, sink: FrameSink) -> None:
