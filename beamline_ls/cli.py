@@ -1,4 +1,4 @@
-"""``beamline-ls`` command line: demo, ioc, replay."""
+"""``beamline-ls`` command line: demo, ioc, replay, export."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", add_help=False,
                             help="run optical gating on a recorded brightfield TIFF stack")
     replay.set_defaults(func=None)
+
+    export = sub.add_parser("export", add_help=False,
+                            help="write a stored run as one HDF5 file (RUN --to FILE.h5)")
+    export.set_defaults(func=None)
     return p
 
 
@@ -63,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "replay":
         bls_log.configure()
         return _cmd_replay(argparse.Namespace(), argv[1:])
+    if argv and argv[0] == "export":
+        from beamline_ls.runfile.export import main as export_main
+
+        bls_log.configure()
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
     bls_log.configure(args.log_level)
     try:

@@ -1,5 +1,6 @@
-"""Build the RunEngine a user works with: catalog writer, persisted metadata,
-progress bars and (optionally) live tables/plots. Used by the IPython profile, the
+"""Build the RunEngine a user works with: catalog writer, run-file writer (one HDF5
+file per run, see ``beamline_ls.runfile``), persisted metadata, progress bars and
+(optionally) live tables/plots. Used by the IPython profile, the
 demo and tests alike, so all of them record runs the same way."""
 
 from __future__ import annotations
@@ -23,9 +24,18 @@ class Session:
     tiled_writer: Any
     bec: Any = None
     catalog_feed: BackgroundCallback | None = None
+    run_file_writer: Any = None
+    run_file_feed: BackgroundCallback | None = None
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait until the catalog holds every document emitted so far."""
+        """Wait until the catalog and the run files hold every document emitted so far."""
+        feed = self.run_file_feed
+        if feed is not None:
+            if not feed.flush(timeout):
+                raise TimeoutError(f"run-file writer still busy after {timeout} s")
+            if feed.errors:
+                raise RuntimeError(f"{feed.errors} document(s) failed to reach the run "
+                                   f"files; last error: {feed.last_error}")
         if self.catalog_feed is not None:
             if not self.catalog_feed.flush(timeout):
                 raise TimeoutError(f"catalog writer still busy after {timeout} s")
@@ -36,10 +46,14 @@ class Session:
                 )
 
     def close(self) -> None:
-        """Flush and stop the catalog writer thread."""
+        """Flush and stop the catalog and run-file writer threads."""
         if self.catalog_feed is not None:
             self.catalog_feed.flush()
             self.catalog_feed.close()
+        if self.run_file_feed is not None:
+            self.run_file_feed.flush()
+            self.run_file_feed.close()
+            self.run_file_writer.close()
 
 
 def make_session(
@@ -47,11 +61,13 @@ def make_session(
     *,
     progress_bar: bool = True,
     best_effort: bool = False,
+    run_files: bool = True,
 ) -> Session:
     """RunEngine + catalog + subscriptions.
 
     ``RE.md`` is persisted under the data directory, so ``scan_id`` keeps counting
     across restarts. ``best_effort`` adds bluesky's live table and plots (IPython).
+    ``run_files`` writes every run also as one HDF5 file under ``<data dir>/runs``.
     """
     from bluesky import RunEngine
     from bluesky.utils import PersistentDict, ProgressBarManager
@@ -66,6 +82,13 @@ def make_session(
     # Catalog writes (~0.5 s for a run's final flush) must not hold up the RunEngine.
     feed = BackgroundCallback(writer)
     RE.subscribe(feed)
+    run_writer = run_feed = None
+    if run_files:
+        from beamline_ls.runfile import RunFileWriter
+
+        run_writer = RunFileWriter(settings.data_dir / "runs")
+        run_feed = BackgroundCallback(run_writer, name="run-file-writer")
+        RE.subscribe(run_feed)
     if progress_bar:
         RE.waiting_hook = ProgressBarManager()
     bec = None
@@ -75,4 +98,4 @@ def make_session(
         bec = BestEffortCallback()
         RE.subscribe(bec)
     return Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer, bec=bec,
-                   catalog_feed=feed)
+                   catalog_feed=feed, run_file_writer=run_writer, run_file_feed=run_feed)

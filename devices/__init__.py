@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from devices.camera import Acquisition, Camera
+from devices.gating import GatingTrigger
 from devices.laser import Laser
 from devices.positioners import Galvo, Piezo, Stage
 from devices.scanboard import ScanBoard
@@ -22,6 +23,7 @@ class Microscope:
     galvo2: Galvo
     stage: Stage
     laser: Laser
+    gating: GatingTrigger
 
     def all(self) -> list:
         return [getattr(self, f.name) for f in fields(self)]
@@ -40,11 +42,12 @@ def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
         galvo2=Galvo(f"{prefix}galvo2", name="galvo2"),
         stage=Stage(f"{prefix}stage:", name="stage"),
         laser=Laser(f"{prefix}laser:", name="laser"),
+        gating=GatingTrigger(f"{prefix}gating:", name="gating"),
     )
     for dev in scope.all():
         dev.wait_for_connection(timeout=timeout)
     return scope
 
 
-__all__ = ["Acquisition", "Camera", "Galvo", "Laser", "Microscope", "Piezo", "ScanBoard",
-           "Stage", "connect_microscope"]
+__all__ = ["Acquisition", "Camera", "GatingTrigger", "Galvo", "Laser", "Microscope", "Piezo",
+           "ScanBoard", "Stage", "connect_microscope"]

@@ -25,6 +25,8 @@ META_KEYS = {
     "volume": ("/entry/meta/volume", "<i4", ""),
 }
 IMAGE_DATASET = "/entry/data/data"
+EXTRA_UNITS = {"trigger_time": "s", "gating_phase": "rad", "true_phase": "rad",
+               "period_s": "s"}
 
 
 class CamControls(Device):
@@ -68,6 +70,8 @@ class HDF5Writer(Device):
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
     frames_per_volume = Cpt(EpicsSignal, "FramesPerVolume", limits=True, put_complete=True,
                             kind="omitted")
+    extra_fields = Cpt(EpicsSignal, "ExtraFields", string=True, put_complete=True,
+                       kind="omitted")
     dropped_frames = Cpt(EpicsSignalRO, "DroppedFrames_RBV", auto_monitor=True,
                          kind="omitted")
     write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
@@ -86,6 +90,7 @@ class Acquisition:
     trigger_mode: str = "External"
     file_path: str = "."
     stall_timeout: float = 10.0
+    extra_fields: tuple[str, ...] = ()  # further float metadata per frame (gating)
 
 
 class Camera(Device):
@@ -123,6 +128,7 @@ class Camera(Device):
             (self.hdf.frames_per_volume, value.frames_per_volume),
             (self.hdf.file_path, value.file_path),
             (self.hdf.file_name, value.file_name),
+            (self.hdf.extra_fields, ",".join(value.extra_fields)),
         ):
             st = st & sig.set(v)
         return st
@@ -178,6 +184,11 @@ class Camera(Device):
         status.add_callback(cleanup)
         return status
 
+    def _meta_keys(self) -> dict[str, tuple[str, str, str]]:
+        extra = self._acq.extra_fields if self._acq else ()
+        return {**META_KEYS, **{name: (f"/entry/meta/{name}", "<f8", EXTRA_UNITS.get(name, ""))
+                                for name in extra}}
+
     def _write_error(self) -> str:
         msg = self.hdf.write_message.get()
         return msg if msg.startswith(("capture refused", "OSError", "Error")) else ""
@@ -205,7 +216,7 @@ class Camera(Device):
                 "dtype_numpy": "<u2", "external": "STREAM:",
             }
         }
-        for suffix, (_, dt, units) in META_KEYS.items():
+        for suffix, (_, dt, units) in self._meta_keys().items():
             keys[f"{self.name}_{suffix}"] = {
                 "source": source, "shape": list(lead),
                 "dtype": "array" if lead else ("number" if dt == "<f8" else "integer"),
@@ -226,7 +237,7 @@ class Camera(Device):
             per = acq.frames_per_volume
             unit: list[int] = [1, per] if per else [1]
             datasets = {f"{self.name}_image": (IMAGE_DATASET, [1, 1, h, w] if per else [1, h, w])}
-            for suffix, (ds, _, _) in META_KEYS.items():
+            for suffix, (ds, _, _) in self._meta_keys().items():
                 datasets[f"{self.name}_{suffix}"] = (ds, unit)
             for key, (ds, chunks) in datasets.items():
                 bundle = compose_stream_resource(

@@ -24,6 +24,7 @@ class ProgressStatus(DeviceStatus):
         self.unit = unit
         self.current = 0
         self._watchers: list[Callable] = []
+        self._finish_lock = threading.Lock()  # monitor callbacks and the watchdog race
         self._t0 = time.monotonic()
         self._last_progress = self._t0
         self._done_check = done_check
@@ -43,11 +44,19 @@ class ProgressStatus(DeviceStatus):
             self._last_progress = time.monotonic()
         self.current = current
         self._notify()
+        # Channel Access reads happen outside the lock: holding it while reading would
+        # block ophyd's callback thread, which those reads themselves need.
         error = self._error_check()
-        if error:
-            self.set_exception(RuntimeError(f"{self.device.name}: {error}"))
-        elif current >= self.target and self._done_check():
-            self.set_finished()
+        finished = not error and current >= self.target and self._done_check()
+        if not (error or finished):
+            return
+        with self._finish_lock:
+            if self.done:
+                return
+            if error:
+                self.set_exception(RuntimeError(f"{self.device.name}: {error}"))
+            else:
+                self.set_finished()
 
     def _notify(self) -> None:
         elapsed = time.monotonic() - self._t0
@@ -64,9 +73,11 @@ class ProgressStatus(DeviceStatus):
             if self.done:
                 return
             if time.monotonic() - self._last_progress > self._stall_timeout:
-                self.set_exception(TimeoutError(
-                    f"{self.device.name}: no progress for {self._stall_timeout:.1f} s at "
-                    f"{self.current}/{self.target} {self.unit}"))
+                with self._finish_lock:
+                    if not self.done:
+                        self.set_exception(TimeoutError(
+                            f"{self.device.name}: no progress for {self._stall_timeout:.1f} s "
+                            f"at {self.current}/{self.target} {self.unit}"))
                 return
             # re-check completion conditions that do not come with a counter change
             self.update(self.current)

@@ -8,8 +8,6 @@ Event per frame. Every argument is validated before anything moves.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -18,6 +16,7 @@ import bluesky.preprocessors as bpp
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.camera import Acquisition, Camera
 from devices.scanboard import ScanBoard
+from plans.common import file_name_for
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_skip
 
@@ -34,10 +33,6 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
         f"volume_rate {volume_rate:g} Hz is too fast for the piezo to settle "
         f"({settle_s * 1e3:.0f} ms) after each flyback: lower volume_rate"
     )
-
-
-def _file_name(kind: str) -> tuple[str, str]:
-    return time.strftime("%Y/%m/%d"), f"{kind}_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
 
 
 def _cleanup(camera: Camera, scanboard: ScanBoard):
@@ -132,7 +127,7 @@ def volumetric_scan(
                       piezo_lag_s=float(scanboard.piezo_lag.get()), galvos=cals)
     scan.waveforms()  # raises ValueError if galvo voltages would leave their range
 
-    directory, name = _file_name("volumetric")
+    directory, name = file_name_for("volumetric")
     acquisition = Acquisition(n_frames=n_volumes * n_planes, file_name=name,
                               frames_per_volume=n_planes, trigger_mode="External",
                               file_path=directory,
@@ -190,7 +185,7 @@ def planar_scan(
         max_rate = 1.0 / (exposure + readout)
         frame_rate = check_float("frame_rate", frame_rate, 0.0, max_rate, lo_open=True)
         period = 1.0 / frame_rate
-    directory, name = _file_name("planar")
+    directory, name = file_name_for("planar")
     expected_s = n_frames * max(period, exposure + readout)
     acquisition = Acquisition(n_frames=n_frames, file_name=name, trigger_mode="Internal",
                               file_path=directory, stall_timeout=max(10.0, 20 * exposure))

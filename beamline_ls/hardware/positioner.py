@@ -103,3 +103,33 @@ class SimStageAxis(PositionerDriver):
 
     def stop(self) -> None:
         self.axis.stop(self.clock.now())
+
+
+class FocusPositioner(PositionerDriver):
+    """The objective piezo as users move it by hand or between gated planes: a move
+    parks the scan board at the new focal plane, so both light sheets follow through
+    their current calibration (moving the piezo alone would defocus the image)."""
+
+    def __init__(self, board, piezo: PositionerDriver, calibrations: Callable[[], tuple]):
+        self.board = board
+        self.piezo = piezo
+        self.calibrations = calibrations
+        self.units = piezo.units
+        self.limits = piezo.limits
+        self.precision = piezo.precision
+        self.velocity = piezo.velocity
+
+    def move(self, target: float) -> None:
+        self.check(target)
+        if self.board.running:
+            raise RuntimeError("the scan board is playing a scan; stop it first")
+        self.board.park(target, self.calibrations())
+
+    def position(self) -> float:
+        return self.piezo.position()
+
+    def is_moving(self) -> bool:
+        return self.piezo.is_moving()
+
+    def stop(self) -> None:
+        self.piezo.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from caproto import ChannelType
@@ -80,13 +81,17 @@ class CameraGroup(PVGroup):
     num_captured = pvproperty(name="HDF1:NumCaptured_RBV", value=0, read_only=True)
     frames_per_volume = pvproperty(name="HDF1:FramesPerVolume", value=0, lower_ctrl_limit=0,
                                    upper_ctrl_limit=1000, doc="0: (frames, y, x) layout")
+    extra_fields = _string("HDF1:ExtraFields",
+                           doc="comma-separated extra per-frame metadata (e.g. gating)")
     dropped_frames = pvproperty(name="HDF1:DroppedFrames_RBV", value=0, read_only=True)
     write_message = _string("HDF1:WriteMessage", read_only=True)
     data_root_pv = _string("HDF1:DataRoot_RBV", read_only=True)
 
-    def __init__(self, *args, driver: CameraDriver, data_root: Path, **kwargs):
+    def __init__(self, *args, driver: CameraDriver, data_root: Path,
+                 annotate: Callable[[Frame], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
+        self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.data_root = Path(data_root).resolve()
         self.recorder = Recorder()
         self._stamps: collections.deque[float] = collections.deque(maxlen=50)
@@ -96,6 +101,8 @@ class CameraGroup(PVGroup):
 
     # -- frame path (camera thread) ---------------------------------------------
     def on_frame(self, frame: Frame) -> None:
+        if self.annotate is not None:
+            self.annotate(frame)
         self._stamps.append(frame.timestamp)
         self.latest = frame
         if not self._preview:
@@ -214,8 +221,10 @@ class CameraGroup(PVGroup):
                     "roi": list(settings.roi),
                     "trigger_mode": settings.trigger_mode,
                 }
+                extra = tuple(f.strip() for f in self.extra_fields.value.split(",")
+                              if f.strip())
                 self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
-                                    int(self.frames_per_volume.value), attrs)
+                                    int(self.frames_per_volume.value), attrs, extra)
             except (ValueError, RuntimeError, OSError) as exc:
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 log.error("capture refused: %s", exc)

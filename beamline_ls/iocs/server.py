@@ -16,23 +16,49 @@ from caproto.server import PVGroup, run
 from threadpoolctl import threadpool_limits
 
 from beamline_ls.hardware.factory import Drivers, build_drivers
+from beamline_ls.hardware.gating import SimGatingSystem
+from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.camera import CameraGroup
+from beamline_ls.iocs.gating import GatingGroup
 from beamline_ls.iocs.laser import LaserGroup
 from beamline_ls.iocs.motor import MotorGroup
 from beamline_ls.iocs.scanboard import ScanBoardGroup
 from beamline_ls.log import success
+from beamline_ls.sim.heart import SimHeart
 
 log = logging.getLogger(__name__)
+
+HEART_HOURS = 3  # simulated heart timeline; phase is precomputed on a 5 ms grid
+
+
+def sim_gating(drivers: Drivers) -> SimGatingSystem | None:
+    """Give the simulated microscope a beating heart and a gating system on it."""
+    m = drivers.microscope
+    if m is None:
+        return None
+    if m.heart is None:
+        m.heart = SimHeart(t0=m.clock.now() - 1.0, duration_s=HEART_HOURS * 3600, dt_s=5e-3)
+    return SimGatingSystem(m)
 
 
 def build_groups(prefix: str, drivers: Drivers, data_root: Path) -> list[PVGroup]:
     """One PVGroup per device; PV names are ``prefix`` + the group's suffixes."""
+    gating = sim_gating(drivers)
+    scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard)
+    camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
+                         annotate=gating.annotate if gating else None)
+    focus = FocusPositioner(drivers.scanboard, drivers.piezo, scan.calibrations)
     groups: list[PVGroup] = [
-        CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root),
-        ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard),
-        MotorGroup(prefix=f"{prefix}piezo", driver=drivers.piezo),
+        camera,
+        scan,
+        MotorGroup(prefix=f"{prefix}piezo", driver=focus),
         LaserGroup(prefix=f"{prefix}laser:", driver=drivers.laser),
     ]
+    if gating is not None:
+        groups.append(GatingGroup(
+            prefix=f"{prefix}gating:", driver=gating,
+            exposure_after_trigger=lambda: camera.acquire_time.value
+            + camera.readout_time.value))
     for i, g in enumerate(drivers.galvos, start=1):
         groups.append(MotorGroup(prefix=f"{prefix}galvo{i}", driver=g))
     for axis, d in drivers.stage.items():
@@ -83,6 +109,9 @@ def serve(prefix: str, data_root: Path, hardware: dict | None = None) -> None:
     finally:
         drivers.camera.stop()
         drivers.scanboard.stop()
+        for g in groups:
+            if isinstance(g, GatingGroup):
+                g.driver.close()
         for g in groups:
             if isinstance(g, CameraGroup) and g.recorder.capturing:
                 g.recorder.stop()

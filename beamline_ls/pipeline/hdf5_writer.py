@@ -42,7 +42,9 @@ class FrameFileWriter:
     """Append frames to one HDF5 file.
 
     ``planes_per_volume`` > 0 gives the 4-D volumetric layout; frames are placed by
-    arrival order (frame k is plane k % P of volume k // P).
+    arrival order (frame k is plane k % P of volume k // P). ``extra_fields`` names
+    further float metadata taken from ``Frame.extra`` (NaN when a frame lacks one),
+    e.g. the trigger time and phases of gated acquisition.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class FrameFileWriter:
         planes_per_volume: int = 0,
         attrs: dict[str, Any] | None = None,
         flush_every: int = 50,
+        extra_fields: tuple[str, ...] = (),
     ):
         self.path = Path(path)
         self.frame_shape = tuple(frame_shape)
@@ -60,6 +63,10 @@ class FrameFileWriter:
         self.flush_every = max(1, flush_every)
         self.frames_written = 0
         self.frames_flushed = 0
+        clash = set(extra_fields) & set(META_FIELDS)
+        if clash:
+            raise ValueError(f"extra fields {sorted(clash)} clash with standard metadata")
+        self.extra_fields = tuple(extra_fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.path, "x", libver="latest")
         entry = self._file.create_group("entry")
@@ -82,9 +89,9 @@ class FrameFileWriter:
                 maxshape=maxlead,
                 chunks=(1024, self.planes) if self.planes else (4096,),
                 dtype=dt,
-                fillvalue=-1,
+                fillvalue=np.nan if dt == "<f8" else -1,
             )
-            for name, dt in META_FIELDS.items()
+            for name, dt in {**META_FIELDS, **{f: "<f8" for f in self.extra_fields}}.items()
         }
         self._meta["z_um"].attrs["units"] = "um"
         self._meta["timestamp"].attrs["units"] = "s"
@@ -130,6 +137,8 @@ class FrameFileWriter:
             "plane": frame.plane,
             "volume": frame.volume,
         }
+        for name in self.extra_fields:
+            values[name] = frame.extra.get(name, np.nan)
         for name, value in values.items():
             self._meta[name][index] = value
         self.frames_written += 1

@@ -58,6 +58,7 @@ class Recorder:
         n_frames: int,
         planes_per_volume: int = 0,
         attrs: dict[str, Any] | None = None,
+        extra_fields: tuple[str, ...] = (),
     ) -> FrameFileWriter:
         """Open ``path`` (never overwriting) and start the writer thread."""
         if self.capturing:
@@ -69,7 +70,7 @@ class Recorder:
                 f"n_frames {n_frames} is not a whole number of {planes_per_volume}-plane volumes"
             )
         writer = FrameFileWriter(path, frame_shape, planes_per_volume=planes_per_volume,
-                                 attrs=attrs)
+                                 attrs=attrs, extra_fields=extra_fields)
         self._writer = writer
         self._queue = queue.Queue(maxsize=self.buffer_frames)
         self.status = RecorderStatus(path=str(writer.path), capturing=True,

@@ -13,6 +13,7 @@ import numpy as np
 
 from beamline_ls.sim.actuator import FirstOrderActuator
 from beamline_ls.sim.clock import Clock, RealTimeClock
+from beamline_ls.sim.heart import SimHeart
 from beamline_ls.sim.optics import Optics
 from beamline_ls.sim.sensor import Sensor
 from beamline_ls.sim.specimen import Specimen
@@ -56,6 +57,9 @@ class SimMicroscope:
     piezo_tau_s: float = 0.008
     laser: LaserState = field(default_factory=LaserState)
     camera_trigger: TriggerLine = field(default_factory=TriggerLine)
+    heart: SimHeart | None = None
+    heart_centre_um: tuple[float, float, float] = (0.0, 0.0, 50.0)
+    heart_photons_per_um2_s: float = 5.0e5
 
     def __post_init__(self) -> None:
         z0 = 50.0
@@ -103,4 +107,30 @@ class SimMicroscope:
             shape,
             binning,
         )
+        if self.heart is not None and self.laser.power_fraction > 0:
+            photons += self._heart_photons(t, sheet, stage, roi, binning, exposure_s, shape)
         return self.sensor.digitize(photons), float(focal.mean())
+
+    def _heart_photons(self, t: np.ndarray, sheet: np.ndarray, stage: np.ndarray, roi: Roi,
+                       binning: int, exposure_s: float, shape: tuple[int, int]) -> np.ndarray:
+        """Fluorescent heart wall lit by the sheet, at the heart's true phase.
+
+        Thin-sheet approximation: the wall is sampled at the sheet's mean height at
+        three instants of the exposure (phase and sheet both move) and averaged.
+        """
+        assert self.heart is not None
+        px = self.optics.pixel_um * binning
+        cx, cy, cz = self.heart_centre_um
+        x = (roi.x - self.sensor.width / 2 + (np.arange(shape[1]) + 0.5) * binning) \
+            * self.optics.pixel_um + stage[0] - cx
+        y = (roi.y - self.sensor.height / 2 + (np.arange(shape[0]) + 0.5) * binning) \
+            * self.optics.pixel_um + stage[1] - cy
+        idx = np.linspace(0, len(t) - 1, 3).round().astype(int)
+        phases = self.heart.true_phase(t[idx])
+        acc = np.zeros(shape)
+        for k, i in enumerate(idx):
+            z = float(sheet[:, i].mean()) + stage[2] - cz
+            acc += self.heart.fluorescence_intensity(x[None, :], y[:, None], z, phases[k])
+        acc /= len(idx)
+        return acc * (self.heart_photons_per_um2_s * self.laser.power_fraction * exposure_s
+                      * px * px)

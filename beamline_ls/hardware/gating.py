@@ -1,0 +1,275 @@
+"""Gating system: brightfield camera -> analyzer -> trigger scheduler -> fluorescence
+camera trigger. One interface, a simulated backend (this module); a real trigger box
+plugs in as the scheduler's sink without changing the IOC, devices or plans.
+
+Runs entirely inside the IOC process: brightfield frames never cross Channel Access.
+Decisions are computed for every frame while enabled; only *armed* triggers reach the
+fluorescence camera. Each fired trigger leaves a record (time, predicted phase, period,
+reference id, and on the simulator the heart's true phase) that the camera IOC attaches
+to the frame exposed by that trigger.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from beamline_ls.frame import Frame
+from beamline_ls.gating import (
+    AdaptiveReferenceUpdater,
+    Decision,
+    GatingAnalyzer,
+    GatingConfig,
+    TriggerReport,
+    TriggerScheduler,
+)
+from beamline_ls.sim.microscope import SimMicroscope
+
+log = logging.getLogger(__name__)
+
+GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase")
+
+
+@dataclass(frozen=True)
+class TriggerRecord:
+    trigger_time: float
+    gating_phase: float  # predicted phase at the trigger time (= target), reference coords
+    period_s: float
+    reference_id: int
+    status: str  # accepted | late
+    true_phase: float = math.nan  # simulator only: the heart's own phase mid-exposure
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GatingStatus:
+    enabled: bool = False
+    state: str = "off"
+    period_s: float = math.nan
+    period_frames: float = math.nan
+    phase: float = math.nan
+    target_phase: float = math.nan
+    reference_id: int = -1
+    frames: int = 0
+    frames_skipped: int = 0  # brightfield frames dropped because analysis fell behind
+    fired: int = 0
+    late: int = 0
+    armed: int = 0
+
+
+class GatingDriver(ABC):
+    """What every gating backend provides (sim here; a trigger box behind the
+    scheduler's sink for real hardware)."""
+
+    @abstractmethod
+    def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None: ...
+
+    @abstractmethod
+    def arm(self, n: int) -> None:
+        """Let the next ``n`` decided triggers through to the fluorescence camera."""
+
+    @abstractmethod
+    def set_target_phase(self, phase: float | None) -> None: ...
+
+    @abstractmethod
+    def set_latency(self, latency_s: float) -> None: ...
+
+    @abstractmethod
+    def request_refresh(self) -> None: ...
+
+    @abstractmethod
+    def status(self) -> GatingStatus: ...
+
+    @abstractmethod
+    def last_records(self, n: int = 5) -> list[TriggerRecord]: ...
+
+    @abstractmethod
+    def annotate(self, frame: Frame) -> None:
+        """Attach the record of the trigger that exposed ``frame`` to ``frame.extra``."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release threads and hardware."""
+
+
+class SimGatingSystem(GatingDriver):
+    """Brightfield camera on the simulated heart feeding the real analyzer; fired
+    triggers become pulses on the simulated fluorescence camera's trigger line."""
+
+    BRIGHTFIELD_SHAPE = (128, 128)
+    BRIGHTFIELD_EXPOSURE_S = 0.001
+
+    def __init__(self, microscope: SimMicroscope, config: GatingConfig | None = None):
+        if microscope.heart is None:
+            raise ValueError("the simulated microscope has no heart to gate on")
+        self.m = microscope
+        self.config = config or GatingConfig()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = GatingStatus()
+        self._records: collections.OrderedDict[float, TriggerRecord] = collections.OrderedDict()
+        self._pending_target: float | None = None
+        self._refresh = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gating-adaptive")
+        self.analyzer = self._new_analyzer()
+        self.scheduler = TriggerScheduler(self, clock=microscope.clock,
+                                          min_lead_s=0.0, on_report=self._on_report)
+
+    def _new_analyzer(self) -> GatingAnalyzer:
+        return GatingAnalyzer(self.config, AdaptiveReferenceUpdater(executor=self._executor))
+
+    # -- GatingDriver --------------------------------------------------------------
+    def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None:
+        if on and self._thread is None:
+            if not 5.0 <= frame_rate_hz <= 500.0:
+                raise ValueError(f"frame rate must be in [5, 500] Hz, got {frame_rate_hz}")
+            self._stop.clear()
+            self.analyzer = self._new_analyzer()
+            with self._lock:
+                self._status = GatingStatus(enabled=True, state="searching")
+            self.scheduler.start()
+            self._thread = threading.Thread(target=self._run, args=(frame_rate_hz,),
+                                            name="gating-brightfield", daemon=True)
+            self._thread.start()
+        elif not on and self._thread is not None:
+            self._stop.set()
+            self._thread.join(5)
+            self._thread = None
+            self.scheduler.stop()
+            with self._lock:
+                self._status.enabled = False
+                self._status.state = "off"
+                self._status.armed = 0
+
+    def arm(self, n: int) -> None:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            self._status.armed = n
+
+    def set_target_phase(self, phase: float | None) -> None:
+        if phase is not None and not 0 <= phase < 2 * math.pi:
+            raise ValueError(f"target phase must be in [0, 2pi) rad, got {phase}")
+        with self._lock:
+            self._pending_target = phase
+
+    def set_latency(self, latency_s: float) -> None:
+        if not 0.001 <= latency_s <= 0.2:
+            raise ValueError(f"latency must be in [0.001, 0.2] s, got {latency_s}")
+        self.config.latency_s = latency_s
+
+    def request_refresh(self) -> None:
+        with self._lock:
+            self._refresh = True
+
+    def status(self) -> GatingStatus:
+        with self._lock:
+            return GatingStatus(**asdict(self._status))
+
+    def last_records(self, n: int = 5) -> list[TriggerRecord]:
+        with self._lock:
+            return list(self._records.values())[-n:]
+
+    def annotate(self, frame: Frame) -> None:
+        with self._lock:
+            rec = self._records.get(frame.timestamp)
+        if rec is None:
+            return
+        heart = self.m.heart
+        true = math.nan
+        if heart is not None:
+            true = float(heart.true_phase_wrapped(frame.timestamp + frame.exposure / 2))
+        frame.extra.update(trigger_time=rec.trigger_time, gating_phase=rec.gating_phase,
+                           period_s=rec.period_s, reference_id=float(rec.reference_id),
+                           true_phase=true)
+
+    # -- TriggerSink ---------------------------------------------------------------
+    def fire(self, t_scheduled: float, tag: object) -> None:
+        """Called by the scheduler at the trigger time: pulse the camera's input."""
+        self.m.camera_trigger.schedule([t_scheduled])
+
+    # -- internals -----------------------------------------------------------------
+    def _on_report(self, report: TriggerReport) -> None:
+        decision: Decision = report.tag  # type: ignore[assignment]
+        rec = TriggerRecord(report.t_requested, decision.target_phase, decision.period_s,
+                            decision.reference_id, report.status)
+        with self._lock:
+            if report.status == "accepted":
+                self._status.fired += 1
+            else:  # a late trigger does not fire: give the arm back for the next beat
+                self._status.late += 1
+                self._status.armed += 1
+                log.info("late trigger for %.6f (decided at %.6f): re-armed",
+                         report.t_requested, report.t_at_request)
+            self._records[report.t_requested] = rec
+            while len(self._records) > 10_000:
+                self._records.popitem(last=False)
+
+    def _run(self, fps: float) -> None:
+        clock = self.m.clock
+        heart = self.m.heart
+        assert heart is not None
+        t0 = clock.now() + 0.01
+        k = 0
+        while not self._stop.is_set():
+            t = t0 + k / fps
+            if not clock.sleep_until(t + self.BRIGHTFIELD_EXPOSURE_S, self._stop):
+                break
+            image = heart.render_brightfield(t, self.BRIGHTFIELD_SHAPE,
+                                             self.BRIGHTFIELD_EXPOSURE_S)
+            frame = Frame(image, k, t, self.BRIGHTFIELD_EXPOSURE_S)
+            k += 1
+            self._apply_requests()
+            try:
+                decision = self.analyzer.process(frame)
+            except Exception:
+                log.exception("gating analyzer failed on frame %d", frame.frame_id)
+                continue
+            self._update_status(decision)
+            if decision.fire_time is not None:
+                with self._lock:
+                    armed = self._status.armed
+                    if armed > 0:
+                        self._status.armed = armed - 1
+                if armed > 0:
+                    self.scheduler.schedule(decision.fire_time, decision)
+            # A real camera never skips frames: late analysis only makes triggers late
+            # (reported, retried on the next beat). Skipping would leave holes in the
+            # reference heartbeat. Only a stall of over a second skips ahead.
+            behind = int((clock.now() - t - self.BRIGHTFIELD_EXPOSURE_S) * fps)
+            if behind > fps:
+                k += behind
+                with self._lock:
+                    self._status.frames_skipped += behind
+                log.warning("gating analysis stalled: skipped %d brightfield frames", behind)
+
+    def _apply_requests(self) -> None:
+        with self._lock:
+            target, self._pending_target = self._pending_target, None
+            refresh, self._refresh = self._refresh, False
+        if target is not None:
+            self.analyzer.set_target_phase(target)
+        if refresh:
+            self.analyzer.request_refresh()
+
+    def _update_status(self, d: Decision) -> None:
+        with self._lock:
+            st = self._status
+            st.state = d.state
+            st.frames += 1
+            st.period_s = d.period_s
+            st.period_frames = d.period_frames
+            st.phase = d.phase
+            st.target_phase = d.target_phase
+            st.reference_id = d.reference_id
+
+    def close(self) -> None:
+        self.enable(False)
+        self._executor.shutdown(wait=False)

@@ -1,0 +1,160 @@
+"""Gating PVs: state, period, phase, target, latency, trigger counters and records.
+
+Remote clients follow the lock over Channel Access; the frames and the analysis stay
+in this process. ``Arm`` is the trigger interface for plans: a put of N lets the next
+N triggers through and completes once the last one has fired and the fluorescence
+exposure it started is over, so the next plane may be moved to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from caproto import ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from beamline_ls.hardware.gating import GatingDriver
+
+log = logging.getLogger(__name__)
+
+STATES = ["Off", "Searching", "Locked", "Lost"]
+
+
+class GatingGroup(PVGroup):
+    enable = pvproperty(name="Enable", value="Off", dtype=ChannelType.ENUM,
+                        enum_strings=["Off", "On"])
+    frame_rate = pvproperty(name="FrameRate", value=80.0, units="Hz", precision=1,
+                            lower_ctrl_limit=5.0, upper_ctrl_limit=500.0,
+                            doc="brightfield (gating) camera frame rate")
+    state = pvproperty(name="State_RBV", value="Off", dtype=ChannelType.ENUM,
+                       enum_strings=STATES, read_only=True)
+    period = pvproperty(name="Period_RBV", value=math.nan, units="s", precision=4,
+                        read_only=True)
+    period_frames = pvproperty(name="PeriodFrames_RBV", value=math.nan, units="frames",
+                               precision=2, read_only=True)
+    phase = pvproperty(name="Phase_RBV", value=math.nan, units="rad", precision=3,
+                       read_only=True, doc="phase of the latest brightfield frame")
+    target_phase = pvproperty(name="TargetPhase", value=-1.0, units="rad", precision=3,
+                              lower_ctrl_limit=-1.0, upper_ctrl_limit=6.2831,
+                              doc="-1: automatic (fastest change + P/3)")
+    target_phase_rbv = pvproperty(name="TargetPhase_RBV", value=math.nan, units="rad",
+                                  precision=3, read_only=True)
+    latency = pvproperty(name="Latency", value=0.015, units="s", precision=4,
+                         lower_ctrl_limit=0.001, upper_ctrl_limit=0.2)
+    reference_id = pvproperty(name="ReferenceId_RBV", value=-1, read_only=True)
+    refresh = pvproperty(name="Refresh", value=0, doc="put 1: take a new reference")
+    arm = pvproperty(name="Arm", value=0, lower_ctrl_limit=0, upper_ctrl_limit=1_000_000,
+                     doc="put N: fire N triggers (late ones are retried on the next beat); "
+                         "completes after the last exposure")
+    armed = pvproperty(name="Armed_RBV", value=0, read_only=True)
+    fired = pvproperty(name="TriggersFired_RBV", value=0, read_only=True)
+    late = pvproperty(name="TriggersLate_RBV", value=0, read_only=True)
+    last_triggers = pvproperty(name="LastTriggers_RBV", value="[]", dtype=ChannelType.CHAR,
+                               max_length=2048, string_encoding="utf-8", read_only=True,
+                               doc="JSON list of the last 5 trigger records")
+    message = pvproperty(name="Message_RBV", value="", dtype=ChannelType.CHAR,
+                         max_length=256, string_encoding="utf-8", read_only=True)
+
+    def __init__(self, *args, driver: GatingDriver,
+                 exposure_after_trigger: Callable[[], float] = lambda: 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.driver = driver
+        self.exposure_after_trigger = exposure_after_trigger
+
+    @enable.putter
+    async def enable(self, instance, value):
+        try:
+            self.driver.enable(value == "On", float(self.frame_rate.value))
+        except ValueError as exc:
+            await self.message.write(str(exc)[:250])
+            raise
+        await self.message.write("gating on" if value == "On" else "gating off")
+        await self._publish()  # put completion implies the state PVs are current
+        return value
+
+    @target_phase.putter
+    async def target_phase(self, instance, value):
+        self.driver.set_target_phase(None if value < 0 else float(value))
+        return value
+
+    @latency.putter
+    async def latency(self, instance, value):
+        self.driver.set_latency(float(value))
+        return value
+
+    @refresh.putter
+    async def refresh(self, instance, value):
+        if value:
+            self.driver.request_refresh()
+        return 0
+
+    @arm.putter
+    async def arm(self, instance, value):
+        n = int(value)
+        st = self.driver.status()
+        if n and st.state != "locked":
+            msg = f"gating is {st.state}, not locked: cannot arm triggers"
+            await self.message.write(msg)
+            raise RuntimeError(msg)
+        start = st.fired
+        self.driver.arm(n)
+        if n == 0:
+            return 0
+        # wait for the n triggers (a heartbeat each, plus retries of late ones)
+        period = st.period_s if math.isfinite(st.period_s) else 1.0
+        deadline = asyncio.get_running_loop().time() + 10 + 5 * n * period
+        while True:
+            st = self.driver.status()
+            if st.fired >= start + n:
+                break
+            if st.state != "locked" and st.armed:
+                self.driver.arm(0)
+                await self.message.write(f"lock {st.state} while armed")
+                raise RuntimeError(f"gating {st.state} while armed")
+            if asyncio.get_running_loop().time() > deadline:
+                self.driver.arm(0)
+                await self.message.write(f"only {st.fired - start} of {n} triggers fired")
+                raise TimeoutError(f"only {st.fired - start} of {n} triggers fired")
+            await asyncio.sleep(0.005)
+        last = self.driver.last_records(1)
+        if last:  # the exposure started by the last trigger must be over
+            wait = last[-1].trigger_time + self.exposure_after_trigger() - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait + 0.002)
+        return 0
+
+    @state.startup
+    async def state(self, instance, async_lib):
+        while True:
+            await self._publish()
+            await asyncio.sleep(0.05)
+
+    async def _publish(self) -> None:
+        st = self.driver.status()
+        await self._set(self.state, {"off": "Off", "searching": "Searching",
+                                     "locked": "Locked", "lost": "Lost"}[st.state])
+        await self._set(self.period, st.period_s)
+        await self._set(self.period_frames, st.period_frames)
+        await self._set(self.phase, st.phase)
+        await self._set(self.target_phase_rbv, st.target_phase)
+        await self._set(self.reference_id, st.reference_id)
+        await self._set(self.armed, st.armed)
+        await self._set(self.fired, st.fired)
+        await self._set(self.late, st.late)
+        records = json.dumps([r.as_dict() for r in self.driver.last_records(5)],
+                             allow_nan=True)
+        await self._set(self.last_triggers, records[:2040])
+
+    @staticmethod
+    async def _set(pv, value) -> None:
+        current = pv.value
+        same = current == value or (
+            isinstance(value, float) and isinstance(current, float)
+            and math.isnan(value) and math.isnan(current))
+        if not same:
+            await pv.write(value)

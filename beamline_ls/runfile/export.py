@@ -1,0 +1,115 @@
+"""``beamline-ls export RUN --to FILE.h5``: the run file of any run in the catalog.
+
+The run's documents are replayed from the catalog (``BlueskyRun.documents()``, which
+asks the tiled app for the run as a JSON sequence of documents) through the same
+:class:`~beamline_ls.runfile.writer.RunFileWriter` that writes files live, so runs
+taken before the live writer existed get the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from beamline_ls import log as bls_log
+from beamline_ls.runfile.writer import RunFileWriter
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_STREAM = "application/json-seq"
+
+
+def enable_document_replay() -> None:
+    """Let an embedded catalog serve ``BlueskyRun.documents()``.
+
+    The JSON-sequence exporter of bluesky-tiled-plugins is opt-in on the server side;
+    an embedded catalog (``beamline_ls.catalog``) uses tiled's default serialization
+    registry, so registering it there enables it (idempotent). A remote tiled server
+    needs the same exporter in its configuration (``media_types``).
+    """
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
+    from tiled.media_type_registration import default_serialization_registry
+
+    if DOCUMENT_STREAM not in default_serialization_registry.media_types("BlueskyRun"):
+        default_serialization_registry.register("BlueskyRun", DOCUMENT_STREAM,
+                                                json_seq_exporter)
+
+
+def find_run(catalog: Any, run: str) -> Any:
+    """The run named by ``run``: a scan_id, a negative recency index (-1), or a uid prefix."""
+    try:
+        key: int | str = int(run)
+    except ValueError:
+        key = run
+    try:
+        return catalog[key]
+    except KeyError:
+        raise LookupError(f"no run {run!r} in the catalog (give a scan_id, -1, or a uid "
+                          "prefix)") from None
+
+
+def export_run(run: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the run file of catalog run ``run`` to ``path``; return the path.
+
+    Refuses an existing ``path`` unless ``overwrite``.
+    """
+    path = Path(path).expanduser().resolve()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+    enable_document_replay()
+    writer = RunFileWriter(path_for=lambda start: path, overwrite=overwrite,
+                           written_by="export")
+    seen_stop = False
+    try:
+        for name, doc in run.documents():
+            doc = json.loads(json.dumps(doc))  # plain dicts, whatever the client returns
+            if name == "stop":
+                if not doc:  # a run that never stopped: the file says "incomplete"
+                    continue
+                seen_stop = True
+            writer(name, doc)
+    finally:
+        writer.close()
+    if not seen_stop:
+        log.info("run %s has no stop document; %s says exit_status=incomplete",
+                 run.metadata["start"]["uid"], path)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="beamline-ls export", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="scan_id, uid (or prefix), or -1 for the latest run")
+    p.add_argument("--catalog", default=None,
+                   help="data directory of the deployment (default from configuration) "
+                        "or a tiled server URI (http://...)")
+    p.add_argument("--to", required=True, type=Path, dest="to", help="output file (.h5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    from beamline_ls.catalog import open_catalog
+
+    try:
+        if args.catalog and args.catalog.startswith(("http://", "https://")):
+            catalog = open_catalog(uri=args.catalog)
+        else:
+            catalog = open_catalog(args.catalog)
+        run = find_run(catalog, args.run)
+        path = export_run(run, args.to, overwrite=args.overwrite)
+    except (FileExistsError, FileNotFoundError, LookupError, ValueError, OSError) as exc:
+        log.error("export of run %s failed: %s", args.run, exc)
+        return 2
+    bls_log.success(log, "run %s exported to %s", args.run, path)
+    return 0
+
+
+if __name__ == "__main__":
+    bls_log.configure()
+    sys.exit(main())

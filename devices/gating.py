@@ -1,0 +1,77 @@
+"""Prospective optical gating as an ophyd device.
+
+``trigger()`` arms one trigger at the target heart phase and finishes when the
+fluorescence exposure it started is over; the lock itself (brightfield camera,
+analyzer, scheduler) lives in the gating IOC, next to the cameras.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
+from ophyd.status import Status
+
+
+class LockWaiter(Signal):
+    """``set(timeout)`` returns a Status that finishes when the gating is locked, so a
+    plan can ``yield from bps.abs_set(gating.lock, 30, wait=True)``."""
+
+    def set(self, value: float = 30.0, **kwargs) -> Status:  # noqa: A003
+        super().put(value)
+        return self.parent.wait_for_lock(timeout=float(value))
+
+
+class GatingTrigger(Device):
+    enable = Cpt(EpicsSignal, "Enable", string=True, put_complete=True, kind="config")
+    frame_rate = Cpt(EpicsSignal, "FrameRate", limits=True, put_complete=True, kind="config")
+    target_phase = Cpt(EpicsSignal, "TargetPhase", limits=True, put_complete=True,
+                       kind="config")
+    latency = Cpt(EpicsSignal, "Latency", limits=True, put_complete=True, kind="config")
+    state = Cpt(EpicsSignalRO, "State_RBV", string=True, auto_monitor=True, kind="omitted")
+    period = Cpt(EpicsSignalRO, "Period_RBV", kind="normal")
+    period_frames = Cpt(EpicsSignalRO, "PeriodFrames_RBV", kind="omitted")
+    phase = Cpt(EpicsSignalRO, "Phase_RBV", kind="omitted")
+    target_phase_rbv = Cpt(EpicsSignalRO, "TargetPhase_RBV", kind="normal")
+    reference_id = Cpt(EpicsSignalRO, "ReferenceId_RBV", kind="normal")
+    refresh_cmd = Cpt(EpicsSignal, "Refresh", put_complete=True, kind="omitted")
+    arm = Cpt(EpicsSignal, "Arm", put_complete=True, kind="omitted")
+    armed = Cpt(EpicsSignalRO, "Armed_RBV", kind="omitted")
+    fired = Cpt(EpicsSignalRO, "TriggersFired_RBV", kind="omitted")
+    late = Cpt(EpicsSignalRO, "TriggersLate_RBV", kind="omitted")
+    last_triggers = Cpt(EpicsSignalRO, "LastTriggers_RBV", string=True, kind="omitted")
+    message = Cpt(EpicsSignalRO, "Message_RBV", string=True, kind="omitted")
+    lock = Cpt(LockWaiter, value=30.0, kind="omitted")
+
+    def trigger(self) -> Status:
+        """Fire one trigger at the target phase; done when its exposure is over."""
+        return self.arm.set(1, timeout=30)
+
+    def wait_for_lock(self, timeout: float = 30.0) -> Status:
+        """Status that finishes once the analyzer is locked (fails after ``timeout``)."""
+        status = Status(obj=self, timeout=timeout)
+
+        def check(value, **_):
+            if value == "Locked" and not status.done:
+                try:
+                    status.set_finished()
+                except Exception:  # finished meanwhile by the other path
+                    pass
+
+        cid = self.state.subscribe(check, run=False)
+        status.add_callback(lambda _: self.state.unsubscribe(cid))
+        if self.state.get(use_monitor=False) == "Locked" and not status.done:
+            status.set_finished()
+        return status
+
+    def records(self) -> list[dict]:
+        """The last few trigger records (time, phase, period, reference, status)."""
+        return json.loads(self.last_triggers.get(use_monitor=False) or "[]")
+
+    def refresh(self) -> Status:
+        """Ask for a new reference (long-term updating keeps the same heart phase)."""
+        return self.refresh_cmd.set(1)
+
+    def stop(self, *, success: bool = False) -> None:
+        self.arm.put(0, wait=False)

@@ -1,0 +1,197 @@
+"""Prospectively gated acquisition: every frame at the same heart phase.
+
+The gating IOC locks onto the heartbeat from brightfield frames and fires the
+fluorescence camera at the target phase at absolute times; these plans only move the
+focal plane, arm one trigger per frame, and keep the run's documents. Each stored
+frame carries its trigger time, the predicted phase at that time, the period and the
+reference id (and on the simulator the heart's true phase) as per-frame metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.utils import FailedStatus
+
+from beamline_ls.hardware.gating import GATING_FIELDS
+from devices.camera import Acquisition, Camera
+from devices.gating import GatingTrigger
+from devices.positioners import Piezo
+from plans.common import file_name_for
+from plans.metadata import device_settings, software_versions
+from plans.validation import check_float, check_int
+
+MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
+
+
+def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
+              target_phase: float | None, exposure: float) -> tuple[list[float], int,
+                                                                     float | None, float]:
+    if isinstance(z_positions, str | bytes) or not hasattr(z_positions, "__len__"):
+        raise ValueError("z_positions must be a sequence of focal positions in um")
+    n = len(z_positions)
+    if not 1 <= n <= 1000:
+        raise ValueError(f"z_positions must hold 1 to 1000 positions, got {n}")
+    lo, hi = piezo.limits
+    zs = [check_float(f"z_positions[{i}]", z, lo, hi) for i, z in enumerate(z_positions)]
+    fpp = check_int("frames_per_plane", frames_per_plane, 1, 1000)
+    if target_phase is not None:
+        target_phase = check_float("target_phase", target_phase, 0.0, 2 * math.pi)
+        target_phase %= 2 * math.pi
+    exposure = check_float("exposure", exposure, 1e-5, MAX_EXPOSURE_S)
+    return zs, fpp, target_phase, exposure
+
+
+def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[float],
+                 fpp: int):
+    """``fpp`` passes over the planes, one gated trigger per plane per pass."""
+    for _ in range(fpp):
+        for z in zs:
+            yield from bps.mv(piezo, z)
+            try:
+                yield from bps.trigger(gating, wait=True)
+            except FailedStatus:
+                raise RuntimeError(
+                    f"gated trigger at z = {z:g} um failed: {gating.message.get()}"
+                ) from None
+        yield from bps.collect(camera, name="primary")
+
+
+def _cleanup(camera: Camera, gating: GatingTrigger):
+    yield from bps.abs_set(gating.arm, 0, wait=True)
+    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
+        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+
+
+def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
+    try:
+        yield from bps.abs_set(gating.lock, lock_timeout, wait=True)
+    except FailedStatus:
+        state = gating.state.get(use_monitor=False)
+        raise TimeoutError(
+            f"gating did not lock onto a heartbeat within {lock_timeout:g} s (state: {state}); "
+            "check that the heart is in the brightfield field of view and beating"
+        ) from None
+
+
+def _start_gating(gating: GatingTrigger, target_phase: float | None, lock_timeout: float):
+    yield from bps.mv(gating.target_phase, -1.0 if target_phase is None else target_phase)
+    if gating.enable.get() != "On":
+        yield from bps.mv(gating.enable, "On")
+    yield from _wait_for_lock(gating, lock_timeout)
+
+
+def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, interval_s,
+         refresh, lock_timeout, plan_name, plan_args, md):
+    directory, name = file_name_for("gated")
+    n_frames = n_stacks * fpp * len(zs)
+    acquisition = Acquisition(n_frames=n_frames, file_name=name, frames_per_volume=len(zs),
+                              trigger_mode="External", file_path=directory,
+                              stall_timeout=max(60.0, interval_s + 30.0),
+                              extra_fields=GATING_FIELDS)
+    _md = {"plan_name": plan_name, "plan_args": plan_args, "detectors": [camera.name],
+           "num_points": n_stacks * fpp, "plane_z_um": zs, "versions": software_versions(),
+           **(md or {})}
+
+    def inner():
+        yield from bps.mv(camera.cam.acquire_time, exposure)
+        yield from _start_gating(gating, target_phase, lock_timeout)
+        yield from bps.prepare(camera, acquisition, wait=True)
+        _md["settings"] = device_settings(camera, gating)
+        yield from bps.open_run(_md)
+        yield from bps.declare_stream(camera, name="primary", collect=True)
+        yield from bps.kickoff(camera, wait=True)
+        t0 = time.time()
+        for i in range(n_stacks):
+            if i:
+                wait = t0 + i * interval_s - time.time()
+                if wait > 0:
+                    yield from bps.sleep(wait)
+                if refresh:
+                    yield from bps.mv(gating.refresh_cmd, 1)
+                yield from _wait_for_lock(gating, lock_timeout)
+            yield from _gated_stack(camera, gating, piezo, zs, fpp)
+        yield from bps.complete(camera, wait=True)
+        yield from bps.collect(camera, name="primary")
+        late = int(gating.late.get(use_monitor=False))
+        return (yield from bps.close_run(
+            exit_status="success",
+            reason="" if not late else f"{late} trigger(s) reported late so far"))
+
+    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, gating)))
+
+
+def gated_scan(
+    camera: Camera,
+    gating: GatingTrigger,
+    piezo: Piezo,
+    z_positions: Sequence[float],
+    frames_per_plane: int = 1,
+    target_phase: float | None = None,
+    exposure: float = 0.005,
+    *,
+    lock_timeout: float = 30.0,
+    md: dict[str, Any] | None = None,
+):
+    """One gated z-stack: at every plane the camera fires at the same heart phase.
+
+    Parameters
+    ----------
+    camera: fluorescence camera (put in external trigger mode by this plan).
+    gating: the gating trigger device (its IOC owns the brightfield camera).
+    piezo: objective piezo; moving it also moves the light sheets.
+    z_positions: focal positions (um), 1..1000 of them, within the piezo limits.
+    frames_per_plane: passes over all planes (each pass is one gated volume).
+    target_phase: heart phase (rad, [0, 2pi)) in the reference's coordinates; None:
+        the analyzer's default (fastest change + P/3).
+    exposure: fluorescence exposure (s), at most 50 ms.
+    lock_timeout: how long to wait for a heartbeat lock before failing (s).
+
+    Frames are stored as (frames_per_plane, planes, y, x).
+    """
+    zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
+                                                target_phase, exposure)
+    args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
+            "exposure": exposure}
+    return (yield from _run(camera, gating, piezo, zs, fpp, target_phase, exposure, 1, 0.0,
+                            False, lock_timeout, "gated_scan", args, md))
+
+
+def gated_timelapse(
+    camera: Camera,
+    gating: GatingTrigger,
+    piezo: Piezo,
+    z_positions: Sequence[float],
+    n_timepoints: int,
+    interval_s: float,
+    frames_per_plane: int = 1,
+    target_phase: float | None = None,
+    exposure: float = 0.005,
+    *,
+    refresh_reference: bool = True,
+    lock_timeout: float = 30.0,
+    md: dict[str, Any] | None = None,
+):
+    """Gated stacks every ``interval_s`` seconds, ``n_timepoints`` times, in one run.
+
+    Before each later stack the analyzer takes a new reference heartbeat and its
+    long-term updating aligns it to the earlier ones, so the lock stays on the same
+    heart phase for hours even as the heart's appearance and rate drift. A stack that
+    overruns the interval starts the next one at once. Other parameters as in
+    :func:`gated_scan`. Frames are stored as (timepoints x passes, planes, y, x).
+    """
+    zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
+                                                target_phase, exposure)
+    n = check_int("n_timepoints", n_timepoints, 1, 1_000_000)
+    interval_s = check_float("interval_s", interval_s, 0.0, 7 * 24 * 3600.0)
+    args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
+            "exposure": exposure, "n_timepoints": n, "interval_s": interval_s,
+            "refresh_reference": bool(refresh_reference)}
+    return (yield from _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n,
+                            interval_s, bool(refresh_reference), lock_timeout,
+                            "gated_timelapse", args, md))

@@ -1,0 +1,133 @@
+"""Laser power series: step the excitation power, acquire frames at each step.
+
+One run. For each step the laser is set (and its measured power read back), then the
+camera free-runs ``frames_per_step`` frames into its own HDF5 file, collected as the
+stream ``step_000``, ``step_001``, ... (frames by reference, never one Event per
+frame). The stream ``power_steps`` has one Event per step, in step order, with the
+step index, the requested power and the laser's read-back, so results collate by
+step: ``run["power_steps"]`` says what ``run[f"step_{i:03d}"]`` was taken at.
+
+The scan board is left as it is (park it first, e.g. with a planar scan setting).
+The laser's power and on/off state are restored afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from ophyd import Signal
+
+from devices.camera import Acquisition, Camera
+from devices.laser import Laser
+from plans.metadata import device_settings, software_versions
+from plans.validation import check_float, check_int
+
+EXPOSURE_RANGE_S = (1e-5, 10.0)
+MAX_STEPS = 1000
+STEPS_STREAM = "power_steps"
+
+
+def step_stream(i: int) -> str:
+    """Name of the frame stream of step ``i``."""
+    return f"step_{i:03d}"
+
+
+def check_powers(powers: object, max_power_mw: float) -> list[float]:
+    """A non-empty sequence of powers (mW), each in [0, max_power_mw]."""
+    if isinstance(powers, str | bytes | dict | set) or not hasattr(powers, "__iter__"):
+        raise ValueError(f"powers must be a sequence of numbers (mW), got {powers!r}")
+    values = list(powers)  # type: ignore[call-overload]
+    if not 1 <= len(values) <= MAX_STEPS:
+        raise ValueError(f"powers must hold 1..{MAX_STEPS} values, got {len(values)}")
+    out = []
+    for i, p in enumerate(values):
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p):
+            raise ValueError(f"powers[{i}] must be a finite number in [0, "
+                             f"{max_power_mw:g}] mW, got {p!r}")
+        out.append(check_float(f"powers[{i}]", float(p), 0.0, max_power_mw))
+    return out
+
+
+def power_series(
+    camera: Camera,
+    laser: Laser,
+    powers: Sequence[float],
+    frames_per_step: int,
+    exposure: float = 0.005,
+    *,
+    md: dict[str, Any] | None = None,
+):
+    """Acquire ``frames_per_step`` frames at each laser power in ``powers`` (mW).
+
+    Parameters
+    ----------
+    camera: the camera (free-running, internal trigger, as fast as exposure allows).
+    laser: the excitation laser; switched on for the series, restored afterwards.
+    powers: laser powers in mW, each in [0, the laser's MaxPower], 1..1000 steps.
+    frames_per_step: frames per power step, 1..1e6.
+    exposure: camera exposure in s, [1e-5, 10].
+    md: extra metadata for the start document.
+
+    Every argument is checked before anything moves.
+    """
+    max_power = float(laser.max_power.get())
+    powers = check_powers(powers, max_power)
+    frames_per_step = check_int("frames_per_step", frames_per_step, 1, 1_000_000)
+    exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
+
+    directory = time.strftime("%Y/%m/%d")
+    base = f"power_series_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
+    step = Signal(name="step", value=0)
+    setpoint = Signal(name="power_setpoint_mw", value=0.0)
+    _md = {
+        "plan_name": "power_series",
+        "plan_args": {"powers": powers, "frames_per_step": frames_per_step,
+                      "exposure": exposure},
+        "detectors": [camera.name],
+        "num_points": len(powers),
+        "powers_mw": powers,
+        "step_streams": [step_stream(i) for i in range(len(powers))],
+        "versions": software_versions(),
+        **(md or {}),
+    }
+    saved: dict[str, Any] = {}
+
+    def inner():
+        saved["enable"] = laser.enable.get()
+        saved["power"] = float(laser.power.get_setpoint())
+        yield from bps.mv(camera.cam.acquire_time, exposure, camera.cam.acquire_period, 0.0)
+        yield from bps.mv(laser.enable, "On")
+        _md["settings"] = device_settings(camera, laser)
+        yield from bps.open_run(_md)
+        dropped = 0
+        for i, p in enumerate(powers):
+            yield from bps.mv(laser, p, step, i, setpoint, p)
+            yield from bps.trigger_and_read([step, setpoint, laser], name=STEPS_STREAM)
+            acquisition = Acquisition(n_frames=frames_per_step, file_name=f"{base}_s{i:03d}",
+                                      trigger_mode="Internal", file_path=directory,
+                                      stall_timeout=max(10.0, 20 * exposure))
+            yield from bps.prepare(camera, acquisition, wait=True)
+            yield from bps.declare_stream(camera, name=step_stream(i), collect=True)
+            yield from bps.kickoff(camera, wait=True)
+            yield from bps.collect_while_completing([camera], [camera], flush_period=0.5,
+                                                    stream_name=step_stream(i))
+            dropped += int(camera.hdf.dropped_frames.get())
+        status = "success" if not dropped else "fail"
+        reason = "" if not dropped else f"{dropped} frames dropped by the writer"
+        return (yield from bps.close_run(exit_status=status, reason=reason))
+
+    def cleanup():
+        if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
+            yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+        if "power" in saved:
+            yield from bps.abs_set(laser.power, saved["power"], wait=True)
+            yield from bps.abs_set(laser.enable, saved["enable"], wait=True)
+
+    return (yield from bpp.finalize_wrapper(inner(), cleanup()))

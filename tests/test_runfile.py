@@ -1,0 +1,403 @@
+"""Issue 6: every run also as one self-describing HDF5 file (live and exported).
+
+Runs real scans against the simulated IOC (conftest fixtures), reads the run files
+with plain h5py, and compares them with the catalog and with exported files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from beamline_ls.runfile import InvalidDocumentError, RunFileWriter, default_run_path
+from beamline_ls.runfile.encode import read_attrs
+from beamline_ls.runfile.export import export_run
+from beamline_ls.runfile.export import main as export_main
+from beamline_ls.runfile.runfile import PROVENANCE_ATTRS
+
+META = ("frame_id", "timestamp", "z", "plane", "volume")
+
+
+class Recorder:
+    """Keeps the raw documents the RunEngine emitted (the truth to compare with)."""
+
+    def __init__(self):
+        self.docs: list[tuple[str, dict]] = []
+
+    def __call__(self, name, doc):
+        self.docs.append((name, doc))
+
+    def of(self, name):
+        return [d for n, d in self.docs if n == name]
+
+
+def _run(session, plan):
+    rec = Recorder()
+    token = session.RE.subscribe(rec)
+    try:
+        result = session.RE(plan)
+    finally:
+        session.RE.unsubscribe(token)
+    session.flush()
+    start = rec.of("start")[0]
+    path = default_run_path(session.settings.data_dir / "runs", start)
+    return result, rec, path
+
+
+@pytest.fixture(scope="module")
+def volumetric(scope, session):
+    from plans import volumetric_scan
+
+    return _run(session, volumetric_scan(scope.camera, scope.scanboard, 2, 6, 15.0, 70.0, 4.0,
+                                         md={"sample_name": "runfile fish"}))
+
+
+@pytest.fixture(scope="module")
+def planar(scope, session):
+    from plans import planar_scan
+
+    return _run(session, planar_scan(scope.camera, scope.scanboard, 8, 33.0, 0.004,
+                                     frame_rate=50.0, md={"sample_name": "runfile plane"}))
+
+
+# -- helpers -------------------------------------------------------------------------------
+def snapshot(path: Path) -> dict:
+    """Everything in a run file that should not depend on how it was written."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        out["/"] = ("group", {k: v for k, v in read_attrs(f).items()
+                              if k not in PROVENANCE_ATTRS})
+
+        def visit(name, obj):
+            attrs = read_attrs(obj)
+            if "/external/" in name:  # relative paths: compare where they lead
+                here = path.parent
+                attrs["file"] = os.path.normpath(here / attrs["file"])
+                for res in attrs["resources"]:
+                    res["file"] = os.path.normpath(here / res["file"])
+            if isinstance(obj, h5py.Dataset):
+                out[name] = ("dataset", attrs, obj.shape, obj.dtype.str, obj[()])
+            else:
+                out[name] = ("group", attrs)
+
+        f.visititems(visit)
+    return out
+
+
+def assert_same_content(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        ka, kb = a[name], b[name]
+        assert ka[:2] == kb[:2], json.dumps([name, ka[1], kb[1]], default=str)[:3000]
+        if ka[0] == "dataset":
+            assert ka[2:4] == kb[2:4], name
+            va, vb = np.asarray(ka[4]), np.asarray(kb[4])
+            if va.dtype.kind in "fc":
+                assert np.array_equal(va, vb, equal_nan=True), name
+            else:
+                assert np.array_equal(va, vb), name
+
+
+def frames_from_catalog(session, uid):
+    prim = session.catalog[uid]["primary"]
+    return {key: prim[key].read() for key in ["camera_image"] + [f"camera_{m}" for m in META]}
+
+
+# -- live files ----------------------------------------------------------------------------
+def test_a_volumetric_run_file_holds_frames_metadata_and_settings(volumetric, session):
+    result, rec, path = volumetric
+    uid = result.run_start_uids[0]
+    assert path.exists() and path.parent.parent == session.settings.data_dir / "runs"
+    cat = frames_from_catalog(session, uid)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["exit_status"] == "success" and f.attrs["uid"] == uid
+        assert f.attrs["sample_name"] == "runfile fish"
+        data = f["streams/primary/data"]
+        img = data["camera_image"]
+        assert img.shape == (2, 6, 256, 256) and img.is_virtual
+        for src in img.virtual_sources():  # the camera's own file, by a relative path
+            assert not os.path.isabs(src.file_name) and src.file_name.startswith("../../")
+        assert np.array_equal(img[()], cat["camera_image"])
+        for m in META:
+            assert data[f"camera_{m}"].shape == (2, 6)
+            assert np.array_equal(data[f"camera_{m}"][()], cat[f"camera_{m}"])
+        assert data["camera_z"].attrs["units"] == "um"
+        assert json.loads(f["start"].attrs["plan_args"])["n_planes"] == 6
+        assert f["start/plan_args"].attrs["n_volumes"] == 2
+        config = f["streams/primary/config/camera/data"]
+        assert config["camera_cam_trigger_mode"][()].decode() == "External"
+        assert "camera_cam_acquire_time" in f["streams/primary/config/camera/timestamps"]
+
+
+def test_frames_through_the_links_equal_the_catalog_for_a_planar_run(planar, session):
+    result, _, path = planar
+    cat = frames_from_catalog(session, result.run_start_uids[0])
+    with h5py.File(path, "r") as f:
+        data = f["streams/primary/data"]
+        assert data["camera_image"].shape == (8, 256, 256)
+        assert np.array_equal(data["camera_image"][()], cat["camera_image"])
+        assert np.array_equal(data["camera_timestamp"][()], cat["camera_timestamp"])
+        assert np.abs(data["camera_z"][()] - 33.0).max() < 0.1
+
+
+@pytest.mark.parametrize("which", ["volumetric", "planar"])
+def test_live_and_exported_files_have_the_same_content(which, request, session, tmp_path):
+    result, _, live = request.getfixturevalue(which)
+    exported = export_run(session.catalog[result.run_start_uids[0]], tmp_path / "x" / "run.h5")
+    assert_same_content(snapshot(live), snapshot(exported))
+    with h5py.File(exported, "r") as f:
+        assert "(export)" in f.attrs["file_written_by"]
+
+
+def test_every_start_stop_and_descriptor_field_lands_in_the_file(volumetric):
+    _, rec, path = volumetric
+    (start,), (stop,), descriptors = rec.of("start"), rec.of("stop"), rec.of("descriptor")
+
+    def check_doc(group, doc):
+        attrs = read_attrs(group)
+        for key, value in doc.items():
+            assert key in attrs, f"{group.name}: {key}"
+            assert attrs[key] == json.loads(json.dumps(value)), f"{group.name}: {key}"
+            if isinstance(value, dict):  # nested dicts also as subgroups
+                assert isinstance(group[key], h5py.Group), f"{group.name}/{key}"
+                check_doc(group[key], value)
+
+    with h5py.File(path, "r") as f:
+        check_doc(f["start"], start)
+        assert isinstance(f["start"]["settings"]["camera"], h5py.Group)
+        check_doc(f["stop"], stop)
+        assert json.loads(f["start"].attrs["document"]) == json.loads(json.dumps(start))
+        for desc in descriptors:
+            g = f["streams"][desc["name"]]
+            stream_attrs = read_attrs(g)
+            for key in set(desc) - {"data_keys", "configuration"}:
+                assert stream_attrs[key] == json.loads(json.dumps(desc[key])), key
+            for key, spec in desc["data_keys"].items():
+                got = read_attrs(g["data"][key])
+                for field, value in spec.items():
+                    assert got[field] == json.loads(json.dumps(value)), (key, field)
+            for device, conf in desc["configuration"].items():
+                dg = g["config"][device]
+                for key, value in conf["data"].items():
+                    stored = dg["data"][key][()]
+                    stored = stored.decode() if isinstance(stored, bytes) else stored
+                    assert np.all(np.asarray(stored) == np.asarray(value)), key
+                    assert dg["timestamps"][key][()] == conf["timestamps"][key]
+                    for field, v in conf["data_keys"][key].items():
+                        assert read_attrs(dg["data"][key])[field] == json.loads(json.dumps(v))
+
+
+def test_moving_the_whole_data_folder_keeps_the_frames_reachable(volumetric, settings,
+                                                                 tmp_path):
+    _, _, path = volumetric
+    moved = tmp_path / "moved"
+    shutil.copytree(settings.data_dir, moved, ignore=shutil.ignore_patterns("catalog", "logs"))
+    copy = moved / path.relative_to(settings.data_dir)
+    with h5py.File(path, "r") as f:
+        original = f["streams/primary/data/camera_image"][()]
+        camera_file = f["streams/primary/external/camera_image"].attrs["file"]
+    # Mark the COPIED camera file: reading the moved run file must show the mark.
+    with h5py.File(copy.parent / camera_file, "r+") as cam:
+        cam["/entry/data/data"][0, 0, 0, 0] = 4242
+    with h5py.File(copy, "r") as f:
+        frames = f["streams/primary/data/camera_image"][()]
+    assert frames[0, 0, 0, 0] == 4242
+    assert np.array_equal(frames.ravel()[1:], original.ravel()[1:])
+
+
+FRESH_READER = textwrap.dedent("""
+    import json, sys
+    for banned in ("beamline_ls", "bluesky", "ophyd", "tiled", "databroker", "event_model"):
+        sys.modules[banned] = None   # importing any of them now fails
+    import h5py, numpy as np
+    with h5py.File(sys.argv[1], "r") as f:
+        img = f["streams/primary/data/camera_image"]
+        meta = f["streams/primary/data"]
+        print(json.dumps({
+            "shape": list(img.shape),
+            "mean": float(img[1].mean()),
+            "z": meta["camera_z"][()].tolist(),
+            "volume": meta["camera_volume"][()].tolist(),
+            "sample": f.attrs["sample_name"],
+            "sample_in_start": f["start"].attrs["sample_name"],
+            "plan_args": json.loads(f["start"].attrs["plan_args"]),
+            "exit": f["stop"].attrs["exit_status"],
+        }))
+""")
+
+
+def test_a_fresh_process_reads_the_file_with_only_h5py_and_numpy(volumetric, tmp_path):
+    _, rec, path = volumetric
+    out = subprocess.run([sys.executable, "-c", FRESH_READER, str(path)], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["shape"] == [2, 6, 256, 256]
+    assert data["mean"] > 100  # real frames, not the fill value of a broken link
+    assert data["volume"] == [[0] * 6, [1] * 6]
+    assert np.abs(np.array(data["z"]) - np.array(rec.of("start")[0]["plane_z_um"])).max() < 1
+    assert data["sample"] == data["sample_in_start"] == "runfile fish"
+    assert data["plan_args"]["n_volumes"] == 2 and data["exit"] == "success"
+
+
+# -- failures ------------------------------------------------------------------------------
+FOLLOWER = textwrap.dedent("""
+    import json, sys, h5py
+    with h5py.File(sys.argv[1], "r", locking=False) as f:
+        print(json.dumps({"exit": f.attrs["exit_status"], "stop": "stop" in f,
+                          "shape": list(f["streams/primary/data/camera_image"].shape)}))
+""")
+
+
+class DatumWatch:
+    """Remembers the start document and whether a StreamDatum has been emitted."""
+
+    def __init__(self):
+        self.start: dict | None = None
+        self.datum = False
+
+    def __call__(self, name, doc):
+        if name == "start":
+            self.start = doc
+        elif name == "stream_datum":
+            self.datum = True
+
+
+def _fail_after_first_datum(plan, session, watch, peeks):
+    """Forward ``plan``; once a StreamDatum was emitted, read the live run file from
+    another process, then throw an error into the plan (as a failing device would)."""
+    reply, exc, injected = None, None, False
+    while True:
+        try:
+            msg = plan.throw(exc) if exc is not None else plan.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        exc = None
+        try:
+            reply = yield msg
+        except GeneratorExit:
+            plan.close()
+            raise
+        except BaseException as err:
+            exc = err
+            continue
+        if watch.datum and not injected:
+            injected = True
+            session.flush()
+            path = default_run_path(session.settings.data_dir / "runs", watch.start)
+            out = subprocess.run([sys.executable, "-c", FOLLOWER, str(path)],
+                                 capture_output=True, text=True, timeout=60)
+            peeks.append(out.stdout + out.stderr)
+            exc = RuntimeError("injected failure after kickoff")
+
+
+def test_a_run_failing_after_kickoff_leaves_a_consistent_file(scope, session):
+    from plans import volumetric_scan
+
+    watch, peeks = DatumWatch(), []
+    token = session.RE.subscribe(watch)
+    try:
+        plan = volumetric_scan(scope.camera, scope.scanboard, 12, 6, 15.0, 70.0, 4.0,
+                               md={"sample_name": "failing"})
+        with pytest.raises(RuntimeError, match="injected failure"):
+            session.RE(_fail_after_first_datum(plan, session, watch, peeks))
+    finally:
+        session.RE.unsubscribe(token)
+    session.flush()
+    follower = json.loads(peeks[0].strip().splitlines()[-1])
+    assert follower["exit"] == "running" and not follower["stop"]  # read while running
+    assert follower["shape"][0] >= 1
+    path = default_run_path(session.settings.data_dir / "runs", watch.start)
+    cat = session.catalog[watch.start["uid"]]["primary"]["camera_image"].read()
+    with h5py.File(path, "r") as f:
+        assert f.attrs["exit_status"] == "fail" == f["stop"].attrs["exit_status"]
+        assert "injected failure" in f["stop"].attrs["reason"]
+        img = f["streams/primary/data/camera_image"]
+        assert 1 <= img.shape[0] < 12 and img.shape[1:] == (6, 256, 256)
+        assert np.array_equal(img[()], cat)
+        assert np.all(f["streams/primary/data/camera_frame_id"][()] >= 0)
+
+
+def _pausing_plan(det):
+    import bluesky.plan_stubs as bps
+
+    yield from bps.open_run(md={"sample_name": "paused then aborted"})
+    yield from bps.trigger_and_read([det])
+    yield from bps.pause()
+    yield from bps.trigger_and_read([det])
+    yield from bps.close_run()
+
+
+def test_an_aborted_run_file_says_aborted_and_why(session, tmp_path):
+    from bluesky.utils import RunEngineInterrupted
+    from ophyd.sim import det
+
+    rec = Recorder()
+    token = session.RE.subscribe(rec)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(_pausing_plan(det))
+        session.RE.abort(reason="operator saw the fish move")
+    finally:
+        session.RE.unsubscribe(token)
+    session.flush()
+    start = rec.of("start")[0]
+    path = default_run_path(session.settings.data_dir / "runs", start)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["exit_status"] == "abort" == f["stop"].attrs["exit_status"]
+        assert f.attrs["reason"] == "operator saw the fish move"
+        assert f["streams/primary/data/det"].shape == (1,)
+        assert f["streams/primary/timestamps/det"].shape == (1,)
+        assert f["streams/primary/seq_num"][()].tolist() == [1]
+    exported = export_run(session.catalog[start["uid"]], tmp_path / "aborted.h5")
+    assert_same_content(snapshot(path), snapshot(exported))
+
+
+# -- validation and the command line ------------------------------------------------------
+def test_an_invalid_document_is_refused_with_a_clear_error(tmp_path):
+    writer = RunFileWriter(tmp_path)
+    with pytest.raises(InvalidDocumentError, match=r"invalid start document .*'time'"):
+        writer("start", {"uid": "abc"})
+    with pytest.raises(InvalidDocumentError, match=r"stream_datum.*indices"):
+        writer("stream_datum", {"uid": "x", "stream_resource": "y", "descriptor": "z",
+                                "seq_nums": {"start": 1, "stop": 2}})
+    with pytest.raises(InvalidDocumentError, match="unknown document type"):
+        writer("bogus", {})
+    assert not list(tmp_path.rglob("*.h5"))
+    writer("start", {"uid": "abcdef0123", "time": 1.0e9, "scan_id": 7})
+    writer("stop", {"uid": "s1", "time": 1.0e9 + 1, "run_start": "abcdef0123",
+                    "exit_status": "success"})
+    (made,) = tmp_path.rglob("*.h5")
+    assert made.name == "7-abcdef01.h5"
+
+
+def test_export_command_finds_runs_and_refuses_to_overwrite(planar, session, tmp_path,
+                                                            caplog):
+    from beamline_ls.cli import main as cli_main
+
+    result, rec, _ = planar
+    uid, scan_id = result.run_start_uids[0], rec.of("start")[0]["scan_id"]
+    target = tmp_path / "planar.h5"
+    data_dir = str(session.settings.data_dir)
+    assert cli_main(["export", str(scan_id), "--catalog", data_dir, "--to", str(target)]) == 0
+    with h5py.File(target, "r") as f:
+        assert f.attrs["uid"] == uid
+    before = target.stat().st_mtime_ns
+    assert export_main([uid[:8], "--catalog", data_dir, "--to", str(target)]) == 2
+    assert "exists" in caplog.text and target.stat().st_mtime_ns == before
+    assert export_main([uid[:8], "--catalog", data_dir, "--to", str(target),
+                        "--overwrite"]) == 0
+    with h5py.File(target, "r") as f:
+        assert f.attrs["uid"] == uid
+    assert export_main(["nosuchrun", "--catalog", data_dir, "--to",
+                        str(tmp_path / "none.h5")]) == 2
+    assert not (tmp_path / "none.h5").exists()
