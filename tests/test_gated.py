@@ -62,7 +62,10 @@ def test_gated_frames_carry_trigger_time_phase_period_and_reference(gated):
     np.testing.assert_array_equal(t_trig, prim["camera_timestamp"].read())
     assert np.all(np.diff(t_trig.ravel()) > 0.2)  # at most one trigger per heartbeat-ish
     period = prim["camera_period_s"].read()
-    assert np.all(np.abs(period - 1 / 2.33) < 0.03 / 2.33)  # within 3 % of the mean beat
+    # The simulated heart's rate is modulated +-5 % (7 s) with 2 % wander, so the beat
+    # the reference was taken on may differ from the 2.33 Hz mean by up to ~7 %; the
+    # 1 %-of-truth check against the local true period is in test_gating_analyzer.
+    assert np.all(np.abs(period * 2.33 - 1) < 0.09)
     phase = prim["camera_gating_phase"].read()
     assert np.all(np.isfinite(phase)) and np.ptp(phase) < 1e-9  # one target for all
     assert np.all(prim["camera_reference_id"].read() >= 0)
