@@ -22,6 +22,25 @@ log = logging.getLogger(__name__)
 CATALOG_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
 
 
+DOCUMENT_STREAM = "application/json-seq"
+
+
+def enable_document_replay() -> None:
+    """Let embedded catalogs serve ``BlueskyRun.documents()`` (used by ``export``).
+
+    bluesky-tiled-plugins' JSON-sequence exporter is opt-in on the server side; an
+    embedded catalog uses tiled's default serialization registry, so it is registered
+    there (idempotent, this process only). A tiled server lists the same exporter in
+    its ``media_types`` configuration.
+    """
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
+    from tiled.media_type_registration import default_serialization_registry
+
+    if DOCUMENT_STREAM not in default_serialization_registry.media_types("BlueskyRun"):
+        default_serialization_registry.register("BlueskyRun", DOCUMENT_STREAM,
+                                                json_seq_exporter)
+
+
 def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="starlette.*")
@@ -73,6 +92,7 @@ def open_catalog(
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.server.app import build_app
 
+    enable_document_replay()
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         tree = catalog_from_uri(
             f"sqlite:///{db}",

@@ -1,4 +1,4 @@
-"""``beamline-ls`` command line: demo, ioc, replay, export."""
+"""``beamline-ls`` command line: demo, ioc, replay, export, check-hardware."""
 
 from __future__ import annotations
 
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", add_help=False,
                             help="write a stored run as one HDF5 file (RUN --to FILE.h5)")
     export.set_defaults(func=None)
+
+    check = sub.add_parser("check-hardware", add_help=False,
+                           help="ask each configured device whether it answers (--config F)")
+    check.set_defaults(func=None)
     return p
 
 
@@ -72,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
 
         bls_log.configure()
         return export_main(argv[1:])
+    if argv and argv[0] == "check-hardware":
+        from beamline_ls.hardware.check import main as check_main
+
+        bls_log.configure()
+        return check_main(argv[1:])
     args = build_parser().parse_args(argv)
     bls_log.configure(args.log_level)
     try:

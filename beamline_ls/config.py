@@ -54,6 +54,11 @@ class Settings:
         return self.data_dir / "catalog"
 
     @property
+    def runs_dir(self) -> Path:
+        """One self-describing HDF5 file per run (``runs/<date>/<scan_id>-<uid>.h5``)."""
+        return self.data_dir / "runs"
+
+    @property
     def state_dir(self) -> Path:
         """Persisted RunEngine metadata (scan_id survives restarts)."""
         return self.data_dir / "state"

@@ -38,11 +38,18 @@ class LoopbackEpics:
 
     server_port: int = field(default_factory=free_port)
     repeater_port: int = field(default_factory=free_port)
+    extra_server_ports: tuple[int, ...] = ()  # more IOCs a client should search
     _repeater: subprocess.Popen | None = None
 
+    def for_server(self, port: int) -> LoopbackEpics:
+        """The same network for a second IOC serving on ``port``."""
+        return LoopbackEpics(port, self.repeater_port, self.extra_server_ports)
+
     def env(self) -> dict[str, str]:
+        addrs = ["127.0.0.1"] + [f"127.0.0.1:{p}" for p in self.extra_server_ports
+                                 if p != self.server_port]
         return {
-            "EPICS_CA_ADDR_LIST": "127.0.0.1",
+            "EPICS_CA_ADDR_LIST": " ".join(addrs),
             "EPICS_CA_AUTO_ADDR_LIST": "NO",
             "EPICS_CA_SERVER_PORT": str(self.server_port),
             "EPICS_CA_REPEATER_PORT": str(self.repeater_port),
@@ -76,11 +83,13 @@ class LoopbackEpics:
 class IocProcess:
     """``beamline-ls ioc`` as a child process on a :class:`LoopbackEpics`."""
 
-    def __init__(self, epics: LoopbackEpics, prefix: str, data_dir: Path, log_file: Path):
+    def __init__(self, epics: LoopbackEpics, prefix: str, data_dir: Path, log_file: Path,
+                 config: Path | None = None):
         self.epics = epics
         self.prefix = prefix
         self.data_dir = Path(data_dir)
         self.log_file = Path(log_file)
+        self.config = config
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> IocProcess:
@@ -89,6 +98,8 @@ class IocProcess:
         start_offset = self.log_file.stat().st_size
         cmd = [sys.executable, "-m", "beamline_ls.cli", "ioc", "--prefix", self.prefix,
                "--data-dir", str(self.data_dir)]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
         self.proc = subprocess.Popen(
             cmd, env={**os.environ, **self.epics.env(), "BEAMLINE_LS_LOG": "INFO"},
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

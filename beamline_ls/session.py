@@ -86,7 +86,7 @@ def make_session(
     if run_files:
         from beamline_ls.runfile import RunFileWriter
 
-        run_writer = RunFileWriter(settings.data_dir / "runs")
+        run_writer = RunFileWriter(settings.runs_dir)
         run_feed = BackgroundCallback(run_writer, name="run-file-writer")
         RE.subscribe(run_feed)
     if progress_bar:

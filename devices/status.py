@@ -68,6 +68,15 @@ class ProgressStatus(DeviceStatus):
               fraction=(self.target - self.current) / max(self.target, 1))
 
     def _watch_stall(self) -> None:
+        try:
+            self._watch_stall_loop()
+        except Exception as exc:  # e.g. the device was destroyed at shutdown
+            if not self.done:
+                with self._finish_lock:
+                    if not self.done:
+                        self.set_exception(exc)
+
+    def _watch_stall_loop(self) -> None:
         while not self.done:
             time.sleep(0.1)
             if self.done:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from beamline_ls.epics_env import IocProcess, LoopbackEpics
+from beamline_ls.epics_env import IocProcess, LoopbackEpics, free_port
 
-EPICS = LoopbackEpics()
+# a second port so tests can run an IOC with a different hardware configuration
+EPICS = LoopbackEpics(extra_server_ports=(free_port(),))
 EPICS.apply()
 PREFIX = "TST:"
 ROI = 256

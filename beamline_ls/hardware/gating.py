@@ -28,11 +28,13 @@ from beamline_ls.gating import (
     TriggerReport,
     TriggerScheduler,
 )
+from beamline_ls.hardware.trigger_box import TriggerBox
 from beamline_ls.sim.microscope import SimMicroscope
 
 log = logging.getLogger(__name__)
 
-GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase")
+GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase",
+                 "late_retries")
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,10 @@ class TriggerRecord:
     gating_phase: float  # predicted phase at the trigger time (= target), reference coords
     period_s: float
     reference_id: int
-    status: str  # accepted | late
+    status: str  # accepted | late | error
     true_phase: float = math.nan  # simulator only: the heart's own phase mid-exposure
+    late_retries: int = 0  # late answers for this trigger before it was accepted
+    source: str = "software"  # software scheduler or the trigger box
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +109,8 @@ class SimGatingSystem(GatingDriver):
     BRIGHTFIELD_SHAPE = (128, 128)
     BRIGHTFIELD_EXPOSURE_S = 0.001
 
-    def __init__(self, microscope: SimMicroscope, config: GatingConfig | None = None):
+    def __init__(self, microscope: SimMicroscope, config: GatingConfig | None = None,
+                 trigger_box: TriggerBox | None = None):
         if microscope.heart is None:
             raise ValueError("the simulated microscope has no heart to gate on")
         self.m = microscope
@@ -119,6 +124,8 @@ class SimGatingSystem(GatingDriver):
         self._refresh = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gating-adaptive")
         self.analyzer = self._new_analyzer()
+        self.trigger_box = trigger_box
+        self._late_streak = 0
         self.scheduler = TriggerScheduler(self, clock=microscope.clock,
                                           min_lead_s=0.0, on_report=self._on_report)
 
@@ -188,7 +195,7 @@ class SimGatingSystem(GatingDriver):
             true = float(heart.true_phase_wrapped(frame.timestamp + frame.exposure / 2))
         frame.extra.update(trigger_time=rec.trigger_time, gating_phase=rec.gating_phase,
                            period_s=rec.period_s, reference_id=float(rec.reference_id),
-                           true_phase=true)
+                           true_phase=true, late_retries=float(rec.late_retries))
 
     # -- TriggerSink ---------------------------------------------------------------
     def fire(self, t_scheduled: float, tag: object) -> None:
@@ -196,17 +203,20 @@ class SimGatingSystem(GatingDriver):
         self.m.camera_trigger.schedule([t_scheduled])
 
     # -- internals -----------------------------------------------------------------
-    def _on_report(self, report: TriggerReport) -> None:
+    def _on_report(self, report: TriggerReport, source: str = "software") -> None:
         decision: Decision = report.tag  # type: ignore[assignment]
         rec = TriggerRecord(report.t_requested, decision.target_phase, decision.period_s,
-                            decision.reference_id, report.status)
+                            decision.reference_id, report.status,
+                            late_retries=self._late_streak, source=source)
         with self._lock:
             if report.status == "accepted":
                 self._status.fired += 1
-            else:  # a late trigger does not fire: give the arm back for the next beat
+                self._late_streak = 0
+            else:  # a late (or failed) trigger does not fire: re-arm for the next beat
                 self._status.late += 1
                 self._status.armed += 1
-                log.info("late trigger for %.6f (decided at %.6f): re-armed",
+                self._late_streak += 1
+                log.info("%s trigger for %.6f (decided at %.6f): re-armed", report.status,
                          report.t_requested, report.t_at_request)
             self._records[report.t_requested] = rec
             while len(self._records) > 10_000:
@@ -239,7 +249,7 @@ class SimGatingSystem(GatingDriver):
                     if armed > 0:
                         self._status.armed = armed - 1
                 if armed > 0:
-                    self.scheduler.schedule(decision.fire_time, decision)
+                    self._send(decision)
             # A real camera never skips frames: late analysis only makes triggers late
             # (reported, retried on the next beat). Skipping would leave holes in the
             # reference heartbeat. Only a stall of over a second skips ahead.
@@ -249,6 +259,23 @@ class SimGatingSystem(GatingDriver):
                 with self._lock:
                     self._status.frames_skipped += behind
                 log.warning("gating analysis stalled: skipped %d brightfield frames", behind)
+
+    def _send(self, decision: Decision) -> None:
+        """Hand an armed trigger to the box (which keeps time and answers accepted or
+        late) or to the software scheduler."""
+        assert decision.fire_time is not None
+        if self.trigger_box is None:
+            self.scheduler.schedule(decision.fire_time, decision)
+            return
+        try:
+            report = self.trigger_box.schedule(decision.fire_time, decision)
+        except RuntimeError as exc:  # serial fault: reported, retried on the next beat
+            log.error("trigger box: %s", exc)
+            report = TriggerReport(decision.fire_time, self.m.clock.now(), "error", decision)
+        if report.status == "accepted":
+            # the box's output is wired to the simulated camera's trigger input
+            self.m.camera_trigger.schedule([decision.fire_time])
+        self._on_report(report, source="trigger box")
 
     def _apply_requests(self) -> None:
         with self._lock:

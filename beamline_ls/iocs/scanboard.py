@@ -14,6 +14,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from beamline_ls.hardware.scanboard import ScanBoardDriver
+from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class ScanBoardGroup(PVGroup):
     def __init__(self, *args, driver: ScanBoardDriver, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
+        self._worker = DeviceWorker("scanboard")
 
     def calibrations(self) -> tuple[GalvoCalibration, GalvoCalibration]:
         return (
@@ -90,16 +92,17 @@ class ScanBoardGroup(PVGroup):
             return 0
         try:
             if self.mode.value == "Planar":
-                self.driver.park(self.plane_z.value, self.calibrations())
+                await self._worker.call(self.driver.park, self.plane_z.value,
+                                        self.calibrations())
                 await self.message.write(f"planar at {self.plane_z.value:.3f} um")
                 for _ in range(500):
-                    if self.driver.is_parked():
+                    if await self._worker.call(self.driver.is_parked):
                         break
                     await asyncio.sleep(0.005)
             else:
                 scan = self.volume_scan()
                 n = int(self.num_volumes.value) or None
-                t0 = self.driver.start_volumes(scan, n)
+                t0 = await self._worker.call(self.driver.start_volumes, scan, n)
                 await self.period.write(scan.period_s)
                 await self.plane_interval.write(scan.plane_interval_s)
                 await self.start_time.write(t0)
@@ -117,7 +120,7 @@ class ScanBoardGroup(PVGroup):
     @stop.putter
     async def stop(self, instance, value):
         if value:
-            self.driver.stop()
+            await self._worker.call(self.driver.stop)
             await self.running.write(0)
             await self.message.write("stopped")
         return 0
@@ -125,6 +128,11 @@ class ScanBoardGroup(PVGroup):
     @running.startup
     async def running(self, instance, async_lib):
         await self.flyback_settle.write(self.driver.flyback_settle_s)
+        config = getattr(self.driver, "config", None)  # a real board's own sample rates
+        if config is not None and getattr(config, "sample_rate_hz", None):
+            hi = float(getattr(config, "max_sample_rate_hz", 2_000_000.0))
+            await self.sample_rate.write_metadata(upper_ctrl_limit=hi)
+            await self.sample_rate.write(float(config.sample_rate_hz), verify_value=False)
         while True:
             running = int(self.driver.running)
             if running != instance.value:

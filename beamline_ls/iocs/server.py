@@ -38,7 +38,7 @@ def sim_gating(drivers: Drivers) -> SimGatingSystem | None:
         return None
     if m.heart is None:
         m.heart = SimHeart(t0=m.clock.now() - 1.0, duration_s=HEART_HOURS * 3600, dt_s=5e-3)
-    return SimGatingSystem(m)
+    return SimGatingSystem(m, trigger_box=getattr(drivers, "trigger_box", None))
 
 
 def build_groups(prefix: str, drivers: Drivers, data_root: Path) -> list[PVGroup]:
@@ -112,6 +112,9 @@ def serve(prefix: str, data_root: Path, hardware: dict | None = None) -> None:
         for g in groups:
             if isinstance(g, GatingGroup):
                 g.driver.close()
+        close = getattr(drivers, "close", None)
+        if close is not None:
+            close()  # serial ports and NI tasks released
         for g in groups:
             if isinstance(g, CameraGroup) and g.recorder.capturing:
                 g.recorder.stop()

@@ -16,27 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from beamline_ls import log as bls_log
+from beamline_ls.catalog import enable_document_replay
 from beamline_ls.runfile.writer import RunFileWriter
 
 log = logging.getLogger(__name__)
-
-DOCUMENT_STREAM = "application/json-seq"
-
-
-def enable_document_replay() -> None:
-    """Let an embedded catalog serve ``BlueskyRun.documents()``.
-
-    The JSON-sequence exporter of bluesky-tiled-plugins is opt-in on the server side;
-    an embedded catalog (``beamline_ls.catalog``) uses tiled's default serialization
-    registry, so registering it there enables it (idempotent). A remote tiled server
-    needs the same exporter in its configuration (``media_types``).
-    """
-    from bluesky_tiled_plugins.exporters import json_seq_exporter
-    from tiled.media_type_registration import default_serialization_registry
-
-    if DOCUMENT_STREAM not in default_serialization_registry.media_types("BlueskyRun"):
-        default_serialization_registry.register("BlueskyRun", DOCUMENT_STREAM,
-                                                json_seq_exporter)
 
 
 def find_run(catalog: Any, run: str) -> Any:
