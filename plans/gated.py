@@ -90,7 +90,9 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
          refresh, lock_timeout, plan_name, plan_args, md):
     directory, name = file_name_for("gated")
     n_frames = n_stacks * fpp * len(zs)
-    acquisition = Acquisition(n_frames=n_frames, file_name=name, frames_per_volume=len(zs),
+    # one plane: a plain (frames, y, x) movie; several: (passes, planes, y, x)
+    per_volume = len(zs) if len(zs) > 1 else 0
+    acquisition = Acquisition(n_frames=n_frames, file_name=name, frames_per_volume=per_volume,
                               trigger_mode="External", file_path=directory,
                               stall_timeout=max(60.0, interval_s + 30.0),
                               extra_fields=GATING_FIELDS)
@@ -106,6 +108,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from bps.open_run(_md)
         yield from bps.declare_stream(camera, name="primary", collect=True)
         yield from bps.kickoff(camera, wait=True)
+        late_before = int(gating.late.get(use_monitor=False))
         t0 = time.time()
         for i in range(n_stacks):
             if i:
@@ -118,10 +121,10 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
             yield from _gated_stack(camera, gating, piezo, zs, fpp)
         yield from bps.complete(camera, wait=True)
         yield from bps.collect(camera, name="primary")
-        late = int(gating.late.get(use_monitor=False))
+        late = int(gating.late.get(use_monitor=False)) - late_before
         return (yield from bps.close_run(
             exit_status="success",
-            reason="" if not late else f"{late} trigger(s) reported late so far"))
+            reason="" if not late else f"{late} trigger(s) came late and were retried"))
 
     return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, gating)))
 
@@ -152,7 +155,8 @@ def gated_scan(
     exposure: fluorescence exposure (s), at most 50 ms.
     lock_timeout: how long to wait for a heartbeat lock before failing (s).
 
-    Frames are stored as (frames_per_plane, planes, y, x).
+    Frames are stored as (frames_per_plane, planes, y, x), or (frames, y, x) for a
+    single plane.
     """
     zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
                                                 target_phase, exposure)

@@ -84,7 +84,7 @@ def volumetric_scan(
     n_volumes: volumes to acquire, 1..1e6.
     n_planes: stored planes per volume, 2..1000.
     z_start, z_stop: focal-plane positions (um) of the first and last plane.
-    volume_rate: volumes per second, (0, 100].
+    volume_rate: volumes per second, [0.01, 100].
     skip_planes: plane slots without a frame at the start and end of each volume,
         letting the piezo settle after flyback (int for both ends or a pair). Default:
         enough start slots to cover the board's flyback settle time, one at the end.
@@ -100,7 +100,7 @@ def volumetric_scan(
     z_stop = check_float("z_stop", z_stop, lo, hi)
     if z_start == z_stop:
         raise ValueError("z_start and z_stop must differ (use planar_scan for one plane)")
-    volume_rate = check_float("volume_rate", volume_rate, 0.0, 100.0, lo_open=True)
+    volume_rate = check_float("volume_rate", volume_rate, 0.01, 100.0)
     if skip_planes is None:
         skip = _skip_for_settle(float(scanboard.flyback_settle.get()), volume_rate, n_planes)
     else:
@@ -183,7 +183,7 @@ def planar_scan(
     period = 0.0
     if frame_rate is not None:
         max_rate = 1.0 / (exposure + readout)
-        frame_rate = check_float("frame_rate", frame_rate, 0.0, max_rate, lo_open=True)
+        frame_rate = check_float("frame_rate", frame_rate, 0.01, max_rate)
         period = 1.0 / frame_rate
     directory, name = file_name_for("planar")
     expected_s = n_frames * max(period, exposure + readout)

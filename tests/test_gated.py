@@ -108,6 +108,11 @@ def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, sess
     # phase in reference coordinates maps onto heart phase up to rate modulation (5 %)
     assert circ_dist(true, (base_true + math.pi) % TWO_PI) < 0.35
 
+    # target_phase=None goes back to the automatic target, not the last user value
+    result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [50.0]))
+    auto = float(stream(session, result)["camera_gating_phase"].read().ravel()[0])
+    assert circ_dist(auto, new_target) > 1.0
+
 
 @pytest.mark.slow
 def test_timelapse_keeps_the_same_heart_phase_across_reference_refreshes(scope, session):

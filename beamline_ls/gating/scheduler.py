@@ -15,6 +15,7 @@ trigger box plugs in; it receives the scheduled absolute time.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -97,7 +98,7 @@ class TriggerScheduler:
         self.min_lead_s = min_lead_s
         self.fire_late = fire_late
         self.on_report = on_report
-        self.reports: list[TriggerReport] = []
+        self.reports: collections.deque[TriggerReport] = collections.deque(maxlen=10_000)
         self._heap: list[tuple[float, int, object]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
@@ -122,6 +123,14 @@ class TriggerScheduler:
         else:
             logger.debug("late trigger request for %.6f at %.6f", t_fire, now)
         return rep
+
+    def clear(self) -> int:
+        """Drop every trigger not fired yet; return how many."""
+        with self._cv:
+            n = len(self._heap)
+            self._heap.clear()
+            self._cv.notify()
+        return n
 
     @property
     def pending(self) -> int:

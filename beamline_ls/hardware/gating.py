@@ -33,6 +33,8 @@ from beamline_ls.sim.microscope import SimMicroscope
 
 log = logging.getLogger(__name__)
 
+_NO_REQUEST = object()
+
 GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase",
                  "late_retries")
 
@@ -120,7 +122,7 @@ class SimGatingSystem(GatingDriver):
         self._thread: threading.Thread | None = None
         self._status = GatingStatus()
         self._records: collections.OrderedDict[float, TriggerRecord] = collections.OrderedDict()
-        self._pending_target: float | None = None
+        self._pending_target: float | None | object = _NO_REQUEST
         self._refresh = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gating-adaptive")
         self.analyzer = self._new_analyzer()
@@ -156,16 +158,27 @@ class SimGatingSystem(GatingDriver):
                 self._status.armed = 0
 
     def arm(self, n: int) -> None:
+        """Let ``n`` more triggers through; ``arm(0)`` also cancels triggers already
+        accepted but not yet fired (an aborted scan must not expose again)."""
         if n < 0:
             raise ValueError("n must be >= 0")
         with self._lock:
             self._status.armed = n
+        if n == 0:
+            self.scheduler.clear()
+            self.m.camera_trigger.cancel_after(self.m.clock.now())
+            if self.trigger_box is not None:
+                try:
+                    self.trigger_box.clear()
+                except RuntimeError as exc:
+                    log.error("trigger box: could not clear pending triggers: %s", exc)
 
     def set_target_phase(self, phase: float | None) -> None:
-        if phase is not None and not 0 <= phase < 2 * math.pi:
-            raise ValueError(f"target phase must be in [0, 2pi) rad, got {phase}")
+        """``None`` returns to the automatic target (fastest change + P/3)."""
+        if phase is not None and not 0 <= phase <= 2 * math.pi:
+            raise ValueError(f"target phase must be in [0, 2pi] rad, got {phase}")
         with self._lock:
-            self._pending_target = phase
+            self._pending_target = None if phase is None else phase % (2 * math.pi)
 
     def set_latency(self, latency_s: float) -> None:
         if not 0.001 <= latency_s <= 0.2:
@@ -279,10 +292,16 @@ class SimGatingSystem(GatingDriver):
 
     def _apply_requests(self) -> None:
         with self._lock:
-            target, self._pending_target = self._pending_target, None
+            target, self._pending_target = self._pending_target, _NO_REQUEST
             refresh, self._refresh = self._refresh, False
-        if target is not None:
-            self.analyzer.set_target_phase(target)
+        if target is None:  # back to automatic: the default rule on the current reference
+            self.config.target_phase = None
+            ref = self.analyzer.reference
+            if ref is not None:
+                self.analyzer.set_target_phase(ref.default_target_phase())
+        elif target is not _NO_REQUEST:
+            self.config.target_phase = float(target)
+            self.analyzer.set_target_phase(float(target))
         if refresh:
             self.analyzer.request_refresh()
 

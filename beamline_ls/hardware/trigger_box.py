@@ -22,6 +22,7 @@ two oscillators.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections.abc import Callable
@@ -64,7 +65,7 @@ class TriggerBox:
         self.resync_s = resync_s
         self.sync_rounds = max(1, sync_rounds)
         self.on_report = on_report
-        self.reports: list[TriggerReport] = []
+        self.reports: collections.deque[TriggerReport] = collections.deque(maxlen=10_000)
         self.map: ClockMap | None = None
         self._ids = itertools.count(1)
 

@@ -98,6 +98,7 @@ class CameraGroup(PVGroup):
         self.latest: Frame | None = None
         self._preview = False
         self._published: CameraSettings | None = None
+        self._aborted = False
 
     # -- frame path (camera thread) ---------------------------------------------
     def on_frame(self, frame: Frame) -> None:
@@ -147,11 +148,16 @@ class CameraGroup(PVGroup):
         ]
         self._preview = preview
         self._stamps.clear()
+        # a client whose start put has completed must not see the previous run's counts
+        await self.array_counter.write(0)
+        await self.array_rate.write(0.0)
         if preview:
             settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
                                       "Internal", settings.period_s)
             n = None
         self.driver.start(settings, n, self.on_frame)
+        log.info("camera started (%s, %s frames, %s trigger)",
+                 "preview" if preview else "acquire", n or "continuous", settings.trigger_mode)
         await self._publish_geometry(settings)
         await self.detector_state.write("Acquire")
         await self.status_message.write("previewing" if preview else "acquiring")
@@ -195,6 +201,7 @@ class CameraGroup(PVGroup):
         elif value == "Abort":
             await self._stop_camera("aborted")
             if self.recorder.capturing:
+                self._aborted = True
                 self.recorder.stop()
             await self.acquire.write("Done", verify_value=False)
             return "Paused"
@@ -280,6 +287,9 @@ class CameraGroup(PVGroup):
             await self.dropped_frames.write(st.frames_dropped)
         if self.capture.value and not st.capturing:
             self.recorder.stop()
-            msg = st.error or f"wrote {st.frames_written} frames ({st.frames_dropped} dropped)"
+            msg = st.error or (
+                f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
+                f"({st.frames_dropped} dropped)")
+            self._aborted = False
             await self.write_message.write(msg[:500])
             await self.capture.write(0, verify_value=False)

@@ -40,7 +40,7 @@ class GatingGroup(PVGroup):
     phase = pvproperty(name="Phase_RBV", value=math.nan, units="rad", precision=3,
                        read_only=True, doc="phase of the latest brightfield frame")
     target_phase = pvproperty(name="TargetPhase", value=-1.0, units="rad", precision=3,
-                              lower_ctrl_limit=-1.0, upper_ctrl_limit=6.2831,
+                              lower_ctrl_limit=-1.0, upper_ctrl_limit=6.2832,
                               doc="-1: automatic (fastest change + P/3)")
     target_phase_rbv = pvproperty(name="TargetPhase_RBV", value=math.nan, units="rad",
                                   precision=3, read_only=True)
@@ -79,7 +79,7 @@ class GatingGroup(PVGroup):
 
     @target_phase.putter
     async def target_phase(self, instance, value):
-        self.driver.set_target_phase(None if value < 0 else float(value))
+        self.driver.set_target_phase(None if value < 0 else min(float(value), 2 * math.pi))
         return value
 
     @latency.putter

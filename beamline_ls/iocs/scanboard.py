@@ -99,6 +99,9 @@ class ScanBoardGroup(PVGroup):
                     if await self._worker.call(self.driver.is_parked):
                         break
                     await asyncio.sleep(0.005)
+                else:
+                    raise RuntimeError(
+                        f"focal plane did not settle at {self.plane_z.value:.3f} um in 2.5 s")
             else:
                 scan = self.volume_scan()
                 n = int(self.num_volumes.value) or None
