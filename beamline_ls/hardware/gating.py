@@ -197,9 +197,18 @@ class SimGatingSystem(GatingDriver):
         with self._lock:
             return list(self._records.values())[-n:]
 
+    MATCH_TOLERANCE_S = 0.002  # a frame belongs to the trigger within 2 ms of its start
+
     def annotate(self, frame: Frame) -> None:
         with self._lock:
             rec = self._records.get(frame.timestamp)
+            if rec is None:  # a camera stamps its own time: nearest recent trigger
+                for t in reversed(self._records):
+                    if abs(t - frame.timestamp) <= self.MATCH_TOLERANCE_S:
+                        rec = self._records[t]
+                        break
+                    if frame.timestamp - t > 1.0:
+                        break
         if rec is None:
             return
         heart = self.m.heart
