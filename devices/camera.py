@@ -57,6 +57,16 @@ class CamControls(Device):
                           kind="omitted")
     detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
     status_message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind="omitted")
+    background_acquire = Cpt(EpicsSignal, "BackgroundAcquire", put_complete=True,
+                             kind="omitted")
+    background_enable = Cpt(EpicsSignal, "BackgroundEnable", string=True, put_complete=True,
+                            kind="config")
+    background_valid = Cpt(EpicsSignalRO, "BackgroundValid_RBV", kind="config")
+    background_frames = Cpt(EpicsSignalRO, "BackgroundFrames_RBV", kind="config")
+    background_level = Cpt(EpicsSignalRO, "BackgroundLevel_RBV", kind="omitted")
+    preview = Cpt(EpicsSignalRO, "Preview_RBV", auto_monitor=True, kind="omitted")
+    preview_counter = Cpt(EpicsSignalRO, "PreviewCounter_RBV", auto_monitor=True,
+                          kind="omitted")
 
 
 class HDF5Writer(Device):
@@ -77,6 +87,12 @@ class HDF5Writer(Device):
     write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
                         kind="omitted")
     data_root = Cpt(EpicsSignalRO, "DataRoot_RBV", string=True, kind="omitted")
+    buffer_frames = Cpt(EpicsSignal, "BufferFrames", limits=True, put_complete=True,
+                        kind="config")
+    buffer_used = Cpt(EpicsSignalRO, "BufferUsed_RBV", auto_monitor=True, kind="omitted")
+    first_dropped = Cpt(EpicsSignalRO, "FirstDroppedId_RBV", kind="omitted")
+    sim_write_delay = Cpt(EpicsSignal, "SimWriteDelay", limits=True, put_complete=True,
+                          kind="omitted")
 
 
 @dataclass(frozen=True)
@@ -153,36 +169,50 @@ class Camera(Device):
         return status
 
     def complete(self) -> ProgressStatus:
-        """Done when every frame is written and the file is closed; shows progress."""
+        """Done when every frame is accounted for (written, or lost and reported) and the
+        file is closed; shows progress. Lost frames end the run 'fail' (see plans)."""
         acq = self._acq
         if acq is None:
             raise RuntimeError(f"{self.name}: nothing to complete")
         unit = "volumes" if acq.frames_per_volume else "frames"
         per = acq.frames_per_volume or 1
+
+        def accounted() -> int:
+            return (int(self.hdf.num_captured.get(use_monitor=False))
+                    + int(self.hdf.dropped_frames.get(use_monitor=False)))
+
         status = ProgressStatus(
             self, target=acq.n_frames // per, unit=unit, stall_timeout=acq.stall_timeout,
-            done_check=lambda: int(self.hdf.capture.get(use_monitor=False)) == 0,
+            done_check=lambda: (int(self.hdf.capture.get(use_monitor=False)) == 0
+                                and accounted() >= acq.n_frames),
             error_check=self._write_error,
         )
 
-        def on_count(value, **kwargs):
-            status.update(int(value) // per)
+        def on_change(value=None, **kwargs):
+            status.update(accounted() // per)
 
-        def on_capture(value, **kwargs):
-            status.update(self.get_index())
-
-        # Monitor caches may still hold the previous capture's counts: start from a
-        # fresh read and let later monitor events (always newer) drive progress.
-        cid = self.hdf.num_captured.subscribe(on_count, run=False)
-        cap = self.hdf.capture.subscribe(on_capture, run=False)
-        status.update(self.get_index())
+        # Monitor caches may still hold the previous capture's counts: progress comes
+        # from fresh reads, triggered by the (always newer) monitor events.
+        cids = [(sig, sig.subscribe(on_change, run=False))
+                for sig in (self.hdf.num_captured, self.hdf.dropped_frames, self.hdf.capture)]
 
         def cleanup(_):
-            self.hdf.num_captured.unsubscribe(cid)
-            self.hdf.capture.unsubscribe(cap)
+            for sig, cid in cids:
+                sig.unsubscribe(cid)
 
         status.add_callback(cleanup)
+        status.update(accounted() // per)
         return status
+
+    def subscribe_preview(self, callback) -> int:
+        """Call ``callback(image)`` with each preview (a 128x128 int array, the newest
+        frame only: previews are dropped when the viewer is behind, saving never is)."""
+        import numpy as np
+
+        def relay(value, **kwargs):
+            callback(np.asarray(value).reshape(128, 128))
+
+        return self.cam.preview.subscribe(relay, run=False)
 
     def _meta_keys(self) -> dict[str, tuple[str, str, str]]:
         extra = self._acq.extra_fields if self._acq else ()

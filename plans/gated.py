@@ -24,6 +24,7 @@ from devices.gating import GatingTrigger
 from devices.positioners import Piezo
 from plans.common import file_name_for
 from plans.metadata import device_settings, software_versions
+from plans.scans import loss_report
 from plans.validation import check_float, check_int
 
 MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
@@ -122,9 +123,12 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from bps.complete(camera, wait=True)
         yield from bps.collect(camera, name="primary")
         late = int(gating.late.get(use_monitor=False)) - late_before
-        return (yield from bps.close_run(
-            exit_status="success",
-            reason="" if not late else f"{late} trigger(s) came late and were retried"))
+        report = loss_report(camera)
+        if late:
+            report["reason"] = "; ".join(
+                r for r in (report["reason"], f"{late} trigger(s) came late and were retried")
+                if r)
+        return (yield from bps.close_run(**report))
 
     return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, gating)))
 

@@ -53,12 +53,24 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     yield from bps.collect_while_completing(
         [camera, scanboard], [camera], flush_period=flush_period, stream_name="primary"
     )
-    dropped = int(camera.hdf.dropped_frames.get())
-    missed = int(camera.cam.triggers_missed.get())
-    exit_status = "success" if not (dropped or missed) else "fail"
-    reason = "" if exit_status == "success" else (
-        f"{dropped} frames dropped by the writer, {missed} camera triggers missed")
-    return (yield from bps.close_run(exit_status=exit_status, reason=reason))
+    return (yield from bps.close_run(**loss_report(camera)))
+
+
+def loss_report(camera: Camera) -> dict[str, str]:
+    """close_run arguments: a run that lost frames ends 'fail' and says how many and
+    from which frame on (the file's /entry/dropped datasets list every one)."""
+    dropped = int(camera.hdf.dropped_frames.get(use_monitor=False))
+    missed = int(camera.cam.triggers_missed.get(use_monitor=False))
+    if not (dropped or missed):
+        return {"exit_status": "success", "reason": ""}
+    first = int(camera.hdf.first_dropped.get(use_monitor=False))
+    parts = []
+    if dropped:
+        parts.append(f"{dropped} frame(s) dropped by the writer (first lost frame id {first}; "
+                     "all ids and times in the file's /entry/dropped)")
+    if missed:
+        parts.append(f"{missed} camera trigger(s) missed (exposure + readout too long)")
+    return {"exit_status": "fail", "reason": "; ".join(parts)}
 
 
 def volumetric_scan(

@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver, CameraSettings
+from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 from beamline_ls.pipeline.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,20 @@ log = logging.getLogger(__name__)
 def _string(name: str, value: str = "", read_only: bool = False, doc: str = ""):
     return pvproperty(name=name, value=value, dtype=ChannelType.CHAR, max_length=512,
                       string_encoding="utf-8", read_only=read_only, doc=doc)
+
+
+PREVIEW_SIZE = 128
+
+
+def preview_image(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
+    """Bin (mean) an image to at most size x size, padded to exactly size x size."""
+    h, w = image.shape
+    f = max(1, -(-max(h, w) // size))
+    hh, ww = h // f * f, w // f * f
+    small = image[:hh, :ww].reshape(hh // f, f, ww // f, f).mean(axis=(1, 3))
+    out = np.zeros((size, size), np.int32)
+    out[: small.shape[0], : small.shape[1]] = small
+    return out
 
 
 class CameraGroup(PVGroup):
@@ -71,6 +89,21 @@ class CameraGroup(PVGroup):
                                 dtype=ChannelType.ENUM, read_only=True,
                                 enum_strings=["Idle", "Acquire", "Readout", "Error"])
     status_message = _string("cam1:StatusMessage_RBV", read_only=True)
+    # -- background (laser-off mean) and preview ------------------------------------------
+    background_acquire = pvproperty(
+        name="cam1:BackgroundAcquire", value=0, lower_ctrl_limit=0, upper_ctrl_limit=10_000,
+        doc="put N: average N frames as background; completes when done")
+    background_enable = pvproperty(name="cam1:BackgroundEnable", value="On",
+                                   dtype=ChannelType.ENUM, enum_strings=["Off", "On"])
+    background_valid = pvproperty(name="cam1:BackgroundValid_RBV", value=0, read_only=True,
+                                  doc="0 after exposure, binning or ROI changed")
+    background_frames = pvproperty(name="cam1:BackgroundFrames_RBV", value=0, read_only=True)
+    background_level = pvproperty(name="cam1:BackgroundLevel_RBV", value=0.0, units="ADU",
+                                  precision=2, read_only=True)
+    preview = pvproperty(name="cam1:Preview_RBV", value=[0] * (PREVIEW_SIZE * PREVIEW_SIZE),
+                         dtype=ChannelType.LONG, max_length=PREVIEW_SIZE * PREVIEW_SIZE,
+                         read_only=True, doc="latest frame binned to 128x128 (drops frames)")
+    preview_counter = pvproperty(name="cam1:PreviewCounter_RBV", value=0, read_only=True)
     # -- file writer (HDF1:) ----------------------------------------------------
     file_path = _string("HDF1:FilePath", doc="directory, relative to the IOC's data root")
     file_name = _string("HDF1:FileName")
@@ -86,6 +119,13 @@ class CameraGroup(PVGroup):
     dropped_frames = pvproperty(name="HDF1:DroppedFrames_RBV", value=0, read_only=True)
     write_message = _string("HDF1:WriteMessage", read_only=True)
     data_root_pv = _string("HDF1:DataRoot_RBV", read_only=True)
+    buffer_frames = pvproperty(name="HDF1:BufferFrames", value=0, lower_ctrl_limit=0,
+                               upper_ctrl_limit=100_000, doc="ring capacity; 0: from RAM")
+    buffer_used = pvproperty(name="HDF1:BufferUsed_RBV", value=0, read_only=True)
+    first_dropped = pvproperty(name="HDF1:FirstDroppedId_RBV", value=-1, read_only=True)
+    sim_write_delay = pvproperty(name="HDF1:SimWriteDelay", value=0.0, units="s",
+                                 precision=4, lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
+                                 doc="simulated slow disk: seconds added to every write")
 
     def __init__(self, *args, driver: CameraDriver, data_root: Path,
                  annotate: Callable[[Frame], None] | None = None, **kwargs):
@@ -99,15 +139,28 @@ class CameraGroup(PVGroup):
         self._preview = False
         self._published: CameraSettings | None = None
         self._aborted = False
+        self.background: Background | None = None
+        self._accumulator: BackgroundAccumulator | None = None
+        self._background_done = threading.Event()
+        self._preview_id = -1
+        self._preview_t = 0.0
 
     # -- frame path (camera thread) ---------------------------------------------
     def on_frame(self, frame: Frame) -> None:
         if self.annotate is not None:
             self.annotate(frame)
         self._stamps.append(frame.timestamp)
-        self.latest = frame
+        self.latest = frame  # the preview task samples this; it never slows saving
+        acc = self._accumulator
+        if acc is not None:
+            if acc.add(frame.image):
+                self._background_done.set()
+            return
         if not self._preview:
             self.recorder.submit(frame)
+
+    def settings_key(self, settings: CameraSettings) -> tuple:
+        return (settings.exposure_s, settings.binning, tuple(settings.roi))
 
     # -- helpers ----------------------------------------------------------------
     def settings(self) -> CameraSettings:
@@ -210,6 +263,40 @@ class CameraGroup(PVGroup):
             await self.acquire.write("Done", verify_value=False)
         return value
 
+    @background_acquire.putter
+    async def background_acquire(self, instance, value):
+        """Average ``value`` frames (internal trigger, current settings) as background.
+        Turn the excitation off first: the plan ``acquire_background`` does."""
+        n = int(value)
+        if n == 0:
+            return 0
+        if self.driver.running:
+            raise RuntimeError("camera is acquiring; stop it before taking a background")
+        settings = self.settings()
+        settings.validate(self.driver.sensor_shape)
+        settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
+                                  "Internal", 0.0)
+        self._background_done.clear()
+        self._accumulator = BackgroundAccumulator(n, self.settings_key(settings))
+        self._stamps.clear()
+        self.driver.start(settings, n, self.on_frame)
+        try:
+            loop = asyncio.get_running_loop()
+            timeout = 10 + 2 * n * (settings.exposure_s + self.driver.readout_time_s(settings))
+            done = await loop.run_in_executor(None, self._background_done.wait, timeout)
+            if not done:
+                raise TimeoutError(f"background: only {self._accumulator.count} of {n} frames")
+            self.background = self._accumulator.result()
+        finally:
+            self.driver.stop()
+            self._accumulator = None
+        await self.background_valid.write(1)
+        await self.background_frames.write(self.background.n_frames)
+        await self.background_level.write(float(self.background.mean.mean()))
+        await self.status_message.write(f"background of {n} frames taken")
+        log.info("background of %d frames, mean %.2f ADU", n, float(self.background.mean.mean()))
+        return 0
+
     @acquire_time.putter
     async def acquire_time(self, instance, value):
         await self.acquire_time_rbv.write(value)
@@ -230,8 +317,13 @@ class CameraGroup(PVGroup):
                 }
                 extra = tuple(f.strip() for f in self.extra_fields.value.split(",")
                               if f.strip())
+                bg = self.background if (
+                    self.background is not None and self.background_enable.value == "On"
+                    and self.background.matches(self.settings_key(settings))) else None
+                self.recorder.buffer_frames = int(self.buffer_frames.value)
+                self.recorder.write_delay_s = float(self.sim_write_delay.value)
                 self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
-                                    int(self.frames_per_volume.value), attrs, extra)
+                                    int(self.frames_per_volume.value), attrs, extra, bg)
             except (ValueError, RuntimeError, OSError) as exc:
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 log.error("capture refused: %s", exc)
@@ -239,6 +331,7 @@ class CameraGroup(PVGroup):
             await self.full_file_name.write(str(path))
             await self.num_captured.write(0)
             await self.dropped_frames.write(0)
+            await self.first_dropped.write(-1)
             await self.write_message.write("capturing")
         elif self.recorder.capturing:
             self.recorder.stop()
@@ -264,6 +357,18 @@ class CameraGroup(PVGroup):
         if settings is not None and settings != self._published:
             self._published = settings
             await self._publish_geometry(settings)
+            if self.background is not None and not self.background.matches(
+                    self.settings_key(settings)):
+                log.info("background invalidated: exposure, binning or ROI changed")
+                self.background = None
+                await self.background_valid.write(0)
+        latest = self.latest
+        if latest is not None and latest.frame_id != self._preview_id and (
+                time.monotonic() - self._preview_t > 0.2):  # ~5 Hz, only the newest frame
+            self._preview_id = latest.frame_id
+            self._preview_t = time.monotonic()
+            await self.preview.write(preview_image(latest.image).ravel().tolist())
+            await self.preview_counter.write(self.preview_counter.value + 1)
         frames = self.driver.frames_acquired
         if frames != self.array_counter.value:
             await self.array_counter.write(frames)
@@ -285,6 +390,12 @@ class CameraGroup(PVGroup):
             await self.num_captured.write(st.frames_written)
         if st.frames_dropped != self.dropped_frames.value:
             await self.dropped_frames.write(st.frames_dropped)
+            if st.dropped_ids and self.first_dropped.value < 0:
+                await self.first_dropped.write(int(st.dropped_ids[0]))
+        ring = self.recorder._ring
+        used = len(ring) if ring is not None and st.capturing else 0
+        if used != self.buffer_used.value:
+            await self.buffer_used.write(used)
         if self.capture.value and not st.capturing:
             self.recorder.stop()
             msg = st.error or (

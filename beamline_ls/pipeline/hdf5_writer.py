@@ -96,7 +96,8 @@ class FrameFileWriter:
         self._meta["z_um"].attrs["units"] = "um"
         self._meta["timestamp"].attrs["units"] = "s"
         self._meta["exposure"].attrs["units"] = "s"
-        self._file.swmr_mode = True
+        self._pending: list[tuple[str, np.ndarray, dict[str, Any]]] = []
+        self._swmr_started = False
 
     @property
     def chunk_shape(self) -> tuple[int, ...]:
@@ -111,7 +112,15 @@ class FrameFileWriter:
         """Frames (planar) or whole volumes flushed to disk so far."""
         return self.frames_flushed // self.planes if self.planes else self.frames_flushed
 
+    def _start_swmr(self) -> None:
+        """Enter SWMR mode (readers can follow) once the layout is complete."""
+        self._write_pending()
+        self._file.swmr_mode = True
+        self._swmr_started = True
+
     def write(self, frame: Frame) -> None:
+        if not self._swmr_started:
+            self._start_swmr()
         if frame.image.shape != self.frame_shape:
             raise ValueError(f"frame shape {frame.image.shape} != file shape {self.frame_shape}")
         k = self.frames_written
@@ -148,17 +157,38 @@ class FrameFileWriter:
         if unit_done:
             self.flush()
 
+    def add_dataset(self, path: str, data: Any, attrs: dict[str, Any] | None = None) -> None:
+        """A one-off dataset (background image, dropped-frame list). Under SWMR new
+        objects cannot be created, so this is only allowed before the first frame or
+        is written at close time (see :meth:`close`)."""
+        self._pending.append((path, np.asarray(data), dict(attrs or {})))
+        if self.frames_written == 0 and not self._file.swmr_mode:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        for path, data, attrs in self._pending:
+            ds = self._file.create_dataset(path, data=data)
+            for k, v in attrs.items():
+                ds.attrs[k] = _attr_value(v)
+        self._pending.clear()
+
     def flush(self) -> None:
         self._file.flush()
         self.frames_flushed = self.frames_written
 
     def close(self, attrs: dict[str, Any] | None = None) -> None:
+        """Flush and close; datasets added during the run are written now (a SWMR file
+        is reopened briefly to add them, since SWMR forbids new objects)."""
         if not self._file.id.valid:
             return
         for key, value in (attrs or {}).items():
             self._file["entry"].attrs[key] = _attr_value(value)
         self.flush()
         self._file.close()
+        if self._pending:
+            with h5py.File(self.path, "r+", libver="latest") as f:
+                self._file = f
+                self._write_pending()
 
 
 def _attr_value(value: Any) -> Any:

@@ -1,27 +1,39 @@
-"""Camera -> bounded buffer -> writer thread.
+"""Camera -> preallocated ring buffer -> writer thread (with background subtraction).
 
-The camera thread calls :meth:`Recorder.submit`, which never blocks: when the buffer
-is full the frame is dropped and counted, with the id of the first lost frame logged.
-The writer thread drains the buffer into a :class:`FrameFileWriter`. Losses are
-counted and reported (IOC PV, log, run documents), never silent.
+The camera thread calls :meth:`Recorder.submit`, which never blocks: it copies the
+frame into a preallocated :class:`FrameRing`; when the ring is full the frame is
+dropped and counted, with its id and time. The writer thread subtracts the background
+(if any) and writes to a :class:`FrameFileWriter`. Losses are counted and reported (IOC
+PV, log, the file's ``/entry/dropped`` datasets, run documents), never silent.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from beamline_ls.frame import Frame
 from beamline_ls.log import success
+from beamline_ls.pipeline.background import Background
 from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
+from beamline_ls.pipeline.ring import FrameRing
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+
+
+def ring_budget_bytes() -> int:
+    """Ring memory: a quarter of the RAM available now, at most 2 GiB, at least 64 MiB."""
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        avail = 1 << 30
+    return int(max(64 << 20, min(2 << 30, avail // 4)))
 
 
 @dataclass
@@ -37,15 +49,21 @@ class RecorderStatus:
 
 
 class Recorder:
-    """Record frames to one file per capture; ``buffer_frames`` bounds memory."""
+    """Record frames to one file per capture.
 
-    def __init__(self, buffer_frames: int = 256):
+    ``buffer_frames`` fixes the ring capacity (0: sized from available RAM).
+    ``write_delay_s`` simulates a slow disk (tests and demonstrations of loss reporting).
+    """
+
+    def __init__(self, buffer_frames: int = 0, write_delay_s: float = 0.0):
         self.buffer_frames = buffer_frames
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=buffer_frames)
+        self.write_delay_s = write_delay_s
+        self._ring: FrameRing | None = None
         self._thread: threading.Thread | None = None
         self._writer: FrameFileWriter | None = None
+        self._stop = threading.Event()
+        self._background: Background | None = None
         self.status = RecorderStatus()
-        self._lock = threading.Lock()
 
     @property
     def capturing(self) -> bool:
@@ -59,8 +77,13 @@ class Recorder:
         planes_per_volume: int = 0,
         attrs: dict[str, Any] | None = None,
         extra_fields: tuple[str, ...] = (),
+        background: Background | None = None,
     ) -> FrameFileWriter:
-        """Open ``path`` (never overwriting) and start the writer thread."""
+        """Open ``path`` (never overwriting) and start the writer thread.
+
+        With ``background``, every frame is written minus it (saturating at zero) and
+        the file records the background it used.
+        """
         if self.capturing:
             raise RuntimeError("already capturing; stop the current capture first")
         if n_frames < 1:
@@ -69,60 +92,82 @@ class Recorder:
             raise ValueError(
                 f"n_frames {n_frames} is not a whole number of {planes_per_volume}-plane volumes"
             )
+        attrs = dict(attrs or {})
+        attrs["background_subtracted"] = background is not None
         writer = FrameFileWriter(path, frame_shape, planes_per_volume=planes_per_volume,
                                  attrs=attrs, extra_fields=extra_fields)
+        if background is not None:
+            writer.add_dataset("/entry/background/mean", background.mean,
+                               {"n_frames": background.n_frames})
         self._writer = writer
-        self._queue = queue.Queue(maxsize=self.buffer_frames)
+        self._background = background
+        if self.buffer_frames:
+            self._ring = FrameRing(self.buffer_frames, tuple(frame_shape))
+        else:
+            self._ring = FrameRing.for_memory(ring_budget_bytes(), tuple(frame_shape))
+        self._stop.clear()
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
         self._thread = threading.Thread(target=self._drain, name="recorder", daemon=True)
         self._thread.start()
-        log.info("capturing %d frames to %s", n_frames, writer.path)
+        log.info("capturing %d frames to %s (ring of %d frames)", n_frames, writer.path,
+                 self._ring.capacity)
         return writer
 
     def submit(self, frame: Frame) -> bool:
         """Offer a frame; False (and counted) when dropped. Never blocks."""
-        if not self.status.capturing:
+        ring = self._ring
+        if not self.status.capturing or ring is None:
             return False
-        try:
-            self._queue.put_nowait(frame)
+        if ring.push(frame):
             return True
-        except queue.Full:
-            with self._lock:
-                self.status.frames_dropped += 1
-                if len(self.status.dropped_ids) < 10_000:
-                    self.status.dropped_ids.append(frame.frame_id)
-            if self.status.frames_dropped == 1:
-                log.warning("buffer full: frame %d dropped (writer cannot keep up)",
-                            frame.frame_id)
-            return False
+        st = self.status
+        st.frames_dropped = ring.stats.overflows
+        st.dropped_ids = ring.stats.overflow_ids
+        if st.frames_dropped == 1 or st.frames_dropped % 1000 == 0:
+            log.warning("ring buffer full: %d frame(s) dropped so far, latest id %d "
+                        "(the writer cannot keep up)", st.frames_dropped, frame.frame_id)
+        return False
 
     def stop(self, timeout: float = 30.0) -> RecorderStatus:
         """Finish writing what is buffered, close the file, return the final status."""
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._stop.set()
             self._thread.join(timeout)
             self._thread = None
         return self.status
 
     def _drain(self) -> None:
-        writer = self._writer
-        assert writer is not None
+        writer, ring = self._writer, self._ring
+        assert writer is not None and ring is not None
         st = self.status
+        background = self._background
         try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                writer.write(item)
+            while writer.frames_written + ring.stats.overflows < st.frames_expected:
+                frame = ring.peek(timeout=0.05)
+                if frame is None:
+                    if self._stop.is_set():
+                        break
+                    continue
+                if background is not None:
+                    frame.image = background.subtract(frame.image)
+                if self.write_delay_s:
+                    time.sleep(self.write_delay_s)  # simulated slow disk
+                writer.write(frame)
+                ring.release()
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
-                if writer.frames_written >= st.frames_expected:
-                    break
         except Exception as exc:  # the file or disk failed: report, keep the file readable
             st.error = f"{type(exc).__name__}: {exc}"
             log.error("writing %s failed: %s", writer.path, st.error)
         finally:
+            st.frames_dropped = ring.stats.overflows
+            st.dropped_ids = list(ring.stats.overflow_ids)
+            if ring.stats.overflows:
+                writer.add_dataset("/entry/dropped/frame_id",
+                                   ring.stats.overflow_ids, {"count": ring.stats.overflows})
+                writer.add_dataset("/entry/dropped/timestamp", ring.stats.overflow_times,
+                                   {"units": "s"})
             writer.close({"frames_written": writer.frames_written,
                           "frames_dropped": st.frames_dropped})
             st.frames_written = writer.frames_written

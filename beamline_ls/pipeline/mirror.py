@@ -1,0 +1,378 @@
+"""Copy closed data files from local staging to a second location, and prove the copy.
+
+Why: a high-rate stream written straight to a network share stalls once the OS
+buffers fill, so frames are written to local RAM/SSD ("staging") and each closed file
+is copied asynchronously, with retries, until both copies are confirmed.
+
+:class:`Mirror` does that copy on one background thread:
+
+- :meth:`Mirror.submit` only records the request and returns at once; it never waits
+  for the destination, however slow or hung the share is (memory is bounded by
+  ``max_pending`` queued paths).
+- a copy goes to a temporary name next to the destination, is fsynced, verified by
+  sha256 against the staging file (streamed in chunks), and only then takes its final
+  name, without ever replacing an existing file.
+- any ``OSError`` or checksum mismatch is retried with exponential backoff; a file that
+  still fails is reported (status ``failed``, ERROR log) and its staging copy is kept.
+- an existing destination file with different content is never overwritten: the file
+  is refused and reported. One with the same content counts as verified.
+- the staging copy is deleted only when ``delete_staging_after_verify=True`` and the
+  copy was verified.
+
+The copy step is injectable (``copy_func``) so tests can make the share fail, hang or
+corrupt data deterministically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beamline_ls.log import success
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+PENDING = "pending"
+COPYING = "copying"
+VERIFIED = "verified"
+FAILED = "failed"
+
+CopyFunc = Callable[[Path, Path], None]
+VerifiedHook = Callable[[Path, Path], None]
+
+
+class ChecksumMismatch(Exception):
+    """The copy read back differs from the staging file (retried like an OSError)."""
+
+
+class DestinationConflict(Exception):
+    """A different file already exists at the destination (never retried)."""
+
+
+@dataclass
+class FileStatus:
+    """Where one submitted file stands; a snapshot is returned by :meth:`Mirror.file_status`."""
+
+    staging: str
+    destination: str
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str = ""
+    size: int = 0
+    sha256: str = ""
+    submitted_at: float = field(default_factory=time.time)
+    finished_at: float = 0.0
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
+    """Hex sha256 of a file, read in chunks so memory stays bounded for any file size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_and_fsync(src: Path, dst: Path, chunk_bytes: int = CHUNK_BYTES) -> None:
+    """Stream ``src`` into a new file ``dst`` (mode ``x``) and fsync it before returning.
+
+    The fsync matters on a share: without it a "finished" copy may still sit in the
+    client's cache, and the checksum would be read from that cache, not the server.
+    """
+    with open(src, "rb") as fin, open(dst, "xb") as fout:
+        while True:
+            block = fin.read(chunk_bytes)
+            if not block:
+                break
+            fout.write(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename (best effort: some filesystems cannot open directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _place_without_overwrite(tmp: Path, dst: Path) -> None:
+    """Give ``tmp`` the name ``dst`` atomically, failing if ``dst`` exists.
+
+    ``os.link`` refuses an existing name atomically; shares without hard links fall
+    back to an existence check then ``os.replace`` (a narrow race, only with another
+    writer of the same destination name).
+    """
+    try:
+        os.link(tmp, dst)
+    except FileExistsError as exc:
+        raise DestinationConflict(f"{dst} appeared during the copy") from exc
+    except OSError:
+        if dst.exists():
+            raise DestinationConflict(f"{dst} appeared during the copy") from None
+        os.replace(tmp, dst)
+    else:
+        tmp.unlink()
+    _fsync_dir(dst.parent)
+
+
+class Mirror:
+    """Copy closed files from ``staging_root`` to the same relative path under
+    ``destination_root`` on a background thread, verifying and retrying.
+
+    Parameters
+    ----------
+    retries:
+        Further attempts after the first one (so ``retries + 1`` attempts in all).
+    backoff_s, max_backoff_s:
+        Delay before retry n is ``min(backoff_s * 2**(n-1), max_backoff_s)``. Other
+        files are copied while one waits for its retry.
+    verify:
+        Compare sha256 of the staging file and the copy before naming the copy.
+    delete_staging_after_verify:
+        Remove the staging file once its copy is verified (off by default).
+    on_verified:
+        Called as ``on_verified(staging_path, destination_path)`` on the mirror thread
+        after a verified copy (e.g. to point the catalog at the copy). Exceptions are
+        logged, not raised.
+    copy_func:
+        ``copy_func(src, tmp_dst)`` writes the copy; defaults to :func:`copy_and_fsync`.
+    max_pending:
+        Most files queued or waiting for a retry at once; beyond it ``submit`` refuses
+        (the file is reported ``failed``, the staging copy stays) instead of growing.
+    """
+
+    def __init__(
+        self,
+        staging_root: str | Path,
+        destination_root: str | Path,
+        retries: int = 5,
+        backoff_s: float = 1.0,
+        verify: bool = True,
+        *,
+        max_backoff_s: float = 60.0,
+        delete_staging_after_verify: bool = False,
+        on_verified: VerifiedHook | None = None,
+        copy_func: CopyFunc | None = None,
+        max_pending: int = 10_000,
+    ):
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError("backoff must be >= 0")
+        self.staging_root = Path(staging_root).resolve()
+        self.destination_root = Path(destination_root)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.verify = verify
+        self.delete_staging_after_verify = delete_staging_after_verify
+        self.on_verified = on_verified
+        self.copy_func: CopyFunc = copy_func or copy_and_fsync
+        self.max_pending = max_pending
+        self._files: dict[str, FileStatus] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (due time, order, staging key)
+        self._order = itertools.count()
+        self._active = 0  # files pending or copying
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="mirror", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------------- caller side
+    def submit(self, path: str | Path) -> FileStatus:
+        """Queue a closed file under ``staging_root`` for copying; returns at once.
+
+        Raises ``ValueError`` for a path outside ``staging_root`` or not a regular
+        file (a caller bug), ``RuntimeError`` after :meth:`close`. Submitting a file
+        that is already pending or copying returns its current status.
+        """
+        src = Path(path).resolve()
+        try:
+            rel = src.relative_to(self.staging_root)
+        except ValueError:
+            raise ValueError(f"{src} is not under the staging root {self.staging_root}") from None
+        if not src.is_file():
+            raise ValueError(f"{src} is not a regular file")
+        key = str(src)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("mirror is closed")
+            current = self._files.get(key)
+            if current is not None and current.state in (PENDING, COPYING):
+                return _copy(current)
+            st = FileStatus(staging=key, destination=str(self.destination_root / rel))
+            self._files[key] = st
+            if self._active >= self.max_pending:
+                st.state = FAILED
+                st.last_error = f"mirror queue full ({self.max_pending} files pending)"
+                st.finished_at = time.time()
+                log.error("not mirroring %s: %s; the staging copy is kept", key, st.last_error)
+                return _copy(st)
+            self._active += 1
+            heapq.heappush(self._heap, (time.monotonic(), next(self._order), key))
+            self._cond.notify_all()
+            return _copy(st)
+
+    def file_status(self, path: str | Path) -> FileStatus | None:
+        """Snapshot of one file's status (None if never submitted)."""
+        with self._cond:
+            st = self._files.get(str(Path(path).resolve()))
+            return _copy(st) if st else None
+
+    def status(self) -> dict[str, object]:
+        """Summary: counts per state, verified bytes, and the failed files with errors."""
+        with self._cond:
+            counts = {PENDING: 0, COPYING: 0, VERIFIED: 0, FAILED: 0}
+            for st in self._files.values():
+                counts[st.state] += 1
+            return {
+                **counts,
+                "submitted": len(self._files),
+                "bytes_verified": sum(s.size for s in self._files.values() if s.state == VERIFIED),
+                "failures": {s.staging: s.last_error for s in self._files.values()
+                             if s.state == FAILED},
+                "running": self._thread.is_alive(),
+            }
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no file is pending or copying; False if ``timeout`` ran out."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop accepting files, wait up to ``timeout`` for the queue, stop the thread.
+
+        Returns True when everything submitted was finished (verified or failed).
+        Files still pending stay ``pending`` in :meth:`status` (their staging copies
+        are untouched); a copy that hangs is abandoned on its daemon thread.
+        """
+        done = self.wait(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(0 if not done else timeout)
+        if not done:
+            log.error("mirror closed with %d file(s) not yet copied", self._active)
+        return done
+
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- mirror thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closing:
+                        return
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, key = heapq.heappop(self._heap)
+                        st = self._files[key]
+                        st.state = COPYING
+                        st.attempts += 1
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            try:
+                self._attempt(st)
+            except Exception as exc:  # every failure is reported below
+                self._failed_attempt(st, exc)
+            else:
+                self._verified(st)
+
+    def _attempt(self, st: FileStatus) -> None:
+        """One copy attempt; raises on failure, returns when the copy is verified."""
+        src, dst = Path(st.staging), Path(st.destination)
+        st.size = src.stat().st_size
+        src_sha = sha256_file(src) if self.verify else ""
+        st.sha256 = src_sha
+        if dst.exists():
+            if self.verify and sha256_file(dst) == src_sha:
+                log.info("%s already holds an identical copy", dst)
+                return
+            raise DestinationConflict(f"{dst} exists and differs from {src}; not overwritten")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            self.copy_func(src, tmp)
+            if self.verify:
+                copy_sha = sha256_file(tmp)
+                if copy_sha != src_sha:
+                    raise ChecksumMismatch(
+                        f"sha256 of copy {copy_sha[:12]}... != staging {src_sha[:12]}...")
+            _place_without_overwrite(tmp, dst)
+        finally:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _failed_attempt(self, st: FileStatus, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        retryable = isinstance(exc, OSError | ChecksumMismatch)
+        with self._cond:
+            st.last_error = error
+            if retryable and st.attempts <= self.retries:
+                delay = min(self.backoff_s * 2 ** (st.attempts - 1), self.max_backoff_s)
+                st.state = PENDING
+                heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order),
+                                            st.staging))
+                log.warning("copy of %s failed (attempt %d of %d): %s; retrying in %.3g s",
+                            st.staging, st.attempts, self.retries + 1, error, delay)
+                return
+            st.state = FAILED
+            st.finished_at = time.time()
+            self._active -= 1
+            self._cond.notify_all()
+        log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
+                  st.staging, st.destination, st.attempts, error)
+
+    def _verified(self, st: FileStatus) -> None:
+        src, dst = Path(st.staging), Path(st.destination)
+        success(log, "mirrored %s to %s (%d bytes, %s, attempt %d)", src, dst, st.size,
+                "sha256 verified" if self.verify else "not verified", st.attempts)
+        if self.delete_staging_after_verify and self.verify:
+            try:
+                src.unlink()
+            except OSError as exc:
+                log.warning("could not delete staging copy %s: %s", src, exc)
+        if self.on_verified is not None:
+            try:
+                self.on_verified(src, dst)
+            except Exception:  # a hook bug must not stop the mirror
+                log.exception("on_verified hook failed for %s", src)
+        with self._cond:
+            st.state = VERIFIED
+            st.last_error = ""
+            st.finished_at = time.time()
+            self._active -= 1
+            self._cond.notify_all()
+
+
+def _copy(st: FileStatus) -> FileStatus:
+    return FileStatus(**vars(st))

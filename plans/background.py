@@ -1,0 +1,37 @@
+"""Background: the mean of laser-off frames, subtracted from later frames in the IOC."""
+
+from __future__ import annotations
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+
+from devices.camera import Camera
+from devices.laser import Laser
+from plans.validation import check_int
+
+
+def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
+    """Average ``n`` frames with the excitation off as the camera's background.
+
+    Later frames are written minus it (saturating at zero) until exposure, binning or
+    ROI change, which invalidates it (``camera.cam.background_valid`` goes to 0).
+
+    Parameters
+    ----------
+    camera: the camera (must be idle).
+    n: frames to average, 1..10000 (about 50 is usual).
+    laser: if given, switched off for the background and restored afterwards.
+    """
+    n = check_int("n", n, 1, 10_000)
+    restore = laser.enable.get() if laser is not None else None
+
+    def inner():
+        if laser is not None:
+            yield from bps.mv(laser.enable, "Off")
+        yield from bps.mv(camera.cam.background_acquire, n)
+
+    def cleanup():
+        if laser is not None and restore is not None:
+            yield from bps.mv(laser.enable, restore)
+
+    return (yield from bpp.finalize_wrapper(inner(), cleanup()))

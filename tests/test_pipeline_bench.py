@@ -1,0 +1,73 @@
+"""`beamline-ls bench writer`: JSON contract, frame accounting, argument errors."""
+
+import json
+import os
+
+import pytest
+
+from beamline_ls.pipeline import bench
+
+KEYS = {"mb_per_s", "raw_mb_per_s", "frames_expected", "frames_written", "frames_dropped",
+        "cpu_s", "raw_cpu_s", "demand_mb_per_s", "keeps_up", "ratio_to_raw", "producer_fps"}
+
+
+def test_json_contract_with_a_small_shape(tmp_path, capsys):
+    rc = bench.main(["writer", "--shape", "64x48", "--rate", "50", "--seconds", "1",
+                     "--dir", str(tmp_path), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    result = json.loads(out)  # exactly one JSON object on stdout
+    assert KEYS <= result.keys()
+    assert result["shape"] == [64, 48]
+    assert result["frames_expected"] == 50
+    assert result["frames_written"] + result["frames_dropped"] == result["frames_expected"]
+    assert result["mb_per_s"] > 0 and result["raw_mb_per_s"] > 0 and result["cpu_s"] >= 0
+    assert result["demand_mb_per_s"] == pytest.approx(50 * 64 * 48 * 2 / 1e6)
+    assert os.listdir(tmp_path) == []  # temporary files cleaned up
+
+
+def test_human_summary_and_keep(tmp_path, capsys):
+    rc = bench.main(["writer", "--shape", "32x32", "--rate", "40", "--seconds", "0.5",
+                     "--dir", str(tmp_path), "--keep", "--buffer-frames", "8"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "verdict:" in out and "raw h5py" in out and "MB/s" in out
+    (kept,) = tmp_path.iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == ["pipeline.h5", "raw.h5"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shape", "2048"], "bad shape"),
+        (["--shape", "0x10"], "bad shape"),
+        (["--shape", "axb"], "bad shape"),
+        (["--rate", "0"], "must be > 0"),
+        (["--rate", "-5"], "must be > 0"),
+        (["--seconds", "0"], "must be > 0"),
+        (["--seconds", "soon"], "not a number"),
+        (["--buffer-frames", "1"], ">= 2"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):
+    assert bench.main(["writer", "--dir", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_or_unwritable_directory_exits_2(tmp_path, capsys, monkeypatch):
+    assert bench.main(["writer", "--dir", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert bench.main(["writer", "--dir", str(afile)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    # the permission check itself (root may write anywhere, so simulate a read-only dir)
+    monkeypatch.setattr(bench.os, "access", lambda path, mode: False)
+    assert bench.main(["writer", "--dir", str(tmp_path)]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_missing_subcommand_exits_2(capsys):
+    assert bench.main([]) == 2
+    assert bench.main(["disk"]) == 2
+    capsys.readouterr()

@@ -1,0 +1,226 @@
+"""Mirror: staged files are copied, verified by checksum, retried, never overwritten."""
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from beamline_ls.pipeline.mirror import (
+    FAILED,
+    PENDING,
+    VERIFIED,
+    Mirror,
+    copy_and_fsync,
+    sha256_file,
+)
+
+
+@pytest.fixture
+def roots(tmp_path):
+    staging, dest = tmp_path / "staging", tmp_path / "share"
+    staging.mkdir()
+    return staging, dest
+
+
+def staged(staging, rel="run1/scan_000.h5", data=b"frame data " * 1000):
+    path = staging / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+class FlakyCopy:
+    """Copy that raises OSError for the first ``failures`` calls, then copies."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, src, dst):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise OSError(5, "Input/output error (injected)")
+        copy_and_fsync(src, dst)
+
+
+def test_retries_after_injected_failures_and_ends_verified(roots, caplog):
+    staging, dest = roots
+    src = staged(staging)
+    seen = []
+    copy = FlakyCopy(failures=2)
+    m = Mirror(staging, dest, retries=3, backoff_s=0.001, copy_func=copy,
+               on_verified=lambda s, d: seen.append((s, d)))
+    with caplog.at_level(logging.INFO, logger="beamline_ls.pipeline.mirror"):
+        m.submit(src)
+        assert m.wait(10)
+    st = m.file_status(src)
+    assert st.state == VERIFIED and st.attempts == 3 and st.last_error == ""
+    out = dest / "run1/scan_000.h5"
+    assert out.read_bytes() == src.read_bytes()
+    assert st.sha256 == sha256_file(out)
+    assert seen == [(src.resolve(), out)]
+    assert src.exists()  # staging kept by default
+    assert [r.levelname for r in caplog.records].count("WARNING") == 2
+    assert any(r.levelname == "SUCCESS" for r in caplog.records)
+    assert not list(dest.rglob("*.part"))  # no temporary left behind
+    assert m.status()[VERIFIED] == 1
+    m.close(5)
+
+
+def test_checksum_mismatch_is_detected_and_retried(roots):
+    staging, dest = roots
+    src = staged(staging)
+    calls = []
+
+    def corrupt_once(s, d):
+        calls.append(d)
+        copy_and_fsync(s, d)
+        if len(calls) == 1:
+            with open(d, "r+b") as f:
+                f.seek(100)
+                f.write(b"X")
+
+    m = Mirror(staging, dest, retries=2, backoff_s=0.001, copy_func=corrupt_once)
+    m.submit(src)
+    assert m.wait(10)
+    st = m.file_status(src)
+    assert st.state == VERIFIED and st.attempts == 2
+    assert (dest / "run1/scan_000.h5").read_bytes() == src.read_bytes()
+    m.close(5)
+
+
+def test_permanent_failure_ends_failed_with_error_and_keeps_staging(roots, caplog):
+    staging, dest = roots
+    src = staged(staging)
+    m = Mirror(staging, dest, retries=2, backoff_s=0.001, copy_func=FlakyCopy(10**9),
+               delete_staging_after_verify=True)
+    with caplog.at_level(logging.WARNING, logger="beamline_ls.pipeline.mirror"):
+        m.submit(src)
+        assert m.wait(10)
+    st = m.file_status(src)
+    assert st.state == FAILED and st.attempts == 3
+    assert "OSError" in st.last_error and "injected" in st.last_error
+    assert m.status()["failures"] == {str(src.resolve()): st.last_error}
+    assert src.exists() and not (dest / "run1/scan_000.h5").exists()
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "ERROR"]
+    m.close(5)
+
+
+def test_submit_never_blocks_while_the_destination_hangs(roots):
+    staging, dest = roots
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hanging_copy(s, d):
+        entered.set()
+        release.wait(30)
+        raise OSError("share went away (injected)")
+
+    m = Mirror(staging, dest, retries=0, copy_func=hanging_copy)
+    try:
+        paths = [staged(staging, f"f{i}.h5") for i in range(50)]
+        m.submit(paths[0])
+        assert entered.wait(10)  # the mirror thread is now stuck inside the copy
+        for p in paths[1:]:  # each submit returns although the thread is stuck
+            assert m.submit(p).state == PENDING
+        assert m.status()[PENDING] == 49
+        assert m.wait(0.05) is False
+    finally:
+        release.set()
+    assert m.wait(20)
+    assert m.status()[FAILED] == 50
+    m.close(5)
+
+
+def test_bounded_queue_refuses_instead_of_growing(roots):
+    staging, dest = roots
+    release = threading.Event()
+    m = Mirror(staging, dest, retries=0, max_pending=2,
+               copy_func=lambda s, d: (release.wait(30), copy_and_fsync(s, d)))
+    try:
+        st = [m.submit(staged(staging, f"f{i}.h5")) for i in range(3)]
+        assert st[2].state == FAILED and "queue full" in st[2].last_error
+    finally:
+        release.set()
+    assert m.wait(20)
+    assert m.status()[VERIFIED] == 2
+    m.close(5)
+
+
+def test_existing_different_destination_is_never_overwritten(roots):
+    staging, dest = roots
+    src = staged(staging)
+    out = dest / "run1/scan_000.h5"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"somebody else's data")
+    copy = FlakyCopy(0)
+    m = Mirror(staging, dest, retries=5, backoff_s=0.001, copy_func=copy)
+    m.submit(src)
+    assert m.wait(10)
+    st = m.file_status(src)
+    assert st.state == FAILED and st.attempts == 1  # refused, not retried
+    assert "not overwritten" in st.last_error
+    assert out.read_bytes() == b"somebody else's data"
+    assert copy.calls == 0 and src.exists()
+    m.close(5)
+
+
+def test_identical_destination_counts_as_verified(roots):
+    staging, dest = roots
+    src = staged(staging)
+    out = dest / "run1/scan_000.h5"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(src.read_bytes())
+    m = Mirror(staging, dest, copy_func=FlakyCopy(0))
+    m.submit(src)
+    assert m.wait(10)
+    assert m.file_status(src).state == VERIFIED
+    m.close(5)
+
+
+def test_staging_deleted_only_when_asked_and_verified(roots):
+    staging, dest = roots
+    src = staged(staging)
+    m = Mirror(staging, dest, delete_staging_after_verify=True)
+    m.submit(src)
+    assert m.wait(10)
+    assert m.file_status(src).state == VERIFIED
+    assert not src.exists() and (dest / "run1/scan_000.h5").exists()
+    m.close(5)
+
+
+def test_rejects_paths_outside_staging_and_after_close(roots, tmp_path):
+    staging, dest = roots
+    other = tmp_path / "elsewhere.h5"
+    other.write_bytes(b"x")
+    m = Mirror(staging, dest)
+    with pytest.raises(ValueError, match="not under the staging root"):
+        m.submit(other)
+    with pytest.raises(ValueError, match="not a regular file"):
+        m.submit(staging / "missing.h5")
+    assert m.close(5)
+    with pytest.raises(RuntimeError):
+        m.submit(staged(staging))
+
+
+def test_retry_of_one_file_does_not_hold_back_the_others(roots):
+    staging, dest = roots
+    bad, good = staged(staging, "bad.h5"), staged(staging, "good.h5")
+
+    def copy(s, d):
+        if s.name == "bad.h5":
+            raise PermissionError(13, "Permission denied (injected)")
+        copy_and_fsync(s, d)
+
+    m = Mirror(staging, dest, retries=1, backoff_s=30, copy_func=copy)
+    m.submit(bad)
+    m.submit(good)
+    deadline = time.monotonic() + 10
+    while m.file_status(good).state != VERIFIED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert m.file_status(good).state == VERIFIED
+    assert m.file_status(bad).state == PENDING  # waiting 30 s for its retry
+    assert m.close(0.01) is False
+    assert os.path.exists(bad)

@@ -1,0 +1,82 @@
+"""The ring buffer keeps order, counts every refused frame, and flushes stale ones."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from beamline_ls.frame import Frame
+from beamline_ls.pipeline.ring import FrameRing
+
+
+def frame(i, shape=(4, 6)):
+    return Frame(np.full(shape, i, np.uint16), i, 10.0 + i, 0.001, float(i))
+
+
+def test_frames_come_out_in_order_with_their_metadata():
+    ring = FrameRing(4, (4, 6))
+    for i in range(3):
+        assert ring.push(frame(i))
+    for i in range(3):
+        f = ring.peek(0)
+        assert f.frame_id == i and f.image[0, 0] == i and f.z_um == i
+        ring.release()
+    assert ring.peek(0) is None
+
+
+def test_overflow_is_counted_with_ids_and_times_never_silent():
+    ring = FrameRing(3, (4, 6))
+    accepted = [ring.push(frame(i)) for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert ring.stats.overflows == 2
+    assert ring.stats.overflow_ids == [3, 4]
+    assert ring.stats.overflow_times == [13.0, 14.0]
+
+
+def test_a_slot_is_not_overwritten_before_it_is_released():
+    ring = FrameRing(2, (4, 6))
+    ring.push(frame(1))
+    ring.push(frame(2))
+    held = ring.peek(0)
+    assert not ring.push(frame(3))  # full: frame 1's slot is still in use
+    assert held.image[0, 0] == 1
+    ring.release()
+    assert ring.push(frame(3))
+
+
+def test_flush_discards_stale_frames_at_arm_time():
+    ring = FrameRing(4, (4, 6))
+    for i in range(3):
+        ring.push(frame(i))
+    assert ring.flush() == 3
+    assert len(ring) == 0 and ring.stats.flushed == 3
+    ring.push(frame(7))
+    assert ring.peek(0).frame_id == 7
+
+
+def test_producer_and_consumer_threads_lose_nothing_when_it_fits():
+    ring = FrameRing(16, (8, 8))
+    got = []
+
+    def consume():
+        while len(got) < 2000:
+            f = ring.peek(1.0)
+            got.append((f.frame_id, int(f.image[0, 0])))
+            ring.release()
+
+    t = threading.Thread(target=consume)
+    t.start()
+    i = 0
+    while i < 2000:
+        if ring.push(frame(i % 60000, (8, 8))):
+            i += 1
+    t.join(10)
+    assert [g[0] for g in got] == list(range(2000))
+    assert all(a == b for a, b in got)
+
+
+def test_capacity_from_a_memory_budget():
+    ring = FrameRing.for_memory(64 * 2**20, (2048, 2048))
+    assert ring.capacity == 8  # 8 MiB per frame
+    with pytest.raises(ValueError):
+        FrameRing(1, (4, 4))
