@@ -1,4 +1,4 @@
-"""``beamline-ls`` command line: demo, ioc, replay, export, check-hardware."""
+"""``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="write a stored run as one HDF5 file (RUN --to FILE.h5)")
     export.set_defaults(func=None)
 
+    bench = sub.add_parser("bench", add_help=False,
+                           help="does my disk keep up? bench writer --shape 2048x2048 --rate 100")
+    bench.set_defaults(func=None)
+
     check = sub.add_parser("check-hardware", add_help=False,
                            help="ask each configured device whether it answers (--config F)")
     check.set_defaults(func=None)
@@ -76,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
         bls_log.configure()
         return export_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from beamline_ls.pipeline.bench import main as bench_main
+
+        bls_log.configure()
+        return bench_main(argv[1:])
     if argv and argv[0] == "check-hardware":
         from beamline_ls.hardware.check import main as check_main
 

@@ -66,8 +66,12 @@ def test_gated_frames_carry_trigger_time_phase_period_and_reference(gated):
     # the reference was taken on may differ from the 2.33 Hz mean by up to ~7 %; the
     # 1 %-of-truth check against the local true period is in test_gating_analyzer.
     assert np.all(np.abs(period * 2.33 - 1) < 0.09)
+    # predicted phase at each trigger: the target, except a panic trigger (fired at
+    # now + latency) sits up to one latency (~15 ms, ~0.25 rad) after it
     phase = prim["camera_gating_phase"].read()
-    assert np.all(np.isfinite(phase)) and np.ptp(phase) < 1e-9  # one target for all
+    assert np.all(np.isfinite(phase))
+    target, _ = circ_mean_sd(phase)
+    assert circ_dist(phase, target).max() < 0.3
     assert np.all(prim["camera_reference_id"].read() >= 0)
     z = prim["camera_z"].read()
     np.testing.assert_allclose(z, np.array([planes, planes]), atol=0.1)
@@ -82,7 +86,8 @@ def test_remote_clients_see_the_gating_state(gated, prefix):
     assert out.returncode == 0, out.stderr
     values = dict(line.split("=", 1) for line in out.stdout.strip().splitlines())
     assert "Locked" in values[pvs[0]]
-    assert float(values[pvs[1]].strip("[]")) == pytest.approx(1 / 2.33, rel=0.05)
+    # within the heart's rate modulation envelope (see the period test above)
+    assert abs(float(values[pvs[1]].strip("[]")) * 2.33 - 1) < 0.09
     assert int(values[pvs[2]].strip("[]")) >= 8
 
 
@@ -98,7 +103,7 @@ def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, sess
 
     _, prim, _ = gated
     base_true, _ = circ_mean_sd(prim["camera_true_phase"].read())
-    base_target = float(prim["camera_gating_phase"].read().ravel()[0])
+    base_target, _ = circ_mean_sd(prim["camera_gating_phase"].read())
     new_target = (base_target + math.pi) % TWO_PI
     result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [40.0, 60.0],
                                    frames_per_plane=2, target_phase=new_target))
@@ -110,7 +115,7 @@ def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, sess
 
     # target_phase=None goes back to the automatic target, not the last user value
     result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [50.0]))
-    auto = float(stream(session, result)["camera_gating_phase"].read().ravel()[0])
+    auto, _ = circ_mean_sd(stream(session, result)["camera_gating_phase"].read())
     assert circ_dist(auto, new_target) > 1.0
 
 

@@ -39,6 +39,16 @@ GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "tr
                  "late_retries")
 
 
+def predicted_phase_at(decision: Decision, t: float) -> float:
+    """Phase the analyzer's fit predicts at absolute time ``t``: the target at the
+    predicted time, advancing 2 pi per period (differs from the target for panic
+    triggers fired at now + latency)."""
+    if not (math.isfinite(decision.predicted_time) and math.isfinite(decision.period_s)):
+        return decision.target_phase
+    dt = t - decision.predicted_time
+    return (decision.target_phase + 2 * math.pi * dt / decision.period_s) % (2 * math.pi)
+
+
 @dataclass(frozen=True)
 class TriggerRecord:
     trigger_time: float
@@ -127,6 +137,7 @@ class SimGatingSystem(GatingDriver):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gating-adaptive")
         self.analyzer = self._new_analyzer()
         self.trigger_box = trigger_box
+        self._box_worker = ThreadPoolExecutor(1, thread_name_prefix="gating-trigger-box")
         self._late_streak = 0
         self.scheduler = TriggerScheduler(self, clock=microscope.clock,
                                           min_lead_s=0.0, on_report=self._on_report)
@@ -227,7 +238,8 @@ class SimGatingSystem(GatingDriver):
     # -- internals -----------------------------------------------------------------
     def _on_report(self, report: TriggerReport, source: str = "software") -> None:
         decision: Decision = report.tag  # type: ignore[assignment]
-        rec = TriggerRecord(report.t_requested, decision.target_phase, decision.period_s,
+        rec = TriggerRecord(report.t_requested, predicted_phase_at(decision, report.t_requested),
+                            decision.period_s,
                             decision.reference_id, report.status,
                             late_retries=self._late_streak, source=source)
         with self._lock:
@@ -289,6 +301,11 @@ class SimGatingSystem(GatingDriver):
         if self.trigger_box is None:
             self.scheduler.schedule(decision.fire_time, decision)
             return
+        # the serial round trip runs on its own thread: analysis never waits on the box
+        self._box_worker.submit(self._send_to_box, decision)
+
+    def _send_to_box(self, decision: Decision) -> None:
+        assert decision.fire_time is not None and self.trigger_box is not None
         try:
             report = self.trigger_box.schedule(decision.fire_time, decision)
         except RuntimeError as exc:  # serial fault: reported, retried on the next beat
@@ -328,3 +345,4 @@ class SimGatingSystem(GatingDriver):
     def close(self) -> None:
         self.enable(False)
         self._executor.shutdown(wait=False)
+        self._box_worker.shutdown(wait=False)

@@ -38,6 +38,9 @@ def _string(name: str, value: str = "", read_only: bool = False, doc: str = ""):
 
 
 PREVIEW_SIZE = 128
+# areaDetector's DetectorState order, so clients reading the number agree
+AD_DETECTOR_STATES = ["Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
+                      "Waiting", "Initializing", "Disconnected", "Aborted"]
 
 
 def preview_image(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
@@ -87,7 +90,7 @@ class CameraGroup(PVGroup):
     triggers_missed = pvproperty(name="cam1:TriggersMissed_RBV", value=0, read_only=True)
     detector_state = pvproperty(name="cam1:DetectorState_RBV", value="Idle",
                                 dtype=ChannelType.ENUM, read_only=True,
-                                enum_strings=["Idle", "Acquire", "Readout", "Error"])
+                                enum_strings=AD_DETECTOR_STATES)
     status_message = _string("cam1:StatusMessage_RBV", read_only=True)
     # -- background (laser-off mean) and preview ------------------------------------------
     background_acquire = pvproperty(
