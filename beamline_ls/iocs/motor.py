@@ -98,7 +98,8 @@ class MotorGroup(PVGroup):
             await f.motor_is_moving.write(int(moving))
         if self._moving and not moving:
             self._moving = False
-            await f.user_readback_value.write(pos)
+            pos = await self._worker.call(self.driver.position)  # settled value, not the
+            await f.user_readback_value.write(pos)              # one read before the check
             await f.done_moving_to_value.write(1)
 
     @motor.putter
