@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 
+RUN_FILES = True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--volumes", type=int, default=20)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         from plans import volumetric_scan
 
         scope = connect_microscope("BENCH:")
-        session = make_session(settings, progress_bar=False)
+        session = make_session(settings, progress_bar=False, run_files=RUN_FILES)
         cam = scope.camera.cam
         sensor = int(cam.max_size_x.get())
         origin = (sensor - args.size) // 2

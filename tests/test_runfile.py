@@ -69,6 +69,14 @@ def planar(scope, session):
                                      frame_rate=50.0, md={"sample_name": "runfile plane"}))
 
 
+@pytest.fixture(scope="module")
+def gated(scope, session):
+    from plans import gated_scan
+
+    return _run(session, gated_scan(scope.camera, scope.gating, scope.piezo, [30.0, 50.0],
+                                    md={"sample_name": "runfile gated heart"}))
+
+
 # -- helpers -------------------------------------------------------------------------------
 def snapshot(path: Path) -> dict:
     """Everything in a run file that should not depend on how it was written."""
@@ -149,9 +157,14 @@ def test_frames_through_the_links_equal_the_catalog_for_a_planar_run(planar, ses
         assert np.abs(data["camera_z"][()] - 33.0).max() < 0.1
 
 
-@pytest.mark.parametrize("which", ["volumetric", "planar"])
+@pytest.mark.parametrize("which", ["volumetric", "planar", "gated"])
 def test_live_and_exported_files_have_the_same_content(which, request, session, tmp_path):
     result, _, live = request.getfixturevalue(which)
+    if which == "gated":  # the gating metadata is reachable from the run file too
+        with h5py.File(live, "r") as f:
+            data = f["streams/primary/data"]
+            assert data["camera_true_phase"].shape == (1, 2)
+            assert np.all(np.isfinite(data["camera_trigger_time"][...]))
     exported = export_run(session.catalog[result.run_start_uids[0]], tmp_path / "x" / "run.h5")
     assert_same_content(snapshot(live), snapshot(exported))
     with h5py.File(exported, "r") as f:

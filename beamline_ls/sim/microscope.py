@@ -115,22 +115,24 @@ class SimMicroscope:
                        binning: int, exposure_s: float, shape: tuple[int, int]) -> np.ndarray:
         """Fluorescent heart wall lit by the sheet, at the heart's true phase.
 
-        Thin-sheet approximation: the wall is sampled at the sheet's mean height at
-        three instants of the exposure (phase and sheet both move) and averaged.
+        Thin-sheet approximation at mid-exposure (a 5 ms exposure spans ~1 % of a beat).
+        The wall is ~5 um thick, so it is evaluated on a grid of at most ~1.3 um and
+        upsampled: a 512x512 frame costs a few ms instead of tens.
         """
         assert self.heart is not None
         px = self.optics.pixel_um * binning
+        stride = max(1, int(1.3 // px))
         cx, cy, cz = self.heart_centre_um
-        x = (roi.x - self.sensor.width / 2 + (np.arange(shape[1]) + 0.5) * binning) \
+        ny, nx = -(-shape[0] // stride), -(-shape[1] // stride)
+        x = (roi.x - self.sensor.width / 2 + (np.arange(nx) * stride + stride / 2) * binning) \
             * self.optics.pixel_um + stage[0] - cx
-        y = (roi.y - self.sensor.height / 2 + (np.arange(shape[0]) + 0.5) * binning) \
+        y = (roi.y - self.sensor.height / 2 + (np.arange(ny) * stride + stride / 2) * binning) \
             * self.optics.pixel_um + stage[1] - cy
-        idx = np.linspace(0, len(t) - 1, 3).round().astype(int)
-        phases = self.heart.true_phase(t[idx])
-        acc = np.zeros(shape)
-        for k, i in enumerate(idx):
-            z = float(sheet[:, i].mean()) + stage[2] - cz
-            acc += self.heart.fluorescence_intensity(x[None, :], y[:, None], z, phases[k])
-        acc /= len(idx)
-        return acc * (self.heart_photons_per_um2_s * self.laser.power_fraction * exposure_s
-                      * px * px)
+        mid = len(t) // 2
+        phase = float(self.heart.true_phase(t[mid]))
+        z = float(sheet[:, mid].mean()) + stage[2] - cz
+        coarse = self.heart.fluorescence_intensity(x[None, :], y[:, None], z, phase)
+        if stride > 1:
+            coarse = np.repeat(np.repeat(coarse, stride, axis=0), stride, axis=1)
+        return coarse[: shape[0], : shape[1]] * (
+            self.heart_photons_per_um2_s * self.laser.power_fraction * exposure_s * px * px)
