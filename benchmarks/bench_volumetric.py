@@ -20,9 +20,6 @@ import time
 from pathlib import Path
 
 
-RUN_FILES = True
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--volumes", type=int, default=20)
@@ -31,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-run-files", action="store_true",
+                    help="do not write the per-run HDF5 file (to see what it costs)")
     args = ap.parse_args(argv)
 
     from beamline_ls import log as bls_log
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from plans import volumetric_scan
 
         scope = connect_microscope("BENCH:")
-        session = make_session(settings, progress_bar=False, run_files=RUN_FILES)
+        session = make_session(settings, progress_bar=False, run_files=not args.no_run_files)
         cam = scope.camera.cam
         sensor = int(cam.max_size_x.get())
         origin = (sensor - args.size) // 2
