@@ -44,14 +44,8 @@ def run_demo(data_dir: Path | None = None, prefix: str = "BLSDEMO:", n_volumes: 
 
         scope = connect_microscope(prefix)
         session = make_session(settings)
-        cam = scope.camera.cam
-        origin = (int(cam.max_size_x.get()) - ROI_SIZE) // 2
-        for sig, value in ((cam.size_x, ROI_SIZE), (cam.size_y, ROI_SIZE),
-                           (cam.min_x, origin), (cam.min_y, origin), (cam.bin_x, 1),
-                           (cam.bin_y, 1)):
-            sig.set(value).wait(5)
+        scope.camera.set_centered_roi(ROI_SIZE)
         scope.laser.set(20.0).wait(5)
-        time.sleep(0.1)  # let the IOC publish the new readout time
 
         print("\n1/2 planar scan: 50 frames at z = 45 um, 5 ms exposure", flush=True)
         planar = session.RE(planar_scan(scope.camera, scope.scanboard, 50, 45.0, 0.005,

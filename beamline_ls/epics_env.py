@@ -9,11 +9,13 @@ here, by PID; nothing is left running.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,3 +142,20 @@ def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def loopback_ioc(prefix: str, data_dir: Path, config: Path | None = None
+                 ) -> Iterator[IocProcess]:
+    """A private loopback CA network with the simulated (or configured) IOC on it, for
+    scripts and benchmarks; everything started is stopped on exit. Sets this process's
+    EPICS environment, so call it before importing ophyd."""
+    epics = LoopbackEpics()
+    epics.apply()
+    epics.start_repeater()
+    ioc = IocProcess(epics, prefix, Path(data_dir), Path(data_dir) / "ioc.log", config=config)
+    try:
+        yield ioc.start()
+    finally:
+        ioc.stop()
+        epics.stop()

@@ -32,16 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from beamline_ls import log as bls_log
     from beamline_ls.config import load_settings
-    from beamline_ls.epics_env import IocProcess, LoopbackEpics
+    from beamline_ls.epics_env import loopback_ioc
 
     bls_log.configure("WARNING")
-    epics = LoopbackEpics()
-    epics.apply()
-    epics.start_repeater()
     tmp = Path(tempfile.mkdtemp(prefix="bench-runfile-"))
     settings = load_settings(data_dir=tmp, prefix="BENCHRF:")
-    ioc = IocProcess(epics, "BENCHRF:", tmp, tmp / "ioc.log").start()
-    try:
+    with loopback_ioc("BENCHRF:", tmp):
         import h5py
 
         from beamline_ls.callbacks import BackgroundCallback
@@ -63,12 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 spent[0] += time.perf_counter() - t
 
         feed = BackgroundCallback(timed, name="run-file-writer")
-        cam = scope.camera.cam
-        origin = (int(cam.max_size_x.get()) - args.size) // 2
-        for sig, v in ((cam.size_x, args.size), (cam.size_y, args.size),
-                       (cam.min_x, origin), (cam.min_y, origin)):
-            sig.set(v).wait(5)
-        time.sleep(0.1)
+        scope.camera.set_centered_roi(args.size)
         ideal = args.volumes / args.rate
         rows: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
         for i in range(args.repeats):
@@ -108,9 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time inside the run-file writer (its own thread): "
               f"{spent[0] / args.repeats * 1e3:.0f} ms per run")
         print(f"last run file: {writer.last_path.name}, camera_image {shape}")
-    finally:
-        ioc.stop()
-        epics.stop()
     return 0
 
 

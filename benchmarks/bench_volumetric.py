@@ -34,16 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from beamline_ls import log as bls_log
     from beamline_ls.config import load_settings
-    from beamline_ls.epics_env import IocProcess, LoopbackEpics
+    from beamline_ls.epics_env import loopback_ioc
 
     bls_log.configure("WARNING")
-    epics = LoopbackEpics()
-    epics.apply()
-    epics.start_repeater()
     tmp = Path(tempfile.mkdtemp(prefix="bench-vol-"))
     settings = load_settings(data_dir=tmp, prefix="BENCH:")
-    ioc = IocProcess(epics, "BENCH:", tmp, tmp / "ioc.log").start()
-    try:
+    with loopback_ioc("BENCH:", tmp):
         import h5py
 
         from beamline_ls.session import make_session
@@ -52,13 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         scope = connect_microscope("BENCH:")
         session = make_session(settings, progress_bar=False, run_files=not args.no_run_files)
-        cam = scope.camera.cam
-        sensor = int(cam.max_size_x.get())
-        origin = (sensor - args.size) // 2
-        for sig, v in ((cam.size_x, args.size), (cam.size_y, args.size),
-                       (cam.min_x, origin), (cam.min_y, origin)):
-            sig.set(v).wait(5)
-        time.sleep(0.1)
+        scope.camera.set_centered_roi(args.size)
         ideal = args.volumes / args.rate
         rows = []
         for i in range(args.repeats):
@@ -94,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"median wall/ideal {summary['ratio_median']:.3f} (goal <= 1.05), "
                   f"median RE -> first frame {summary['first_frame_s_median'] * 1e3:.0f} ms "
                   f"(goal < 500 ms)")
-    finally:
-        ioc.stop()
-        epics.stop()
     return 0
 
 

@@ -5,6 +5,7 @@ batch of complete volumes (or frames), never one Event per frame."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,27 @@ class Camera(Device):
         self._index = 0
 
     # -- configuration ------------------------------------------------------------
+    def set_centered_roi(self, width: int, height: int | None = None,
+                         binning: int = 1, timeout: float = 5.0) -> None:
+        """Centre a ``width`` x ``height`` ROI (unbinned pixels) on the sensor and wait
+        until the IOC reports the new frame geometry (readout time included)."""
+        height = height or width
+        sensor_w = int(self.cam.max_size_x.get())
+        sensor_h = int(self.cam.max_size_y.get())
+        if not (0 < width <= sensor_w and 0 < height <= sensor_h):
+            raise ValueError(f"ROI {width}x{height} does not fit the {sensor_w}x{sensor_h} sensor")
+        for sig, value in ((self.cam.bin_x, binning), (self.cam.bin_y, binning),
+                           (self.cam.size_x, width), (self.cam.size_y, height),
+                           (self.cam.min_x, (sensor_w - width) // 2),
+                           (self.cam.min_y, (sensor_h - height) // 2)):
+            sig.set(value).wait(timeout)
+        deadline = time.monotonic() + timeout
+        while int(self.cam.array_size_x.get(use_monitor=False)) != width // binning or int(
+                self.cam.array_size_y.get(use_monitor=False)) != height // binning:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: the IOC did not apply the ROI")
+            time.sleep(0.02)
+
     @property
     def frame_shape(self) -> tuple[int, int]:
         b = int(self.cam.bin_x.get())

@@ -51,12 +51,7 @@ def scope(ioc):
     from devices import connect_microscope
 
     s = connect_microscope(PREFIX)
-    cam = s.camera.cam
-    origin = (int(cam.max_size_x.get()) - ROI) // 2
-    for sig, value in ((cam.size_x, ROI), (cam.size_y, ROI), (cam.min_x, origin),
-                       (cam.min_y, origin)):
-        sig.set(value).wait(5)
-    _wait_for(lambda: int(cam.array_size_x.get(use_monitor=False)) == ROI)
+    s.camera.set_centered_roi(ROI)
     yield s
     for dev in s.all():
         dev.destroy()
@@ -76,13 +71,3 @@ def session(settings):
     s = make_session(settings, progress_bar=False)
     yield s
     s.close()
-
-
-def _wait_for(predicate, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.02)

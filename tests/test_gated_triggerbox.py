@@ -26,10 +26,7 @@ def box_setup(epics, tmp_path_factory):
     scope = session = None
     try:
         scope = connect_microscope("BOX:")
-        cam = scope.camera.cam
-        for sig, v in ((cam.size_x, 128), (cam.size_y, 128), (cam.min_x, 960),
-                       (cam.min_y, 960)):
-            sig.set(v).wait(5)
+        scope.camera.set_centered_roi(128)
         session = make_session(load_settings(data_dir=data, prefix="BOX:"), progress_bar=False)
         yield scope, session, emulator
     finally:
