@@ -97,6 +97,7 @@ class FrameFileWriter:
         self._meta["timestamp"].attrs["units"] = "s"
         self._meta["exposure"].attrs["units"] = "s"
         self._pending: list[tuple[str, np.ndarray, dict[str, Any]]] = []
+        self._rows: dict[str, list] = {name: [] for name in self._meta}
         self._swmr_started = False
 
     @property
@@ -128,28 +129,23 @@ class FrameFileWriter:
             v, p = divmod(k, self.planes)
             if p == 0:
                 self._data.resize(v + 1, axis=0)
-                for ds in self._meta.values():
-                    ds.resize(v + 1, axis=0)
             index: tuple[int, ...] = (v, p)
             frame.plane, frame.volume = p, v
         else:
             self._data.resize(k + 1, axis=0)
-            for ds in self._meta.values():
-                ds.resize(k + 1, axis=0)
             index = (k,)
         self._data[index] = frame.image
-        values = {
-            "frame_id": frame.frame_id,
-            "timestamp": frame.timestamp,
-            "exposure": frame.exposure,
-            "z_um": frame.z_um,
-            "plane": frame.plane,
-            "volume": frame.volume,
-        }
+        # Metadata is kept in memory and written in one block per flush: six small
+        # resize+write calls per frame cost ~0.5 ms, a block per volume costs ~nothing.
+        rows = self._rows
+        rows["frame_id"].append(frame.frame_id)
+        rows["timestamp"].append(frame.timestamp)
+        rows["exposure"].append(frame.exposure)
+        rows["z_um"].append(frame.z_um)
+        rows["plane"].append(frame.plane)
+        rows["volume"].append(frame.volume)
         for name in self.extra_fields:
-            values[name] = frame.extra.get(name, np.nan)
-        for name, value in values.items():
-            self._meta[name][index] = value
+            rows[name].append(frame.extra.get(name, np.nan))
         self.frames_written += 1
         unit_done = (self.frames_written % self.planes == 0) if self.planes else (
             self.frames_written % self.flush_every == 0
@@ -172,7 +168,30 @@ class FrameFileWriter:
                 ds.attrs[k] = _attr_value(v)
         self._pending.clear()
 
+    def _write_rows(self) -> None:
+        """Write the metadata rows gathered since the last flush, as one block."""
+        n_new = self.frames_written - self.frames_flushed
+        if n_new <= 0:
+            return
+        start, stop = self.frames_flushed, self.frames_written
+        for name, ds in self._meta.items():
+            values = np.asarray(self._rows[name], dtype=ds.dtype)
+            if self.planes:
+                p = self.planes
+                v0, v1 = start // p, -(-stop // p)
+                ds.resize(v1, axis=0)
+                block = np.full(((v1 - v0) * p,), ds.fillvalue, dtype=ds.dtype)
+                if start % p:  # a partial first volume (only after a mid-volume flush)
+                    block[: start % p] = ds[v0][: start % p]
+                block[start - v0 * p : stop - v0 * p] = values
+                ds[v0:v1] = block.reshape(v1 - v0, p)
+            else:
+                ds.resize(stop, axis=0)
+                ds[start:stop] = values
+            self._rows[name].clear()
+
     def flush(self) -> None:
+        self._write_rows()
         self._file.flush()
         self.frames_flushed = self.frames_written
 
