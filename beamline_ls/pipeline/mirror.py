@@ -347,10 +347,11 @@ class Mirror:
                 return
             st.state = FAILED
             st.finished_at = time.time()
+            # report before waking waiters: whoever waits sees the failure already logged
+            log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
+                      st.staging, st.destination, st.attempts, error)
             self._active -= 1
             self._cond.notify_all()
-        log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
-                  st.staging, st.destination, st.attempts, error)
 
     def _verified(self, st: FileStatus) -> None:
         src, dst = Path(st.staging), Path(st.destination)
