@@ -60,8 +60,7 @@ STARTUP_RUNNER = textwrap.dedent("""
           sorted(k for k in ("RE", "cat", "bec", "piezo", "stage", "laser", "volumetric_scan",
                              "bp", "bps") if k in ns))
     ns["session"].close()
-    for dev in scope.all():
-        dev.destroy()
+    scope.destroy()
 """)
 
 
@@ -86,7 +85,7 @@ def test_profile_loads_in_ipython(ioc, prefix, tmp_path):
                MPLBACKEND="Agg", IPYTHONDIR=str(tmp_path / "ipython"))
     ipython = Path(sys.executable).with_name("ipython")
     code = ("print('IPY', type(RE).__name__, type(bec).__name__, piezo.name, "
-            "callable(volumetric_scan)); session.close(); [d.destroy() for d in scope.all()]")
+            "callable(volumetric_scan)); session.close(); scope.destroy()")
     out = subprocess.run([str(ipython), f"--profile-dir={ROOT / 'profile_collection'}",
                           "--no-banner", "-c", code],
                          capture_output=True, text=True, timeout=180, env=env,
