@@ -87,7 +87,7 @@ def test_profile_loads_in_ipython(ioc, prefix, tmp_path):
     code = ("print('IPY', type(RE).__name__, type(bec).__name__, piezo.name, "
             "callable(volumetric_scan)); session.close(); scope.destroy()")
     out = subprocess.run([str(ipython), f"--profile-dir={ROOT / 'profile_collection'}",
-                          "--no-banner", "-c", code],
+                          "--no-banner", "--HistoryManager.enabled=False", "-c", code],
                          capture_output=True, text=True, timeout=180, env=env,
                          stdin=subprocess.DEVNULL)
     assert "IPY RunEngine BestEffortCallback piezo True" in out.stdout, (
