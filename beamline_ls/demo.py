@@ -12,8 +12,8 @@ import logging
 import time
 from pathlib import Path
 
-from beamline_ls.config import Settings, load_settings
-from beamline_ls.epics_env import loopback_ioc
+from beamline_ls.config import load_settings
+from beamline_ls.epics_env import IocProcess, LoopbackEpics
 from beamline_ls.log import success
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,16 @@ def run_demo(data_dir: Path | None = None, prefix: str = "BLSDEMO:", n_volumes: 
                              prefix=prefix)
     settings.ensure_dirs()
     logs = settings.data_dir / "logs"
-    print(f"Starting the simulated microscope IOC ({prefix}*, loopback only) ...", flush=True)
-    with loopback_ioc(prefix, settings.data_dir, log_dir=logs) as ioc:  # before ophyd
-        print(f"IOC up on 127.0.0.1 port {ioc.epics.server_port}", flush=True)
-        return _run(settings, prefix, n_volumes, logs)
-
-
-def _run(settings: Settings, prefix: str, n_volumes: int, logs: Path) -> int:
-    """Connect, scan, read back and report, with the IOC already up."""
+    logs.mkdir(exist_ok=True)
+    epics = LoopbackEpics()
+    epics.apply()  # before ophyd is imported
+    epics.start_repeater(logs / "repeater.log")
+    ioc = IocProcess(epics, prefix, settings.data_dir, logs / "ioc.log")
     scope = session = None
     try:
+        print(f"Starting the simulated microscope IOC ({prefix}*, loopback port "
+              f"{epics.server_port}) ...", flush=True)
+        ioc.start()
         from beamline_ls.session import make_session
         from devices import connect_microscope
         from plans import planar_scan, volumetric_scan
@@ -89,4 +89,7 @@ def _run(settings: Settings, prefix: str, n_volumes: int, logs: Path) -> int:
         if session is not None:
             session.close()
         if scope is not None:
-            scope.destroy()
+            for dev in scope.all():
+                dev.destroy()
+        ioc.stop()
+        epics.stop()

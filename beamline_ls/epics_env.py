@@ -145,18 +145,15 @@ def _terminate(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def loopback_ioc(prefix: str, data_dir: Path, config: Path | None = None,
-                 log_dir: Path | None = None) -> Iterator[IocProcess]:
+def loopback_ioc(prefix: str, data_dir: Path, config: Path | None = None
+                 ) -> Iterator[IocProcess]:
     """A private loopback CA network with the simulated (or configured) IOC on it, for
-    the demo, scripts and benchmarks; everything started is stopped on exit. Sets this
-    process's EPICS environment, so call it before importing ophyd. Logs go to
-    ``log_dir`` (default ``data_dir``)."""
-    log_dir = Path(log_dir or data_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    scripts and benchmarks; everything started is stopped on exit. Sets this process's
+    EPICS environment, so call it before importing ophyd."""
     epics = LoopbackEpics()
     epics.apply()
-    epics.start_repeater(log_dir / "repeater.log")
-    ioc = IocProcess(epics, prefix, Path(data_dir), log_dir / "ioc.log", config=config)
+    epics.start_repeater()
+    ioc = IocProcess(epics, prefix, Path(data_dir), Path(data_dir) / "ioc.log", config=config)
     try:
         yield ioc.start()
     finally:

@@ -22,7 +22,7 @@ from beamline_ls.hardware.gating import GATING_FIELDS
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
 from devices.positioners import Piezo
-from plans.common import abort_camera_if_busy, file_name_for
+from plans.common import file_name_for
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int
@@ -65,7 +65,8 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
     yield from bps.abs_set(gating.arm, 0, wait=True)
-    yield from abort_camera_if_busy(camera)
+    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
+        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):

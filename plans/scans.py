@@ -16,7 +16,7 @@ import bluesky.preprocessors as bpp
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.camera import Acquisition, Camera
 from devices.scanboard import ScanBoard
-from plans.common import abort_camera_if_busy, file_name_for
+from plans.common import file_name_for
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_skip
 
@@ -38,7 +38,8 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 def _cleanup(camera: Camera, scanboard: ScanBoard):
     """Leave the hardware idle whatever happened (no-op after a clean finish)."""
     yield from bps.abs_set(scanboard.stop_cmd, 1, wait=True)
-    yield from abort_camera_if_busy(camera)
+    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
+        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,

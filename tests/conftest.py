@@ -53,7 +53,8 @@ def scope(ioc):
     s = connect_microscope(PREFIX)
     s.camera.set_centered_roi(ROI)
     yield s
-    s.destroy()
+    for dev in s.all():
+        dev.destroy()
 
 
 @pytest.fixture(scope="session")

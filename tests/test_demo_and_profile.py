@@ -60,7 +60,8 @@ STARTUP_RUNNER = textwrap.dedent("""
           sorted(k for k in ("RE", "cat", "bec", "piezo", "stage", "laser", "volumetric_scan",
                              "bp", "bps") if k in ns))
     ns["session"].close()
-    scope.destroy()
+    for dev in scope.all():
+        dev.destroy()
 """)
 
 
@@ -85,9 +86,9 @@ def test_profile_loads_in_ipython(ioc, prefix, tmp_path):
                MPLBACKEND="Agg", IPYTHONDIR=str(tmp_path / "ipython"))
     ipython = Path(sys.executable).with_name("ipython")
     code = ("print('IPY', type(RE).__name__, type(bec).__name__, piezo.name, "
-            "callable(volumetric_scan)); session.close(); scope.destroy()")
+            "callable(volumetric_scan)); session.close(); [d.destroy() for d in scope.all()]")
     out = subprocess.run([str(ipython), f"--profile-dir={ROOT / 'profile_collection'}",
-                          "--no-banner", "--HistoryManager.enabled=False", "-c", code],
+                          "--no-banner", "-c", code],
                          capture_output=True, text=True, timeout=180, env=env,
                          stdin=subprocess.DEVNULL)
     assert "IPY RunEngine BestEffortCallback piezo True" in out.stdout, (

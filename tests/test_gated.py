@@ -35,14 +35,6 @@ def stream(session, result):
     return session.catalog[result.run_start_uids[0]]["primary"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def gating_off_afterwards(scope):
-    """The lock deliberately outlives a scan; switch the 80 fps analysis off when this
-    module is done so it does not load the machine during later tests."""
-    yield
-    scope.gating.enable.set("Off").wait(5)
-
-
 @pytest.fixture(scope="module")
 def gated(scope, session):
     from plans import gated_scan

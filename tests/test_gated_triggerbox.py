@@ -33,7 +33,8 @@ def box_setup(epics, tmp_path_factory):
         if session is not None:
             session.close()
         if scope is not None:
-            scope.destroy()
+            for dev in scope.all():
+                dev.destroy()
         ioc.stop()
         emulator.stop()
 
