@@ -46,6 +46,18 @@ def _quiet_imports() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="starlette.*")
 
 
+def readable_storage(settings: Settings) -> list[str]:
+    """Directories the catalog may read frames from: the camera's staging directory
+    and every destination that holds a verified copy (see ``beamline_ls.relocation``)."""
+    from beamline_ls.pipeline.copy_ledger import CopyLedger
+
+    roots = [str(settings.frames_dir)]
+    if settings.mirror_dir is not None:
+        roots.append(str(settings.mirror_dir))
+    roots += CopyLedger.in_directory(settings.frames_dir).destination_roots()
+    return list(dict.fromkeys(roots))
+
+
 def open_catalog(
     data_dir: str | Path | None = None,
     *,
@@ -73,13 +85,22 @@ def open_catalog(
     >>> from tiled.queries import Key
     >>> cat.search(Key("sample_name") == "fish 3")
     """
+    if uri is not None:
+        _quiet_imports()
+        from tiled.client import from_uri
+
+        return from_uri(uri)
+    return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create)[0]
+
+
+def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any, Any]:
+    """The embedded catalog as ``(client, tree)``; the tree (server side) lets the
+    session allow reading from a new copy destination at run time
+    (:func:`allow_reading_from`)."""
     _quiet_imports()
-    from tiled.client import from_context, from_uri
+    from tiled.client import from_context
     from tiled.client.context import Context
 
-    if uri is not None:
-        return from_uri(uri)
-    settings = settings or load_settings(data_dir=data_dir)
     cdir = settings.catalog_dir
     db = cdir / "catalog.db"
     if not db.exists() and not create:
@@ -98,8 +119,19 @@ def open_catalog(
             f"sqlite:///{db}",
             specs=[CATALOG_SPEC],
             writable_storage=[str(cdir / "data"), f"duckdb:///{cdir / 'storage.duckdb'}"],
-            readable_storage=[str(settings.frames_dir)],
+            readable_storage=readable_storage(settings),
             init_if_not_exists=create,
         )
         context = Context.from_app(build_app(tree))
-    return from_context(context)
+    return from_context(context), tree
+
+
+def allow_reading_from(tree: Any, directory: str | Path) -> None:
+    """Let an open embedded catalog serve files under ``directory`` (a new copy
+    destination); catalogs opened later find it in the copy ledger themselves."""
+    from tiled.storage import parse_storage, register_storage
+
+    storage = parse_storage(str(Path(directory)))
+    if storage.uri not in tree.context.readable_storage:
+        tree.context.readable_storage[storage.uri] = storage
+        register_storage(storage)

@@ -37,11 +37,15 @@ class Settings:
         EPICS PV prefix of this microscope (one prefix per microscope).
     hardware:
         Per-device backend configuration (``{"camera": {"backend": "sim"}, ...}``).
+    mirror_dir:
+        Slow destination (e.g. a network share) that the camera IOC copies every closed
+        frame file to, verified; the catalog then reads the copy. None: no copies.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.home() / "beamline-ls-data")
     prefix: str = DEFAULT_PREFIX
     hardware: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mirror_dir: Path | None = None
 
     @property
     def frames_dir(self) -> Path:
@@ -87,15 +91,23 @@ def load_settings(
         if "prefix" in doc:
             settings.prefix = str(doc["prefix"])
         settings.hardware = dict(doc.get("hardware", {}))
+        if "mirror_dir" in doc:
+            settings.mirror_dir = Path(doc["mirror_dir"]).expanduser()
     if os.environ.get("BEAMLINE_LS_DATA_DIR"):
         settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
     if os.environ.get("BEAMLINE_LS_PREFIX"):
         settings.prefix = os.environ["BEAMLINE_LS_PREFIX"]
+    if os.environ.get("BEAMLINE_LS_MIRROR_DIR"):
+        settings.mirror_dir = Path(os.environ["BEAMLINE_LS_MIRROR_DIR"])
     if data_dir is not None:
         settings.data_dir = Path(data_dir)
     if prefix is not None:
         settings.prefix = prefix
     settings.data_dir = settings.data_dir.expanduser().resolve()
+    if settings.mirror_dir is not None:
+        settings.mirror_dir = settings.mirror_dir.expanduser().resolve()
+        if settings.mirror_dir == settings.frames_dir:
+            raise ValueError(f"mirror_dir {settings.mirror_dir} is the staging directory itself")
     if not settings.prefix or ":" not in settings.prefix:
         raise ValueError(f"prefix must be non-empty and end with ':' (got {settings.prefix!r})")
     return settings

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beamline_ls.callbacks import BackgroundCallback
-from beamline_ls.catalog import open_catalog
+from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
 from beamline_ls.config import Settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class Session:
     catalog_feed: BackgroundCallback | None = None
     run_file_writer: Any = None
     run_file_feed: BackgroundCallback | None = None
+    copy_watcher: Any = None
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until the catalog and the run files hold every document emitted so far."""
@@ -47,6 +48,8 @@ class Session:
 
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads."""
+        if self.copy_watcher is not None:
+            self.copy_watcher.close()
         if self.catalog_feed is not None:
             self.catalog_feed.flush()
             self.catalog_feed.close()
@@ -68,13 +71,15 @@ def make_session(
     ``RE.md`` is persisted under the data directory, so ``scan_id`` keeps counting
     across restarts. ``best_effort`` adds bluesky's live table and plots (IPython).
     ``run_files`` writes every run also as one HDF5 file under ``<data dir>/runs``.
+    A background watcher points the catalog at each frame file's verified copy once
+    the camera IOC has copied it to its mirror destination (``beamline_ls.relocation``).
     """
     from bluesky import RunEngine
     from bluesky.utils import PersistentDict, ProgressBarManager
     from bluesky_tiled_plugins import TiledWriter
 
     settings.ensure_dirs()
-    catalog = open_catalog(settings=settings, create=True)
+    catalog, tree = open_embedded_catalog(settings, create=True)
     RE = RunEngine({}, call_returns_result=True)
     RE.md = PersistentDict(str(settings.state_dir / "runengine-md"))
     RE.md.setdefault("beamline_id", "beamline-ls")
@@ -97,5 +102,9 @@ def make_session(
 
         bec = BestEffortCallback()
         RE.subscribe(bec)
+    from beamline_ls.relocation import CopyWatcher
+
+    watcher = CopyWatcher(settings, allow_root=lambda root: allow_reading_from(tree, root))
     return Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer, bec=bec,
-                   catalog_feed=feed, run_file_writer=run_writer, run_file_feed=run_feed)
+                   catalog_feed=feed, run_file_writer=run_writer, run_file_feed=run_feed,
+                   copy_watcher=watcher)

@@ -94,6 +94,19 @@ class HDF5Writer(Device):
     first_dropped = Cpt(EpicsSignalRO, "FirstDroppedId_RBV", kind="omitted")
     sim_write_delay = Cpt(EpicsSignal, "SimWriteDelay", limits=True, put_complete=True,
                           kind="omitted")
+    # copies of closed files to a slow destination; the catalog follows verified copies
+    mirror_path = Cpt(EpicsSignal, "MirrorPath", string=True, put_complete=True,
+                      kind="config")
+    mirror_retries = Cpt(EpicsSignal, "MirrorRetries", limits=True, put_complete=True,
+                         kind="omitted")
+    mirror_backoff = Cpt(EpicsSignal, "MirrorBackoff", limits=True, put_complete=True,
+                         kind="omitted")
+    mirror_queued = Cpt(EpicsSignalRO, "MirrorQueued_RBV", kind="omitted")
+    mirror_verified = Cpt(EpicsSignalRO, "MirrorVerified_RBV", kind="omitted")
+    mirror_failed = Cpt(EpicsSignalRO, "MirrorFailed_RBV", kind="omitted")
+    mirror_message = Cpt(EpicsSignalRO, "MirrorMessage_RBV", string=True, kind="omitted")
+    mirror_last_copy = Cpt(EpicsSignalRO, "MirrorLastCopy_RBV", string=True,
+                           kind="omitted")
 
 
 @dataclass(frozen=True)

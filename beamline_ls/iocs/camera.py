@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import PVGroup, SubGroup, pvproperty
 
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver, CameraSettings
+from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 from beamline_ls.pipeline.recorder import Recorder
 
@@ -129,13 +130,17 @@ class CameraGroup(PVGroup):
     sim_write_delay = pvproperty(name="HDF1:SimWriteDelay", value=0.0, units="s",
                                  precision=4, lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
                                  doc="simulated slow disk: seconds added to every write")
+    mirror = SubGroup(MirrorGroup, prefix="HDF1:",
+                      doc="copies of closed files to a slow destination (HDF1:Mirror*)")
 
     def __init__(self, *args, driver: CameraDriver, data_root: Path,
-                 annotate: Callable[[Frame], None] | None = None, **kwargs):
+                 annotate: Callable[[Frame], None] | None = None,
+                 mirror_root: str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
         self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.data_root = Path(data_root).resolve()
+        self.mirror.configure(self.data_root, mirror_root)
         self.recorder = Recorder()
         self._stamps: collections.deque[float] = collections.deque(maxlen=50)
         self.latest: Frame | None = None
@@ -405,5 +410,7 @@ class CameraGroup(PVGroup):
                 f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
                 f"({st.frames_dropped} dropped)")
             self._aborted = False
+            if Path(st.path).is_file():
+                self.mirror.submit(Path(st.path))  # never waits for the destination
             await self.write_message.write(msg[:500])
             await self.capture.write(0, verify_value=False)

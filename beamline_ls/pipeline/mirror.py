@@ -50,6 +50,7 @@ FAILED = "failed"
 
 CopyFunc = Callable[[Path, Path], None]
 VerifiedHook = Callable[[Path, Path], None]
+FinishedHook = Callable[["FileStatus"], None]
 
 
 class ChecksumMismatch(Exception):
@@ -156,6 +157,10 @@ class Mirror:
         Called as ``on_verified(staging_path, destination_path)`` on the mirror thread
         after a verified copy (e.g. to point the catalog at the copy). Exceptions are
         logged, not raised.
+    on_finished:
+        Called with a snapshot of the file's :class:`FileStatus` once it is final
+        (``verified`` or ``failed``), after ``on_verified``; e.g. to record the outcome
+        in a ledger other processes read. Exceptions are logged, not raised.
     copy_func:
         ``copy_func(src, tmp_dst)`` writes the copy; defaults to :func:`copy_and_fsync`.
     max_pending:
@@ -174,6 +179,7 @@ class Mirror:
         max_backoff_s: float = 60.0,
         delete_staging_after_verify: bool = False,
         on_verified: VerifiedHook | None = None,
+        on_finished: FinishedHook | None = None,
         copy_func: CopyFunc | None = None,
         max_pending: int = 10_000,
     ):
@@ -189,6 +195,7 @@ class Mirror:
         self.verify = verify
         self.delete_staging_after_verify = delete_staging_after_verify
         self.on_verified = on_verified
+        self.on_finished = on_finished
         self.copy_func: CopyFunc = copy_func or copy_and_fsync
         self.max_pending = max_pending
         self._files: dict[str, FileStatus] = {}
@@ -350,6 +357,18 @@ class Mirror:
             # report before waking waiters: whoever waits sees the failure already logged
             log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
                       st.staging, st.destination, st.attempts, error)
+            final = _copy(st)
+        self._finish(final)
+
+    def _finish(self, final: FileStatus) -> None:
+        """Run the ``on_finished`` hook, then wake waiters: whoever waits for the queue
+        sees every outcome already reported."""
+        if self.on_finished is not None:
+            try:
+                self.on_finished(final)
+            except Exception:  # a hook bug must not stop the mirror
+                log.exception("on_finished hook failed for %s", final.staging)
+        with self._cond:
             self._active -= 1
             self._cond.notify_all()
 
@@ -371,8 +390,8 @@ class Mirror:
             st.state = VERIFIED
             st.last_error = ""
             st.finished_at = time.time()
-            self._active -= 1
-            self._cond.notify_all()
+            final = _copy(st)
+        self._finish(final)
 
 
 def _copy(st: FileStatus) -> FileStatus:
