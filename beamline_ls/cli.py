@@ -1,4 +1,5 @@
-"""``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware."""
+"""``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware, copies,
+concurrence."""
 
 from __future__ import annotations
 
@@ -19,6 +20,34 @@ def _cmd_ioc(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
     settings.ensure_dirs()
     serve(settings.prefix, settings.frames_dir, settings.hardware)
+    return 0
+
+
+def _cmd_copies(args: argparse.Namespace) -> int:
+    from beamline_ls.config import load_settings
+    from beamline_ls.relocation import point_catalog_at_copies
+
+    settings = load_settings(data_dir=args.data_dir)
+    report = point_catalog_at_copies(settings)
+    for staging, destination in report.moved:
+        print(f"now read from the copy: {staging} -> {destination}")
+    for rec in report.waiting:
+        print(f"waiting for its run to stop: {rec.staging}")
+    for rec in report.failed_copies:
+        print(f"copy FAILED (catalog reads staging): {rec.staging}: {rec.error}")
+    for rec in report.missing_copies:
+        print(f"copy missing or changed (catalog reads staging): {rec.destination}")
+    print(f"{len(report.moved)} file(s) moved, {len(report.waiting)} waiting, "
+          f"{len(report.failed_copies) + len(report.missing_copies)} without a good copy")
+    return 1 if report.failed_copies or report.missing_copies else 0
+
+
+def _cmd_concurrence(args: argparse.Namespace) -> int:
+    from beamline_ls.pipeline.concurrence import summarize
+
+    for step, figures in summarize(args.log).items():
+        text = "  ".join(f"{key} {value:.4g}" for key, value in figures.items())
+        print(f"{step:45s} {text}")
     return 0
 
 
@@ -51,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     ioc.add_argument("--data-dir", type=Path, default=None, help="data root for frame files")
     ioc.add_argument("--config", type=Path, default=None, help="microscope TOML file")
     ioc.set_defaults(func=_cmd_ioc)
+
+    copies = sub.add_parser("copies", help="point the catalog at verified copies of "
+                            "frame files (the session does this by itself)")
+    copies.add_argument("--data-dir", type=Path, default=None, help="data directory")
+    copies.set_defaults(func=_cmd_copies)
+
+    conc = sub.add_parser("concurrence", help="where the frame pipeline's time went: "
+                          "per-stage latencies of a saved concurrence log")
+    conc.add_argument("log", type=Path, help="a *.concurrence.csv file")
+    conc.set_defaults(func=_cmd_concurrence)
 
     replay = sub.add_parser("replay", add_help=False,
                             help="run optical gating on a recorded brightfield TIFF stack")

@@ -94,6 +94,10 @@ class HDF5Writer(Device):
     first_dropped = Cpt(EpicsSignalRO, "FirstDroppedId_RBV", kind="omitted")
     sim_write_delay = Cpt(EpicsSignal, "SimWriteDelay", limits=True, put_complete=True,
                           kind="omitted")
+    concurrence_log = Cpt(EpicsSignal, "ConcurrenceLog", string=True, put_complete=True,
+                          kind="omitted")
+    concurrence_file = Cpt(EpicsSignalRO, "ConcurrenceFile_RBV", string=True,
+                           kind="omitted")
     # copies of closed files to a slow destination; the catalog follows verified copies
     mirror_path = Cpt(EpicsSignal, "MirrorPath", string=True, put_complete=True,
                       kind="config")

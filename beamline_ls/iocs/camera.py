@@ -27,6 +27,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver, CameraSettings
 from beamline_ls.iocs.mirror import MirrorGroup
+from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 from beamline_ls.pipeline.recorder import Recorder
 
@@ -130,6 +131,11 @@ class CameraGroup(PVGroup):
     sim_write_delay = pvproperty(name="HDF1:SimWriteDelay", value=0.0, units="s",
                                  precision=4, lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
                                  doc="simulated slow disk: seconds added to every write")
+    concurrence_log = pvproperty(
+        name="HDF1:ConcurrenceLog", value="Off", dtype=ChannelType.ENUM,
+        enum_strings=["Off", "On"],
+        doc="log every pipeline event (ns) while capturing; saved when capture ends")
+    concurrence_file = _string("HDF1:ConcurrenceFile_RBV", read_only=True)
     mirror = SubGroup(MirrorGroup, prefix="HDF1:",
                       doc="copies of closed files to a slow destination (HDF1:Mirror*)")
 
@@ -165,7 +171,11 @@ class CameraGroup(PVGroup):
                 self._background_done.set()
             return
         if not self._preview:
-            self.recorder.submit(frame)
+            concurrence.record("camera frame", frame_id=frame.frame_id)
+            kept = self.recorder.submit(frame)
+            ring = self.recorder._ring
+            concurrence.record("ring push" if kept else "ring drop",
+                               len(ring) if ring is not None else -1, frame.frame_id)
 
     def settings_key(self, settings: CameraSettings) -> tuple:
         return (settings.exposure_s, settings.binning, tuple(settings.roi))
@@ -336,6 +346,9 @@ class CameraGroup(PVGroup):
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 log.error("capture refused: %s", exc)
                 raise
+            if self.concurrence_log.value == "On":
+                concurrence.enable()
+                concurrence.record("capture start")
             await self.full_file_name.write(str(path))
             await self.num_captured.write(0)
             await self.dropped_frames.write(0)
@@ -410,7 +423,23 @@ class CameraGroup(PVGroup):
                 f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
                 f"({st.frames_dropped} dropped)")
             self._aborted = False
+            await self._save_concurrence_log(Path(st.path))
             if Path(st.path).is_file():
                 self.mirror.submit(Path(st.path))  # never waits for the destination
             await self.write_message.write(msg[:500])
             await self.capture.write(0, verify_value=False)
+
+    async def _save_concurrence_log(self, data_file: Path) -> None:
+        """Save the capture's concurrence log next to the data (if it was on)."""
+        events = concurrence.disable()
+        if events is None:
+            return
+        events.record("capture end")
+        path = data_file.with_name(data_file.stem + ".concurrence.csv")
+        try:
+            events.save(path)
+        except OSError as exc:
+            log.error("could not save the concurrence log %s: %s", path, exc)
+            return
+        log.info("concurrence log of %s: %s", data_file.name, path)
+        await self.concurrence_file.write(str(path))
