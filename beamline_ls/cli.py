@@ -4,6 +4,7 @@ concurrence."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -57,10 +58,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(data_dir=args.data_dir, prefix=args.prefix, n_volumes=args.volumes)
 
 
-def _cmd_replay(args: argparse.Namespace, rest: list[str]) -> int:
-    from beamline_ls.gating.replay import main as replay_main
-
-    return replay_main(rest)
+# Subcommands with their own argument parser: module whose main(argv) runs it, help.
+PASSTHROUGH: dict[str, tuple[str, str]] = {
+    "replay": ("beamline_ls.gating.replay",
+               "run optical gating on a recorded brightfield TIFF stack"),
+    "export": ("beamline_ls.runfile.export",
+               "write a stored run as one HDF5 file (RUN --to FILE.h5)"),
+    "bench": ("beamline_ls.pipeline.bench",
+              "does my disk keep up? bench writer --shape 2048x2048 --rate 100"),
+    "check-hardware": ("beamline_ls.hardware.check",
+                       "ask each configured device whether it answers (--config F)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,44 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     conc.add_argument("log", type=Path, help="a *.concurrence.csv file")
     conc.set_defaults(func=_cmd_concurrence)
 
-    replay = sub.add_parser("replay", add_help=False,
-                            help="run optical gating on a recorded brightfield TIFF stack")
-    replay.set_defaults(func=None)
-
-    export = sub.add_parser("export", add_help=False,
-                            help="write a stored run as one HDF5 file (RUN --to FILE.h5)")
-    export.set_defaults(func=None)
-
-    bench = sub.add_parser("bench", add_help=False,
-                           help="does my disk keep up? bench writer --shape 2048x2048 --rate 100")
-    bench.set_defaults(func=None)
-
-    check = sub.add_parser("check-hardware", add_help=False,
-                           help="ask each configured device whether it answers (--config F)")
-    check.set_defaults(func=None)
+    for name, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(name, add_help=False, help=help_text).set_defaults(func=None)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "replay":
+    if argv and argv[0] in PASSTHROUGH:
+        module_name = PASSTHROUGH[argv[0]][0]
         bls_log.configure()
-        return _cmd_replay(argparse.Namespace(), argv[1:])
-    if argv and argv[0] == "export":
-        from beamline_ls.runfile.export import main as export_main
-
-        bls_log.configure()
-        return export_main(argv[1:])
-    if argv and argv[0] == "bench":
-        from beamline_ls.pipeline.bench import main as bench_main
-
-        bls_log.configure()
-        return bench_main(argv[1:])
-    if argv and argv[0] == "check-hardware":
-        from beamline_ls.hardware.check import main as check_main
-
-        bls_log.configure()
-        return check_main(argv[1:])
+        return int(importlib.import_module(module_name).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     bls_log.configure(args.log_level)
     try:
