@@ -89,7 +89,6 @@ def run_demo(data_dir: Path | None = None, prefix: str = "BLSDEMO:", n_volumes: 
         if session is not None:
             session.close()
         if scope is not None:
-            for dev in scope.all():
-                dev.destroy()
+            scope.destroy()
         ioc.stop()
         epics.stop()

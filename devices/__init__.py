@@ -31,6 +31,11 @@ class Microscope:
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def destroy(self) -> None:
+        """Drop every device's Channel Access connections (before the IOC goes away)."""
+        for dev in self.all():
+            dev.destroy()
+
 
 def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
     """Instantiate every device under ``prefix`` and wait for all connections."""

@@ -53,8 +53,7 @@ def scope(ioc):
     s = connect_microscope(PREFIX)
     s.camera.set_centered_roi(ROI)
     yield s
-    for dev in s.all():
-        dev.destroy()
+    s.destroy()
 
 
 @pytest.fixture(scope="session")

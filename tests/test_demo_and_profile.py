@@ -60,8 +60,7 @@ STARTUP_RUNNER = textwrap.dedent("""
           sorted(k for k in ("RE", "cat", "bec", "piezo", "stage", "laser", "volumetric_scan",
                              "bp", "bps") if k in ns))
     ns["session"].close()
-    for dev in scope.all():
-        dev.destroy()
+    scope.destroy()
 """)
 
 

@@ -33,8 +33,7 @@ def box_setup(epics, tmp_path_factory):
         if session is not None:
             session.close()
         if scope is not None:
-            for dev in scope.all():
-                dev.destroy()
+            scope.destroy()
         ioc.stop()
         emulator.stop()
 
