@@ -15,6 +15,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status
 
+from beamline_ls.pipeline.rolling import part_path
 from devices.status import ProgressStatus
 
 META_KEYS = {
@@ -92,6 +93,10 @@ class HDF5Writer(Device):
                         kind="config")
     buffer_used = Cpt(EpicsSignalRO, "BufferUsed_RBV", auto_monitor=True, kind="omitted")
     first_dropped = Cpt(EpicsSignalRO, "FirstDroppedId_RBV", kind="omitted")
+    max_file_frames = Cpt(EpicsSignal, "MaxFileFrames", limits=True, put_complete=True,
+                          kind="config")
+    file_frames = Cpt(EpicsSignalRO, "FileFrames_RBV", kind="omitted")
+    file_count = Cpt(EpicsSignalRO, "FileCount_RBV", kind="omitted")
     sim_write_delay = Cpt(EpicsSignal, "SimWriteDelay", limits=True, put_complete=True,
                           kind="omitted")
     concurrence_log = Cpt(EpicsSignal, "ConcurrenceLog", string=True, put_complete=True,
@@ -294,29 +299,53 @@ class Camera(Device):
         return keys
 
     def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
+        """StreamResource per file and data key, StreamDatum per batch of complete units.
+
+        A capture that rolled over into several files (``HDF1:MaxFileFrames``) gets one
+        StreamResource per file; one call covers one file at most (bluesky numbers the
+        rows of one collect together), so plans call :func:`plans.common.collect_all`
+        to drain what is left after the camera completes.
+        """
         acq = self._acq
         if acq is None:
             return
         available = self.get_index()
         stop = available if index is None else min(index, available)
+        if stop <= self._index:
+            return
+        per = acq.frames_per_volume or 1
         if not self._bundles:
-            path = Path(self.hdf.full_file_name.get())
-            uri = f"file://localhost{path.as_posix()}"
-            h, w = self.frame_shape
-            per = acq.frames_per_volume
-            unit: list[int] = [1, per] if per else [1]
-            datasets = {f"{self.name}_image": (IMAGE_DATASET, [1, 1, h, w] if per else [1, h, w])}
-            for suffix, (ds, _, _) in self._meta_keys().items():
-                datasets[f"{self.name}_{suffix}"] = (ds, unit)
-            for key, (ds, chunks) in datasets.items():
-                bundle = compose_stream_resource(
-                    mimetype="application/x-hdf5", uri=uri, data_key=key,
-                    parameters={"dataset": ds, "chunk_shape": chunks},
-                )
-                self._bundles[key] = bundle
+            self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
+            file_frames = int(self.hdf.file_frames.get(use_monitor=False))
+            self._units_per_file = (file_frames // per if file_frames >= per
+                                    else max(1, acq.n_frames // per))
+        part, offset = divmod(self._index, self._units_per_file)
+        stop = min(stop, (part + 1) * self._units_per_file)
+        if part not in self._bundles:
+            self._bundles[part] = self._compose_resources(part_path(self._first_file, part))
+            for bundle in self._bundles[part].values():
                 yield "stream_resource", bundle.stream_resource_doc
-        if stop > self._index:
-            for bundle in self._bundles.values():
-                yield "stream_datum", bundle.compose_stream_datum(
-                    indices={"start": self._index, "stop": stop})
-            self._index = stop
+        for bundle in self._bundles[part].values():
+            yield "stream_datum", bundle.compose_stream_datum(
+                indices={"start": offset, "stop": offset + stop - self._index})
+        self._index = stop
+
+    def assets_pending(self) -> bool:
+        """True while written frames still wait for their StreamDatum documents."""
+        return self._acq is not None and self.get_index() > self._index
+
+    def _compose_resources(self, path: Path) -> dict:
+        acq = self._acq
+        uri = f"file://localhost{path.as_posix()}"
+        h, w = self.frame_shape
+        per = acq.frames_per_volume
+        unit: list[int] = [1, per] if per else [1]
+        datasets = {f"{self.name}_image": (IMAGE_DATASET, [1, 1, h, w] if per else [1, h, w])}
+        for suffix, (ds, _, _) in self._meta_keys().items():
+            datasets[f"{self.name}_{suffix}"] = (ds, unit)
+        return {
+            key: compose_stream_resource(
+                mimetype="application/x-hdf5", uri=uri, data_key=key,
+                parameters={"dataset": ds, "chunk_shape": chunks})
+            for key, (ds, chunks) in datasets.items()
+        }

@@ -5,7 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 
+import bluesky.plan_stubs as bps
+
 
 def file_name_for(kind: str) -> tuple[str, str]:
     """(directory relative to the camera IOC's data root, unique file name)."""
     return time.strftime("%Y/%m/%d"), f"{kind}_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
+
+
+def collect_all(camera, stream_name: str = "primary"):
+    """Collect until every written frame has its StreamDatum documents.
+
+    One collect covers one file of a capture at most (bluesky numbers the rows of a
+    collect together), so a capture that rolled over into several files needs one
+    collect per file still pending once the camera has completed.
+    """
+    while camera.assets_pending():
+        yield from bps.collect(camera, name=stream_name)

@@ -22,7 +22,7 @@ from beamline_ls.hardware.gating import GATING_FIELDS
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
 from devices.positioners import Piezo
-from plans.common import file_name_for
+from plans.common import collect_all, file_name_for
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int
@@ -121,7 +121,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                 yield from _wait_for_lock(gating, lock_timeout)
             yield from _gated_stack(camera, gating, piezo, zs, fpp)
         yield from bps.complete(camera, wait=True)
-        yield from bps.collect(camera, name="primary")
+        yield from collect_all(camera, "primary")
         late = int(gating.late.get(use_monitor=False)) - late_before
         report = loss_report(camera)
         if late:

@@ -26,6 +26,7 @@ from ophyd import Signal
 
 from devices.camera import Acquisition, Camera
 from devices.laser import Laser
+from plans.common import collect_all
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int
 
@@ -118,6 +119,7 @@ def power_series(
             yield from bps.kickoff(camera, wait=True)
             yield from bps.collect_while_completing([camera], [camera], flush_period=0.5,
                                                     stream_name=step_stream(i))
+            yield from collect_all(camera, step_stream(i))
             dropped += int(camera.hdf.dropped_frames.get())
         status = "success" if not dropped else "fail"
         reason = "" if not dropped else f"{dropped} frames dropped by the writer"

@@ -8,12 +8,13 @@ import pytest
 from beamline_ls.pipeline import bench
 
 KEYS = {"mb_per_s", "raw_mb_per_s", "frames_expected", "frames_written", "frames_dropped",
-        "cpu_s", "raw_cpu_s", "demand_mb_per_s", "keeps_up", "ratio_to_raw", "producer_fps"}
+        "cpu_s", "raw_cpu_s", "demand_mb_per_s", "keeps_up", "ratio_to_raw", "producer_fps",
+        "ratio_to_achievable", "buffer_warm", "buffer_prepare_s", "settle_s"}
 
 
 def test_json_contract_with_a_small_shape(tmp_path, capsys):
     rc = bench.main(["writer", "--shape", "64x48", "--rate", "50", "--seconds", "1",
-                     "--dir", str(tmp_path), "--json"])
+                     "--dir", str(tmp_path), "--json", "--settle", "0"])
     out = capsys.readouterr().out
     assert rc == 0
     result = json.loads(out)  # exactly one JSON object on stdout
@@ -23,12 +24,27 @@ def test_json_contract_with_a_small_shape(tmp_path, capsys):
     assert result["frames_written"] + result["frames_dropped"] == result["frames_expected"]
     assert result["mb_per_s"] > 0 and result["raw_mb_per_s"] > 0 and result["cpu_s"] >= 0
     assert result["demand_mb_per_s"] == pytest.approx(50 * 64 * 48 * 2 / 1e6)
+    # the buffer was prepared before the clock; the paced pipeline is compared with
+    # what it could reach at most, min(raw, demand)
+    assert result["buffer_warm"] is True and result["settle_s"] == 0
+    assert result["ratio_to_achievable"] == pytest.approx(
+        result["mb_per_s"] / min(result["raw_mb_per_s"], result["demand_mb_per_s"]))
     assert os.listdir(tmp_path) == []  # temporary files cleaned up
+
+
+def test_cold_buffer_and_settle_are_reported(tmp_path, capsys):
+    rc = bench.main(["writer", "--shape", "16x16", "--rate", "40", "--seconds", "0.25",
+                     "--dir", str(tmp_path), "--json", "--cold-buffer", "--settle", "0.1"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert result["buffer_warm"] is False and result["settle_s"] == 0.1
+    assert result["frames_written"] + result["frames_dropped"] == 10
 
 
 def test_human_summary_and_keep(tmp_path, capsys):
     rc = bench.main(["writer", "--shape", "32x32", "--rate", "40", "--seconds", "0.5",
-                     "--dir", str(tmp_path), "--keep", "--buffer-frames", "8"])
+                     "--dir", str(tmp_path), "--keep", "--buffer-frames", "8",
+                     "--settle", "0"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "verdict:" in out and "raw h5py" in out and "MB/s" in out
@@ -47,6 +63,7 @@ def test_human_summary_and_keep(tmp_path, capsys):
         (["--seconds", "0"], "must be > 0"),
         (["--seconds", "soon"], "not a number"),
         (["--buffer-frames", "1"], ">= 2"),
+        (["--settle", "-1"], "--settle must be >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, args, message):

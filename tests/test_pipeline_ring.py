@@ -80,3 +80,44 @@ def test_capacity_from_a_memory_budget():
     assert ring.capacity == 8  # 8 MiB per frame
     with pytest.raises(ValueError):
         FrameRing(1, (4, 4))
+
+
+def test_reset_discards_stale_frames_and_counts_the_next_acquisition_afresh():
+    ring = FrameRing(2, (4, 6))
+    for i in range(3):
+        ring.push(frame(i))  # the third overflows
+    assert ring.stats.overflows == 1
+    assert ring.reset() == 2
+    assert len(ring) == 0
+    assert ring.stats.overflows == 0 and ring.stats.overflow_ids == []
+    assert ring.stats.pushed == 0 and ring.stats.flushed == 2
+    assert ring.push(frame(9)) and ring.peek(0).frame_id == 9
+
+
+def test_prefault_keeps_buffered_frames_intact():
+    ring = FrameRing(8, (64, 64))
+    assert not ring.prefaulted.is_set()
+    for i in range(3):
+        ring.push(frame(i, (64, 64)))
+    ok = ring.prefault()
+    assert isinstance(ok, bool) and ring.prefaulted.is_set() and ring.prefault_s >= 0
+    for i in range(3):
+        f = ring.peek(0)
+        assert f.frame_id == i and (f.image == i).all()
+        ring.release()
+
+
+def test_background_prefault_while_frames_are_pushed_loses_nothing():
+    ring = FrameRing(64, (256, 256))
+    t = ring.prefault_in_background()
+    for i in range(64):
+        assert ring.push(frame(i, (256, 256)))
+    t.join(10)
+    assert ring.prefaulted.is_set()
+    assert all((ring.images[i] == i).all() for i in range(64))
+
+
+def test_capacity_for_matches_for_memory():
+    assert FrameRing.capacity_for(64 * 2**20, (2048, 2048)) == 8
+    assert FrameRing.capacity_for(2 << 30, (1024, 1024)) == 1024
+    assert FrameRing.capacity_for(1 << 40, (4, 4)) == 4096

@@ -102,3 +102,110 @@ def test_recorder_closes_the_file_when_all_frames_are_written(tmp_path):
     assert rec.status.complete_units == 2
     with h5py.File(tmp_path / "c.h5", "r") as f:
         assert f["/entry/data/data"].shape == (2, 3, 8, 10)
+
+
+def test_frames_are_stored_bit_exact_by_the_direct_chunk_path_and_the_fallback(tmp_path):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 65535, (8, 10), dtype=np.uint16) for _ in range(6)]
+    w = FrameFileWriter(tmp_path / "b.h5", (8, 10), planes_per_volume=3)
+    for i, im in enumerate(images):
+        if i == 4:
+            im = np.asfortranarray(im)  # not C-contiguous: written through h5py's path
+        if i == 5:
+            im = im.astype(np.int32)  # another dtype: converted by h5py
+        w.write(Frame(im, i, float(i), 0.001, 0.0))
+    w.close()
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        data = f["/entry/data/data"][...]
+    np.testing.assert_array_equal(data.reshape(6, 8, 10), np.stack(images))
+
+
+def test_a_swmr_reader_never_sees_frames_that_were_not_written(tmp_path):
+    path = tmp_path / "p.h5"
+    w = FrameFileWriter(path, (8, 10), flush_every=50)
+    gen = frames(70)
+    for _ in range(60):  # one flush at 50, then 10 unflushed frames
+        w.write(next(gen))
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        ds = f["/entry/data/data"]
+        assert ds.shape[0] <= 60
+        np.testing.assert_array_equal(ds[:, 0, 0], np.arange(ds.shape[0]))
+        for _ in range(10):
+            w.write(next(gen))
+        ds.refresh()
+        assert ds.shape[0] <= 70
+        np.testing.assert_array_equal(ds[:, 0, 0], np.arange(ds.shape[0]))
+    w.close()
+    with h5py.File(path, "r") as f:
+        assert f["/entry/data/data"].shape == (70, 8, 10)
+        np.testing.assert_array_equal(f["/entry/meta/frame_id"][...], np.arange(70))
+
+
+def _wait_done(rec, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while rec.capturing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not rec.capturing
+
+
+def test_recorder_keeps_its_buffer_across_captures_and_counts_each_capture_afresh(
+        tmp_path, monkeypatch):
+    rec = Recorder(buffer_frames=4)
+    ring = rec.prepare((8, 10), wait=True)
+    assert ring.prefaulted.is_set() and rec._ring is ring
+    # capture 1: a stalled writer makes frames drop
+    gate = threading.Event()
+    original = FrameFileWriter.write
+
+    def slow_write(self, frame):
+        gate.wait(5)
+        original(self, frame)
+
+    monkeypatch.setattr(FrameFileWriter, "write", slow_write)
+    rec.start(tmp_path / "1.h5", (8, 10), n_frames=10)
+    accepted = [rec.submit(f) for f in frames(10)]
+    gate.set()
+    first = rec.stop()
+    assert first.frames_dropped == accepted.count(False) > 0
+    monkeypatch.setattr(FrameFileWriter, "write", original)
+    # a late frame arriving after the capture ended is stale at the next arm
+    ring.push(Frame(np.full((8, 10), 999, np.uint16), 999, 0.0, 0.0, 0.0))
+    # capture 2: same shape and size, so the same (already faulted-in) buffer
+    rec.start(tmp_path / "2.h5", (8, 10), n_frames=3)
+    assert rec._ring is ring and ring.stats.flushed >= 1
+    for f in frames(3):
+        assert rec.submit(f)
+    _wait_done(rec)
+    second = rec.status
+    assert second.frames_dropped == 0 and second.dropped_ids == []
+    assert second.frames_written == 3
+    with h5py.File(tmp_path / "2.h5", "r") as f:
+        np.testing.assert_array_equal(f["/entry/meta/frame_id"][...], [0, 1, 2])
+        assert f["entry"].attrs["frames_dropped"] == 0
+        assert "dropped" not in f["entry"]
+    # another shape: a new buffer; release_buffer frees it
+    rec.start(tmp_path / "3.h5", (4, 4), n_frames=1)
+    assert rec._ring is not ring and rec._ring.shape == (4, 4)
+    rec.submit(Frame(np.ones((4, 4), np.uint16), 0, 0.0, 0.0, 0.0))
+    _wait_done(rec)
+    rec.release_buffer()
+    assert rec._ring is None
+
+
+def test_recorder_subtracts_the_background_and_writes_extra_fields(tmp_path):
+    from beamline_ls.pipeline.background import Background
+
+    bg = Background(np.full((8, 10), 1.0, np.float32), 5, ())
+    rec = Recorder(buffer_frames=8)
+    rec.start(tmp_path / "bg.h5", (8, 10), n_frames=4, extra_fields=("phase",),
+              background=bg)
+    for f in frames(4):
+        f.extra["phase"] = 0.5 * f.frame_id
+        rec.submit(f)
+    _wait_done(rec)
+    with h5py.File(tmp_path / "bg.h5", "r") as f:
+        # frame i is full of i; minus 1, saturating at 0
+        np.testing.assert_array_equal(f["/entry/data/data"][:, 0, 0], [0, 0, 1, 2])
+        np.testing.assert_array_equal(f["/entry/meta/phase"][...], [0.0, 0.5, 1.0, 1.5])
+        assert f["entry"].attrs["background_subtracted"]
+        assert f["/entry/background/mean"].attrs["n_frames"] == 5

@@ -30,6 +30,7 @@ from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 from beamline_ls.pipeline.recorder import Recorder
+from beamline_ls.pipeline.rolling import frames_per_file
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,13 @@ class CameraGroup(PVGroup):
     sim_write_delay = pvproperty(name="HDF1:SimWriteDelay", value=0.0, units="s",
                                  precision=4, lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
                                  doc="simulated slow disk: seconds added to every write")
+    max_file_frames = pvproperty(
+        name="HDF1:MaxFileFrames", value=0, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
+        doc="most frames per file (whole volumes); 0: a quarter of this machine's RAM")
+    file_frames = pvproperty(name="HDF1:FileFrames_RBV", value=0, read_only=True,
+                             doc="frames per file of the current capture")
+    file_count = pvproperty(name="HDF1:FileCount_RBV", value=0, read_only=True,
+                            doc="files of the current capture so far")
     concurrence_log = pvproperty(
         name="HDF1:ConcurrenceLog", value="Off", dtype=ChannelType.ENUM,
         enum_strings=["Off", "On"],
@@ -172,10 +180,16 @@ class CameraGroup(PVGroup):
             return
         if not self._preview:
             concurrence.record("camera frame", frame_id=frame.frame_id)
-            kept = self.recorder.submit(frame)
-            ring = self.recorder._ring
-            concurrence.record("ring push" if kept else "ring drop",
-                               len(ring) if ring is not None else -1, frame.frame_id)
+            self.recorder.submit(frame)
+
+    def frames_per_file(self, frame_shape: tuple[int, int], planes: int) -> int:
+        """HDF1:MaxFileFrames rounded down to whole volumes (at least one), or sized
+        from RAM when it is 0."""
+        per = planes or 1
+        wanted = int(self.max_file_frames.value)
+        if wanted == 0:
+            return frames_per_file(frame_shape, planes)
+        return max(per, wanted // per * per)
 
     def settings_key(self, settings: CameraSettings) -> tuple:
         return (settings.exposure_s, settings.binning, tuple(settings.roi))
@@ -340,8 +354,11 @@ class CameraGroup(PVGroup):
                     and self.background.matches(self.settings_key(settings))) else None
                 self.recorder.buffer_frames = int(self.buffer_frames.value)
                 self.recorder.write_delay_s = float(self.sim_write_delay.value)
+                planes = int(self.frames_per_volume.value)
+                per_file = self.frames_per_file(settings.frame_shape, planes)
                 self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
-                                    int(self.frames_per_volume.value), attrs, extra, bg)
+                                    planes, attrs, extra, bg, max_frames_per_file=per_file,
+                                    on_file_closed=self.mirror.submit)
             except (ValueError, RuntimeError, OSError) as exc:
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 log.error("capture refused: %s", exc)
@@ -350,6 +367,8 @@ class CameraGroup(PVGroup):
                 concurrence.enable()
                 concurrence.record("capture start")
             await self.full_file_name.write(str(path))
+            await self.file_frames.write(per_file)
+            await self.file_count.write(1)
             await self.num_captured.write(0)
             await self.dropped_frames.write(0)
             await self.first_dropped.write(-1)
@@ -413,6 +432,8 @@ class CameraGroup(PVGroup):
             await self.dropped_frames.write(st.frames_dropped)
             if st.dropped_ids and self.first_dropped.value < 0:
                 await self.first_dropped.write(int(st.dropped_ids[0]))
+        if st.files != self.file_count.value and st.files:
+            await self.file_count.write(st.files)
         ring = self.recorder._ring
         used = len(ring) if ring is not None and st.capturing else 0
         if used != self.buffer_used.value:
@@ -424,8 +445,6 @@ class CameraGroup(PVGroup):
                 f"({st.frames_dropped} dropped)")
             self._aborted = False
             await self._save_concurrence_log(Path(st.path))
-            if Path(st.path).is_file():
-                self.mirror.submit(Path(st.path))  # never waits for the destination
             await self.write_message.write(msg[:500])
             await self.capture.write(0, verify_value=False)
 

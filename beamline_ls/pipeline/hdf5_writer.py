@@ -10,6 +10,14 @@ Layout (areaDetector-like paths, so existing readers find the data):
 The file is opened with mode ``"x"``: an existing file is never overwritten. SWMR
 mode lets a reader follow the file live, and the flush after every volume (or every
 ``flush_every`` frames) means a crash leaves a readable file up to the last flush.
+
+Speed: each frame is one uncompressed chunk, so it is written with
+``write_direct_chunk`` (its bytes go straight to the file: no type conversion, no
+intermediate copy; measured per 2 MB frame 0.4-0.9 ms vs 0.7-5 ms for
+``ds[i] = image``, per 8 MB frame ~2 ms vs 3-19 ms). The planar extent still grows
+by one frame per frame (~0.05 ms): under SWMR a resize is visible to readers at once,
+so growing ahead by a block would show readers (and a file left by a crash) up to a
+block of never-written frames.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ class FrameFileWriter:
     ``planes_per_volume`` > 0 gives the 4-D volumetric layout; frames are placed by
     arrival order (frame k is plane k % P of volume k // P). ``extra_fields`` names
     further float metadata taken from ``Frame.extra`` (NaN when a frame lacks one),
-    e.g. the trigger time and phases of gated acquisition.
+    e.g. the trigger time and phases of gated acquisition. ``volume_offset`` numbers the
+    volumes of a file that continues a capture (see :mod:`beamline_ls.pipeline.rolling`).
     """
 
     def __init__(
@@ -56,10 +65,12 @@ class FrameFileWriter:
         attrs: dict[str, Any] | None = None,
         flush_every: int = 50,
         extra_fields: tuple[str, ...] = (),
+        volume_offset: int = 0,
     ):
         self.path = Path(path)
         self.frame_shape = tuple(frame_shape)
         self.planes = int(planes_per_volume)
+        self.volume_offset = int(volume_offset)  # volumes held by earlier files of a capture
         self.flush_every = max(1, flush_every)
         self.frames_written = 0
         self.frames_flushed = 0
@@ -82,6 +93,7 @@ class FrameFileWriter:
             chunks=unit + self.frame_shape,
             dtype=dtype,
         )
+        self._dtype = self._data.dtype
         self._meta = {
             name: self._file.create_dataset(
                 f"{META_PATH}/{name}",
@@ -130,11 +142,17 @@ class FrameFileWriter:
             if p == 0:
                 self._data.resize(v + 1, axis=0)
             index: tuple[int, ...] = (v, p)
-            frame.plane, frame.volume = p, v
+            frame.plane, frame.volume = p, v + self.volume_offset
         else:
+            # per frame, not in blocks: SWMR readers see a resize immediately
             self._data.resize(k + 1, axis=0)
             index = (k,)
-        self._data[index] = frame.image
+        image = frame.image
+        if image.dtype == self._dtype and image.flags.c_contiguous:
+            # one frame == one uncompressed chunk: hand HDF5 the bytes as they are
+            self._data.id.write_direct_chunk(index + (0, 0), image)
+        else:  # another dtype or a strided view: let h5py convert
+            self._data[index] = image
         # Metadata is kept in memory and written in one block per flush: six small
         # resize+write calls per frame cost ~0.5 ms, a block per volume costs ~nothing.
         rows = self._rows
@@ -191,6 +209,7 @@ class FrameFileWriter:
             self._rows[name].clear()
 
     def flush(self) -> None:
+        """Write the pending metadata block and flush the file."""
         self._write_rows()
         self._file.flush()
         self.frames_flushed = self.frames_written

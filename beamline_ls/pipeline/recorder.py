@@ -5,6 +5,12 @@ frame into a preallocated :class:`FrameRing`; when the ring is full the frame is
 dropped and counted, with its id and time. The writer thread subtracts the background
 (if any) and writes to a :class:`FrameFileWriter`. Losses are counted and reported (IOC
 PV, log, the file's ``/entry/dropped`` datasets, run documents), never silent.
+
+The ring is kept across captures while the frame shape and size stay the same (stale
+frames are discarded at each start), and a new ring has its pages faulted in by a
+background thread: copying into never-touched memory is what made the producer fall
+behind (see :mod:`beamline_ls.pipeline.ring`). :meth:`Recorder.prepare` allocates it
+before the first capture, e.g. when the camera is armed.
 """
 
 from __future__ import annotations
@@ -13,27 +19,34 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from beamline_ls.frame import Frame
 from beamline_ls.log import success
+from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background
-from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
 from beamline_ls.pipeline.ring import FrameRing
+from beamline_ls.pipeline.rolling import RollingFileWriter
 
 log = logging.getLogger(__name__)
 
 
+def ring_budget_bytes(held_bytes: int = 0) -> int:
+    """Ring memory: a quarter of the RAM available now, at most 2 GiB, at least 64 MiB.
 
-def ring_budget_bytes() -> int:
-    """Ring memory: a quarter of the RAM available now, at most 2 GiB, at least 64 MiB."""
+    ``held_bytes`` is memory this process would free for the new ring (the current
+    ring), counted as available so that keeping a ring does not shrink the next one.
+    """
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         avail = 1 << 30
-    return int(max(64 << 20, min(2 << 30, avail // 4)))
+    return int(max(64 << 20, min(2 << 30, (avail + held_bytes) // 4)))
 
 
 @dataclass
@@ -45,6 +58,7 @@ class RecorderStatus:
     complete_units: int = 0
     frames_dropped: int = 0
     dropped_ids: list[int] = field(default_factory=list)
+    files: int = 0
     error: str = ""
 
 
@@ -60,14 +74,49 @@ class Recorder:
         self.write_delay_s = write_delay_s
         self._ring: FrameRing | None = None
         self._thread: threading.Thread | None = None
-        self._writer: FrameFileWriter | None = None
+        self._writer: RollingFileWriter | None = None
         self._stop = threading.Event()
         self._background: Background | None = None
+        self._prefault_thread: threading.Thread | None = None
         self.status = RecorderStatus()
 
     @property
     def capturing(self) -> bool:
         return self.status.capturing
+
+    def _wanted_capacity(self, frame_shape: tuple[int, int], dtype: str) -> int:
+        if self.buffer_frames:
+            return self.buffer_frames
+        held = self._ring.nbytes if self._ring is not None else 0
+        return FrameRing.capacity_for(ring_budget_bytes(held), frame_shape, dtype)
+
+    def prepare(self, frame_shape: tuple[int, int], wait: bool = False,
+                dtype: str = "<u2") -> FrameRing:
+        """The ring for frames of ``frame_shape``: the current one if its shape and
+        capacity still fit, otherwise a new one whose pages are faulted in by a
+        background thread (``wait``: block until that is done). Call it when the
+        camera is armed so the first capture does not pay for fresh memory."""
+        if self.capturing:
+            raise RuntimeError("cannot change the buffer while capturing")
+        shape = tuple(int(n) for n in frame_shape)
+        capacity = self._wanted_capacity(shape, dtype)
+        ring = self._ring
+        if (ring is None or ring.shape != shape or ring.capacity != capacity
+                or ring.images.dtype != np.dtype(dtype)):
+            self._ring = None  # let the old buffer go before allocating the new one
+            ring = FrameRing(capacity, shape, dtype)
+            self._ring = ring
+            self._prefault_thread = ring.prefault_in_background()
+        if wait and self._prefault_thread is not None:
+            self._prefault_thread.join()
+        return ring
+
+    def release_buffer(self) -> None:
+        """Free the ring's memory (it is otherwise kept for the next capture)."""
+        if self.capturing:
+            raise RuntimeError("cannot free the buffer while capturing")
+        self._ring = None
+        self._prefault_thread = None
 
     def start(
         self,
@@ -78,11 +127,15 @@ class Recorder:
         attrs: dict[str, Any] | None = None,
         extra_fields: tuple[str, ...] = (),
         background: Background | None = None,
-    ) -> FrameFileWriter:
+        max_frames_per_file: int = 0,
+        on_file_closed: Callable[[Path], None] | None = None,
+    ) -> RollingFileWriter:
         """Open ``path`` (never overwriting) and start the writer thread.
 
         With ``background``, every frame is written minus it (saturating at zero) and
-        the file records the background it used.
+        the files record the background they used. ``max_frames_per_file`` (whole
+        volumes; 0: no limit) rolls the capture over into ``NAME_001.h5``, ...; each
+        file is passed to ``on_file_closed`` once closed (e.g. to copy it).
         """
         if self.capturing:
             raise RuntimeError("already capturing; stop the current capture first")
@@ -94,17 +147,24 @@ class Recorder:
             )
         attrs = dict(attrs or {})
         attrs["background_subtracted"] = background is not None
-        writer = FrameFileWriter(path, frame_shape, planes_per_volume=planes_per_volume,
-                                 attrs=attrs, extra_fields=extra_fields)
+        per = planes_per_volume or 1
+        per_file = max_frames_per_file or -(-n_frames // per) * per
+        writer = RollingFileWriter(path, frame_shape, per_file,
+                                   planes_per_volume=planes_per_volume, attrs=attrs,
+                                   extra_fields=extra_fields, on_closed=on_file_closed)
         if background is not None:
             writer.add_dataset("/entry/background/mean", background.mean,
                                {"n_frames": background.n_frames})
         self._writer = writer
         self._background = background
-        if self.buffer_frames:
-            self._ring = FrameRing(self.buffer_frames, tuple(frame_shape))
-        else:
-            self._ring = FrameRing.for_memory(ring_budget_bytes(), tuple(frame_shape))
+        try:
+            ring = self.prepare(frame_shape)
+        except BaseException:
+            writer.close()
+            raise
+        stale = ring.reset()
+        if stale:
+            log.info("discarded %d stale frame(s) left in the buffer", stale)
         self._stop.clear()
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
@@ -119,8 +179,12 @@ class Recorder:
         ring = self._ring
         if not self.status.capturing or ring is None:
             return False
+        # logged before the push: once pushed, the writer may log the frame first
+        depth = len(ring)
+        concurrence.record("ring push", depth, frame.frame_id)
         if ring.push(frame):
             return True
+        concurrence.record("ring drop", depth, frame.frame_id)
         st = self.status
         st.frames_dropped = ring.stats.overflows
         st.dropped_ids = ring.stats.overflow_ids
@@ -153,10 +217,13 @@ class Recorder:
                     frame.image = background.subtract(frame.image)
                 if self.write_delay_s:
                     time.sleep(self.write_delay_s)  # simulated slow disk
+                concurrence.record("write start", len(ring), frame.frame_id)
                 writer.write(frame)
                 ring.release()
+                concurrence.record("write end", len(ring), frame.frame_id)
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
+                st.files = len(writer.parts)
         except Exception as exc:  # the file or disk failed: report, keep the file readable
             st.error = f"{type(exc).__name__}: {exc}"
             log.error("writing %s failed: %s", writer.path, st.error)
@@ -172,6 +239,7 @@ class Recorder:
                           "frames_dropped": st.frames_dropped})
             st.frames_written = writer.frames_written
             st.complete_units = writer.complete_units
+            st.files = len(writer.parts)
             st.capturing = False
             if not st.error:
                 success(log, "wrote %d frames to %s (%d dropped)", writer.frames_written,

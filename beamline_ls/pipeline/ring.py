@@ -2,18 +2,64 @@
 
 One producer (the camera thread) copies each frame into the next free slot; one
 consumer (the writer) reads slots in order and releases them. Memory is allocated once
-per acquisition, so a long run never allocates per frame; when the ring is full the
-new frame is refused and counted (with its id and time), never silently lost.
+(and may be kept across acquisitions, see :meth:`FrameRing.reset`), so a long run never
+allocates per frame; when the ring is full the new frame is refused and counted (with
+its id and time), never silently lost.
+
+A fresh ``np.empty`` buffer is only reserved address space: every page is faulted in
+on its first write, which on a VM costs far more than the copy itself (measured:
+~0.2 GB/s for first-touch copies vs ~5 GB/s warm). :meth:`FrameRing.prefault` faults
+all pages in ahead of time without touching their contents, so it can run in a
+background thread while frames are already being pushed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import mmap
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from beamline_ls.frame import Frame
+
+log = logging.getLogger(__name__)
+
+MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault pages in writable, contents unchanged
+_libc: ctypes.CDLL | None = None
+
+
+def populate_pages(buf: np.ndarray) -> bool:
+    """Fault in every page of ``buf`` for writing, without changing its contents.
+
+    Uses ``madvise(MADV_POPULATE_WRITE)``, which releases the GIL (ctypes) and is safe
+    while another thread writes into ``buf``. Returns False where unsupported (not
+    Linux, kernel < 5.14); the pages then fault in on first use, as before.
+    """
+    global _libc
+    if not sys.platform.startswith("linux") or buf.nbytes == 0:
+        return False
+    try:
+        if _libc is None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            libc.madvise.restype = ctypes.c_int
+            _libc = libc
+        page = mmap.PAGESIZE
+        # the pages holding the first and last byte belong to this allocation, so
+        # rounding outwards to page boundaries stays inside mapped memory
+        start = buf.ctypes.data // page * page
+        end = -(-(buf.ctypes.data + buf.nbytes) // page) * page
+        if _libc.madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
+            log.debug("madvise(MADV_POPULATE_WRITE) failed: errno %d", ctypes.get_errno())
+            return False
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 @dataclass
@@ -43,13 +89,43 @@ class FrameRing:
         self._count = 0
         self._cond = threading.Condition()
         self.stats = RingStats()
+        self.prefaulted = threading.Event()  # set once prefault() has finished
+        self.prefault_s = 0.0  # how long prefault() took
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes)
+
+    def prefault(self) -> bool:
+        """Fault in every page of the buffer now, so pushes never pay first-touch page
+        faults. Contents are not modified: safe to call from a background thread while
+        frames are pushed. Returns False when the OS cannot (see :func:`populate_pages`).
+        """
+        t0 = time.perf_counter()
+        try:
+            return populate_pages(self.images)
+        finally:
+            self.prefault_s = time.perf_counter() - t0
+            self.prefaulted.set()
+
+    def prefault_in_background(self) -> threading.Thread:
+        """Start :meth:`prefault` in a daemon thread and return the thread."""
+        t = threading.Thread(target=self.prefault, name="ring-prefault", daemon=True)
+        t.start()
+        return t
 
     @classmethod
     def for_memory(cls, budget_bytes: int, shape: tuple[int, int], dtype: str = "<u2",
                    max_frames: int = 4096) -> FrameRing:
         """As many frames as fit in ``budget_bytes`` (at least 8, at most ``max_frames``)."""
+        return cls(cls.capacity_for(budget_bytes, shape, dtype, max_frames), shape, dtype)
+
+    @staticmethod
+    def capacity_for(budget_bytes: int, shape: tuple[int, int], dtype: str = "<u2",
+                     max_frames: int = 4096) -> int:
+        """The capacity :meth:`for_memory` would choose for this budget."""
         frame_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        return cls(max(8, min(max_frames, budget_bytes // frame_bytes)), shape, dtype)
+        return max(8, min(max_frames, budget_bytes // frame_bytes))
 
     def __len__(self) -> int:
         with self._cond:
@@ -106,4 +182,15 @@ class FrameRing:
             self._meta = [None] * self.capacity
             self._head = self._tail = self._count = 0
             self.stats.flushed += n
+            return n
+
+    def reset(self) -> int:
+        """Ready the ring for a new acquisition: discard stale frames and start fresh
+        counters (overflows are counted per acquisition). Returns the frames discarded;
+        the new stats keep that number in ``flushed``."""
+        with self._cond:
+            n = self._count
+            self._meta = [None] * self.capacity
+            self._head = self._tail = self._count = 0
+            self.stats = RingStats(flushed=n)
             return n
