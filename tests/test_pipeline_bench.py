@@ -29,6 +29,10 @@ def test_json_contract_with_a_small_shape(tmp_path, capsys):
     assert result["buffer_warm"] is True and result["settle_s"] == 0
     assert result["ratio_to_achievable"] == pytest.approx(
         result["mb_per_s"] / min(result["raw_mb_per_s"], result["demand_mb_per_s"]))
+    # per-frame dispatch latency (from the concurrence log) and memory held
+    lat = result["latency_ms"]
+    assert 0 <= lat["queue_p50"] <= lat["queue_p99"] and 0 < lat["write_p50"] <= lat["write_max"]
+    assert result["max_rss_mb"] > 0
     assert os.listdir(tmp_path) == []  # temporary files cleaned up
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,7 @@ import h5py
 import numpy as np
 
 from beamline_ls.frame import Frame
+from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.recorder import Recorder
 
 MB = 1e6
@@ -251,6 +253,7 @@ def _run_pipeline(recorder: Recorder, path: Path, pool: list[np.ndarray], n_fram
                 late["max_s"] = max(late["max_s"], -delay)
             recorder.submit(Frame(pool[k % len(pool)], k, time.time(), period))
 
+    events = concurrence.enable(capacity=4 * n_frames + 16)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     producer = threading.Thread(target=produce, args=(t0,), name="bench-producer")
@@ -260,6 +263,8 @@ def _run_pipeline(recorder: Recorder, path: Path, pool: list[np.ndarray], n_fram
     status = recorder.stop(timeout=3600.0)
     t_closed = time.perf_counter()
     cpu = time.process_time() - cpu0
+    concurrence.disable()
+    latency = _dispatch_latency(events, path.with_suffix(".concurrence.csv"))
     fsync_s = _fsync(path)
     elapsed = t_closed - t0
     frame_bytes = pool[0].nbytes
@@ -276,8 +281,23 @@ def _run_pipeline(recorder: Recorder, path: Path, pool: list[np.ndarray], n_fram
         "producer_max_late_s": late["max_s"],
         "producer_fps": (n_frames - 1) / (t_produced - t0) if n_frames > 1 else rate,
         "cpu_s": cpu,
+        "latency_ms": latency,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB,
         "error": status.error,
     }
+
+
+def _dispatch_latency(events: concurrence.ConcurrenceLog, csv_path: Path) -> dict[str, float]:
+    """Per frame, from entering the ring to written (the concurrence log's figures)."""
+    steps = concurrence.summarize(events.save(csv_path))
+    csv_path.unlink()
+    into = steps.get("ring push -> write start", {})
+    write = steps.get("write start -> write end", {})
+    return {"queue_p50": into.get("p50_ms", float("nan")),
+            "queue_p99": into.get("p99_ms", float("nan")),
+            "write_p50": write.get("p50_ms", float("nan")),
+            "write_p99": write.get("p99_ms", float("nan")),
+            "write_max": write.get("max_ms", float("nan"))}
 
 
 def _run_raw(path: Path, pool: list[np.ndarray], n_frames: int) -> dict[str, Any]:
@@ -342,6 +362,11 @@ def format_summary(r: dict[str, Any]) -> str:
         + (f"prepared before the clock in {r['buffer_prepare_s']:.2f} s"
            if r["buffer_warm"] else "cold: allocated at start")
         + f"); drained {r['drain_s']:.2f} s after the last frame",
+        f"  per frame        {r['latency_ms']['queue_p50']:.2f} ms in the buffer (p99 "
+        f"{r['latency_ms']['queue_p99']:.2f}), {r['latency_ms']['write_p50']:.2f} ms to write "
+        f"(p99 {r['latency_ms']['write_p99']:.2f}, max {r['latency_ms']['write_max']:.2f})",
+        f"  memory           {r['max_rss_mb']:.0f} MB peak resident (buffer "
+        f"{r['buffer_mb']:.0f} MB)",
         f"  cpu              {r['cpu_s']:.2f} s pipeline, {r['raw_cpu_s']:.2f} s raw "
         f"({r['cpu_count']} cores, load {r['load_avg_1min']:.2f}); "
         f"{r['settle_s']:g} s idle before each phase",
