@@ -274,8 +274,12 @@ class Camera(Device):
 
     # -- stream assets ------------------------------------------------------------------
     def get_index(self) -> int:
+        """Units (volumes or frames) accounted for: written, or lost and left as holes
+        at their place in the file (so later frames keep their plane)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
-        return int(self.hdf.num_captured.get(use_monitor=False)) // per
+        accounted = (int(self.hdf.num_captured.get(use_monitor=False))
+                     + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        return accounted // per
 
     def describe_collect(self) -> dict:
         acq = self._acq

@@ -47,6 +47,18 @@ def test_a_volumetric_capture_rolls_over_at_whole_volumes(tmp_path):
         assert f["entry"].attrs["files_in_capture"] == 3
 
 
+def test_lost_frames_stay_holes_across_files_and_at_the_end(tmp_path):
+    w = RollingFileWriter(tmp_path / "h.h5", (8, 6), max_frames_per_file=4)
+    for k in (0, 1, 2, 5, 6, 7, 8):  # 3, 4 and 9..11 were lost
+        w.write(_frame(k), position=k)
+    w.pad_to(12)
+    w.close()
+    ids = [h5py.File(part_path(tmp_path / "h.h5", i), "r")["/entry/meta/frame_id"][...]
+           .tolist() for i in range(3)]
+    assert ids == [[0, 1, 2, -1], [-1, 5, 6, 7], [8, -1, -1, -1]]
+    assert w.frames_written == 7 and w.positions == 12
+
+
 def test_the_background_goes_into_every_file(tmp_path):
     w = RollingFileWriter(tmp_path / "p.h5", (8, 6), max_frames_per_file=3)
     w.add_dataset("/entry/background/mean", np.ones((8, 6)), {"n_frames": 10})

@@ -64,9 +64,9 @@ def test_recorder_counts_drops_when_the_writer_cannot_keep_up(tmp_path, monkeypa
     gate = threading.Event()
     original = FrameFileWriter.write
 
-    def slow_write(self, frame):
+    def slow_write(self, frame, position=None):
         gate.wait(5)
-        original(self, frame)
+        original(self, frame, position)
 
     monkeypatch.setattr(FrameFileWriter, "write", slow_write)
     rec = Recorder(buffer_frames=4)
@@ -79,9 +79,11 @@ def test_recorder_counts_drops_when_the_writer_cannot_keep_up(tmp_path, monkeypa
     with h5py.File(tmp_path / "d.h5", "r") as f:
         ids = f["/entry/meta/frame_id"][...]
         assert f["entry"].attrs["frames_dropped"] == status.frames_dropped
-    # what was kept is in order, and the lost ids are exactly the reported ones
-    assert list(ids) == sorted(ids)
-    assert sorted(set(range(20)) - set(ids.tolist())) == status.dropped_ids
+    # every frame keeps its place: kept ids at their position, lost ones are holes (-1),
+    # and the lost ids are exactly the reported ones
+    assert len(ids) == 20
+    assert all(i == k or i == -1 for k, i in enumerate(ids.tolist()))
+    assert [k for k, i in enumerate(ids.tolist()) if i == -1] == status.dropped_ids
 
 
 def test_recorder_refuses_a_partial_last_volume(tmp_path):
@@ -157,9 +159,9 @@ def test_recorder_keeps_its_buffer_across_captures_and_counts_each_capture_afres
     gate = threading.Event()
     original = FrameFileWriter.write
 
-    def slow_write(self, frame):
+    def slow_write(self, frame, position=None):
         gate.wait(5)
-        original(self, frame)
+        original(self, frame, position)
 
     monkeypatch.setattr(FrameFileWriter, "write", slow_write)
     rec.start(tmp_path / "1.h5", (8, 10), n_frames=10)
@@ -209,3 +211,34 @@ def test_recorder_subtracts_the_background_and_writes_extra_fields(tmp_path):
         np.testing.assert_array_equal(f["/entry/meta/phase"][...], [0.0, 0.5, 1.0, 1.5])
         assert f["entry"].attrs["background_subtracted"]
         assert f["/entry/background/mean"].attrs["n_frames"] == 5
+
+
+def test_a_lost_frame_leaves_a_hole_and_later_planes_stay_in_place(tmp_path, monkeypatch):
+    gate = threading.Event()
+    original = FrameFileWriter.write
+
+    def slow_write(self, frame, position=None):
+        gate.wait(5)
+        original(self, frame, position)
+
+    monkeypatch.setattr(FrameFileWriter, "write", slow_write)
+    rec = Recorder(buffer_frames=3)
+    rec.start(tmp_path / "v.h5", (8, 10), n_frames=12, planes_per_volume=4)
+    shots = list(frames(12))
+    for f in shots:
+        f.z_um = 10.0 * (f.frame_id % 4)  # plane p sits at z = 10 p
+    accepted = [rec.submit(f) for f in shots]
+    gate.set()
+    status = rec.stop()
+    assert 0 < status.frames_dropped == accepted.count(False)
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        ids = f["/entry/meta/frame_id"][...]
+        z = f["/entry/meta/z_um"][...]
+        data = f["/entry/data/data"][...]
+    assert ids.shape == (3, 4) and data.shape == (3, 4, 8, 10)
+    for v in range(3):
+        for p in range(4):
+            if ids[v, p] == -1:  # a lost frame: a hole, not a shifted neighbour
+                assert np.isnan(z[v, p]) and not data[v, p].any()
+            else:
+                assert ids[v, p] == 4 * v + p and z[v, p] == 10.0 * p

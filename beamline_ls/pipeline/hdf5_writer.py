@@ -49,8 +49,11 @@ META_FIELDS: dict[str, str] = {
 class FrameFileWriter:
     """Append frames to one HDF5 file.
 
-    ``planes_per_volume`` > 0 gives the 4-D volumetric layout; frames are placed by
-    arrival order (frame k is plane k % P of volume k // P). ``extra_fields`` names
+    ``planes_per_volume`` > 0 gives the 4-D volumetric layout. Frames are placed by
+    position, counted from the start of the capture (position k is plane k % P of
+    volume k // P); by default a frame takes the next position, and a caller that knows
+    frames were lost passes the position so later frames keep their plane (the lost
+    ones stay holes: image fill 0, ``frame_id`` -1, NaN). ``extra_fields`` names
     further float metadata taken from ``Frame.extra`` (NaN when a frame lacks one),
     e.g. the trigger time and phases of gated acquisition. ``volume_offset`` numbers the
     volumes of a file that continues a capture (see :mod:`beamline_ls.pipeline.rolling`).
@@ -72,7 +75,8 @@ class FrameFileWriter:
         self.planes = int(planes_per_volume)
         self.volume_offset = int(volume_offset)  # volumes held by earlier files of a capture
         self.flush_every = max(1, flush_every)
-        self.frames_written = 0
+        self.frames_written = 0  # frames stored
+        self.positions = 0  # positions used: frames stored plus holes left by lost frames
         self.frames_flushed = 0
         clash = set(extra_fields) & set(META_FIELDS)
         if clash:
@@ -122,7 +126,7 @@ class FrameFileWriter:
 
     @property
     def complete_units(self) -> int:
-        """Frames (planar) or whole volumes flushed to disk so far."""
+        """Frames (planar) or whole volumes flushed to disk so far (holes included)."""
         return self.frames_flushed // self.planes if self.planes else self.frames_flushed
 
     def _start_swmr(self) -> None:
@@ -131,15 +135,20 @@ class FrameFileWriter:
         self._file.swmr_mode = True
         self._swmr_started = True
 
-    def write(self, frame: Frame) -> None:
+    def write(self, frame: Frame, position: int | None = None) -> None:
+        """Store ``frame`` at ``position`` (default: the next one); positions skipped
+        since the last frame become holes. Positions only move forward."""
         if not self._swmr_started:
             self._start_swmr()
         if frame.image.shape != self.frame_shape:
             raise ValueError(f"frame shape {frame.image.shape} != file shape {self.frame_shape}")
-        k = self.frames_written
+        k = self.positions if position is None else int(position)
+        if k < self.positions:
+            raise ValueError(f"position {k} is before the next free position {self.positions}")
+        self._add_holes(k - self.positions)
         if self.planes:
             v, p = divmod(k, self.planes)
-            if p == 0:
+            if v >= self._data.shape[0]:
                 self._data.resize(v + 1, axis=0)
             index: tuple[int, ...] = (v, p)
             frame.plane, frame.volume = p, v + self.volume_offset
@@ -165,10 +174,29 @@ class FrameFileWriter:
         for name in self.extra_fields:
             rows[name].append(frame.extra.get(name, np.nan))
         self.frames_written += 1
-        unit_done = (self.frames_written % self.planes == 0) if self.planes else (
-            self.frames_written % self.flush_every == 0
-        )
-        if unit_done:
+        self.positions = k + 1
+        self._flush_if_unit_done()
+
+    def pad_to(self, positions: int) -> None:
+        """Extend the file to ``positions`` (trailing lost frames become holes)."""
+        if positions <= self.positions:
+            return
+        if not self._swmr_started:
+            self._start_swmr()
+        self._add_holes(positions - self.positions)
+        lead = -(-positions // self.planes) if self.planes else positions
+        if lead > self._data.shape[0]:
+            self._data.resize(lead, axis=0)
+        self.positions = positions
+        self._flush_if_unit_done()
+
+    def _add_holes(self, n: int) -> None:
+        for name, ds in self._meta.items():
+            self._rows[name].extend([ds.fillvalue] * n)
+
+    def _flush_if_unit_done(self) -> None:
+        unit = self.planes or self.flush_every
+        if self.positions // unit > self.frames_flushed // unit:
             self.flush()
 
     def add_dataset(self, path: str, data: Any, attrs: dict[str, Any] | None = None) -> None:
@@ -176,7 +204,7 @@ class FrameFileWriter:
         objects cannot be created, so this is only allowed before the first frame or
         is written at close time (see :meth:`close`)."""
         self._pending.append((path, np.asarray(data), dict(attrs or {})))
-        if self.frames_written == 0 and not self._file.swmr_mode:
+        if self.positions == 0 and not self._file.swmr_mode:
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -188,10 +216,10 @@ class FrameFileWriter:
 
     def _write_rows(self) -> None:
         """Write the metadata rows gathered since the last flush, as one block."""
-        n_new = self.frames_written - self.frames_flushed
+        n_new = self.positions - self.frames_flushed
         if n_new <= 0:
             return
-        start, stop = self.frames_flushed, self.frames_written
+        start, stop = self.frames_flushed, self.positions
         for name, ds in self._meta.items():
             values = np.asarray(self._rows[name], dtype=ds.dtype)
             if self.planes:
@@ -212,7 +240,7 @@ class FrameFileWriter:
         """Write the pending metadata block and flush the file."""
         self._write_rows()
         self._file.flush()
-        self.frames_flushed = self.frames_written
+        self.frames_flushed = self.positions  # positions (frames and holes) on disk
 
     def close(self, attrs: dict[str, Any] | None = None) -> None:
         """Flush and close; datasets added during the run are written now (a SWMR file

@@ -78,6 +78,7 @@ class Recorder:
         self._stop = threading.Event()
         self._background: Background | None = None
         self._prefault_thread: threading.Thread | None = None
+        self._base_id: int | None = None  # camera frame id of the capture's position 0
         self.status = RecorderStatus()
 
     @property
@@ -166,6 +167,7 @@ class Recorder:
         if stale:
             log.info("discarded %d stale frame(s) left in the buffer", stale)
         self._stop.clear()
+        self._base_id = None
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
         self._thread = threading.Thread(target=self._drain, name="recorder", daemon=True)
@@ -179,6 +181,8 @@ class Recorder:
         ring = self._ring
         if not self.status.capturing or ring is None:
             return False
+        if self._base_id is None:
+            self._base_id = frame.frame_id  # position 0 of the capture
         # logged before the push: once pushed, the writer may log the frame first
         depth = len(ring)
         concurrence.record("ring push", depth, frame.frame_id)
@@ -201,11 +205,25 @@ class Recorder:
             self._thread = None
         return self.status
 
+    def _position(self, frame: Frame, next_free: int) -> int | None:
+        """Where ``frame`` goes: its camera frame id counted from the capture's first,
+        so a lost frame leaves a hole and later planes stay in place; the next free
+        position if ids do not fit (a camera that restarted its counter)."""
+        base = self._base_id or 0
+        k = frame.frame_id - base
+        if next_free <= k < self.status.frames_expected:
+            return k
+        if not self.status.error:
+            log.warning("frame id %d does not follow the capture's ids (first %d); "
+                        "stored at the next position", frame.frame_id, base)
+        return None
+
     def _drain(self) -> None:
         writer, ring = self._writer, self._ring
         assert writer is not None and ring is not None
         st = self.status
         background = self._background
+        finished = False
         try:
             while writer.frames_written + ring.stats.overflows < st.frames_expected:
                 frame = ring.peek(timeout=0.05)
@@ -218,16 +236,20 @@ class Recorder:
                 if self.write_delay_s:
                     time.sleep(self.write_delay_s)  # simulated slow disk
                 concurrence.record("write start", len(ring), frame.frame_id)
-                writer.write(frame)
+                writer.write(frame, self._position(frame, writer.positions))
                 ring.release()
                 concurrence.record("write end", len(ring), frame.frame_id)
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
                 st.files = len(writer.parts)
+            else:
+                finished = True
         except Exception as exc:  # the file or disk failed: report, keep the file readable
             st.error = f"{type(exc).__name__}: {exc}"
             log.error("writing %s failed: %s", writer.path, st.error)
         finally:
+            if finished:  # frames lost at the very end still leave their holes
+                writer.pad_to(st.frames_expected)
             st.frames_dropped = ring.stats.overflows
             st.dropped_ids = list(ring.stats.overflow_ids)
             if ring.stats.overflows:

@@ -50,7 +50,8 @@ def part_path(first: str | Path, index: int) -> Path:
 
 @dataclass
 class FilePart:
-    """One file of a capture: frames ``first_frame`` .. ``first_frame + frames - 1``."""
+    """One file of a capture, starting at capture position ``first_frame``; ``frames``
+    counts the frames stored in it (lost frames leave holes, not counted)."""
 
     path: str
     first_frame: int
@@ -91,11 +92,12 @@ class RollingFileWriter:
         self.parts: list[FilePart] = []
         self._early: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         self._closed_frames = 0
+        self._closed_positions = 0
         self._closed_units = 0
         self._current = self._open(self.path)
 
     def _open(self, path: Path) -> FrameFileWriter:
-        first = self._closed_frames
+        first = self._closed_positions
         part = FilePart(str(path), first)
         attrs = {**self.attrs, "part": len(self.parts), "first_frame": first,
                  "first_volume": first // self.planes if self.planes else 0}
@@ -112,6 +114,11 @@ class RollingFileWriter:
         return self._closed_frames + self._current.frames_written
 
     @property
+    def positions(self) -> int:
+        """Positions used so far, holes left by lost frames included."""
+        return self._closed_positions + self._current.positions
+
+    @property
     def complete_units(self) -> int:
         return self._closed_units + self._current.complete_units
 
@@ -119,18 +126,30 @@ class RollingFileWriter:
     def chunk_shape(self) -> tuple[int, ...]:
         return self._current.chunk_shape
 
-    def write(self, frame: Frame) -> None:
-        if self._current.frames_written >= self.max_frames_per_file:
+    def write(self, frame: Frame, position: int | None = None) -> None:
+        """Store ``frame`` at capture ``position`` (default: the next), in the file that
+        holds that position; see :meth:`FrameFileWriter.write`."""
+        k = self.positions if position is None else int(position)
+        while k >= self._closed_positions + self.max_frames_per_file:
             self._roll()
-        self._current.write(frame)
+        self._current.write(frame, k - self._closed_positions)
         self.parts[-1].frames = self._current.frames_written
 
+    def pad_to(self, positions: int) -> None:
+        """Extend the capture to ``positions``, rolling over as needed (lost frames at
+        the end become holes, so the files hold exactly the planned frames)."""
+        while positions > self._closed_positions + self.max_frames_per_file:
+            self._roll()
+        self._current.pad_to(positions - self._closed_positions)
+
     def _roll(self) -> None:
-        """Close the full file (and hand it on), open the next one."""
+        """Fill the current file to its size (holes), close it, hand it on, open the next."""
         done = self._current
+        done.pad_to(self.max_frames_per_file)
         done.close()
         self.parts[-1].closed = True
         self._closed_frames += done.frames_written
+        self._closed_positions += done.positions
         self._closed_units += done.complete_units
         log.info("file %s full (%d frames); continuing in the next file", done.path,
                  done.frames_written)
@@ -145,7 +164,7 @@ class RollingFileWriter:
                 log.exception("on_closed hook failed for %s", path)
 
     def add_dataset(self, path: str, data: Any, attrs: dict[str, Any] | None = None) -> None:
-        if self.frames_written == 0:
+        if self.positions == 0:
             self._early.append((path, np.asarray(data), dict(attrs or {})))
         self._current.add_dataset(path, data, attrs)
 
