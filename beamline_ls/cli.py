@@ -19,8 +19,10 @@ def _cmd_ioc(args: argparse.Namespace) -> int:
     from beamline_ls.iocs.server import serve
 
     settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
+    if args.mirror_dir is not None:
+        settings.mirror_dir = args.mirror_dir.expanduser().resolve()
     settings.ensure_dirs()
-    serve(settings.prefix, settings.frames_dir, settings.hardware)
+    serve(settings.prefix, settings.frames_dir, settings.hardware, settings.mirror_dir)
     return 0
 
 
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ioc.add_argument("--prefix", default=None, help="PV prefix (default from config: BLS:)")
     ioc.add_argument("--data-dir", type=Path, default=None, help="data root for frame files")
     ioc.add_argument("--config", type=Path, default=None, help="microscope TOML file")
+    ioc.add_argument("--mirror-dir", type=Path, default=None,
+                     help="copy every closed frame file here, verified (e.g. a share)")
     ioc.set_defaults(func=_cmd_ioc)
 
     copies = sub.add_parser("copies", help="point the catalog at verified copies of "

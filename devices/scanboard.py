@@ -1,8 +1,13 @@
 """The NI-style scan board: volumetric waveform parameters, galvo calibration, and
-start/stop. ``kickoff`` arms and starts the waveforms (planar mode: completes when the
-focal plane has settled); ``complete`` finishes after the requested volumes."""
+start/stop. ``prepare`` (volumetric) computes the waveforms and moves the focal plane to
+the trajectory start ahead of time; ``kickoff`` arms and starts the waveforms (planar
+mode: completes when the focal plane has settled); ``complete`` finishes after the
+requested volumes."""
 
 from __future__ import annotations
+
+import random
+import threading
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
@@ -32,6 +37,9 @@ class ScanBoard(Device):
     galvo2_slope = Cpt(EpicsSignal, "Galvo2Slope", limits=True, put_complete=True,
                        kind="config")
     num_volumes = Cpt(EpicsSignal, "NumVolumes", limits=True, put_complete=True, kind="config")
+    prepare_cmd = Cpt(EpicsSignal, "Prepare", put_complete=True, kind="omitted")
+    prepare_state = Cpt(EpicsSignalRO, "PrepareState_RBV", string=True, kind="omitted")
+    prepared_id = Cpt(EpicsSignalRO, "PreparedId_RBV", auto_monitor=True, kind="omitted")
     start_cmd = Cpt(EpicsSignal, "Start", put_complete=True, kind="omitted")
     stop_cmd = Cpt(EpicsSignal, "Stop", put_complete=True, kind="omitted")
     running = Cpt(EpicsSignalRO, "Running_RBV", auto_monitor=True, kind="omitted")
@@ -42,8 +50,8 @@ class ScanBoard(Device):
     flyback_settle = Cpt(EpicsSignalRO, "FlybackSettle_RBV", kind="config")
     message = Cpt(EpicsSignalRO, "Message_RBV", string=True, kind="omitted")
 
-    def kickoff(self) -> Status:
-        """Arm and start; fails with the board's own message if it refuses."""
+    def _command(self, signal: EpicsSignal) -> Status:
+        """Put 1 to a command PV; the status fails with the board's own message."""
         status = Status(obj=self)
 
         def done(st) -> None:
@@ -52,8 +60,52 @@ class ScanBoard(Device):
             else:
                 status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
 
-        self.start_cmd.set(1).add_callback(done)
+        signal.set(1).add_callback(done)
         return status
+
+    def prepare(self, timeout: float = 10.0) -> Status:
+        """Volumetric mode: compute the waveforms of the scan the board's PVs describe and
+        move the focal plane to its start; done when it has settled there, failed with
+        the board's message if it refused. Set the scan parameters first. Optional:
+        ``kickoff`` does the same work if nothing (or another scan) was prepared, so
+        preparing only moves that time off the critical path.
+
+        The board prepares in the background and echoes a request id when done (see
+        the IOC), so reads from this client are not held up meanwhile.
+        """
+        request = random.randrange(1, 2**31 - 1)
+        status = Status(obj=self, timeout=timeout)
+        once = threading.Lock()  # the monitor and the put callback may both see the id
+
+        def finish() -> None:
+            if not once.acquire(blocking=False) or status.done:  # done: timed out
+                return
+            state = self.prepare_state.get(use_monitor=False)
+            if state == "Ready":
+                status.set_finished()
+            else:
+                status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
+
+        def on_id(value, **_) -> None:
+            if int(value) == request:
+                finish()
+
+        cid = self.prepared_id.subscribe(on_id, run=False)
+        status.add_callback(lambda _: self.prepared_id.unsubscribe(cid))
+
+        def put_done(st) -> None:
+            if not st.success:
+                if once.acquire(blocking=False) and not status.done:
+                    status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
+            elif int(self.prepared_id.get(use_monitor=False)) == request:
+                finish()  # finished before its monitor update could arrive
+
+        self.prepare_cmd.set(request).add_callback(put_done)
+        return status
+
+    def kickoff(self) -> Status:
+        """Arm and start; fails with the board's own message if it refuses."""
+        return self._command(self.start_cmd)
 
     def complete(self) -> Status:
         """Volumetric: done after NumVolumes volumes. Planar: done at once."""

@@ -33,6 +33,9 @@ MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault pages in writable, contents unc
 _libc: ctypes.CDLL | None = None
 
 
+POPULATE_STEP_BYTES = 8 << 20
+
+
 def populate_pages(buf: np.ndarray) -> bool:
     """Fault in every page of ``buf`` for writing, without changing its contents.
 
@@ -54,9 +57,15 @@ def populate_pages(buf: np.ndarray) -> bool:
         # rounding outwards to page boundaries stays inside mapped memory
         start = buf.ctypes.data // page * page
         end = -(-(buf.ctypes.data + buf.nbytes) // page) * page
-        if _libc.madvise(start, end - start, MADV_POPULATE_WRITE) != 0:
-            log.debug("madvise(MADV_POPULATE_WRITE) failed: errno %d", ctypes.get_errno())
-            return False
+        # In steps: the kernel holds the process's memory-map lock while it populates,
+        # and one 2 GB call blocked every allocation in the process (opening an HDF5
+        # file, numpy temporaries) for ~5 s on a VM; 8 MiB steps hold it ~20 ms at most.
+        for at in range(start, end, POPULATE_STEP_BYTES):
+            size = min(POPULATE_STEP_BYTES, end - at)
+            if _libc.madvise(at, size, MADV_POPULATE_WRITE) != 0:
+                log.debug("madvise(MADV_POPULATE_WRITE) failed: errno %d",
+                          ctypes.get_errno())
+                return False
     except (OSError, AttributeError):
         return False
     return True

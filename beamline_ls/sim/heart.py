@@ -38,6 +38,10 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
+#: Fluorescent myocardium: (x, y, relaxed radius, contraction amplitude) of the atrium
+#: and the ventricle shells (um, heart frame), and the wall's Gaussian half-thickness.
+FLUORESCENT_CHAMBERS = ((-35.0, -15.0, 55.0, 0.3), (30.0, 18.0, 50.0, 0.35))
+WALL_UM = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +303,20 @@ class SimHeart:
         out = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape, ph.shape))
         ca = _contraction(ph, 0.6, 1.2)
         cv = _contraction(ph, 2.6, 1.8)
-        for cx, cy, r, amp, c in ((-35.0, -15.0, 55.0, 0.3, ca), (30.0, 18.0, 50.0, 0.35, cv)):
+        for (cx, cy, r, amp), c in zip(FLUORESCENT_CHAMBERS, (ca, cv), strict=True):
             rr = r * (1 - amp * c)
             d = np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z / 0.8) ** 2)
-            out = np.maximum(out, np.exp(-((d - rr) / 5.0) ** 2))
+            out = np.maximum(out, np.exp(-((d - rr) / WALL_UM) ** 2))
         return out
+
+    @staticmethod
+    def fluorescence_extent_um(floor: float = 1e-9) -> tuple[float, float, float, float]:
+        """(x_min, x_max, y_min, y_max) in um outside which the fluorescence intensity is
+        below ``floor`` at every phase and depth, so renderers can skip those pixels."""
+        reach = WALL_UM * math.sqrt(math.log(1.0 / floor))
+        xs = [v for cx, _, r, _ in FLUORESCENT_CHAMBERS for v in (cx - r - reach, cx + r + reach)]
+        ys = [v for _, cy, r, _ in FLUORESCENT_CHAMBERS for v in (cy - r - reach, cy + r + reach)]
+        return min(xs), max(xs), min(ys), max(ys)
 
 
 def _contraction(phase: float | np.ndarray, centre: float, width: float

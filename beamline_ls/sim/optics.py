@@ -70,10 +70,55 @@ class Optics:
         sigma_px = sigma_um / scale
         cx = (lab_xyz_um[keep, 0] / self.pixel_um - frame_origin_px[0]) / binning
         cy = (lab_xyz_um[keep, 1] / self.pixel_um - frame_origin_px[1]) / binning
-        gx = _pixel_profiles(cx, sigma_px, w)
-        gy = _pixel_profiles(cy, sigma_px, h)
-        image += gy.T @ (photons[keep, None] * gx)
+        _add_emitters(image, cx, cy, sigma_px, photons[keep])
         return image
+
+
+#: Half-width of the window an emitter is rendered in, in PSF sigmas: the photons
+#: beyond it (< 2e-9 of the emitter's) are not drawn.
+PSF_WINDOW_SIGMAS = 6.0
+
+
+def _add_emitters(image: np.ndarray, cx: np.ndarray, cy: np.ndarray, sigma: np.ndarray,
+                  photons: np.ndarray) -> None:
+    """Add each emitter's pixel-integrated Gaussian (centre ``cx``, ``cy`` and ``sigma``
+    in pixels) to ``image``.
+
+    Why windows: a bead covers a few pixels, so the separable product over the whole
+    frame (an (h, N) x (N, w) matrix product) spends nearly all its time on zeros --
+    about 5 ms of the 10 ms a plane has at 100 planes/s for 512x512. Every emitter gets
+    the same square window (+-6 sigma of the widest), all computed at once and added
+    with one bincount; when that window is not much smaller than the frame, the
+    separable product is cheaper and is used instead.
+    """
+    h, w = image.shape
+    win = int(np.ceil(2 * PSF_WINDOW_SIGMAS * float(sigma.max()))) + 2
+    if 4 * win * win >= h * w:
+        gx = _pixel_profiles(cx, sigma, w)
+        gy = _pixel_profiles(cy, sigma, h)
+        image += gy.T @ (photons[:, None] * gx)
+        return
+    steps = np.arange(win)
+    x0 = np.floor(cx - win / 2).astype(np.int64)
+    y0 = np.floor(cy - win / 2).astype(np.int64)
+    gx, px = _window_profiles(cx, sigma, x0, steps, w)
+    gy, py = _window_profiles(cy, sigma, y0, steps, h)
+    patches = (photons[:, None, None] * gy[:, :, None]) * gx[:, None, :]
+    index = py[:, :, None] * w + px[:, None, :]
+    image += np.bincount(index.ravel(), weights=patches.ravel(),
+                         minlength=h * w).reshape(h, w)
+
+
+def _window_profiles(centre: np.ndarray, sigma: np.ndarray, first: np.ndarray,
+                     steps: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fractions of each emitter's Gaussian in the pixels ``first + steps`` (zero for
+    pixels outside ``0..n-1``) and those pixels' indices clipped into the frame."""
+    edges = first[:, None] + np.arange(steps.size + 1)
+    cdf = 0.5 * erf((edges - centre[:, None]) / (np.sqrt(2.0) * sigma[:, None]))
+    frac = np.diff(cdf, axis=1)
+    pixels = first[:, None] + steps
+    inside = (pixels >= 0) & (pixels < n)
+    return np.where(inside, frac, 0.0), np.clip(pixels, 0, n - 1)
 
 
 def _pixel_profiles(centre: np.ndarray, sigma: np.ndarray, n: int) -> np.ndarray:
