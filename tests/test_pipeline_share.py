@@ -126,3 +126,12 @@ def test_a_failing_share_never_stalls_acquisition_and_is_reported(
     assert any(uri.endswith(staged) for uri in _asset_uris(settings))
     with h5py.File(staged, "r") as f:  # the staging file is kept, whole
         assert f["/entry/data/data"].shape[0] == 30
+
+
+def test_text_pvs_can_be_cleared_with_an_empty_string(scope, tmp_path):
+    hdf = scope.camera.hdf
+    for sig, value in ((hdf.mirror_path, str(tmp_path)), (hdf.extra_fields, "trigger_time")):
+        sig.set(value).wait(5)
+        assert sig.get(use_monitor=False) == value
+        sig.set("").wait(5)  # "no copies" / "no extra fields"
+        assert sig.get(use_monitor=False) == ""

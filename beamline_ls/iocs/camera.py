@@ -27,6 +27,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver, CameraSettings
 from beamline_ls.iocs.mirror import MirrorGroup
+from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 from beamline_ls.pipeline.recorder import Recorder
@@ -36,8 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def _string(name: str, value: str = "", read_only: bool = False, doc: str = ""):
-    return pvproperty(name=name, value=value, dtype=ChannelType.CHAR, max_length=512,
-                      string_encoding="utf-8", read_only=read_only, doc=doc)
+    return text_pv(name, value, read_only=read_only, doc=doc)
 
 
 PREVIEW_SIZE = 128

@@ -20,9 +20,9 @@ import collections
 import logging
 from pathlib import Path
 
-from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
+from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline.copy_ledger import CopyLedger, CopyRecord
 from beamline_ls.pipeline.mirror import VERIFIED, FileStatus, Mirror
 
@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _string(name: str, read_only: bool = False, doc: str = ""):
-    return pvproperty(name=name, value="", dtype=ChannelType.CHAR, max_length=1024,
-                      string_encoding="utf-8", read_only=read_only, doc=doc)
+    return text_pv(name, read_only=read_only, max_length=1024, doc=doc)
 
 
 class MirrorGroup(PVGroup):
