@@ -60,7 +60,9 @@ def test_a_reader_follows_the_live_file_volume_by_volume(tmp_path):
     w.close()
 
 
-def test_recorder_counts_drops_when_the_writer_cannot_keep_up(tmp_path, monkeypatch):
+@pytest.fixture
+def stalled_disk(monkeypatch) -> threading.Event:
+    """Every file write waits until the returned event is set (a stalled disk)."""
     gate = threading.Event()
     original = FrameFileWriter.write
 
@@ -69,10 +71,14 @@ def test_recorder_counts_drops_when_the_writer_cannot_keep_up(tmp_path, monkeypa
         original(self, frame, position)
 
     monkeypatch.setattr(FrameFileWriter, "write", slow_write)
+    return gate
+
+
+def test_recorder_counts_drops_when_the_writer_cannot_keep_up(tmp_path, stalled_disk):
     rec = Recorder(buffer_frames=4)
     rec.start(tmp_path / "d.h5", (8, 10), n_frames=20)
     accepted = [rec.submit(f) for f in frames(20)]
-    gate.set()
+    stalled_disk.set()
     status = rec.stop()
     assert accepted.count(False) == status.frames_dropped > 0
     assert status.frames_written + status.frames_dropped == 20
@@ -151,25 +157,16 @@ def _wait_done(rec, timeout=5.0):
 
 
 def test_recorder_keeps_its_buffer_across_captures_and_counts_each_capture_afresh(
-        tmp_path, monkeypatch):
+        tmp_path, stalled_disk):
     rec = Recorder(buffer_frames=4)
     ring = rec.prepare((8, 10), wait=True)
     assert ring.prefaulted.is_set() and rec._ring is ring
     # capture 1: a stalled writer makes frames drop
-    gate = threading.Event()
-    original = FrameFileWriter.write
-
-    def slow_write(self, frame, position=None):
-        gate.wait(5)
-        original(self, frame, position)
-
-    monkeypatch.setattr(FrameFileWriter, "write", slow_write)
     rec.start(tmp_path / "1.h5", (8, 10), n_frames=10)
     accepted = [rec.submit(f) for f in frames(10)]
-    gate.set()
+    stalled_disk.set()
     first = rec.stop()
     assert first.frames_dropped == accepted.count(False) > 0
-    monkeypatch.setattr(FrameFileWriter, "write", original)
     # a late frame arriving after the capture ended is stale at the next arm
     ring.push(Frame(np.full((8, 10), 999, np.uint16), 999, 0.0, 0.0, 0.0))
     # capture 2: same shape and size, so the same (already faulted-in) buffer
@@ -213,22 +210,14 @@ def test_recorder_subtracts_the_background_and_writes_extra_fields(tmp_path):
         assert f["/entry/background/mean"].attrs["n_frames"] == 5
 
 
-def test_a_lost_frame_leaves_a_hole_and_later_planes_stay_in_place(tmp_path, monkeypatch):
-    gate = threading.Event()
-    original = FrameFileWriter.write
-
-    def slow_write(self, frame, position=None):
-        gate.wait(5)
-        original(self, frame, position)
-
-    monkeypatch.setattr(FrameFileWriter, "write", slow_write)
+def test_a_lost_frame_leaves_a_hole_and_later_planes_stay_in_place(tmp_path, stalled_disk):
     rec = Recorder(buffer_frames=3)
     rec.start(tmp_path / "v.h5", (8, 10), n_frames=12, planes_per_volume=4)
     shots = list(frames(12))
     for f in shots:
         f.z_um = 10.0 * (f.frame_id % 4)  # plane p sits at z = 10 p
     accepted = [rec.submit(f) for f in shots]
-    gate.set()
+    stalled_disk.set()
     status = rec.stop()
     assert 0 < status.frames_dropped == accepted.count(False)
     with h5py.File(tmp_path / "v.h5", "r") as f:
