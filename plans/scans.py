@@ -54,13 +54,10 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     nothing needs the descriptor before the first collect.
     """
     yield from bps.open_run(md)
-    first, second = (scanboard, camera) if board_first else (camera, scanboard)
-    if board_prepared is not None and first is scanboard:
-        yield from bps.wait(group=board_prepared)
-    yield from bps.kickoff(first, wait=True)
-    if board_prepared is not None and second is scanboard:
-        yield from bps.wait(group=board_prepared)
-    yield from bps.kickoff(second, wait=True)
+    for device in (scanboard, camera) if board_first else (camera, scanboard):
+        if device is scanboard and board_prepared is not None:
+            yield from bps.wait(group=board_prepared)
+        yield from bps.kickoff(device, wait=True)
     yield from bps.declare_stream(camera, name="primary", collect=True)
     yield from bps.collect_while_completing(
         [camera, scanboard], [camera], flush_period=flush_period, stream_name="primary"

@@ -105,11 +105,10 @@ class SimScanBoard(ScanBoardDriver):
         if self.running:
             raise RuntimeError("scan board is already running; stop it first")
         w = self._still_prepared(scan)
-        self._prepared = None
         if w is None:
-            self.stop()
-            w = scan.waveforms()
-            self._preposition(scan)
+            self.prepare_volumes(scan)
+            w = self._prepared[1]
+        self._prepared = None
         t0 = self.m.clock.now() + self.ARM_DELAY_S
         self.m.piezo.command_waveform(t0, w.piezo_um, w.sample_rate_hz, n_volumes)
         for g, samples in zip(self.m.galvos, w.galvo_v, strict=True):
