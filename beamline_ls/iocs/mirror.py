@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class MirrorGroup(PVGroup):
         mirror = self._mirrors.get(key)
         if mirror is None:
             mirror = Mirror(self.staging_root, root, retries=key[1], backoff_s=key[2],
-                            on_finished=self._record)
+                            on_finished=functools.partial(self._record, root))
             self._mirrors[key] = mirror
         try:
             mirror.submit(path)
@@ -79,13 +80,10 @@ class MirrorGroup(PVGroup):
             self._outcomes.append(FileStatus(staging=str(path), destination=root,
                                              state="failed", last_error=str(exc)))
 
-    def _record(self, st: FileStatus) -> None:
+    def _record(self, root: str, st: FileStatus) -> None:
         """Mirror thread: put the outcome in the ledger first, then on the PVs."""
-        root = next((m.destination_root for m in self._mirrors.values()
-                     if Path(st.destination).is_relative_to(m.destination_root)),
-                    Path(st.destination).parent)
         self.ledger.append(CopyRecord(
-            staging=st.staging, destination=st.destination, destination_root=str(root),
+            staging=st.staging, destination=st.destination, destination_root=root,
             state=st.state, sha256=st.sha256, size=st.size, attempts=st.attempts,
             error=st.last_error, time=st.finished_at))
         self._outcomes.append(st)
