@@ -141,8 +141,11 @@ class Camera(Device):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._acq: Acquisition | None = None
-        self._bundles: dict = {}
+        self._bundles: dict = {}  # file number -> {data key: stream resource bundle}
         self._index = 0
+        # read from the IOC at the capture's first collect (the file opens at kickoff)
+        self._first_file = Path()
+        self._units_per_file = 1
 
     # -- configuration ------------------------------------------------------------
     def set_centered_roi(self, width: int, height: int | None = None,
