@@ -13,22 +13,17 @@ Run: ``python benchmarks/bench_runfile.py [--volumes 20 --planes 20 --size 512
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_volumetric import scan_arguments  # the same scan options (benchmarks/ on path)
+
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--volumes", type=int, default=20)
-    ap.add_argument("--planes", type=int, default=20)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--rate", type=float, default=5.0)
-    ap.add_argument("--repeats", type=int, default=4)
-    args = ap.parse_args(argv)
+    args = scan_arguments(__doc__, repeats=4).parse_args(argv)
 
     from beamline_ls import log as bls_log
     from beamline_ls.config import load_settings

@@ -20,13 +20,19 @@ import time
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def scan_arguments(description: str | None, repeats: int) -> argparse.ArgumentParser:
+    """The scan options shared by the volumetric benchmarks (this one, bench_runfile)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--volumes", type=int, default=20)
     ap.add_argument("--planes", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--rate", type=float, default=5.0)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = scan_arguments(__doc__, repeats=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-run-files", action="store_true",
                     help="do not write the per-run HDF5 file (to see what it costs)")
