@@ -70,44 +70,40 @@ def point_catalog_at_copies(settings: Settings, timeout_s: float = 30.0) -> Relo
 
     Idempotent: a file already pointing at its copy is left alone; a file of a run
     whose stop document is not yet in the catalog waits (``waiting``). A verified copy
-    whose file is gone or has another size is not used (reported in
-    ``missing_copies``); failed copies are reported in ``failed_copies`` and the
-    catalog keeps pointing at staging for them.
+    of a file the catalog still reads from staging, whose copy is gone or has another
+    size, is not used (``missing_copies``); failed copies are reported in
+    ``failed_copies`` and the catalog keeps pointing at staging for them.
     """
     report = RelocationReport()
     records = CopyLedger.in_directory(settings.frames_dir).latest()
     db = settings.catalog_dir / "catalog.db"
     if not records or not db.exists():
         return report
-    updates = []
-    for rec in records.values():
-        if not rec.verified:
-            report.failed_copies.append(rec)
-            continue
-        try:
-            size = Path(rec.destination).stat().st_size
-        except OSError:
-            size = -1
-        if size != rec.size:
-            report.missing_copies.append(rec)
-            continue
-        updates.append(rec)
-    if not updates:
-        return report
+    report.failed_copies = [rec for rec in records.values() if not rec.verified]
     with sqlite3.connect(db, timeout=timeout_s) as conn:
-        for rec in updates:
-            new_uri = file_uris(rec.destination)[0]
-            for old_uri in file_uris(rec.staging):
-                if _used_by_an_open_run(conn, old_uri):
-                    report.waiting.append(rec)
-                    continue
-                cur = conn.execute(
+        # Only files the catalog still reads from staging need work: a pass stays cheap
+        # (no look at the share) however long the ledger grows.
+        staged = {uri for (uri,) in conn.execute(
+            "SELECT data_uri FROM assets WHERE data_uri LIKE 'file:%'")}
+        for rec in records.values():
+            old_uri = next((u for u in file_uris(rec.staging) if u in staged), None)
+            if not rec.verified or old_uri is None:
+                continue
+            try:
+                size = Path(rec.destination).stat().st_size
+            except OSError:
+                size = -1
+            if size != rec.size:
+                report.missing_copies.append(rec)
+            elif _used_by_an_open_run(conn, old_uri):
+                report.waiting.append(rec)
+            else:
+                conn.execute(
                     "UPDATE assets SET data_uri = ?, hash_type = 'sha256', hash_content = ?,"
                     " size = ?, time_updated = CURRENT_TIMESTAMP WHERE data_uri = ?",
-                    (new_uri, rec.sha256, rec.size, old_uri),
+                    (file_uris(rec.destination)[0], rec.sha256, rec.size, old_uri),
                 )
-                if cur.rowcount:
-                    report.moved.append((rec.staging, rec.destination))
+                report.moved.append((rec.staging, rec.destination))
     conn.close()
     return report
 
