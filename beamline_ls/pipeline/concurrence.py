@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sized
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,14 @@ def record(event: str, queue_depth: int = -1, frame_id: int = -1) -> None:
     log = _active
     if log is not None:
         log.record(event, queue_depth, frame_id)
+
+
+def record_queue(event: str, queue: Sized, frame_id: int = -1) -> None:
+    """Record an event with ``len(queue)`` as its depth; the length (a lock in a ring
+    buffer) is only taken when logging is on, so hot paths pay nothing otherwise."""
+    log = _active
+    if log is not None:
+        log.record(event, len(queue), frame_id)
 
 
 def summarize(path: str | Path) -> dict[str, dict[str, float]]:

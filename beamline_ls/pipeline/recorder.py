@@ -184,11 +184,10 @@ class Recorder:
         if self._base_id is None:
             self._base_id = frame.frame_id  # position 0 of the capture
         # logged before the push: once pushed, the writer may log the frame first
-        depth = len(ring)
-        concurrence.record("ring push", depth, frame.frame_id)
+        concurrence.record_queue("ring push", ring, frame.frame_id)
         if ring.push(frame):
             return True
-        concurrence.record("ring drop", depth, frame.frame_id)
+        concurrence.record_queue("ring drop", ring, frame.frame_id)
         st = self.status
         st.frames_dropped = ring.stats.overflows
         st.dropped_ids = ring.stats.overflow_ids
@@ -235,10 +234,10 @@ class Recorder:
                     frame.image = background.subtract(frame.image)
                 if self.write_delay_s:
                     time.sleep(self.write_delay_s)  # simulated slow disk
-                concurrence.record("write start", len(ring), frame.frame_id)
+                concurrence.record_queue("write start", ring, frame.frame_id)
                 writer.write(frame, self._position(frame, writer.positions))
                 ring.release()
-                concurrence.record("write end", len(ring), frame.frame_id)
+                concurrence.record_queue("write end", ring, frame.frame_id)
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
                 st.files = len(writer.parts)
