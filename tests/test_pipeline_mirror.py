@@ -126,11 +126,12 @@ def test_submit_never_blocks_while_the_destination_hangs(roots):
         for p in paths[1:]:  # each submit returns although the thread is stuck
             assert m.submit(p).state == PENDING
         assert m.status()[PENDING] == 49
+        assert m.in_flight == 50  # 49 pending + 1 copying
         assert m.wait(0.05) is False
     finally:
         release.set()
     assert m.wait(20)
-    assert m.status()[FAILED] == 50
+    assert m.status()[FAILED] == 50 and m.in_flight == 0
     m.close(5)
 
 

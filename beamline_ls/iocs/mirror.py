@@ -89,7 +89,7 @@ class MirrorGroup(PVGroup):
         self._outcomes.append(st)
 
     def pending(self) -> int:
-        return sum(m.status()[k] for m in self._mirrors.values() for k in ("pending", "copying"))
+        return sum(m.in_flight for m in self._mirrors.values())
 
     def close(self, timeout: float = 0.0) -> None:
         for mirror in self._mirrors.values():

@@ -263,6 +263,12 @@ class Mirror:
                 "running": self._thread.is_alive(),
             }
 
+    @property
+    def in_flight(self) -> int:
+        """Files pending or being copied (cheap: a counter, not a scan of all files)."""
+        with self._cond:
+            return self._active
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no file is pending or copying; False if ``timeout`` ran out."""
         with self._cond:
