@@ -66,8 +66,9 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
                "run optical gating on a recorded brightfield TIFF stack"),
     "export": ("beamline_ls.runfile.export",
                "write a stored run as one HDF5 file (RUN --to FILE.h5)"),
-    "bench": ("beamline_ls.pipeline.bench",
-              "does my disk keep up? bench writer --shape 2048x2048 --rate 100"),
+    "bench": ("beamline_ls.bench",
+              "bench writer (does my disk keep up?) | bench gating (gating on the heart "
+              "corpus)"),
     "check-hardware": ("beamline_ls.hardware.check",
                        "ask each configured device whether it answers (--config F)"),
 }

@@ -155,7 +155,7 @@ def gated_scan(
     z_positions: focal positions (um), 1..1000 of them, within the piezo limits.
     frames_per_plane: passes over all planes (each pass is one gated volume).
     target_phase: heart phase (rad, [0, 2pi)) in the reference's coordinates; None:
-        the analyzer's default (fastest change + P/3).
+        the analyzer's default (end of the most moving half beat).
     exposure: fluorescence exposure (s), at most 50 ms.
     lock_timeout: how long to wait for a heartbeat lock before failing (s).
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from beamline_ls.gating.predict import PhaseHistory, Predictor, unwrap_step
-from beamline_ls.gating.reference import estimate_period, v_fit
+from beamline_ls.gating.reference import NoPeriod, PeriodEstimate, estimate_period, v_fit
 from beamline_ls.gating.sad import bin_image, sad_indexed, sad_stack
 
 
@@ -41,13 +41,25 @@ def test_v_fit():
 
 
 def test_estimate_period_on_synthetic_curve():
-    k = np.arange(1, 40)
+    k = np.arange(0, 40)  # d[k] at lag k
     period = 17.3
     d = 100 + 1000 * np.abs(np.sin(np.pi * k / period))
-    est = estimate_period(d, 5, 0.15)
-    assert est is not None and est.period == pytest.approx(period, abs=0.3)
-    flat = 1000 + np.random.default_rng(1).normal(0, 5, 39)
-    assert estimate_period(flat, 5, 0.15) is None
+    est = estimate_period(d, 5, 10.0, noise=5.0)
+    assert isinstance(est, PeriodEstimate) and est.period == pytest.approx(period, abs=0.3)
+    flat = 1000 + np.random.default_rng(1).normal(0, 5, 40)
+    none = estimate_period(flat, 5, 10.0, noise=5.0)
+    assert isinstance(none, NoPeriod) and none.reason.startswith("no heartbeat")
+    rising = 100 + 20.0 * k + np.random.default_rng(2).normal(0, 5, 40)  # drift only
+    assert isinstance(estimate_period(rising, 5, 10.0, noise=5.0), NoPeriod)
+
+
+def test_estimate_period_prefers_the_beat_over_its_double_at_low_frame_rate():
+    """A beat of 8.5 frames falls between integer lags and dips shallowly; its double
+    (17) lands on one and dips to the floor. The period is the beat, not two."""
+    d = np.array([0, 561, 595, 611, 620, 619, 611, 588, 509, 503, 584, 607, 616, 616, 608,
+                  595, 563, 166, 560], float)  # measured on a recorded heartbeat at 20 fps
+    est = estimate_period(d, 5, 10.0, noise=11.5)
+    assert isinstance(est, PeriodEstimate) and est.period == pytest.approx(8.5, abs=0.6)
 
 
 def test_unwrap_step():

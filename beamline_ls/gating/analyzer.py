@@ -28,10 +28,12 @@ import numpy as np
 
 from ..frame import Frame
 from .adaptive import AdaptiveReferenceUpdater
+from .fold import fold_reference
+from .hindsight import Hindsight
 from .phase import PhaseEstimator, PhaseResult
 from .predict import PhaseHistory, Predictor
 from .reference import PeriodFinder, Reference
-from .sad import as_work_dtype, bin_image
+from .sad import as_work_dtype, bin_image, normalise_brightness
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +54,20 @@ class GatingConfig:
     pad: int = 2
     n_stable: int = 9
     stable_lag: int = 3
-    min_contrast: float = 0.15
-    search_size: int = 128  # period search on frames binned to about this size
+    min_significance: float = 10.0  # a beat's dip vs the noise of the difference curve
+    search_size: int = 64  # period search on frames binned to about this size
     phase_size: int = 256  # phase matching on frames binned to at most ~this size
     max_drift: int = 4
     min_fit: int = 3
-    max_fit: int = 32
-    max_fit_periods: float = 0.5  # measured best of 0.35/0.5/1.0 at 20-80 fps
+    max_fit: int = 64
+    fit_periods: tuple[float, ...] = (0.35, 0.5, 0.75, 1.0)  # windows tried
     gap_ratio: float = 2.5
     use_barrier: bool = False
-    weighted_fit: bool = False  # V-sharpness weights measured worse (0.92 vs 0.59 ms)
-    loss_match_ratio: float = 0.7
-    loss_sad_factor: float = 4.0
+    loss_step_factor: float = 3.0  # no match: best SAD > this x the largest reference step
     loss_periods_without_prediction: float = 3.0
     refresh_every_triggers: int | None = None  # new reference every N triggers
+    fold_beats: float = 4.0  # the matched reference averages up to this many beats
+    fold_max_frames: int = 160  # ... and at most this many frames (bounded work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Decision:
     predicted_time: float = math.nan  # next target time as predicted now
     match_ratio: float = math.nan
     reason: str = ""
+    error_estimate: float = math.nan  # rad: expected phase error of this trigger
 
 
 class GatingAnalyzer:
@@ -97,9 +100,9 @@ class GatingAnalyzer:
         c = self.cfg
         self.finder = PeriodFinder(c.max_period_s, c.min_period_frames, c.min_accept_period,
                                    c.pad, c.n_stable, c.stable_lag,
-                                   min_contrast=c.min_contrast, search_size=c.search_size)
-        self.predictor = Predictor(c.min_fit, c.max_fit, c.max_fit_periods, c.gap_ratio,
-                                   use_barrier=c.use_barrier, weighted=c.weighted_fit)
+                                   min_significance=c.min_significance, search_size=c.search_size)
+        self.predictor = Predictor(c.min_fit, c.max_fit, c.fit_periods, c.gap_ratio,
+                                   use_barrier=c.use_barrier)
         self.history = PhaseHistory()
         self.adaptive = adaptive
         self.state = SEARCHING
@@ -115,10 +118,16 @@ class GatingAnalyzer:
         self._triggers_since_ref = 0
         self._last_fire_time = -math.inf
         self._last_fire_cycle: int | None = None
-        self._baseline_sad = math.nan
+        self._max_step = math.inf
+        self._baseline_cost = math.nan  # running typical cost of matched frames
         self._n_bad = 0
         self._t_last_prediction = math.nan
         self.references: list[Reference] = []
+        self.loss: tuple[float, str] | None = None  # time and cause of the latest loss
+        self.hindsight = Hindsight()  # the analyzer's own view of its trigger errors
+        self._work: Reference | None = None  # current reference as matched (binned)
+        self._frame_interval = math.nan  # camera frame interval (s)
+        self._refine_at = math.inf  # when to fold the beats seen under this lock
 
     # ----------------------------------------------------------------- public API
     def set_target_phase(self, phase: float) -> None:
@@ -140,7 +149,7 @@ class GatingAnalyzer:
 
     def process(self, frame: Frame) -> Decision:
         """Analyse one frame; never blocks on hardware or background work."""
-        img = as_work_dtype(frame.image)
+        img = normalise_brightness(as_work_dtype(frame.image))
         t_mid = frame.timestamp + 0.5 * frame.exposure
         search = (self.state != LOCKED or self._refresh_pending) and not self._awaiting
         ref = self.finder.push(img, t_mid, frame.frame_id, search=search,
@@ -162,16 +171,18 @@ class GatingAnalyzer:
         if self.state != LOCKED:
             return self._decision(frame, reason="no stable period yet")
         assert self.estimator is not None and self.reference is not None
+        if t_mid >= self._refine_at:
+            self._refine()
         res = self.estimator.estimate(bin_image(img, self._phase_bin))
+        self._last_res = res
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
-        u = self.history.add(t_mid, res.phase, frame.frame_id,
-                             res.v_slope ** 2 if res.v_ok else 0.0)
+        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information)
+        self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
 
     # ----------------------------------------------------------------- internals
     def _adopt(self, ref: Reference, target: float | None) -> None:
-        first = not self.references
         ref = Reference(ref.frames, ref.period, ref.pad, ref.frame_interval,
                         self._next_ref_id, ref.t_created, ref.frame_ids)
         self._next_ref_id += 1
@@ -185,44 +196,99 @@ class GatingAnalyzer:
             binned = np.stack([bin_image(f, self._phase_bin) for f in ref.frames])
             work = Reference(binned, ref.period, ref.pad, ref.frame_interval, ref.ref_id,
                              ref.t_created, ref.frame_ids)
+        self._frame_interval = ref.frame_interval  # the camera's, before any folding
+        work = self._folded(work) or work
+        self._refine_at = ref.t_created + self.cfg.fold_beats * ref.period_s
         self.estimator = PhaseEstimator(work, self.cfg.max_drift)
         self.history.clear(ref.ref_id)  # fit barrier at every reference change
         self.barrier_phase = work.barrier_phase()  # binned: same phase, less work
+        previous, self._work = self._work, work
         if target is not None:
             self.target_phase = target % TWO_PI
-        elif first and self.cfg.target_phase is not None:
+        elif previous is not None and previous.frames.shape[1:] == work.frames.shape[1:]:
+            self.target_phase = self._carry_target(previous, work)
+        elif self.cfg.target_phase is not None:
             self.target_phase = self.cfg.target_phase % TWO_PI
-        elif self.cfg.target_phase is None:
-            # without adaptive alignment a user-given number keeps its value; the
-            # default rule is re-applied to every new reference
+        else:
             self.target_phase = work.default_target_phase()
         if self.adaptive is not None and not self.adaptive.started:
             self.adaptive.start(ref, self.target_phase)
         self.state = LOCKED
         self._triggers_since_ref = 0
         self._last_fire_cycle = None
-        self._baseline_sad = math.nan
+        self._max_step = float(self.estimator.step_costs().max())
+        self._baseline_cost = math.nan
         self._n_bad = 0
         self._t_last_prediction = ref.t_created
         logger.info("reference %d adopted: period %.3f frames = %.4f s, target %.3f rad",
                     ref.ref_id, ref.period, ref.period_s, self.target_phase)
 
+    def _folded(self, work: Reference) -> Reference | None:
+        """``work`` averaged over the recent beats in the finder's buffer (`fold`)."""
+        n = min(self.cfg.fold_max_frames, int(self.cfg.fold_beats * work.period_s
+                                              / self._frame_interval))
+        recent, times = self.finder.recent(n)
+        if not recent or recent[-1].shape[0] // self._phase_bin != work.frames.shape[1]:
+            return None
+        stack = np.stack([bin_image(f, self._phase_bin) for f in recent])
+        return fold_reference(work, stack, times)
+
+    def _refine(self) -> None:
+        """Once ``fold_beats`` beats have passed under the lock, fold them all into
+        the reference. A lock forms after about two beats, so the first fold
+        averages few; this one averages the full number. The phase coordinates stay
+        the same (the fold stamps against the current reference), so the history,
+        target and triggers carry on undisturbed."""
+        self._refine_at = math.inf
+        assert self._work is not None
+        better = self._folded(self._work)
+        if better is None:
+            return
+        self._work = better
+        self.estimator = PhaseEstimator(better, self.cfg.max_drift)
+        self._max_step = float(self.estimator.step_costs().max())
+        logger.debug("reference %d refined over %.1f beats", better.ref_id,
+                     self.cfg.fold_beats)
+
+    def _carry_target(self, previous: Reference, new: Reference) -> float:
+        """The target phase in ``new``'s coordinates: where the heart looks as it did at
+        the target in ``previous``, so a new reference (after a loss or a refresh)
+        keeps triggering the same heart phase rather than re-applying a rule whose
+        outcome shifts with the frame sampling."""
+        image = previous.image_at(self.target_phase)
+        est = PhaseEstimator(new, self.cfg.max_drift)
+        for _ in range(self.cfg.max_drift + 1):  # let the drift search settle
+            res = est.estimate(image)
+        return res.phase
+
     def _check_lost(self, res: PhaseResult, t: float) -> bool:
+        """Lost when frames stop matching the reference or predictions stop coming.
+
+        A frame of the same heart lies between two reference samples, so its distance
+        to the interpolated reference is at most about the distance between
+        neighbouring samples, plus the frame's own noise (the typical distance of the
+        frames matched so far). Several frames in a row far beyond both are not this
+        heart any more.
+        """
         ref = self.reference
         assert ref is not None
-        bad = res.match_ratio > self.cfg.loss_match_ratio or (
-            self._baseline_sad == self._baseline_sad
-            and res.min_sad > self.cfg.loss_sad_factor * self._baseline_sad)
-        if bad:
+        base = self._baseline_cost
+        limit = self.cfg.loss_step_factor * (self._max_step + (base if base == base else 0))
+        if base == base and res.cost > limit:
             self._n_bad += 1
         else:
             self._n_bad = 0
-            b = self._baseline_sad
-            self._baseline_sad = res.min_sad if b != b else 0.95 * b + 0.05 * res.min_sad
+            self._baseline_cost = res.cost if base != base else 0.95 * base + 0.05 * res.cost
         stalled = (t - self._t_last_prediction
                    > self.cfg.loss_periods_without_prediction * ref.period_s)
         if self._n_bad > max(3, ref.period / 2) or stalled:
-            logger.warning("gating lock lost (%s)", "stalled" if stalled else "no match")
+            if stalled:
+                why = (f"heartbeat stopped or unreadable: no usable phase advance for "
+                       f"{self.cfg.loss_periods_without_prediction:g} periods")
+            else:
+                why = f"frames stopped matching the reference ({self._n_bad} in a row)"
+            self.loss = (t, why)
+            logger.info("gating lock lost at %.3f s: %s", t, why)
             self.state = LOST
             self.reference = None
             self.estimator = None
@@ -241,7 +307,7 @@ class GatingAnalyzer:
             return self._decision(frame, res, u, reason=self.predictor.last_reject)
         self._t_last_prediction = frame.timestamp + 0.5 * frame.exposure
         L = self.cfg.latency_s
-        D = ref.frame_interval
+        D = self._frame_interval
         wait = pred.t_target - now
         if pred.cycle == self._last_fire_cycle or (
                 pred.t_target - self._last_fire_time < 0.5 * ref.period_s):
@@ -261,11 +327,16 @@ class GatingAnalyzer:
         if n and self._triggers_since_ref >= n and not self._refresh_pending:
             self.request_refresh()
             self._triggers_since_ref = 0
-        return self._decision(frame, res, u, pred=pred.t_target, fire=fire, kind=kind)
+        goal = self.target_phase + TWO_PI * pred.cycle
+        self.hindsight.add(fire, goal, self.history.ref_id)
+        err = self.hindsight.estimate(math.hypot(pred.phase_sd,
+                                                 pred.rate * (fire - pred.t_target)))
+        return self._decision(frame, res, u, pred=pred.t_target, fire=fire, kind=kind,
+                              err=err)
 
     def _decision(self, frame: Frame, res: PhaseResult | None = None, u: float = math.nan,
                   pred: float = math.nan, fire: float | None = None, kind: str = "",
-                  reason: str = "") -> Decision:
+                  reason: str = "", err: float = math.nan) -> Decision:
         ref = self.reference
         return Decision(
             frame_id=frame.frame_id, timestamp=frame.timestamp, state=self.state,
@@ -275,4 +346,5 @@ class GatingAnalyzer:
             reference_id=ref.ref_id if ref else -1,
             target_phase=self.target_phase if ref else math.nan,
             fire_time=fire, trigger_kind=kind, predicted_time=pred,
-            match_ratio=res.match_ratio if res else math.nan, reason=reason)
+            match_ratio=res.match_ratio if res else math.nan, reason=reason,
+            error_estimate=err)

@@ -16,25 +16,11 @@ import numpy as np
 from ..frame import Frame
 from ..sim.heart import SimHeart
 from .analyzer import Decision, GatingAnalyzer
+from .score import circular_mean, circular_sd, wrap_pm_pi
 
 TWO_PI = 2.0 * math.pi
 
-
-def circular_mean(angles: np.ndarray) -> float:
-    """Circular mean (rad) in [0, 2*pi)."""
-    a = np.asarray(angles, float)
-    return float(np.mod(np.arctan2(np.sin(a).mean(), np.cos(a).mean()), TWO_PI))
-
-
-def circular_sd(angles: np.ndarray) -> float:
-    """Circular standard deviation sqrt(-2 ln R) in rad (equals the SD for small spread)."""
-    a = np.asarray(angles, float)
-    r = math.hypot(float(np.cos(a).mean()), float(np.sin(a).mean()))
-    return math.sqrt(-2.0 * math.log(max(r, 1e-300)))
-
-
-def wrap_pm_pi(a: np.ndarray | float) -> np.ndarray:
-    return np.mod(np.asarray(a) + math.pi, TWO_PI) - math.pi
+__all__ = ["RunResult", "circular_mean", "circular_sd", "run_sim", "wrap_pm_pi"]
 
 
 @dataclass

@@ -72,6 +72,14 @@ class Reference:
     def phase_to_index(self, phase: float) -> float:
         return self.pad + float(np.mod(phase, TWO_PI)) / TWO_PI * self.period
 
+    def image_at(self, phase: float) -> np.ndarray:
+        """The heart's image at ``phase``: cross-fade of the two frames around it."""
+        x = self.phase_to_index(phase)
+        i = min(int(math.floor(x)), self.frames.shape[0] - 2)
+        a = x - i
+        img = (1 - a) * self.frames[i].astype(float) + a * self.frames[i + 1]
+        return np.rint(img).astype(self.frames.dtype)
+
     def frame_changes(self) -> np.ndarray:
         """SAD between consecutive reference frames over one cycle (len floor(period))."""
         n = int(math.floor(self.period))
@@ -82,10 +90,24 @@ class Reference:
         return out
 
     def default_target_phase(self) -> float:
-        """Frame of fastest change + P/3 (a phase of well-defined, moving heart)."""
+        """The end of the half beat in which the heart's image changes the most.
+
+        Why there: a phase is known to the analyzer only through how the image changes
+        with it, and a trigger is predicted from the frames just before it. Summing
+        the squared frame-to-frame change (the information each step carries about
+        the phase) over the half beat before each candidate, and taking the largest,
+        puts the frames a prediction is made from in the part of the beat that moves
+        most, whatever the heart looks like. (The published rule, fastest change +
+        P/3, lands in a long quiet diastole on some hearts, where every frame looks
+        alike and the target can only be timed blindly from the last beat.)
+        """
         c = self.frame_changes()
-        j = int(np.argmax(c)) + 0.5  # change between j and j+1
-        return self.index_to_phase(self.pad + j + self.period / 3.0)
+        n = c.size
+        info = np.concatenate([c, c]) ** 2
+        half = max(1, n // 2)
+        window = np.convolve(info, np.ones(half), "valid")[:n]  # steps k .. k+half-1
+        k = int(np.argmax(window))
+        return self.index_to_phase(self.pad + k + half)
 
     def barrier_phase(self) -> float:
         """Phase where frame-to-frame change first rises after the quietest stretch.
@@ -107,56 +129,120 @@ class Reference:
 @dataclass(frozen=True, slots=True)
 class PeriodEstimate:
     period: float  # frames (sub-frame)
-    contrast: float  # (max - min) / max of the SAD-vs-lag curve
+    contrast: float  # (max - dip) / max of the averaged difference curve
+    significance: float  # (max - dip) / noise of the curve
 
 
-def estimate_period(d: np.ndarray, min_period: int, min_contrast: float
-                    ) -> PeriodEstimate | None:
-    """Period (frames) from SAD-vs-lag ``d`` (``d[k-1]`` = SAD at lag k), or None.
+@dataclass(frozen=True, slots=True)
+class NoPeriod:
+    """Why no period was found in a difference curve (one line for the user)."""
 
-    Walk outwards: first leave the similar region (SAD above 75 % of the range), then
-    come back (below 50 %), then follow the descent to the local minimum and V-fit it.
-    A curve whose range is below ``min_contrast`` of its maximum is noise (no heart).
-    """
-    if d.size < min_period + 1:
-        return None
-    lo = float(d.min())
-    hi = float(d.max())
-    if hi <= 0 or (hi - lo) < min_contrast * hi:
-        return None
-    th_hi = lo + 0.75 * (hi - lo)
-    th_lo = lo + 0.5 * (hi - lo)
-    above = np.flatnonzero(d > th_hi)
-    if above.size == 0:
-        return None
-    back = np.flatnonzero(d[above[0]:] < th_lo)
-    if back.size == 0:
-        return None
-    i = above[0] + back[0]
-    n = d.size
-    while i + 1 < n and d[i + 1] < d[i]:
-        i += 1
-    if i + 1 >= n:  # minimum not bracketed yet
-        return None
-    k = i + 1  # lag of the minimum
-    if k < min_period:
-        return None
+    reason: str
+    contrast: float = math.nan
+    significance: float = math.nan
+
+
+def _apex(d: np.ndarray, i: int) -> tuple[float, float]:
+    """Sub-sample position and value of the V through d[i-1], d[i], d[i+1]."""
     off = v_fit(float(d[i - 1]), float(d[i]), float(d[i + 1]))
-    return PeriodEstimate(k + (off or 0.0), (hi - lo) / hi)
+    if off is None:
+        return float(i), float(d[i])
+    slope = max(float(d[i - 1]), float(d[i + 1])) - float(d[i])
+    return i + off, float(d[i]) - slope * abs(off)
+
+
+def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10.0,
+                    noise: float = 0.0, depth: float = 0.35
+                    ) -> PeriodEstimate | NoPeriod:
+    """Period (frames) from a difference-vs-lag curve ``d`` (``d[k]`` at lag k; d[0] unused).
+
+    The curve is the mean absolute difference of frame pairs ``k`` apart; it dips to
+    the noise floor at every multiple of the period. Candidates are its local minima
+    at lags >= ``min_period``; each is placed and valued by a V-fit (the curve is a V
+    near a dip, and at low frame rates the sampled value at the nearest integer lag
+    sits well above the true dip). The period is the SHORTEST lag whose dip comes
+    within ``depth`` of the deepest one: multiples of the period dip as deep, and
+    picking the deepest would lock on two beats at 20 frames/s.
+
+    At low frame rates a beat of, say, 8.5 frames falls between integer lags, where
+    the curve stays high, while its double (17) lands on one and dips to the floor.
+    So a dip near half a deep one is the beat when it is clearly a dip: as low as
+    60 % of the way down, or at least half the required significance deep (on the
+    corpus' hearts, wiggles at half a beat are 0-1.5x the noise; a beat between
+    integer lags, 8-40x).
+
+    A dip counts by its depth below the highest point of the curve before it (a
+    heart's curve climbs to half a beat and falls back; a drifting scene's only
+    climbs, and a wiggle on the climb is no dip), and that depth must stand out of
+    the curve's own noise (``noise``: SD of the curve from independent halves of the
+    data) by ``min_significance``.
+    """
+    n = d.size
+    if n < min_period + 2:
+        return NoPeriod("not enough frames yet")
+    seg = d[1:]
+    hi = float(seg.max())
+    if hi <= 0:
+        return NoPeriod("frames do not change at all", 0.0, 0.0)
+    cands = []  # (position, apex value, depth below the highest point before it)
+    for i in range(max(min_period, 2), n - 1):
+        if d[i] <= d[i - 1] and d[i] < d[i + 1]:
+            pos, val = _apex(d, i)
+            cands.append((pos, val, float(d[1:i].max()) - val))
+    if not cands:
+        # a dip below min_period only: the frame rate is too low for this heart
+        lows = [i for i in range(2, min(min_period, n - 1))
+                if d[i] <= d[i - 1] and d[i] < d[i + 1]]
+        if lows and float(d[lows[0]]) < float(seg.min()) + 0.2 * (hi - float(seg.min())):
+            return NoPeriod(f"frame rate too low for the period: it repeats every "
+                            f"{lows[0]} frames, fewer than {min_period}")
+        return NoPeriod("no repeating change: the differences only grow with time "
+                        "(drift or a non-periodic scene)")
+    noise = noise if noise > 0 else 1e-300
+    best = max(cands, key=lambda c: c[2])
+    significance = best[2] / noise
+    contrast = best[2] / (best[1] + best[2]) if best[1] + best[2] > 0 else 0.0
+    if significance < min_significance:
+        return NoPeriod(f"no heartbeat: the best repeat is {significance:.1f}x the noise "
+                        f"(needs {min_significance:g}x; contrast {contrast:.3f})",
+                        contrast, significance)
+    real = [c for c in cands if c[2] / noise >= min_significance]
+    lo = min(v for _, v, _ in real)
+    top = max(v + dp for _, v, dp in real)
+    deep = [p for p, v, _ in real if v <= lo + depth * (top - lo)]
+    pos = deep[0]
+    # a dip at half a deep dip's lag, clearly below the curve's top, is the beat and
+    # the deep one its second repeat (at 20 frames/s the sampled curve can make the
+    # one-beat dip look shallower than the two-beat one)
+    for p, v, dp in cands:  # the half need not stand out alone: its double does
+        if p < pos and any(abs(q - 2 * p) <= max(1.0, 0.1 * q) for q in deep) and (
+                v <= lo + 0.6 * (top - lo) or dp >= 0.5 * min_significance * noise):
+            pos = p
+            break
+    return PeriodEstimate(pos, contrast, significance)
 
 
 class PeriodFinder:
-    """Rolling buffer + stability-gated period search producing a `Reference`.
+    """Rolling buffer + averaged difference curve + stability gate -> `Reference`.
 
-    ``push`` is called with every frame (cheap: a binned copy); ``search`` controls
-    whether the SAD row is computed for that frame (only while searching or
-    refreshing, so a locked analyzer pays nothing here).
+    Every frame (while ``search``) is compared (SAD of binned copies, per pixel) with
+    every earlier frame in the buffer; the curve for lag k is the mean over ALL pairs
+    k apart, not one frame's row. Why: one frame's row depends on where in the beat
+    that frame is (a frame in a long quiet diastole matches a whole stretch of the
+    previous diastole, and its dip wanders through the beat); the mean over a window
+    of at least a period weighs every phase alike, so the dip sits at the period.
+    Lags are used only where the window holds at least as many pairs as the lag, so
+    each lag's mean spans a full cycle of the candidate period. The noise of the curve
+    is the spread between the curves of the older and the newer half of the pairs.
+
+    A period is accepted once ``n_stable`` consecutive estimates agree; the reference
+    is cut so that ``pad`` frames after it already exist.
     """
 
     def __init__(self, max_period_s: float = 1.0, min_period_frames: int = 5,
                  min_accept_period: float = 6.0, pad: int = 2, n_stable: int = 9,
                  lag: int = 3, stable_rel: float = 0.05, stable_abs: float = 0.6,
-                 min_contrast: float = 0.15, search_size: int = 128) -> None:
+                 min_significance: float = 10.0, search_size: int = 64) -> None:
         if lag < pad:
             raise ValueError("lag must be >= pad so the padding after the period exists")
         self.max_period_s = max_period_s
@@ -167,30 +253,42 @@ class PeriodFinder:
         self.lag = lag
         self.stable_rel = stable_rel
         self.stable_abs = stable_abs
-        self.min_contrast = min_contrast
+        self.min_significance = min_significance
         self.search_size = search_size
         self._frames: deque[np.ndarray] = deque()
-        self._binned: deque[np.ndarray] = deque()
+        self._binned: deque[int] = deque()  # slots of the binned frames in _ring
+        self._ring = np.empty((0, 1, 1), np.uint16)
+        self._next_slot = 0
         self._times: deque[float] = deque()
         self._ids: deque[int] = deque()
+        self._rows: deque[np.ndarray | None] = deque()  # per frame: SAD vs lags 1..
         self._estimates: deque[float | None] = deque(maxlen=n_stable)
         self._bin = 0
         self.last_contrast = math.nan
+        self.last_significance = math.nan
+        self.last_period = math.nan  # frames, the latest single estimate
+        # why there is no reference (yet): "<kind>: <details>", kind before the colon
+        self.reason = "no frames yet"
 
     def reset(self, keep_buffer: bool = False) -> None:
         """Forget estimates (and optionally the frame buffer)."""
         self._estimates.clear()
         if not keep_buffer:
-            self._frames.clear()
-            self._binned.clear()
-            self._times.clear()
-            self._ids.clear()
+            for q in (self._frames, self._binned, self._times, self._ids, self._rows):
+                q.clear()
 
     def frame_interval(self) -> float:
         """Median frame interval of the buffer (s), nan with fewer than 2 frames."""
         if len(self._times) < 2:
             return math.nan
         return float(np.median(np.diff(np.fromiter(self._times, float))))
+
+    def recent(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The newest ``n`` frames of the buffer (time order) and their times."""
+        k = min(n, len(self._frames))
+        start = len(self._frames) - k
+        frames = [self._frames[i] for i in range(start, len(self._frames))]
+        return frames, np.array([self._times[i] for i in range(start, len(self._times))])
 
     def push(self, image: np.ndarray, t: float, frame_id: int, search: bool,
              ref_id: int = 0) -> Reference | None:
@@ -201,39 +299,104 @@ class PeriodFinder:
             self._bin = max(1, int(min(image.shape) // self.search_size))
         b = bin_image(image, self._bin)
         self._frames.append(image)
-        self._binned.append(b)
+        self._binned.append(self._store(b))
         self._times.append(t)
         self._ids.append(frame_id)
+        self._rows.append(None)
         dt = self.frame_interval()
-        horizon = self.max_period_s + (self.lag + self.pad + 3) * (dt if dt > 0 else 0.1)
+        # two slowest periods: lags up to one period, each averaged over a period
+        horizon = 2.0 * self.max_period_s + (self.lag + self.pad + 3) * (
+            dt if dt > 0 else 0.1)
         while len(self._times) > 2 and t - self._times[0] > horizon:
-            self._frames.popleft()
-            self._binned.popleft()
-            self._times.popleft()
-            self._ids.popleft()
+            for q in (self._frames, self._binned, self._times, self._ids, self._rows):
+                q.popleft()
         if not search:
             return None
         return self._search(dt, ref_id)
 
+    def _store(self, b: np.ndarray) -> int:
+        """Put a binned frame into the ring (grown as the buffer needs); its slot."""
+        cap = self._ring.shape[0]
+        if self._ring.shape[1:] != b.shape or self._ring.dtype != b.dtype or \
+                len(self._binned) >= cap:
+            old = [self._ring[k] for k in self._binned] if self._ring.shape[1:] == b.shape \
+                else []
+            cap = max(64, 2 * (len(self._binned) + 1))
+            self._ring = np.empty((cap, *b.shape), b.dtype)
+            for i, f in enumerate(old):
+                self._ring[i] = f
+            self._binned = deque(range(len(old)))
+            self._next_slot = len(old)
+        slot = self._next_slot % cap
+        self._ring[slot] = b
+        self._next_slot = slot + 1
+        return slot
+
+    def _curve(self) -> tuple[np.ndarray, float]:
+        """Mean per-pixel SAD vs lag over all pairs in the buffer, and its noise.
+
+        Rows of frames pushed while locked are computed here when a search resumes.
+        """
+        n = len(self._binned)
+        ring = self._ring
+        npx = ring.shape[1] * ring.shape[2]
+        slots = np.fromiter(self._binned, np.int64, n)
+        for j in range(1, n):
+            if self._rows[j] is None:
+                self._rows[j] = sad_indexed(ring, slots[j - 1::-1],
+                                            ring[slots[j]]).astype(float) / npx
+        kmax = n // 2  # lag k needs >= k pairs
+        mat = np.zeros((n, kmax))  # mat[j, k-1]: frame j against the frame k back
+        for j in range(1, n):
+            m = min(j, kmax)
+            mat[j, :m] = self._rows[j][:m]
+        jj = np.arange(n)[:, None]
+        kk = np.arange(1, kmax + 1)[None, :]
+        valid = kk <= jj  # the partner is still in the buffer
+        # older and newer halves of the pairs of each lag (split at their middle)
+        newer = 2 * jj >= n - 1 + kk
+        halves = np.stack([valid & ~newer, valid & newer])  # (2, n, kmax)
+        sums = (halves * mat).sum(axis=1)
+        counts = halves.sum(axis=1)
+        d = np.concatenate([[0.0], sums.sum(axis=0) / np.maximum(counts.sum(axis=0), 1)])
+        ok = (counts > 0).all(axis=0)
+        if ok.sum() < 3:
+            return d, math.inf
+        diff = (sums[0] / np.maximum(counts[0], 1) - sums[1] / np.maximum(counts[1], 1))[ok]
+        # SD of the curve (the mean of two halves), robust (MAD) to the odd lag
+        noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / 2.0
+        return d, noise
+
     def _search(self, dt: float, ref_id: int) -> Reference | None:
         n = len(self._binned)
-        if n < self.min_period_frames + 2 or not dt > 0:
+        if n < 2 * (self.min_period_frames + 2) or not dt > 0:
             self._estimates.append(None)
+            self.reason = "collecting frames"
             return None
-        stack = np.stack(self._binned)  # (n, h, w), small (binned)
-        lags = np.arange(n - 2, -1, -1)  # SAD vs frames at lag 1..n-1
-        d = sad_indexed(stack, lags, stack[-1]).astype(float)
-        est = estimate_period(d, self.min_period_frames, self.min_contrast)
-        self.last_contrast = est.contrast if est else math.nan
-        self._estimates.append(est.period if est else None)
+        d, noise = self._curve()
+        est = estimate_period(d, self.min_period_frames, self.min_significance, noise)
+        self.last_contrast = est.contrast
+        self.last_significance = est.significance
+        if isinstance(est, NoPeriod):
+            self._estimates.append(None)
+            self.reason = est.reason
+            return None
+        self._estimates.append(est.period)
+        self.last_period = est.period
         if len(self._estimates) < self.n_stable or any(e is None for e in self._estimates):
+            self.reason = "period estimates not yet stable"
             return None
         vals = np.array(self._estimates, dtype=float)
         med = float(np.median(vals))
-        if vals.max() - vals.min() > max(self.stable_abs, self.stable_rel * med):
+        spread = vals.max() - vals.min()
+        if spread > max(self.stable_abs, self.stable_rel * med):
+            self.reason = (f"period estimates disagree: spread {spread:.1f} frames around "
+                           f"{med:.1f} (irregular or no heartbeat)")
             return None
         period = med  # median of the stable run: less noisy than any single estimate
         if period <= self.min_accept_period:
+            self.reason = (f"frame rate too low for the period: {period:.1f} frames per "
+                           f"beat, needs more than {self.min_accept_period:g}")
             return None
         e = n - 1 - self.lag  # buffer index of the frame whose estimate is used
         m = int(math.floor(period)) + 1 + 2 * self.pad
@@ -243,6 +406,7 @@ class PeriodFinder:
         frames = np.stack([self._frames[i] for i in range(start, start + m)])
         ids = tuple(self._ids[i] for i in range(start, start + m))
         self._estimates.clear()
+        self.reason = ""
         logger.debug("reference %d: period %.3f frames (%.4f s)", ref_id, period,
                      period * dt)
         return Reference(np.ascontiguousarray(frames), period, self.pad, dt, ref_id,

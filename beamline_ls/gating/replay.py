@@ -6,7 +6,12 @@ decisions in virtual time as fast as possible, writes one CSV row per frame with
 ``frame,timestamp_s,phase_rad,state,trigger_time_s`` (+ a few diagnostic columns;
 ``trigger_time_s`` is empty when no trigger was decided and never earlier than
 ``timestamp_s + latency``), and prints the period found, the number of triggers and
-the per-frame processing time (p50/p99). Exit codes: 0 ok, 2 bad input.
+the per-frame processing time (p50/p99). When it never locks, or loses the lock for
+good, it says why in one line (no repeating change, a repeat no stronger than the
+noise, period estimates that disagree, a frame rate too low for the period, a
+heartbeat that stopped). ``--truth FILE`` (one true phase per frame, rad) adds the
+circular SD of the true phase at the triggers; ``--plot FILE.png`` draws the
+phase-lock picture (`beamline_ls.gating.plot`). Exit codes: 0 ok, 2 bad input.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +30,12 @@ import numpy as np
 from ..frame import Frame
 from .analyzer import GatingAnalyzer, GatingConfig
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
+from .score import circular_sd
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("frame", "timestamp_s", "phase_rad", "state", "trigger_time_s", "trigger_kind",
-           "period_s", "reference_id", "trigger_status")
+           "period_s", "reference_id", "trigger_status", "trigger_error_rad")
 
 
 class ReplayError(Exception):
@@ -42,11 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, required=True, help="frame rate (frames/s)")
     p.add_argument("--timestamps", help="text file: one absolute timestamp (s) per frame")
     p.add_argument("--target-phase", type=float, default=None,
-                   help="target phase (rad) in the first reference; default: fastest "
-                        "change + P/3")
+                   help="target phase (rad) in the first reference; default: the end of the "
+                        "half beat that moves most")
     p.add_argument("--latency", type=float, default=0.015,
                    help="minimum time from frame timestamp to trigger (s), default 0.015")
     p.add_argument("--out", required=True, help="output CSV")
+    p.add_argument("--truth", help="text file: the true heart phase (rad) of every frame, "
+                   "to score the triggers")
+    p.add_argument("--plot", help="write the phase-lock picture to this PNG file")
     return p
 
 
@@ -85,6 +95,40 @@ def load_timestamps(path: str | Path, n: int) -> np.ndarray:
     return ts
 
 
+def load_truth(path: str | Path, n: int) -> np.ndarray:
+    """One true phase (rad) per frame, returned unwrapped."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReplayError(f"truth file not found: {p}")
+    try:
+        ph = np.loadtxt(p, dtype=float, ndmin=1)
+    except ValueError as exc:
+        raise ReplayError(f"cannot parse true phases in {p}: {exc}") from exc
+    if ph.ndim != 1 or ph.size != n or not np.all(np.isfinite(ph)):
+        raise ReplayError(f"{p}: needs {n} finite phases (one per frame), got {ph.size}")
+    return np.unwrap(ph)
+
+
+def why_no_lock(analyzer: GatingAnalyzer, reasons: Counter[str], latest: dict[str, str]
+                ) -> str | None:
+    """One line saying why the video ends without a lock, or None if it is locked.
+
+    The finder's reasons are counted per kind (text before the colon) over the
+    frames it searched; the most frequent kind, in its latest words, is the answer.
+    """
+    if analyzer.state == "locked":
+        return None
+    if analyzer.references and analyzer.loss is not None:
+        t, why = analyzer.loss
+        return f"lock lost at {t:.2f} s and not regained: {why}"
+    kinds = Counter({k: v for k, v in reasons.items()
+                     if k not in ("collecting frames", "no frames yet")})
+    if not kinds:
+        return "no heartbeat detected: the video is too short to find a period"
+    kind = kinds.most_common(1)[0][0]
+    return f"no heartbeat detected: {latest[kind]}"
+
+
 def _fmt(x: float) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6f}"
 
@@ -103,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             ts = load_timestamps(args.timestamps, n)
         else:
             ts = np.arange(n) / args.fps
+        truth = load_truth(args.truth, n) if args.truth else None
     except ReplayError as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
@@ -113,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     sink = RecordingSink(clock)
     sched = TriggerScheduler(sink, clock)
     proc = np.empty(n)
+    decisions = []
+    period_track = np.full(n, np.nan)  # s: the reference's, or the search's estimate
+    reasons: Counter[str] = Counter()
+    latest: dict[str, str] = {}  # latest words of each kind of finder reason
     out = Path(args.out)
     try:
         fh = out.open("w", newline="")
@@ -129,22 +178,52 @@ def main(argv: list[str] | None = None) -> int:
             c0 = time.perf_counter()
             d = analyzer.process(frame)
             proc[i] = time.perf_counter() - c0
+            decisions.append(d)
+            if d.state == "locked":
+                period_track[i] = d.period_s
+            else:
+                why = analyzer.finder.reason
+                reasons[why.split(":")[0]] += 1
+                latest[why.split(":")[0]] = why
+                period_track[i] = analyzer.finder.last_period * analyzer.finder.frame_interval()
             status = ""
             if d.fire_time is not None:
                 status = sched.schedule(d.fire_time, i).status
             w.writerow((i, f"{t:.6f}", _fmt(d.phase), d.state,
                         _fmt(d.fire_time) if d.fire_time is not None else "",
-                        d.trigger_kind, _fmt(d.period_s), d.reference_id, status))
+                        d.trigger_kind, _fmt(d.period_s), d.reference_id, status,
+                        _fmt(d.error_estimate) if d.fire_time is not None else ""))
         clock.advance_to(math.inf if sched.pending else clock.now())
     ref = analyzer.references[0] if analyzer.references else None
     if ref is None:
-        print("period: none found (no heartbeat detected)")
+        print("period: none found")
     else:
         print(f"period: {ref.period:.3f} frames = {ref.period_s:.4f} s "
               f"({1.0 / ref.period_s:.3f} Hz)")
     print(f"triggers: {analyzer.n_triggers}")
+    why = why_no_lock(analyzer, reasons, latest)
+    if why:
+        print(why)
+    fires = np.array([d.fire_time for d in decisions if d.fire_time is not None])
+    frame_of_fire = np.array([d.timestamp for d in decisions if d.fire_time is not None])
+    true_at_fire = None
+    if truth is not None and fires.size:
+        eff = np.maximum(fires, frame_of_fire + args.latency)
+        true_at_fire = np.interp(eff, ts, truth)
+        est = np.array([d.error_estimate for d in decisions if d.fire_time is not None])
+        print(f"true phase at the triggers: circular SD {circular_sd(true_at_fire):.4f} rad "
+              f"(the analyzer's own estimate: {float(np.sqrt(np.nanmean(est ** 2))):.4f} rad)")
     print(f"processing per frame: p50 {np.percentile(proc, 50) * 1e3:.3f} ms, "
           f"p99 {np.percentile(proc, 99) * 1e3:.3f} ms ({n} frames)")
+    if args.plot:
+        from .plot import phase_lock_figure
+
+        try:
+            phase_lock_figure(decisions, period_track, args.plot, true_at_fire, why)
+        except OSError as exc:
+            print(f"replay: error: cannot write {args.plot}: {exc}", file=sys.stderr)
+            return 2
+        print(f"phase-lock plot: {args.plot}")
     return 0
 
 

@@ -185,7 +185,7 @@ class SimGatingSystem(GatingDriver):
                     log.error("trigger box: could not clear pending triggers: %s", exc)
 
     def set_target_phase(self, phase: float | None) -> None:
-        """``None`` returns to the automatic target (fastest change + P/3)."""
+        """``None`` returns to the automatic target (end of the most moving half beat)."""
         if phase is not None and not 0 <= phase <= 2 * math.pi:
             raise ValueError(f"target phase must be in [0, 2pi] rad, got {phase}")
         with self._lock:

@@ -41,7 +41,7 @@ class GatingGroup(PVGroup):
                        read_only=True, doc="phase of the latest brightfield frame")
     target_phase = pvproperty(name="TargetPhase", value=-1.0, units="rad", precision=3,
                               lower_ctrl_limit=-1.0, upper_ctrl_limit=6.2832,
-                              doc="-1: automatic (fastest change + P/3)")
+                              doc="-1: automatic (end of the most moving half beat)")
     target_phase_rbv = pvproperty(name="TargetPhase_RBV", value=math.nan, units="rad",
                                   precision=3, read_only=True)
     latency = pvproperty(name="Latency", value=0.015, units="s", precision=4,
