@@ -7,7 +7,7 @@ import numpy as np
 
 from beamline_ls.frame import Frame
 from beamline_ls.gating.analyzer import GatingAnalyzer, GatingConfig
-from beamline_ls.gating.evaluate import run_sim
+from beamline_ls.gating.evaluate import circular_mean, run_sim, wrap_pm_pi
 from beamline_ls.sim.heart import SimHeart
 
 SHAPE = (64, 64)
@@ -45,10 +45,10 @@ def test_timestamp_gap_blocks_prediction_across_it():
     ts = ts[(ts < gap_at) | (ts >= gap_at + 0.1)]  # 8 frames dropped
     r = run_sim(heart, 80.0, 0, SHAPE, timestamps=ts)
     first_after = int(np.searchsorted(ts, gap_at + 0.1))
-    # a fit never spans the gap: until the window can hold enough frames after it
-    # (min_fit), every prediction is refused for the gap; later windows start after it
+    # a fit never spans the gap: while fewer than min_fit frames follow it, every window
+    # reaches back across it and every prediction is refused; later ones start after it
     min_fit = GatingConfig().min_fit
-    for d in r.decisions[first_after:first_after + min_fit]:
+    for d in r.decisions[first_after:first_after + min_fit - 1]:
         assert d.fire_time is None
         assert d.reason == "timestamp gap"
     assert any(d.reason == "timestamp gap" for d in r.decisions)
@@ -56,20 +56,29 @@ def test_timestamp_gap_blocks_prediction_across_it():
     assert any(d.fire_time is not None for d in r.decisions if d.timestamp > gap_at + 1.0)
 
 
-def test_refresh_is_a_fit_barrier():
+def test_refresh_is_a_fit_barrier_and_costs_no_beat():
+    """Phases measured against different references are different coordinates: a fit
+    mixing them would put the triggers after a refresh off by the offset between them
+    (up to pi). The history is cleared at every new reference and refilled from the
+    buffered frames phased against the new one, so triggers carry on at once, on the
+    same heart phase."""
     heart = SimHeart(seed=23, duration_s=20)
     an = GatingAnalyzer(GatingConfig(refresh_every_triggers=8))
     r = run_sim(heart, 80.0, 15.0, SHAPE, analyzer=an)
     assert len(an.references) >= 3
+    locked = circular_mean(r.true_phase_at_fire)
     for ref in an.references[1:]:
         i = next(i for i, d in enumerate(r.decisions) if d.reference_id == ref.ref_id)
         d = r.decisions[i]
         assert "discarded" in d.reason and d.fire_time is None and math.isnan(d.phase)
-        # no prediction until one period of history against the new reference
-        for dd in r.decisions[i + 1:]:
-            if dd.timestamp - d.timestamp < 0.9 * ref.period_s:
-                assert dd.fire_time is None and math.isnan(dd.predicted_time)
-    # triggers after refreshes still land on the true heart phase (default rule target)
+        if d.timestamp + ref.period_s > r.frame_times[-1]:
+            continue  # the run ends before the next beat
+        after = [dd.fire_time for dd in r.decisions[i + 1:]
+                 if dd.fire_time is not None and dd.fire_time < d.timestamp + ref.period_s]
+        assert after, "no trigger in the beat after a refresh"
+        err = wrap_pm_pi(heart.true_phase_wrapped(np.array(after)) - locked)
+        assert np.all(np.abs(err) < 0.3)
+    assert r.beats_fraction() > 0.95
     assert r.trigger_sd_rad() / TWO_PI < 0.05
 
 

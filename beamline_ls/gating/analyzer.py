@@ -60,7 +60,7 @@ class GatingConfig:
     max_drift: int = 4
     min_fit: int = 3
     max_fit: int = 64
-    fit_periods: tuple[float, ...] = (0.35, 0.5, 0.75, 1.0)  # windows tried
+    fit_periods: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)  # windows tried
     gap_ratio: float = 2.5
     use_barrier: bool = False
     loss_step_factor: float = 3.0  # no match: best SAD > this x the largest reference step
@@ -68,6 +68,7 @@ class GatingConfig:
     refresh_every_triggers: int | None = None  # new reference every N triggers
     fold_beats: float = 4.0  # the matched reference averages up to this many beats
     fold_max_frames: int = 160  # ... and at most this many frames (bounded work)
+    prefill_periods: float = 1.25  # buffered frames phased at once after a new reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class Decision:
     match_ratio: float = math.nan
     reason: str = ""
     error_estimate: float = math.nan  # rad: expected phase error of this trigger
+    fitted_period_s: float = math.nan  # the current beat period from the phase fit
 
 
 class GatingAnalyzer:
@@ -220,6 +222,7 @@ class GatingAnalyzer:
         self._baseline_cost = math.nan
         self._n_bad = 0
         self._t_last_prediction = ref.t_created
+        self._prefill()
         logger.info("reference %d adopted: period %.3f frames = %.4f s, target %.3f rad",
                     ref.ref_id, ref.period, ref.period_s, self.target_phase)
 
@@ -232,6 +235,20 @@ class GatingAnalyzer:
             return None
         stack = np.stack([bin_image(f, self._phase_bin) for f in recent])
         return fold_reference(work, stack, times)
+
+    def _prefill(self) -> None:
+        """Phase the last ``prefill_periods`` of buffered frames against the new
+        reference, so predictions start at once: the first beat after a lock, and
+        every beat across a refresh, gets its trigger instead of waiting a period
+        for a history of its own."""
+        assert self.reference is not None and self.estimator is not None
+        n = int(math.ceil(self.cfg.prefill_periods * self.reference.period)) + 1
+        recent, times = self.finder.recent(n)
+        for img, t in zip(recent, times, strict=True):
+            if img.shape[0] // self._phase_bin != self._work.frames.shape[1]:
+                continue
+            res = self.estimator.estimate(bin_image(img, self._phase_bin))
+            self.history.add(float(t), res.phase, -1, res.information)
 
     def _refine(self) -> None:
         """Once ``fold_beats`` beats have passed under the lock, fold them all into
@@ -312,13 +329,14 @@ class GatingAnalyzer:
         if pred.cycle == self._last_fire_cycle or (
                 pred.t_target - self._last_fire_time < 0.5 * ref.period_s):
             return self._decision(frame, res, u, pred=pred.t_target,
-                                  reason="already triggered this cycle")
+                                  reason="already triggered this cycle", rate=pred.rate)
         if wait < L:
             fire, kind = now + L, "panic"
         elif wait - self.cfg.panic_factor * D < L:
             fire, kind = pred.t_target, "standard"
         else:
-            return self._decision(frame, res, u, pred=pred.t_target, reason="waiting")
+            return self._decision(frame, res, u, pred=pred.t_target, reason="waiting",
+                                  rate=pred.rate)
         self._last_fire_cycle = pred.cycle
         self._last_fire_time = fire
         self.n_triggers += 1
@@ -332,11 +350,12 @@ class GatingAnalyzer:
         err = self.hindsight.estimate(math.hypot(pred.phase_sd,
                                                  pred.rate * (fire - pred.t_target)))
         return self._decision(frame, res, u, pred=pred.t_target, fire=fire, kind=kind,
-                              err=err)
+                              err=err, rate=pred.rate)
 
     def _decision(self, frame: Frame, res: PhaseResult | None = None, u: float = math.nan,
                   pred: float = math.nan, fire: float | None = None, kind: str = "",
-                  reason: str = "", err: float = math.nan) -> Decision:
+                  reason: str = "", err: float = math.nan, rate: float = math.nan
+                  ) -> Decision:
         ref = self.reference
         return Decision(
             frame_id=frame.frame_id, timestamp=frame.timestamp, state=self.state,
@@ -347,4 +366,4 @@ class GatingAnalyzer:
             target_phase=self.target_phase if ref else math.nan,
             fire_time=fire, trigger_kind=kind, predicted_time=pred,
             match_ratio=res.match_ratio if res else math.nan, reason=reason,
-            error_estimate=err)
+            error_estimate=err, fitted_period_s=TWO_PI / rate if rate > 0 else math.nan)

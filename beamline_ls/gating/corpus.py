@@ -85,9 +85,11 @@ def live_camera(rng: np.random.Generator) -> Camera:
 
 def live_beat(rng: np.random.Generator, duration_s: float, **over: object) -> BeatProcess:
     """A live heart's rhythm: 2.0-2.7 Hz, +-5 % modulation, 2 % wander, 3+ odd beats."""
-    n_irr = max(3, int(round(3 * duration_s / 40.0)))
-    params = BeatParams(mean_rate_hz=rng.uniform(2.0, 2.7), n_irregular=n_irr,
-                        duration_s=duration_s, **over)  # type: ignore[arg-type]
+    kw: dict[str, object] = dict(mean_rate_hz=rng.uniform(2.0, 2.7),
+                                 n_irregular=max(3, int(round(3 * duration_s / 40.0))),
+                                 duration_s=duration_s)
+    kw.update(over)
+    params = BeatParams(**kw)  # type: ignore[arg-type]
     return BeatProcess(params, seed=int(rng.integers(2**31)))
 
 

@@ -55,7 +55,7 @@ class Hindsight:
             if not w.max() > 0:
                 continue
             slope, icpt, _ = weighted_line(t[sel] - fire, u, np.maximum(w / w.max(), 1e-4))
-            self.errors.append(icpt - goal)
+            self.errors.append(math.remainder(icpt - goal, 2.0 * math.pi))  # circular
         self._pending = still
 
     def estimate(self, fallback: float) -> float:
@@ -63,4 +63,9 @@ class Hindsight:
         if len(self.errors) < self.min_errors:
             return fallback
         e = np.array(self.errors)
-        return float(math.sqrt(np.mean((e - e.mean()) ** 2)))
+        e = e - np.median(e)
+        # a hindsight line can itself fail (an irregular beat inside its window): errors
+        # beyond 4 robust SDs are such failures, not triggers that far off
+        robust = 1.4826 * float(np.median(np.abs(e)))
+        kept = e[np.abs(e) <= max(4.0 * robust, 1e-3)]
+        return float(np.sqrt(np.mean((kept - kept.mean()) ** 2)))

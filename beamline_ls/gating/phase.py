@@ -21,7 +21,6 @@ image at the frame's phase.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +122,8 @@ class PhaseEstimator:
         self._unit = np.exp(1j * TWO_PI * (pos - reference.pad) / reference.period)
         step = TWO_PI / reference.period * _GRID[1]
         self._min_var = step * step / 12.0  # the grid's own resolution
-        self._recent: deque[float] = deque(maxlen=64)
+        self._recent = np.zeros(64)  # ring of the latest best costs
+        self._n_recent = 0
 
     def step_costs(self) -> np.ndarray:
         """Squared distance per pixel between neighbouring reference frames."""
@@ -175,11 +175,12 @@ class PhaseEstimator:
 
     def _tau(self, cmin: float) -> float:
         """Cost scale of the likelihood: spread of the recent best costs."""
-        self._recent.append(cmin)
-        if len(self._recent) < 5:
+        self._recent[self._n_recent % self._recent.size] = cmin
+        self._n_recent += 1
+        if self._n_recent < 5:
             return max(0.1 * cmin, 1e-9)
-        return max(float(np.std(self._recent)), 1e-3 * float(np.median(self._recent)),
-                   1e-9)
+        r = self._recent[:min(self._n_recent, self._recent.size)]
+        return max(float(r.std()), 1e-3 * float(r.mean()), 1e-9)
 
     def _model(self, pos: float) -> np.ndarray:
         """Interpolated, centred reference image (cropped, flat) at a position."""
@@ -188,7 +189,8 @@ class PhaseEstimator:
         return np.tensordot(w.astype(np.float32), self._centred[base - 1:base + 3], 1)
 
     def _update_drift(self, image: np.ndarray, pos: float) -> None:
-        """Move the integer drift by one pixel where the frame fits the model better.
+        """Move the integer drift by one pixel (up, down, left or right; a diagonal
+        takes two frames) where the frame fits the model better.
 
         Compared on every other row and column (4x less work; an integer decision
         needs no more), all candidates and the current offset alike.
@@ -201,13 +203,12 @@ class PhaseEstimator:
                                step)
 
         best, best_shift = cost(self.dy, self.dx) * 0.99, None
-        for ddy in (-1, 0, 1):
-            for ddx in (-1, 0, 1):
-                ny, nx = self.dy + ddy, self.dx + ddx
-                if (ddy == 0 and ddx == 0) or max(abs(ny), abs(nx)) > self.max_drift:
-                    continue
-                s = cost(ny, nx)
-                if s < best:
-                    best, best_shift = s, (ny, nx)
+        for ddy, ddx in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # diagonals in two frames
+            ny, nx = self.dy + ddy, self.dx + ddx
+            if max(abs(ny), abs(nx)) > self.max_drift:
+                continue
+            s = cost(ny, nx)
+            if s < best:
+                best, best_shift = s, (ny, nx)
         if best_shift is not None:
             self.dy, self.dx = best_shift

@@ -28,7 +28,8 @@ def _phase_at(decisions: Sequence[Decision], t: np.ndarray) -> np.ndarray:
                    if d.unwrapped_phase == d.unwrapped_phase])
     if tt.size < 2:
         return np.full(t.shape, np.nan)
-    return np.mod(np.interp(t, tt, uu), TWO_PI)
+    inside = (t >= tt[0]) & (t <= tt[-1])  # no phase known past the last frame
+    return np.where(inside, np.mod(np.interp(t, tt, uu), TWO_PI), np.nan)
 
 
 def phase_lock_figure(decisions: Sequence[Decision], period_s: np.ndarray,
@@ -56,20 +57,23 @@ def phase_lock_figure(decisions: Sequence[Decision], period_s: np.ndarray,
     ax.legend(loc="upper right", fontsize=8)
     ax = axes[1]
     ax.plot(t, np.asarray(period_s) * 1e3, ".", ms=2, color="tab:blue")
-    ax.set(xlabel="time (s)", ylabel="period (ms)", title="period estimate")
+    ax.set(xlabel="time (s)", ylabel="period (ms)",
+           title="period estimate (search before the lock, the fitted beat rate after)")
     ax = axes[2]
-    bins = np.linspace(-math.pi, math.pi, 73)
     if fires.size:
+        sets = []
         own = _phase_at(decisions, fires)
-        ok = np.isfinite(own)
-        if ok.any():
-            own_c = wrap_pm_pi(own[ok] - circular_mean(own[ok]))
-            ax.hist(own_c, bins, alpha=0.6, label=f"analyzer's phase (SD "
-                    f"{circular_sd(own[ok]):.3f} rad)")
+        own = own[np.isfinite(own)]
+        if own.size:
+            sets.append((own, "analyzer's phase"))
         if true_at_fire is not None and true_at_fire.size:
-            tr = wrap_pm_pi(true_at_fire - circular_mean(true_at_fire))
-            ax.hist(tr, bins, alpha=0.6, label=f"true phase (SD "
-                    f"{circular_sd(true_at_fire):.3f} rad)")
+            sets.append((true_at_fire, "true phase"))
+        # zoomed to the spread: a good lock is a narrow spike on a full circle
+        half = min(math.pi, max([0.25] + [5 * circular_sd(a) for a, _ in sets]))
+        bins = np.linspace(-half, half, 61)
+        for a, label in sets:
+            centred = np.clip(wrap_pm_pi(a - circular_mean(a)), -half, half)
+            ax.hist(centred, bins, alpha=0.6, label=f"{label} (SD {circular_sd(a):.3f} rad)")
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no triggers", ha="center", va="center", transform=ax.transAxes)

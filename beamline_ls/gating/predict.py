@@ -90,7 +90,7 @@ class Predictor:
 
     min_fit: int = 3
     max_fit: int = 64
-    fit_periods: tuple[float, ...] = (0.35, 0.5, 0.75, 1.0)
+    fit_periods: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)
     gap_ratio: float = 2.5
     max_residual: float = 0.6  # rad
     rate_tolerance: float = 0.35  # fitted rate within +-35 % of the reference rate
@@ -117,19 +117,57 @@ class Predictor:
             k = math.floor((ph[-1] - barrier_phase) / TWO_PI)
             cross = int(np.searchsorted(ph, barrier_phase + TWO_PI * k))
             floor = max(floor, min(cross, n - self.min_fit))
-        best: Prediction | None = None
-        reject = ""
-        for periods in self.fit_periods:
-            lo = max(floor, int(np.searchsorted(t, t[-1] - periods * period_s)))
-            lo = min(lo, n - self.min_fit)
-            pred, why = self._fit(t[lo:], ph[lo:], wt[lo:], period_s, t_from,
-                                  target_phase)
-            if pred is None:
-                reject = reject or why
-            elif best is None or pred.phase_sd < best.phase_sd:
-                best = pred
-        self.last_reject = "" if best is not None else reject
-        return best
+        lows = sorted({min(max(floor, int(np.searchsorted(t, t[-1] - periods * period_s))),
+                           n - self.min_fit) for periods in self.fit_periods})
+        lo, why = self._choose_window(t, ph, wt, lows, period_s, t_from, target_phase)
+        if lo < 0:
+            self.last_reject = why
+            return None
+        pred, why = self._fit(t[lo:], ph[lo:], wt[lo:], period_s, t_from, target_phase)
+        self.last_reject = why
+        return pred
+
+    def _choose_window(self, t: np.ndarray, ph: np.ndarray, wt: np.ndarray,
+                       lows: list[int], period_s: float, t_from: float,
+                       target_phase: float) -> tuple[int, str]:
+        """Start index of the window whose line has the smallest standard error at the
+        target, from suffix sums (every window ends at the newest frame), or (-1, why).
+        The chosen window is then fitted in full by `_fit` (outliers and all)."""
+        if not wt.max() > 0:
+            return -1, "no informative frames"
+        w = np.maximum(wt / wt.max(), 1e-4)
+        tc = t - t[-1]
+        pc = ph - ph[-1]  # small numbers: the sums below do not cancel badly
+        cols = np.stack([w, w * tc, w * pc, w * tc * tc, w * tc * pc, w * pc * pc])
+        suffix = np.cumsum(cols[:, ::-1], axis=1)[:, ::-1]
+        dts = np.diff(t)
+        nominal = TWO_PI / period_s
+        best, best_se, reject = -1, math.inf, ""
+        for lo in lows:
+            d = dts[lo:]
+            if d.size and (d.min() <= 0 or d.max() > self.gap_ratio * d.min()):
+                reject = reject or "timestamp gap"
+                continue
+            sw, st, sp, stt, stp, spp = suffix[:, lo]
+            tm, pm = st / sw, sp / sw
+            sxx = stt - sw * tm * tm
+            if sxx <= 0:
+                reject = reject or "degenerate fit"
+                continue
+            sxy = stp - sw * tm * pm
+            slope = sxy / sxx
+            if not abs(slope / nominal - 1) < self.rate_tolerance:
+                reject = reject or "implausible rate"
+                continue
+            rss = max(spp - sw * pm * pm - slope * sxy, 0.0)
+            icpt = pm - slope * tm
+            k = math.ceil((icpt + slope * (t_from - t[-1]) + ph[-1] - target_phase) / TWO_PI)
+            h = (target_phase + TWO_PI * k - ph[-1] - icpt) / slope - tm
+            n_w = t.size - lo
+            se = math.sqrt(rss / max(n_w - 2, 1) * (1.0 / sw + h * h / sxx))
+            if se < best_se:
+                best, best_se = lo, se
+        return best, reject
 
     def _fit(self, tw: np.ndarray, pw: np.ndarray, ww: np.ndarray, period_s: float,
              t_from: float, target_phase: float) -> tuple[Prediction | None, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -278,10 +279,12 @@ class PeriodFinder:
                 q.clear()
 
     def frame_interval(self) -> float:
-        """Median frame interval of the buffer (s), nan with fewer than 2 frames."""
-        if len(self._times) < 2:
+        """Median of the last 31 frame intervals (s), nan with fewer than 2 frames."""
+        n = len(self._times)
+        if n < 2:
             return math.nan
-        return float(np.median(np.diff(np.fromiter(self._times, float))))
+        last = [self._times[i] for i in range(max(0, n - 32), n)]
+        return statistics.median(b - a for a, b in zip(last, last[1:], strict=False))
 
     def recent(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The newest ``n`` frames of the buffer (time order) and their times."""

@@ -30,7 +30,7 @@ import numpy as np
 from ..frame import Frame
 from .analyzer import GatingAnalyzer, GatingConfig
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
-from .score import circular_sd
+from .score import score_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             proc[i] = time.perf_counter() - c0
             decisions.append(d)
             if d.state == "locked":
-                period_track[i] = d.period_s
+                period_track[i] = d.fitted_period_s
             else:
                 why = analyzer.finder.reason
                 reasons[why.split(":")[0]] += 1
@@ -204,15 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     why = why_no_lock(analyzer, reasons, latest)
     if why:
         print(why)
-    fires = np.array([d.fire_time for d in decisions if d.fire_time is not None])
-    frame_of_fire = np.array([d.timestamp for d in decisions if d.fire_time is not None])
     true_at_fire = None
-    if truth is not None and fires.size:
-        eff = np.maximum(fires, frame_of_fire + args.latency)
-        true_at_fire = np.interp(eff, ts, truth)
-        est = np.array([d.error_estimate for d in decisions if d.fire_time is not None])
-        print(f"true phase at the triggers: circular SD {circular_sd(true_at_fire):.4f} rad "
-              f"(the analyzer's own estimate: {float(np.sqrt(np.nanmean(est ** 2))):.4f} rad)")
+    if truth is not None:
+        sc = score_decisions(decisions, lambda t: np.interp(t, ts, truth), args.latency)
+        if sc.n_triggers:
+            eff = np.array([max(d.fire_time, d.timestamp + args.latency) for d in decisions
+                            if d.fire_time is not None])
+            true_at_fire = np.interp(eff[eff <= ts[-1]], ts, truth)
+            print(f"true phase at the triggers: circular SD {sc.sd_rad:.4f} rad (the "
+                  f"analyzer's own estimate: {sc.est_err_rad:.4f} rad); beats triggered "
+                  f"{sc.beats * 100:.1f} %, {sc.duplicates} duplicate, {sc.early} early")
     print(f"processing per frame: p50 {np.percentile(proc, 50) * 1e3:.3f} ms, "
           f"p99 {np.percentile(proc, 99) * 1e3:.3f} ms ({n} frames)")
     if args.plot:

@@ -315,6 +315,11 @@ class TwoChamberHeart(HeartVideo):
                      - 0.15 * _bump(u, d + 0.02, d + 0.15, d + 0.23))
         return atrium, ventricle
 
+    def _beating_time(self, t: float) -> float:
+        """Time the heart has been beating: blood only flows while the heart pumps."""
+        stop = self.beat.params.stop_s if self.beat is not None else None
+        return t if stop is None else min(t, stop)
+
     def _flow_offsets(self, phase: float, t: float) -> tuple[tuple[float, float], ...]:
         beats, u = self._cycle(phase)
         d = self._d
@@ -323,7 +328,7 @@ class TwoChamberHeart(HeartVideo):
         out = []
         for f, (dx, dy), (x0, y0) in ((fa, self._dir_a, self._speckle_origin[:2]),
                                       (fv, self._dir_v, self._speckle_origin[2:])):
-            travel = self._flow * t + self._eject * f
+            travel = self._flow * self._beating_time(t) + self._eject * f
             out.append((x0 - dx * travel, y0 - dy * travel))
         return tuple(out)
 

@@ -1,0 +1,157 @@
+"""Gating on hearts it was not tuned on, scored against their TRUE phase.
+
+Videos from `beamline_ls.gating.corpus`: recorded zebrafish heartbeats (read from
+``../shared/data/heartbeats``) replayed with a live heart's rate modulation, wander,
+irregular beats, beat-to-beat amplitude, drift, flicker and noise; procedural hearts
+unlike the simulator's; and videos with no heart. 12 s each (the benchmark runs
+40 s x 3 seeds of every heart: ``beamline-ls bench gating``).
+
+The bounds are the user's (issue 10, item 1): a lock within 3 s; a trigger on >= 95 %
+of the beats after the first lock; no trigger before its frame + latency; at most 2
+duplicate triggers per 40 s (none in 12 s); circular SD of the true phase at the
+triggers <= 0.05 rad at 80 fps and <= 0.15 rad at 20 fps. Item 2: no heart, no lock,
+no trigger, and replay says why in one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import tifffile
+
+from beamline_ls.frame import Frame
+from beamline_ls.gating import corpus, replay
+from beamline_ls.gating.score import score_decisions
+
+SECONDS = 12.0
+SD_BOUND = {80.0: 0.05, 20.0: 0.15}
+
+
+def _case(name: str) -> corpus.Case:
+    return {c.name: c for c in corpus.hearts() + corpus.no_hearts()}[name]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def heartbeats_present():
+    if not corpus.heartbeats_dir().joinpath("periods.csv").is_file():
+        pytest.fail(f"recorded heartbeats missing at {corpus.heartbeats_dir()} "
+                    f"(set {corpus.HEARTBEATS_ENV})")
+
+
+@pytest.mark.parametrize("fps", [80.0, 20.0])
+@pytest.mark.parametrize("name", ["reference0002", "reference0019", "heart-tube",
+                                  "sim-heart"])
+def test_heart_meets_the_gating_bounds(name, fps):
+    r = corpus.run_case(_case(name), fps, seed=0, duration_s=SECONDS)
+    s = r.score
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.95, s
+    assert s.early == 0, s
+    assert s.duplicates == 0, s
+    assert s.sd_rad <= SD_BOUND[fps], s
+
+
+def test_analyzer_error_estimate_is_within_1_5x_of_the_truth():
+    """The analyzer's own per-trigger estimate (from hindsight on its own phases, no
+    truth) against the true SD, on a recorded heartbeat at 40 fps."""
+    s = corpus.run_case(_case("reference0008"), 40.0, seed=1, duration_s=20.0).score
+    assert s.n_triggers > 30
+    assert 1 / 1.5 <= s.est_err_rad / s.sd_rad <= 1.5, s
+
+
+@pytest.mark.parametrize("name", ["static-tissue", "noise-only", "still-heart"])
+@pytest.mark.parametrize("fps", [80.0, 20.0])
+def test_no_heart_no_lock_no_trigger(name, fps):
+    r = corpus.run_case(_case(name), fps, seed=0, duration_s=8.0, keep_decisions=True)
+    assert r.score.n_triggers == 0
+    assert all(d.state != "locked" for d in r.decisions)
+
+
+def test_a_heart_that_stops_stops_triggering():
+    video = _case("stops-at-8s").make(0, SECONDS)
+    fps = 40.0
+    times = np.arange(int(SECONDS * fps)) / fps
+    frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
+              for i, t in enumerate(times))
+    decisions, _, an = corpus.gate_frames(frames)
+    fires = [d.fire_time for d in decisions if d.fire_time is not None]
+    assert any(f < 8.0 for f in fires)  # it was gating while the heart beat
+    period = 1.0 / 2.0  # slower than any corpus heart (2.0-2.7 Hz)
+    assert all(f <= 8.0 + 3.5 * period for f in fires), fires[-5:]
+    assert decisions[-1].state != "locked"
+    assert an.loss is not None and "stopped" in an.loss[1]
+
+
+def _write_video(tmp_path, name: str, fps: float, seconds: float):
+    video = _case(name).make(0, seconds)
+    times = np.arange(int(seconds * fps)) / fps
+    tif = tmp_path / f"{name}.tif"
+    tifffile.imwrite(tif, video.render(times))
+    return video, times, tif
+
+
+@pytest.mark.parametrize("name,why", [("static-tissue", "no heartbeat detected"),
+                                      ("noise-only", "no heartbeat detected"),
+                                      ("stops-at-8s", "heartbeat stopped")])
+def test_replay_says_in_one_line_why_there_is_no_lock(tmp_path, capsys, name, why):
+    _, _, tif = _write_video(tmp_path, name, 40.0, 11.0)
+    out = tmp_path / "out.csv"
+    assert replay.main([str(tif), "--fps", "40", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    reasons = [line for line in printed if why in line]
+    assert len(reasons) == 1, printed
+    rows = list(csv.DictReader(out.open()))
+    if name != "stops-at-8s":
+        assert all(r["trigger_time_s"] == "" for r in rows)
+        assert all(r["state"] != "locked" for r in rows)
+
+
+def test_replay_truth_and_phase_lock_plot(tmp_path, capsys):
+    video, times, tif = _write_video(tmp_path, "reference0005", 40.0, 10.0)
+    truth = tmp_path / "truth.txt"
+    np.savetxt(truth, video.true_phase(times))
+    out, png = tmp_path / "out.csv", tmp_path / "lock.png"
+    assert replay.main([str(tif), "--fps", "40", "--out", str(out), "--truth", str(truth),
+                        "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if x.startswith("true phase at the triggers"))
+    sd = float(line.split("circular SD ")[1].split()[0])
+    assert 0 < sd <= 0.05
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    rows = list(csv.DictReader(out.open()))
+    fired = [r for r in rows if r["trigger_time_s"]]
+    assert fired and all(r["trigger_error_rad"] != "" for r in fired)
+
+
+def test_replay_rejects_a_truth_file_of_the_wrong_length(tmp_path, capsys):
+    _, times, tif = _write_video(tmp_path, "noise-only", 40.0, 1.0)
+    truth = tmp_path / "truth.txt"
+    np.savetxt(truth, np.zeros(times.size - 1))
+    assert replay.main([str(tif), "--fps", "40", "--out", str(tmp_path / "o.csv"),
+                        "--truth", str(truth)]) == 2
+    assert "one per frame" in capsys.readouterr().err
+
+
+def test_score_counts_early_duplicate_and_missed_triggers():
+    """The scoring rules on hand-made decisions against a 2 Hz heart."""
+    from beamline_ls.gating.analyzer import Decision
+
+    def true_phase(t):
+        return 2 * math.pi * 2.0 * np.asarray(t, float)
+
+    ts = np.arange(0, 5, 0.025)
+    fire_at = {int(round(k / 0.025)): k + 0.02 for k in (1.0, 1.5, 2.0, 3.0, 3.5, 4.0)}
+    fire_at[int(round(2.05 / 0.025))] = 2.05 + 0.02  # a second trigger in one beat
+    fire_at[int(round(4.49 / 0.025))] = 4.49 + 0.005  # early: before frame + latency
+    ds = [Decision(i, float(t), "locked" if t >= 0.5 else "searching",
+                   fire_time=fire_at.get(i), error_estimate=0.01)
+          for i, t in enumerate(ts)]
+    s = score_decisions(ds, true_phase, latency_s=0.015)
+    assert s.early == 1
+    assert s.duplicates == 1
+    assert s.t_lock_s == pytest.approx(0.5)
+    # beats after the lock: 9 occurrences of the locked phase; 2.5 s missed
+    assert s.beats == pytest.approx(7 / 9, abs=0.12)
