@@ -100,6 +100,7 @@ class Case:
     name: str
     kind: str  # "recorded" | "procedural" | "sim" | "no-heart"
     make: Callable[[int, float], HeartVideo]
+    quiet_after: float = 0.0  # no-heart cases: no trigger may take effect after this (s)
 
 
 def _recorded(name: str, tif: Path, period: float) -> Case:
@@ -130,7 +131,8 @@ def _stopping(name: str, cls: type, stop_s: float | None) -> Case:
         stop = 0.0 if stop_s is None else stop_s
         beat = live_beat(rng, duration_s, stop_s=stop, n_irregular=0)
         return cls(beat=beat, camera=live_camera(rng), seed=seed)
-    return Case(name, "no-heart", make)
+    # a stopping heart may still trigger until the lock is lost: 3 periods of 0.5 s
+    return Case(name, "no-heart", make, 0.0 if stop_s is None else stop_s + 1.5)
 
 
 def hearts(folder: Path | None = None) -> list[Case]:
@@ -175,6 +177,7 @@ class CaseResult:
     score: Score
     p99_ms: float
     decisions: tuple[Decision, ...] = ()
+    false_triggers: int = 0  # no-heart cases: triggers after case.quiet_after
 
 
 def run_case(case: Case, fps: float, seed: int, duration_s: float = 40.0,
@@ -187,6 +190,9 @@ def run_case(case: Case, fps: float, seed: int, duration_s: float = 40.0,
     cfg = config or GatingConfig()
     decisions, proc, _ = gate_frames(frames, cfg)
     sc = score_decisions(decisions, video.true_phase, cfg.latency_s)
+    false = sum(1 for d in decisions if d.fire_time is not None
+                and max(d.fire_time, d.timestamp + cfg.latency_s) > case.quiet_after)
     return CaseResult(case.name, case.kind, fps, seed, sc,
                       float(np.percentile(proc[5:], 99) * 1e3),
-                      tuple(decisions) if keep_decisions else ())
+                      tuple(decisions) if keep_decisions else (),
+                      false if case.kind == "no-heart" else 0)
