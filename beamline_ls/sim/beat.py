@@ -24,6 +24,24 @@ import numpy as np
 TWO_PI = 2.0 * math.pi
 
 
+def ou_wander(rng: np.random.Generator, t: np.ndarray, span_s: float, frac: float,
+              tau_s: float, t0: float = 0.0) -> np.ndarray:
+    """Ornstein-Uhlenbeck rate wander (zero mean, SD ``frac``, correlation ``tau_s``) at
+    times ``t``: exact discretisation on a 10 ms grid covering ``span_s`` from ``t0``
+    (the wander is slow, tau ~ seconds), linearly interpolated onto ``t``."""
+    if frac <= 0:
+        return np.zeros(t.shape)
+    dtc = 0.01
+    nc = int(math.ceil(span_s / dtc)) + 2
+    a = math.exp(-dtc / tau_s)
+    eps = rng.standard_normal(nc) * frac * math.sqrt(1 - a * a)
+    wc = np.empty(nc)
+    wc[0] = rng.standard_normal() * frac
+    for i in range(1, nc):
+        wc[i] = a * wc[i - 1] + eps[i]
+    return np.interp(t, t0 + np.arange(nc) * dtc, wc)
+
+
 @dataclass(frozen=True, slots=True)
 class BeatParams:
     """Rate history of one heart; times in s, rates in Hz, fractions dimensionless."""
@@ -52,17 +70,7 @@ class BeatProcess:
         rng = np.random.default_rng(seed)
         n = int(math.ceil((p.duration_s + 1.0) / p.dt_s)) + 2
         t = np.arange(n) * p.dt_s
-        w = np.zeros(n)
-        if p.wander_frac > 0:
-            dtc = 0.01
-            nc = int(math.ceil(t[-1] / dtc)) + 2
-            a = math.exp(-dtc / p.wander_tau_s)
-            eps = rng.standard_normal(nc) * p.wander_frac * math.sqrt(1 - a * a)
-            wc = np.empty(nc)
-            wc[0] = rng.standard_normal() * p.wander_frac
-            for i in range(1, nc):
-                wc[i] = a * wc[i - 1] + eps[i]
-            w = np.interp(t, np.arange(nc) * dtc, wc)
+        w = ou_wander(rng, t, float(t[-1]), p.wander_frac, p.wander_tau_s)
         rate = p.mean_rate_hz * (1 + p.modulation_frac * np.sin(
             TWO_PI * t / p.modulation_period_s + rng.uniform(0, TWO_PI))) * (1 + w)
         rate = np.maximum(rate, 0.2 * p.mean_rate_hz)

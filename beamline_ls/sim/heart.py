@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .beat import ou_wander
+
 logger = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
@@ -91,19 +93,7 @@ class SimHeart:
         n = int(math.ceil(p.duration_s / p.dt_s)) + 2
         t = p.t0 + np.arange(n) * p.dt_s
         rng = self._rng
-        # Ornstein-Uhlenbeck wander, exact discretisation on a 10 ms grid (the wander is
-        # slow, tau ~ seconds) and linearly interpolated onto the fine grid.
-        w = np.zeros(n)
-        if p.wander_frac > 0:
-            dtc = 0.01
-            nc = int(math.ceil(p.duration_s / dtc)) + 2
-            a = math.exp(-dtc / p.wander_tau_s)
-            eps = rng.standard_normal(nc) * p.wander_frac * math.sqrt(1 - a * a)
-            wc = np.empty(nc)
-            wc[0] = rng.standard_normal() * p.wander_frac
-            for i in range(1, nc):
-                wc[i] = a * wc[i - 1] + eps[i]
-            w = np.interp(t, p.t0 + np.arange(nc) * dtc, wc)
+        w = ou_wander(rng, t, p.duration_s, p.wander_frac, p.wander_tau_s, p.t0)
         mod_phase = rng.uniform(0, TWO_PI)
         base = p.mean_rate_hz * (1 + p.modulation_frac
                                  * np.sin(TWO_PI * (t - p.t0) / p.modulation_period_s
