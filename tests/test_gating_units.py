@@ -91,9 +91,14 @@ def test_predictor_needs_one_period_and_rejects_gaps():
     pr = Predictor()
     assert pr.predict(_history(np.arange(0, 0.3, 0.0125)), 0.5, 0.3, 1.0) is None
     assert "period" in pr.last_reject
-    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.1, 0.0125)])
+    # two frames after a gap: every window (>= min_fit frames) reaches back across it
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.025, 0.0125)])
     assert pr.predict(_history(times), 0.5, times[-1], 1.0) is None
     assert pr.last_reject == "timestamp gap"
+    # later, a window that starts after the gap predicts again (none spans the gap)
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.1, 0.0125)])
+    p = pr.predict(_history(times), 0.5, times[-1], 1.0)
+    assert p is not None and p.n_fit <= 8
 
 
 def test_predictor_rejects_implausible_rate():

@@ -63,7 +63,7 @@ class GatingConfig:
     fit_periods: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)  # windows tried
     gap_ratio: float = 2.5
     use_barrier: bool = False
-    loss_step_factor: float = 3.0  # no match: best SAD > this x the largest reference step
+    loss_step_factor: float = 3.0  # no match: cost > this x (largest reference step + noise)
     loss_periods_without_prediction: float = 3.0
     refresh_every_triggers: int | None = None  # new reference every N triggers
     fold_beats: float = 4.0  # the matched reference averages up to this many beats
@@ -176,7 +176,6 @@ class GatingAnalyzer:
         if t_mid >= self._refine_at:
             self._refine()
         res = self.estimator.estimate(bin_image(img, self._phase_bin))
-        self._last_res = res
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
         u = self.history.add(t_mid, res.phase, frame.frame_id, res.information)
