@@ -48,7 +48,7 @@ def test_estimate_period_on_synthetic_curve():
     assert isinstance(est, PeriodEstimate) and est.period == pytest.approx(period, abs=0.3)
     flat = 1000 + np.random.default_rng(1).normal(0, 5, 40)
     none = estimate_period(flat, 5, 10.0, noise=5.0)
-    assert isinstance(none, NoPeriod) and none.reason.startswith("no heartbeat")
+    assert isinstance(none, NoPeriod) and none.reason.startswith("repeat too weak")
     rising = 100 + 20.0 * k + np.random.default_rng(2).normal(0, 5, 40)  # drift only
     assert isinstance(estimate_period(rising, 5, 10.0, noise=5.0), NoPeriod)
 

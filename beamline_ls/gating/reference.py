@@ -204,8 +204,8 @@ def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10
     significance = best[2] / noise
     contrast = best[2] / (best[1] + best[2]) if best[1] + best[2] > 0 else 0.0
     if significance < min_significance:
-        return NoPeriod(f"no heartbeat: the best repeat is {significance:.1f}x the noise "
-                        f"(needs {min_significance:g}x; contrast {contrast:.3f})",
+        return NoPeriod(f"repeat too weak: the best is {significance:.1f}x the noise, "
+                        f"{min_significance:g}x needed; contrast {contrast:.3f}",
                         contrast, significance)
     real = [c for c in cands if c[2] / noise >= min_significance]
     lo = min(v for _, v, _ in real)

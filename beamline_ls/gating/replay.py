@@ -124,9 +124,9 @@ def why_no_lock(analyzer: GatingAnalyzer, reasons: Counter[str], latest: dict[st
     kinds = Counter({k: v for k, v in reasons.items()
                      if k not in ("collecting frames", "no frames yet")})
     if not kinds:
-        return "no heartbeat detected: the video is too short to find a period"
+        return "no heartbeat detected (the video is too short to find a period)"
     kind = kinds.most_common(1)[0][0]
-    return f"no heartbeat detected: {latest[kind]}"
+    return f"no heartbeat detected ({latest[kind]})"
 
 
 def _fmt(x: float) -> str:
