@@ -16,7 +16,7 @@ import numpy as np
 from ..frame import Frame
 from ..sim.heart import SimHeart
 from .analyzer import Decision, GatingAnalyzer
-from .score import circular_mean, circular_sd, wrap_pm_pi
+from .score import circular_mean, circular_sd, score_decisions, wrap_pm_pi
 
 TWO_PI = 2.0 * math.pi
 
@@ -48,28 +48,11 @@ class RunResult:
         sel = self.fire_times >= t_from
         return circular_sd(self.true_phase_at_fire[sel]) if sel.sum() > 1 else math.nan
 
-    def beats_fraction(self, t_from: float | None = None) -> float:
-        """Fraction of heartbeats (true cycles) after ``t_from`` that got >= 1 trigger.
-
-        Cycles are counted on the true phase, starting at the first true occurrence of
-        the (circular-mean) locked phase after ``t_from`` (default: first trigger).
-        """
-        if self.fire_times.size == 0:
-            return 0.0
-        t0 = float(self.fire_times[0]) if t_from is None else t_from
-        t1 = float(self.frame_times[-1])
-        locked = circular_mean(self.true_phase_at_fire)
-        th = self.heart.true_phase(np.array([t0, t1]))
-        # cycle index of each trigger: which occurrence of the locked phase it serves
-        c_first = math.ceil((th[0] - locked - math.pi) / TWO_PI)
-        c_last = math.floor((th[1] - locked - math.pi) / TWO_PI)
-        n_cycles = c_last - c_first + 1
-        if n_cycles <= 0:
-            return math.nan
-        tf = self.fire_times[(self.fire_times >= t0) & (self.fire_times <= t1)]
-        cyc = np.round((self.heart.true_phase(tf) - locked) / TWO_PI).astype(int)
-        cyc = cyc[(cyc >= c_first) & (cyc <= c_last)]
-        return len(np.unique(cyc)) / n_cycles
+    def beats_fraction(self) -> float:
+        """Fraction of heartbeats after the first lock that got >= 1 trigger, by the
+        same rules the corpus is scored with (`score.score_decisions`)."""
+        return score_decisions(self.decisions, self.heart.true_phase,
+                               self.analyzer.cfg.latency_s).beats
 
     def n_panic(self) -> int:
         return sum(1 for d in self.decisions if d.trigger_kind == "panic")
