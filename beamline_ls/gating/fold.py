@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from .phase import PhaseEstimator
+from .predict import weighted_line
 from .reference import Reference
 
 TWO_PI = 2.0 * math.pi
@@ -41,16 +42,10 @@ def _smooth_phases(t: np.ndarray, u: np.ndarray, w: np.ndarray, period_s: float
     half = 0.5 * period_s
     for i in range(n):
         sel = np.abs(t - t[i]) <= half
-        ts, us, ws = t[sel], u[sel], w[sel]
-        sw = float(ws.sum())
-        if ts.size < 3 or sw <= 0:
+        if sel.sum() < 3 or not w[sel].sum() > 0:
             out[i] = u[i]
             continue
-        tm = float((ws * ts).sum()) / sw
-        um = float((ws * us).sum()) / sw
-        den = float((ws * (ts - tm) ** 2).sum())
-        slope = float((ws * (ts - tm) * (us - um)).sum() / den) if den > 0 else 0.0
-        out[i] = um + slope * (t[i] - tm)
+        _, out[i], _ = weighted_line(t[sel] - t[i], u[sel], w[sel])  # value at t[i]
     return out
 
 

@@ -171,14 +171,9 @@ class Predictor:
 
     def _fit(self, tw: np.ndarray, pw: np.ndarray, ww: np.ndarray, period_s: float,
              t_from: float, target_phase: float) -> tuple[Prediction | None, str]:
-        dts = np.diff(tw)
-        if dts.size and (dts.min() <= 0 or dts.max() > self.gap_ratio * dts.min()):
-            return None, "timestamp gap"
+        """The line through a window `_choose_window` accepted (no gap, spread in time,
+        informative frames), outliers dropped, and its prediction."""
         tc = tw - tw[-1]
-        if float(np.ptp(tc)) <= 0:
-            return None, "degenerate fit"
-        if not ww.max() > 0:
-            return None, "no informative frames"
         ww = np.maximum(ww / ww.max(), 1e-4)
         keep = _drop_outliers(tc, pw, ww, max(self.min_fit, 3))
         tk, pk, wk = tc[keep], pw[keep], ww[keep]
