@@ -19,43 +19,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
+from .executors import Executor, InlineExecutor
 from .reference import Reference
 from .sad import bin_image
 
 logger = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
-
-
-class Executor(Protocol):
-    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future: ...
-
-
-class InlineExecutor:
-    """Runs submitted jobs when `run_pending` is called (no threads; deterministic)."""
-
-    def __init__(self) -> None:
-        self._jobs: list[tuple[Future, Callable[..., Any], tuple[Any, ...]]] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
-        fut: Future = Future()
-        self._jobs.append((fut, fn, args))
-        return fut
-
-    def run_pending(self) -> None:
-        jobs, self._jobs = self._jobs, []
-        for fut, fn, args in jobs:
-            try:
-                fut.set_result(fn(*args))
-            except Exception as exc:  # noqa: BLE001 - delivered to the poller
-                fut.set_exception(exc)
 
 
 def resample_period(ref: Reference, n: int = 80, size: int = 64) -> np.ndarray:

@@ -15,19 +15,27 @@ A fire time is therefore never earlier than ``frame.timestamp + L``.
 
 The analyzer knows nothing of hardware: the caller hands ``Decision.fire_time`` to a
 `TriggerScheduler`. Long-term reference updating (`AdaptiveReferenceUpdater`) runs off
-the per-frame path: ``process`` only submits jobs and adopts finished results.
+the per-frame path: ``process`` only submits jobs and adopts finished results; so
+does folding the reference over several beats (`fold`), on ``executor``.
+
+Frames may go missing (a camera drops them, or a live caller skips ahead when the
+analysis falls behind). A gap (`PeriodFinder.gap_before`) restarts the period search
+(its difference curve needs evenly spaced frames), unwraps the phase across it by the
+elapsed time, and does not count towards loss of lock.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..frame import Frame
 from .adaptive import AdaptiveReferenceUpdater
+from .executors import Executor, ImmediateExecutor
 from .fold import fold_reference
 from .hindsight import Hindsight
 from .phase import PhaseEstimator, PhaseResult
@@ -97,8 +105,10 @@ class GatingAnalyzer:
     """Prospective optical gating on a stream of brightfield `Frame` objects."""
 
     def __init__(self, config: GatingConfig | None = None,
-                 adaptive: AdaptiveReferenceUpdater | None = None) -> None:
+                 adaptive: AdaptiveReferenceUpdater | None = None,
+                 executor: Executor | None = None) -> None:
         self.cfg = config or GatingConfig()
+        self.executor: Executor = executor or ImmediateExecutor()
         c = self.cfg
         self.finder = PeriodFinder(c.max_period_s, c.min_period_frames, c.min_accept_period,
                                    c.pad, c.n_stable, c.stable_lag,
@@ -130,6 +140,7 @@ class GatingAnalyzer:
         self._work: Reference | None = None  # current reference as matched (binned)
         self._frame_interval = math.nan  # camera frame interval (s)
         self._refine_at = math.inf  # when to fold the beats seen under this lock
+        self._fold: Future | None = None  # folding of the current reference, running
 
     # ----------------------------------------------------------------- public API
     def set_target_phase(self, phase: float) -> None:
@@ -144,8 +155,17 @@ class GatingAnalyzer:
             self._refresh_pending = True
             self.finder.reset(keep_buffer=True)
 
+    @property
+    def searching(self) -> bool:
+        """True while a period search runs: no lock yet, or a new reference requested
+        while locked. The search needs evenly spaced frames (no skipping)."""
+        return self.state != LOCKED or self._refresh_pending
+
     def run_background(self) -> None:
-        """Run queued off-path work now (inline executor); no-op for thread executors."""
+        """Run queued off-path work now (`InlineExecutor`); no-op for the others."""
+        run = getattr(self.executor, "run_pending", None)
+        if run is not None:
+            run()
         if self.adaptive is not None:
             self.adaptive.run_pending()
 
@@ -153,7 +173,8 @@ class GatingAnalyzer:
         """Analyse one frame; never blocks on hardware or background work."""
         img = normalise_brightness(as_work_dtype(frame.image))
         t_mid = frame.timestamp + 0.5 * frame.exposure
-        search = (self.state != LOCKED or self._refresh_pending) and not self._awaiting
+        gap = self._gap(t_mid)
+        search = self.searching and not self._awaiting
         ref = self.finder.push(img, t_mid, frame.frame_id, search=search,
                                ref_id=self._next_ref_id)
         if ref is not None:
@@ -175,14 +196,26 @@ class GatingAnalyzer:
         assert self.estimator is not None and self.reference is not None
         if t_mid >= self._refine_at:
             self._refine()
+        self._adopt_fold()
         res = self.estimator.estimate(bin_image(img, self._phase_bin))
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
-        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information)
+        advance = TWO_PI * gap / self.reference.period_s if gap > 0 else None
+        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
         self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
 
     # ----------------------------------------------------------------- internals
+    def _gap(self, t_mid: float) -> float:
+        """Seconds since the previous frame when frames are missing before this one
+        (`PeriodFinder.gap_before`), else 0. The time without frames is not held
+        against the lock: the loss clock moves on by it."""
+        gap = self.finder.gap_before(t_mid)
+        if gap > 0:
+            self._t_last_prediction += gap - self.finder.frame_interval()
+            logger.debug("frames missing: %.3f s since the previous frame", gap)
+        return gap
+
     def _adopt(self, ref: Reference, target: float | None) -> None:
         ref = Reference(ref.frames, ref.period, ref.pad, ref.frame_interval,
                         self._next_ref_id, ref.t_created, ref.frame_ids)
@@ -198,7 +231,8 @@ class GatingAnalyzer:
             work = Reference(binned, ref.period, ref.pad, ref.frame_interval, ref.ref_id,
                              ref.t_created, ref.frame_ids)
         self._frame_interval = ref.frame_interval  # the camera's, before any folding
-        work = self._folded(work) or work
+        self._fold = None  # a fold of the previous reference is of no use any more
+        work = self._start_fold(work) or work
         self._refine_at = ref.t_created + self.cfg.fold_beats * ref.period_s
         self.estimator = PhaseEstimator(work, self.cfg.max_drift)
         self.history.clear(ref.ref_id)  # fit barrier at every reference change
@@ -225,15 +259,47 @@ class GatingAnalyzer:
         logger.info("reference %d adopted: period %.3f frames = %.4f s, target %.3f rad",
                     ref.ref_id, ref.period, ref.period_s, self.target_phase)
 
-    def _folded(self, work: Reference) -> Reference | None:
-        """``work`` averaged over the recent beats in the finder's buffer (`fold`)."""
+    def _start_fold(self, work: Reference) -> Reference | None:
+        """Fold ``work`` over the recent beats in the finder's buffer (`fold`) on the
+        executor; the folded reference if it is ready at once, else None (adopted by
+        `_adopt_fold` when the job is done)."""
         n = min(self.cfg.fold_max_frames, int(self.cfg.fold_beats * work.period_s
                                               / self._frame_interval))
         recent, times = self.finder.recent(n)
         if not recent or recent[-1].shape[0] // self._phase_bin != work.frames.shape[1]:
             return None
-        stack = np.stack([bin_image(f, self._phase_bin) for f in recent])
-        return fold_reference(work, stack, times)
+        self._fold = self.executor.submit(_fold_job, work, recent, times, self._phase_bin)
+        return self._take_fold()
+
+    def _take_fold(self) -> Reference | None:
+        """The finished fold of the current reference, once; else None."""
+        job = self._fold
+        if job is None or not job.done():
+            return None
+        self._fold = None
+        try:
+            better = job.result()
+        except Exception:
+            logger.exception("folding the reference failed; keeping the one in use")
+            return None
+        if better is None or self.reference is None or better.ref_id != self.reference.ref_id:
+            return None
+        return better
+
+    def _adopt_fold(self) -> None:
+        """Match against a fold that finished since the last frame. The phase
+        coordinates stay the same (the fold stamps against the current reference), so
+        the history, target and triggers carry on undisturbed."""
+        better = self._take_fold()
+        if better is None:
+            return
+        old = self.estimator
+        self._work = better
+        self.estimator = PhaseEstimator(better, self.cfg.max_drift)
+        if old is not None:
+            self.estimator.dy, self.estimator.dx = old.dy, old.dx
+        self._max_step = float(self.estimator.step_costs().max())
+        logger.debug("reference %d folded over the recent beats", better.ref_id)
 
     def _prefill(self) -> None:
         """Phase the last ``prefill_periods`` of buffered frames against the new
@@ -252,19 +318,10 @@ class GatingAnalyzer:
     def _refine(self) -> None:
         """Once ``fold_beats`` beats have passed under the lock, fold them all into
         the reference. A lock forms after about two beats, so the first fold
-        averages few; this one averages the full number. The phase coordinates stay
-        the same (the fold stamps against the current reference), so the history,
-        target and triggers carry on undisturbed."""
+        averages few; this one averages the full number."""
         self._refine_at = math.inf
         assert self._work is not None
-        better = self._folded(self._work)
-        if better is None:
-            return
-        self._work = better
-        self.estimator = PhaseEstimator(better, self.cfg.max_drift)
-        self._max_step = float(self.estimator.step_costs().max())
-        logger.debug("reference %d refined over %.1f beats", better.ref_id,
-                     self.cfg.fold_beats)
+        self._start_fold(self._work)
 
     def _carry_target(self, previous: Reference, new: Reference) -> float:
         """The target phase in ``new``'s coordinates: where the heart looks as it did at
@@ -308,6 +365,7 @@ class GatingAnalyzer:
             self.state = LOST
             self.reference = None
             self.estimator = None
+            self._fold = None
             self._refresh_pending = False
             self.finder.reset(keep_buffer=False)
             return True
@@ -366,3 +424,10 @@ class GatingAnalyzer:
             fire_time=fire, trigger_kind=kind, predicted_time=pred,
             match_ratio=res.match_ratio if res else math.nan, reason=reason,
             error_estimate=err, fitted_period_s=TWO_PI / rate if rate > 0 else math.nan)
+
+
+def _fold_job(work: Reference, recent: list[np.ndarray], times: np.ndarray,
+              phase_bin: int) -> Reference | None:
+    """Bin the buffered frames as matched and fold them into ``work`` (executor job)."""
+    stack = np.stack([bin_image(f, phase_bin) for f in recent])
+    return fold_reference(work, stack, times)

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import gammaincinv
 
 from .reference import Reference
 from .sad import centred_products, shifted_ssd
@@ -55,11 +56,9 @@ def heartbeat_weight(centred: np.ndarray, noise_quantile: float = 0.1) -> np.nda
     quietest pixels (``noise_quantile`` of them, corrected for the chi-square spread
     of a variance from m frames), so it needs no threshold tuned to a heart.
     """
-    from scipy.stats import chi2
-
     m = centred.shape[0]
     var = (centred.astype(np.float64) ** 2).sum(axis=0) / max(m - 1, 1)
-    q = chi2.ppf(noise_quantile, m - 1) / (m - 1)
+    q = 2.0 * gammaincinv(0.5 * (m - 1), noise_quantile) / (m - 1)  # chi2 quantile
     noise = float(np.quantile(var, noise_quantile)) / q
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(var > 0, 1.0 - noise / var, 0.0)

@@ -62,10 +62,20 @@ class PhaseHistory:
         self.weight.clear()
         self.ref_id = ref_id
 
-    def add(self, t: float, wrapped_phase: float, frame_id: int, weight: float = 1.0
-            ) -> float:
-        """Append a phase and its relative inverse variance; returns it unwrapped."""
-        u = wrapped_phase if not self.phase else unwrap_step(self.phase[-1], wrapped_phase)
+    def add(self, t: float, wrapped_phase: float, frame_id: int, weight: float = 1.0,
+            advance: float | None = None) -> float:
+        """Append a phase and its relative inverse variance; returns it unwrapped.
+
+        ``advance`` (rad): the expected advance since the previous phase, given after
+        missing frames; the phase is then unwrapped to the cycle nearest to it.
+        """
+        if not self.phase:
+            u = wrapped_phase
+        elif advance is None:
+            u = unwrap_step(self.phase[-1], wrapped_phase)
+        else:
+            expected = self.phase[-1] + advance
+            u = wrapped_phase + TWO_PI * round((expected - wrapped_phase) / TWO_PI)
         self.t.append(t)
         self.phase.append(u)
         self.frame_id.append(frame_id)

@@ -286,6 +286,16 @@ class PeriodFinder:
         last = [self._times[i] for i in range(max(0, n - 32), n)]
         return statistics.median(b - a for a, b in zip(last, last[1:], strict=False))
 
+    MISSING_RATIO = 1.5  # an interval this many times the usual one lost a frame
+
+    def gap_before(self, t: float) -> float:
+        """Seconds from the newest buffered frame to ``t`` when frames are missing in
+        between (the interval exceeds `MISSING_RATIO` usual frame intervals), else 0."""
+        dt = self.frame_interval()
+        if not self._times or not dt > 0 or t - self._times[-1] <= self.MISSING_RATIO * dt:
+            return 0.0
+        return t - self._times[-1]
+
     def recent(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The newest ``n`` frames of the buffer (time order) and their times."""
         k = min(n, len(self._frames))
@@ -298,6 +308,9 @@ class PeriodFinder:
         """Add a frame; when ``search``, try to complete a reference and return it."""
         if self._frames and self._frames[-1].shape != image.shape:
             self.reset()
+        elif self.gap_before(t):  # lags count frames: start again after missing ones
+            self.reset()
+            self.reason = "frames missing: period search restarted"
         if self._bin == 0 or not self._frames:
             self._bin = max(1, int(min(image.shape) // self.search_size))
         b = bin_image(image, self._bin)

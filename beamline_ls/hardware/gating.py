@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from beamline_ls.frame import Frame
 from beamline_ls.gating import (
     AdaptiveReferenceUpdater,
@@ -28,6 +30,7 @@ from beamline_ls.gating import (
     TriggerReport,
     TriggerScheduler,
 )
+from beamline_ls.gating.warmup import warm_up
 from beamline_ls.hardware.trigger_box import TriggerBox
 from beamline_ls.sim.microscope import SimMicroscope
 
@@ -143,7 +146,9 @@ class SimGatingSystem(GatingDriver):
                                           min_lead_s=0.0, on_report=self._on_report)
 
     def _new_analyzer(self) -> GatingAnalyzer:
-        return GatingAnalyzer(self.config, AdaptiveReferenceUpdater(executor=self._executor))
+        # folding and alignment run on the worker: the frame loop never waits on them
+        return GatingAnalyzer(self.config, AdaptiveReferenceUpdater(executor=self._executor),
+                              executor=self._executor)
 
     # -- GatingDriver --------------------------------------------------------------
     def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None:
@@ -260,6 +265,7 @@ class SimGatingSystem(GatingDriver):
         clock = self.m.clock
         heart = self.m.heart
         assert heart is not None
+        warm_up(self.BRIGHTFIELD_SHAPE, np.uint8)
         t0 = clock.now() + 0.01
         k = 0
         while not self._stop.is_set():
@@ -275,24 +281,38 @@ class SimGatingSystem(GatingDriver):
                 decision = self.analyzer.process(frame)
             except Exception:
                 log.exception("gating analyzer failed on frame %d", frame.frame_id)
-                continue
-            self._update_status(decision)
-            if decision.fire_time is not None:
-                with self._lock:
-                    armed = self._status.armed
+            else:
+                self._update_status(decision)
+                if decision.fire_time is not None:
+                    with self._lock:
+                        armed = self._status.armed
+                        if armed > 0:
+                            self._status.armed = armed - 1
                     if armed > 0:
-                        self._status.armed = armed - 1
-                if armed > 0:
-                    self._send(decision)
-            # A real camera never skips frames: late analysis only makes triggers late
-            # (reported, retried on the next beat). Skipping would leave holes in the
-            # reference heartbeat. Only a stall of over a second skips ahead.
-            behind = int((clock.now() - t - self.BRIGHTFIELD_EXPOSURE_S) * fps)
-            if behind > fps:
-                k += behind
-                with self._lock:
-                    self._status.frames_skipped += behind
-                log.warning("gating analysis stalled: skipped %d brightfield frames", behind)
+                        self._send(decision)
+            k = self._next_frame(k, t, fps)
+
+    def _next_frame(self, k: int, t: float, fps: float) -> int:
+        """Index of the next frame to analyse, skipping frames the analysis fell
+        behind on, as a camera's driver hands over its newest frame.
+
+        Locked, a frame more than two intervals old only yields late triggers (the
+        decision comes after the moment it chose), so the analysis jumps to the newest
+        frame: under a sustained overload it works on every other frame rather than
+        falling further and further behind. While a period search runs (also for a
+        new reference under lock) it needs evenly spaced frames, so only a stall of
+        over a second is skipped. The
+        analyzer treats a skip as missing frames (`GatingAnalyzer` gap handling).
+        """
+        behind = int((self.m.clock.now() - t - self.BRIGHTFIELD_EXPOSURE_S) * fps)
+        searching = self.analyzer.searching
+        if behind <= (fps if searching else 2):
+            return k
+        with self._lock:
+            self._status.frames_skipped += behind
+        level = logging.WARNING if searching else logging.DEBUG
+        log.log(level, "gating analysis fell behind: skipped %d brightfield frames", behind)
+        return k + behind
 
     def _send(self, decision: Decision) -> None:
         """Hand an armed trigger to the box (which keeps time and answers accepted or
