@@ -88,6 +88,9 @@ class HDF5Writer(Device):
                          kind="omitted")
     write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
                         kind="omitted")
+    write_status = Cpt(EpicsSignalRO, "WriteStatus", string=True, auto_monitor=True,
+                       kind="omitted")
+    lost_frames = Cpt(EpicsSignalRO, "LostFrames_RBV", kind="omitted")
     data_root = Cpt(EpicsSignalRO, "DataRoot_RBV", string=True, kind="omitted")
     buffer_frames = Cpt(EpicsSignal, "BufferFrames", limits=True, put_complete=True,
                         kind="config")
@@ -267,8 +270,11 @@ class Camera(Device):
                                 for name in extra}}
 
     def _write_error(self) -> str:
-        msg = self.hdf.write_message.get()
-        return msg if msg.startswith(("capture refused", "OSError", "Error")) else ""
+        """The writer's own words when the capture failed (areaDetector's WriteStatus
+        says whether; WriteMessage says why, with what was stored and lost)."""
+        if self.hdf.write_status.get() != "Write error":
+            return ""
+        return self.hdf.write_message.get() or "the file writer reported an error"
 
     def stop(self, *, success: bool = False) -> None:
         """Abort camera and writer (RunEngine calls this on abort/pause)."""

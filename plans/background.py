@@ -7,6 +7,7 @@ import bluesky.preprocessors as bpp
 
 from devices.camera import Camera
 from devices.laser import Laser
+from plans.common import with_real_cause
 from plans.validation import check_int
 
 
@@ -34,4 +35,5 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
         if laser is not None and restore is not None:
             yield from bps.mv(laser.enable, restore)
 
-    return (yield from bpp.finalize_wrapper(inner(), cleanup()))
+    plan = bpp.finalize_wrapper(inner(), cleanup())
+    return (yield from with_real_cause(plan))

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import bluesky.plan_stubs as bps
+from bluesky.utils import FailedStatus
 
 
 def file_name_for(kind: str) -> tuple[str, str]:
@@ -22,3 +23,17 @@ def collect_all(camera, stream_name: str = "primary"):
     """
     while camera.assets_pending():
         yield from bps.collect(camera, name=stream_name)
+
+
+def with_real_cause(plan):
+    """Run ``plan``; when a device's status fails, raise that status's own exception
+    (e.g. "camera: disk full: ... (120 of 400 frames stored, 280 lost)") instead of
+    bluesky's ``FailedStatus``, whose text names only the status object. The exception
+    the user sees and the stop document's ``reason`` then both say what happened."""
+    try:
+        return (yield from plan)
+    except FailedStatus as exc:
+        cause = exc.__cause__
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise

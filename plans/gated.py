@@ -22,7 +22,7 @@ from beamline_ls.hardware.gating import GATING_FIELDS
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
 from devices.positioners import Piezo
-from plans.common import collect_all, file_name_for
+from plans.common import collect_all, file_name_for, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int
@@ -130,7 +130,8 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                 if r)
         return (yield from bps.close_run(**report))
 
-    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, gating)))
+    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, gating))
+    return (yield from with_real_cause(plan))
 
 
 def gated_scan(

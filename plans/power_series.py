@@ -26,7 +26,7 @@ from ophyd import Signal
 
 from devices.camera import Acquisition, Camera
 from devices.laser import Laser
-from plans.common import collect_all
+from plans.common import collect_all, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int
 
@@ -132,4 +132,5 @@ def power_series(
             yield from bps.abs_set(laser.power, saved["power"], wait=True)
             yield from bps.abs_set(laser.enable, saved["enable"], wait=True)
 
-    return (yield from bpp.finalize_wrapper(inner(), cleanup()))
+    plan = bpp.finalize_wrapper(inner(), cleanup())
+    return (yield from with_real_cause(plan))

@@ -17,7 +17,7 @@ from bluesky.utils import short_uid
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.camera import Acquisition, Camera
 from devices.scanboard import ScanBoard
-from plans.common import collect_all, file_name_for
+from plans.common import collect_all, file_name_for, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_skip
 
@@ -185,7 +185,8 @@ def volumetric_scan(
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False,
                                 board_prepared=board_ready))
 
-    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard)))
+    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard))
+    return (yield from with_real_cause(plan))
 
 
 def planar_scan(
@@ -235,4 +236,5 @@ def planar_scan(
         _md["settings"] = device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
 
-    return (yield from bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard)))
+    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard))
+    return (yield from with_real_cause(plan))

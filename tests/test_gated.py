@@ -35,6 +35,14 @@ def stream(session, result):
     return session.catalog[result.run_start_uids[0]]["primary"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def gating_off_afterwards(scope):
+    """The shared IOC's brightfield analysis costs a core's third while enabled: switch
+    it off for the tests that follow (plans leave it on, as operators expect)."""
+    yield
+    scope.gating.enable.set("Off").wait(10)
+
+
 @pytest.fixture(scope="module")
 def gated(scope, session):
     from plans import gated_scan

@@ -124,6 +124,11 @@ class CameraGroup(PVGroup):
                            doc="comma-separated extra per-frame metadata (e.g. gating)")
     dropped_frames = pvproperty(name="HDF1:DroppedFrames_RBV", value=0, read_only=True)
     write_message = _string("HDF1:WriteMessage", read_only=True)
+    write_status = pvproperty(name="HDF1:WriteStatus", value="Write OK", dtype=ChannelType.ENUM,
+                              enum_strings=["Write OK", "Write error"], read_only=True,
+                              doc="Write error: the last capture failed (see WriteMessage)")
+    lost_frames = pvproperty(name="HDF1:LostFrames_RBV", value=0, read_only=True,
+                             doc="frames of the last capture not in the file")
     data_root_pv = _string("HDF1:DataRoot_RBV", read_only=True)
     buffer_frames = pvproperty(name="HDF1:BufferFrames", value=0, lower_ctrl_limit=0,
                                upper_ctrl_limit=100_000, doc="ring capacity; 0: from RAM")
@@ -285,9 +290,9 @@ class CameraGroup(PVGroup):
             await self.acquire.write("Done", verify_value=False)
         elif value == "Abort":
             await self._stop_camera("aborted")
-            if self.recorder.capturing:
+            if self.recorder.capturing:  # the status loop reports when it has closed
                 self._aborted = True
-                self.recorder.stop()
+                self.recorder.request_stop()
             await self.acquire.write("Done", verify_value=False)
             return "Paused"
         else:
@@ -361,6 +366,7 @@ class CameraGroup(PVGroup):
                                     on_file_closed=self.mirror.submit)
             except (ValueError, RuntimeError, OSError) as exc:
                 await self.write_message.write(f"capture refused: {exc}"[:500])
+                await self.write_status.write("Write error")
                 log.error("capture refused: %s", exc)
                 raise
             if self.concurrence_log.value == "On":
@@ -371,10 +377,12 @@ class CameraGroup(PVGroup):
             await self.file_count.write(1)
             await self.num_captured.write(0)
             await self.dropped_frames.write(0)
+            await self.lost_frames.write(0)
             await self.first_dropped.write(-1)
+            await self.write_status.write("Write OK")
             await self.write_message.write("capturing")
-        elif self.recorder.capturing:
-            self.recorder.stop()
+        elif self.recorder.capturing:  # the status loop reports when it has closed
+            self.recorder.request_stop()
         return value
 
     # -- status loop --------------------------------------------------------------
@@ -445,7 +453,10 @@ class CameraGroup(PVGroup):
                 f"({st.frames_dropped} dropped)")
             self._aborted = False
             await self._save_concurrence_log(Path(st.path))
+            await self.lost_frames.write(st.frames_lost)
             await self.write_message.write(msg[:500])
+            if st.error:  # after the message: a client seeing the error finds its cause
+                await self.write_status.write("Write error")
             await self.capture.write(0, verify_value=False)
 
     async def _save_concurrence_log(self, data_file: Path) -> None:

@@ -157,11 +157,16 @@ class FrameFileWriter:
             self._data.resize(k + 1, axis=0)
             index = (k,)
         image = frame.image
-        if image.dtype == self._dtype and image.flags.c_contiguous:
-            # one frame == one uncompressed chunk: hand HDF5 the bytes as they are
-            self._data.id.write_direct_chunk(index + (0, 0), image)
-        else:  # another dtype or a strided view: let h5py convert
-            self._data[index] = image
+        try:
+            if image.dtype == self._dtype and image.flags.c_contiguous:
+                # one frame == one uncompressed chunk: hand HDF5 the bytes as they are
+                self._data.id.write_direct_chunk(index + (0, 0), image)
+            else:  # another dtype or a strided view: let h5py convert
+                self._data[index] = image
+        except BaseException:
+            if not self.planes:  # the frame did not land: do not leave it in the extent
+                self._data.resize(self.positions, axis=0)
+            raise
         # Metadata is kept in memory and written in one block per flush: six small
         # resize+write calls per frame cost ~0.5 ms, a block per volume costs ~nothing.
         rows = self._rows
@@ -255,6 +260,16 @@ class FrameFileWriter:
             with h5py.File(self.path, "r+", libver="latest") as f:
                 self._file = f
                 self._write_pending()
+
+
+    def abandon(self) -> None:
+        """Let go of the file after a failure that kept :meth:`close` from finishing
+        (never raises): what reached the disk stays as it is."""
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        except Exception as exc:  # noqa: BLE001 - nothing more can be done for the file
+            log.error("could not release %s: %s", self.path, exc)
 
 
 def _attr_value(value: Any) -> Any:

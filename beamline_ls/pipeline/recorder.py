@@ -30,6 +30,7 @@ from beamline_ls.frame import Frame
 from beamline_ls.log import success
 from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background
+from beamline_ls.pipeline.diskspace import DiskFullError, SpaceGuard, is_disk_full
 from beamline_ls.pipeline.ring import FrameRing
 from beamline_ls.pipeline.rolling import RollingFileWriter
 
@@ -59,7 +60,13 @@ class RecorderStatus:
     frames_dropped: int = 0
     dropped_ids: list[int] = field(default_factory=list)
     files: int = 0
-    error: str = ""
+    error: str = ""  # why the capture failed, with what was stored and lost
+
+    @property
+    def frames_lost(self) -> int:
+        """Frames of the capture not in the file: dropped from the ring, or never
+        written because the capture failed."""
+        return max(0, self.frames_expected - self.frames_written)
 
 
 class Recorder:
@@ -79,6 +86,7 @@ class Recorder:
         self._background: Background | None = None
         self._prefault_thread: threading.Thread | None = None
         self._base_id: int | None = None  # camera frame id of the capture's position 0
+        self._guard: SpaceGuard | None = None
         self.status = RecorderStatus()
 
     @property
@@ -150,9 +158,17 @@ class Recorder:
         attrs["background_subtracted"] = background is not None
         per = planes_per_volume or 1
         per_file = max_frames_per_file or -(-n_frames // per) * per
-        writer = RollingFileWriter(path, frame_shape, per_file,
-                                   planes_per_volume=planes_per_volume, attrs=attrs,
-                                   extra_fields=extra_fields, on_closed=on_file_closed)
+        path = Path(path)
+        guard = SpaceGuard(path.parent, path.stem, int(np.prod(frame_shape)) * 2)
+        guard.open()  # refuses a capture with no room for a frame and closing the file
+        try:
+            writer = RollingFileWriter(path, frame_shape, per_file,
+                                       planes_per_volume=planes_per_volume, attrs=attrs,
+                                       extra_fields=extra_fields, on_closed=on_file_closed)
+        except BaseException:
+            guard.release()
+            raise
+        self._guard = guard
         if background is not None:
             writer.add_dataset("/entry/background/mean", background.mean,
                                {"n_frames": background.n_frames})
@@ -162,6 +178,7 @@ class Recorder:
             ring = self.prepare(frame_shape)
         except BaseException:
             writer.close()
+            guard.release()
             raise
         stale = ring.reset()
         if stale:
@@ -196,6 +213,11 @@ class Recorder:
                         "(the writer cannot keep up)", st.frames_dropped, frame.frame_id)
         return False
 
+    def request_stop(self) -> None:
+        """Ask the writer to finish what is buffered and close the file; returns at
+        once (``status.capturing`` turns False when it is done)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 30.0) -> RecorderStatus:
         """Finish writing what is buffered, close the file, return the final status."""
         if self._thread is not None:
@@ -218,8 +240,8 @@ class Recorder:
         return None
 
     def _drain(self) -> None:
-        writer, ring = self._writer, self._ring
-        assert writer is not None and ring is not None
+        writer, ring, guard = self._writer, self._ring, self._guard
+        assert writer is not None and ring is not None and guard is not None
         st = self.status
         background = self._background
         finished = False
@@ -234,6 +256,7 @@ class Recorder:
                     frame.image = background.subtract(frame.image)
                 if self.write_delay_s:
                     time.sleep(self.write_delay_s)  # simulated slow disk
+                guard.check()  # stop before the disk is full, not in the middle of a write
                 concurrence.record_queue("write start", ring, frame.frame_id)
                 writer.write(frame, self._position(frame, writer.positions))
                 ring.release()
@@ -244,9 +267,22 @@ class Recorder:
             else:
                 finished = True
         except Exception as exc:  # the file or disk failed: report, keep the file readable
-            st.error = f"{type(exc).__name__}: {exc}"
-            log.error("writing %s failed: %s", writer.path, st.error)
+            guard.release()  # room to write the last metadata and close the file
+            if isinstance(exc, DiskFullError):
+                st.error = str(exc)
+            elif is_disk_full(exc):  # filled by someone else between two checks
+                st.error = f"disk full: no space left in {writer.path.parent}"
+            else:
+                st.error = f"{type(exc).__name__}: {exc}"
         finally:
+            guard.release()
+            self._finish(writer, ring, finished)
+
+    def _finish(self, writer: RollingFileWriter, ring: FrameRing, finished: bool) -> None:
+        """Close the file whatever happened, count what was stored and lost, and end
+        the capture (a failure here must never leave it 'capturing')."""
+        st = self.status
+        try:
             if finished:  # frames lost at the very end still leave their holes
                 writer.pad_to(st.frames_expected)
             st.frames_dropped = ring.stats.overflows
@@ -256,12 +292,24 @@ class Recorder:
                                    ring.stats.overflow_ids, {"count": ring.stats.overflows})
                 writer.add_dataset("/entry/dropped/timestamp", ring.stats.overflow_times,
                                    {"units": "s"})
-            writer.close({"frames_written": writer.frames_written,
-                          "frames_dropped": st.frames_dropped})
+            lost = max(0, st.frames_expected - writer.frames_written)
+            writer.close({"frames_expected": st.frames_expected,
+                          "frames_written": writer.frames_written,
+                          "frames_dropped": st.frames_dropped, "frames_lost": lost,
+                          "error": st.error})
+        except Exception as exc:
+            closing = f"closing {writer.path.name} failed: {type(exc).__name__}: {exc}"
+            st.error = f"{st.error}; {closing}" if st.error else closing
+            writer.abandon()
+        finally:
             st.frames_written = writer.frames_written
             st.complete_units = writer.complete_units
             st.files = len(writer.parts)
-            st.capturing = False
-            if not st.error:
+            if st.error:
+                st.error = (f"{st.error} ({st.frames_written} of {st.frames_expected} "
+                            f"frames stored, {st.frames_lost} lost)")
+                log.error("capture to %s failed: %s", writer.path, st.error)
+            else:
                 success(log, "wrote %d frames to %s (%d dropped)", writer.frames_written,
                         writer.path, st.frames_dropped)
+            st.capturing = False

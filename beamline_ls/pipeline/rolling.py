@@ -178,3 +178,8 @@ class RollingFileWriter:
         self.parts[-1].closed = True
         self.parts[-1].frames = self._current.frames_written
         self._hand_on(self._current.path)
+
+    def abandon(self) -> None:
+        """Let go of the current file after a failed close (never raises)."""
+        self._current.abandon()
+        self.parts[-1].closed = True

@@ -1,0 +1,116 @@
+"""Stop a capture cleanly before its disk fills, and keep room to close the file.
+
+Why: HDF5 does not recover from "No space left on device" in the middle of a write:
+the metadata it holds in memory no longer matches the file, flushing and closing fail,
+and the file is left unreadable, losing every frame, also those written before. So the
+writer
+
+1. checks the free space of the file's filesystem before each frame (one ``statvfs``,
+   microseconds) and stops when the frame plus ``margin`` (room to write the last
+   metadata block and close) no longer fits, and
+2. holds a small reserve file on the same filesystem while capturing, deleted when the
+   disk fills anyway (another process filled it between two checks), so the metadata
+   can still be flushed and the file closed.
+
+The reserve is a hidden file next to the data (``.NAME.reserve``), created exclusively
+and never through a symlink, and removed at the end of every capture.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+class DiskFullError(OSError):
+    """The capture's filesystem has no room for the next frame."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an out-of-space error, also as HDF5 reports it (an ``OSError`` whose
+    text carries errno 28 rather than its ``errno``)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text
+
+
+def free_bytes(directory: str | Path) -> int:
+    """Bytes an unprivileged writer can still use on ``directory``'s filesystem."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _mb(n: int) -> str:
+    return f"{n / MiB:.2f} MiB"
+
+
+class SpaceGuard:
+    """Free-space check and reserve for one capture writing into ``directory``."""
+
+    def __init__(self, directory: str | Path, name: str, frame_bytes: int,
+                 margin_bytes: int = 4 * MiB, reserve_bytes: int = 4 * MiB) -> None:
+        self.directory = Path(directory)
+        self.frame_bytes = int(frame_bytes)
+        self.margin_bytes = int(margin_bytes)
+        self.reserve_bytes = int(reserve_bytes)
+        self.reserve_path = self.directory / f".{name}.reserve"
+        self._held = False
+
+    def open(self) -> None:
+        """Take the reserve; refuse (`DiskFullError`) when it and one frame do not fit."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        need = self.reserve_bytes + self.frame_bytes + self.margin_bytes
+        free = free_bytes(self.directory)
+        if free < need:
+            raise DiskFullError(f"disk full: {_mb(free)} free in {self.directory}, a capture "
+                                f"needs at least {_mb(need)} to start")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.reserve_path, flags, 0o600)
+        except FileExistsError:  # left by a process that died: it is ours to reuse
+            if self.reserve_path.is_symlink():
+                raise
+            self.reserve_path.unlink()
+            fd = os.open(self.reserve_path, flags, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.reserve_bytes)
+        except OSError as exc:
+            os.close(fd)
+            self.reserve_path.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFullError(f"disk full: no room for the {_mb(self.reserve_bytes)} "
+                                    f"reserve in {self.directory}") from exc
+            raise
+        os.close(fd)
+        self._held = True
+
+    def check(self) -> None:
+        """Raise `DiskFullError` when the next frame and the margin no longer fit."""
+        free = free_bytes(self.directory)
+        if free < self.frame_bytes + self.margin_bytes:
+            raise DiskFullError(
+                f"disk full: {_mb(free)} left in {self.directory}, the next frame and "
+                f"closing the file need {_mb(self.frame_bytes + self.margin_bytes)}")
+
+    def release(self) -> None:
+        """Give the reserve back (room to close the file); safe to call again."""
+        if not self._held:
+            return
+        self._held = False
+        try:
+            self.reserve_path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("could not remove the disk reserve %s: %s", self.reserve_path, exc)

@@ -1,0 +1,201 @@
+"""A disk that fills during a capture, on a real (small) tmpfs.
+
+What a user must get: the capture ends with a reason that says the disk is full and how
+many frames were stored and lost; every frame written before is readable, bit exact;
+the counts are in the file; no reserve file is left; and the next capture works once
+space is freed, without restarting anything. Mounting needs root (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from beamline_ls.frame import Frame
+from beamline_ls.pipeline import diskspace
+from beamline_ls.pipeline.diskspace import DiskFullError
+from beamline_ls.pipeline.recorder import Recorder
+
+SHAPE = (256, 256)  # 128 KiB frames
+
+
+def mount_tmpfs(where: Path, size_mb: int) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755",
+                           "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    return where
+
+
+def unmount(where: Path) -> None:
+    # lazy: a process that still holds a file open must not keep the test from ending
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = mount_tmpfs(tmp_path / "disk", 16)
+    yield disk
+    unmount(disk)
+
+
+def image(k: int) -> np.ndarray:
+    """A frame whose every pixel says which frame it is (checks bit-exact storage)."""
+    rng = np.random.default_rng(k)
+    return rng.integers(0, 65535, SHAPE, dtype=np.uint16)
+
+
+def frame(k: int) -> Frame:
+    return Frame(image(k), k, 0.01 * k, 0.001, 40.0)
+
+
+def wait_until(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem has no space left (another program filling
+    the disk)."""
+    path = directory / "filler.bin"
+    block = b"\0" * (1 << 16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, block)
+    except OSError as exc:
+        assert diskspace.is_disk_full(exc)
+    finally:
+        os.close(fd)
+    return path
+
+
+def assert_readable(path: Path, written: int, lost: int) -> None:
+    with h5py.File(path, "r") as f:
+        data = f["/entry/data/data"]
+        ids = f["/entry/meta/frame_id"][...]
+        attrs = dict(f["entry"].attrs)
+        assert data.shape[0] == written
+        assert ids.tolist() == list(range(written))
+        for k in (0, written // 2, written - 1):
+            np.testing.assert_array_equal(data[k], image(k))
+    assert attrs["frames_written"] == written
+    assert attrs["frames_lost"] == lost
+    assert "disk full" in attrs["error"]
+
+
+def test_a_capture_larger_than_the_disk_stops_cleanly_and_keeps_every_frame(small_disk):
+    n = 300  # 37.5 MiB of frames on a 16 MiB disk
+    rec = Recorder(buffer_frames=n)
+    rec.start(small_disk / "run.h5", SHAPE, n_frames=n)
+    for k in range(n):
+        rec.submit(frame(k))
+    wait_until(lambda: not rec.capturing)
+    st = rec.status
+    assert st.error.startswith("disk full")
+    assert 20 < st.frames_written < n
+    assert st.frames_lost == n - st.frames_written
+    assert f"{st.frames_written} of {n} frames stored, {st.frames_lost} lost" in st.error
+    assert_readable(small_disk / "run.h5", st.frames_written, st.frames_lost)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["run.h5"]  # no reserve left
+
+    (small_disk / "run.h5").unlink()  # space freed: the next capture just works
+    rec.start(small_disk / "next.h5", SHAPE, n_frames=20)
+    for k in range(20):
+        rec.submit(frame(k))
+    wait_until(lambda: not rec.capturing)
+    assert rec.status.error == "" and rec.status.frames_written == 20
+
+
+def test_a_disk_filled_by_someone_else_mid_write_still_leaves_a_readable_file(
+        small_disk, monkeypatch):
+    """The free-space check cannot see a disk filled between the check and the write;
+    then HDF5 itself fails, and the reserve is what lets the file close readable."""
+    monkeypatch.setattr(diskspace.SpaceGuard, "check", lambda self: None)
+    n = 100
+    rec = Recorder(buffer_frames=n)
+    rec.start(small_disk / "run.h5", SHAPE, n_frames=n)
+    for k in range(10):
+        rec.submit(frame(k))
+    wait_until(lambda: rec.status.frames_written == 10)
+    filler = fill(small_disk)
+    for k in range(10, n):
+        rec.submit(frame(k))
+    wait_until(lambda: not rec.capturing)
+    st = rec.status
+    assert st.error.startswith("disk full: no space left in")
+    assert st.frames_written >= 10
+    assert_readable(small_disk / "run.h5", st.frames_written, n - st.frames_written)
+
+    filler.unlink()
+    (small_disk / "run.h5").unlink()
+    rec.start(small_disk / "next.h5", SHAPE, n_frames=5)
+    for k in range(5):
+        rec.submit(frame(k))
+    wait_until(lambda: not rec.capturing)
+    assert rec.status.error == "" and rec.status.frames_written == 5
+
+
+def test_a_capture_on_a_full_disk_is_refused_before_any_file_exists(small_disk):
+    fill(small_disk)
+    with pytest.raises(DiskFullError, match="disk full: .* free in .*needs at least"):
+        Recorder().start(small_disk / "run.h5", SHAPE, n_frames=10)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler.bin"]
+
+
+@pytest.fixture
+def full_day_directory(scope):
+    """A 16 MiB disk mounted where today's scans write (the plans' date directory in
+    the IOC's data root); earlier files there are hidden only while it is mounted."""
+    from plans.common import file_name_for
+
+    root = Path(scope.camera.hdf.data_root.get(use_monitor=False))
+    disk = mount_tmpfs(root / file_name_for("x")[0], 16)
+    yield disk
+    unmount(disk)
+
+
+def test_a_scan_that_fills_the_disk_fails_with_the_real_cause(scope, session,
+                                                             full_day_directory):
+    """Through the real IOC and plan: the exception and the stop document say the
+    disk is full and what was stored and lost; the file holds every stored frame;
+    WriteStatus/LostFrames tell EPICS clients; the next scan works once space is freed."""
+    from plans import planar_scan
+
+    cam, hdf = scope.camera, scope.camera.hdf
+    n = 300  # 128 KiB frames: ~37 MiB
+    with pytest.raises(RuntimeError) as failed:
+        session.RE(planar_scan(cam, scope.scanboard, n, 40.0, 0.002))
+    message = str(failed.value)
+    session.flush()
+    stop = session.catalog[-1].metadata["stop"]
+    stored = int(hdf.num_captured.get(use_monitor=False))
+    lost = int(hdf.lost_frames.get(use_monitor=False))
+
+    assert "disk full" in message and f"{stored} of {n} frames stored" in message
+    assert stop["exit_status"] == "fail" and "disk full" in stop["reason"]
+    assert hdf.write_status.get(use_monitor=False) == "Write error"
+    assert "disk full" in hdf.write_message.get(use_monitor=False)
+    assert 20 < stored < n and lost == n - stored
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        assert f["/entry/data/data"].shape[0] == stored
+        assert (f["/entry/meta/frame_id"][...] >= 0).all()
+        assert f["entry"].attrs["frames_lost"] == lost
+
+    path.unlink()
+    result = session.RE(planar_scan(cam, scope.scanboard, 10, 40.0, 0.002))
+    assert result.exit_status == "success"
+    assert hdf.write_status.get(use_monitor=False) == "Write OK"
+    assert int(hdf.lost_frames.get(use_monitor=False)) == 0
