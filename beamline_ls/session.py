@@ -6,7 +6,7 @@ demo and tests alike, so all of them record runs the same way."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from beamline_ls.callbacks import BackgroundCallback
@@ -27,24 +27,28 @@ class Session:
     run_file_writer: Any = None
     run_file_feed: BackgroundCallback | None = None
     copy_watcher: Any = None
+    _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait until the catalog and the run files hold every document emitted so far."""
-        feed = self.run_file_feed
-        if feed is not None:
+        """Wait until the catalog and the run files hold every document emitted so far.
+
+        Raises when documents failed to reach either since the last flush: each
+        failure is reported once, so one bad run does not fail every later flush.
+        """
+        problems = []
+        for feed, where in ((self.run_file_feed, "the run files"),
+                            (self.catalog_feed, "the catalog")):
+            if feed is None:
+                continue
             if not feed.flush(timeout):
-                raise TimeoutError(f"run-file writer still busy after {timeout} s")
-            if feed.errors:
-                raise RuntimeError(f"{feed.errors} document(s) failed to reach the run "
-                                   f"files; last error: {feed.last_error}")
-        if self.catalog_feed is not None:
-            if not self.catalog_feed.flush(timeout):
-                raise TimeoutError(f"catalog writer still busy after {timeout} s")
-            if self.catalog_feed.errors:
-                raise RuntimeError(
-                    f"{self.catalog_feed.errors} document(s) failed to reach the catalog; "
-                    f"last error: {self.catalog_feed.last_error}"
-                )
+                raise TimeoutError(f"writer for {where} still busy after {timeout} s")
+            new = feed.errors - self._reported.get(where, 0)
+            if new > 0:
+                self._reported[where] = feed.errors
+                problems.append(f"{new} document(s) failed to reach {where}; last error: "
+                                f"{type(feed.last_error).__name__}: {feed.last_error}")
+        if problems:
+            raise RuntimeError("; ".join(problems))
 
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads."""

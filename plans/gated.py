@@ -25,7 +25,7 @@ from devices.positioners import Piezo
 from plans.common import collect_all, file_name_for, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
-from plans.validation import check_float, check_int
+from plans.validation import check_float, check_int, check_md
 
 MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
 
@@ -99,7 +99,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                               extra_fields=GATING_FIELDS)
     _md = {"plan_name": plan_name, "plan_args": plan_args, "detectors": [camera.name],
            "num_points": n_stacks * fpp, "plane_z_um": zs, "versions": software_versions(),
-           **(md or {})}
+           **md}
 
     def inner():
         yield from bps.mv(camera.cam.acquire_time, exposure)
@@ -163,6 +163,7 @@ def gated_scan(
     Frames are stored as (frames_per_plane, planes, y, x), or (frames, y, x) for a
     single plane.
     """
+    md = check_md(md)
     zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
                                                 target_phase, exposure)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
@@ -194,6 +195,7 @@ def gated_timelapse(
     overruns the interval starts the next one at once. Other parameters as in
     :func:`gated_scan`. Frames are stored as (timepoints x passes, planes, y, x).
     """
+    md = check_md(md)
     zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
                                                 target_phase, exposure)
     n = check_int("n_timepoints", n_timepoints, 1, 1_000_000)

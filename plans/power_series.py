@@ -28,7 +28,7 @@ from devices.camera import Acquisition, Camera
 from devices.laser import Laser
 from plans.common import collect_all, with_real_cause
 from plans.metadata import device_settings, software_versions
-from plans.validation import check_float, check_int
+from plans.validation import check_float, check_int, check_md
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 MAX_STEPS = 1000
@@ -78,6 +78,7 @@ def power_series(
 
     Every argument is checked before anything moves.
     """
+    md = check_md(md)
     max_power = float(laser.max_power.get())
     powers = check_powers(powers, max_power)
     frames_per_step = check_int("frames_per_step", frames_per_step, 1, 1_000_000)
@@ -96,7 +97,7 @@ def power_series(
         "powers_mw": powers,
         "step_streams": [step_stream(i) for i in range(len(powers))],
         "versions": software_versions(),
-        **(md or {}),
+        **md,
     }
     saved: dict[str, Any] = {}
 

@@ -19,7 +19,7 @@ from devices.camera import Acquisition, Camera
 from devices.scanboard import ScanBoard
 from plans.common import collect_all, file_name_for, with_real_cause
 from plans.metadata import device_settings, software_versions
-from plans.validation import check_float, check_int, check_skip
+from plans.validation import check_float, check_int, check_md, check_skip
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 
@@ -115,6 +115,7 @@ def volumetric_scan(
 
     Frames are stored as (volumes, planes, y, x) with per-frame metadata.
     """
+    md = check_md(md)
     n_volumes = check_int("n_volumes", n_volumes, 1, 1_000_000)
     n_planes = check_int("n_planes", n_planes, 2, 1000)
     lo, hi = PIEZO_TRAVEL_UM
@@ -164,7 +165,7 @@ def volumetric_scan(
         "waveform": scan.as_dict(),
         "plane_z_um": scan.plane_z_um.tolist(),
         "versions": software_versions(),
-        **(md or {}),
+        **md,
     }
 
     def inner():
@@ -205,6 +206,7 @@ def planar_scan(
     free-runs (internal trigger) at ``frame_rate`` (default: as fast as exposure and
     readout allow). Frames are stored as (frames, y, x) with per-frame metadata.
     """
+    md = check_md(md)
     n_frames = check_int("n_frames", n_frames, 1, 100_000_000)
     z = check_float("z", z, *PIEZO_TRAVEL_UM)
     exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
@@ -226,7 +228,7 @@ def planar_scan(
         "num_points": n_frames,
         "expected_duration_s": expected_s,
         "versions": software_versions(),
-        **(md or {}),
+        **md,
     }
 
     def inner():

@@ -3,8 +3,14 @@ parameter and the allowed range, before anything moves."""
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+from event_model import DocumentNames, schemas
 
 
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -38,3 +44,45 @@ def check_skip(value: object) -> tuple[int, int]:
                 check_int("skip_planes[1]", value[1], 0, 50))
     n = check_int("skip_planes", value, 0, 50)
     return (n, n)
+
+
+RUN_ENGINE_KEYS = ("uid", "time")  # set by the RunEngine for every run
+
+
+def check_md(md: object) -> dict[str, Any]:
+    """``md`` for the run's start document, checked before anything moves.
+
+    Why here: a value the catalog cannot store (an arbitrary object) or a reserved key
+    of the wrong type (``scan_id="abc"``) otherwise fails only when the document is
+    written, after the hardware has moved and the frames are on disk, or never reaches
+    the catalog at all. Checked: a dict with string keys; JSON values; the types the
+    start document's schema (event-model's, the one databroker and tiled read) gives
+    its own keys (``scan_id`` an integer, ``sample`` a string or a dict, ...); no dots
+    or slashes in keys; no ``uid`` or ``time``, which the RunEngine sets.
+    """
+    if md is None:
+        return {}
+    if not isinstance(md, Mapping):
+        raise ValueError(f"md must be a dict, got {type(md).__name__}")
+    out = dict(md)
+    for key, value in out.items():
+        if not isinstance(key, str):
+            raise ValueError(f"md keys must be strings, got {key!r}")
+        if "." in key or "/" in key:
+            raise ValueError(f"md key {key!r} may not contain '.' or '/' (the catalog "
+                             "reads them as paths)")
+        if key in RUN_ENGINE_KEYS:
+            raise ValueError(f"md[{key!r}] is set by the RunEngine for every run; "
+                             "choose another key")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"md[{key!r}] cannot be stored in the catalog: {exc}") from None
+    try:
+        jsonschema.validate({**out, "uid": "-", "time": 0.0}, schemas[DocumentNames.start])
+    except jsonschema.ValidationError as exc:
+        where = "md" + "".join(f"[{p!r}]" for p in exc.absolute_path)
+        if not exc.absolute_path and exc.validator == "additionalProperties":
+            where = "md keys"
+        raise ValueError(f"{where}: {exc.message}") from None
+    return out

@@ -24,6 +24,12 @@ def board_state(scope):
     (dict(exposure=-1.0), "exposure"),
     (dict(skip_planes=(1, 2, 3)), "skip_planes"),
     (dict(skip_planes=99), "skip_planes"),
+    (dict(md={"x": object()}), r"md\['x'\] cannot be stored in the catalog"),
+    (dict(md={"scan_id": "abc"}), r"md\['scan_id'\]: 'abc' is not of type 'integer'"),
+    (dict(md={"sample": 3}), r"md\['sample'\]"),
+    (dict(md={"uid": "mine"}), r"md\['uid'\] is set by the RunEngine"),
+    (dict(md={"a.b": 1}), r"md key 'a.b' may not contain"),
+    (dict(md=["sample"]), "md must be a dict"),
 ])
 def test_volumetric_scan_rejects_bad_arguments_before_moving(scope, session, kwargs, param):
     from plans import volumetric_scan
@@ -60,3 +66,19 @@ def test_the_range_is_named_in_the_message(scope, session):
 
     with pytest.raises(ValueError, match=r"n_planes must be in \[2, 1000\], got 1"):
         session.RE(volumetric_scan(scope.camera, scope.scanboard, 1, 1, 10.0, 50.0, 1.0))
+
+
+def test_each_document_that_fails_to_reach_the_catalog_is_reported_once(session):
+    """A plan that skips the metadata check (here bluesky's own count) and stores an
+    object the catalog cannot hold: the next flush says so, the one after does not
+    repeat it (the session keeps working)."""
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    session.flush()
+    session.RE(count([det], md={"unstorable": object()}))
+    with pytest.raises(RuntimeError, match=r"failed to reach the catalog; last error: .*not JSON"):
+        session.flush()
+    session.flush()  # reported once: no error for the same failure again
+    session.RE(count([det], 1))
+    session.flush()
