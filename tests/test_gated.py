@@ -9,7 +9,6 @@ tighter than the established implementation at 40 fps, and every frame within 0.
 ~1 rad and more.
 """
 
-import json
 import math
 import os
 import subprocess
@@ -67,7 +66,7 @@ def test_every_gated_frame_is_at_the_same_true_heart_phase(gated):
 def test_gated_frames_carry_trigger_time_phase_period_and_reference(gated):
     _, prim, planes = gated
     t_trig = prim["camera_trigger_time"].read()
-    np.testing.assert_array_equal(t_trig, prim["camera_timestamp"].read())
+    assert np.all(np.isfinite(t_trig))  # every frame was exposed by a fired gating trigger
     assert np.all(np.diff(t_trig.ravel()) > 0.2)  # at most one trigger per heartbeat-ish
     period = prim["camera_period_s"].read()
     # The simulated heart's rate is modulated +-5 % (7 s) with 2 % wander, so the beat
@@ -100,10 +99,17 @@ def test_remote_clients_see_the_gating_state(gated, prefix):
 
 
 def test_trigger_records_over_channel_access(gated, scope):
+    """The IOC's record of the last triggers (LastTriggers_RBV, JSON over CA) agrees
+    with what the camera file stored for the same exposures."""
+    _, prim, _ = gated
     records = scope.gating.records()
     assert 1 <= len(records) <= 5
     assert all(r["status"] in ("accepted", "late") for r in records)
-    assert json.dumps(records)
+    accepted = [r for r in records if r["status"] == "accepted"]
+    stored = prim["camera_trigger_time"].read().ravel()
+    assert accepted[-1]["trigger_time"] == pytest.approx(stored.max(), abs=1e-6)
+    phases = prim["camera_gating_phase"].read().ravel()
+    assert accepted[-1]["gating_phase"] == pytest.approx(phases[np.argmax(stored)], abs=1e-6)
 
 
 def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, session):
