@@ -52,8 +52,10 @@ STARTUP_RUNNER = textwrap.dedent("""
         ns = runpy.run_path(str(f), init_globals=ns)
     RE, cat, scope = ns["RE"], ns["cat"], ns["scope"]
     camera, scanboard = ns["camera"], ns["scanboard"]
-    for sig, v in ((camera.cam.size_x, 128), (camera.cam.size_y, 128)):
-        sig.set(v).wait(5)
+    sizes = (camera.cam.size_x, camera.cam.size_y)
+    before = [sig.get(use_monitor=False) for sig in sizes]  # the IOC is shared: restored
+    for sig in sizes:
+        sig.set(128).wait(5)
     import time; time.sleep(0.1)
     result = RE(ns["planar_scan"](camera, scanboard, 3, 30.0, 0.004))
     ns["session"].flush()
@@ -61,6 +63,8 @@ STARTUP_RUNNER = textwrap.dedent("""
           sorted(k for k in ("RE", "cat", "bec", "piezo", "stage", "laser", "volumetric_scan",
                              "bp", "bps") if k in ns))
     ns["session"].close()
+    for sig, v in zip(sizes, before):
+        sig.set(v).wait(5)
     scope.destroy()
 """)
 
