@@ -5,6 +5,7 @@ batch of complete volumes (or frames), never one Event per frame."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,8 +74,11 @@ class CamControls(Device):
 
 class HDF5Writer(Device):
     file_path = Cpt(EpicsSignal, "FilePath", string=True, put_complete=True, kind="config")
+    file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", auto_monitor=True,
+                           kind="omitted")
     file_name = Cpt(EpicsSignal, "FileName", string=True, put_complete=True, kind="omitted")
-    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind="omitted")
+    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, auto_monitor=True,
+                         kind="omitted")
     capture = Cpt(EpicsSignal, "Capture", put_complete=True, auto_monitor=True,
                   kind="omitted")
     num_capture = Cpt(EpicsSignal, "NumCapture", limits=True, put_complete=True,
@@ -148,6 +152,8 @@ class Camera(Device):
         self._index = 0
         # read from the IOC at the capture's first collect (the file opens at kickoff)
         self._first_file = Path()
+        self._written_seen = 0  # frames written, as last read from the IOC
+        self._contact_error = ""  # why the IOC could not be read during complete()
         self._units_per_file = 1
 
     # -- configuration ------------------------------------------------------------
@@ -186,6 +192,8 @@ class Camera(Device):
         self._acq = value
         self._bundles = {}
         self._index = 0
+        self._first_file = Path()
+        self._written_seen = 0
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
             (self.cam.image_mode, "Multiple"),
@@ -197,7 +205,34 @@ class Camera(Device):
             (self.hdf.extra_fields, ",".join(value.extra_fields)),
         ):
             st = st & sig.set(v)
-        return st
+        return self._checked_path(st)
+
+    def _checked_path(self, settings: Status) -> Status:
+        """``settings`` done, then fail if the IOC found FilePath unusable (read-only,
+        outside the data root, no room): a plan stops here, before it opens a run."""
+        result = Status(obj=self)
+
+        def verify() -> None:  # fresh reads: monitors may lag the put's completion
+            try:
+                ok = int(self.hdf.file_path_exists.get(use_monitor=False)) == 1
+                why = "" if ok else self.hdf.write_message.get(use_monitor=False)
+            except Exception as exc:  # noqa: BLE001 - delivered to the plan
+                result.set_exception(exc)
+                return
+            if ok:
+                result.set_finished()
+            else:
+                result.set_exception(RuntimeError(f"{self.name}: {why}"))
+
+        def check(st) -> None:
+            if not st.success:
+                result.set_exception(st.exception() or RuntimeError(f"{self.name}: prepare"))
+            else:  # Channel Access reads must not run on the callback thread
+                threading.Thread(target=verify, name=f"{self.name}-path-check",
+                                 daemon=True).start()
+
+        settings.add_callback(check)
+        return result
 
     # -- flying -----------------------------------------------------------------------
     def kickoff(self) -> Status:
@@ -211,6 +246,7 @@ class Camera(Device):
                 msg = self.hdf.write_message.get()
                 status.set_exception(RuntimeError(f"{self.name}: {msg}"))
                 return
+            self._first_file = Path(self.hdf.full_file_name.get())  # for fault messages
             self.cam.acquire.set("Acquire").add_callback(
                 lambda s: status.set_finished() if s.success else status.set_exception(
                     RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
@@ -228,14 +264,29 @@ class Camera(Device):
         per = acq.frames_per_volume or 1
 
         def accounted() -> int:
-            return (int(self.hdf.num_captured.get(use_monitor=False))
-                    + int(self.hdf.dropped_frames.get(use_monitor=False)))
+            """Frames written or reported lost; the last known count when the IOC
+            cannot be read (then `_write_error` reports the lost contact)."""
+            try:
+                written = int(self.hdf.num_captured.get(use_monitor=False))
+                dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
+            except Exception as exc:  # noqa: BLE001 - disconnected, timed out
+                self._contact_error = f"{type(exc).__name__}: {exc}"
+                return self._written_seen
+            self._written_seen = written
+            return written + dropped
 
+        def done() -> bool:
+            try:
+                closed = int(self.hdf.capture.get(use_monitor=False)) == 0
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._contact_error = f"{type(exc).__name__}: {exc}"
+                return False
+            return closed and accounted() >= acq.n_frames
+
+        self._contact_error = ""
         status = ProgressStatus(
             self, target=acq.n_frames // per, unit=unit, stall_timeout=acq.stall_timeout,
-            done_check=lambda: (int(self.hdf.capture.get(use_monitor=False)) == 0
-                                and accounted() >= acq.n_frames),
-            error_check=self._write_error,
+            done_check=done, error_check=self._write_error,
         )
 
         def on_change(value=None, **kwargs):
@@ -269,9 +320,21 @@ class Camera(Device):
         return {**META_KEYS, **{name: (f"/entry/meta/{name}", "<f8", EXTRA_UNITS.get(name, ""))
                                 for name in extra}}
 
+    def _first_file_name(self) -> str:
+        """The capture's (first) file, as known without asking the IOC."""
+        return str(self._first_file) if self._first_file != Path() else "the capture's file"
+
     def _write_error(self) -> str:
         """The writer's own words when the capture failed (areaDetector's WriteStatus
-        says whether; WriteMessage says why, with what was stored and lost)."""
+        says whether; WriteMessage says why, with what was stored and lost), or that
+        the IOC is gone (its channels disconnected: stopped, killed, network down)."""
+        if self._contact_error or not (self.hdf.capture.connected
+                                       and self.hdf.write_status.connected):
+            n = self._acq.n_frames if self._acq else 0
+            return (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
+                    f"disconnected: IOC stopped or network down); it had written "
+                    f"{self._written_seen} of {n} frames to {self._first_file_name()} "
+                    "(all but the last half second are readable)")
         if self.hdf.write_status.get() != "Write error":
             return ""
         return self.hdf.write_message.get() or "the file writer reported an error"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 
 from devices.camera import Camera
 from devices.laser import Laser
-from plans.common import with_real_cause
+from plans.common import with_cleanup, with_real_cause
 from plans.validation import check_int
 
 
@@ -35,5 +34,4 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
         if laser is not None and restore is not None:
             yield from bps.mv(laser.enable, restore)
 
-    plan = bpp.finalize_wrapper(inner(), cleanup())
-    return (yield from with_real_cause(plan))
+    return (yield from with_real_cause(with_cleanup(inner(), cleanup())))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
 import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus
+
+log = logging.getLogger(__name__)
 
 
 def file_name_for(kind: str) -> tuple[str, str]:
@@ -37,3 +41,26 @@ def with_real_cause(plan):
         if isinstance(cause, Exception):
             raise cause from None
         raise
+
+
+def with_cleanup(plan, cleanup):
+    """``plan``, then the ``cleanup`` plan whatever happened (as bluesky's
+    ``finalize_wrapper``), but the user sees the failure that came first: after the
+    plan failed (say the IOC was killed), a cleanup that fails too (it cannot reach
+    the IOC either) is logged, not raised in its place. After a success, a failing
+    cleanup fails the plan."""
+    failed: list[Exception] = []
+
+    def note(exc: Exception):
+        failed.append(exc)
+        yield from ()
+
+    def final():
+        try:
+            yield from cleanup
+        except Exception as exc:
+            if not failed:
+                raise
+            log.error("cleaning up after '%s' failed too: %s", failed[0], exc)
+
+    return (yield from bpp.contingency_wrapper(plan, except_plan=note, final_plan=final))

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus
 
 from beamline_ls.hardware.gating import GATING_FIELDS
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
 from devices.positioners import Piezo
-from plans.common import collect_all, file_name_for, with_real_cause
+from plans.common import collect_all, file_name_for, with_cleanup, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int, check_md
@@ -130,8 +129,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                 if r)
         return (yield from bps.close_run(**report))
 
-    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, gating))
-    return (yield from with_real_cause(plan))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, gating))))
 
 
 def gated_scan(

@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 from ophyd import Signal
 
 from devices.camera import Acquisition, Camera
 from devices.laser import Laser
-from plans.common import collect_all, with_real_cause
+from plans.common import collect_all, with_cleanup, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_md
 
@@ -133,5 +132,4 @@ def power_series(
             yield from bps.abs_set(laser.power, saved["power"], wait=True)
             yield from bps.abs_set(laser.enable, saved["enable"], wait=True)
 
-    plan = bpp.finalize_wrapper(inner(), cleanup())
-    return (yield from with_real_cause(plan))
+    return (yield from with_real_cause(with_cleanup(inner(), cleanup())))

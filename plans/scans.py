@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 from bluesky.utils import short_uid
 
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.camera import Acquisition, Camera
 from devices.scanboard import ScanBoard
-from plans.common import collect_all, file_name_for, with_real_cause
+from plans.common import collect_all, file_name_for, with_cleanup, with_real_cause
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_md, check_skip
 
@@ -186,8 +185,7 @@ def volumetric_scan(
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False,
                                 board_prepared=board_ready))
 
-    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard))
-    return (yield from with_real_cause(plan))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))
 
 
 def planar_scan(
@@ -238,5 +236,4 @@ def planar_scan(
         _md["settings"] = device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
 
-    plan = bpp.finalize_wrapper(inner(), _cleanup(camera, scanboard))
-    return (yield from with_real_cause(plan))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))

@@ -25,12 +25,13 @@ from beamline_ls.pipeline.recorder import Recorder
 SHAPE = (256, 256)  # 128 KiB frames
 
 
-def mount_tmpfs(where: Path, size_mb: int) -> Path:
+def mount_tmpfs(where: Path, size_mb: int, options: str = "") -> Path:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755",
-                           "tmpfs", str(where)], capture_output=True, text=True)
+    opts = f"size={size_mb}m,mode=0755" + (f",{options}" if options else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
+                          capture_output=True, text=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     return where
@@ -154,16 +155,40 @@ def test_a_capture_on_a_full_disk_is_refused_before_any_file_exists(small_disk):
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler.bin"]
 
 
-@pytest.fixture
-def full_day_directory(scope):
-    """A 16 MiB disk mounted where today's scans write (the plans' date directory in
-    the IOC's data root); earlier files there are hidden only while it is mounted."""
+def day_directory(scope) -> Path:
+    """Where today's scans write: the plans' date directory in the IOC's data root."""
     from plans.common import file_name_for
 
-    root = Path(scope.camera.hdf.data_root.get(use_monitor=False))
-    disk = mount_tmpfs(root / file_name_for("x")[0], 16)
+    return Path(scope.camera.hdf.data_root.get(use_monitor=False)) / file_name_for("x")[0]
+
+
+@pytest.fixture
+def full_day_directory(scope):
+    """A 16 MiB disk mounted where today's scans write; earlier files there are
+    hidden only while it is mounted."""
+    disk = mount_tmpfs(day_directory(scope), 16)
     yield disk
     unmount(disk)
+
+
+@pytest.fixture
+def read_only_day_directory(scope):
+    disk = mount_tmpfs(day_directory(scope), 16, "ro")
+    yield disk
+    unmount(disk)
+
+
+def test_a_scan_into_a_read_only_directory_fails_before_it_opens_a_run(
+        scope, session, read_only_day_directory):
+    from plans import planar_scan
+
+    session.flush()
+    runs = len(session.catalog)
+    with pytest.raises(RuntimeError) as failed:
+        session.RE(planar_scan(scope.camera, scope.scanboard, 10, 40.0, 0.002))
+    assert f"file path not writable: {read_only_day_directory}" in str(failed.value)
+    session.flush()
+    assert len(session.catalog) == runs  # no empty failed run left behind
 
 
 def test_a_scan_that_fills_the_disk_fails_with_the_real_cause(scope, session,

@@ -30,6 +30,7 @@ from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
+from beamline_ls.pipeline.diskspace import capture_problem
 from beamline_ls.pipeline.recorder import Recorder
 from beamline_ls.pipeline.rolling import frames_per_file
 
@@ -112,6 +113,8 @@ class CameraGroup(PVGroup):
     preview_counter = pvproperty(name="cam1:PreviewCounter_RBV", value=0, read_only=True)
     # -- file writer (HDF1:) ----------------------------------------------------
     file_path = _string("HDF1:FilePath", doc="directory, relative to the IOC's data root")
+    file_path_exists = pvproperty(name="HDF1:FilePathExists_RBV", value=0, read_only=True,
+                                  doc="1: FilePath can take a capture (writable, room)")
     file_name = _string("HDF1:FileName")
     full_file_name = _string("HDF1:FullFileName_RBV", read_only=True)
     capture = pvproperty(name="HDF1:Capture", value=0, lower_ctrl_limit=0, upper_ctrl_limit=1)
@@ -333,6 +336,32 @@ class CameraGroup(PVGroup):
         await self.status_message.write(f"background of {n} frames taken")
         log.info("background of %d frames, mean %.2f ADU", n, float(self.background.mean.mean()))
         return 0
+
+    @file_path.putter
+    async def file_path(self, instance, value):
+        """Check at once that a capture could write there (as areaDetector's
+        FilePathExists_RBV, plus writability and room), so a plan fails before it
+        opens a run; the reason goes to WriteMessage."""
+        loop = asyncio.get_running_loop()
+        problem = await loop.run_in_executor(None, self._path_problem, value)
+        if problem:  # the cause first: a client seeing 0 finds it
+            await self.write_message.write(problem[:500])
+            log.error("HDF1:FilePath %r: %s", value, problem)
+        await self.file_path_exists.write(0 if problem else 1)
+        return value
+
+    def _path_problem(self, value: str) -> str:
+        directory = Path(value.strip() or ".")
+        if not directory.is_absolute():
+            directory = self.data_root / directory
+        directory = directory.resolve()
+        if directory != self.data_root and self.data_root not in directory.parents:
+            return f"{directory} is outside the IOC's data root {self.data_root}"
+        try:
+            h, w = self.settings().frame_shape
+        except ValueError:
+            h, w = self.driver.sensor_shape
+        return capture_problem(directory, h * w * 2)
 
     @acquire_time.putter
     async def acquire_time(self, instance, value):

@@ -26,6 +26,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+RESERVE_BYTES = 4 * MiB  # freed when the disk fills anyway: room to close the file
+MARGIN_BYTES = 4 * MiB  # kept free beyond the next frame: the last metadata and close
 
 
 class DiskFullError(OSError):
@@ -57,11 +59,35 @@ def _mb(n: int) -> str:
     return f"{n / MiB:.2f} MiB"
 
 
+def nearest_existing(directory: Path) -> Path:
+    """``directory`` or its closest ancestor that exists (where it would be created)."""
+    d = Path(directory)
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return d
+
+
+def capture_problem(directory: str | Path, frame_bytes: int) -> str:
+    """Why a capture into ``directory`` would fail at once, or "" (checked when the
+    file path is set, so a plan fails before it opens a run): the directory cannot be
+    created or written (read-only filesystem, permissions), or its filesystem has no
+    room for a frame, the reserve and closing the file."""
+    where = nearest_existing(Path(directory))
+    if not where.is_dir() or not os.access(where, os.W_OK | os.X_OK):
+        return f"file path not writable: {where} (read-only or no permission)"
+    need = RESERVE_BYTES + MARGIN_BYTES + int(frame_bytes)
+    free = free_bytes(where)
+    if free < need:
+        return f"disk full: {_mb(free)} free in {where}, a capture needs at least {_mb(need)}"
+    return ""
+
+
 class SpaceGuard:
     """Free-space check and reserve for one capture writing into ``directory``."""
 
     def __init__(self, directory: str | Path, name: str, frame_bytes: int,
-                 margin_bytes: int = 4 * MiB, reserve_bytes: int = 4 * MiB) -> None:
+                 margin_bytes: int = MARGIN_BYTES, reserve_bytes: int = RESERVE_BYTES
+                 ) -> None:
         self.directory = Path(directory)
         self.frame_bytes = int(frame_bytes)
         self.margin_bytes = int(margin_bytes)

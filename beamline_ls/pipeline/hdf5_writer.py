@@ -9,7 +9,8 @@ Layout (areaDetector-like paths, so existing readers find the data):
 
 The file is opened with mode ``"x"``: an existing file is never overwritten. SWMR
 mode lets a reader follow the file live, and the flush after every volume (or every
-``flush_every`` frames) means a crash leaves a readable file up to the last flush.
+``flush_every`` frames, and at least every ``flush_interval_s``) means a crash leaves a
+readable file up to the last flush: a killed IOC loses at most the last half second.
 
 Speed: each frame is one uncompressed chunk, so it is written with
 ``write_direct_chunk`` (its bytes go straight to the file: no type conversion, no
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ class FrameFileWriter:
         planes_per_volume: int = 0,
         attrs: dict[str, Any] | None = None,
         flush_every: int = 50,
+        flush_interval_s: float = 0.5,
         extra_fields: tuple[str, ...] = (),
         volume_offset: int = 0,
     ):
@@ -75,6 +78,8 @@ class FrameFileWriter:
         self.planes = int(planes_per_volume)
         self.volume_offset = int(volume_offset)  # volumes held by earlier files of a capture
         self.flush_every = max(1, flush_every)
+        self.flush_interval_s = flush_interval_s
+        self._t_flushed = time.monotonic()
         self.frames_written = 0  # frames stored
         self.positions = 0  # positions used: frames stored plus holes left by lost frames
         self.frames_flushed = 0
@@ -201,7 +206,8 @@ class FrameFileWriter:
 
     def _flush_if_unit_done(self) -> None:
         unit = self.planes or self.flush_every
-        if self.positions // unit > self.frames_flushed // unit:
+        if (self.positions // unit > self.frames_flushed // unit
+                or time.monotonic() - self._t_flushed > self.flush_interval_s):
             self.flush()
 
     def add_dataset(self, path: str, data: Any, attrs: dict[str, Any] | None = None) -> None:
@@ -246,6 +252,7 @@ class FrameFileWriter:
         self._write_rows()
         self._file.flush()
         self.frames_flushed = self.positions  # positions (frames and holes) on disk
+        self._t_flushed = time.monotonic()
 
     def close(self, attrs: dict[str, Any] | None = None) -> None:
         """Flush and close; datasets added during the run are written now (a SWMR file

@@ -1,0 +1,81 @@
+"""The camera IOC dies in the middle of a scan (kill -9): the user gets the real cause
+(the IOC is gone) instead of a stall timeout, with the frames written before, and the
+stop document says the same. A private IOC on the spare port; killed by its own PID."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import h5py
+import pytest
+
+from beamline_ls.epics_env import IocProcess
+
+
+@pytest.fixture
+def doomed(epics, tmp_path):
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+    from devices import connect_microscope
+
+    ioc = IocProcess(epics.for_server(epics.extra_server_ports[0]), "DOOM:", tmp_path,
+                     tmp_path / "ioc.log").start()
+    scope = session = None
+    try:
+        scope = connect_microscope("DOOM:")
+        scope.camera.set_centered_roi(128)
+        session = make_session(load_settings(data_dir=tmp_path, prefix="DOOM:"),
+                               progress_bar=False)
+        yield ioc, scope, session
+    finally:
+        if session is not None:
+            session.close()
+        if scope is not None:
+            scope.destroy()
+        ioc.stop()
+
+
+def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
+    from plans import planar_scan
+
+    ioc, scope, session = doomed
+    hdf = scope.camera.hdf
+
+    seen = []
+
+    def kill_when_writing() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                n = int(hdf.num_captured.get(use_monitor=False))
+                if n >= 150:
+                    seen.append(n)
+                    break
+            except Exception:  # noqa: BLE001 - not connected yet
+                pass
+            time.sleep(0.02)
+        ioc.proc.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_writing, daemon=True)
+    killer.start()
+    with pytest.raises(RuntimeError) as failed:  # 100000 frames: ends only by the kill
+        session.RE(planar_scan(scope.camera, scope.scanboard, 100_000, 40.0, 0.002,
+                               frame_rate=200.0))
+    killer.join(5)
+    message = str(failed.value)
+    assert "lost contact with the camera IOC" in message
+    assert "DOOM:HDF1:Capture disconnected" in message
+    written = int(message.split("it had written ")[1].split(" of 100000 frames")[0])
+    assert written > 50  # the count last seen by the plan, not a stale zero
+    session.flush()
+    stop = session.catalog[-1].metadata["stop"]
+    assert stop["exit_status"] == "fail"
+    assert "lost contact with the camera IOC" in stop["reason"]
+    files = list((ioc.data_dir / "frames").rglob("planar_*.h5"))
+    assert len(files) == 1 and str(files[0]) in message
+    # the file is flushed at least every 0.5 s (100 frames at 200 frames/s): all
+    # frames written until then survive the kill
+    with h5py.File(files[0], "r", swmr=True) as f:
+        assert f["/entry/data/data"].shape[0] >= seen[0] - 100
