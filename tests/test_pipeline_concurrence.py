@@ -33,6 +33,19 @@ def test_events_from_several_threads_are_saved_in_time_order_with_their_thread(t
     assert all(stamps[i + 1] - stamps[i] >= 2_000_000 for i in range(4))  # 2 ms sleeps
 
 
+def test_saving_never_follows_a_symlink_planted_at_the_name(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "run.concurrence.csv").symlink_to(outside)
+    log = ConcurrenceLog(capacity=10)
+    log.record("write end", frame_id=0)
+    with pytest.raises(OSError):
+        log.save(data / "run.concurrence.csv")
+    assert outside.read_text() == "precious\n"
+
+
 def test_a_full_log_counts_what_it_could_not_keep():
     log = ConcurrenceLog(capacity=3)
     for i in range(5):

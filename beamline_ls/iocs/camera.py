@@ -295,7 +295,7 @@ class CameraGroup(PVGroup):
             await self._stop_camera("aborted")
             if self.recorder.capturing:  # the status loop reports when it has closed
                 self._aborted = True
-                self.recorder.request_stop()
+                self.recorder.request_stop(discard=True)  # a stalled disk must not hold it
             await self.acquire.write("Done", verify_value=False)
             return "Paused"
         else:
@@ -479,7 +479,7 @@ class CameraGroup(PVGroup):
             self.recorder.stop()
             msg = st.error or (
                 f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
-                f"({st.frames_dropped} dropped)")
+                f"({st.frames_dropped} dropped, {st.frames_lost} lost)")
             self._aborted = False
             await self._save_concurrence_log(Path(st.path))
             await self.lost_frames.write(st.frames_lost)

@@ -76,7 +76,9 @@ class ConcurrenceLog:
             self._n = 0
         new = not path.exists()
         pid = os.getpid()
-        with open(path, "a", newline="", encoding="utf-8") as f:
+        # never through a symlink planted at the name: it could point anywhere
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with open(fd, "a", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             if new:
                 out.writerow(["t_ns", "pid", "thread", "event", "queue_depth", "frame_id"])

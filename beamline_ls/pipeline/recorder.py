@@ -83,6 +83,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._writer: RollingFileWriter | None = None
         self._stop = threading.Event()
+        self._discard = threading.Event()  # abort: stop writing after the current frame
         self._background: Background | None = None
         self._prefault_thread: threading.Thread | None = None
         self._base_id: int | None = None  # camera frame id of the capture's position 0
@@ -184,6 +185,7 @@ class Recorder:
         if stale:
             log.info("discarded %d stale frame(s) left in the buffer", stale)
         self._stop.clear()
+        self._discard.clear()
         self._base_id = None
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
@@ -213,9 +215,12 @@ class Recorder:
                         "(the writer cannot keep up)", st.frames_dropped, frame.frame_id)
         return False
 
-    def request_stop(self) -> None:
-        """Ask the writer to finish what is buffered and close the file; returns at
-        once (``status.capturing`` turns False when it is done)."""
+    def request_stop(self, discard: bool = False) -> None:
+        """Ask the writer to finish what is buffered (``discard``: to stop after the
+        frame it is writing; the rest count as lost) and close the file. Returns at
+        once; ``status.capturing`` turns False when the file is closed."""
+        if discard:
+            self._discard.set()
         self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> RecorderStatus:
@@ -247,6 +252,8 @@ class Recorder:
         finished = False
         try:
             while writer.frames_written + ring.stats.overflows < st.frames_expected:
+                if self._discard.is_set():
+                    break
                 frame = ring.peek(timeout=0.05)
                 if frame is None:
                     if self._stop.is_set():
