@@ -12,10 +12,15 @@ mode lets a reader follow the file live, and the flush after every volume (or ev
 ``flush_every`` frames, and at least every ``flush_interval_s``) means a crash leaves a
 readable file up to the last flush: a killed IOC loses at most the last half second.
 
+Integrity: every dataset carries HDF5's ``fletcher32`` filter, so any reader gets an
+error for a damaged chunk instead of silent garbage (a truncated file read under SWMR,
+as tiled does, otherwise returns zeros for the missing frames).
+
 Speed: each frame is one uncompressed chunk, so it is written with
-``write_direct_chunk`` (its bytes go straight to the file: no type conversion, no
-intermediate copy; measured per 2 MB frame 0.4-0.9 ms vs 0.7-5 ms for
-``ds[i] = image``, per 8 MB frame ~2 ms vs 3-19 ms). The planar extent still grows
+``write_direct_chunk`` (its bytes go straight to the file: no type conversion;
+measured per 2 MB frame 0.4-0.9 ms vs 0.7-5 ms for ``ds[i] = image``, per 8 MB frame
+~2 ms vs 3-19 ms), after one copy into a buffer that appends the checksum (~2.4 ms per
+8 MB frame on this machine, `pipeline.checksum`). The planar extent still grows
 by one frame per frame (~0.05 ms): under SWMR a resize is visible to readers at once,
 so growing ahead by a block would show readers (and a file left by a crash) up to a
 block of never-written frames.
@@ -33,6 +38,7 @@ import h5py
 import numpy as np
 
 from beamline_ls.frame import Frame
+from beamline_ls.pipeline.checksum import chunk_with_fletcher32
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,7 @@ class FrameFileWriter:
             maxshape=maxlead + self.frame_shape,
             chunks=unit + self.frame_shape,
             dtype=dtype,
+            fletcher32=True,  # every reader verifies each frame (see pipeline.checksum)
         )
         self._dtype = self._data.dtype
         self._meta = {
@@ -111,6 +118,7 @@ class FrameFileWriter:
                 chunks=(1024, self.planes) if self.planes else (4096,),
                 dtype=dt,
                 fillvalue=np.nan if dt == "<f8" else -1,
+                fletcher32=True,
             )
             for name, dt in {**META_FIELDS, **{f: "<f8" for f in self.extra_fields}}.items()
         }
@@ -120,6 +128,7 @@ class FrameFileWriter:
         self._pending: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         self._rows: dict[str, list] = {name: [] for name in self._meta}
         self._swmr_started = False
+        self._chunk: np.ndarray | None = None  # reused buffer: frame bytes + checksum
 
     @property
     def chunk_shape(self) -> tuple[int, ...]:
@@ -164,8 +173,9 @@ class FrameFileWriter:
         image = frame.image
         try:
             if image.dtype == self._dtype and image.flags.c_contiguous:
-                # one frame == one uncompressed chunk: hand HDF5 the bytes as they are
-                self._data.id.write_direct_chunk(index + (0, 0), image)
+                # one frame == one chunk: hand HDF5 the bytes and their checksum
+                self._chunk = chunk_with_fletcher32(image, self._chunk)
+                self._data.id.write_direct_chunk(index + (0, 0), self._chunk)
             else:  # another dtype or a strided view: let h5py convert
                 self._data[index] = image
         except BaseException:

@@ -1,0 +1,70 @@
+"""Damaged frame files: a corrupt chunk or a truncated file gives an error, never
+silent garbage, for every reader (h5py, the catalog through tiled)."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from beamline_ls.frame import Frame
+from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
+
+
+def write_frames(path, n=10, shape=(64, 64)):
+    w = FrameFileWriter(path, shape)
+    for k in range(n):
+        w.write(Frame(np.full(shape, k + 1, np.uint16), k, 0.1 * k, 0.001))
+    w.close()
+
+
+def corrupt_frame(path, k: int) -> None:
+    with h5py.File(path, "r") as f:
+        info = f["/entry/data/data"].id.get_chunk_info_by_coord((k, 0, 0))
+    with open(path, "r+b") as fh:  # two bytes in the middle of frame k
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xa5\x5a")
+
+
+@pytest.mark.parametrize("swmr", [False, True])
+def test_a_corrupt_frame_is_an_error_and_the_others_still_read(tmp_path, swmr):
+    path = tmp_path / "f.h5"
+    write_frames(path)
+    corrupt_frame(path, 5)
+    with h5py.File(path, "r", swmr=swmr) as f:
+        data = f["/entry/data/data"]
+        assert data[4].mean() == 5 and data[6].mean() == 7
+        with pytest.raises(OSError, match="filter returned failure"):
+            data[5]
+
+
+def test_frames_past_the_end_of_a_truncated_file_are_an_error_under_swmr(tmp_path):
+    """Read as SWMR readers (and tiled) do, HDF5 skips its end-of-file check and
+    would return zeros for the missing frames; their checksums do not match zeros."""
+    path = tmp_path / "f.h5"
+    write_frames(path, n=40)
+    cut = tmp_path / "cut.h5"
+    shutil.copy(path, cut)
+    with open(cut, "r+b") as fh:
+        fh.truncate(cut.stat().st_size * 2 // 3)
+    with pytest.raises(OSError, match="truncated file"):
+        h5py.File(cut, "r")
+    with h5py.File(cut, "r", swmr=True) as f:
+        data = f["/entry/data/data"]
+        assert data[0].mean() == 1
+        with pytest.raises(OSError, match="filter returned failure"):
+            data[39]
+
+
+def test_the_catalog_reports_a_corrupt_frame_file(scope, session):
+    from plans import planar_scan
+
+    result = session.RE(planar_scan(scope.camera, scope.scanboard, 6, 40.0, 0.002))
+    session.flush()
+    path = scope.camera.hdf.full_file_name.get(use_monitor=False)
+    corrupt_frame(path, 3)
+    image = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
+    with pytest.raises(OSError, match="filter returned failure"):
+        image.read()  # before the checksums: the damaged bytes, silently
