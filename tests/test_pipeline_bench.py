@@ -53,7 +53,7 @@ def test_human_summary_and_keep(tmp_path, capsys):
     assert rc == 0
     assert "verdict:" in out and "raw h5py" in out and "MB/s" in out
     (kept,) = tmp_path.iterdir()
-    assert sorted(p.name for p in kept.iterdir()) == ["pipeline.h5", "raw.h5"]
+    assert sorted(p.name for p in kept.iterdir()) == ["pipeline.h5", "raw.h5", "raw_plain.h5"]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ It runs the real recording path (producer -> :class:`Recorder` -> :class:`FrameF
 planar layout) with uint16 frames of the given shape, paced in real time at the given
 rate, and counts frames expected / written / dropped. Then, on the same disk and in the
 same run, it writes the same frames with bare h5py (one chunk per frame, as fast as
-possible) to measure what the disk itself can take. Comparing the two tells the user
+possible, with the same ``fletcher32`` checksums the pipeline's files carry) to measure
+what the disk itself can take for such a file, and once more without checksums, which
+gives the checksums' cost. Comparing the two tells the user
 whether a shortfall is the disk (raw speed below demand) or the pipeline (drops although
 the disk is fast enough).
 
@@ -187,7 +189,13 @@ def bench_writer(shape: tuple[int, int], rate: float, seconds: float, directory:
         if not keep:
             (workdir / "pipeline.h5").unlink()  # halve the space the raw run needs
         time.sleep(settle_s)
-        raw = _run_raw(workdir / "raw.h5", pool, n_frames)
+        raw = _run_raw(workdir / "raw.h5", pool, n_frames, fletcher32=True)
+        if not keep:
+            (workdir / "raw.h5").unlink()
+        time.sleep(settle_s)
+        plain = _run_raw(workdir / "raw_plain.h5", pool, n_frames, fletcher32=False)
+        raw["raw_plain_mb_per_s"] = plain["raw_mb_per_s"]
+        raw["raw_plain_cpu_s"] = plain["raw_cpu_s"]
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -300,14 +308,16 @@ def _dispatch_latency(events: concurrence.ConcurrenceLog, csv_path: Path) -> dic
             "write_max": write.get("max_ms", float("nan"))}
 
 
-def _run_raw(path: Path, pool: list[np.ndarray], n_frames: int) -> dict[str, Any]:
-    """Bare h5py: one chunk per frame, no pacing, no metadata; flushed and closed."""
+def _run_raw(path: Path, pool: list[np.ndarray], n_frames: int,
+             fletcher32: bool) -> dict[str, Any]:
+    """Bare h5py: one chunk per frame (HDF5 computing its checksum when
+    ``fletcher32``), no pacing, no metadata; flushed and closed."""
     shape = pool[0].shape
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     with h5py.File(path, "x", libver="latest") as f:
         ds = f.create_dataset("data", shape=(n_frames, *shape), chunks=(1, *shape),
-                              dtype="<u2")
+                              dtype="<u2", fletcher32=fletcher32)
         for k in range(n_frames):
             ds[k] = pool[k % len(pool)]
         f.flush()
@@ -351,7 +361,8 @@ def format_summary(r: dict[str, Any]) -> str:
         f"({r['mb_per_s_incl_fsync']:.1f} incl. final fsync of {r['fsync_s']:.2f} s)",
         f"  raw h5py         {r['raw_mb_per_s']:9.1f} MB/s "
         f"({r['raw_mb_per_s_incl_fsync']:.1f} incl. final fsync of {r['raw_fsync_s']:.2f} s),"
-        f" {r['raw_over_demand']:.2f}x demand",
+        f" {r['raw_over_demand']:.2f}x demand, with the pipeline's checksums",
+        f"  raw, no checksum {r['raw_plain_mb_per_s']:9.1f} MB/s (what the checksums cost)",
         f"  producer         {r['producer_fps']:9.1f} fps offered of {r['rate_fps']:g} "
         f"requested",
         f"  ratio            {r['ratio_to_raw']:.2f} of raw, {r['ratio_to_achievable']:.2f} of "

@@ -33,16 +33,17 @@ def _fletcher32(src):  # pragma: no cover - compiled
     while words > 0:
         block = 360 if words > 360 else words
         words -= block
-        total = np.uint64(0)
-        weighted = np.uint64(0)
+        # both fit 32 bits: total <= 360 * 65535, weighted <= 65535 * 360 * 361 / 2
+        total = np.uint32(0)
+        weighted = np.uint32(0)
         for k in range(block):
-            v = words16[base + k]  # the word HDF5 reads big-endian: swap the bytes
-            w = np.uint64(((v & np.uint16(0xFF)) << np.uint16(8)) | (v >> np.uint16(8)))
+            v = np.uint32(words16[base + k])  # HDF5 reads the word big-endian: swap
+            w = ((v & np.uint32(0xFF)) << np.uint32(8)) | (v >> np.uint32(8))
             total += w
-            weighted += np.uint64(block - k) * w
+            weighted += np.uint32(block - k) * w
         base += block
-        s2 = s2 + np.uint64(block) * s1 + weighted
-        s1 = s1 + total
+        s2 = s2 + np.uint64(block) * s1 + np.uint64(weighted)
+        s1 = s1 + np.uint64(total)
         s1 = (s1 & mask) + (s1 >> sixteen)
         s2 = (s2 & mask) + (s2 >> sixteen)
     if n % 2:
