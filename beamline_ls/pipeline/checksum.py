@@ -6,7 +6,7 @@ frame raises an error naming the checksum instead of returning silent garbage. T
 writer hands whole chunks to HDF5 with ``write_direct_chunk`` (no filter pipeline), so
 it appends the checksum itself: HDF5's algorithm (16-bit big-endian words, both sums
 folded every 360 words, then once more) stored little-endian after the data. The
-numba kernel reads the frame once; the chunk buffer is a plain copy.
+numba kernel copies the frame into the chunk buffer and sums it in one pass.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _fletcher32(src):  # pragma: no cover - compiled
-    """HDF5's Fletcher-32 of the bytes ``src``. Within each 360-word block HDF5's sums
-    never overflow, so the block's effect is exact: s1 += sum(w) and
+def _copy_fletcher32(src, dst):  # pragma: no cover - compiled
+    """Copy the 16-bit words ``src`` into ``dst`` and return HDF5's Fletcher-32 of
+    their bytes, in one pass (the frame is read once). Within each 360-word block
+    HDF5's sums never overflow, so the block's effect is exact: s1 += sum(w) and
     s2 += L * s1 + sum((L - k) * w_k), two reductions the compiler vectorises (the
     word-by-word chain s1 += w; s2 += s1 does not). The folds between blocks are
     HDF5's own."""
-    n = src.size
-    words = n // 2
-    words16 = src[:2 * words].view(np.uint16)  # native (little-endian) words
+    words = src.size
     s1 = np.uint64(0)
     s2 = np.uint64(0)
     mask = np.uint64(0xFFFF)
@@ -37,18 +36,15 @@ def _fletcher32(src):  # pragma: no cover - compiled
         total = np.uint32(0)
         weighted = np.uint32(0)
         for k in range(block):
-            v = np.uint32(words16[base + k])  # HDF5 reads the word big-endian: swap
-            w = ((v & np.uint32(0xFF)) << np.uint32(8)) | (v >> np.uint32(8))
+            v = src[base + k]
+            dst[base + k] = v
+            u = np.uint32(v)  # HDF5 reads each word big-endian: swap the bytes
+            w = ((u & np.uint32(0xFF)) << np.uint32(8)) | (u >> np.uint32(8))
             total += w
             weighted += np.uint32(block - k) * w
         base += block
         s2 = s2 + np.uint64(block) * s1 + np.uint64(weighted)
         s1 = s1 + np.uint64(total)
-        s1 = (s1 & mask) + (s1 >> sixteen)
-        s2 = (s2 & mask) + (s2 >> sixteen)
-    if n % 2:
-        s1 += np.uint64(src[n - 1]) << np.uint64(8)
-        s2 += s1
         s1 = (s1 & mask) + (s1 >> sixteen)
         s2 = (s2 & mask) + (s2 >> sixteen)
     s1 = (s1 & mask) + (s1 >> sixteen)
@@ -59,10 +55,12 @@ def _fletcher32(src):  # pragma: no cover - compiled
 def chunk_with_fletcher32(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``image``'s bytes followed by their HDF5 Fletcher-32 checksum, as the chunk a
     dataset with the ``fletcher32`` filter stores (``out``: a reusable uint8 buffer of
-    ``image.nbytes + 4``)."""
-    src = np.ascontiguousarray(image).reshape(-1).view(np.uint8)
-    if out is None or out.size != src.size + 4:
-        out = np.empty(src.size + 4, np.uint8)
-    out[:-4] = src
-    out[-4:] = np.array([_fletcher32(src)], "<u4").view(np.uint8)
+    ``image.nbytes + 4``). ``image`` holds 16-bit pixels (the camera's dtype)."""
+    if image.dtype.itemsize != 2:
+        raise ValueError(f"16-bit pixels expected, got {image.dtype}")
+    src = np.ascontiguousarray(image).reshape(-1).view(np.uint16)
+    if out is None or out.size != 2 * src.size + 4:
+        out = np.empty(2 * src.size + 4, np.uint8)
+    checksum = _copy_fletcher32(src, out[:-4].view(np.uint16))
+    out[-4:] = np.array([checksum], "<u4").view(np.uint8)
     return out
