@@ -70,7 +70,7 @@ class LoopbackEpics:
         """Run our own CA repeater so client libraries do not spawn a daemon."""
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         self._repeater = subprocess.Popen(
-            [sys.executable, "-m", "caproto.commandline.repeater", "--quiet"],
+            [sys.executable, "-m", "beamline_ls.ca_repeater"],  # loopback only
             env={**os.environ, **self.env()},
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )

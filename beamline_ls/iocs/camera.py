@@ -26,6 +26,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver, CameraSettings
+from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline import concurrence
@@ -160,6 +161,9 @@ class CameraGroup(PVGroup):
                  mirror_root: str | Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
+        # stopping joins the camera's thread (a real SDK may wait on the device):
+        # off the event loop, one driver call at a time
+        self._driver_worker = DeviceWorker("camera")
         self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.data_root = Path(data_root).resolve()
         self.mirror.configure(self.data_root, mirror_root)
@@ -235,7 +239,7 @@ class CameraGroup(PVGroup):
         settings = self.settings()
         settings.validate(self.driver.sensor_shape)
         if self.driver.running:
-            self.driver.stop()
+            await self._driver_worker.call(self.driver.stop)
         n = {"Single": 1, "Multiple": int(self.num_images.value), "Continuous": None}[
             self.image_mode.value
         ]
@@ -248,7 +252,7 @@ class CameraGroup(PVGroup):
             settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
                                       "Internal", settings.period_s)
             n = None
-        self.driver.start(settings, n, self.on_frame)
+        await self._driver_worker.call(self.driver.start, settings, n, self.on_frame)
         log.info("camera started (%s, %s frames, %s trigger)",
                  "preview" if preview else "acquire", n or "continuous", settings.trigger_mode)
         await self._publish_geometry(settings)
@@ -263,7 +267,7 @@ class CameraGroup(PVGroup):
         await self.acquire_time_rbv.write(settings.exposure_s)
 
     async def _stop_camera(self, message: str) -> None:
-        self.driver.stop()
+        await self._driver_worker.call(self.driver.stop)
         self._preview = False
         await self.detector_state.write("Idle")
         await self.status_message.write(message)
@@ -319,7 +323,7 @@ class CameraGroup(PVGroup):
         self._background_done.clear()
         self._accumulator = BackgroundAccumulator(n, self.settings_key(settings))
         self._stamps.clear()
-        self.driver.start(settings, n, self.on_frame)
+        await self._driver_worker.call(self.driver.start, settings, n, self.on_frame)
         try:
             loop = asyncio.get_running_loop()
             timeout = 10 + 2 * n * (settings.exposure_s + self.driver.readout_time_s(settings))
@@ -328,7 +332,7 @@ class CameraGroup(PVGroup):
                 raise TimeoutError(f"background: only {self._accumulator.count} of {n} frames")
             self.background = self._accumulator.result()
         finally:
-            self.driver.stop()
+            await self._driver_worker.call(self.driver.stop)
             self._accumulator = None
         await self.background_valid.write(1)
         await self.background_frames.write(self.background.n_frames)

@@ -19,6 +19,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from beamline_ls.hardware.gating import GatingDriver
+from beamline_ls.iocs.blocking import DeviceWorker
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,15 @@ class GatingGroup(PVGroup):
         super().__init__(*args, **kwargs)
         self.driver = driver
         self.exposure_after_trigger = exposure_after_trigger
+        # disabling joins the analysis thread (up to 5 s) and arm(0) may talk to the
+        # trigger box over serial: off the event loop, one call at a time
+        self._worker = DeviceWorker("gating")
 
     @enable.putter
     async def enable(self, instance, value):
         try:
-            self.driver.enable(value == "On", float(self.frame_rate.value))
+            await self._worker.call(self.driver.enable, value == "On",
+                                    float(self.frame_rate.value))
         except ValueError as exc:
             await self.message.write(str(exc)[:250])
             raise
@@ -102,7 +107,7 @@ class GatingGroup(PVGroup):
             await self.message.write(msg)
             raise RuntimeError(msg)
         start = st.fired
-        self.driver.arm(n)
+        await self._worker.call(self.driver.arm, n)
         if n == 0:
             return 0
         # wait for the n triggers (a heartbeat each, plus retries of late ones)
