@@ -246,7 +246,6 @@ class Camera(Device):
                 msg = self.hdf.write_message.get()
                 status.set_exception(RuntimeError(f"{self.name}: {msg}"))
                 return
-            self._first_file = Path(self.hdf.full_file_name.get())  # for fault messages
             self.cam.acquire.set("Acquire").add_callback(
                 lambda s: status.set_finished() if s.success else status.set_exception(
                     RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
@@ -267,6 +266,8 @@ class Camera(Device):
             """Frames written or reported lost; the last known count when the IOC
             cannot be read (then `_write_error` reports the lost contact)."""
             try:
+                if self._first_file == Path():  # named in fault messages
+                    self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
                 written = int(self.hdf.num_captured.get(use_monitor=False))
                 dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out

@@ -15,7 +15,9 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+# compiled when this module is imported (from the on-disk cache after the first time),
+# so the first frame of the first capture does not pay seconds of compilation
+@numba.njit("uint32(uint16[::1], uint16[::1])", cache=True, nogil=True, boundscheck=False)
 def _copy_fletcher32(src, dst):  # pragma: no cover - compiled
     """Copy the 16-bit words ``src`` into ``dst`` and return HDF5's Fletcher-32 of
     their bytes, in one pass (the frame is read once). Within each 360-word block
