@@ -194,6 +194,7 @@ class Camera(Device):
         self._index = 0
         self._first_file = Path()
         self._written_seen = 0
+        self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
             (self.cam.image_mode, "Multiple"),
@@ -350,8 +351,12 @@ class Camera(Device):
         """Units (volumes or frames) accounted for: written, or lost and left as holes
         at their place in the file (so later frames keep their plane)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
-        accounted = (int(self.hdf.num_captured.get(use_monitor=False))
-                     + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        try:
+            accounted = (int(self.hdf.num_captured.get(use_monitor=False))
+                         + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        except Exception as exc:  # the IOC is gone: say so, not which channel timed out
+            self._contact_error = f"{type(exc).__name__}: {exc}"
+            raise RuntimeError(f"{self.name}: {self._write_error()}") from exc
         return accounted // per
 
     def describe_collect(self) -> dict:
