@@ -6,6 +6,7 @@ reads it once). Every process started here is stopped here, by PID.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -54,6 +55,33 @@ def scope(ioc):
     s.camera.set_centered_roi(ROI)
     yield s
     s.destroy()
+
+
+@contextlib.contextmanager
+def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
+                       config: Path | None = None, roi: int = 128):
+    """A second simulated microscope: its own IOC on the spare port (``prefix``, data
+    under ``data``, optional hardware TOML), devices and session; all of it stopped
+    on the way out, whatever happened. Yields ``(ioc, scope, session)``."""
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+    from devices import connect_microscope
+
+    ioc = IocProcess(epics.for_server(epics.extra_server_ports[0]), prefix, data,
+                     data / "ioc.log", config=config).start()
+    scope = session = None
+    try:
+        scope = connect_microscope(prefix)
+        scope.camera.set_centered_roi(roi)
+        session = make_session(load_settings(data_dir=data, prefix=prefix),
+                               progress_bar=False)
+        yield ioc, scope, session
+    finally:
+        if session is not None:
+            session.close()
+        if scope is not None:
+            scope.destroy()
+        ioc.stop()
 
 
 @pytest.fixture(scope="session")

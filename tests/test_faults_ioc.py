@@ -10,31 +10,13 @@ import time
 
 import h5py
 import pytest
-
-from beamline_ls.epics_env import IocProcess
+from conftest import private_microscope
 
 
 @pytest.fixture
 def doomed(epics, tmp_path):
-    from beamline_ls.config import load_settings
-    from beamline_ls.session import make_session
-    from devices import connect_microscope
-
-    ioc = IocProcess(epics.for_server(epics.extra_server_ports[0]), "DOOM:", tmp_path,
-                     tmp_path / "ioc.log").start()
-    scope = session = None
-    try:
-        scope = connect_microscope("DOOM:")
-        scope.camera.set_centered_roi(128)
-        session = make_session(load_settings(data_dir=tmp_path, prefix="DOOM:"),
-                               progress_bar=False)
-        yield ioc, scope, session
-    finally:
-        if session is not None:
-            session.close()
-        if scope is not None:
-            scope.destroy()
-        ioc.stop()
+    with private_microscope(epics, "DOOM:", tmp_path) as microscope:
+        yield microscope
 
 
 def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):

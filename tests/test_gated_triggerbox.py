@@ -6,35 +6,21 @@ import math
 
 import numpy as np
 import pytest
-
-from beamline_ls.epics_env import IocProcess
+from conftest import private_microscope
 
 
 @pytest.fixture(scope="module")
 def box_setup(epics, tmp_path_factory):
-    from beamline_ls.config import load_settings
     from beamline_ls.hardware.emulators.trigger_box import TriggerBoxEmulator
-    from beamline_ls.session import make_session
-    from devices import connect_microscope
 
     emulator = TriggerBoxEmulator().start()
     data = tmp_path_factory.mktemp("box")
     config = data / "microscope.toml"
     config.write_text(f'[hardware.trigger_box]\nbackend = "serial"\nport = "{emulator.port}"\n')
-    ioc = IocProcess(epics.for_server(epics.extra_server_ports[0]), "BOX:", data,
-                     data / "ioc.log", config=config).start()
-    scope = session = None
     try:
-        scope = connect_microscope("BOX:")
-        scope.camera.set_centered_roi(128)
-        session = make_session(load_settings(data_dir=data, prefix="BOX:"), progress_bar=False)
-        yield scope, session, emulator
+        with private_microscope(epics, "BOX:", data, config) as (_, scope, session):
+            yield scope, session, emulator
     finally:
-        if session is not None:
-            session.close()
-        if scope is not None:
-            scope.destroy()
-        ioc.stop()
         emulator.stop()
 
 
