@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .executors import Executor, InlineExecutor
+from .executors import Executor, InlineExecutor, finished_result
 from .reference import Reference
 from .sad import bin_image
 
@@ -116,15 +116,11 @@ class AdaptiveReferenceUpdater:
 
     def poll(self) -> AlignedReference | None:
         """The finished result of the last submitted job, once; else None."""
-        f = self._future
-        if f is None or not f.done():
+        job = self._future
+        if job is None or not job.done():
             return None
         self._future = None
-        try:
-            return f.result()
-        except Exception:  # noqa: BLE001
-            logger.exception("adaptive alignment failed; keeping the old reference")
-            return None
+        return finished_result(job, "adaptive alignment failed; keeping the old reference")
 
     def align(self, ref: Reference) -> AlignedReference:
         """Align ``ref`` to the recent references and return its target phase."""

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..frame import Frame
 from .adaptive import AdaptiveReferenceUpdater
-from .executors import Executor, ImmediateExecutor
+from .executors import Executor, ImmediateExecutor, finished_result
 from .fold import fold_reference
 from .hindsight import Hindsight
 from .phase import PhaseEstimator, PhaseResult
@@ -277,11 +277,7 @@ class GatingAnalyzer:
         if job is None or not job.done():
             return None
         self._fold = None
-        try:
-            better = job.result()
-        except Exception:
-            logger.exception("folding the reference failed; keeping the one in use")
-            return None
+        better = finished_result(job, "folding the reference failed; keeping the one in use")
         if better is None or self.reference is None or better.ref_id != self.reference.ref_id:
             return None
         return better

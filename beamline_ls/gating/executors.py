@@ -13,9 +13,12 @@ Offline replay wants the same results on every run, so it uses one of these:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
@@ -27,6 +30,18 @@ def _run_into(fut: Future, fn: Callable[..., Any], args: tuple[Any, ...]) -> Non
         fut.set_result(fn(*args))
     except Exception as exc:  # noqa: BLE001 - delivered to whoever polls the future
         fut.set_exception(exc)
+
+
+def finished_result(job: Future | None, failure: str) -> Any | None:
+    """``job``'s result once it is done; None while it runs, or when it failed (the
+    error is logged with ``failure``, e.g. "... failed; keeping the old reference")."""
+    if job is None or not job.done():
+        return None
+    try:
+        return job.result()
+    except Exception:  # noqa: BLE001 - a background job must not stop the analysis
+        logger.exception(failure)
+        return None
 
 
 class ImmediateExecutor:
