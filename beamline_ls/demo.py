@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
-from beamline_ls.config import load_settings
-from beamline_ls.epics_env import IocProcess, LoopbackEpics
+from beamline_ls.config import Settings, load_settings
+from beamline_ls.epics_env import LoopbackEpics
 from beamline_ls.log import success
+from beamline_ls.stack import running_microscope
 
 log = logging.getLogger(__name__)
 
@@ -32,63 +34,58 @@ def run_demo(data_dir: Path | None = None, prefix: str = "BLSDEMO:", n_volumes: 
     epics = LoopbackEpics()
     epics.apply()  # before ophyd is imported
     epics.start_repeater(logs / "repeater.log")
-    ioc = IocProcess(epics, prefix, settings.data_dir, logs / "ioc.log")
-    scope = session = None
+    print(f"Starting the simulated microscope IOC ({prefix}*, loopback port "
+          f"{epics.server_port}) ...", flush=True)
     try:
-        print(f"Starting the simulated microscope IOC ({prefix}*, loopback port "
-              f"{epics.server_port}) ...", flush=True)
-        ioc.start()
-        from beamline_ls.session import make_session
-        from devices import connect_microscope
-        from plans import planar_scan, volumetric_scan
-
-        scope = connect_microscope(prefix)
-        session = make_session(settings)
-        scope.camera.set_centered_roi(ROI_SIZE)
-        scope.laser.set(20.0).wait(5)
-
-        print("\n1/2 planar scan: 50 frames at z = 45 um, 5 ms exposure", flush=True)
-        planar = session.RE(planar_scan(scope.camera, scope.scanboard, 50, 45.0, 0.005,
-                                        md={"sample_name": "demo beads"}))
-        print(f"\n2/2 volumetric scan: {n_volumes} volumes x 20 planes, 10-80 um, "
-              f"5 volumes/s", flush=True)
-        t0 = time.monotonic()
-        volumetric = session.RE(volumetric_scan(scope.camera, scope.scanboard, n_volumes, 20,
-                                                10.0, 80.0, 5.0,
-                                                md={"sample_name": "demo beads"}))
-        elapsed = time.monotonic() - t0
-        session.flush()
-
-        cat = session.catalog
-        print("\nRuns written:")
-        for label, result in (("planar", planar), ("volumetric", volumetric)):
-            uid = result.run_start_uids[0]
-            run = cat[uid]
-            start, stop = run.metadata["start"], run.metadata["stop"]
-            image = run["primary"][f"{scope.camera.name}_image"]
-            print(f"  {label:10s} scan_id {start['scan_id']}, uid {uid[:8]}, "
-                  f"exit {stop['exit_status']}, frames {tuple(image.shape)}")
-            if stop["exit_status"] != "success":
-                raise RuntimeError(f"{label} run ended {stop['exit_status']}: {stop['reason']}")
-        vol = cat[volumetric.run_start_uids[0]]["primary"]
-        z = vol[f"{scope.camera.name}_z"].read()
-        print(f"  volumetric acquisition took {elapsed:.2f} s for "
-              f"{n_volumes / 5.0:.2f} s of volumes; plane z from {z[0, 0]:.2f} to "
-              f"{z[0, -1]:.2f} um")
-        print(f"\nFrames (HDF5):  {settings.frames_dir}")
-        print(f"Catalog:        {settings.catalog_dir}")
-        print(f"IOC log:        {logs / 'ioc.log'}")
-        print("\nLoad the data from any Python session:\n")
-        print("    from beamline_ls import open_catalog")
-        print(f"    cat = open_catalog({str(settings.data_dir)!r})")
-        print('    volumes = cat[-1]["primary"]["camera_image"].read()  '
-              "# (volumes, planes, y, x)\n")
-        success(log, "demo finished")
-        return 0
+        with running_microscope(epics, settings, logs / "ioc.log",
+                                roi=ROI_SIZE) as (_, scope, session):
+            return _scans(settings, scope, session, n_volumes)
     finally:
-        if session is not None:
-            session.close()
-        if scope is not None:
-            scope.destroy()
-        ioc.stop()
         epics.stop()
+
+
+def _scans(settings: Settings, scope: Any, session: Any, n_volumes: int) -> int:
+    """The two scans, read back through the catalog, and where everything went."""
+    from plans import planar_scan, volumetric_scan
+
+    logs = settings.data_dir / "logs"
+    scope.laser.set(20.0).wait(5)
+
+    print("\n1/2 planar scan: 50 frames at z = 45 um, 5 ms exposure", flush=True)
+    planar = session.RE(planar_scan(scope.camera, scope.scanboard, 50, 45.0, 0.005,
+                                    md={"sample_name": "demo beads"}))
+    print(f"\n2/2 volumetric scan: {n_volumes} volumes x 20 planes, 10-80 um, "
+          f"5 volumes/s", flush=True)
+    t0 = time.monotonic()
+    volumetric = session.RE(volumetric_scan(scope.camera, scope.scanboard, n_volumes, 20,
+                                            10.0, 80.0, 5.0,
+                                            md={"sample_name": "demo beads"}))
+    elapsed = time.monotonic() - t0
+    session.flush()
+
+    cat = session.catalog
+    print("\nRuns written:")
+    for label, result in (("planar", planar), ("volumetric", volumetric)):
+        uid = result.run_start_uids[0]
+        run = cat[uid]
+        start, stop = run.metadata["start"], run.metadata["stop"]
+        image = run["primary"][f"{scope.camera.name}_image"]
+        print(f"  {label:10s} scan_id {start['scan_id']}, uid {uid[:8]}, "
+              f"exit {stop['exit_status']}, frames {tuple(image.shape)}")
+        if stop["exit_status"] != "success":
+            raise RuntimeError(f"{label} run ended {stop['exit_status']}: {stop['reason']}")
+    vol = cat[volumetric.run_start_uids[0]]["primary"]
+    z = vol[f"{scope.camera.name}_z"].read()
+    print(f"  volumetric acquisition took {elapsed:.2f} s for "
+          f"{n_volumes / 5.0:.2f} s of volumes; plane z from {z[0, 0]:.2f} to "
+          f"{z[0, -1]:.2f} um")
+    print(f"\nFrames (HDF5):  {settings.frames_dir}")
+    print(f"Catalog:        {settings.catalog_dir}")
+    print(f"IOC log:        {logs / 'ioc.log'}")
+    print("\nLoad the data from any Python session:\n")
+    print("    from beamline_ls import open_catalog")
+    print(f"    cat = open_catalog({str(settings.data_dir)!r})")
+    print('    volumes = cat[-1]["primary"]["camera_image"].read()  '
+          "# (volumes, planes, y, x)\n")
+    success(log, "demo finished")
+    return 0

@@ -64,24 +64,12 @@ def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
     under ``data``, optional hardware TOML), devices and session; all of it stopped
     on the way out, whatever happened. Yields ``(ioc, scope, session)``."""
     from beamline_ls.config import load_settings
-    from beamline_ls.session import make_session
-    from devices import connect_microscope
+    from beamline_ls.stack import running_microscope
 
-    ioc = IocProcess(epics.for_server(epics.extra_server_ports[0]), prefix, data,
-                     data / "ioc.log", config=config).start()
-    scope = session = None
-    try:
-        scope = connect_microscope(prefix)
-        scope.camera.set_centered_roi(roi)
-        session = make_session(load_settings(data_dir=data, prefix=prefix),
-                               progress_bar=False)
-        yield ioc, scope, session
-    finally:
-        if session is not None:
-            session.close()
-        if scope is not None:
-            scope.destroy()
-        ioc.stop()
+    with running_microscope(epics.for_server(epics.extra_server_ports[0]),
+                            load_settings(data_dir=data, prefix=prefix), data / "ioc.log",
+                            config=config, roi=roi, progress_bar=False) as microscope:
+        yield microscope
 
 
 @pytest.fixture(scope="session")
