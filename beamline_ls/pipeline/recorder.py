@@ -274,7 +274,6 @@ class Recorder:
             else:
                 finished = True
         except Exception as exc:  # the file or disk failed: report, keep the file readable
-            guard.release()  # room to write the last metadata and close the file
             if isinstance(exc, DiskFullError):
                 st.error = str(exc)
             elif is_disk_full(exc):  # filled by someone else between two checks
@@ -282,7 +281,7 @@ class Recorder:
             else:
                 st.error = f"{type(exc).__name__}: {exc}"
         finally:
-            guard.release()
+            guard.release()  # room to write the last metadata and close the file
             self._finish(writer, ring, finished)
 
     def _finish(self, writer: RollingFileWriter, ring: FrameRing, finished: bool) -> None:
@@ -299,10 +298,10 @@ class Recorder:
                                    ring.stats.overflow_ids, {"count": ring.stats.overflows})
                 writer.add_dataset("/entry/dropped/timestamp", ring.stats.overflow_times,
                                    {"units": "s"})
-            lost = max(0, st.frames_expected - writer.frames_written)
+            st.frames_written = writer.frames_written
             writer.close({"frames_expected": st.frames_expected,
-                          "frames_written": writer.frames_written,
-                          "frames_dropped": st.frames_dropped, "frames_lost": lost,
+                          "frames_written": st.frames_written,
+                          "frames_dropped": st.frames_dropped, "frames_lost": st.frames_lost,
                           "error": st.error})
         except Exception as exc:
             closing = f"closing {writer.path.name} failed: {type(exc).__name__}: {exc}"
