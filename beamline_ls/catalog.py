@@ -113,6 +113,8 @@ def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.server.app import build_app
 
+    from beamline_ls.frame_adapter import FrameFileAdapter
+
     enable_document_replay()
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         tree = catalog_from_uri(
@@ -121,6 +123,7 @@ def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any
             writable_storage=[str(cdir / "data"), f"duckdb:///{cdir / 'storage.duckdb'}"],
             readable_storage=readable_storage(settings),
             init_if_not_exists=create,
+            adapters_by_mimetype={"application/x-hdf5": FrameFileAdapter},
         )
         context = Context.from_app(build_app(tree))
     return from_context(context), tree

@@ -3,7 +3,10 @@ silent garbage, for every reader (h5py, the catalog through tiled)."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import threading
 
 import h5py
 import numpy as np
@@ -58,7 +61,27 @@ def test_frames_past_the_end_of_a_truncated_file_are_an_error_under_swmr(tmp_pat
             data[39]
 
 
-def test_the_catalog_reports_a_corrupt_frame_file(scope, session):
+def read_in_thread(read, bound_s: float = 60.0):
+    """Run ``read()`` on a thread; return what it raised (None if it returned), failing
+    the test if it is still reading after ``bound_s`` (a hang, not a slow machine)."""
+    outcome: list[BaseException | None] = []
+
+    def target():
+        try:
+            read()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(bound_s)
+    assert not t.is_alive(), f"reading the damaged run still hangs after {bound_s} s"
+    return outcome[0]
+
+
+def test_the_catalog_names_a_corrupt_frame_file(scope, session):
     from plans import planar_scan
 
     result = session.RE(planar_scan(scope.camera, scope.scanboard, 6, 40.0, 0.002))
@@ -66,5 +89,23 @@ def test_the_catalog_reports_a_corrupt_frame_file(scope, session):
     path = scope.camera.hdf.full_file_name.get(use_monitor=False)
     corrupt_frame(path, 3)
     image = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
-    with pytest.raises(OSError, match="filter returned failure"):
-        image.read()  # before the checksums: the damaged bytes, silently
+    with pytest.raises(OSError, match=f"frame file {re.escape(path)} is damaged"):
+        image.read()
+
+
+def test_a_truncated_frame_file_is_named_through_a_new_catalog(scope, session, settings):
+    """A later reader (another process opening the catalog) of a run whose file was
+    cut short gets an error naming the file, promptly, never zeros and never a hang."""
+    from beamline_ls.catalog import open_catalog
+    from plans import planar_scan
+
+    result = session.RE(planar_scan(scope.camera, scope.scanboard, 30, 40.0, 0.002))
+    session.flush()
+    path = scope.camera.hdf.full_file_name.get(use_monitor=False)
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) * 2 // 3)
+    catalog = open_catalog(settings=settings)
+    image = catalog[result.run_start_uids[0]]["primary"]["camera_image"]
+    exc = read_in_thread(image.read)
+    assert isinstance(exc, OSError), f"expected an error naming the file, got {exc!r}"
+    assert f"frame file {path} is damaged" in str(exc)
