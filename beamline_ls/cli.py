@@ -22,7 +22,8 @@ def _cmd_ioc(args: argparse.Namespace) -> int:
     if args.mirror_dir is not None:
         settings.mirror_dir = args.mirror_dir.expanduser().resolve()
     settings.ensure_dirs()
-    serve(settings.prefix, settings.frames_dir, settings.hardware, settings.mirror_dir)
+    serve(settings.prefix, settings.frames_dir, settings.hardware, settings.mirror_dir,
+          settings.allowed_mirror_roots)
     return 0
 
 

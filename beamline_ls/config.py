@@ -40,12 +40,25 @@ class Settings:
     mirror_dir:
         Slow destination (e.g. a network share) that the camera IOC copies every closed
         frame file to, verified; the catalog then reads the copy. None: no copies.
+    mirror_roots:
+        The only directories (and their subdirectories) that ``HDF1:MirrorPath`` may
+        name. The IOC runs with rights a remote client should not borrow, so copies go
+        only where the deployment said; ``mirror_dir`` is always allowed.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.home() / "beamline-ls-data")
     prefix: str = DEFAULT_PREFIX
     hardware: dict[str, dict[str, Any]] = field(default_factory=dict)
     mirror_dir: Path | None = None
+    mirror_roots: list[Path] = field(default_factory=list)
+
+    @property
+    def allowed_mirror_roots(self) -> list[Path]:
+        """Every destination root copies may go to: ``mirror_roots`` and ``mirror_dir``."""
+        roots = list(self.mirror_roots)
+        if self.mirror_dir is not None:
+            roots.append(self.mirror_dir)
+        return list(dict.fromkeys(roots))
 
     @property
     def frames_dir(self) -> Path:
@@ -93,6 +106,11 @@ def load_settings(
         settings.hardware = dict(doc.get("hardware", {}))
         if "mirror_dir" in doc:
             settings.mirror_dir = Path(doc["mirror_dir"]).expanduser()
+        roots = doc.get("mirror_roots", [])
+        if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
+            raise ValueError(f"{path}: mirror_roots must be a list of directory paths "
+                             f"(got {roots!r})")
+        settings.mirror_roots = [Path(r).expanduser() for r in roots]
     if os.environ.get("BEAMLINE_LS_DATA_DIR"):
         settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
     if os.environ.get("BEAMLINE_LS_PREFIX"):
@@ -108,6 +126,15 @@ def load_settings(
         settings.mirror_dir = settings.mirror_dir.expanduser().resolve()
         if settings.mirror_dir == settings.frames_dir:
             raise ValueError(f"mirror_dir {settings.mirror_dir} is the staging directory itself")
+    for root in settings.mirror_roots:
+        if not root.is_absolute():
+            raise ValueError(f"mirror_roots entry {str(root)!r} is not an absolute path")
+    settings.mirror_roots = [r.resolve() for r in settings.mirror_roots]
+    for root in settings.mirror_roots:
+        if root == settings.frames_dir or root in settings.frames_dir.parents \
+                or settings.frames_dir in root.parents:
+            raise ValueError(f"mirror_roots entry {root} overlaps the staging directory "
+                             f"{settings.frames_dir}")
     if not settings.prefix or ":" not in settings.prefix:
         raise ValueError(f"prefix must be non-empty and end with ':' (got {settings.prefix!r})")
     return settings

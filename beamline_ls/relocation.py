@@ -79,7 +79,7 @@ def point_catalog_at_copies(settings: Settings, timeout_s: float = 30.0) -> Relo
     db = settings.catalog_dir / "catalog.db"
     if not records or not db.exists():
         return report
-    report.failed_copies = [rec for rec in records.values() if not rec.verified]
+    report.failed_copies = [rec for rec in records.values() if rec.failed]
     with sqlite3.connect(db, timeout=timeout_s) as conn:
         # Only files the catalog still reads from staging need work: a pass stays cheap
         # (no look at the share) however long the ledger grows.

@@ -61,6 +61,13 @@ class Session:
             self.run_file_feed.flush()
             self.run_file_feed.close()
             self.run_file_writer.close()
+        from bluesky.utils import PersistentDict
+
+        if isinstance(self.RE.md, PersistentDict):
+            # persisted now, and let go: its exit hook would otherwise rewrite the
+            # directory at interpreter exit, racing any later session on the same data
+            self.RE.md.flush()
+            self.RE.md = dict(self.RE.md)
 
 
 def make_session(

@@ -7,6 +7,7 @@ reads it once). Every process started here is stopped here, by PID.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -41,8 +42,23 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ioc(epics, data_dir):
-    proc = IocProcess(epics, PREFIX, data_dir, data_dir / "logs" / "ioc.log").start()
+def mirror_root(tmp_path_factory) -> Path:
+    """The one tree the session IOC may copy frame files to (its ``mirror_roots``)."""
+    return tmp_path_factory.mktemp("mirrors")
+
+
+@pytest.fixture
+def share(mirror_root) -> Path:
+    """A fresh destination directory (not yet created) the session IOC may copy to."""
+    return Path(tempfile.mkdtemp(dir=mirror_root)) / "share"
+
+
+@pytest.fixture(scope="session")
+def ioc(epics, data_dir, mirror_root):
+    config = data_dir / "ioc.toml"
+    config.write_text(f"mirror_roots = [{str(mirror_root)!r}]\n")
+    proc = IocProcess(epics, PREFIX, data_dir, data_dir / "logs" / "ioc.log",
+                      config=config).start()
     yield proc
     proc.stop()
 

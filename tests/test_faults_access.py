@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 
+import h5py
+from conftest import private_microscope
+
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net prints it
 
 
@@ -28,3 +31,106 @@ def test_the_ca_repeater_and_the_ioc_listen_on_loopback_only(epics, ioc):
     assert bound_addresses("udp", epics.repeater_port) == {LOOPBACK_HEX}
     assert bound_addresses("tcp", epics.server_port) == {LOOPBACK_HEX}
     assert bound_addresses("udp", epics.server_port) <= {LOOPBACK_HEX}
+
+
+def put_and_read_back(signal, value: str) -> str:
+    """Put with completion, as ``caput -c`` does; a refused put leaves the old value."""
+    try:
+        signal.set(value).wait(10)
+    except Exception:  # noqa: BLE001 - refusal shows as a failed put; judged below
+        pass
+    return signal.get(use_monitor=False)
+
+
+def test_mirror_path_is_confined_to_the_configured_roots(scope, mirror_root, tmp_path):
+    """A client may only point the IOC's copies inside ``mirror_roots``: elsewhere, or
+    a symlink inside a root that leads out of it, is refused with the reason, and the
+    IOC creates nothing there."""
+    hdf = scope.camera.hdf
+    outside = tmp_path / "not-a-mirror-root"
+    escape = mirror_root / "escape"
+    escape.symlink_to(tmp_path, target_is_directory=True)
+    try:
+        for value in (str(outside), str(escape / "share"), "/etc"):
+            assert put_and_read_back(hdf.mirror_path, value) == ""
+            message = hdf.mirror_message.get(use_monitor=False)
+            assert message.startswith(f"MirrorPath refused: MirrorPath {value}")
+            assert "not under a mirror root" in message and str(mirror_root) in message
+        assert not outside.exists() and not (tmp_path / "share").exists()
+        inside = mirror_root / "inside" / "share"
+        assert put_and_read_back(hdf.mirror_path, str(inside)) == str(inside)
+    finally:
+        hdf.mirror_path.set("").wait(5)
+        escape.unlink()
+
+
+def test_a_symlink_planted_in_the_destination_is_not_followed(scope, session, share,
+                                                              tmp_path):
+    """The day's directory inside an allowed share is a symlink to somewhere else: the
+    copy fails with that reason, nothing is written there, the staging file stays."""
+    from plans import planar_scan
+    from plans.common import file_name_for
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    day = share / file_name_for("x")[0]
+    day.parent.mkdir(parents=True)
+    day.symlink_to(elsewhere, target_is_directory=True)
+    hdf = scope.camera.hdf
+    failed_before = int(hdf.mirror_failed.get(use_monitor=False))
+    hdf.mirror_path.set(str(share)).wait(5)
+    try:
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        deadline = time.monotonic() + 30
+        while int(hdf.mirror_failed.get(use_monitor=False)) == failed_before:
+            assert time.monotonic() < deadline, "the copy neither failed nor finished"
+            time.sleep(0.1)
+    finally:
+        hdf.mirror_path.set("").wait(5)
+    assert result.exit_status == "success"
+    message = hdf.mirror_message.get(use_monitor=False)
+    assert "outside the destination root" in message and "not followed" in message
+    assert list(elsewhere.iterdir()) == []
+    with h5py.File(hdf.full_file_name.get(use_monitor=False), "r") as staged:
+        assert staged["/entry/data/data"].shape[0] == 5
+
+
+def test_copies_left_queued_by_a_stopped_ioc_are_resumed_when_it_starts(epics, tmp_path):
+    """The share is unusable while the IOC runs, so its copy waits for a retry; the IOC
+    stops. Started again on the same data, it copies the file without being asked."""
+    from beamline_ls.pipeline.copy_ledger import CopyLedger
+    from plans import planar_scan
+
+    roots = tmp_path / "mirrors"
+    share = roots / "share"
+    roots.mkdir()
+    share.write_text("a file where the share's directory should be")
+    config = tmp_path / "ioc.toml"
+    config.write_text(f"mirror_roots = [{str(roots)!r}]\n")
+    data = tmp_path / "data"
+    with private_microscope(epics, "RSM:", data, config=config) as (_, scope, session):
+        hdf = scope.camera.hdf
+        hdf.mirror_retries.set(100).wait(5)
+        hdf.mirror_backoff.set(600.0).wait(5)  # the retry would come in 10 minutes
+        hdf.mirror_path.set(str(share)).wait(5)
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        staged = hdf.full_file_name.get(use_monitor=False)
+        ledger = CopyLedger.in_directory(data / "frames")
+        deadline = time.monotonic() + 30
+        while staged not in ledger.latest() or hdf.mirror_queued.get(use_monitor=False) != 1:
+            assert time.monotonic() < deadline, "the file was never queued for copying"
+            time.sleep(0.1)
+    assert result.exit_status == "success"
+    assert ledger.latest()[staged].state == "queued"
+
+    share.unlink()  # the share is back
+    with private_microscope(epics, "RSM:", data, config=config) as (_, scope, _session):
+        hdf = scope.camera.hdf
+        deadline = time.monotonic() + 30
+        while int(hdf.mirror_verified.get(use_monitor=False)) < 1:
+            assert time.monotonic() < deadline, hdf.mirror_message.get(use_monitor=False)
+            time.sleep(0.1)
+    record = ledger.latest()[staged]
+    assert record.state == "verified"
+    with h5py.File(record.destination, "r") as copy:
+        assert copy["/entry/data/data"].shape[0] == 5

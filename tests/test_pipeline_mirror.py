@@ -225,3 +225,41 @@ def test_retry_of_one_file_does_not_hold_back_the_others(roots):
     assert m.file_status(bad).state == PENDING  # waiting 30 s for its retry
     assert m.close(0.01) is False
     assert os.path.exists(bad)
+
+
+@pytest.mark.parametrize("planted", ["run1", "run1/scan_000.h5"])
+def test_a_symlink_inside_the_destination_is_never_followed(roots, tmp_path, planted):
+    """A directory or the file's own name, planted as a symlink to elsewhere: the copy
+    fails at once (no retry) naming the symlink, and elsewhere stays untouched."""
+    staging, dest = roots
+    src = staged(staging)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = dest / planted
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere if planted == "run1" else elsewhere / "victim.h5")
+    m = Mirror(staging, dest, retries=5, backoff_s=0.001)
+    m.submit(src)
+    assert m.wait(10)
+    st = m.file_status(src)
+    assert st.state == FAILED and st.attempts == 1
+    assert "OutsideDestination" in st.last_error and "not followed" in st.last_error
+    assert list(elsewhere.iterdir()) == []
+    m.close(5)
+
+
+def test_finished_files_leave_the_working_set(roots):
+    """Months of captures must not grow the copier: totals keep counting, only the
+    last ``keep_finished`` files stay listed."""
+    staging, dest = roots
+    m = Mirror(staging, dest, keep_finished=3)
+    paths = [staged(staging, f"run/{k}.h5", data=bytes([k]) * 100) for k in range(10)]
+    for p in paths:
+        m.submit(p)
+    assert m.wait(30)
+    status = m.status()
+    assert status[VERIFIED] == 10 and status["bytes_verified"] == 1000
+    assert m.file_status(paths[-1]).state == VERIFIED
+    assert m.file_status(paths[0]) is None
+    assert len(m._files) == 0 and len(m._finished) == 3
+    m.close(5)

@@ -95,12 +95,12 @@ def test_files_are_sized_from_ram_in_whole_volumes():
 
 
 def test_a_run_over_several_files_reads_back_whole_from_catalog_and_run_file(
-        scope, session, settings, tmp_path):
+        scope, session, settings, share):
     from plans import planar_scan
 
     hdf = scope.camera.hdf
     hdf.max_file_frames.set(12).wait(5)
-    hdf.mirror_path.set(str(tmp_path / "share")).wait(5)
+    hdf.mirror_path.set(str(share)).wait(5)
     try:
         result = session.RE(planar_scan(scope.camera, scope.scanboard, 30, 40.0, 0.002))
     finally:

@@ -45,10 +45,9 @@ def mirror_to(scope):
 
 
 def test_the_catalog_reads_frames_from_the_verified_copy(scope, session, settings,
-                                                         mirror_to, tmp_path):
+                                                         mirror_to, share, tmp_path):
     from plans import planar_scan
 
-    share = tmp_path / "share"
     mirror_to(share)
     hdf = scope.camera.hdf
     verified_before = int(hdf.mirror_verified.get(use_monitor=False))
@@ -98,10 +97,10 @@ def test_the_catalog_reads_frames_from_the_verified_copy(scope, session, setting
 
 
 def test_a_failing_share_never_stalls_acquisition_and_is_reported(
-        scope, session, settings, mirror_to, tmp_path, caplog):
+        scope, session, settings, mirror_to, share, caplog):
     from plans import planar_scan
 
-    blocker = tmp_path / "not-a-directory"
+    blocker = share.parent / "not-a-directory"
     blocker.write_text("a file where the share's directory should be")
     hdf = scope.camera.hdf
     failed_before = int(hdf.mirror_failed.get(use_monitor=False))
@@ -128,9 +127,9 @@ def test_a_failing_share_never_stalls_acquisition_and_is_reported(
         assert f["/entry/data/data"].shape[0] == 30
 
 
-def test_text_pvs_can_be_cleared_with_an_empty_string(scope, tmp_path):
+def test_text_pvs_can_be_cleared_with_an_empty_string(scope, share):
     hdf = scope.camera.hdf
-    for sig, value in ((hdf.mirror_path, str(tmp_path)), (hdf.extra_fields, "trigger_time")):
+    for sig, value in ((hdf.mirror_path, str(share)), (hdf.extra_fields, "trigger_time")):
         sig.set(value).wait(5)
         assert sig.get(use_monitor=False) == value
         sig.set("").wait(5)  # "no copies" / "no extra fields"

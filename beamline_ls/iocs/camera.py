@@ -17,7 +17,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,8 @@ class CameraGroup(PVGroup):
 
     def __init__(self, *args, driver: CameraDriver, data_root: Path,
                  annotate: Callable[[Frame], None] | None = None,
-                 mirror_root: str | Path | None = None, **kwargs):
+                 mirror_root: str | Path | None = None,
+                 mirror_roots: Sequence[str | Path] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
         # stopping joins the camera's thread (a real SDK may wait on the device):
@@ -166,7 +167,7 @@ class CameraGroup(PVGroup):
         self._driver_worker = DeviceWorker("camera")
         self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.data_root = Path(data_root).resolve()
-        self.mirror.configure(self.data_root, mirror_root)
+        self.mirror.configure(self.data_root, mirror_root, mirror_roots)
         self.recorder = Recorder()
         self._stamps: collections.deque[float] = collections.deque(maxlen=50)
         self.latest: Frame | None = None

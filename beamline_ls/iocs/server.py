@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from caproto.asyncio.server import Context as AsyncioContext
@@ -47,14 +48,16 @@ def sim_gating(drivers: Drivers) -> SimGatingSystem | None:
 
 
 def build_groups(prefix: str, drivers: Drivers, data_root: Path,
-                 mirror_dir: Path | None = None) -> list[PVGroup]:
+                 mirror_dir: Path | None = None,
+                 mirror_roots: Sequence[Path] = ()) -> list[PVGroup]:
     """One PVGroup per device; PV names are ``prefix`` + the group's suffixes.
-    ``mirror_dir`` is where closed frame files are copied to (``HDF1:MirrorPath``)."""
+    ``mirror_dir`` is where closed frame files are copied to (``HDF1:MirrorPath``),
+    ``mirror_roots`` every directory a client may point ``HDF1:MirrorPath`` at."""
     gating = sim_gating(drivers)
     scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard)
     camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
                          annotate=gating.annotate if gating else None,
-                         mirror_root=mirror_dir)
+                         mirror_root=mirror_dir, mirror_roots=mirror_roots)
     focus = FocusPositioner(drivers.scanboard, drivers.piezo, scan.calibrations)
     groups: list[PVGroup] = [
         camera,
@@ -142,9 +145,10 @@ def loopback_server_env() -> None:
 
 
 def serve(prefix: str, data_root: Path, hardware: dict | None = None,
-          mirror_dir: Path | None = None) -> None:
+          mirror_dir: Path | None = None, mirror_roots: Sequence[Path] = ()) -> None:
     """Run the IOC until SIGINT/SIGTERM; frames under ``data_root``, copies of closed
-    files to ``mirror_dir`` (if given)."""
+    files to ``mirror_dir`` (if given) or to a client's ``HDF1:MirrorPath`` within
+    ``mirror_roots``."""
     loopback_server_env()
     # Multi-threaded BLAS spins against the camera, writer and CA threads on a small
     # machine; single-threaded matmuls of simulated frames were measured 3.5x faster.
@@ -155,7 +159,7 @@ def serve(prefix: str, data_root: Path, hardware: dict | None = None,
     low_latency_monitors()
     data_root.mkdir(parents=True, exist_ok=True)
     drivers = build_drivers(hardware)
-    groups = build_groups(prefix, drivers, data_root, mirror_dir)
+    groups = build_groups(prefix, drivers, data_root, mirror_dir, mirror_roots)
     pvdb = build_pvdb(groups)
     interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
     # SIGTERM -> KeyboardInterrupt so caproto's run() unwinds cleanly.

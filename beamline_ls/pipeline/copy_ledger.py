@@ -6,8 +6,10 @@ session, or a data user's process), so the outcome of every copy is appended, on
 object per line, to ``<frames dir>/mirror-ledger.jsonl``. Appending whole lines is
 atomic enough for one writer; readers skip a torn last line and read it next time.
 
-Fields: ``staging``, ``destination``, ``destination_root``, ``state`` (``verified`` or
-``failed``), ``sha256``, ``size``, ``attempts``, ``error``, ``time``.
+Fields: ``staging``, ``destination``, ``destination_root``, ``state``, ``sha256``,
+``size``, ``attempts``, ``error``, ``time``. ``state`` is ``queued`` when the file is
+handed to the copier (so an IOC that stops before copying it resumes it when it starts
+again), then ``verified`` or ``failed``; the newest record of a file is its state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LEDGER_NAME = "mirror-ledger.jsonl"
+QUEUED = "queued"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class CopyRecord:
     @property
     def verified(self) -> bool:
         return self.state == "verified"
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
 
 
 class CopyLedger:

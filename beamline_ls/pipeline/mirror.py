@@ -18,6 +18,10 @@ is copied asynchronously, with retries, until both copies are confirmed.
   is refused and reported. One with the same content counts as verified.
 - the staging copy is deleted only when ``delete_staging_after_verify=True`` and the
   copy was verified.
+- nothing is written outside ``destination_root``: a symlink inside it that leads
+  elsewhere makes the copy fail (never retried) instead of being followed.
+- memory stays bounded for an IOC that runs for months: finished files leave the
+  working set; the last ``keep_finished`` stay inspectable, totals are counters.
 
 The copy step is injectable (``copy_func``) so tests can make the share fail, hang or
 corrupt data deterministically.
@@ -25,6 +29,7 @@ corrupt data deterministically.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
@@ -59,6 +64,28 @@ class ChecksumMismatch(Exception):
 
 class DestinationConflict(Exception):
     """A different file already exists at the destination (never retried)."""
+
+
+class OutsideDestination(Exception):
+    """The destination resolves outside the destination root (never retried)."""
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _check_confined(directory: Path, root: Path) -> None:
+    """Raise :class:`OutsideDestination` if ``directory`` (or, while it does not exist
+    yet, its nearest existing ancestor) resolves outside ``root`` (itself resolved).
+    Above a root that does not exist yet, no symlink may have appeared since."""
+    probe = directory
+    while not probe.exists() and probe != probe.parent and not probe.is_symlink():
+        probe = probe.parent
+    real = Path(os.path.realpath(probe))
+    confined = _inside(real, root) if _inside(probe, root) else real == probe
+    if not confined:
+        raise OutsideDestination(f"{probe} leads to {real}, outside the destination root "
+                                 f"{root}; not followed")
 
 
 @dataclass
@@ -166,6 +193,8 @@ class Mirror:
     max_pending:
         Most files queued or waiting for a retry at once; beyond it ``submit`` refuses
         (the file is reported ``failed``, the staging copy stays) instead of growing.
+    keep_finished:
+        How many finished files :meth:`file_status` and :meth:`status` still list.
     """
 
     def __init__(
@@ -182,13 +211,14 @@ class Mirror:
         on_finished: FinishedHook | None = None,
         copy_func: CopyFunc | None = None,
         max_pending: int = 10_000,
+        keep_finished: int = 1000,
     ):
         if retries < 0:
             raise ValueError("retries must be >= 0")
         if backoff_s < 0 or max_backoff_s < 0:
             raise ValueError("backoff must be >= 0")
         self.staging_root = Path(staging_root).resolve()
-        self.destination_root = Path(destination_root)
+        self.destination_root = Path(os.path.realpath(destination_root))
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -198,7 +228,10 @@ class Mirror:
         self.on_finished = on_finished
         self.copy_func: CopyFunc = copy_func or copy_and_fsync
         self.max_pending = max_pending
-        self._files: dict[str, FileStatus] = {}
+        self.keep_finished = keep_finished
+        self._files: dict[str, FileStatus] = {}  # pending or copying
+        self._finished: collections.OrderedDict[str, FileStatus] = collections.OrderedDict()
+        self._totals = {VERIFIED: 0, FAILED: 0, "bytes_verified": 0}
         self._heap: list[tuple[float, int, str]] = []  # (due time, order, staging key)
         self._order = itertools.count()
         self._active = 0  # files pending or copying
@@ -208,6 +241,14 @@ class Mirror:
         self._thread.start()
 
     # ----------------------------------------------------------------- caller side
+    def destination_for(self, path: str | Path) -> Path:
+        """Where the copy of a staging file goes (``ValueError`` if not under staging)."""
+        src = Path(path).resolve()
+        try:
+            return self.destination_root / src.relative_to(self.staging_root)
+        except ValueError:
+            raise ValueError(f"{src} is not under the staging root {self.staging_root}") from None
+
     def submit(self, path: str | Path) -> FileStatus:
         """Queue a closed file under ``staging_root`` for copying; returns at once.
 
@@ -216,10 +257,7 @@ class Mirror:
         that is already pending or copying returns its current status.
         """
         src = Path(path).resolve()
-        try:
-            rel = src.relative_to(self.staging_root)
-        except ValueError:
-            raise ValueError(f"{src} is not under the staging root {self.staging_root}") from None
+        destination = self.destination_for(src)
         if not src.is_file():
             raise ValueError(f"{src} is not a regular file")
         key = str(src)
@@ -229,14 +267,16 @@ class Mirror:
             current = self._files.get(key)
             if current is not None and current.state in (PENDING, COPYING):
                 return _copy(current)
-            st = FileStatus(staging=key, destination=str(self.destination_root / rel))
-            self._files[key] = st
+            st = FileStatus(staging=key, destination=str(destination))
             if self._active >= self.max_pending:
                 st.state = FAILED
                 st.last_error = f"mirror queue full ({self.max_pending} files pending)"
                 st.finished_at = time.time()
+                self._retire(st)
                 log.error("not mirroring %s: %s; the staging copy is kept", key, st.last_error)
                 return _copy(st)
+            self._finished.pop(key, None)
+            self._files[key] = st
             self._active += 1
             heapq.heappush(self._heap, (time.monotonic(), next(self._order), key))
             self._cond.notify_all()
@@ -244,24 +284,38 @@ class Mirror:
 
     def file_status(self, path: str | Path) -> FileStatus | None:
         """Snapshot of one file's status (None if never submitted)."""
+        key = str(Path(path).resolve())
         with self._cond:
-            st = self._files.get(str(Path(path).resolve()))
+            st = self._files.get(key) or self._finished.get(key)
             return _copy(st) if st else None
 
     def status(self) -> dict[str, object]:
-        """Summary: counts per state, verified bytes, and the failed files with errors."""
+        """Summary: counts per state and verified bytes since the start, and the failed
+        files (with their errors) among the last ``keep_finished`` finished."""
         with self._cond:
-            counts = {PENDING: 0, COPYING: 0, VERIFIED: 0, FAILED: 0}
+            counts = {PENDING: 0, COPYING: 0, VERIFIED: self._totals[VERIFIED],
+                      FAILED: self._totals[FAILED]}
             for st in self._files.values():
                 counts[st.state] += 1
             return {
                 **counts,
-                "submitted": len(self._files),
-                "bytes_verified": sum(s.size for s in self._files.values() if s.state == VERIFIED),
-                "failures": {s.staging: s.last_error for s in self._files.values()
+                "submitted": sum(counts.values()),
+                "bytes_verified": self._totals["bytes_verified"],
+                "failures": {s.staging: s.last_error for s in self._finished.values()
                              if s.state == FAILED},
                 "running": self._thread.is_alive(),
             }
+
+    def _retire(self, st: FileStatus) -> None:
+        """Move a final status out of the working set (call with the lock held)."""
+        self._files.pop(st.staging, None)
+        self._totals[st.state] += 1
+        if st.state == VERIFIED:
+            self._totals["bytes_verified"] += st.size
+        self._finished[st.staging] = st
+        self._finished.move_to_end(st.staging)
+        while len(self._finished) > self.keep_finished:
+            self._finished.popitem(last=False)
 
     @property
     def in_flight(self) -> int:
@@ -324,12 +378,16 @@ class Mirror:
         st.size = src.stat().st_size
         src_sha = sha256_file(src) if self.verify else ""
         st.sha256 = src_sha
+        _check_confined(dst.parent, self.destination_root)
+        if dst.is_symlink():
+            raise OutsideDestination(f"{dst} is a symlink; not followed, not replaced")
         if dst.exists():
             if self.verify and sha256_file(dst) == src_sha:
                 log.info("%s already holds an identical copy", dst)
                 return
             raise DestinationConflict(f"{dst} exists and differs from {src}; not overwritten")
         dst.parent.mkdir(parents=True, exist_ok=True)
+        _check_confined(dst.parent, self.destination_root)  # raced by a new symlink?
         tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             self.copy_func(src, tmp)
@@ -360,6 +418,7 @@ class Mirror:
                 return
             st.state = FAILED
             st.finished_at = time.time()
+            self._retire(st)
             # report before waking waiters: whoever waits sees the failure already logged
             log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
                       st.staging, st.destination, st.attempts, error)
@@ -396,6 +455,7 @@ class Mirror:
             st.state = VERIFIED
             st.last_error = ""
             st.finished_at = time.time()
+            self._retire(st)
             final = _copy(st)
         self._finish(final)
 
