@@ -27,6 +27,7 @@ class Session:
     run_file_writer: Any = None
     run_file_feed: BackgroundCallback | None = None
     copy_watcher: Any = None
+    store_timeout_s: float = 60.0  # how long a run's end waits for the writers
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
 
     def flush(self, timeout: float = 60.0) -> None:
@@ -35,6 +36,12 @@ class Session:
         Raises when documents failed to reach either since the last flush: each
         failure is reported once, so one bad run does not fail every later flush.
         """
+        problems = self._new_failures(timeout)
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+    def _new_failures(self, timeout: float) -> list[str]:
+        """Wait for both writers; describe failures not reported before (and mark them)."""
         problems = []
         for feed, where in ((self.run_file_feed, "the run files"),
                             (self.catalog_feed, "the catalog")):
@@ -47,8 +54,19 @@ class Session:
                 self._reported[where] = feed.errors
                 problems.append(f"{new} document(s) failed to reach {where}; last error: "
                                 f"{type(feed.last_error).__name__}: {feed.last_error}")
+        return problems
+
+    def check_stored(self, name: str, doc: dict) -> None:
+        """RunEngine subscriber: a run is finished only once it is stored. At its stop
+        document, wait for the catalog and run-file writers and raise if any document
+        failed to reach them, so the run fails loudly at the prompt (the stop document
+        itself has gone out already) instead of a later, unrelated ``flush``."""
+        if name != "stop":
+            return
+        problems = self._new_failures(self.store_timeout_s)
         if problems:
-            raise RuntimeError("; ".join(problems))
+            raise RuntimeError(f"run {doc['run_start']} is not fully stored: "
+                               + "; ".join(problems))
 
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads."""
@@ -116,6 +134,8 @@ def make_session(
     from beamline_ls.relocation import CopyWatcher
 
     watcher = CopyWatcher(settings, allow_root=lambda root: allow_reading_from(tree, root))
-    return Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer, bec=bec,
-                   catalog_feed=feed, run_file_writer=run_writer, run_file_feed=run_feed,
-                   copy_watcher=watcher)
+    session = Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer,
+                      bec=bec, catalog_feed=feed, run_file_writer=run_writer,
+                      run_file_feed=run_feed, copy_watcher=watcher)
+    RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
+    return session

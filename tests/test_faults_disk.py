@@ -224,3 +224,27 @@ def test_a_scan_that_fills_the_disk_fails_with_the_real_cause(scope, session,
     assert result.exit_status == "success"
     assert hdf.write_status.get(use_monitor=False) == "Write OK"
     assert int(hdf.lost_frames.get(use_monitor=False)) == 0
+
+
+def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
+    """The catalog's own disk is full (another program filled it): the scan itself
+    raises with the catalog's real error instead of ending 'success' into nothing."""
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+    from plans import planar_scan
+
+    session = make_session(load_settings(data_dir=small_disk / "data", prefix=prefix),
+                           progress_bar=False, run_files=False)
+    try:
+        session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        filler = fill(small_disk)
+        with pytest.raises(RuntimeError) as failed:
+            session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        message = str(failed.value)
+        assert "is not fully stored" in message and "failed to reach the catalog" in message
+        assert "full" in message  # sqlite's "database or disk is full"
+        filler.unlink()
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        assert result.exit_status == "success"
+    finally:
+        session.close()

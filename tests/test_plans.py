@@ -68,17 +68,18 @@ def test_the_range_is_named_in_the_message(scope, session):
         session.RE(volumetric_scan(scope.camera, scope.scanboard, 1, 1, 10.0, 50.0, 1.0))
 
 
-def test_each_document_that_fails_to_reach_the_catalog_is_reported_once(session):
+def test_a_run_that_fails_to_reach_the_catalog_fails_loudly_once(session):
     """A plan that skips the metadata check (here bluesky's own count) and stores an
-    object the catalog cannot hold: the next flush says so, the one after does not
-    repeat it (the session keeps working)."""
+    object the catalog cannot hold: the run itself raises, naming it and the cause;
+    the next flush does not repeat it and the session keeps working."""
     from bluesky.plans import count
     from ophyd.sim import det
 
     session.flush()
-    session.RE(count([det], md={"unstorable": object()}))
-    with pytest.raises(RuntimeError, match=r"failed to reach the catalog; last error: .*not JSON"):
-        session.flush()
+    with pytest.raises(RuntimeError, match=r"run \S+ is not fully stored: .* failed to reach "
+                                           r"the catalog; last error: .*not JSON"):
+        session.RE(count([det], md={"unstorable": object()}))
     session.flush()  # reported once: no error for the same failure again
-    session.RE(count([det], 1))
+    uid = session.RE(count([det], 1)).run_start_uids[0]
     session.flush()
+    assert session.catalog[uid].metadata["stop"]["exit_status"] == "success"
