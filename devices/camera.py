@@ -305,7 +305,21 @@ class Camera(Device):
 
         status.add_callback(cleanup)
         status.update(accounted() // per)
+        self._completing = status
         return status
+
+    _completing: ProgressStatus | None = None  # the capture being completed
+
+    def pause(self) -> None:
+        """RunEngine pause: frames stop because their source (the scan board) pauses;
+        the capture stays open, so a stall is not an error until ``resume``. Whole
+        volumes are on disk already: the writer flushes at every volume's end."""
+        if self._completing is not None and not self._completing.done:
+            self._completing.hold()
+
+    def resume(self) -> None:
+        if self._completing is not None and not self._completing.done:
+            self._completing.release()
 
     def subscribe_preview(self, callback) -> int:
         """Call ``callback(image)`` with each preview (a 128x128 int array, the newest

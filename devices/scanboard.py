@@ -2,7 +2,8 @@
 start/stop. ``prepare`` (volumetric) computes the waveforms and moves the focal plane to
 the trajectory start ahead of time; ``kickoff`` arms and starts the waveforms (planar
 mode: completes when the focal plane has settled); ``complete`` finishes after the
-requested volumes."""
+requested volumes. When the RunEngine pauses (one Ctrl-C), a volumetric scan stops at
+the end of the volume in progress, and goes on with the volumes left on resume."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class ScanBoard(Device):
     prepared_id = Cpt(EpicsSignalRO, "PreparedId_RBV", auto_monitor=True, kind="omitted")
     start_cmd = Cpt(EpicsSignal, "Start", put_complete=True, kind="omitted")
     stop_cmd = Cpt(EpicsSignal, "Stop", put_complete=True, kind="omitted")
+    pause_cmd = Cpt(EpicsSignal, "Pause", put_complete=True, kind="omitted")
+    resume_cmd = Cpt(EpicsSignal, "Resume", put_complete=True, kind="omitted")
+    paused = Cpt(EpicsSignalRO, "Paused_RBV", kind="omitted")
     running = Cpt(EpicsSignalRO, "Running_RBV", auto_monitor=True, kind="omitted")
     volumes_done = Cpt(EpicsSignalRO, "VolumesDone_RBV", auto_monitor=True, kind="omitted")
     period = Cpt(EpicsSignalRO, "Period_RBV", kind="omitted")
@@ -116,6 +120,7 @@ class ScanBoard(Device):
         target = int(self.num_volumes.get())
         status = ProgressStatus(self, target=target, unit="volumes",
                                 stall_timeout=max(10.0, 5 * float(self.period.get())))
+        self._flying = status
         cid = self.volumes_done.subscribe(lambda value, **_: status.update(int(value)),
                                           run=False)
         status.add_callback(lambda _: self.volumes_done.unsubscribe(cid))
@@ -124,6 +129,25 @@ class ScanBoard(Device):
 
     def stop(self, *, success: bool = False) -> None:
         self.stop_cmd.put(1, wait=False)
+
+    _flying: ProgressStatus | None = None  # the volumetric scan being completed
+
+    def pause(self) -> None:
+        """RunEngine pause: finish the volume in progress, then stop (returns once the
+        board has stopped, at most one volume period later)."""
+        status = self._flying
+        if status is None or status.done:
+            return
+        status.hold()
+        self.pause_cmd.put(1, wait=True, timeout=float(self.period.get()) + 30.0)
+
+    def resume(self) -> None:
+        """RunEngine resume: go on with the volumes left."""
+        status = self._flying
+        if status is None or status.done or not int(self.paused.get(use_monitor=False)):
+            return
+        self.resume_cmd.put(1, wait=True, timeout=30.0)
+        status.release()
 
     # The board is kicked off like a flyer but produces no data of its own (frames come
     # from the camera); these let the RunEngine's end-of-run collection pass it by.

@@ -14,6 +14,8 @@ class ProgressStatus(DeviceStatus):
     fails if progress stalls for ``stall_timeout`` seconds.
 
     Implements ``watch`` so :class:`bluesky.utils.ProgressBarManager` draws a bar.
+    ``hold()``/``release()`` suspend the stall watchdog while the RunEngine is paused
+    (no progress is then expected); released, the stall clock starts again.
     """
 
     def __init__(self, device, target: int, unit: str, stall_timeout: float,
@@ -30,8 +32,18 @@ class ProgressStatus(DeviceStatus):
         self._done_check = done_check
         self._error_check = error_check
         self._stall_timeout = stall_timeout
+        self._held = False
         self._watchdog = threading.Thread(target=self._watch_stall, daemon=True)
         self._watchdog.start()
+
+    def hold(self) -> None:
+        """Stop counting towards a stall (the acquisition is paused on purpose)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Count towards a stall again, from now."""
+        self._last_progress = time.monotonic()
+        self._held = False
 
     def watch(self, func: Callable) -> None:
         self._watchers.append(func)
@@ -81,7 +93,9 @@ class ProgressStatus(DeviceStatus):
             time.sleep(0.1)
             if self.done:
                 return
-            if time.monotonic() - self._last_progress > self._stall_timeout:
+            if self._held:
+                self._last_progress = time.monotonic()
+            elif time.monotonic() - self._last_progress > self._stall_timeout:
                 with self._finish_lock:
                     if not self.done:
                         self.set_exception(TimeoutError(

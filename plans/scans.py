@@ -58,11 +58,24 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
             yield from bps.wait(group=board_prepared)
         yield from bps.kickoff(device, wait=True)
     yield from bps.declare_stream(camera, name="primary", collect=True)
-    yield from bps.collect_while_completing(
-        [camera, scanboard], [camera], flush_period=flush_period, stream_name="primary"
-    )
+    yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary")
     yield from collect_all(camera, "primary")
     return (yield from bps.close_run(**loss_report(camera)))
+
+
+def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
+                         stream_name: str):
+    """``collect_while_completing`` with a checkpoint each period: one Ctrl-C (a
+    deferred pause) takes effect at the next one, where the RunEngine pauses the
+    devices (the scan board at the end of the volume in progress) and resume goes on
+    from there; without checkpoints a fly scan would ignore the pause to its end."""
+    group = short_uid("complete")
+    yield from bps.complete_all(*flyers, group=group, wait=False)
+    done = False
+    while not done:
+        yield from bps.checkpoint()
+        done = yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
+        yield from bps.collect(camera, name=stream_name)
 
 
 def loss_report(camera: Camera) -> dict[str, str]:

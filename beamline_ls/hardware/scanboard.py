@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -43,6 +44,21 @@ class ScanBoardDriver(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
+    def stop_after_volume(self, timeout_s: float = 120.0) -> int:
+        """Let the volume in progress finish, then stop: a pause at a volume boundary.
+        Returns the volumes done. This default waits for ``volumes_done`` to step and
+        stops at once, so the next volume's start slots (the flyback settle, which
+        plans skip) pass unexposed; a board that can stop on the boundary itself
+        overrides it."""
+        start = self.volumes_done
+        deadline = time.monotonic() + timeout_s
+        while self.running and self.volumes_done == start:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.0005)
+        self.stop()
+        return self.volumes_done
+
     @property
     @abstractmethod
     def running(self) -> bool: ...
@@ -67,6 +83,7 @@ class SimScanBoard(ScanBoardDriver):
         self._t0 = 0.0
         self._n_volumes: int | None = None
         self._stopped_at: float | None = None
+        self._volumes_at_stop: int | None = None  # set by stop_after_volume
         self._stop = threading.Event()
         self._feeder: threading.Thread | None = None
         self._park_z: float | None = None
@@ -115,6 +132,7 @@ class SimScanBoard(ScanBoardDriver):
             g.command_waveform(t0, samples, w.sample_rate_hz, n_volumes)
         self._scan, self._t0, self._n_volumes = scan, t0, n_volumes
         self._stopped_at = None
+        self._volumes_at_stop = None
         self._park_z = None
         self._stop.clear()
         edges = w.rising_edges_s()
@@ -169,6 +187,31 @@ class SimScanBoard(ScanBoardDriver):
             self.m.camera_trigger.schedule(t_volume + edges)
             v += 1
 
+    def stop_after_volume(self, timeout_s: float = 120.0) -> int:
+        """End with the volume in progress: nothing of the next one is output (its
+        camera pulses are withdrawn, piezo and galvos hold from the boundary on)."""
+        if not self.running:
+            self.stop()
+            return self.volumes_done
+        assert self._scan is not None
+        period = self._scan.period_s
+        end = int((self.m.clock.now() - self._t0) // period) + 1
+        if self._n_volumes is not None:
+            end = min(end, self._n_volumes)
+        boundary = self._t0 + end * period
+        self._stop.set()  # the feeder schedules no further volume
+        if self._feeder is not None:
+            self._feeder.join(timeout=5)
+            self._feeder = None
+        self.m.camera_trigger.cancel_after(boundary - 1e-9)
+        for actuator in (self.m.piezo, *self.m.galvos):
+            actuator.hold(boundary)
+        self._n_volumes = end
+        self.m.clock.sleep_until(boundary)
+        self._stopped_at = boundary
+        self._volumes_at_stop = end  # exact: times near 1.7e9 s round at ~1e-7 s
+        return end
+
     def park(self, z_um: float, galvos: tuple[GalvoCalibration, ...]) -> None:
         if self.running:
             raise RuntimeError("scan board is running a volumetric scan; stop it first")
@@ -212,6 +255,8 @@ class SimScanBoard(ScanBoardDriver):
     def volumes_done(self) -> int:
         if self._scan is None:
             return 0
+        if self._stopped_at is not None and self._volumes_at_stop is not None:
+            return self._volumes_at_stop
         end = self._stopped_at if self._stopped_at is not None else self.m.clock.now()
         done = int(max(0.0, end - self._t0) // self._scan.period_s)
         return done if self._n_volumes is None else min(done, self._n_volumes)

@@ -12,6 +12,11 @@ id. Why not put completion: while a put is in progress caproto delays every read
 that client's circuit by up to 1 ms, and a client overlapping the ~60 ms preparation
 with its other set-up reads dozens of PVs. A later ``Start`` waits for a preparation in
 progress and, with the same parameters, only starts the outputs.
+
+``Pause`` (put 1) lets the volume in progress finish and stops there; its put completes
+once the board has stopped, and ``Paused_RBV`` is 1. ``Resume`` (put 1) starts the
+volumes still to do with the same waveforms; ``VolumesDone_RBV`` keeps counting across
+the pause. This is what a RunEngine pause (one Ctrl-C) does to a volumetric scan.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ class ScanBoardGroup(PVGroup):
                              doc="request id of the last finished Prepare")
     start = pvproperty(name="Start", value=0, doc="put 1 to arm and start")
     stop = pvproperty(name="Stop", value=0, doc="put 1 to stop")
+    pause = pvproperty(name="Pause", value=0,
+                       doc="put 1: stop at the end of the volume in progress")
+    resume = pvproperty(name="Resume", value=0, doc="put 1: go on with the volumes left")
+    paused = pvproperty(name="Paused_RBV", value=0, read_only=True)
     running = pvproperty(name="Running_RBV", value=0, read_only=True)
     volumes_done = pvproperty(name="VolumesDone_RBV", value=0, read_only=True)
     period = pvproperty(name="Period_RBV", value=0.0, units="s", precision=6, read_only=True)
@@ -85,6 +94,7 @@ class ScanBoardGroup(PVGroup):
         self.driver = driver
         self._worker = DeviceWorker("scanboard")
         self._preparing: asyncio.Task | None = None
+        self._volume_base = 0  # volumes done before the latest resume
 
     def calibrations(self) -> tuple[GalvoCalibration, GalvoCalibration]:
         return (
@@ -159,6 +169,8 @@ class ScanBoardGroup(PVGroup):
                 scan = self.volume_scan()
                 n = int(self.num_volumes.value) or None
                 t0 = await self._worker.call(self.driver.start_volumes, scan, n)
+                self._volume_base = 0
+                await self.paused.write(0)
                 await self.period.write(scan.period_s)
                 await self.plane_interval.write(scan.plane_interval_s)
                 await self.start_time.write(t0)
@@ -178,7 +190,50 @@ class ScanBoardGroup(PVGroup):
         if value:
             await self._worker.call(self.driver.stop)
             await self.running.write(0)
+            await self.paused.write(0)
             await self.message.write("stopped")
+        return 0
+
+    def _volumes_done(self) -> int:
+        return self._volume_base + self.driver.volumes_done
+
+    @pause.putter
+    async def pause(self, instance, value):
+        if not value or self.paused.value or not self.driver.running \
+                or self.mode.value != "Volumetric":
+            return 0
+        await self._worker.call(self.driver.stop_after_volume)
+        done = self._volumes_done()
+        await self.volumes_done.write(done)
+        await self.running.write(0)
+        await self.paused.write(1)
+        total = int(self.num_volumes.value)
+        await self.message.write(f"paused after volume {done} of {total or 'continuous'}")
+        log.info("scan board paused after volume %d", done)
+        return 0
+
+    @resume.putter
+    async def resume(self, instance, value):
+        if not value or not self.paused.value:
+            return 0
+        done = self._volumes_done()
+        total = int(self.num_volumes.value)
+        left = None if total == 0 else total - done
+        if left == 0:
+            await self.paused.write(0)
+            await self.message.write(f"all {total} volumes done; nothing to resume")
+            return 0
+        try:
+            t0 = await self._worker.call(self.driver.start_volumes, self.volume_scan(), left)
+        except (ValueError, RuntimeError) as exc:
+            await self.message.write(f"resume refused: {exc}"[:255])
+            log.error("scan board resume refused: %s", exc)
+            raise
+        self._volume_base = done
+        await self.start_time.write(t0)
+        await self.paused.write(0)
+        await self.running.write(1)
+        await self.message.write(f"resumed at volume {done + 1} of {total or 'continuous'}")
         return 0
 
     @running.startup
@@ -193,7 +248,7 @@ class ScanBoardGroup(PVGroup):
             running = int(self.driver.running)
             if running != instance.value:
                 await instance.write(running)
-            done = self.driver.volumes_done
+            done = self._volumes_done()
             if done != self.volumes_done.value:
                 await self.volumes_done.write(done)
             # clients detect the end of a scan from these PVs: look often while running

@@ -1,0 +1,116 @@
+"""One Ctrl-C during a scan pauses it at the next volume boundary, as bluesky's
+RunEngine documents for any plan: the scan board finishes the volume in progress and
+stops, every frame so far is on disk, and ``RE.resume()`` finishes the scan while
+``RE.abort()`` ends it with what was stored. The Ctrl-C is a real SIGINT to this
+process, handled by the RunEngine's own handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from bluesky.utils import RunEngineInterrupted
+
+N_VOLUMES, N_PLANES, RATE = 20, 10, 5.0
+
+
+def ctrl_c_when(condition, timeout: float = 60.0) -> threading.Thread:
+    """Send one SIGINT to this process once ``condition()`` holds (never otherwise:
+    a SIGINT outside a run would stop the test session itself)."""
+    def run():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def pause_a_volumetric_scan(scope, session):
+    """Run a 4 s volumetric scan, Ctrl-C once after its third volume; return the
+    volumes done when it paused and the frame file."""
+    from plans import volumetric_scan
+
+    board, hdf = scope.scanboard, scope.camera.hdf
+    mid_run = lambda: (session.RE.state == "running"  # noqa: E731
+                       and 3 <= int(board.volumes_done.get(use_monitor=False)) < 10)
+    sender = ctrl_c_when(mid_run)
+    with pytest.raises(RunEngineInterrupted):
+        session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0, 60.0,
+                                   RATE))
+    sender.join(5)
+    assert session.RE.state == "paused"
+    assert int(board.paused.get(use_monitor=False)) == 1
+    assert int(board.running.get(use_monitor=False)) == 0
+    done = int(board.volumes_done.get(use_monitor=False))
+    assert 3 <= done < N_VOLUMES
+    # the board stopped on a volume boundary: whole volumes, and nothing of the next
+    wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) == done * N_PLANES,
+             what=f"{done * N_PLANES} frames captured (have "
+                  f"{int(hdf.num_captured.get(use_monitor=False))}, board at "
+                  f"{int(board.volumes_done.get(use_monitor=False))})")
+    time.sleep(1.0)  # > 5 volume periods: a running board would have added frames
+    assert int(hdf.num_captured.get(use_monitor=False)) == done * N_PLANES
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r", swmr=True) as f:  # on disk while paused
+        ids = f["/entry/meta/frame_id"][:done].ravel()
+        np.testing.assert_array_equal(ids, np.arange(done * N_PLANES))
+        assert f["/entry/data/data"][done - 1].shape[0] == N_PLANES
+    return done, path
+
+
+def test_one_ctrl_c_pauses_at_a_volume_boundary_and_resume_finishes_the_scan(scope,
+                                                                             session):
+    done, path = pause_a_volumetric_scan(scope, session)
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    session.flush()
+    run = session.catalog[result.run_start_uids[0]]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert int(scope.scanboard.volumes_done.get(use_monitor=False)) == N_VOLUMES
+    with h5py.File(path, "r") as f:
+        ids = f["/entry/meta/frame_id"][...].ravel()
+        stamps = f["/entry/meta/timestamp"][...].ravel()
+        assert f["/entry/data/data"].shape[:2] == (N_VOLUMES, N_PLANES)
+    np.testing.assert_array_equal(ids, np.arange(N_VOLUMES * N_PLANES))
+    # one gap, where the pause was; regular planes elsewhere
+    gaps = np.diff(stamps)
+    k = done * N_PLANES - 1
+    assert gaps[k] > 0.5 and np.all(np.delete(gaps, k) < 0.5)
+
+
+def test_abort_after_a_pause_keeps_what_was_stored(scope, session):
+    from plans import planar_scan
+
+    done, path = pause_a_volumetric_scan(scope, session)
+    result = session.RE.abort("operator stopped the scan")
+    assert result.exit_status == "abort"
+    session.flush()
+    stop = session.catalog[result.run_start_uids[0]].metadata["stop"]
+    assert stop["exit_status"] == "abort"
+    assert int(scope.scanboard.running.get(use_monitor=False)) == 0
+    wait_for(lambda: int(scope.camera.hdf.capture.get(use_monitor=False)) == 0,
+             what="the capture to close")
+    with h5py.File(path, "r") as f:
+        ids = f["/entry/meta/frame_id"][...].ravel()
+    np.testing.assert_array_equal(ids[: done * N_PLANES], np.arange(done * N_PLANES))
+    # the microscope is ready for the next scan
+    after = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+    assert after.exit_status == "success"
