@@ -311,15 +311,50 @@ class Camera(Device):
     _completing: ProgressStatus | None = None  # the capture being completed
 
     def pause(self) -> None:
-        """RunEngine pause: frames stop because their source (the scan board) pauses;
-        the capture stays open, so a stall is not an error until ``resume``. Whole
-        volumes are on disk already: the writer flushes at every volume's end."""
-        if self._completing is not None and not self._completing.done:
-            self._completing.hold()
+        """RunEngine pause. External trigger: frames stop because their source (the
+        scan board, the gating) pauses. Internal trigger: the camera stops after the
+        frame in progress. Either way the capture stays open (whole volumes are on
+        disk already: the writer flushes at each volume's end and every 0.5 s), and a
+        stall is not an error until ``resume``."""
+        status, acq = self._completing, self._acq
+        if status is None or status.done or acq is None:
+            return
+        status.hold()
+        if acq.trigger_mode == "Internal":
+            self.cam.acquire.set("Done").wait(30)
+            self._stopped_for_pause = True
 
     def resume(self) -> None:
-        if self._completing is not None and not self._completing.done:
-            self._completing.release()
+        """RunEngine resume: an internally triggered capture takes the frames left."""
+        status, acq = self._completing, self._acq
+        if status is None or status.done or acq is None:
+            return
+        if self._stopped_for_pause:
+            self._stopped_for_pause = False
+            left = acq.n_frames - self._settled_count()
+            if left > 0:
+                self.cam.num_images.set(left).wait(10)
+                self.cam.acquire.set("Acquire").wait(30)
+        status.release()
+
+    _stopped_for_pause = False
+
+    def _settled_count(self, timeout: float = 10.0) -> int:
+        """Frames written or lost once the writer has drained what the stopped camera
+        delivered (two equal reads 0.2 s apart)."""
+        def count() -> int:
+            return (int(self.hdf.num_captured.get(use_monitor=False))
+                    + int(self.hdf.dropped_frames.get(use_monitor=False)))
+
+        deadline = time.monotonic() + timeout
+        last = count()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = count()
+            if now == last:
+                break
+            last = now
+        return last
 
     def subscribe_preview(self, callback) -> int:
         """Call ``callback(image)`` with each preview (a 128x128 int array, the newest

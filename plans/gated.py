@@ -49,9 +49,11 @@ def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
 
 def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[float],
                  fpp: int):
-    """``fpp`` passes over the planes, one gated trigger per plane per pass."""
+    """``fpp`` passes over the planes, one gated trigger per plane per pass. One Ctrl-C
+    pauses before the next plane (the capture stays open; resume goes on there)."""
     for _ in range(fpp):
         for z in zs:
+            yield from bps.checkpoint()
             yield from bps.mv(piezo, z)
             try:
                 yield from bps.trigger(gating, wait=True)

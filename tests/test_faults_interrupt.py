@@ -114,3 +114,65 @@ def test_abort_after_a_pause_keeps_what_was_stored(scope, session):
     # the microscope is ready for the next scan
     after = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
     assert after.exit_status == "success"
+
+
+def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
+    """The free-running camera stops after the frame in progress; on resume it takes
+    the frames left, which follow the earlier ones in the same file."""
+    from plans import planar_scan
+
+    n = 300
+    cam, hdf = scope.camera, scope.camera.hdf
+    sender = ctrl_c_when(lambda: session.RE.state == "running"
+                         and 40 <= int(hdf.num_captured.get(use_monitor=False)) < 150)
+    with pytest.raises(RunEngineInterrupted):
+        session.RE(planar_scan(cam, scope.scanboard, n, 40.0, 0.002, frame_rate=50.0))
+    sender.join(5)
+    assert session.RE.state == "paused"
+    assert cam.cam.detector_state.get(use_monitor=False) == "Idle"
+    wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) > 0)
+    time.sleep(0.5)
+    stored = int(hdf.num_captured.get(use_monitor=False))
+    time.sleep(1.0)  # 50 frame periods: a running camera would have added frames
+    assert int(hdf.num_captured.get(use_monitor=False)) == stored < n
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r", swmr=True) as f:  # on disk while paused
+        assert f["/entry/data/data"].shape[0] == stored
+
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    with h5py.File(path, "r") as f:
+        data = f["/entry/data/data"]
+        stamps = f["/entry/meta/timestamp"][...]
+        assert data.shape[0] == n
+        assert data[n - 1].max() > 0 and data[stored].max() > 0  # no holes
+    gaps = np.diff(stamps)
+    assert np.all(gaps > 0)  # every frame after the one before it
+    assert np.sum(gaps > 0.5) == 1  # one pause
+
+
+def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
+    from plans import gated_scan
+
+    planes, passes = [30.0, 50.0, 70.0], 3
+    hdf = scope.camera.hdf
+    try:
+        sender = ctrl_c_when(lambda: session.RE.state == "running"
+                             and 1 <= int(hdf.num_captured.get(use_monitor=False)) < 6,
+                             timeout=120)
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, planes,
+                                  frames_per_plane=passes))
+        sender.join(5)
+        assert session.RE.state == "paused"
+        time.sleep(1.0)
+        stored = int(hdf.num_captured.get(use_monitor=False))
+        time.sleep(1.5)  # several heartbeats: no gated trigger while paused
+        assert int(hdf.num_captured.get(use_monitor=False)) == stored < len(planes) * passes
+        result = session.RE.resume()
+        assert result.exit_status == "success", result.reason
+        assert int(hdf.num_captured.get(use_monitor=False)) == len(planes) * passes
+    finally:
+        if session.RE.state == "paused":
+            session.RE.abort()
+        scope.gating.enable.set("Off").wait(10)

@@ -245,6 +245,8 @@ class CameraGroup(PVGroup):
             self.image_mode.value
         ]
         self._preview = preview
+        if not preview and self.recorder.capturing:
+            self.recorder.camera_restarted()  # a paused capture goes on (RunEngine resume)
         self._stamps.clear()
         # a client whose start put has completed must not see the previous run's counts
         await self.array_counter.write(0)

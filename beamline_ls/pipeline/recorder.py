@@ -87,6 +87,8 @@ class Recorder:
         self._background: Background | None = None
         self._prefault_thread: threading.Thread | None = None
         self._base_id: int | None = None  # camera frame id of the capture's position 0
+        self._next_position = 0  # position after the latest frame offered
+        self._rebase = False  # the camera restarted its frame ids mid-capture
         self._guard: SpaceGuard | None = None
         self.status = RecorderStatus()
 
@@ -187,6 +189,8 @@ class Recorder:
         self._stop.clear()
         self._discard.clear()
         self._base_id = None
+        self._next_position = 0
+        self._rebase = False
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
         self._thread = threading.Thread(target=self._drain, name="recorder", daemon=True)
@@ -202,6 +206,10 @@ class Recorder:
             return False
         if self._base_id is None:
             self._base_id = frame.frame_id  # position 0 of the capture
+        elif self._rebase:  # the restarted camera's first frame follows the last one
+            self._base_id = frame.frame_id - self._next_position
+        self._rebase = False
+        self._next_position = frame.frame_id - self._base_id + 1
         # logged before the push: once pushed, the writer may log the frame first
         concurrence.record_queue("ring push", ring, frame.frame_id)
         if ring.push(frame):
@@ -214,6 +222,12 @@ class Recorder:
             log.warning("ring buffer full: %d frame(s) dropped so far, latest id %d "
                         "(the writer cannot keep up)", st.frames_dropped, frame.frame_id)
         return False
+
+    def camera_restarted(self) -> None:
+        """The camera is started again within this capture (after a pause) and counts
+        its frame ids from scratch: its next frame takes the position after the last
+        one offered, instead of colliding with the first ones."""
+        self._rebase = self._base_id is not None
 
     def request_stop(self, discard: bool = False) -> None:
         """Ask the writer to finish what is buffered (``discard``: to stop after the
@@ -250,6 +264,7 @@ class Recorder:
         st = self.status
         background = self._background
         finished = False
+        unflushed = False  # frames written since frames last stopped coming
         try:
             while writer.frames_written + ring.stats.overflows < st.frames_expected:
                 if self._discard.is_set():
@@ -258,6 +273,9 @@ class Recorder:
                 if frame is None:
                     if self._stop.is_set():
                         break
+                    if unflushed:  # frames paused or stopped: put them all on disk now
+                        writer.flush()
+                        unflushed = False
                     continue
                 if background is not None:
                     frame.image = background.subtract(frame.image)
@@ -266,6 +284,7 @@ class Recorder:
                 guard.check()  # stop before the disk is full, not in the middle of a write
                 concurrence.record_queue("write start", ring, frame.frame_id)
                 writer.write(frame, self._position(frame, writer.positions))
+                unflushed = True
                 ring.release()
                 concurrence.record_queue("write end", ring, frame.frame_id)
                 st.frames_written = writer.frames_written
