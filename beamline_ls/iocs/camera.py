@@ -165,6 +165,7 @@ class CameraGroup(PVGroup):
         # stopping joins the camera's thread (a real SDK may wait on the device):
         # off the event loop, one driver call at a time
         self._driver_worker = DeviceWorker("camera")
+        self._file_worker = DeviceWorker("camera-files")  # file creation, logs
         self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.data_root = Path(data_root).resolve()
         self.mirror.configure(self.data_root, mirror_root, mirror_roots)
@@ -375,31 +376,38 @@ class CameraGroup(PVGroup):
         await self.acquire_time_rbv.write(value)
         return value
 
+    def _open_capture(self) -> tuple[Path, int]:
+        """Check the path and settings and start the recorder (file worker thread);
+        returns the file and the frames per file."""
+        path = self.resolve_path()
+        settings = self.settings()
+        settings.validate(self.driver.sensor_shape)
+        attrs = {
+            "exposure_s": settings.exposure_s,
+            "binning": settings.binning,
+            "roi": list(settings.roi),
+            "trigger_mode": settings.trigger_mode,
+        }
+        extra = tuple(f.strip() for f in self.extra_fields.value.split(",") if f.strip())
+        bg = self.background if (
+            self.background is not None and self.background_enable.value == "On"
+            and self.background.matches(self.settings_key(settings))) else None
+        self.recorder.buffer_frames = int(self.buffer_frames.value)
+        self.recorder.write_delay_s = float(self.sim_write_delay.value)
+        planes = int(self.frames_per_volume.value)
+        per_file = self.frames_per_file(settings.frame_shape, planes)
+        self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
+                            planes, attrs, extra, bg, max_frames_per_file=per_file,
+                            on_file_closed=self.mirror.submit)
+        return path, per_file
+
     @capture.putter
     async def capture(self, instance, value):
         if value:
             try:
-                path = self.resolve_path()
-                settings = self.settings()
-                settings.validate(self.driver.sensor_shape)
-                attrs = {
-                    "exposure_s": settings.exposure_s,
-                    "binning": settings.binning,
-                    "roi": list(settings.roi),
-                    "trigger_mode": settings.trigger_mode,
-                }
-                extra = tuple(f.strip() for f in self.extra_fields.value.split(",")
-                              if f.strip())
-                bg = self.background if (
-                    self.background is not None and self.background_enable.value == "On"
-                    and self.background.matches(self.settings_key(settings))) else None
-                self.recorder.buffer_frames = int(self.buffer_frames.value)
-                self.recorder.write_delay_s = float(self.sim_write_delay.value)
-                planes = int(self.frames_per_volume.value)
-                per_file = self.frames_per_file(settings.frame_shape, planes)
-                self.recorder.start(path, settings.frame_shape, int(self.num_capture.value),
-                                    planes, attrs, extra, bg, max_frames_per_file=per_file,
-                                    on_file_closed=self.mirror.submit)
+                # paths are resolved and the file and its disk reserve created on the
+                # file worker: a slow or hung disk must not freeze every PV
+                path, per_file = await self._file_worker.call(self._open_capture)
             except (ValueError, RuntimeError, OSError) as exc:
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 await self.write_status.write("Write error")
@@ -503,7 +511,7 @@ class CameraGroup(PVGroup):
         events.record("capture end")
         path = data_file.with_name(data_file.stem + ".concurrence.csv")
         try:
-            events.save(path)
+            await self._file_worker.call(events.save, path)
         except OSError as exc:
             log.error("could not save the concurrence log %s: %s", path, exc)
             return
