@@ -1,5 +1,5 @@
 """``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware, copies,
-concurrence."""
+verify, concurrence."""
 
 from __future__ import annotations
 
@@ -44,6 +44,22 @@ def _cmd_copies(args: argparse.Namespace) -> int:
     print(f"{len(report.moved)} file(s) moved, {len(report.waiting)} waiting, "
           f"{len(report.failed_copies) + len(report.missing_copies)} without a good copy")
     return 1 if report.failed_copies or report.missing_copies else 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from beamline_ls.runfile.verify import verify_run_file
+
+    def show(result) -> None:
+        if result.ok:
+            print(f"ok       {result.file} ({len(result.datasets)} datasets, "
+                  f"{result.frames} rows)")
+        else:
+            print(f"PROBLEM  {result.problem}")
+
+    results = verify_run_file(args.run_file, progress=show)
+    bad = [r for r in results if not r.ok]
+    print(f"{len(results)} frame file(s) checked, {len(bad)} missing or damaged")
+    return 1 if bad else 0
 
 
 def _cmd_concurrence(args: argparse.Namespace) -> int:
@@ -99,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "frame files (the session does this by itself)")
     copies.add_argument("--data-dir", type=Path, default=None, help="data directory")
     copies.set_defaults(func=_cmd_copies)
+
+    verify = sub.add_parser("verify", help="check a run file's frames: every frame file "
+                            "present and every chunk passing its checksum")
+    verify.add_argument("run_file", type=Path, help="a run file (<data dir>/runs/...)")
+    verify.set_defaults(func=_cmd_verify)
 
     conc = sub.add_parser("concurrence", help="where the frame pipeline's time went: "
                           "per-stage latencies of a saved concurrence log")

@@ -5,8 +5,9 @@ Why: a damaged frame file (truncated by a full disk or a copy cut short, or a ch
 whose fletcher32 checksum no longer matches) makes tiled's HDF5 adapter raise h5py's
 bare "Can't synchronously read data (filter returned failure ...)", which names
 neither the file nor the run. A scientist reading ``run["primary"]["camera_image"]``
-needs to know which file to restore. Reading itself is unchanged: the array is
-tiled's lazy dask array over the files; only failures are reworded.
+needs to know which file to restore (wording: :mod:`beamline_ls.damage`). Reading
+itself is unchanged: the array is tiled's lazy dask array over the files; only
+failures are reworded.
 
 Registered for ``application/x-hdf5`` by :func:`beamline_ls.catalog.open_embedded_catalog`
 (and usable from a tiled server's configuration as
@@ -21,24 +22,7 @@ from tiled.adapters.hdf5 import HDF5Adapter, HDF5ArrayAdapter
 from tiled.structures.core import StructureFamily
 from tiled.utils import path_from_uri
 
-#: What HDF5 says when a chunk's checksum fails or the file ends early.
-_DAMAGE_SIGNS = ("filter returned failure", "truncated file", "fletcher32",
-                 "addr overflow", "bad heap", "wrong fractal heap", "bad object header")
-
-
-class DamagedFrameFile(OSError):
-    """A frame file could not be read; the message names the file(s) and the cause."""
-
-
-def describe_failure(files: list[str], exc: BaseException) -> str:
-    """One sentence for a failed read of ``files``: which files, what HDF5 said, and
-    whether that looks like damage (then the file must be restored from a copy)."""
-    cause = f"{type(exc).__name__}: {exc}"
-    named = files[0] if len(files) == 1 else f"one of {len(files)} files ({', '.join(files)})"
-    if any(sign in str(exc).lower() for sign in _DAMAGE_SIGNS):
-        return (f"frame file {named} is damaged (truncated, or a chunk fails its "
-                f"checksum); restore it from a copy. HDF5 said: {cause}")
-    return f"cannot read frame file {named}: {cause}"
+from beamline_ls.damage import DamagedFrameFile, describe_failure
 
 
 class FrameFileAdapter(HDF5ArrayAdapter):

@@ -109,3 +109,44 @@ def test_a_truncated_frame_file_is_named_through_a_new_catalog(scope, session, s
     exc = read_in_thread(image.read)
     assert isinstance(exc, OSError), f"expected an error naming the file, got {exc!r}"
     assert f"frame file {path} is damaged" in str(exc)
+
+
+def test_verify_names_the_damaged_and_the_missing_frame_files_of_a_run_file(
+        scope, session, settings, tmp_path):
+    """Plain h5py reads a run file's frames from a missing frame file as fill values
+    without a word; ``beamline-ls verify`` names every missing or damaged file."""
+    import subprocess
+    import sys
+
+    from beamline_ls.runfile import default_run_path
+    from plans import planar_scan
+
+    hdf = scope.camera.hdf
+    hdf.max_file_frames.set(12).wait(5)  # three frame files behind one run file
+    try:
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 30, 40.0, 0.002))
+    finally:
+        hdf.max_file_frames.set(0).wait(5)
+    session.flush()
+    start = dict(session.catalog[result.run_start_uids[0]].metadata["start"])
+    run_file = default_run_path(settings.runs_dir, start)
+
+    def verify():
+        return subprocess.run([sys.executable, "-m", "beamline_ls.cli", "verify",
+                               str(run_file)], capture_output=True, text=True, timeout=120)
+
+    intact = verify()
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "3 frame file(s) checked, 0 missing or damaged" in intact.stdout
+
+    first = hdf.full_file_name.get(use_monitor=False)
+    from beamline_ls.pipeline.rolling import part_path
+
+    damaged, missing = part_path(first, 1), part_path(first, 2)
+    corrupt_frame(damaged, 4)
+    os.rename(missing, tmp_path / "moved-away.h5")
+    checked = verify()
+    assert checked.returncode == 1
+    assert f"frame file {damaged} is damaged" in checked.stdout
+    assert f"frame file {missing} is missing" in checked.stdout
+    assert "3 frame file(s) checked, 2 missing or damaged" in checked.stdout
