@@ -70,6 +70,7 @@ class CamControls(Device):
     preview = Cpt(EpicsSignalRO, "Preview_RBV", auto_monitor=True, kind="omitted")
     preview_counter = Cpt(EpicsSignalRO, "PreviewCounter_RBV", auto_monitor=True,
                           kind="omitted")
+    sim_fail_after = Cpt(EpicsSignal, "SimFailAfter", put_complete=True, kind="omitted")
 
 
 class HDF5Writer(Device):

@@ -61,3 +61,32 @@ def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     # frames written until then survive the kill
     with h5py.File(files[0], "r", swmr=True) as f:
         assert f["/entry/data/data"].shape[0] >= seen[0] - 100
+
+
+def test_a_camera_that_fails_mid_scan_ends_it_with_that_cause(scope, session):
+    """The camera's acquisition thread dies (the simulated sensor fails after 30
+    frames): the scan ends within seconds with the camera's own error and the counts,
+    not a stall timeout; the 30 frames are in the file; the next scan works."""
+    from plans import planar_scan
+
+    cam, hdf = scope.camera, scope.camera.hdf
+    cam.cam.sim_fail_after.set(30).wait(5)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError) as failed:
+            session.RE(planar_scan(cam, scope.scanboard, 300, 40.0, 0.002))
+        elapsed = time.monotonic() - t0
+    finally:
+        cam.cam.sim_fail_after.set(0).wait(5)
+    message = str(failed.value)
+    assert "the camera stopped with an error" in message
+    assert "simulated sensor failure after 30 frames" in message
+    assert "30 of 300 frames stored" in message
+    assert elapsed < 10.0  # the issue's bound; a stall timeout alone takes 10 s
+    session.flush()
+    stop = session.catalog[-1].metadata["stop"]
+    assert stop["exit_status"] == "fail" and "simulated sensor failure" in stop["reason"]
+    with h5py.File(hdf.full_file_name.get(use_monitor=False), "r") as f:
+        assert f["/entry/data/data"].shape[0] == 30
+    assert session.RE(planar_scan(cam, scope.scanboard, 5, 40.0, 0.002)).exit_status \
+        == "success"

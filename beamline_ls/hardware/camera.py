@@ -57,7 +57,14 @@ FrameSink = Callable[[Frame], None]
 
 
 class CameraDriver(ABC):
-    """What every camera backend provides."""
+    """What every camera backend provides.
+
+    ``failure``: why the last acquisition ended before its frames were taken (the
+    SDK's or the thread's error, in its own words); empty while it runs or after a
+    normal end. The IOC ends the capture with this cause instead of waiting.
+    """
+
+    failure: str = ""
 
     @property
     @abstractmethod
@@ -97,6 +104,8 @@ class SimCamera(CameraDriver):
         self._stop = threading.Event()
         self._frames = 0
         self._missed = 0
+        #: simulated fault: the sensor fails after this many frames (0: never)
+        self.fail_after = 0
 
     @property
     def sensor_shape(self) -> tuple[int, int]:
@@ -124,6 +133,7 @@ class SimCamera(CameraDriver):
         self._stop.clear()
         self._frames = 0
         self._missed = 0
+        self.failure = ""
         self._thread = threading.Thread(
             target=self._run, args=(settings, n_frames, sink), name="sim-camera", daemon=True
         )
@@ -169,9 +179,12 @@ class SimCamera(CameraDriver):
                 image, z = self.microscope.expose(
                     t_pulse, settings.exposure_s, roi, settings.binning
                 )
+                if self.fail_after and self._frames >= self.fail_after:
+                    raise RuntimeError(f"simulated sensor failure after {self._frames} "
+                                       "frames (cam1:SimFailAfter)")
                 frame = Frame(image, self._frames, t_pulse, settings.exposure_s, z)
                 self._frames += 1
                 sink(frame)
-        except Exception:
-            log.exception("simulated camera failed")
-            raise
+        except Exception as exc:  # the thread ends; the IOC reports why
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.error("simulated camera failed: %s", self.failure)

@@ -138,6 +138,10 @@ class CameraGroup(PVGroup):
                                upper_ctrl_limit=100_000, doc="ring capacity; 0: from RAM")
     buffer_used = pvproperty(name="HDF1:BufferUsed_RBV", value=0, read_only=True)
     first_dropped = pvproperty(name="HDF1:FirstDroppedId_RBV", value=-1, read_only=True)
+    sim_fail_after = pvproperty(name="cam1:SimFailAfter", value=0, lower_ctrl_limit=0,
+                                upper_ctrl_limit=100_000_000,
+                                doc="simulated camera only: the sensor fails after N "
+                                    "frames of each acquisition (0: never)")
     sim_write_delay = pvproperty(name="HDF1:SimWriteDelay", value=0.0, units="s",
                                  precision=4, lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
                                  doc="simulated slow disk: seconds added to every write")
@@ -371,6 +375,13 @@ class CameraGroup(PVGroup):
             h, w = self.driver.sensor_shape
         return capture_problem(directory, h * w * 2)
 
+    @sim_fail_after.putter
+    async def sim_fail_after(self, instance, value):
+        if not hasattr(self.driver, "fail_after"):
+            raise ValueError("only the simulated camera can be made to fail")
+        self.driver.fail_after = int(value)
+        return int(value)
+
     @acquire_time.putter
     async def acquire_time(self, instance, value):
         await self.acquire_time_rbv.write(value)
@@ -476,7 +487,14 @@ class CameraGroup(PVGroup):
             await self.detector_state.write("Idle")
             await self.acquire.write("Done", verify_value=False)
             await self.camera_mode.write("Paused", verify_value=False)
-            await self.status_message.write(f"done: {frames} frames")
+            failure = self.driver.failure
+            if failure:
+                await self.status_message.write(f"camera failed: {failure}"[:500])
+                log.error("camera failed after %d frames: %s", frames, failure)
+                if self.recorder.capturing:
+                    self.recorder.fail(f"the camera stopped with an error: {failure}")
+            else:
+                await self.status_message.write(f"done: {frames} frames")
         st = self.recorder.status
         if st.frames_written != self.num_captured.value:
             await self.num_captured.write(st.frames_written)

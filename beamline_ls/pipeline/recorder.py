@@ -229,6 +229,13 @@ class Recorder:
         one offered, instead of colliding with the first ones."""
         self._rebase = self._base_id is not None
 
+    def fail(self, reason: str) -> None:
+        """The frames' source failed (e.g. the camera): write what is buffered, then
+        end the capture with ``reason`` as its error (the rest count as lost)."""
+        if not self.status.error:
+            self.status.error = reason
+        self._stop.set()
+
     def request_stop(self, discard: bool = False) -> None:
         """Ask the writer to finish what is buffered (``discard``: to stop after the
         frame it is writing; the rest count as lost) and close the file. Returns at
