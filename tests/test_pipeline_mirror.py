@@ -263,3 +263,18 @@ def test_finished_files_leave_the_working_set(roots):
     assert m.file_status(paths[0]) is None
     assert len(m._files) == 0 and len(m._finished) == 3
     m.close(5)
+
+
+def test_the_copy_ledger_is_never_written_through_a_symlink(tmp_path):
+    from beamline_ls.pipeline.copy_ledger import CopyLedger, CopyRecord
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    ledger = CopyLedger.in_directory(frames)
+    ledger.path.symlink_to(victim)
+    with pytest.raises(OSError):
+        ledger.append(CopyRecord(staging="a", destination="b", destination_root="c",
+                                 state="queued"))
+    assert victim.read_text() == "precious"

@@ -54,4 +54,5 @@ def test_replies_to_puts_in_flight_together_are_not_delayed(scope):
         for st in statuses:
             st.wait(5)
         rounds.append(time.perf_counter() - t)
-    assert statistics.median(rounds) < 0.02, rounds
+    # Nagle + delayed ACK costs >= 40 ms a round; a loaded 2-core machine a few ms
+    assert statistics.median(rounds) < 0.03, rounds
