@@ -21,9 +21,7 @@ def _cmd_ioc(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
     if args.mirror_dir is not None:
         settings.mirror_dir = args.mirror_dir.expanduser().resolve()
-    settings.ensure_dirs()
-    serve(settings.prefix, settings.frames_dir, settings.hardware, settings.mirror_dir,
-          settings.allowed_mirror_roots)
+    serve(settings)
     return 0
 
 

@@ -76,12 +76,17 @@ class Settings:
         return self.data_dir / "runs"
 
     @property
+    def autosave_dir(self) -> Path:
+        """The IOC's saved settings that must survive a restart (motor calibrations)."""
+        return self.data_dir / "autosave"
+
+    @property
     def state_dir(self) -> Path:
         """Persisted RunEngine metadata (scan_id survives restarts)."""
         return self.data_dir / "state"
 
     def ensure_dirs(self) -> None:
-        for d in (self.frames_dir, self.catalog_dir, self.state_dir):
+        for d in (self.frames_dir, self.catalog_dir, self.state_dir, self.autosave_dir):
             d.mkdir(parents=True, exist_ok=True)
 
 

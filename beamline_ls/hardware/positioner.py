@@ -19,6 +19,17 @@ class PositionerDriver(ABC):
     limits: tuple[float, float] = (0.0, 0.0)
     velocity: float = 0.0  # units per second, 0 when not meaningful
     precision: int = 3
+    #: where the home switch is (dial units); None: this axis cannot home
+    home_switch: float | None = None
+    #: whether the ends of the travel are limit switches (a stage) or merely the
+    #: range (a piezo or galvo, which can sit at its end)
+    has_limit_switches: bool = False
+
+    def home(self) -> None:
+        """Start moving to the home switch (``NotImplementedError`` if there is none)."""
+        if self.home_switch is None:
+            raise NotImplementedError(f"this {type(self).__name__} has no home switch")
+        self.move(self.home_switch)
 
     @abstractmethod
     def move(self, target: float) -> None:
@@ -62,6 +73,7 @@ class SimActuatorPositioner(PositionerDriver):
         self.tolerance = tolerance
         self.precision = precision
         self._busy = busy
+        self.home_switch = min(max(0.0, self.limits[0]), self.limits[1])  # simulated
 
     def move(self, target: float) -> None:
         self.check(target)
@@ -90,6 +102,8 @@ class SimStageAxis(PositionerDriver):
         self.limits = axis.travel
         self.velocity = axis.velocity
         self.precision = 2
+        self.home_switch = min(max(0.0, self.limits[0]), self.limits[1])  # simulated
+        self.has_limit_switches = True
 
     def move(self, target: float) -> None:
         self.check(target)
@@ -118,6 +132,7 @@ class FocusPositioner(PositionerDriver):
         self.limits = piezo.limits
         self.precision = piezo.precision
         self.velocity = piezo.velocity
+        self.home_switch = piezo.home_switch
 
     def move(self, target: float) -> None:
         self.check(target)

@@ -1,59 +1,122 @@
-"""A positioner served as an EPICS motor record, so ophyd's EpicsMotor (and every
-motor screen) drives it unchanged: .VAL, .RBV, .DMOV, .MOVN, .STOP, .EGU, .HLM/.LLM,
-.VELO. A put to .VAL starts the move and returns; a poll loop keeps the read-back and
-done-moving fields current, which keeps .STOP usable while moving."""
+"""A positioner served as an EPICS motor record, behaving as one, so ophyd's EpicsMotor,
+``caput -c`` and motor screens drive it unchanged.
+
+What the record does here (field names as in the EPICS motor record):
+
+- ``VAL`` user target; a put starts the move, shows the target at once, and its put
+  completion (``caput -c``, pyepics ``wait=True``) ends when the move does. ``DVAL``
+  (dial) and ``RVAL`` (steps of ``MRES``) move too. ``RBV``/``DRBV``/``RRBV``
+  read back, ``DMOV``/``MOVN`` say whether it moves, ``MSTA`` carries the usual status
+  bits, ``HLS``/``LLS`` say the axis is at the end of its travel.
+- ``user = dial * (DIR) + OFF`` (:mod:`beamline_ls.iocs.motor_calibration`):
+  ``SET`` = Set makes a ``VAL`` put recalibrate ``OFF`` so the current position reads
+  as the value written -- nothing moves; ``FOFF`` = Frozen refuses that. User limits
+  ``HLM``/``LLM`` and dial limits ``DHLM``/``DLLM`` are one pair seen two ways, clamped
+  to the hardware travel; a move outside them is refused with ``LVIO`` = 1 and a CA
+  error, never started. Offset, direction and limits survive an IOC restart (autosave).
+- ``STOP`` stops and sets ``VAL`` to where the axis stopped; ``SPMG`` Stop/Pause/Move/Go
+  (Pause keeps the target for Go; Move makes one move, then Pause); ``TWV`` with
+  ``TWF``/``TWR`` tweak; ``JOGF``/``JOGR`` run towards a limit while 1; ``HOMF``/``HOMR``
+  go to the home switch where the axis has one and are refused where it has none.
+
+Every driver call runs on the axis's own worker thread; a poll loop keeps read-backs
+current (fast while moving), so ``STOP`` is always served.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from caproto import AlarmSeverity, AlarmStatus
-from caproto.server import PVGroup, pvproperty
+from caproto.server import PVGroup, PvpropertyDouble, pvproperty
 
 from beamline_ls.hardware.positioner import PositionerDriver
 from beamline_ls.iocs.blocking import DeviceWorker
+from beamline_ls.iocs.motor_calibration import MotorCalibration
 
 log = logging.getLogger(__name__)
 
+# MSTA bits (motor record documentation, "MSTA")
+DIRECTION, DONE, PLUS_LS, HOMELS = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+HOME, PROBLEM, MOVING, COMM_ERR, MINUS_LS, HOMED = (1 << 7, 1 << 9, 1 << 10, 1 << 12,
+                                                    1 << 13, 1 << 14)
+
+
+def _enum(field) -> str:
+    value = field.value
+    return field.enum_strings[value] if isinstance(value, int) else str(value)
+
+
+class MotorTarget(PvpropertyDouble):
+    """VAL. Its control limits are the user limits, so clients can check a target
+    before sending it; but the record judges a target beyond them itself (LVIO, as the
+    motor record does), where a plain caproto PV would refuse the put before the
+    record saw it, leaving clients that wait for DMOV waiting."""
+
+    async def verify_value(self, value):
+        if self.putter is not None:
+            return await self.putter(self, value)
+        return value
+
 
 class MotorGroup(PVGroup):
-    motor = pvproperty(value=0.0, name="", record="motor", precision=3)
+    motor = pvproperty(value=0.0, name="", record="motor", precision=3, dtype=MotorTarget)
 
-    def __init__(self, *args, driver: PositionerDriver, poll_s: float = 0.02,
-                 idle_poll_s: float = 0.2, **kwargs):
+    def __init__(self, *args, driver: PositionerDriver, autosave: Path | None = None,
+                 poll_s: float = 0.02, idle_poll_s: float = 0.2, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
         self.poll_s = poll_s
         self.idle_poll_s = idle_poll_s
+        self.autosave = autosave
+        self.cal = (MotorCalibration.load(autosave, driver.limits) if autosave is not None
+                    else MotorCalibration(driver.limits))
+        self.resolution = 10.0 ** -(driver.precision + 1)  # MRES: finer than displayed
+        self.tolerance = 10.0 ** -driver.precision
         self._moving = False
+        self._jogging = False
+        self._homed = False
+        self._homing = False
+        self._refused = False  # RBV carries the alarm of a refused move
+        self._direction = 1
+        self._dial = 0.0
         self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._done.set()
         self._worker = DeviceWorker(self.prefix.rstrip(":") or "motor")
         self._fault = ""
 
+    # ------------------------------------------------------------------ startup
     @motor.startup
     async def motor(self, instance, async_lib):
         f = instance.field_inst
-        lo, hi = self.driver.limits
-        await instance.write_metadata(
-            lower_ctrl_limit=lo, upper_ctrl_limit=hi, units=self.driver.units,
-            precision=self.driver.precision,
-        )
-        for field, value in (
-            (f.user_low_limit, lo), (f.user_high_limit, hi),
-            (f.dial_low_limit, lo), (f.dial_high_limit, hi),
-            (f.velocity, self.driver.velocity),
-        ):
-            await field.write(value)
+        p = self.driver.precision
+        for field in (f.user_readback_value, f.dial_readback_value, f.dial_desired_value,
+                      f.user_high_limit, f.user_low_limit, f.dial_high_limit,
+                      f.dial_low_limit, f.user_offset, f.tweak_step_size,
+                      f.difference_dval_drbv):
+            await field.write_metadata(precision=p, units=self.driver.units)
+        await instance.write_metadata(units=self.driver.units, precision=p)
+        await f.display_precision.write(p)
+        await f.motor_step_size.write(self.resolution)
         await f.engineering_units.write(self.driver.units)
+        velocity = self.driver.velocity or 0.0
+        for field in (f.velocity, f.jog_velocity, f.max_velocity, f.home_velocity):
+            await field.write(velocity)
+        if not f.tweak_step_size.value:
+            lo, hi = self.driver.limits
+            await f.tweak_step_size.write(round((hi - lo) / 100.0, p), verify_value=False)
         await f.done_moving_to_value.write(1)
         await f.motor_is_moving.write(0)
         try:
-            pos = await self._worker.call(self.driver.position)
-            await instance.write(pos, verify_value=False)
-            await f.user_readback_value.write(pos)
+            self._dial = await self._worker.call(self.driver.position)
         except Exception as exc:  # hardware absent at start: keep serving, show the alarm
             await self._report_fault(instance, exc)
+        await self._publish_calibration(instance)
+        await instance.write(self.cal.user(self._dial), verify_value=False)
+        await f.dial_desired_value.write(self._dial, verify_value=False)
         while True:
             try:
                 await self._update(instance)
@@ -80,38 +143,325 @@ class MotorGroup(PVGroup):
             await instance.write_metadata(status=AlarmStatus.COMM,
                                           severity=AlarmSeverity.INVALID_ALARM)
         if self._moving:  # a move cannot finish without the device: release waiters
-            self._moving = False
-            await instance.field_inst.motor_is_moving.write(0)
-            await instance.field_inst.done_moving_to_value.write(1)
+            await self._finished(instance)
 
+    # --------------------------------------------------------------- read-backs
     async def _update(self, instance) -> None:
         f = instance.field_inst
-        if f.stop.value:
-            await self._worker.call(self.driver.stop)
-            await f.stop.write(0)
-        pos = await self._worker.call(self.driver.position)
-        if abs(pos - f.user_readback_value.value) > 10 ** -(self.driver.precision + 2):
-            await f.user_readback_value.write(pos)
-            await f.dial_readback_value.write(pos)
+        dial = await self._worker.call(self.driver.position)
         moving = await self._worker.call(self.driver.is_moving)
+        await self._publish_position(instance, dial)
         if moving != bool(f.motor_is_moving.value):
             await f.motor_is_moving.write(int(moving))
         if self._moving and not moving:
-            self._moving = False
-            pos = await self._worker.call(self.driver.position)  # settled value, not the
-            await f.user_readback_value.write(pos)              # one read before the check
-            await f.done_moving_to_value.write(1)
+            self._dial = await self._worker.call(self.driver.position)  # settled value
+            await self._publish_position(instance, self._dial)
+            await self._finished(instance)
+        await self._publish_status(instance, moving)
 
-    @motor.putter
-    async def motor(self, instance, value):
-        try:
-            await self._worker.call(self.driver.move, float(value))
-        except (ValueError, RuntimeError) as exc:
-            log.error("%s: move to %s refused: %s", instance.pvname, value, exc)
-            raise
+    async def _publish_position(self, instance, dial: float) -> None:
         f = instance.field_inst
+        self._dial = dial
+        quantum = 10 ** -(self.driver.precision + 2)
+        user = self.cal.user(dial)
+        if abs(user - f.user_readback_value.value) > quantum:
+            await f.user_readback_value.write(user)
+        if abs(dial - f.dial_readback_value.value) > quantum:
+            await f.dial_readback_value.write(dial)
+            await f.raw_readback_value.write(int(round(dial / self.resolution)))
+            await f.difference_dval_drbv.write(f.dial_desired_value.value - dial)
+
+    async def _publish_status(self, instance, moving: bool) -> None:
+        f = instance.field_inst
+        lo, hi = self.driver.limits
+        switches = self.driver.has_limit_switches
+        at_hi = switches and self._dial >= hi - self.tolerance
+        at_lo = switches and self._dial <= lo + self.tolerance
+        user_hi, user_lo = (at_hi, at_lo) if self.cal.direction > 0 else (at_lo, at_hi)
+        if int(user_hi) != f.user_high_limit_switch.value:
+            await f.user_high_limit_switch.write(int(user_hi))
+        if int(user_lo) != f.user_low_limit_switch.value:
+            await f.user_low_limit_switch.write(int(user_lo))
+        home = self.driver.home_switch
+        at_home = home is not None and abs(self._dial - home) <= self.tolerance
+        status = ((DIRECTION if self._direction > 0 else 0)
+                  | (0 if moving or self._moving else DONE)
+                  | (PLUS_LS if at_hi else 0) | (MINUS_LS if at_lo else 0)
+                  | (HOMELS | HOME if at_home else 0) | (MOVING if moving else 0)
+                  | (HOMED if self._homed else 0)
+                  | (PROBLEM | COMM_ERR if self._fault else 0))
+        if status != f.motor_status.value:
+            await f.motor_status.write(status)
+        if int(at_home) != f.at_home.value:
+            await f.at_home.write(int(at_home))
+
+    async def _publish_calibration(self, instance) -> None:
+        """Show offset, direction and both pairs of limits; VAL's control limits are
+        the user limits, so clients refuse an out-of-range target before sending it."""
+        f = instance.field_inst
+        lo, hi = self.cal.user_limits
+        await f.user_offset.write(self.cal.offset, verify_value=False)
+        await f.user_direction.write("Pos" if self.cal.direction > 0 else "Neg",
+                                     verify_value=False)
+        await f.dial_low_limit.write(self.cal.dial_low, verify_value=False)
+        await f.dial_high_limit.write(self.cal.dial_high, verify_value=False)
+        await f.user_low_limit.write(lo, verify_value=False)
+        await f.user_high_limit.write(hi, verify_value=False)
+        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi)
+        await f.user_readback_value.write(self.cal.user(self._dial))
+
+    async def _calibration_changed(self, instance) -> None:
+        """Publish, keep VAL the user value of the dial target, and save."""
+        await self._publish_calibration(instance)
+        target = self.cal.user(instance.field_inst.dial_desired_value.value)
+        await instance.write(target, verify_value=False)
+        if self.autosave is not None:
+            try:
+                await self._worker.call(self.cal.save, self.autosave)
+            except OSError as exc:
+                log.error("%s: could not save the calibration to %s: %s",
+                          instance.pvname, self.autosave, exc)
+
+    # ------------------------------------------------------------------- moves
+    async def _start_move(self, instance, user: float) -> None:
+        """Check the limits, start the move (not waiting for it), show it started."""
+        f = instance.field_inst
+        await self._check_limits(instance, user)
+        dial = self.cal.clamp_dial(self.cal.dial(user))
+        try:
+            await self._worker.call(self.driver.move, dial)
+        except (RuntimeError, ValueError) as exc:  # e.g. the scan board holds the axis
+            await self._refuse(instance, f"move to {user:g} refused: {exc}")
+        if self._refused:  # the last refusal's alarm ends with a move that starts
+            self._refused = False
+            rbv = f.user_readback_value
+            await rbv.write(rbv.value, status=AlarmStatus.NO_ALARM,
+                            severity=AlarmSeverity.NO_ALARM)
+        self._direction = 1 if dial >= self._dial else -1
+        await f.direction_of_travel.write(1 if self._direction * self.cal.direction > 0 else 0)
         self._moving = True
+        self._done.clear()
+        await f.dial_desired_value.write(dial, verify_value=False)
+        await f.raw_desired_value.write(int(round(dial / self.resolution)),
+                                        verify_value=False)
         await f.done_moving_to_value.write(0)
         await f.motor_is_moving.write(1)
         self._wake.set()
+
+    async def _check_limits(self, instance, user: float) -> None:
+        """Refuse a target outside the user limits (LVIO = 1, see :meth:`_refuse`); a
+        target within them clears LVIO and the alarm."""
+        f = instance.field_inst
+        if self.cal.within_limits(user, self.tolerance / 10):
+            if f.limit_violation.value:
+                await f.limit_violation.write(0)
+            return
+        await f.limit_violation.write(1)
+        lo, hi = self.cal.user_limits
+        await self._refuse(instance, f"{user:g} is outside the limits [{lo:g}, {hi:g}] "
+                                     "(LLM, HLM); not moved")
+
+    async def _refuse(self, instance, why: str) -> None:
+        """Refuse a move as a motor record does: an alarm on RBV and DMOV pulsed 0 -> 1,
+        so a client waiting for the move (ophyd's EpicsMotor) ends now and sees it
+        failed; the put itself fails with ``why``."""
+        f = instance.field_inst
+        if not self._moving:
+            await f.done_moving_to_value.write(0)
+            # the server sends a subscription only its newest value per batch: let the
+            # 0 go out before the 1, or clients never see the pulse
+            await asyncio.sleep(0.1)
+        rbv = f.user_readback_value
+        await rbv.write(rbv.value, status=AlarmStatus.SOFT, severity=AlarmSeverity.MINOR_ALARM)
+        self._refused = True
+        if not self._moving:
+            await f.done_moving_to_value.write(1)
+        raise ValueError(f"{instance.pvname}: {why}")
+
+    async def _finished(self, instance) -> None:
+        self._moving = False
+        self._jogging = False
+        if self._homing:
+            self._homing, self._homed = False, not self._fault
+        await self._publish_status(instance, False)  # MSTA before DMOV: clients read it then
+        await instance.field_inst.motor_is_moving.write(0)
+        await instance.field_inst.done_moving_to_value.write(1)
+        self._done.set()
+
+    async def _halt(self, instance, keep_target: bool = False) -> None:
+        """Stop the axis; unless ``keep_target`` (SPMG Pause), VAL becomes where it
+        stopped, as on any motor record."""
+        await self._worker.call(self.driver.stop)
+        dial = await self._worker.call(self.driver.position)
+        await self._publish_position(instance, dial)
+        if not keep_target:
+            await instance.field_inst.dial_desired_value.write(dial, verify_value=False)
+            await instance.write(self.cal.user(dial), verify_value=False)
+        if self._moving:
+            await self._finished(instance)
+
+    @motor.putter
+    async def motor(self, instance, value):
+        value = float(value)
+        f = instance.field_inst
+        if _enum(f.set_use_switch) == "Set":
+            if _enum(f.offset_freeze_switch) == "Frozen":
+                raise ValueError(f"{instance.pvname}: the offset is frozen (FOFF); "
+                                 "cannot recalibrate")
+            self.cal.offset = value - self.cal.direction * self._dial
+            log.info("%s: recalibrated, %g now reads %g (offset %g); nothing moved",
+                     instance.pvname, self._dial, value, self.cal.offset)
+            await self._publish_calibration(instance)
+            await f.dial_desired_value.write(self._dial, verify_value=False)
+            if self.autosave is not None:
+                await self._worker.call(self.cal.save, self.autosave)
+            return value
+        mode = _enum(f.stop_pause_move_go)
+        if mode in ("Stop", "Pause"):  # accepted; moves when SPMG goes to Move/Go
+            await self._check_limits(instance, value)
+            await f.dial_desired_value.write(self.cal.dial(value), verify_value=False)
+            return value
+        try:
+            await self._start_move(instance, value)
+        except (RuntimeError, ValueError) as exc:
+            log.error("%s: move to %g refused: %s", instance.pvname, value, exc)
+            raise
+        await instance.write(value, verify_value=False)  # the target shows at once
+        await self._done.wait()  # put completion ends with the move
+        if mode == "Move":
+            await f.stop_pause_move_go.write("Pause", verify_value=False)
+        return instance.value
+
+    @motor.fields.dial_desired_value.putter
+    async def _dval(fields, instance, value):
+        group = fields.parent.group
+        if _enum(fields.set_use_switch) == "Set":
+            raise ValueError("SET with DVAL would redefine the controller's own position, "
+                             "which this axis does not support; write VAL to recalibrate")
+        await group.motor.write(group.cal.user(float(value)))
+        return fields.dial_desired_value.value
+
+    @motor.fields.raw_desired_value.putter
+    async def _rval(fields, instance, value):
+        group = fields.parent.group
+        await fields.dial_desired_value.write(int(value) * group.resolution)
+        return fields.raw_desired_value.value
+
+    # ------------------------------------------------------------- calibration
+    @motor.fields.user_offset.putter
+    async def _off(fields, instance, value):
+        group = fields.parent.group
+        if _enum(fields.offset_freeze_switch) == "Frozen":
+            raise ValueError("the offset is frozen (FOFF = Frozen)")
+        group.cal.offset = float(value)
+        await group._calibration_changed(fields.parent)
+        return float(value)
+
+    @motor.fields.user_direction.putter
+    async def _dir(fields, instance, value):
+        group = fields.parent.group
+        group.cal.direction = -1 if value in ("Neg", 1) else 1
+        await group._calibration_changed(fields.parent)
         return value
+
+    async def _set_limit(self, instance, dial: bool, high: bool, value: float) -> float:
+        try:
+            if dial:
+                self.cal.set_dial_limit(high, float(value))
+            else:
+                self.cal.set_user_limit(high, float(value))
+        except ValueError as exc:
+            raise ValueError(f"{instance.pvname}: {exc}") from None
+        await self._calibration_changed(instance)
+        if dial:
+            return self.cal.dial_high if high else self.cal.dial_low
+        lo, hi = self.cal.user_limits
+        return hi if high else lo
+
+    @motor.fields.user_high_limit.putter
+    async def _hlm(fields, instance, value):
+        return await fields.parent.group._set_limit(fields.parent, False, True, value)
+
+    @motor.fields.user_low_limit.putter
+    async def _llm(fields, instance, value):
+        return await fields.parent.group._set_limit(fields.parent, False, False, value)
+
+    @motor.fields.dial_high_limit.putter
+    async def _dhlm(fields, instance, value):
+        return await fields.parent.group._set_limit(fields.parent, True, True, value)
+
+    @motor.fields.dial_low_limit.putter
+    async def _dllm(fields, instance, value):
+        return await fields.parent.group._set_limit(fields.parent, True, False, value)
+
+    # ------------------------------------------------------- stop, tweak, jog, home
+    @motor.fields.stop.putter
+    async def _stop(fields, instance, value):
+        if value:
+            await fields.parent.group._halt(fields.parent)
+        return 0
+
+    @motor.fields.stop_pause_move_go.putter
+    async def _spmg(fields, instance, value):
+        group, record = fields.parent.group, fields.parent
+        mode = value if isinstance(value, str) else fields.stop_pause_move_go.enum_strings[value]
+        if mode in ("Stop", "Pause"):
+            await group._halt(record, keep_target=mode == "Pause")
+        elif abs(record.value - group.cal.user(group._dial)) > group.tolerance:
+            await group._start_move(record, record.value)  # resume towards VAL
+        return value
+
+    async def _tweak(self, instance, sign: int) -> None:
+        step = float(instance.field_inst.tweak_step_size.value)
+        await self.motor.write(instance.value + sign * step)
+
+    @motor.fields.tweak_motor_forward.putter
+    async def _twf(fields, instance, value):
+        if value:
+            await fields.parent.group._tweak(fields.parent, +1)
+        return 0
+
+    @motor.fields.tweak_motor_reverse.putter
+    async def _twr(fields, instance, value):
+        if value:
+            await fields.parent.group._tweak(fields.parent, -1)
+        return 0
+
+    async def _jog(self, instance, forward: bool, on: bool) -> None:
+        if not on:
+            if self._jogging:
+                await self._halt(instance)
+            return
+        lo, hi = self.cal.user_limits
+        await self._start_move(instance, hi if forward else lo)
+        self._jogging = True
+
+    @motor.fields.jog_motor_forward.putter
+    async def _jogf(fields, instance, value):
+        await fields.parent.group._jog(fields.parent, True, bool(value))
+        return value
+
+    @motor.fields.jog_motor_reverse.putter
+    async def _jogr(fields, instance, value):
+        await fields.parent.group._jog(fields.parent, False, bool(value))
+        return value
+
+    async def _home(self, instance) -> None:
+        if self.driver.home_switch is None:
+            raise ValueError(f"{instance.pvname} cannot home: this axis has no home switch")
+        await self._start_move(instance, self.cal.user(self.driver.home_switch))
+        self._homing = True
+        await self._done.wait()
+        await instance.write(self.cal.user(self._dial), verify_value=False)
+
+    @motor.fields.home_forward.putter
+    async def _homf(fields, instance, value):
+        if value:
+            await fields.parent.group._home(fields.parent)
+        return 0
+
+    @motor.fields.home_reverse.putter
+    async def _homr(fields, instance, value):
+        if value:
+            await fields.parent.group._home(fields.parent)
+        return 0

@@ -12,8 +12,6 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from caproto.asyncio.server import Context as AsyncioContext
 from caproto.asyncio.utils import _TransportWrapper
@@ -21,6 +19,7 @@ from caproto.server import PVGroup
 from caproto.server import common as caproto_server_common
 from threadpoolctl import threadpool_limits
 
+from beamline_ls.config import Settings
 from beamline_ls.hardware.factory import Drivers, build_drivers
 from beamline_ls.hardware.gating import SimGatingSystem
 from beamline_ls.hardware.positioner import FocusPositioner
@@ -47,22 +46,24 @@ def sim_gating(drivers: Drivers) -> SimGatingSystem | None:
     return SimGatingSystem(m, trigger_box=getattr(drivers, "trigger_box", None))
 
 
-def build_groups(prefix: str, drivers: Drivers, data_root: Path,
-                 mirror_dir: Path | None = None,
-                 mirror_roots: Sequence[Path] = ()) -> list[PVGroup]:
-    """One PVGroup per device; PV names are ``prefix`` + the group's suffixes.
-    ``mirror_dir`` is where closed frame files are copied to (``HDF1:MirrorPath``),
-    ``mirror_roots`` every directory a client may point ``HDF1:MirrorPath`` at."""
+def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
+    """One PVGroup per device; PV names are ``settings.prefix`` + the group's suffixes.
+    Frames go under ``settings.frames_dir``, copies of closed files to ``mirror_dir``
+    or a client's ``HDF1:MirrorPath`` within ``allowed_mirror_roots``; motor
+    calibrations are kept under ``autosave_dir``."""
+    prefix, data_root = settings.prefix, settings.frames_dir
     gating = sim_gating(drivers)
     scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard)
     camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
                          annotate=gating.annotate if gating else None,
-                         mirror_root=mirror_dir, mirror_roots=mirror_roots)
+                         mirror_root=settings.mirror_dir,
+                         mirror_roots=settings.allowed_mirror_roots)
     focus = FocusPositioner(drivers.scanboard, drivers.piezo, scan.calibrations)
     groups: list[PVGroup] = [
         camera,
         scan,
-        MotorGroup(prefix=f"{prefix}piezo", driver=focus),
+        MotorGroup(prefix=f"{prefix}piezo", driver=focus,
+                   autosave=settings.autosave_dir / "piezo.json"),
         LaserGroup(prefix=f"{prefix}laser:", driver=drivers.laser),
     ]
     if gating is not None:
@@ -71,9 +72,11 @@ def build_groups(prefix: str, drivers: Drivers, data_root: Path,
             exposure_after_trigger=lambda: camera.acquire_time.value
             + camera.readout_time.value))
     for i, g in enumerate(drivers.galvos, start=1):
-        groups.append(MotorGroup(prefix=f"{prefix}galvo{i}", driver=g))
+        groups.append(MotorGroup(prefix=f"{prefix}galvo{i}", driver=g,
+                                 autosave=settings.autosave_dir / f"galvo{i}.json"))
     for axis, d in drivers.stage.items():
-        groups.append(MotorGroup(prefix=f"{prefix}stage:{axis.upper()}", driver=d))
+        groups.append(MotorGroup(prefix=f"{prefix}stage:{axis.upper()}", driver=d,
+                                 autosave=settings.autosave_dir / f"stage-{axis}.json"))
     return groups
 
 
@@ -144,11 +147,9 @@ def loopback_server_env() -> None:
     os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
 
 
-def serve(prefix: str, data_root: Path, hardware: dict | None = None,
-          mirror_dir: Path | None = None, mirror_roots: Sequence[Path] = ()) -> None:
-    """Run the IOC until SIGINT/SIGTERM; frames under ``data_root``, copies of closed
-    files to ``mirror_dir`` (if given) or to a client's ``HDF1:MirrorPath`` within
-    ``mirror_roots``."""
+def serve(settings: Settings) -> None:
+    """Run the IOC of ``settings`` (prefix, hardware, data directories) until
+    SIGINT/SIGTERM."""
     loopback_server_env()
     # Multi-threaded BLAS spins against the camera, writer and CA threads on a small
     # machine; single-threaded matmuls of simulated frames were measured 3.5x faster.
@@ -157,9 +158,10 @@ def serve(prefix: str, data_root: Path, hardware: dict | None = None,
     # 5 ms switch interval made each client round trip wait tens of ms during acquisition.
     sys.setswitchinterval(0.0005)
     low_latency_monitors()
-    data_root.mkdir(parents=True, exist_ok=True)
-    drivers = build_drivers(hardware)
-    groups = build_groups(prefix, drivers, data_root, mirror_dir, mirror_roots)
+    settings.ensure_dirs()
+    prefix, data_root = settings.prefix, settings.frames_dir
+    drivers = build_drivers(settings.hardware)
+    groups = build_groups(settings, drivers)
     pvdb = build_pvdb(groups)
     interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
     # SIGTERM -> KeyboardInterrupt so caproto's run() unwinds cleanly.

@@ -1,0 +1,171 @@
+"""The positioners as motor records, driven by stock clients only (ophyd's EpicsMotor,
+pyepics, caproto's command line) the way a beamline drives any motor. A private IOC on
+the spare port: these tests recalibrate axes and restart the IOC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import epics as ca  # pyepics (the `epics` fixture is the loopback set-up)
+import pytest
+from conftest import private_microscope
+from ophyd import EpicsMotor
+from ophyd.utils.errors import LimitError
+
+PREFIX = "MTR:"
+
+
+@pytest.fixture(scope="module")
+def microscope(epics, tmp_path_factory):
+    data = tmp_path_factory.mktemp("motor-data")
+    with private_microscope(epics, PREFIX, data) as running:
+        yield data, running
+
+
+def motor(name: str) -> EpicsMotor:
+    m = EpicsMotor(f"{PREFIX}{name}", name=name.replace(":", "_").lower())
+    m.wait_for_connection(timeout=10)
+    return m
+
+
+@pytest.fixture
+def x(microscope):
+    m = motor("stage:X")
+    m.set_current_position  # noqa: B018 - stock API present
+    yield m
+    # leave the axis as found: default calibration, at 0
+    for field, value in (("SET", 0), ("FOFF", 0), ("DIR", 0), ("OFF", 0.0),
+                         ("SPMG", 3), ("DHLM", 10_000.0), ("DLLM", -10_000.0)):
+        ca.caput(f"{PREFIX}stage:X.{field}", value, wait=True, timeout=10)
+    m.move(0.0, wait=True, timeout=30)
+    m.destroy()
+
+
+def test_set_current_position_recalibrates_without_moving(x):
+    x.move(3000.0, wait=True, timeout=30)
+    x.set_current_position(0.0)
+    time.sleep(0.5)  # a stage told to move would be 1000 um away by now
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(0.0, abs=0.01)
+    assert ca.caget(f"{PREFIX}stage:X.DRBV", use_monitor=False) == pytest.approx(3000.0)
+    assert ca.caget(f"{PREFIX}stage:X.OFF", use_monitor=False) == pytest.approx(-3000.0)
+    assert x.set_use_switch.get() == 0  # back to Use
+    x.move(100.0, wait=True, timeout=30)  # user 100 is dial 3100
+    assert ca.caget(f"{PREFIX}stage:X.DRBV", use_monitor=False) == pytest.approx(3100.0)
+    # limits followed the offset
+    assert x.high_limit == pytest.approx(7000.0) and x.low_limit == pytest.approx(-13_000.0)
+
+
+def test_user_limits_are_enforced_and_read_back_as_enforced(x):
+    ca.caput(f"{PREFIX}stage:X.HLM", 100.0, wait=True, timeout=10)
+    time.sleep(0.2)
+    assert ca.caget(f"{PREFIX}stage:X.HLM", use_monitor=False) == pytest.approx(100.0)
+    assert ca.caget(f"{PREFIX}stage:X.DHLM", use_monitor=False) == pytest.approx(100.0)
+    fresh = motor("stage:X")  # a client connected now knows the new limits
+    with pytest.raises(LimitError):  # and refuses before sending
+        fresh.move(150.0, wait=True, timeout=10)
+    fresh.destroy()
+    # one connected before the change sends the move: the record refuses it, and the
+    # move ends at once as failed (never a hang)
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match="has failed"):
+        x.move(150.0, wait=True, timeout=10)
+    assert time.monotonic() - t0 < 5
+    # a client that does not check (caput) is refused by the record: LVIO, no motion
+    ca.caput(f"{PREFIX}stage:X.VAL", 150.0, wait=True, timeout=10)
+    time.sleep(0.3)
+    assert ca.caget(f"{PREFIX}stage:X.LVIO", use_monitor=False) == 1
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(0.0, abs=0.01)
+    # beyond the hardware travel: clamped, and read back clamped
+    ca.caput(f"{PREFIX}stage:X.HLM", 1e9, wait=True, timeout=10)
+    time.sleep(0.2)
+    assert ca.caget(f"{PREFIX}stage:X.HLM", use_monitor=False) == pytest.approx(10_000.0)
+
+
+def test_put_completion_on_val_ends_with_the_move(x):
+    """caput -c and pyepics wait=True return when the move is done (DMOV = 1 at the
+    target), not when it started."""
+    t0 = time.monotonic()
+    ca.caput(f"{PREFIX}stage:X.VAL", 2000.0, wait=True, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
+    assert ca.caget(f"{PREFIX}stage:X.RBV", use_monitor=False) == pytest.approx(2000.0)
+    assert elapsed >= 0.9  # 2000 um at 2000 um/s
+    done = subprocess.run([sys.executable, "-m", "caproto.commandline.put", "-c",
+                           f"{PREFIX}stage:X.VAL", "0"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert ca.caget(f"{PREFIX}stage:X.RBV", use_monitor=False) == pytest.approx(0.0)
+    rbv = ca.PV(f"{PREFIX}stage:X.RBV", form="ctrl")
+    assert rbv.get_ctrlvars(timeout=5)["precision"] == 2  # screens show 0.00, not 0
+
+
+def test_stop_spmg_tweak_and_jog(x):
+    x.move(5000.0, wait=False)
+    time.sleep(0.3)
+    x.stop()
+    time.sleep(0.3)
+    where = x.user_readback.get(use_monitor=False)
+    assert 100 < where < 4900
+    assert x.user_setpoint.get(use_monitor=False) == pytest.approx(where, abs=0.05)
+    # Pause keeps the target; Go goes on to it
+    ca.caput(f"{PREFIX}stage:X.SPMG", "Pause", wait=True)
+    ca.caput(f"{PREFIX}stage:X.VAL", 1000.0, wait=True, timeout=10)
+    time.sleep(0.3)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(where, abs=0.05)
+    ca.caput(f"{PREFIX}stage:X.SPMG", "Go", wait=True)
+    deadline = time.monotonic() + 20
+    while abs(x.user_readback.get(use_monitor=False) - 1000.0) > 0.05:
+        assert time.monotonic() < deadline, "Go did not resume the move"
+        time.sleep(0.05)
+    # tweak by TWV
+    ca.caput(f"{PREFIX}stage:X.TWV", 250.0, wait=True)
+    ca.caput(f"{PREFIX}stage:X.TWF", 1, wait=True, timeout=10)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(1250.0, abs=0.05)
+    ca.caput(f"{PREFIX}stage:X.TWR", 1, wait=True, timeout=10)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(1000.0, abs=0.05)
+    # jog forward while 1
+    ca.caput(f"{PREFIX}stage:X.JOGF", 1, wait=True)
+    time.sleep(0.4)
+    ca.caput(f"{PREFIX}stage:X.JOGF", 0, wait=True)
+    time.sleep(0.3)
+    jogged = x.user_readback.get(use_monitor=False)
+    assert 1200 < jogged < 10_000
+    assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
+
+
+def test_home_goes_to_the_switch_and_sets_homed(x):
+    x.move(1500.0, wait=True, timeout=30)
+    x.home("reverse", wait=True, timeout=30)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(0.0, abs=0.01)
+    msta = int(ca.caget(f"{PREFIX}stage:X.MSTA", use_monitor=False))
+    assert msta & (1 << 14) and msta & (1 << 1)  # HOMED, DONE
+
+
+def test_direction_flips_user_coordinates(x):
+    x.move(500.0, wait=True, timeout=30)
+    ca.caput(f"{PREFIX}stage:X.DIR", "Neg", wait=True)
+    time.sleep(0.3)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(-500.0, abs=0.01)
+    x.move(-200.0, wait=True, timeout=30)  # user -200 is dial +200
+    assert ca.caget(f"{PREFIX}stage:X.DRBV", use_monitor=False) == pytest.approx(200.0)
+
+
+def test_the_calibration_survives_an_ioc_restart(microscope):
+    data, (ioc, _scope, _session) = microscope
+    y = motor("stage:Y")
+    y.move(400.0, wait=True, timeout=30)
+    y.set_current_position(10.0)
+    ca.caput(f"{PREFIX}stage:Y.HLM", 500.0, wait=True, timeout=10)
+    y.destroy()
+    ioc.stop()
+    ioc.start()
+    deadline = time.monotonic() + 20
+    while ca.caget(f"{PREFIX}stage:Y.OFF", use_monitor=False, timeout=1) is None:
+        assert time.monotonic() < deadline, "the restarted IOC did not answer"
+    assert ca.caget(f"{PREFIX}stage:Y.OFF", use_monitor=False) == pytest.approx(-390.0)
+    assert ca.caget(f"{PREFIX}stage:Y.HLM", use_monitor=False) == pytest.approx(500.0)
+    # the restarted simulator's stage is back at dial 0, which reads -390
+    assert ca.caget(f"{PREFIX}stage:Y.RBV", use_monitor=False) == pytest.approx(-390.0)
+    assert (data / "autosave" / "stage-y.json").exists()
