@@ -40,6 +40,9 @@ class Settings:
     mirror_dir:
         Slow destination (e.g. a network share) that the camera IOC copies every closed
         frame file to, verified; the catalog then reads the copy. None: no copies.
+    access:
+        Who may write which PV (``[access]`` table, see :mod:`beamline_ls.iocs.access`);
+        empty: writes from this host only.
     mirror_roots:
         The only directories (and their subdirectories) that ``HDF1:MirrorPath`` may
         name. The IOC runs with rights a remote client should not borrow, so copies go
@@ -51,6 +54,7 @@ class Settings:
     hardware: dict[str, dict[str, Any]] = field(default_factory=dict)
     mirror_dir: Path | None = None
     mirror_roots: list[Path] = field(default_factory=list)
+    access: dict[str, Any] = field(default_factory=dict)  # the IOC's write rules
 
     @property
     def allowed_mirror_roots(self) -> list[Path]:
@@ -116,6 +120,7 @@ def load_settings(
             raise ValueError(f"{path}: mirror_roots must be a list of directory paths "
                              f"(got {roots!r})")
         settings.mirror_roots = [Path(r).expanduser() for r in roots]
+        settings.access = dict(doc.get("access", {}))
     if os.environ.get("BEAMLINE_LS_DATA_DIR"):
         settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
     if os.environ.get("BEAMLINE_LS_PREFIX"):

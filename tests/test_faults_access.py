@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import h5py
+import pytest
 from conftest import private_microscope
 
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net prints it
@@ -134,3 +135,51 @@ def test_copies_left_queued_by_a_stopped_ioc_are_resumed_when_it_starts(epics, t
     assert record.state == "verified"
     with h5py.File(record.destination, "r") as copy:
         assert copy["/entry/data/data"].shape[0] == 5
+
+
+def test_write_access_follows_the_tomls_rules(epics, tmp_path):
+    """Writes only from the hosts and users the TOML names, per group of PVs; a
+    refused write fails at once with Channel Access's access error, reads stay open."""
+    import epics as ca
+    from caproto.sync.client import write as caproto_write
+
+    config = tmp_path / "ioc.toml"
+    config.write_text(
+        '[access]\n'
+        'write_hosts = ["localhost"]\n'
+        '[access.pvs."HDF1:Mirror*"]\n'
+        'write_hosts = ["another-host"]\n'
+        '[access.pvs."stage:*"]\n'
+        'write_users = ["somebody-else"]\n')
+    with private_microscope(epics, "ACC:", tmp_path / "data", config=config):
+        rate = ca.PV("ACC:scan:VolumeRate")
+        mirror = ca.PV("ACC:HDF1:MirrorPath")
+        stage = ca.PV("ACC:stage:X.VAL")
+        status = ca.PV("ACC:HDF1:NumCaptured_RBV")
+        for pv in (rate, mirror, stage, status):
+            assert pv.wait_for_connection(10)
+        time.sleep(0.2)  # access rights arrive right after the connection
+        assert rate.write_access and rate.read_access
+        for pv in (mirror, stage, status):
+            assert pv.read_access and not pv.write_access, pv.pvname
+        rate.put(7.5, wait=True, timeout=5)
+        assert rate.get(use_monitor=False) == 7.5
+        for name, value in (("ACC:HDF1:MirrorPath", "/tmp"), ("ACC:stage:X.VAL", 100.0)):
+            t0 = time.monotonic()
+            with pytest.raises(Exception, match="(?i)forbidden|cannot write"):
+                caproto_write(name, value, notify=True, timeout=5)
+            assert time.monotonic() - t0 < 2.0  # refused, not timed out
+        assert ca.caget("ACC:HDF1:MirrorPath", as_string=True, use_monitor=False) == ""
+        assert stage.get(use_monitor=False) == 0.0
+
+
+def test_a_bad_access_table_is_refused_with_its_key():
+    from beamline_ls.iocs.access import AccessPolicy
+
+    with pytest.raises(ValueError, match="unknown keys \\['write_host'\\]"):
+        AccessPolicy.from_config({"write_host": ["x"]})
+    with pytest.raises(ValueError, match="access.write_hosts must be a list"):
+        AccessPolicy.from_config({"write_hosts": "localhost"})
+    policy = AccessPolicy.from_config({"pvs": {"laser:*": {"write_hosts": []}}})
+    assert not policy.rule_for("laser:Power").allows("localhost", "root")
+    assert policy.rule_for("scan:Start").allows("localhost", "root")

@@ -23,6 +23,7 @@ from beamline_ls.config import Settings
 from beamline_ls.hardware.factory import Drivers, build_drivers
 from beamline_ls.hardware.gating import SimGatingSystem
 from beamline_ls.hardware.positioner import FocusPositioner
+from beamline_ls.iocs.access import AccessPolicy
 from beamline_ls.iocs.camera import CameraGroup
 from beamline_ls.iocs.gating import GatingGroup
 from beamline_ls.iocs.laser import LaserGroup
@@ -160,9 +161,11 @@ def serve(settings: Settings) -> None:
     low_latency_monitors()
     settings.ensure_dirs()
     prefix, data_root = settings.prefix, settings.frames_dir
+    access = AccessPolicy.from_config(settings.access)  # a bad table fails before any port opens
     drivers = build_drivers(settings.hardware)
     groups = build_groups(settings, drivers)
     pvdb = build_pvdb(groups)
+    access.apply(pvdb, prefix)
     interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
     # SIGTERM -> KeyboardInterrupt so caproto's run() unwinds cleanly.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
