@@ -97,7 +97,8 @@ def test_put_completion_on_val_ends_with_the_move(x):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert ca.caget(f"{PREFIX}stage:X.RBV", use_monitor=False) == pytest.approx(0.0)
-    rbv = ca.PV(f"{PREFIX}stage:X.RBV", form="ctrl")
+    # pyepics' cached PV: a PV object collected later on another thread crashes libca
+    rbv = ca.get_pv(f"{PREFIX}stage:X.RBV", form="ctrl")
     assert rbv.get_ctrlvars(timeout=5)["precision"] == 2  # screens show 0.00, not 0
 
 

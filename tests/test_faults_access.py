@@ -152,10 +152,11 @@ def test_write_access_follows_the_tomls_rules(epics, tmp_path):
         '[access.pvs."stage:*"]\n'
         'write_users = ["somebody-else"]\n')
     with private_microscope(epics, "ACC:", tmp_path / "data", config=config):
-        rate = ca.PV("ACC:scan:VolumeRate")
-        mirror = ca.PV("ACC:HDF1:MirrorPath")
-        stage = ca.PV("ACC:stage:X.VAL")
-        status = ca.PV("ACC:HDF1:NumCaptured_RBV")
+        # pyepics' cached PVs: a PV object collected later on another thread crashes libca
+        rate = ca.get_pv("ACC:scan:VolumeRate")
+        mirror = ca.get_pv("ACC:HDF1:MirrorPath")
+        stage = ca.get_pv("ACC:stage:X.VAL")
+        status = ca.get_pv("ACC:HDF1:NumCaptured_RBV")
         for pv in (rate, mirror, stage, status):
             assert pv.wait_for_connection(10)
         time.sleep(0.2)  # access rights arrive right after the connection
