@@ -18,6 +18,7 @@ from ophyd.status import Status
 
 from beamline_ls.pipeline.rolling import part_path
 from devices.status import ProgressStatus
+from devices.text import TextSignal, TextSignalRO
 
 META_KEYS = {
     # data key suffix: (dataset, numpy dtype, units)
@@ -59,7 +60,7 @@ class CamControls(Device):
     triggers_missed = Cpt(EpicsSignalRO, "TriggersMissed_RBV", auto_monitor=True,
                           kind="omitted")
     detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
-    status_message = Cpt(EpicsSignalRO, "StatusMessage_RBV", string=True, kind="omitted")
+    status_message = Cpt(TextSignalRO, "StatusMessage_RBV", kind="omitted")
     background_acquire = Cpt(EpicsSignal, "BackgroundAcquire", put_complete=True,
                              kind="omitted")
     background_enable = Cpt(EpicsSignal, "BackgroundEnable", string=True, put_complete=True,
@@ -74,11 +75,11 @@ class CamControls(Device):
 
 
 class HDF5Writer(Device):
-    file_path = Cpt(EpicsSignal, "FilePath", string=True, put_complete=True, kind="config")
+    file_path = Cpt(TextSignal, "FilePath", put_complete=True, kind="config")
     file_path_exists = Cpt(EpicsSignalRO, "FilePathExists_RBV", auto_monitor=True,
                            kind="omitted")
-    file_name = Cpt(EpicsSignal, "FileName", string=True, put_complete=True, kind="omitted")
-    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, auto_monitor=True,
+    file_name = Cpt(TextSignal, "FileName", put_complete=True, kind="omitted")
+    full_file_name = Cpt(TextSignalRO, "FullFileName_RBV", auto_monitor=True,
                          kind="omitted")
     capture = Cpt(EpicsSignal, "Capture", put_complete=True, auto_monitor=True,
                   kind="omitted")
@@ -87,16 +88,16 @@ class HDF5Writer(Device):
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
     frames_per_volume = Cpt(EpicsSignal, "FramesPerVolume", limits=True, put_complete=True,
                             kind="omitted")
-    extra_fields = Cpt(EpicsSignal, "ExtraFields", string=True, put_complete=True,
+    extra_fields = Cpt(TextSignal, "ExtraFields", put_complete=True,
                        kind="omitted")
     dropped_frames = Cpt(EpicsSignalRO, "DroppedFrames_RBV", auto_monitor=True,
                          kind="omitted")
-    write_message = Cpt(EpicsSignalRO, "WriteMessage", string=True, auto_monitor=True,
+    write_message = Cpt(TextSignalRO, "WriteMessage", auto_monitor=True,
                         kind="omitted")
     write_status = Cpt(EpicsSignalRO, "WriteStatus", string=True, auto_monitor=True,
                        kind="omitted")
     lost_frames = Cpt(EpicsSignalRO, "LostFrames_RBV", kind="omitted")
-    data_root = Cpt(EpicsSignalRO, "DataRoot_RBV", string=True, kind="omitted")
+    data_root = Cpt(TextSignalRO, "DataRoot_RBV", kind="omitted")
     buffer_frames = Cpt(EpicsSignal, "BufferFrames", limits=True, put_complete=True,
                         kind="config")
     buffer_used = Cpt(EpicsSignalRO, "BufferUsed_RBV", auto_monitor=True, kind="omitted")
@@ -109,10 +110,10 @@ class HDF5Writer(Device):
                           kind="omitted")
     concurrence_log = Cpt(EpicsSignal, "ConcurrenceLog", string=True, put_complete=True,
                           kind="omitted")
-    concurrence_file = Cpt(EpicsSignalRO, "ConcurrenceFile_RBV", string=True,
+    concurrence_file = Cpt(TextSignalRO, "ConcurrenceFile_RBV",
                            kind="omitted")
     # copies of closed files to a slow destination; the catalog follows verified copies
-    mirror_path = Cpt(EpicsSignal, "MirrorPath", string=True, put_complete=True,
+    mirror_path = Cpt(TextSignal, "MirrorPath", put_complete=True,
                       kind="config")
     mirror_retries = Cpt(EpicsSignal, "MirrorRetries", limits=True, put_complete=True,
                          kind="omitted")
@@ -121,8 +122,8 @@ class HDF5Writer(Device):
     mirror_queued = Cpt(EpicsSignalRO, "MirrorQueued_RBV", kind="omitted")
     mirror_verified = Cpt(EpicsSignalRO, "MirrorVerified_RBV", kind="omitted")
     mirror_failed = Cpt(EpicsSignalRO, "MirrorFailed_RBV", kind="omitted")
-    mirror_message = Cpt(EpicsSignalRO, "MirrorMessage_RBV", string=True, kind="omitted")
-    mirror_last_copy = Cpt(EpicsSignalRO, "MirrorLastCopy_RBV", string=True,
+    mirror_message = Cpt(TextSignalRO, "MirrorMessage_RBV", kind="omitted")
+    mirror_last_copy = Cpt(TextSignalRO, "MirrorLastCopy_RBV",
                            kind="omitted")
 
 

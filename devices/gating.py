@@ -13,6 +13,8 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
 from ophyd.status import Status
 
+from devices.text import TextSignalRO
+
 
 class LockWaiter(Signal):
     """``set(timeout)`` returns a Status that finishes when the gating is locked, so a
@@ -40,8 +42,8 @@ class GatingTrigger(Device):
     armed = Cpt(EpicsSignalRO, "Armed_RBV", kind="omitted")
     fired = Cpt(EpicsSignalRO, "TriggersFired_RBV", kind="omitted")
     late = Cpt(EpicsSignalRO, "TriggersLate_RBV", kind="omitted")
-    last_triggers = Cpt(EpicsSignalRO, "LastTriggers_RBV", string=True, kind="omitted")
-    message = Cpt(EpicsSignalRO, "Message_RBV", string=True, kind="omitted")
+    last_triggers = Cpt(TextSignalRO, "LastTriggers_RBV", kind="omitted")
+    message = Cpt(TextSignalRO, "Message_RBV", kind="omitted")
     lock = Cpt(LockWaiter, value=30.0, kind="omitted")
 
     def trigger(self) -> Status:

@@ -15,6 +15,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status
 
 from devices.status import ProgressStatus
+from devices.text import TextSignalRO
 
 
 class ScanBoard(Device):
@@ -52,7 +53,7 @@ class ScanBoard(Device):
     plane_interval = Cpt(EpicsSignalRO, "PlaneInterval_RBV", kind="omitted")
     start_time = Cpt(EpicsSignalRO, "StartTime_RBV", kind="omitted")
     flyback_settle = Cpt(EpicsSignalRO, "FlybackSettle_RBV", kind="config")
-    message = Cpt(EpicsSignalRO, "Message_RBV", string=True, kind="omitted")
+    message = Cpt(TextSignalRO, "Message_RBV", kind="omitted")
 
     def _command(self, signal: EpicsSignal) -> Status:
         """Put 1 to a command PV; the status fails with the board's own message."""

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,3 +98,24 @@ def test_camera_modes_preview_then_abort(scope):
     time.sleep(0.1)
     assert cam.detector_state.get(use_monitor=False) == "Idle"
     assert cam.camera_mode.get(use_monitor=False) == "Paused"
+
+
+def test_long_text_reads_whole_after_a_shorter_monitor_update(scope):
+    """pyepics asks a read for as many characters as the last monitor update held;
+    the devices' text signals must still read a longer new text whole."""
+    name = scope.camera.hdf.file_name
+    seen = []
+    cid = name.subscribe(lambda value=None, **_: seen.append(value), run=False)
+    try:
+        name.set("a").wait(5)
+        deadline = time.monotonic() + 5
+        while "a" not in seen:
+            assert time.monotonic() < deadline, "no monitor update"
+            time.sleep(0.02)
+        long = "a_much_longer_file_name_than_the_previous_one"
+        from caproto.sync.client import write
+
+        write(name.pvname, long, notify=True)  # another client writes it
+        assert name.get(use_monitor=False) == long
+    finally:
+        name.unsubscribe(cid)
