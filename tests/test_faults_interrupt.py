@@ -17,7 +17,17 @@ import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
-N_VOLUMES, N_PLANES, RATE = 20, 10, 5.0
+# 8 s of volumes: the Ctrl-C comes after the third, and the pause must land (at the next
+# checkpoint, up to ~1 s later) well before the last one even on a loaded machine
+N_VOLUMES, N_PLANES, RATE = 40, 10, 5.0
+
+
+@pytest.fixture(autouse=True)
+def never_left_paused(session):
+    """A failed test must not leave the shared RunEngine paused for the next ones."""
+    yield
+    if session.RE.state == "paused":
+        session.RE.abort("test cleanup")
 
 
 def ctrl_c_when(condition, timeout: float = 60.0) -> threading.Thread:
@@ -44,7 +54,7 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
 
 
 def pause_a_volumetric_scan(scope, session):
-    """Run a 4 s volumetric scan, Ctrl-C once after its third volume; return the
+    """Run an 8 s volumetric scan, Ctrl-C once after its third volume; return the
     volumes done when it paused and the frame file."""
     from plans import volumetric_scan
 
@@ -121,7 +131,7 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
     the frames left, which follow the earlier ones in the same file."""
     from plans import planar_scan
 
-    n = 300
+    n = 400  # 8 s at 50 Hz
     cam, hdf = scope.camera, scope.camera.hdf
     sender = ctrl_c_when(lambda: session.RE.state == "running"
                          and 40 <= int(hdf.num_captured.get(use_monitor=False)) < 150)
@@ -154,7 +164,7 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
 def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
     from plans import gated_scan
 
-    planes, passes = [30.0, 50.0, 70.0], 3
+    planes, passes = [30.0, 50.0, 70.0], 4
     hdf = scope.camera.hdf
     try:
         sender = ctrl_c_when(lambda: session.RE.state == "running"

@@ -187,6 +187,10 @@ class SimScanBoard(ScanBoardDriver):
             self.m.camera_trigger.schedule(t_volume + edges)
             v += 1
 
+    #: a pause ends at the first volume boundary at least this far ahead, so that the
+    #: next volume's pulses are withdrawn before the first of them could fire
+    PAUSE_MARGIN_S = 0.05
+
     def stop_after_volume(self, timeout_s: float = 120.0) -> int:
         """End with the volume in progress: nothing of the next one is output (its
         camera pulses are withdrawn, piezo and galvos hold from the boundary on)."""
@@ -194,16 +198,22 @@ class SimScanBoard(ScanBoardDriver):
             self.stop()
             return self.volumes_done
         assert self._scan is not None
-        period = self._scan.period_s
-        end = int((self.m.clock.now() - self._t0) // period) + 1
-        if self._n_volumes is not None:
-            end = min(end, self._n_volumes)
-        boundary = self._t0 + end * period
-        self._stop.set()  # the feeder schedules no further volume
+        self._stop.set()  # the feeder schedules no further volume (it is one ahead)
         if self._feeder is not None:
             self._feeder.join(timeout=5)
             self._feeder = None
+        period = self._scan.period_s
+        now = self.m.clock.now()
+        end = int((now - self._t0) // period) + 1
+        if self._t0 + end * period - now < self.PAUSE_MARGIN_S:
+            end += 1  # too close to withdraw the next volume's pulses in time
+        if self._n_volumes is not None:
+            end = min(end, self._n_volumes)
+        boundary = self._t0 + end * period
         self.m.camera_trigger.cancel_after(boundary - 1e-9)
+        if self.m.clock.now() >= boundary:
+            log.warning("scan board pause came %.1f ms late: part of volume %d may have "
+                        "been exposed", 1e3 * (self.m.clock.now() - boundary), end + 1)
         for actuator in (self.m.piezo, *self.m.galvos):
             actuator.hold(boundary)
         self._n_volumes = end
