@@ -12,23 +12,20 @@ from __future__ import annotations
 from ophyd import EpicsSignal, EpicsSignalRO
 
 
-class TextSignal(EpicsSignal):
+class _WholeText:
+    """Mixin: string values, and reads that ask for the whole current text."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("string", True)
+        super().__init__(*args, **kwargs)
+
+    def get(self, *, count=0, **kwargs):
+        return super().get(count=count, **kwargs)
+
+
+class TextSignal(_WholeText, EpicsSignal):
     """A writable long-text PV, read whole."""
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("string", True)
-        super().__init__(*args, **kwargs)
 
-    def get(self, *, count=0, **kwargs):
-        return super().get(count=count, **kwargs)
-
-
-class TextSignalRO(EpicsSignalRO):
+class TextSignalRO(_WholeText, EpicsSignalRO):
     """A read-only long-text PV, read whole."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("string", True)
-        super().__init__(*args, **kwargs)
-
-    def get(self, *, count=0, **kwargs):
-        return super().get(count=count, **kwargs)
