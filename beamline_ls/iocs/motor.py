@@ -311,10 +311,8 @@ class MotorGroup(PVGroup):
             self.cal.offset = value - self.cal.direction * self._dial
             log.info("%s: recalibrated, %g now reads %g (offset %g); nothing moved",
                      instance.pvname, self._dial, value, self.cal.offset)
-            await self._publish_calibration(instance)
             await f.dial_desired_value.write(self._dial, verify_value=False)
-            if self.autosave is not None:
-                await self._worker.call(self.cal.save, self.autosave)
+            await self._calibration_changed(instance)  # publish, VAL = user(DVAL), save
             return value
         mode = _enum(f.stop_pause_move_go)
         if mode in ("Stop", "Pause"):  # accepted; moves when SPMG goes to Move/Go
