@@ -249,7 +249,9 @@ class Camera(Device):
                 msg = self.hdf.write_message.get()
                 status.set_exception(RuntimeError(f"{self.name}: {msg}"))
                 return
-            self.cam.acquire.set("Acquire").add_callback(
+            # CameraMode completes once the camera runs (Acquire, a busy record,
+            # completes only when the acquisition ends)
+            self.cam.camera_mode.set("Acquire").add_callback(
                 lambda s: status.set_finished() if s.success else status.set_exception(
                     RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
 
@@ -336,7 +338,7 @@ class Camera(Device):
             left = acq.n_frames - self._settled_count()
             if left > 0:
                 self.cam.num_images.set(left).wait(10)
-                self.cam.acquire.set("Acquire").wait(30)
+                self.cam.camera_mode.set("Acquire").wait(30)
         status.release()
 
     _stopped_for_pause = False

@@ -70,8 +70,8 @@ def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
     if gating is not None:
         groups.append(GatingGroup(
             prefix=f"{prefix}gating:", driver=gating,
-            exposure_after_trigger=lambda: camera.acquire_time.value
-            + camera.readout_time.value))
+            exposure_after_trigger=lambda: camera.cam.acquire_time.value
+            + camera.cam.readout_time.value))
     for i, g in enumerate(drivers.galvos, start=1):
         groups.append(MotorGroup(prefix=f"{prefix}galvo{i}", driver=g,
                                  autosave=settings.autosave_dir / f"galvo{i}.json"))

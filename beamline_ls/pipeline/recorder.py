@@ -35,6 +35,8 @@ from beamline_ls.pipeline.ring import FrameRing
 from beamline_ls.pipeline.rolling import RollingFileWriter
 
 log = logging.getLogger(__name__)
+#: frames per file of a capture of open length (one file, as areaDetector writes it)
+OPEN_LENGTH_FILE_FRAMES = 2**31 - 1
 
 
 def ring_budget_bytes(held_bytes: int = 0) -> int:
@@ -54,7 +56,8 @@ def ring_budget_bytes(held_bytes: int = 0) -> int:
 class RecorderStatus:
     path: str = ""
     capturing: bool = False
-    frames_expected: int = 0
+    frames_expected: int = 0  # 0: a capture of open length (until stopped)
+    frames_offered: int = 0  # frames the camera handed over (taken or dropped)
     frames_written: int = 0
     complete_units: int = 0
     frames_dropped: int = 0
@@ -65,8 +68,9 @@ class RecorderStatus:
     @property
     def frames_lost(self) -> int:
         """Frames of the capture not in the file: dropped from the ring, or never
-        written because the capture failed."""
-        return max(0, self.frames_expected - self.frames_written)
+        written because the capture failed (of open length: of those offered)."""
+        expected = self.frames_expected or self.frames_offered
+        return max(0, expected - self.frames_written)
 
 
 class Recorder:
@@ -142,7 +146,8 @@ class Recorder:
         max_frames_per_file: int = 0,
         on_file_closed: Callable[[Path], None] | None = None,
     ) -> RollingFileWriter:
-        """Open ``path`` (never overwriting) and start the writer thread.
+        """Open ``path`` (never overwriting) and start the writer thread;
+        ``n_frames`` 0 captures until :meth:`request_stop`.
 
         With ``background``, every frame is written minus it (saturating at zero) and
         the files record the background they used. ``max_frames_per_file`` (whole
@@ -151,8 +156,8 @@ class Recorder:
         """
         if self.capturing:
             raise RuntimeError("already capturing; stop the current capture first")
-        if n_frames < 1:
-            raise ValueError("n_frames must be >= 1")
+        if n_frames < 0:
+            raise ValueError("n_frames must be >= 0 (0: until stopped)")
         if planes_per_volume and n_frames % planes_per_volume:
             raise ValueError(
                 f"n_frames {n_frames} is not a whole number of {planes_per_volume}-plane volumes"
@@ -160,7 +165,8 @@ class Recorder:
         attrs = dict(attrs or {})
         attrs["background_subtracted"] = background is not None
         per = planes_per_volume or 1
-        per_file = max_frames_per_file or -(-n_frames // per) * per
+        per_file = max_frames_per_file or (-(-n_frames // per) * per if n_frames
+                                           else OPEN_LENGTH_FILE_FRAMES)
         path = Path(path)
         guard = SpaceGuard(path.parent, path.stem, int(np.prod(frame_shape)) * 2)
         guard.open()  # refuses a capture with no room for a frame and closing the file
@@ -210,6 +216,7 @@ class Recorder:
             self._base_id = frame.frame_id - self._next_position
         self._rebase = False
         self._next_position = frame.frame_id - self._base_id + 1
+        self.status.frames_offered += 1
         # logged before the push: once pushed, the writer may log the frame first
         concurrence.record_queue("ring push", ring, frame.frame_id)
         if ring.push(frame):
@@ -258,7 +265,8 @@ class Recorder:
         position if ids do not fit (a camera that restarted its counter)."""
         base = self._base_id or 0
         k = frame.frame_id - base
-        if next_free <= k < self.status.frames_expected:
+        if next_free <= k and (k < self.status.frames_expected
+                               or not self.status.frames_expected):
             return k
         if not self.status.error:
             log.warning("frame id %d does not follow the capture's ids (first %d); "
@@ -273,7 +281,8 @@ class Recorder:
         finished = False
         unflushed = False  # frames written since frames last stopped coming
         try:
-            while writer.frames_written + ring.stats.overflows < st.frames_expected:
+            while (not st.frames_expected
+                   or writer.frames_written + ring.stats.overflows < st.frames_expected):
                 if self._discard.is_set():
                     break
                 frame = ring.peek(timeout=0.05)
@@ -315,7 +324,7 @@ class Recorder:
         the capture (a failure here must never leave it 'capturing')."""
         st = self.status
         try:
-            if finished:  # frames lost at the very end still leave their holes
+            if finished and st.frames_expected:  # frames lost at the end leave holes
                 writer.pad_to(st.frames_expected)
             st.frames_dropped = ring.stats.overflows
             st.dropped_ids = list(ring.stats.overflow_ids)

@@ -1,0 +1,500 @@
+"""``cam1:``: the camera as an areaDetector driver (ADBase's PVs).
+
+``Acquire`` behaves as areaDetector's busy record: a put with completion (``caput -c``,
+ophyd ``set(..., wait)`` with ``put_complete``) ends when the acquisition does
+(``ImageMode`` Single/Multiple: after ``NumImages`` frames; Continuous: when stopped);
+``Acquire_RBV`` is 1 from the start to the end, so ophyd's ``SingleTrigger`` sees one
+acquisition per trigger. ``WaitForPlugins`` Yes holds the completion until the file
+writer has taken every frame.
+
+This project adds ``CameraMode`` (Paused / Preview: free-running, nothing saved /
+Acquire: the put completes once the camera runs / Abort: camera and writer stop at
+once), the laser-off background (``Background*``), a small binned preview
+(``Preview_RBV``) and the simulator's fault switch (``SimFailAfter``). Parameters for
+hardware this camera does not have (shutter output, gain, readout reversal, other data
+types) hold the value it has and refuse others with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+from caproto import ChannelType
+from caproto.server import pvproperty
+
+from beamline_ls.hardware.camera import CameraSettings
+from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
+from beamline_ls.iocs.ad_plugin import (
+    CAMERA_PORT,
+    DISABLE_ENABLE,
+    DTYPE_NAMES,
+    ND_COLOR_MODES,
+    ND_DATA_TYPES,
+    NO_YES,
+    PortGroup,
+)
+from beamline_ls.iocs.blocking import DeviceWorker
+from beamline_ls.pipeline.background import Background, BackgroundAccumulator
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIZE = 128
+# areaDetector's DetectorState order, so clients reading the number agree
+AD_DETECTOR_STATES = ["Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
+                      "Waiting", "Initializing", "Disconnected", "Aborted"]
+NO_SHUTTER = ("the camera drives no shutter; excitation is switched by the laser IOC "
+              "(LASER:) and the scan board")
+SENSOR = "this camera's sensor reads out 16-bit monochrome frames"
+
+
+def preview_image(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
+    """Bin (mean) an image to at most size x size, padded to exactly size x size."""
+    h, w = image.shape
+    f = max(1, -(-max(h, w) // size))
+    hh, ww = h // f * f, w // f * f
+    small = image[:hh, :ww].reshape(hh // f, f, ww // f, f).mean(axis=(1, 3))
+    out = np.zeros((size, size), np.int32)
+    out[: small.shape[0], : small.shape[1]] = small
+    return out
+
+
+class DriverGroup(PortGroup):
+    """ADBase on a :class:`~beamline_ls.hardware.camera.CameraDriver` (the parent's)."""
+
+    port = CAMERA_PORT
+
+    acquire = pvproperty(name="Acquire", value="Done", dtype=ChannelType.ENUM,
+                         enum_strings=["Done", "Acquire"],
+                         doc="busy: a put of Acquire completes when the acquisition ends")
+    acquire_rbv = readback("Acquire_RBV", "Done", enum_strings=["Done", "Acquire"])
+    acquire_busy = readback("AcquireBusy", "Done", enum_strings=["Done", "Acquiring"])
+    wait_for_plugins = pvproperty(name="WaitForPlugins", value="No", dtype=ChannelType.ENUM,
+                                  enum_strings=NO_YES,
+                                  doc="Yes: Acquire completes once the writer took every "
+                                      "frame")
+    num_queued_arrays = readback("NumQueuedArrays", 0, doc="frames waiting in plugins")
+    camera_mode = pvproperty(name="CameraMode", value="Paused", dtype=ChannelType.ENUM,
+                             enum_strings=["Paused", "Preview", "Acquire", "Abort"])
+    acquire_time, acquire_time_rbv = setting(
+        "AcquireTime", 0.005, units="s", precision=6, lower_ctrl_limit=1e-5,
+        upper_ctrl_limit=10.0)
+    acquire_period, acquire_period_rbv = setting(
+        "AcquirePeriod", 0.0, units="s", precision=6, lower_ctrl_limit=0.0,
+        upper_ctrl_limit=100.0, doc="internal trigger; 0: as fast as exposure and readout")
+    image_mode, image_mode_rbv = setting("ImageMode", "Multiple",
+                                         enum_strings=["Single", "Multiple", "Continuous"])
+    num_images, num_images_rbv = setting("NumImages", 1, lower_ctrl_limit=1,
+                                         upper_ctrl_limit=100_000_000)
+    num_images_counter = readback("NumImagesCounter_RBV", 0,
+                                  doc="frames of the current acquisition")
+    num_exposures, num_exposures_rbv = fixed("NumExposures", 1,
+                                             "one exposure per frame on this camera")
+    num_exposures_counter = readback("NumExposuresCounter_RBV", 0)
+    trigger_mode, trigger_mode_rbv = setting("TriggerMode", "Internal",
+                                             enum_strings=["Internal", "External"])
+    bin_x, bin_x_rbv = setting("BinX", 1, lower_ctrl_limit=1, upper_ctrl_limit=4)
+    bin_y, bin_y_rbv = setting("BinY", 1, lower_ctrl_limit=1, upper_ctrl_limit=4)
+    min_x, min_x_rbv = setting("MinX", 0, lower_ctrl_limit=0, upper_ctrl_limit=8192)
+    min_y, min_y_rbv = setting("MinY", 0, lower_ctrl_limit=0, upper_ctrl_limit=8192)
+    size_x, size_x_rbv = setting("SizeX", 2048, lower_ctrl_limit=1, upper_ctrl_limit=8192)
+    size_y, size_y_rbv = setting("SizeY", 2048, lower_ctrl_limit=1, upper_ctrl_limit=8192)
+    max_size_x = readback("MaxSizeX_RBV", 0)
+    max_size_y = readback("MaxSizeY_RBV", 0)
+    array_size_x = readback("ArraySizeX_RBV", 0)
+    array_size_y = readback("ArraySizeY_RBV", 0)
+    array_size_z = readback("ArraySizeZ_RBV", 0)
+    array_size = readback("ArraySize_RBV", 0, doc="bytes per frame")
+    readout_time = readback("ReadoutTime_RBV", 0.0, units="s", precision=6)
+    array_counter, array_counter_rbv = setting(
+        "ArrayCounter", 0, doc="frames acquired; put N to count on from N")
+    array_rate = readback("ArrayRate_RBV", 0.0, units="Hz", precision=2,
+                          doc="measured frame rate")
+    array_callbacks, array_callbacks_rbv = setting(
+        "ArrayCallbacks", "Enable", enum_strings=DISABLE_ENABLE,
+        doc="Disable: frames reach no plugin (no file, no image)")
+    triggers_missed = readback("TriggersMissed_RBV", 0)
+    detector_state = readback("DetectorState_RBV", "Idle", enum_strings=AD_DETECTOR_STATES)
+    status_message = readback("StatusMessage_RBV", "", text=True)
+    time_remaining = readback("TimeRemaining_RBV", 0.0, units="s", precision=3)
+    data_type = fixed("DataType", "UInt16", SENSOR, enum_strings=ND_DATA_TYPES, rbv=False)
+    data_type_rbv = readback("DataType_RBV", "UInt16", enum_strings=ND_DATA_TYPES,
+                             record="mbbi")
+    color_mode, color_mode_rbv = fixed("ColorMode", "Mono", SENSOR,
+                                       enum_strings=ND_COLOR_MODES)
+    frame_type, frame_type_rbv = fixed(
+        "FrameType", "Normal", "backgrounds are taken with cam1:BackgroundAcquire",
+        enum_strings=["Normal", "Background", "FlatField", "DblCorrelation"])
+    gain, gain_rbv = fixed("Gain", 1.0, "this camera's gain is fixed by its readout mode")
+    reverse_x, reverse_x_rbv = fixed("ReverseX", "No", "frames are stored as read out",
+                                     enum_strings=NO_YES)
+    reverse_y, reverse_y_rbv = fixed("ReverseY", "No", "frames are stored as read out",
+                                     enum_strings=NO_YES)
+    temperature, temperature_rbv = fixed(
+        "Temperature", math.nan, "the sensor temperature is not controlled through this IOC")
+    temperature_actual = readback("TemperatureActual", math.nan,
+                                  doc="NaN: the sensor does not report it here")
+    shutter_mode, shutter_mode_rbv = fixed("ShutterMode", "None", NO_SHUTTER,
+                                           enum_strings=["None", "EPICS PV", "Detector output"])
+    shutter_control, shutter_control_rbv = fixed("ShutterControl", "Close", NO_SHUTTER,
+                                                 enum_strings=["Close", "Open"])
+    shutter_status = readback("ShutterStatus_RBV", "Closed", enum_strings=["Closed", "Open"])
+    shutter_status_epics = readback("ShutterStatusEPICS_RBV", "Closed",
+                                    enum_strings=["Closed", "Open"])
+    shutter_open_delay, shutter_open_delay_rbv = fixed("ShutterOpenDelay", 0.0, NO_SHUTTER)
+    shutter_close_delay, shutter_close_delay_rbv = fixed("ShutterCloseDelay", 0.0,
+                                                         NO_SHUTTER)
+    shutter_open_epics = fixed("ShutterOpenEPICS", 0, NO_SHUTTER, rbv=False)
+    shutter_close_epics = fixed("ShutterCloseEPICS", 0, NO_SHUTTER, rbv=False)
+    shutter_control_epics = fixed("ShutterControlEPICS", 0, NO_SHUTTER, rbv=False)
+    shutter_fanout = fixed("ShutterFanout", 0, NO_SHUTTER, rbv=False)
+    manufacturer = readback("Manufacturer_RBV", "", text=True)
+    model = readback("Model_RBV", "", text=True)
+    serial_number = readback("SerialNumber_RBV", "", text=True)
+    firmware_version = readback("FirmwareVersion_RBV", "", text=True)
+    sdk_version = readback("SDKVersion_RBV", "", text=True)
+    string_from_server = readback("StringFromServer_RBV", "", text=True)
+    string_to_server = readback("StringToServer_RBV", "", text=True)
+    read_status = pvproperty(name="ReadStatus", value=0,
+                             doc="put 1: read the camera's state now")
+    nd_attributes_macros = fixed("NDAttributesMacros", "", "no NDAttribute files",
+                                 text=True, rbv=False)
+    nd_attributes_status = readback(
+        "NDAttributesStatus", "Attributes file OK",
+        enum_strings=["Attributes file OK", "File not found", "XML syntax error",
+                      "Macro substitution error"])
+    empty_free_list = pvproperty(name="EmptyFreeList", value=0,
+                                 doc="put 1: free the frame buffer's memory (not while "
+                                     "capturing)")
+    pre_alloc_buffers = pvproperty(name="PreAllocBuffers", value=0,
+                                   doc="put 1: allocate the frame buffer now for the "
+                                       "current frame size")
+    num_pre_alloc_buffers = pvproperty(name="NumPreAllocBuffers", value=0, lower_ctrl_limit=0,
+                                       upper_ctrl_limit=100_000,
+                                       doc="frames the buffer holds: sets HDF1:BufferFrames "
+                                           "(0: sized from RAM)")
+    pool_poll_stats = pvproperty(name="PoolPollStats", value=0, record="bo",
+                                 doc="the pool counters are published at 5 Hz")
+    # -- this project's additions -------------------------------------------------------
+    background_acquire = pvproperty(
+        name="BackgroundAcquire", value=0, lower_ctrl_limit=0, upper_ctrl_limit=10_000,
+        doc="put N: average N frames as background; completes when done")
+    background_enable = pvproperty(name="BackgroundEnable", value="On",
+                                   dtype=ChannelType.ENUM, enum_strings=["Off", "On"])
+    background_valid = readback("BackgroundValid_RBV", 0,
+                                doc="0 after exposure, binning or ROI changed")
+    background_frames = readback("BackgroundFrames_RBV", 0)
+    background_level = readback("BackgroundLevel_RBV", 0.0, units="ADU", precision=2)
+    preview = pvproperty(name="Preview_RBV", value=[0] * (PREVIEW_SIZE * PREVIEW_SIZE),
+                         dtype=ChannelType.LONG, max_length=PREVIEW_SIZE * PREVIEW_SIZE,
+                         read_only=True, doc="latest frame binned to 128x128 (drops frames); "
+                                             "the full frame is image1:ArrayData")
+    preview_counter = readback("PreviewCounter_RBV", 0)
+    sim_fail_after = pvproperty(name="SimFailAfter", value=0, lower_ctrl_limit=0,
+                                upper_ctrl_limit=100_000_000,
+                                doc="simulated camera only: the sensor fails after N "
+                                    "frames of each acquisition (0: never)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # stopping joins the camera's thread (a real SDK may wait on the device):
+        # off the event loop, one driver call at a time
+        self._driver_worker = DeviceWorker("camera")
+        self._stamps: collections.deque[float] = collections.deque(maxlen=50)
+        self.latest = None
+        self.preview_mode = False
+        self._published: CameraSettings | None = None
+        self.background: Background | None = None
+        self.accumulator: BackgroundAccumulator | None = None
+        self.background_done = threading.Event()
+        self._preview_id = -1
+        self._preview_t = 0.0
+        self._counted_base = 0  # ArrayCounter at the start of this acquisition
+        self._ended: asyncio.Event | None = None  # set when the acquisition ends
+        self._started_at = 0.0
+        self._n_frames: int | None = None
+
+    @property
+    def driver(self):
+        return self.parent.driver
+
+    @property
+    def acquiring(self) -> bool:
+        return self.detector_state.value == "Acquire"
+
+    def note_frame(self, timestamp: float) -> None:
+        """Camera thread: a frame arrived (for the measured rate)."""
+        self._stamps.append(timestamp)
+
+    # -- settings ----------------------------------------------------------------------
+    def settings(self) -> CameraSettings:
+        if self.bin_x.value != self.bin_y.value:
+            raise ValueError(f"BinX ({self.bin_x.value}) and BinY ({self.bin_y.value}) differ")
+        return CameraSettings(
+            exposure_s=self.acquire_time.value,
+            binning=int(self.bin_x.value),
+            roi=(int(self.min_x.value), int(self.min_y.value), int(self.size_x.value),
+                 int(self.size_y.value)),
+            trigger_mode=self.trigger_mode.value,
+            period_s=self.acquire_period.value,
+        )
+
+    @staticmethod
+    def settings_key(settings: CameraSettings) -> tuple:
+        return (settings.exposure_s, settings.binning, tuple(settings.roi))
+
+    def background_for(self, settings: CameraSettings) -> Background | None:
+        """The background to subtract from frames taken with ``settings``, if any."""
+        bg = self.background
+        if (bg is not None and self.background_enable.value == "On"
+                and bg.matches(self.settings_key(settings))):
+            return bg
+        return None
+
+    # -- starting and stopping -------------------------------------------------------------
+    async def start(self, preview: bool) -> None:
+        settings = self.settings()
+        settings.validate(self.driver.sensor_shape)
+        if self.driver.running:
+            await self._driver_worker.call(self.driver.stop)
+        n = {"Single": 1, "Multiple": int(self.num_images.value), "Continuous": None}[
+            self.image_mode.value
+        ]
+        self.preview_mode = preview
+        if not preview:
+            self.parent.hdf.camera_starting()
+        self._stamps.clear()
+        self._counted_base = int(self.array_counter_rbv.value)
+        await self.array_rate.write(0.0)
+        await self.num_images_counter.write(0)
+        if preview:
+            settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
+                                      "Internal", settings.period_s)
+            n = None
+        self._ended = asyncio.Event()
+        self._n_frames = n
+        self._started_at = time.monotonic()
+        await self._driver_worker.call(self.driver.start, settings, n, self.parent.on_frame)
+        log.info("camera started (%s, %s frames, %s trigger)",
+                 "preview" if preview else "acquire", n or "continuous", settings.trigger_mode)
+        await self.publish_geometry(settings)
+        await self.detector_state.write("Acquire")
+        await self.acquire_rbv.write("Acquire")
+        await self.acquire_busy.write("Acquiring")
+        await self.status_message.write("previewing" if preview else "acquiring")
+
+    async def publish_geometry(self, settings: CameraSettings) -> None:
+        h, w = settings.frame_shape
+        await self.array_size_x.write(w)
+        await self.array_size_y.write(h)
+        await self.array_size.write(w * h * 2)
+        await self.readout_time.write(self.driver.readout_time_s(settings))
+        self.parent.prime_plugins((h, w))
+
+    async def stop(self, message: str) -> None:
+        await self._driver_worker.call(self.driver.stop)
+        self.preview_mode = False
+        await self._ended_with(message)
+
+    async def _ended_with(self, message: str) -> None:
+        await self.detector_state.write("Idle")
+        await self.status_message.write(message)
+        await self.acquire.write("Done", verify_value=False)
+        await self.camera_mode.write("Paused", verify_value=False)
+        await self.acquire_rbv.write("Done")
+        await self.acquire_busy.write("Done")
+        await self.time_remaining.write(0.0)
+        if self._ended is not None:
+            self._ended.set()
+
+    # -- putters ----------------------------------------------------------------------
+    @acquire.putter
+    async def acquire(self, instance, value):
+        if value != "Acquire":
+            if self.acquiring:
+                await self.stop("stopped")
+            return "Done"
+        if self.acquiring:
+            return "Acquire"
+        try:
+            await self.start(preview=False)
+        except (ValueError, RuntimeError) as exc:
+            await self.status_message.write(f"acquire refused: {exc}"[:500])
+            log.error("acquire refused: %s", exc)
+            raise
+        await instance.write("Acquire", verify_value=False)
+        await self.camera_mode.write("Acquire", verify_value=False)
+        ended = self._ended
+        if ended is not None:
+            await ended.wait()  # busy: the put completes when the acquisition ends
+        if self.wait_for_plugins.value == "Yes":
+            await self.parent.hdf.drained()
+        return "Done"
+
+    @camera_mode.putter
+    async def camera_mode(self, instance, value):
+        if value == "Acquire":
+            if not self.acquiring or self.preview_mode:
+                try:
+                    await self.start(preview=False)
+                except (ValueError, RuntimeError) as exc:
+                    await self.status_message.write(f"acquire refused: {exc}"[:500])
+                    log.error("acquire refused: %s", exc)
+                    raise
+            await self.acquire.write("Acquire", verify_value=False)
+        elif value == "Preview":
+            await self.start(preview=True)
+            await self.acquire.write("Done", verify_value=False)
+        elif value == "Abort":
+            await self.stop("aborted")
+            self.parent.hdf.abort()  # the loop reports when the file has closed
+            return "Paused"
+        else:
+            await self.stop("paused")
+        return value
+
+    @background_acquire.putter
+    async def background_acquire(self, instance, value):
+        """Average ``value`` frames (internal trigger, current settings) as background.
+        Turn the excitation off first: the plan ``acquire_background`` does."""
+        n = int(value)
+        if n == 0:
+            return 0
+        if self.driver.running:
+            raise RuntimeError("camera is acquiring; stop it before taking a background")
+        settings = self.settings()
+        settings.validate(self.driver.sensor_shape)
+        settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
+                                  "Internal", 0.0)
+        self.background_done.clear()
+        self.accumulator = BackgroundAccumulator(n, self.settings_key(settings))
+        self._stamps.clear()
+        await self._driver_worker.call(self.driver.start, settings, n, self.parent.on_frame)
+        try:
+            loop = asyncio.get_running_loop()
+            timeout = 10 + 2 * n * (settings.exposure_s + self.driver.readout_time_s(settings))
+            done = await loop.run_in_executor(None, self.background_done.wait, timeout)
+            if not done:
+                raise TimeoutError(f"background: only {self.accumulator.count} of {n} frames")
+            self.background = self.accumulator.result()
+        finally:
+            await self._driver_worker.call(self.driver.stop)
+            self.accumulator = None
+        await self.background_valid.write(1)
+        await self.background_frames.write(self.background.n_frames)
+        await self.background_level.write(float(self.background.mean.mean()))
+        await self.status_message.write(f"background of {n} frames taken")
+        log.info("background of %d frames, mean %.2f ADU", n, float(self.background.mean.mean()))
+        return 0
+
+    @sim_fail_after.putter
+    async def sim_fail_after(self, instance, value):
+        if not hasattr(self.driver, "fail_after"):
+            raise ValueError("only the simulated camera can be made to fail")
+        self.driver.fail_after = int(value)
+        return int(value)
+
+    @empty_free_list.putter
+    async def empty_free_list(self, instance, value):
+        if value:
+            await self.parent.hdf.free_buffer()
+        return 0
+
+    @pre_alloc_buffers.putter
+    async def pre_alloc_buffers(self, instance, value):
+        if value:
+            await self.parent.hdf.allocate_buffer(self.parent.frame_shape())
+        return 0
+
+    @num_pre_alloc_buffers.putter
+    async def num_pre_alloc_buffers(self, instance, value):
+        await self.parent.hdf.buffer_frames.write(int(value))
+        return value
+
+    @read_status.putter
+    async def read_status(self, instance, value):
+        if value:
+            await self.refresh()
+        return 0
+
+    # -- status (event loop) -------------------------------------------------------------
+    @max_size_x.startup
+    async def max_size_x(self, instance, async_lib):
+        h, w = self.driver.sensor_shape
+        await self.max_size_x.write(w)
+        await self.max_size_y.write(h)
+        for pv, value in ((self.manufacturer, "manufacturer"), (self.model, "model"),
+                          (self.serial_number, "serial_number"),
+                          (self.firmware_version, "firmware_version"),
+                          (self.sdk_version, "sdk_version")):
+            await pv.write(str(getattr(self.driver, value, "")))
+
+    async def refresh(self) -> None:
+        try:
+            settings = self.settings()
+            settings.validate(self.driver.sensor_shape)
+        except ValueError:
+            settings = None
+        if settings is not None and settings != self._published:
+            self._published = settings
+            await self.publish_geometry(settings)
+            if self.background is not None and not self.background.matches(
+                    self.settings_key(settings)):
+                log.info("background invalidated: exposure, binning or ROI changed")
+                self.background = None
+                await self.background_valid.write(0)
+        await self._refresh_preview()
+        frames = self.driver.frames_acquired
+        if self.acquiring:
+            await write_if_changed(self.num_images_counter, frames)
+            await write_if_changed(self.num_exposures_counter, frames)
+            await write_if_changed(self.array_counter_rbv, self._counted_base + frames)
+            await self._refresh_time_remaining(frames)
+        await write_if_changed(self.num_queued_arrays, self.parent.hdf.queue_state()[1])
+        stamps = list(self._stamps)
+        if len(stamps) >= 2 and stamps[-1] > stamps[0]:
+            rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+            if abs(rate - self.array_rate.value) > 0.01:
+                await self.array_rate.write(rate)
+        await write_if_changed(self.triggers_missed, self.driver.triggers_missed)
+        if not self.driver.running and self.acquiring:
+            failure = self.driver.failure
+            if failure:
+                log.error("camera failed after %d frames: %s", frames, failure)
+                self.parent.hdf.camera_failed(failure)
+                await self._ended_with(f"camera failed: {failure}"[:500])
+            else:
+                await self._ended_with(f"done: {frames} frames")
+
+    async def _refresh_time_remaining(self, frames: int) -> None:
+        n = self._n_frames
+        if n is None or self.trigger_mode.value != "Internal":
+            return
+        s = self._published or self.settings()
+        interval = max(s.period_s, s.exposure_s + self.driver.readout_time_s(s))
+        await write_if_changed(self.time_remaining, round(max(0, n - frames) * interval, 3))
+
+    async def _refresh_preview(self) -> None:
+        latest = self.latest
+        if latest is not None and latest.frame_id != self._preview_id and (
+                time.monotonic() - self._preview_t > 0.2):  # ~5 Hz, only the newest frame
+            self._preview_id = latest.frame_id
+            self._preview_t = time.monotonic()
+            await self.preview.write(preview_image(latest.image).ravel().tolist())
+            await self.preview_counter.write(self.preview_counter.value + 1)
+        name = DTYPE_NAMES.get(latest.image.dtype.name) if latest is not None else None
+        if name is not None and name != self.data_type_rbv.value:
+            await self.data_type_rbv.write(name)
+
+    @array_counter.putter
+    async def array_counter(self, instance, value):
+        frames = self.driver.frames_acquired if self.acquiring else 0
+        self._counted_base = int(value) - frames
+        await self.array_counter_rbv.write(int(value))
+        return value
+

@@ -1,0 +1,472 @@
+"""``HDF1:``: the frame writer as areaDetector's NDFileHDF5 plugin.
+
+Clients name the file as on any areaDetector (``FilePath``, ``FileName``,
+``FileNumber``, ``FileTemplate``, ``AutoIncrement``; ``FullFileName_RBV`` is the
+result), arm it with ``Capture`` and read ``NumCaptured_RBV``, ``WriteStatus`` and
+``WriteMessage``. ``Capture_RBV`` turns 1 when the file is open and back to 0 when it is
+closed, so ophyd's ``HDF5Plugin`` (``FileStoreHDF5IterativeWrite``) stages and unstages
+as on a real detector. ``NumCapture`` 0 captures until ``Capture`` is set to 0.
+``Stream`` and ``Capture`` modes both write each frame as it comes (the file is the
+same; frames reach the disk sooner); ``Single`` (a file per frame) is refused.
+
+The file layout is this project's (``/entry/data/data`` as areaDetector, one chunk per
+frame with a checksum, per-frame metadata under ``/entry/meta``; see
+:mod:`beamline_ls.pipeline.hdf5_writer`), so the HDF5 parameters that choose other
+layouts (compression, chunking, extra dimensions, NDAttributes) hold the value that
+describes it and refuse others with the reason.
+
+The project's own additions keep their names: ``FramesPerVolume`` (4-D volumetric
+layout), ``ExtraFields``, ``MaxFileFrames`` (roll-over), the frame buffer
+(``BufferFrames``), lost-frame accounting and the mirror (``Mirror*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from caproto import ChannelType
+from caproto.server import SubGroup, pvproperty
+
+from beamline_ls.frame import Frame
+from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
+from beamline_ls.iocs.ad_plugin import NO_ATTRIBUTES, NO_YES, PluginGroup
+from beamline_ls.iocs.blocking import DeviceWorker
+from beamline_ls.iocs.mirror import MirrorGroup
+from beamline_ls.iocs.text import text_pv
+from beamline_ls.pipeline import concurrence
+from beamline_ls.pipeline.diskspace import capture_problem
+from beamline_ls.pipeline.recorder import Recorder
+from beamline_ls.pipeline.rolling import frames_per_file
+
+log = logging.getLogger(__name__)
+
+LAYOUT = ("frames are stored uncompressed, one chunk per frame with a fletcher32 "
+          "checksum (beamline_ls.pipeline.hdf5_writer)")
+WRITE_MODES = ["Single", "Capture", "Stream"]
+COMPRESSIONS = ["None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG"]
+BLOSC_COMPRESSORS = ["BloscLZ", "LZ4", "LZ4HC", "Snappy", "ZLIB", "ZSTD"]
+BLOSC_SHUFFLES = ["None", "ByteShuffle", "BitShuffle"]
+
+
+def format_file_name(template: str, directory: str, name: str, number: int) -> str:
+    """areaDetector's ``FileTemplate`` expansion (C ``printf`` with path, name and
+    number): conversions beyond the template's own are not passed."""
+    conversions = template.replace("%%", "").count("%")
+    if conversions > 3:
+        raise ValueError(f"FileTemplate {template!r} has more than 3 conversions")
+    try:
+        return template % (directory, name, number)[:conversions]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"FileTemplate {template!r} cannot take (path, name, number): "
+                         f"{exc}") from exc
+
+
+class HDF5FileGroup(PluginGroup):
+    """NDFileHDF5 on the project's recorder."""
+
+    plugin_type = "NDFileHDF5"
+    port = "FileHDF1"
+
+    # -- NDFile ---------------------------------------------------------------------
+    file_path, file_path_rbv = setting(
+        "FilePath", "", text=True,
+        doc="directory inside the IOC's data root (relative paths are taken from it)")
+    file_path_exists = readback("FilePathExists_RBV", 0,
+                                doc="1: FilePath can take a capture (writable, room)")
+    file_name, file_name_rbv = setting("FileName", "", text=True)
+    file_number, file_number_rbv = setting("FileNumber", 0, lower_ctrl_limit=0,
+                                           upper_ctrl_limit=2**31 - 1)
+    file_number_sync = readback("FileNumber_Sync", 0)
+    file_number_write = readback("FileNumber_write", 0)
+    file_template, file_template_rbv = setting(
+        "FileTemplate", "%s%s.h5", text=True,
+        doc="printf template of (FilePath, FileName, FileNumber)")
+    auto_increment, auto_increment_rbv = setting(
+        "AutoIncrement", "No", enum_strings=NO_YES,
+        doc="Yes: FileNumber goes up by one after each file is opened")
+    auto_save, auto_save_rbv = setting(
+        "AutoSave", "Yes", enum_strings=NO_YES,
+        doc="accepted for compatibility: Stream and Capture write every frame")
+    full_file_name = readback("FullFileName_RBV", "", text=True)
+    file_format, file_format_rbv = fixed("FileFormat", "HDF5", "this plugin writes HDF5",
+                                         enum_strings=["HDF5"])
+    file_write_mode, file_write_mode_rbv = setting(
+        "FileWriteMode", "Stream", enum_strings=WRITE_MODES)
+    capture = pvproperty(name="Capture", value="Done", dtype=ChannelType.ENUM,
+                         enum_strings=["Done", "Capture"],
+                         doc="Capture opens the file; Done finishes and closes it")
+    capture_rbv = readback("Capture_RBV", "Done", enum_strings=["Done", "Capture"],
+                           doc="Capture while a file is open")
+    num_capture, num_capture_rbv = setting(
+        "NumCapture", 1, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
+        doc="frames per capture; 0: until Capture is set to Done")
+    num_captured = readback("NumCaptured_RBV", 0)
+    write_file, write_file_rbv = fixed(
+        "WriteFile", "Done", "frames are written as they come; there is no buffer to write",
+        enum_strings=["Done", "Write"])
+    read_file, read_file_rbv = fixed(
+        "ReadFile", "Done", "reading files back into the IOC is not supported",
+        enum_strings=["Done", "Read"])
+    delete_driver_file, delete_driver_file_rbv = fixed(
+        "DeleteDriverFile", "No", "the camera writes no files of its own",
+        enum_strings=NO_YES)
+    lazy_open, lazy_open_rbv = fixed(
+        "LazyOpen", "No", "the file opens at Capture, so a bad path fails before frames",
+        enum_strings=NO_YES)
+    create_directory, create_directory_rbv = setting(
+        "CreateDirectory", -20, doc="0: a FilePath that does not exist is refused; "
+                                    "otherwise missing directories are created")
+    temp_suffix, temp_suffix_rbv = fixed(
+        "TempSuffix", "", "files are written under their final name (readers follow "
+        "them live over SWMR)", text=True)
+    free_capture = pvproperty(name="FreeCapture", value=0,
+                              doc="put 1: release the frame buffer's memory")
+    write_status = readback("WriteStatus", "Write OK", enum_strings=["Write OK", "Write error"],
+                            doc="Write error: the last capture failed (see WriteMessage)")
+    write_message = readback("WriteMessage", "", text=True)
+    # -- NDFileHDF5 ---------------------------------------------------------------------
+    compression, compression_rbv = fixed("Compression", "None", LAYOUT,
+                                         enum_strings=COMPRESSIONS)
+    zlevel, zlevel_rbv = fixed("ZLevel", 0, LAYOUT)
+    szip_num_pixels, szip_num_pixels_rbv = fixed("SZipNumPixels", 16, LAYOUT)
+    num_data_bits, num_data_bits_rbv = fixed("NumDataBits", 0, LAYOUT)
+    data_bits_offset, data_bits_offset_rbv = fixed("DataBitsOffset", 0, LAYOUT)
+    blosc_compressor, blosc_compressor_rbv = fixed("BloscCompressor", "BloscLZ", LAYOUT,
+                                                   enum_strings=BLOSC_COMPRESSORS)
+    blosc_level, blosc_level_rbv = fixed("BloscLevel", 0, LAYOUT)
+    blosc_shuffle, blosc_shuffle_rbv = fixed("BloscShuffle", "None", LAYOUT,
+                                             enum_strings=BLOSC_SHUFFLES)
+    jpeg_quality, jpeg_quality_rbv = fixed("JPEGQuality", 90, LAYOUT)
+    num_row_chunks, num_row_chunks_rbv = fixed("NumRowChunks", 0, LAYOUT + "; 0: all rows")
+    num_col_chunks, num_col_chunks_rbv = fixed("NumColChunks", 0,
+                                               LAYOUT + "; 0: all columns")
+    num_frames_chunks, num_frames_chunks_rbv = fixed("NumFramesChunks", 1, LAYOUT)
+    chunk_size2, chunk_size2_rbv = fixed("ChunkSize2", 1, LAYOUT)
+    chunk_size_auto, chunk_size_auto_rbv = fixed("ChunkSizeAuto", "No", LAYOUT,
+                                                 enum_strings=NO_YES)
+    boundary_align, boundary_align_rbv = fixed("BoundaryAlign", 0, LAYOUT)
+    boundary_threshold, boundary_threshold_rbv = fixed("BoundaryThreshold", 65536, LAYOUT)
+    fill_value, fill_value_rbv = fixed("FillValue", 0.0, "lost frames read as 0")
+    num_frames_flush, num_frames_flush_rbv = fixed(
+        "NumFramesFlush", 0, "the writer flushes every 0.5 s and whenever frames stop")
+    flush_now = fixed("FlushNow", 0, "the writer flushes every 0.5 s and whenever frames "
+                      "stop", rbv=False)
+    num_extra_dims, num_extra_dims_rbv = fixed(
+        "NumExtraDims", 0, "volumes use HDF1:FramesPerVolume (a 4-D dataset)")
+    extra_dim_size_n, extra_dim_size_n_rbv = fixed("ExtraDimSizeN", 1,
+                                                   "see HDF1:FramesPerVolume")
+    extra_dim_size_x, extra_dim_size_x_rbv = fixed("ExtraDimSizeX", 1,
+                                                   "see HDF1:FramesPerVolume")
+    extra_dim_size_y, extra_dim_size_y_rbv = fixed("ExtraDimSizeY", 1,
+                                                   "see HDF1:FramesPerVolume")
+    extra_dim_name_n = readback("ExtraDimNameN_RBV", "n")
+    extra_dim_name_x = readback("ExtraDimNameX_RBV", "x")
+    extra_dim_name_y = readback("ExtraDimNameY_RBV", "y")
+    store_attr, store_attr_rbv = fixed("StoreAttr", "No", NO_ATTRIBUTES,
+                                       enum_strings=NO_YES)
+    store_perform, store_perform_rbv = fixed(
+        "StorePerform", "No", "per-frame timing is in HDF1:ConcurrenceLog",
+        enum_strings=NO_YES)
+    swmr_mode, swmr_mode_rbv = fixed("SWMRMode", "On", "files are always written SWMR "
+                                     "(readable while written)", enum_strings=["Off", "On"])
+    swmr_supported = readback("SWMRSupported_RBV", "Supported",
+                              enum_strings=["Not supported", "Supported"])
+    swmr_active = readback("SWMRActive_RBV", "Off", enum_strings=["Off", "Active"])
+    xml_file_name, xml_file_name_rbv = fixed("XMLFileName", "",
+                                             "the file layout is fixed (see the module)",
+                                             text=True)
+    xml_valid = readback("XMLValid_RBV", "No", enum_strings=NO_YES)
+    xml_error = readback("XMLErrorMsg_RBV", "no layout file: the layout is fixed",
+                         text=True)
+    io_speed = readback("IOSpeed", 0.0, units="MB/s", precision=1,
+                        doc="write rate of the current capture")
+    run_time = readback("RunTime", 0.0, units="s", precision=3,
+                        doc="seconds since the capture opened")
+    # -- this project's additions -----------------------------------------------------
+    frames_per_volume = pvproperty(name="FramesPerVolume", value=0, lower_ctrl_limit=0,
+                                   upper_ctrl_limit=1000, doc="0: (frames, y, x) layout")
+    extra_fields = text_pv("ExtraFields",
+                           doc="comma-separated extra per-frame metadata (gating)")
+    dropped_frames = readback("DroppedFrames_RBV", 0)
+    lost_frames = readback("LostFrames_RBV", 0,
+                           doc="frames of the last capture not in the file")
+    data_root_pv = readback("DataRoot_RBV", "", text=True)
+    buffer_frames = pvproperty(name="BufferFrames", value=0, lower_ctrl_limit=0,
+                               upper_ctrl_limit=100_000, doc="ring capacity; 0: from RAM")
+    buffer_used = readback("BufferUsed_RBV", 0)
+    first_dropped = readback("FirstDroppedId_RBV", -1)
+    sim_write_delay = pvproperty(name="SimWriteDelay", value=0.0, units="s", precision=4,
+                                 lower_ctrl_limit=0.0, upper_ctrl_limit=1.0,
+                                 doc="simulated slow disk: seconds added to every write")
+    max_file_frames = pvproperty(
+        name="MaxFileFrames", value=0, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
+        doc="most frames per file (whole volumes); 0: a quarter of this machine's RAM, "
+            "or one file when NumCapture is 0")
+    file_frames = readback("FileFrames_RBV", 0, doc="frames per file of the current capture")
+    file_count = readback("FileCount_RBV", 0, doc="files of the current capture so far")
+    concurrence_log = pvproperty(
+        name="ConcurrenceLog", value="Off", dtype=ChannelType.ENUM, enum_strings=["Off", "On"],
+        doc="log every pipeline event (ns) while capturing; saved when capture ends")
+    concurrence_file = readback("ConcurrenceFile_RBV", "", text=True)
+    mirror = SubGroup(MirrorGroup, prefix="",
+                      doc="copies of closed files to a slow destination (Mirror*)")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorder = Recorder()
+        self.data_root = Path(".").resolve()
+        self._file_worker = DeviceWorker("camera-files")  # file creation, logs
+        self._open = False  # a capture was opened and has not been reported closed
+        self._aborted = False
+        self._opened_at = 0.0
+
+    def configure(self, data_root: Path, mirror_root: str | Path | None,
+                  mirror_roots: Sequence[str | Path]) -> None:
+        self.data_root = Path(data_root).resolve()
+        self.mirror.configure(self.data_root, mirror_root, mirror_roots)
+
+    # -- frames (camera thread) -----------------------------------------------------------
+    def take(self, frame: Frame) -> bool:
+        if not self.recorder.capturing:
+            return True  # not capturing: areaDetector ignores the frame too
+        concurrence.record("camera frame", frame_id=frame.frame_id)
+        return self.recorder.submit(frame)
+
+    def queue_state(self) -> tuple[int, int]:
+        ring = self.recorder._ring
+        if ring is None:
+            return (int(self.buffer_frames.value), 0)
+        return (ring.capacity, len(ring) if self.recorder.capturing else 0)
+
+    # -- paths ------------------------------------------------------------------------
+    def _directory(self, value: str) -> Path:
+        directory = Path(value.strip() or ".")
+        if not directory.is_absolute():
+            directory = self.data_root / directory
+        return directory.resolve()
+
+    def resolve_path(self) -> Path:
+        """FullFileName for the next file: the template filled in, inside the data
+        root, not yet existing."""
+        name = self.file_name.value.strip()
+        if not name:
+            raise ValueError("HDF1:FileName is empty")
+        directory = self._directory(self.file_path.value)
+        full = format_file_name(self.file_template.value, f"{directory}/", name,
+                                int(self.file_number.value))
+        path = Path(full).resolve()
+        if self.data_root not in path.parents:
+            raise ValueError(f"{path} is outside the IOC's data root {self.data_root}")
+        if path.exists():
+            raise FileExistsError(f"{path} exists; choose another FileName (never overwritten)")
+        if int(self.create_directory.value) == 0 and not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent} does not exist (CreateDirectory is 0)")
+        return path
+
+    def _path_problem(self, value: str, frame_bytes: int) -> str:
+        directory = self._directory(value)
+        if directory != self.data_root and self.data_root not in directory.parents:
+            return f"{directory} is outside the IOC's data root {self.data_root}"
+        if int(self.create_directory.value) == 0 and not directory.is_dir():
+            return f"{directory} does not exist (CreateDirectory is 0)"
+        return capture_problem(directory, frame_bytes)
+
+    @file_path.putter
+    async def file_path(self, instance, value):
+        """Check at once that a capture could write there (as areaDetector's
+        FilePathExists_RBV, plus writability and room), so a plan fails before it
+        opens a run; the reason goes to WriteMessage."""
+        loop = asyncio.get_running_loop()
+        h, w = self.parent.frame_shape()
+        problem = await loop.run_in_executor(None, self._path_problem, value, h * w * 2)
+        if problem:  # the cause first: a client seeing 0 finds it
+            await self.write_message.write(problem[:500])
+            log.error("HDF1:FilePath %r: %s", value, problem)
+        await self.file_path_exists.write(0 if problem else 1)
+        return value
+
+    @file_write_mode.putter
+    async def file_write_mode(self, instance, value):
+        if value == "Single":
+            raise ValueError("FileWriteMode Single (one file per frame) is not supported: "
+                             "use Stream, which keeps every frame of a capture in one file "
+                             "(ophyd: FileStoreHDF5IterativeWrite)")
+        if self.recorder.capturing:
+            raise ValueError("FileWriteMode cannot change while capturing")
+        return value
+
+    @free_capture.putter
+    async def free_capture(self, instance, value):
+        if value:
+            await self.free_buffer()
+        return 0
+
+    async def free_buffer(self) -> None:
+        """Release the frame buffer's memory (refused while capturing)."""
+        await self._file_worker.call(self.recorder.release_buffer)
+
+    async def allocate_buffer(self, shape: tuple[int, int]) -> None:
+        """Allocate the frame buffer for ``shape`` now (pages fault in behind)."""
+        self.recorder.buffer_frames = int(self.buffer_frames.value)
+        await self._file_worker.call(self.recorder.prepare, shape)
+
+    # -- capture ------------------------------------------------------------------------
+    def _frames_per_file(self, frame_shape: tuple[int, int], planes: int, n: int) -> int:
+        """MaxFileFrames rounded down to whole volumes (at least one); when it is 0,
+        sized from RAM, or a single file for a capture of open length."""
+        per = planes or 1
+        wanted = int(self.max_file_frames.value)
+        if wanted == 0:
+            return 0 if n == 0 else frames_per_file(frame_shape, planes)
+        return max(per, wanted // per * per)
+
+    def _open_capture(self, n_frames: int) -> tuple[Path, int]:
+        """Check the path and settings and start the recorder (file worker thread);
+        returns the file and the frames per file (0: one file)."""
+        path = self.resolve_path()
+        cam = self.parent.cam
+        settings = cam.settings()
+        settings.validate(self.parent.driver.sensor_shape)
+        attrs = {
+            "exposure_s": settings.exposure_s,
+            "binning": settings.binning,
+            "roi": list(settings.roi),
+            "trigger_mode": settings.trigger_mode,
+        }
+        extra = tuple(f.strip() for f in self.extra_fields.value.split(",") if f.strip())
+        bg = cam.background_for(settings)
+        self.recorder.buffer_frames = int(self.buffer_frames.value)
+        self.recorder.write_delay_s = float(self.sim_write_delay.value)
+        planes = int(self.frames_per_volume.value)
+        per_file = self._frames_per_file(settings.frame_shape, planes, n_frames)
+        self.recorder.start(path, settings.frame_shape, n_frames, planes, attrs, extra, bg,
+                            max_frames_per_file=per_file, on_file_closed=self.mirror.submit)
+        return path, per_file
+
+    @capture.putter
+    async def capture(self, instance, value):
+        if value == "Capture":
+            if self.recorder.capturing:
+                return value
+            n = int(self.num_capture.value)
+            try:
+                # paths are resolved and the file and its disk reserve created on the
+                # file worker: a slow or hung disk must not freeze every PV
+                path, per_file = await self._file_worker.call(self._open_capture, n)
+            except (ValueError, RuntimeError, OSError) as exc:
+                await self.write_message.write(f"capture refused: {exc}"[:500])
+                await self.write_status.write("Write error")
+                log.error("capture refused: %s", exc)
+                raise
+            await self._opened(path, per_file)
+        elif self.recorder.capturing:  # the loop reports when the file has closed
+            self.recorder.request_stop()
+        return value
+
+    async def _opened(self, path: Path, per_file: int) -> None:
+        self._open = True
+        self._opened_at = time.monotonic()
+        if self.concurrence_log.value == "On":
+            concurrence.enable()
+            concurrence.record("capture start")
+        await self.full_file_name.write(str(path))
+        if self.auto_increment.value == "Yes":
+            await self.file_number.write(int(self.file_number.value) + 1)
+        await self.file_frames.write(per_file)
+        await self.file_count.write(1)
+        await self.num_captured.write(0)
+        await self.dropped_frames.write(0)
+        await self.lost_frames.write(0)
+        await self.first_dropped.write(-1)
+        await self.write_status.write("Write OK")
+        await self.write_message.write("capturing")
+        await self.swmr_active.write("Active")
+        await self.capture_rbv.write("Capture")
+
+    def abort(self) -> bool:
+        """Stop the capture after the frame being written (the rest count as lost);
+        False when nothing was capturing."""
+        if not self.recorder.capturing:
+            return False
+        self._aborted = True
+        self.recorder.request_stop(discard=True)  # a stalled disk must not hold it
+        return True
+
+    def camera_starting(self) -> None:
+        """The camera starts (again) within an open capture (a trigger of a stepped
+        scan, a resume): its frames continue the capture's positions."""
+        if self.recorder.capturing:
+            self.recorder.camera_restarted()
+
+    async def drained(self, poll_s: float = 0.02) -> None:
+        """Return when the writer holds no frame it has not written (or is not
+        capturing)."""
+        while self.recorder.capturing and self.queue_state()[1]:
+            await asyncio.sleep(poll_s)
+
+    def camera_failed(self, reason: str) -> None:
+        if self.recorder.capturing:
+            self.recorder.fail(f"the camera stopped with an error: {reason}")
+
+    # -- status (event loop) -------------------------------------------------------------
+    async def refresh(self) -> None:
+        st = self.recorder.status
+        await write_if_changed(self.num_captured, st.frames_written)
+        if st.frames_dropped != self.dropped_frames.value:
+            await self.dropped_frames.write(st.frames_dropped)
+            if st.dropped_ids and self.first_dropped.value < 0:
+                await self.first_dropped.write(int(st.dropped_ids[0]))
+        if st.files and st.files != self.file_count.value:
+            await self.file_count.write(st.files)
+        waiting = self.queue_state()[1]
+        await write_if_changed(self.buffer_used, waiting)
+        if self._open:
+            elapsed = time.monotonic() - self._opened_at
+            await write_if_changed(self.run_time, round(elapsed, 3))
+            if elapsed > 0:
+                h, w = self.parent.frame_shape()
+                rate = st.frames_written * h * w * 2 / elapsed / 1e6
+                await write_if_changed(self.io_speed, round(rate, 1))
+        if self._open and not st.capturing:
+            await self._closed()
+
+    async def _closed(self) -> None:
+        self.recorder.stop()
+        st = self.recorder.status
+        self._open = False
+        msg = st.error or (
+            f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
+            f"({st.frames_dropped} dropped, {st.frames_lost} lost)")
+        self._aborted = False
+        await self._save_concurrence_log(Path(st.path))
+        await self.lost_frames.write(st.frames_lost)
+        await self.write_message.write(msg[:500])
+        if st.error:  # after the message: a client seeing the error finds its cause
+            await self.write_status.write("Write error")
+        await self.swmr_active.write("Off")
+        await self.capture.write("Done", verify_value=False)
+        await self.capture_rbv.write("Done")
+
+    async def _save_concurrence_log(self, data_file: Path) -> None:
+        """Save the capture's concurrence log next to the data (if it was on)."""
+        events = concurrence.disable()
+        if events is None:
+            return
+        events.record("capture end")
+        path = data_file.with_name(data_file.stem + ".concurrence.csv")
+        try:
+            await self._file_worker.call(events.save, path)
+        except OSError as exc:
+            log.error("could not save the concurrence log %s: %s", path, exc)
+            return
+        log.info("concurrence log of %s: %s", data_file.name, path)
+        await self.concurrence_file.write(str(path))
+
+    @data_root_pv.startup
+    async def data_root_pv(self, instance, async_lib):
+        await self.data_root_pv.write(str(self.data_root))
+

@@ -1,0 +1,268 @@
+"""What every areaDetector plugin exposes (ADCore's NDPluginBase), for the camera's
+``image1:`` and ``HDF1:`` groups.
+
+A plugin receives every frame the camera passes on (``cam1:ArrayCallbacks`` Enable)
+while its ``EnableCallbacks`` is Enable, counts it (``ArrayCounter_RBV``,
+``UniqueId_RBV``, ``TimeStamp_RBV``, ``ArrayRate_RBV``), learns its geometry
+(``ArraySize0/1/2_RBV``, ``NDimensions_RBV``, ``DataType_RBV``) and either takes it or
+drops it (``DroppedArrays_RBV``). Frames arrive on the camera's thread; the counts
+reach Channel Access from the event loop (:meth:`PluginGroup.publish`).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from caproto import AlarmSeverity, AlarmStatus, ChannelType
+from caproto.server import PVGroup, pvproperty
+
+from beamline_ls import __version__
+from beamline_ls.frame import Frame
+from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
+
+# areaDetector's enumerations, in its order, so clients reading numbers agree
+ND_DATA_TYPES = ["Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+                 "Float32", "Float64"]
+ND_COLOR_MODES = ["Mono", "Bayer", "RGB1", "RGB2", "RGB3", "YUV444", "YUV422", "YUV411"]
+BAYER_PATTERNS = ["RGGB", "GBRG", "GRBG", "BGGR"]
+NO_YES = ["No", "Yes"]
+DISABLE_ENABLE = ["Disable", "Enable"]
+CAMERA_PORT = "CAM1"
+MAX_DIMS = 10
+DTYPE_NAMES = {"uint8": "UInt8", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+               "uint32": "UInt32", "int32": "Int32", "float32": "Float32",
+               "float64": "Float64"}
+VERSION = f"beamline-ls {__version__}"
+
+NO_ATTRIBUTES = ("NDAttribute files are not supported; per-frame metadata is named in "
+                 "HDF1:ExtraFields")
+
+
+def dims_of(shape: tuple[int, int]) -> list[int]:
+    """areaDetector's dimension list: fastest-varying (x) first, padded to 10."""
+    h, w = shape
+    return [w, h] + [0] * (MAX_DIMS - 2)
+
+
+class PortGroup(PVGroup):
+    """What every areaDetector port (the camera driver and each plugin) shows: its
+    name, versions, asyn record, and the camera's frame buffer as the NDArray pool."""
+
+    port = "PORT"
+
+    port_name = readback("PortName_RBV", "")
+    asyn_io = pvproperty(name="AsynIO", value=0, record="asyn")
+    nd_attributes_file = fixed("NDAttributesFile", "", NO_ATTRIBUTES, text=True, rbv=False)
+    adcore_version = readback("ADCoreVersion_RBV", VERSION)
+    driver_version = readback("DriverVersion_RBV", VERSION)
+    pool_alloc_buffers = readback("PoolAllocBuffers", 0,
+                                  doc="frames the camera's frame buffer holds")
+    pool_free_buffers = readback("PoolFreeBuffers", 0)
+    pool_max_buffers = readback("PoolMaxBuffers", 0)
+    pool_used_buffers = readback("PoolUsedBuffers", 0)
+    pool_max_mem = readback("PoolMaxMem", 0.0, units="MB", precision=1)
+    pool_used_mem = readback("PoolUsedMem", 0.0, units="MB", precision=1)
+
+    @port_name.startup
+    async def port_name(self, instance, async_lib):
+        await self.port_name.write(self.port)
+
+    async def publish_pool(self, pool: tuple[int, int, int]) -> None:
+        """``pool``: the camera's frame buffer as (capacity, used, bytes per frame)."""
+        capacity, used, frame_bytes = pool
+        await write_if_changed(self.pool_alloc_buffers, capacity)
+        await write_if_changed(self.pool_max_buffers, capacity)
+        await write_if_changed(self.pool_used_buffers, used)
+        await write_if_changed(self.pool_free_buffers, capacity - used)
+        await write_if_changed(self.pool_max_mem, round(capacity * frame_bytes / 1e6, 1))
+        await write_if_changed(self.pool_used_mem, round(used * frame_bytes / 1e6, 1))
+
+
+class PluginGroup(PortGroup):
+    """NDPluginBase. Subclasses set ``plugin_type`` and ``port`` and implement
+    :meth:`take` (camera thread: keep the frame or return False to drop it) and
+    :meth:`queue_state`."""
+
+    plugin_type = "NDPluginBase"
+    port = "PLUGIN"
+
+    enable_callbacks, enable_callbacks_rbv = setting(
+        "EnableCallbacks", "Enable", enum_strings=DISABLE_ENABLE,
+        doc="Disable: this plugin ignores frames")
+    blocking_callbacks, blocking_callbacks_rbv = setting(
+        "BlockingCallbacks", "No", enum_strings=NO_YES,
+        doc="accepted for compatibility: frames reach this plugin through its own queue "
+            "either way, and a full queue drops them (DroppedArrays), never the camera")
+    min_callback_time, min_callback_time_rbv = setting(
+        "MinCallbackTime", 0.0, units="s", precision=3, lower_ctrl_limit=0.0,
+        upper_ctrl_limit=3600.0, doc="frames closer together than this are skipped")
+    array_counter, array_counter_rbv = setting(
+        "ArrayCounter", 0, doc="frames this plugin received; put N to count on from N")
+    dropped_arrays, dropped_arrays_rbv = setting(
+        "DroppedArrays", 0, doc="frames this plugin could not take; put 0 to reset")
+    array_rate = readback("ArrayRate_RBV", 0.0, units="Hz", precision=2)
+    unique_id = readback("UniqueId_RBV", 0, doc="camera frame id of the last frame")
+    time_stamp = readback("TimeStamp_RBV", 0.0, units="s", precision=6,
+                          doc="exposure start of the last frame")
+    execution_time = readback("ExecutionTime_RBV", 0.0, units="ms", precision=3,
+                              doc="time the camera thread spent handing the last frame "
+                                  "to this plugin")
+    array_size0 = readback("ArraySize0_RBV", 0, doc="x size of the last frame")
+    array_size1 = readback("ArraySize1_RBV", 0, doc="y size of the last frame")
+    array_size2 = readback("ArraySize2_RBV", 0)
+    ndimensions = readback("NDimensions_RBV", 2)
+    dimensions = pvproperty(name="Dimensions_RBV", value=[0] * MAX_DIMS,
+                            dtype=ChannelType.LONG, max_length=MAX_DIMS, read_only=True)
+    dim0_sa = pvproperty(name="Dim0SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
+                         max_length=MAX_DIMS, read_only=True)
+    dim1_sa = pvproperty(name="Dim1SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
+                         max_length=MAX_DIMS, read_only=True)
+    dim2_sa = pvproperty(name="Dim2SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
+                         max_length=MAX_DIMS, read_only=True)
+    data_type = readback("DataType_RBV", "UInt16", enum_strings=ND_DATA_TYPES)
+    color_mode = readback("ColorMode_RBV", "Mono", enum_strings=ND_COLOR_MODES)
+    bayer_pattern = readback("BayerPattern_RBV", "RGGB", enum_strings=BAYER_PATTERNS)
+    plugin_type_rbv = readback("PluginType_RBV", "")
+    nd_array_port, nd_array_port_rbv = fixed(
+        "NDArrayPort", CAMERA_PORT, "every plugin takes its frames from the camera")
+    nd_array_address, nd_array_address_rbv = fixed(
+        "NDArrayAddress", 0, "the camera has one output")
+    queue_size = readback("QueueSize", 0, doc="frames this plugin can hold")
+    queue_free = readback("QueueFree", 0)
+    queue_use = readback("QueueUse", 0)
+    queue_free_low = pvproperty(name="QueueFreeLow", value=0.0,
+                                doc="QueueFree below this raises a MINOR alarm")
+    queue_use_high = pvproperty(name="QueueUseHIGH", value=0.0,
+                                doc="QueueUse above this raises a MINOR alarm (0: off)")
+    queue_use_hihi = pvproperty(name="QueueUseHIHI", value=0.0,
+                                doc="QueueUse above this raises a MAJOR alarm (0: off)")
+    process_plugin = pvproperty(name="ProcessPlugin", value=0,
+                                doc="put 1: hand the last frame to this plugin again")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self._received = 0  # frames counted toward ArrayCounter
+        self._dropped = 0
+        self._last: Frame | None = None
+        self._last_taken_t = -1e300
+        self._seconds = 0.0
+        self._stamps: collections.deque[float] = collections.deque(maxlen=50)
+        self._shape: tuple[int, int] | None = None
+        self._dtype = "uint16"
+
+    # -- frames (camera thread) -----------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self.enable_callbacks.value == "Enable"
+
+    def receive(self, frame: Frame) -> None:
+        """Count ``frame`` and offer it to :meth:`take` (skipped within
+        MinCallbackTime of the last one taken; dropped when the plugin cannot take it)."""
+        if not self.enabled:
+            return
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        min_dt = float(self.min_callback_time.value)
+        if min_dt > 0 and now - self._last_taken_t < min_dt:
+            return  # skipped, as areaDetector does: not counted, not dropped
+        self._last_taken_t = now
+        with self._lock:
+            self._received += 1
+            self._last = frame
+            self._stamps.append(now)
+            self._shape = frame.image.shape
+            self._dtype = frame.image.dtype.name
+        if not self.take(frame):
+            with self._lock:
+                self._dropped += 1
+        self._seconds = time.perf_counter() - t0
+
+    def take(self, frame: Frame) -> bool:
+        """Keep ``frame``; False when it had to be dropped."""
+        return True
+
+    def queue_state(self) -> tuple[int, int]:
+        """(capacity, frames waiting) of this plugin's queue."""
+        return (1, 0)
+
+    def prime(self, shape: tuple[int, int]) -> None:
+        """The frame size this plugin will receive, known before the first frame
+        (the camera's settings); a received frame's own size takes over."""
+        with self._lock:
+            if self._last is None:
+                self._shape = shape
+
+    # -- putters --------------------------------------------------------------------
+    @array_counter.putter
+    async def array_counter(self, instance, value):
+        with self._lock:
+            self._received = int(value)
+        return value
+
+    @dropped_arrays.putter
+    async def dropped_arrays(self, instance, value):
+        with self._lock:
+            self._dropped = int(value)
+        return value
+
+    @process_plugin.putter
+    async def process_plugin(self, instance, value):
+        last = self._last
+        if value and last is not None:
+            self.take(last)
+        return 0
+
+    # -- publishing (event loop) -------------------------------------------------------
+    @plugin_type_rbv.startup
+    async def plugin_type_rbv(self, instance, async_lib):
+        await self.plugin_type_rbv.write(self.plugin_type)
+
+    async def publish(self) -> None:
+        """Bring the counters to Channel Access (called by the camera's loop)."""
+        with self._lock:
+            received, dropped, last, shape = (self._received, self._dropped, self._last,
+                                              self._shape)
+            stamps = list(self._stamps)
+            dtype = self._dtype
+        await write_if_changed(self.array_counter_rbv, received)
+        await write_if_changed(self.dropped_arrays_rbv, dropped)
+        if last is not None and last.frame_id != self.unique_id.value:
+            await self.unique_id.write(int(last.frame_id))
+            await self.time_stamp.write(float(last.timestamp))
+            await self.execution_time.write(self._seconds * 1e3)
+        rate = 0.0
+        if len(stamps) >= 2 and stamps[-1] > stamps[0] and time.monotonic() - stamps[-1] < 2:
+            rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        if abs(rate - self.array_rate.value) > 0.01:
+            await self.array_rate.write(rate)
+        if shape is not None and (shape[1], shape[0]) != (self.array_size0.value,
+                                                          self.array_size1.value):
+            dims = dims_of(shape)
+            await self.array_size0.write(shape[1])
+            await self.array_size1.write(shape[0])
+            for pv in (self.dimensions, self.dim0_sa):
+                await pv.write(dims)
+        name = DTYPE_NAMES.get(dtype)
+        if name is not None and name != self.data_type.value:
+            await self.data_type.write(name)
+        size, waiting = self.queue_state()
+        await write_if_changed(self.queue_size, size)
+        await write_if_changed(self.queue_free, size - waiting)
+        await self._queue_alarm(waiting)
+
+    async def _queue_alarm(self, waiting: int) -> None:
+        free = self.queue_free.value
+        severity = AlarmSeverity.NO_ALARM
+        if self.queue_use_hihi.value and waiting > self.queue_use_hihi.value:
+            severity = AlarmSeverity.MAJOR_ALARM
+        elif (self.queue_use_high.value and waiting > self.queue_use_high.value) or (
+                self.queue_free_low.value and free < self.queue_free_low.value):
+            severity = AlarmSeverity.MINOR_ALARM
+        status = AlarmStatus.NO_ALARM if severity == AlarmSeverity.NO_ALARM else \
+            AlarmStatus.HIGH
+        if waiting != self.queue_use.value or severity != self.queue_use.alarm.severity:
+            await self.queue_use.write(waiting, status=status, severity=severity)
+

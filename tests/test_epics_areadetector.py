@@ -1,0 +1,153 @@
+"""The camera IOC driven as an areaDetector by ophyd's stock classes and pyepics: no
+project class in these tests (issue 11, item 2)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from ophyd import ADComponent as ADC
+from ophyd import EpicsSignal
+from ophyd.areadetector.cam import AreaDetectorCam
+from ophyd.areadetector.detectors import DetectorBase
+from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.plugins import HDF5Plugin, ImagePlugin
+from ophyd.areadetector.trigger_mixins import SingleTrigger
+
+N_IMAGES = 4
+N_POINTS = 3
+
+
+class StockHDF5(HDF5Plugin, FileStoreHDF5IterativeWrite):
+    """The beamline-standard HDF5 plugin with asset documents, as in NSLS-II profiles."""
+
+
+def stock_detector(prefix: str, frames_dir: Path):
+    write = str(frames_dir / "ophyd" / "%Y" / "%m" / "%d") + "/"
+
+    class StockDetector(SingleTrigger, DetectorBase):
+        cam = ADC(AreaDetectorCam, "cam1:")
+        image = ADC(ImagePlugin, "image1:")
+        hdf1 = ADC(StockHDF5, "HDF1:", write_path_template=write, root=str(frames_dir))
+
+    det = StockDetector(prefix, name="det")
+    det.hdf1.kind = "normal"
+    det.read_attrs = ["hdf1"]
+    return det
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def det(scope, prefix, settings):
+    det = stock_detector(prefix, settings.frames_dir)
+    # every component, lazy ones included: each PV the stock classes define exists
+    det.wait_for_connection(all_signals=True, timeout=30)
+    # the session's devices configure the camera for their own scans; a stock client
+    # sets what it needs itself
+    det.cam.trigger_mode.set("Internal").wait(10)
+    det.cam.acquire_time.set(0.003).wait(10)
+    det.cam.acquire_period.set(0.0).wait(10)
+    det.cam.num_images.set(N_IMAGES).wait(10)
+    det.hdf1.frames_per_volume = None
+    EpicsSignal(prefix + "HDF1:FramesPerVolume").put(0, wait=True)
+    yield det
+    det.destroy()
+
+
+def test_stock_ophyd_detector_counts_and_its_images_read_back_through_the_catalog(
+        det, session, settings):
+    from bluesky.plans import count
+
+    result = session.RE(count([det], num=N_POINTS))
+    run = session.catalog[result.run_start_uids[0]]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    images = run["primary"]["det_image"].read()
+    h, w = det.cam.array_size.array_size_y.get(), det.cam.array_size.array_size_x.get()
+    assert images.shape == (N_POINTS, N_IMAGES, h, w)
+    # the same frames as in the file the IOC wrote, where ophyd's template says
+    path = Path(det.hdf1.full_file_name.get())
+    assert path.name == f"{det.hdf1.file_name.get()}_000000.h5"
+    with h5py.File(path, "r") as f:
+        stored = f["/entry/data/data"][()]
+    assert stored.shape == (N_POINTS * N_IMAGES, h, w)
+    np.testing.assert_array_equal(np.asarray(images).reshape(stored.shape), stored)
+    assert stored.reshape(N_POINTS * N_IMAGES, -1).mean(axis=1).min() > 0  # real exposures
+    # the file was closed at unstage, and the writer says what it did
+    assert det.hdf1.capture.get() == 0
+    assert det.hdf1.write_status.get(as_string=True) == "Write OK"
+    assert int(det.hdf1.num_captured.get()) == N_POINTS * N_IMAGES
+
+
+def test_acquire_put_completes_when_the_acquisition_ends(det):
+    """areaDetector's Acquire is a busy record: put-with-completion returns when the
+    frames are taken, as caput -c and pyepics wait=True expect."""
+    det.cam.image_mode.set("Multiple").wait(10)
+    det.cam.num_images.set(30).wait(10)
+    acquire = EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True)
+    t0 = time.monotonic()
+    acquire.set(1).wait(60)
+    took = time.monotonic() - t0
+    assert int(det.cam.num_images_counter.get(use_monitor=False)) == 30
+    assert int(det.cam.acquire.get(use_monitor=False)) == 0  # Acquire_RBV
+    assert det.cam.detector_state.get(as_string=True, use_monitor=False) == "Idle"
+    period = det.cam.acquire_time.get() + float(EpicsSignal(
+        det.cam.prefix + "ReadoutTime_RBV").get())
+    assert took >= 29 * period  # it waited for the frames, not just the start
+
+
+def test_stop_ends_a_continuous_acquisition_and_its_pending_put(det):
+    det.cam.image_mode.set("Continuous").wait(10)
+    acquire = EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True)
+    status = acquire.set(1)
+    wait_for(lambda: int(det.cam.num_images_counter.get(use_monitor=False)) > 5,
+             what="frames of the continuous acquisition")
+    assert not status.done
+    det.cam.acquire.set(0).wait(10)
+    status.wait(10)
+    assert det.cam.detector_state.get(as_string=True, use_monitor=False) == "Idle"
+    det.cam.image_mode.set("Multiple").wait(10)
+
+
+def test_image_plugin_shows_the_newest_frame_it_took(det):
+    det.image.enable.set(1).wait(10)
+    det.cam.array_callbacks.set(1).wait(10)
+    det.cam.image_mode.set("Single").wait(10)
+    EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True).set(1).wait(30)
+    wait_for(lambda: int(det.image.unique_id.get(use_monitor=False)) == 0
+             and det.image.array_size.get() != (0, 0, 0), what="image1 to take the frame")
+    time.sleep(0.2)  # the loop sends ArrayData within one 20 ms pass
+    h, w = det.cam.array_size.array_size_y.get(), det.cam.array_size.array_size_x.get()
+    # as areaDetector reports a mono frame: ArraySize0 = x, ArraySize1 = y, 2 dims
+    assert (det.image.array_size.width.get(), det.image.array_size.height.get()) == (w, h)
+    assert det.image.ndimensions.get() == 2
+    # (ophyd's ImagePlugin.image asks for depth x height elements, 0 for a mono
+    # frame; pyepics returns no elements for a count of 0 from caproto servers)
+    image = np.asarray(det.image.array_data.get()).reshape(h, w)
+    assert image.mean() > 0
+    assert det.image.plugin_type.get().startswith("NDPluginStdArrays")
+
+
+def test_refused_settings_say_why(det):
+    """A feature this camera lacks is refused at once with the reason, not ignored."""
+    from caproto import CaprotoError
+    from caproto.threading.client import Context
+
+    ctx = Context()
+    try:
+        (pv,) = ctx.get_pvs(det.hdf1.prefix + "Compression", timeout=10)
+        with pytest.raises(CaprotoError):
+            pv.write([3], wait=True, timeout=10)  # zlib
+    finally:
+        ctx.disconnect()
+    assert det.hdf1.compression.get(as_string=True, use_monitor=False) == "None"
