@@ -1,5 +1,5 @@
 """``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware, copies,
-verify, concurrence."""
+verify, screens, concurrence."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def _cmd_copies(args: argparse.Namespace) -> int:
     print(f"{len(report.moved)} file(s) moved, {len(report.waiting)} waiting, "
           f"{len(report.failed_copies) + len(report.missing_copies)} without a good copy")
     return 1 if report.failed_copies or report.missing_copies else 0
+
+
+def _cmd_screens(args: argparse.Namespace) -> int:
+    from beamline_ls.config import load_settings
+    from beamline_ls.screens import write_screens
+
+    settings = load_settings(args.config, prefix=args.prefix)
+    files = write_screens(args.out_dir, settings)
+    print(f"{len(files)} screens in {args.out_dir}; open {files[0]} in Phoebus")
+    return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -118,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "present and every chunk passing its checksum")
     verify.add_argument("run_file", type=Path, help="a run file (<data dir>/runs/...)")
     verify.set_defaults(func=_cmd_verify)
+
+    screens = sub.add_parser("screens", help="write Phoebus screens (.bob) of every device, "
+                             "generated from the IOC's PVs")
+    screens.add_argument("out_dir", type=Path, help="directory for overview.bob and the "
+                         "device screens")
+    screens.add_argument("--prefix", default=None, help="PV prefix (default from config)")
+    screens.add_argument("--config", type=Path, default=None, help="microscope TOML file")
+    screens.set_defaults(func=_cmd_screens)
 
     conc = sub.add_parser("concurrence", help="where the frame pipeline's time went: "
                           "per-stage latencies of a saved concurrence log")
