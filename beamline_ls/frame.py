@@ -35,6 +35,10 @@ class Frame:
     extra:
         Further scalar metadata that only some frames carry (gating phase, trigger
         time, true phase on the simulator, ...).
+    capture_position:
+        Where the frame goes in the capture it was offered to, fixed when it was
+        offered (-1: not yet offered); the writer may take it much later, after the
+        camera restarted its ids.
     """
 
     image: np.ndarray
@@ -45,6 +49,7 @@ class Frame:
     plane: int = -1
     volume: int = -1
     extra: dict[str, float] = field(default_factory=dict)
+    capture_position: int = -1
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -88,6 +88,24 @@ def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
         yield microscope
 
 
+def put_is_refused(pvname: str, value: float) -> bool:
+    """True when the IOC answers a put with completion with an error (caproto's own
+    client: pyepics reports a failed put only on stderr)."""
+    from caproto import CaprotoError
+    from caproto.threading.client import Context
+
+    ctx = Context()
+    try:
+        (pv,) = ctx.get_pvs(pvname, timeout=10)
+        try:
+            pv.write([value], wait=True, timeout=10)
+        except CaprotoError:
+            return True
+        return False
+    finally:
+        ctx.disconnect()
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir):
     from beamline_ls.config import load_settings

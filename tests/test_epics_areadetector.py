@@ -9,11 +9,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import put_is_refused
 from ophyd import ADComponent as ADC
 from ophyd import EpicsSignal
 from ophyd.areadetector.cam import AreaDetectorCam
 from ophyd.areadetector.detectors import DetectorBase
-from ophyd.areadetector.filestore_mixins import FileStoreHDF5IterativeWrite
+from ophyd.areadetector.filestore_mixins import (
+    FileStoreHDF5IterativeWrite,
+    FileStoreHDF5Single,
+    FileStoreIterativeWrite,
+)
 from ophyd.areadetector.plugins import HDF5Plugin, ImagePlugin
 from ophyd.areadetector.trigger_mixins import SingleTrigger
 
@@ -25,13 +30,17 @@ class StockHDF5(HDF5Plugin, FileStoreHDF5IterativeWrite):
     """The beamline-standard HDF5 plugin with asset documents, as in NSLS-II profiles."""
 
 
-def stock_detector(prefix: str, frames_dir: Path):
+class StockHDF5Single(HDF5Plugin, FileStoreHDF5Single, FileStoreIterativeWrite):
+    """One file per frame (areaDetector's Single mode), as ophyd ships it."""
+
+
+def stock_detector(prefix: str, frames_dir: Path, plugin: type = StockHDF5):
     write = str(frames_dir / "ophyd" / "%Y" / "%m" / "%d") + "/"
 
     class StockDetector(SingleTrigger, DetectorBase):
         cam = ADC(AreaDetectorCam, "cam1:")
         image = ADC(ImagePlugin, "image1:")
-        hdf1 = ADC(StockHDF5, "HDF1:", write_path_template=write, root=str(frames_dir))
+        hdf1 = ADC(plugin, "HDF1:", write_path_template=write, root=str(frames_dir))
 
     det = StockDetector(prefix, name="det")
     det.hdf1.kind = "normal"
@@ -89,6 +98,39 @@ def test_stock_ophyd_detector_counts_and_its_images_read_back_through_the_catalo
     assert int(det.hdf1.num_captured.get()) == N_POINTS * N_IMAGES
 
 
+def test_single_mode_writes_a_file_per_frame(scope, prefix, settings):
+    """ophyd's FileStoreHDF5Single: FileWriteMode Single, AutoSave, a file per frame
+    named by the template and FileNumber (a plain RunEngine: the catalog does not read
+    per-frame files)."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+
+    det = stock_detector(prefix, settings.frames_dir, StockHDF5Single)
+    det.wait_for_connection(timeout=30)
+    det.cam.trigger_mode.set("Internal").wait(10)
+    det.cam.num_images.set(2).wait(10)
+    try:
+        RE = RunEngine({})
+        docs = []
+        RE(count([det], num=3), lambda name, doc: docs.append((name, doc)))
+        directory = Path(det.hdf1.file_path.get())
+        name = det.hdf1.file_name.get()
+        wait_for(lambda: len(list(directory.glob(f"{name}_*.h5"))) == 6,
+                 what="six single-frame files")
+        files = sorted(directory.glob(f"{name}_*.h5"))
+        assert [f.name for f in files] == [f"{name}_{i:06d}.h5" for i in range(6)]
+        for f in files:
+            with h5py.File(f, "r") as h5:
+                data = h5["/entry/data/data"]
+                assert data.shape[0] == 1 and data[0].mean() > 0
+        assert int(det.hdf1.file_number.get(use_monitor=False)) == 6
+        assert [d["spec"] for n, d in docs if n == "resource"] == ["AD_HDF5_SINGLE"]
+        assert det.hdf1.write_status.get(as_string=True, use_monitor=False) == "Write OK"
+    finally:
+        EpicsSignal(prefix + "HDF1:FileWriteMode").put("Stream", wait=True)
+        det.destroy()
+
+
 def test_acquire_put_completes_when_the_acquisition_ends(det):
     """areaDetector's Acquire is a busy record: put-with-completion returns when the
     frames are taken, as caput -c and pyepics wait=True expect."""
@@ -140,14 +182,5 @@ def test_image_plugin_shows_the_newest_frame_it_took(det):
 
 def test_refused_settings_say_why(det):
     """A feature this camera lacks is refused at once with the reason, not ignored."""
-    from caproto import CaprotoError
-    from caproto.threading.client import Context
-
-    ctx = Context()
-    try:
-        (pv,) = ctx.get_pvs(det.hdf1.prefix + "Compression", timeout=10)
-        with pytest.raises(CaprotoError):
-            pv.write([3], wait=True, timeout=10)  # zlib
-    finally:
-        ctx.disconnect()
+    assert put_is_refused(det.hdf1.prefix + "Compression", 3)  # zlib
     assert det.hdf1.compression.get(as_string=True, use_monitor=False) == "None"

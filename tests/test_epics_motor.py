@@ -10,7 +10,7 @@ import time
 
 import epics as ca  # pyepics (the `epics` fixture is the loopback set-up)
 import pytest
-from conftest import private_microscope
+from conftest import private_microscope, put_is_refused
 from ophyd import EpicsMotor
 from ophyd.utils.errors import LimitError
 
@@ -134,6 +134,33 @@ def test_stop_spmg_tweak_and_jog(x):
     jogged = x.user_readback.get(use_monitor=False)
     assert 1200 < jogged < 10_000
     assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
+
+
+def test_velo_sets_the_speed_of_the_move(x):
+    """EpicsMotor.velocity changes how long a move takes; out of range is refused."""
+    vmax = x.velocity.get()
+    assert ca.caget(f"{PREFIX}stage:X.VMAX", use_monitor=False) == pytest.approx(vmax)
+    x.velocity.set(vmax / 4).wait(10)
+    try:
+        t0 = time.monotonic()
+        x.move(1000.0, wait=True, timeout=30)
+        slow = time.monotonic() - t0
+        assert x.position == pytest.approx(1000.0)
+        assert slow >= 0.9 * 1000.0 / (vmax / 4)  # a quarter of the speed it had
+        assert put_is_refused(f"{PREFIX}stage:X.VELO", vmax * 10)
+        assert x.velocity.get(use_monitor=False) == pytest.approx(vmax / 4)
+    finally:
+        x.velocity.set(vmax).wait(10)
+
+
+def test_piezo_speed_is_fixed_and_says_so(microscope):
+    piezo = motor("piezo")
+    try:
+        assert ca.caget(f"{PREFIX}piezo.VMAX", use_monitor=False) == 0
+        assert put_is_refused(f"{PREFIX}piezo.VELO", 123.0)
+        assert put_is_refused(f"{PREFIX}piezo.ACCL", 5.0)
+    finally:
+        piezo.destroy()
 
 
 def test_home_goes_to_the_switch_and_sets_homed(x):

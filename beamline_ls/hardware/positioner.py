@@ -18,6 +18,8 @@ class PositionerDriver(ABC):
     units: str = ""
     limits: tuple[float, float] = (0.0, 0.0)
     velocity: float = 0.0  # units per second, 0 when not meaningful
+    #: the fastest speed a client may ask for; 0: the speed cannot be changed
+    max_velocity: float = 0.0
     precision: int = 3
     #: where the home switch is (dial units); None: this axis cannot home
     home_switch: float | None = None
@@ -43,6 +45,23 @@ class PositionerDriver(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    def set_velocity(self, velocity: float) -> None:
+        """Move at ``velocity`` (units/s) from now on; ValueError when this axis's
+        speed is not adjustable or ``velocity`` is outside (0, ``max_velocity``]."""
+        if not self.max_velocity:
+            what = (f"fixed at {self.velocity:g} {self.units}/s" if self.velocity
+                    else "set by its response time, not a speed")
+            raise ValueError(f"this {type(self).__name__}'s speed is {what}")
+        if not 0 < velocity <= self.max_velocity:
+            raise ValueError(f"speed {velocity:g} {self.units}/s outside (0, "
+                             f"{self.max_velocity:g}]")
+        self._apply_velocity(velocity)
+        self.velocity = velocity
+
+    def _apply_velocity(self, velocity: float) -> None:
+        """Backends with an adjustable speed send it to the hardware here."""
+        raise NotImplementedError
 
     def check(self, target: float) -> None:
         lo, hi = self.limits
@@ -101,6 +120,7 @@ class SimStageAxis(PositionerDriver):
         self.units = units
         self.limits = axis.travel
         self.velocity = axis.velocity
+        self.max_velocity = axis.velocity  # the configured speed is the axis's fastest
         self.precision = 2
         self.home_switch = min(max(0.0, self.limits[0]), self.limits[1])  # simulated
         self.has_limit_switches = True
@@ -108,6 +128,9 @@ class SimStageAxis(PositionerDriver):
     def move(self, target: float) -> None:
         self.check(target)
         self.axis.move(self.clock.now(), target)
+
+    def _apply_velocity(self, velocity: float) -> None:
+        self.axis.set_velocity(self.clock.now(), velocity)
 
     def position(self) -> float:
         return self.axis.position(self.clock.now())

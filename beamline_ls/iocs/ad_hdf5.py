@@ -7,7 +7,10 @@ result), arm it with ``Capture`` and read ``NumCaptured_RBV``, ``WriteStatus`` a
 closed, so ophyd's ``HDF5Plugin`` (``FileStoreHDF5IterativeWrite``) stages and unstages
 as on a real detector. ``NumCapture`` 0 captures until ``Capture`` is set to 0.
 ``Stream`` and ``Capture`` modes both write each frame as it comes (the file is the
-same; frames reach the disk sooner); ``Single`` (a file per frame) is refused.
+same; frames reach the disk sooner). ``Single`` with ``AutoSave`` Yes writes every frame
+to its own file as it arrives (``FileNumber`` counting on with ``AutoIncrement``), and
+``WriteFile`` writes the last frame; a frame that finds the single-file queue full is
+counted in ``DroppedArrays``.
 
 The file layout is this project's (``/entry/data/data`` as areaDetector, one chunk per
 frame with a checksum, per-frame metadata under ``/entry/meta``; see
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +45,7 @@ from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.diskspace import capture_problem
 from beamline_ls.pipeline.recorder import Recorder
 from beamline_ls.pipeline.rolling import frames_per_file
+from beamline_ls.pipeline.single_files import SingleFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +95,7 @@ class HDF5FileGroup(PluginGroup):
         doc="Yes: FileNumber goes up by one after each file is opened")
     auto_save, auto_save_rbv = setting(
         "AutoSave", "Yes", enum_strings=NO_YES,
-        doc="accepted for compatibility: Stream and Capture write every frame")
+        doc="Single mode: Yes writes every frame to its own file as it arrives")
     full_file_name = readback("FullFileName_RBV", "", text=True)
     file_format, file_format_rbv = fixed("FileFormat", "HDF5", "this plugin writes HDF5",
                                          enum_strings=["HDF5"])
@@ -105,9 +110,9 @@ class HDF5FileGroup(PluginGroup):
         "NumCapture", 1, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
         doc="frames per capture; 0: until Capture is set to Done")
     num_captured = readback("NumCaptured_RBV", 0)
-    write_file, write_file_rbv = fixed(
-        "WriteFile", "Done", "frames are written as they come; there is no buffer to write",
-        enum_strings=["Done", "Write"])
+    write_file, write_file_rbv = setting(
+        "WriteFile", "Done", enum_strings=["Done", "Write"],
+        doc="Single mode: write the last frame to the next file")
     read_file, read_file_rbv = fixed(
         "ReadFile", "Done", "reading files back into the IOC is not supported",
         enum_strings=["Done", "Read"])
@@ -223,6 +228,11 @@ class HDF5FileGroup(PluginGroup):
         self._open = False  # a capture was opened and has not been reported closed
         self._aborted = False
         self._opened_at = 0.0
+        self._number_lock = threading.Lock()
+        self._next_number = 0  # Single mode: the number the next file takes
+        self._single = SingleFileWriter(self._single_path)
+        self._single_base = 0  # files written before Single mode was chosen
+        self._single_failed = 0
 
     def configure(self, data_root: Path, mirror_root: str | Path | None,
                   mirror_roots: Sequence[str | Path]) -> None:
@@ -231,12 +241,25 @@ class HDF5FileGroup(PluginGroup):
 
     # -- frames (camera thread) -----------------------------------------------------------
     def take(self, frame: Frame) -> bool:
+        if self.file_write_mode.value == "Single":
+            if self.auto_save.value != "Yes":
+                return True  # areaDetector writes nothing then either
+            return self._single.offer(frame, self._take_number())
         if not self.recorder.capturing:
             return True  # not capturing: areaDetector ignores the frame too
         concurrence.record("camera frame", frame_id=frame.frame_id)
         return self.recorder.submit(frame)
 
+    def _take_number(self) -> int:
+        with self._number_lock:
+            number = self._next_number
+            if self.auto_increment.value == "Yes":
+                self._next_number += 1
+        return number
+
     def queue_state(self) -> tuple[int, int]:
+        if self.file_write_mode.value == "Single":
+            return (self._single.capacity, self._single.waiting)
         ring = self.recorder._ring
         if ring is None:
             return (int(self.buffer_frames.value), 0)
@@ -249,15 +272,16 @@ class HDF5FileGroup(PluginGroup):
             directory = self.data_root / directory
         return directory.resolve()
 
-    def resolve_path(self) -> Path:
-        """FullFileName for the next file: the template filled in, inside the data
-        root, not yet existing."""
+    def resolve_path(self, number: int | None = None) -> Path:
+        """FullFileName for the next file (``number``: FileNumber): the template filled
+        in, inside the data root, not yet existing."""
+        if number is None:
+            number = int(self.file_number.value)
         name = self.file_name.value.strip()
         if not name:
             raise ValueError("HDF1:FileName is empty")
         directory = self._directory(self.file_path.value)
-        full = format_file_name(self.file_template.value, f"{directory}/", name,
-                                int(self.file_number.value))
+        full = format_file_name(self.file_template.value, f"{directory}/", name, number)
         path = Path(full).resolve()
         if self.data_root not in path.parents:
             raise ValueError(f"{path} is outside the IOC's data root {self.data_root}")
@@ -266,6 +290,10 @@ class HDF5FileGroup(PluginGroup):
         if int(self.create_directory.value) == 0 and not path.parent.is_dir():
             raise FileNotFoundError(f"{path.parent} does not exist (CreateDirectory is 0)")
         return path
+
+    def _single_path(self, number: int) -> Path:
+        """Single mode (writer thread): where file ``number`` goes."""
+        return self.resolve_path(number)
 
     def _path_problem(self, value: str, frame_bytes: int) -> str:
         directory = self._directory(value)
@@ -291,13 +319,33 @@ class HDF5FileGroup(PluginGroup):
 
     @file_write_mode.putter
     async def file_write_mode(self, instance, value):
-        if value == "Single":
-            raise ValueError("FileWriteMode Single (one file per frame) is not supported: "
-                             "use Stream, which keeps every frame of a capture in one file "
-                             "(ophyd: FileStoreHDF5IterativeWrite)")
         if self.recorder.capturing:
             raise ValueError("FileWriteMode cannot change while capturing")
+        if value == "Single":
+            self._single_base = self._single.status.written
+            self._single_failed = self._single.status.failed
+            await self.num_captured.write(0)
         return value
+
+    @file_number.putter
+    async def file_number(self, instance, value):
+        with self._number_lock:
+            self._next_number = int(value)
+        return value
+
+    @write_file.putter
+    async def write_file(self, instance, value):
+        if value != "Write":
+            return "Done"
+        if self.file_write_mode.value != "Single":
+            raise ValueError("WriteFile writes the last frame in Single mode; Stream and "
+                             "Capture write every frame as it comes")
+        last = self._last
+        if last is None:
+            raise ValueError("WriteFile: no frame has arrived yet")
+        if not self._single.offer(last, self._take_number()):
+            raise RuntimeError("WriteFile: the single-file queue is full")
+        return "Done"
 
     @free_capture.putter
     async def free_capture(self, instance, value):
@@ -352,6 +400,9 @@ class HDF5FileGroup(PluginGroup):
         if value == "Capture":
             if self.recorder.capturing:
                 return value
+            if self.file_write_mode.value == "Single":
+                raise ValueError("in Single mode each frame is written to its own file as "
+                                 "it arrives (AutoSave Yes); Capture is for Stream/Capture")
             n = int(self.num_capture.value)
             try:
                 # paths are resolved and the file and its disk reserve created on the
@@ -414,6 +465,9 @@ class HDF5FileGroup(PluginGroup):
 
     # -- status (event loop) -------------------------------------------------------------
     async def refresh(self) -> None:
+        if self.file_write_mode.value == "Single":
+            await self._refresh_single()
+            return
         st = self.recorder.status
         await write_if_changed(self.num_captured, st.frames_written)
         if st.frames_dropped != self.dropped_frames.value:
@@ -433,6 +487,19 @@ class HDF5FileGroup(PluginGroup):
                 await write_if_changed(self.io_speed, round(rate, 1))
         if self._open and not st.capturing:
             await self._closed()
+
+    async def _refresh_single(self) -> None:
+        st = self._single.status
+        if self._next_number != self.file_number.value:
+            await self.file_number.write(self._next_number, verify_value=False)
+        await write_if_changed(self.num_captured, st.written - self._single_base)
+        await write_if_changed(self.buffer_used, self._single.waiting)
+        if st.last_path and st.last_path != self.full_file_name.value:
+            await self.full_file_name.write(st.last_path)
+        if st.failed != self._single_failed:
+            self._single_failed = st.failed
+            await self.write_message.write(st.error[:500])
+            await self.write_status.write("Write error")
 
     async def _closed(self) -> None:
         self.recorder.stop()

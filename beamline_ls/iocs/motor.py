@@ -18,6 +18,11 @@ What the record does here (field names as in the EPICS motor record):
   (Pause keeps the target for Go; Move makes one move, then Pause); ``TWV`` with
   ``TWF``/``TWR`` tweak; ``JOGF``/``JOGR`` run towards a limit while 1; ``HOMF``/``HOMR``
   go to the home switch where the axis has one and are refused where it has none.
+- ``VELO`` sets the speed of the moves that follow (and of one under way); ``JVEL`` and
+  ``HVEL`` that of jogs and homing runs, after which ``VELO`` applies again; ``VMAX`` is
+  the axis's fastest. An axis whose speed is not adjustable (piezo, galvos: a response
+  time, not a speed; a controller without a speed command) takes only its one speed and
+  refuses others, as do ``ACCL`` and ``VBAS``.
 
 Every driver call runs on the axis's own worker thread; a poll loop keeps read-backs
 current (fast while moving), so ``STOP`` is always served.
@@ -103,8 +108,9 @@ class MotorGroup(PVGroup):
         await f.motor_step_size.write(self.resolution)
         await f.engineering_units.write(self.driver.units)
         velocity = self.driver.velocity or 0.0
-        for field in (f.velocity, f.jog_velocity, f.max_velocity, f.home_velocity):
-            await field.write(velocity)
+        for field in (f.velocity, f.jog_velocity, f.home_velocity):
+            await field.write(velocity, verify_value=False)
+        await f.max_velocity.write(self.driver.max_velocity, verify_value=False)
         if not f.tweak_step_size.value:
             lo, hi = self.driver.limits
             await f.tweak_step_size.write(round((hi - lo) / 100.0, p), verify_value=False)
@@ -280,6 +286,11 @@ class MotorGroup(PVGroup):
 
     async def _finished(self, instance) -> None:
         self._moving = False
+        if self._jogging or self._homing:  # back to VELO after a jog or a homing run
+            try:
+                await self._speed(float(instance.field_inst.velocity.value))
+            except Exception as exc:  # the move is over either way; say why VELO is off
+                log.error("%s: could not return to VELO: %s", instance.pvname, exc)
         self._jogging = False
         if self._homing:
             self._homing, self._homed = False, not self._fault
@@ -431,6 +442,7 @@ class MotorGroup(PVGroup):
                 await self._halt(instance)
             return
         lo, hi = self.cal.user_limits
+        await self._speed(float(instance.field_inst.jog_velocity.value))
         await self._start_move(instance, hi if forward else lo)
         self._jogging = True
 
@@ -447,10 +459,64 @@ class MotorGroup(PVGroup):
     async def _home(self, instance) -> None:
         if self.driver.home_switch is None:
             raise ValueError(f"{instance.pvname} cannot home: this axis has no home switch")
+        await self._speed(float(instance.field_inst.home_velocity.value))
         await self._start_move(instance, self.cal.user(self.driver.home_switch))
         self._homing = True
         await self._done.wait()
         await instance.write(self.cal.user(self._dial), verify_value=False)
+
+    # ------------------------------------------------------------------ speed
+    async def _speed(self, velocity: float) -> None:
+        """Drive at ``velocity`` from now on (no-op when it already does, or when the
+        axis's speed cannot change: then VELO/JVEL/HVEL only take its one speed)."""
+        if self.driver.max_velocity and velocity != self.driver.velocity:
+            await self._worker.call(self.driver.set_velocity, velocity)
+
+    def _check_speed(self, name: str, velocity: float) -> None:
+        if velocity == self.driver.velocity:
+            return
+        if not self.driver.max_velocity:
+            raise ValueError(f"{self.prefix}.{name}: this axis's speed is fixed at "
+                             f"{self.driver.velocity:g} {self.driver.units}/s")
+        if not 0 < velocity <= self.driver.max_velocity:
+            raise ValueError(f"{self.prefix}.{name} = {velocity:g} outside (0, "
+                             f"{self.driver.max_velocity:g}] {self.driver.units}/s (VMAX)")
+
+    @motor.fields.velocity.putter
+    async def _velo(fields, instance, value):
+        group = fields.parent.group
+        group._check_speed("VELO", float(value))
+        if not (group._jogging or group._homing):
+            await group._speed(float(value))
+        return value
+
+    @motor.fields.jog_velocity.putter
+    async def _jvel(fields, instance, value):
+        fields.parent.group._check_speed("JVEL", float(value))
+        return value
+
+    @motor.fields.home_velocity.putter
+    async def _hvel(fields, instance, value):
+        fields.parent.group._check_speed("HVEL", float(value))
+        return value
+
+    @motor.fields.max_velocity.putter
+    async def _vmax(fields, instance, value):
+        if float(value) != fields.parent.group.driver.max_velocity:
+            raise ValueError("VMAX is the axis's fastest speed, set by its configuration")
+        return value
+
+    @motor.fields.seconds_to_velocity.putter
+    async def _accl(fields, instance, value):
+        if float(value) != float(fields.seconds_to_velocity.value):
+            raise ValueError("ACCL: the acceleration of this axis is not adjustable")
+        return value
+
+    @motor.fields.base_velocity.putter
+    async def _vbas(fields, instance, value):
+        if float(value) != float(fields.base_velocity.value):
+            raise ValueError("VBAS: this axis has no base speed to set")
+        return value
 
     @motor.fields.home_forward.putter
     async def _homf(fields, instance, value):

@@ -215,7 +215,8 @@ class Recorder:
         elif self._rebase:  # the restarted camera's first frame follows the last one
             self._base_id = frame.frame_id - self._next_position
         self._rebase = False
-        self._next_position = frame.frame_id - self._base_id + 1
+        frame.capture_position = frame.frame_id - self._base_id
+        self._next_position = frame.capture_position + 1
         self.status.frames_offered += 1
         # logged before the push: once pushed, the writer may log the frame first
         concurrence.record_queue("ring push", ring, frame.frame_id)
@@ -264,7 +265,7 @@ class Recorder:
         so a lost frame leaves a hole and later planes stay in place; the next free
         position if ids do not fit (a camera that restarted its counter)."""
         base = self._base_id or 0
-        k = frame.frame_id - base
+        k = frame.capture_position if frame.capture_position >= 0 else frame.frame_id - base
         if next_free <= k and (k < self.status.frames_expected
                                or not self.status.frames_expected):
             return k

@@ -157,7 +157,8 @@ class FrameRing:
         # the count says it is filled
         self.images[slot] = frame.image
         meta = Frame(self.images[slot], frame.frame_id, frame.timestamp, frame.exposure,
-                     frame.z_um, frame.plane, frame.volume, dict(frame.extra))
+                     frame.z_um, frame.plane, frame.volume, dict(frame.extra),
+                     frame.capture_position)
         with self._cond:
             self._meta[slot] = meta
             self._head = (slot + 1) % self.capacity

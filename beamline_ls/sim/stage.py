@@ -25,6 +25,15 @@ class LinearAxis:
             self._t0 = t
             self._target = target
 
+    def set_velocity(self, t: float, velocity: float) -> None:
+        """Move at ``velocity`` from time ``t`` on (a move under way continues at it)."""
+        if velocity <= 0:
+            raise ValueError("velocity must be > 0")
+        with self._lock:
+            self._x0 = self._position_locked(t)
+            self._t0 = t
+            self.velocity = velocity
+
     def stop(self, t: float) -> None:
         with self._lock:
             self._x0 = self._position_locked(t)
