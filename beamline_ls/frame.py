@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: per-frame metadata the gating adds to the frames it triggered (``Frame.extra``)
+GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase",
+                 "late_retries")
+
 
 @dataclass(slots=True)
 class Frame:

@@ -16,7 +16,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status
 
-from beamline_ls.pipeline.rolling import part_path
+from beamline_ls.pipeline.parts import part_path
 from devices.status import ProgressStatus
 from devices.text import TextSignal, TextSignalRO
 

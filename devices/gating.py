@@ -13,7 +13,10 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
 from ophyd.status import Status
 
+from beamline_ls.frame import GATING_FIELDS
 from devices.text import TextSignalRO
+
+__all__ = ["GATING_FIELDS", "GatingTrigger"]
 
 
 class LockWaiter(Signal):

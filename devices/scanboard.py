@@ -14,8 +14,12 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status
 
+from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.status import ProgressStatus
 from devices.text import TextSignalRO
+
+# the waveform model the board plays, for plans that check a scan before it starts
+__all__ = ["PIEZO_TRAVEL_UM", "GalvoCalibration", "ScanBoard", "VolumeScan"]
 
 
 class ScanBoard(Device):

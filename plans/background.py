@@ -1,7 +1,5 @@
 """Background: the mean of laser-off frames, subtracted from later frames in the IOC."""
 
-from __future__ import annotations
-
 import bluesky.plan_stubs as bps
 
 from devices.camera import Camera
@@ -23,7 +21,9 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
     laser: if given, switched off for the background and restored afterwards.
     """
     n = check_int("n", n, 1, 10_000)
-    restore = laser.enable.get() if laser is not None else None
+    restore = None
+    if laser is not None:
+        restore = yield from bps.rd(laser.enable, default_value=None)
 
     def inner():
         if laser is not None:

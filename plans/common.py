@@ -1,7 +1,5 @@
 """Small helpers shared by plans."""
 
-from __future__ import annotations
-
 import logging
 import time
 import uuid
@@ -16,6 +14,20 @@ log = logging.getLogger(__name__)
 def file_name_for(kind: str) -> tuple[str, str]:
     """(directory relative to the camera IOC's data root, unique file name)."""
     return time.strftime("%Y/%m/%d"), f"{kind}_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
+
+
+def camera_busy(camera):
+    """True when the camera acquires or its writer holds a file open (read with
+    ``bps.rd``; simulators, which answer no reads, see an idle camera)."""
+    capture = yield from bps.rd(camera.hdf.capture, default_value=0)
+    state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
+    return bool(capture) or state != "Idle"
+
+
+def abort_camera(camera):
+    """Stop camera and writer at once if either is busy (plans' cleanup)."""
+    if (yield from camera_busy(camera)):
+        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
 
 
 def collect_all(camera, stream_name: str = "primary"):

@@ -7,8 +7,6 @@ frame carries its trigger time, the predicted phase at that time, the period and
 reference id (and on the simulator the heart's true phase) as per-frame metadata.
 """
 
-from __future__ import annotations
-
 import math
 import time
 from collections.abc import Sequence
@@ -17,11 +15,16 @@ from typing import Any
 import bluesky.plan_stubs as bps
 from bluesky.utils import FailedStatus
 
-from beamline_ls.hardware.gating import GATING_FIELDS
 from devices.camera import Acquisition, Camera
-from devices.gating import GatingTrigger
+from devices.gating import GATING_FIELDS, GatingTrigger
 from devices.positioners import Piezo
-from plans.common import collect_all, file_name_for, with_cleanup, with_real_cause
+from plans.common import (
+    abort_camera,
+    collect_all,
+    file_name_for,
+    with_cleanup,
+    with_real_cause,
+)
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int, check_md
@@ -30,14 +33,18 @@ MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbe
 
 
 def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
-              target_phase: float | None, exposure: float) -> tuple[list[float], int,
-                                                                     float | None, float]:
+              target_phase: float | None, exposure: float):
+    """Checked ``(zs, frames_per_plane, target_phase, exposure)`` (a plan: the piezo's
+    limits are read with ``bps.rd``; simulators, which answer no reads, skip them)."""
     if isinstance(z_positions, str | bytes) or not hasattr(z_positions, "__len__"):
         raise ValueError("z_positions must be a sequence of focal positions in um")
     n = len(z_positions)
     if not 1 <= n <= 1000:
         raise ValueError(f"z_positions must hold 1 to 1000 positions, got {n}")
-    lo, hi = piezo.limits
+    lo = yield from bps.rd(piezo.low_limit_travel, default_value=None)
+    hi = yield from bps.rd(piezo.high_limit_travel, default_value=None)
+    if lo is None or hi is None or lo == hi:  # no limits known (0, 0 on a motor record)
+        lo, hi = -math.inf, math.inf
     zs = [check_float(f"z_positions[{i}]", z, lo, hi) for i, z in enumerate(z_positions)]
     fpp = check_int("frames_per_plane", frames_per_plane, 1, 1000)
     if target_phase is not None:
@@ -58,23 +65,21 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
             try:
                 yield from bps.trigger(gating, wait=True)
             except FailedStatus:
-                raise RuntimeError(
-                    f"gated trigger at z = {z:g} um failed: {gating.message.get()}"
-                ) from None
+                why = yield from bps.rd(gating.message, default_value="")
+                raise RuntimeError(f"gated trigger at z = {z:g} um failed: {why}") from None
         yield from bps.collect(camera, name="primary")
 
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
     yield from bps.abs_set(gating.arm, 0, wait=True)
-    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
-        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+    yield from abort_camera(camera)
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
     try:
         yield from bps.abs_set(gating.lock, lock_timeout, wait=True)
     except FailedStatus:
-        state = gating.state.get(use_monitor=False)
+        state = yield from bps.rd(gating.state, default_value="")
         raise TimeoutError(
             f"gating did not lock onto a heartbeat within {lock_timeout:g} s (state: {state}); "
             "check that the heart is in the brightfield field of view and beating"
@@ -83,7 +88,7 @@ def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
 
 def _start_gating(gating: GatingTrigger, target_phase: float | None, lock_timeout: float):
     yield from bps.mv(gating.target_phase, -1.0 if target_phase is None else target_phase)
-    if gating.enable.get() != "On":
+    if (yield from bps.rd(gating.enable, default_value="Off")) != "On":
         yield from bps.mv(gating.enable, "On")
     yield from _wait_for_lock(gating, lock_timeout)
 
@@ -106,11 +111,11 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from bps.mv(camera.cam.acquire_time, exposure)
         yield from _start_gating(gating, target_phase, lock_timeout)
         yield from bps.prepare(camera, acquisition, wait=True)
-        _md["settings"] = device_settings(camera, gating)
+        _md["settings"] = yield from device_settings(camera, gating)
         yield from bps.open_run(_md)
         yield from bps.declare_stream(camera, name="primary", collect=True)
         yield from bps.kickoff(camera, wait=True)
-        late_before = int(gating.late.get(use_monitor=False))
+        late_before = int((yield from bps.rd(gating.late, default_value=0)))
         t0 = time.time()
         for i in range(n_stacks):
             if i:
@@ -123,8 +128,8 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
             yield from _gated_stack(camera, gating, piezo, zs, fpp)
         yield from bps.complete(camera, wait=True)
         yield from collect_all(camera, "primary")
-        late = int(gating.late.get(use_monitor=False)) - late_before
-        report = loss_report(camera)
+        late = int((yield from bps.rd(gating.late, default_value=0))) - late_before
+        report = yield from loss_report(camera)
         if late:
             report["reason"] = "; ".join(
                 r for r in (report["reason"], f"{late} trigger(s) came late and were retried")
@@ -164,8 +169,8 @@ def gated_scan(
     single plane.
     """
     md = check_md(md)
-    zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
-                                                target_phase, exposure)
+    zs, fpp, target_phase, exposure = yield from _validate(
+        piezo, z_positions, frames_per_plane, target_phase, exposure)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
             "exposure": exposure}
     return (yield from _run(camera, gating, piezo, zs, fpp, target_phase, exposure, 1, 0.0,
@@ -196,8 +201,8 @@ def gated_timelapse(
     :func:`gated_scan`. Frames are stored as (timepoints x passes, planes, y, x).
     """
     md = check_md(md)
-    zs, fpp, target_phase, exposure = _validate(piezo, z_positions, frames_per_plane,
-                                                target_phase, exposure)
+    zs, fpp, target_phase, exposure = yield from _validate(
+        piezo, z_positions, frames_per_plane, target_phase, exposure)
     n = check_int("n_timepoints", n_timepoints, 1, 1_000_000)
     interval_s = check_float("interval_s", interval_s, 0.0, 7 * 24 * 3600.0)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,

@@ -11,8 +11,6 @@ The scan board is left as it is (park it first, e.g. with a planar scan setting)
 The laser's power and on/off state are restored afterwards, whatever happened.
 """
 
-from __future__ import annotations
-
 import math
 import numbers
 import time
@@ -25,8 +23,9 @@ from ophyd import Signal
 
 from devices.camera import Acquisition, Camera
 from devices.laser import Laser
-from plans.common import collect_all, with_cleanup, with_real_cause
+from plans.common import abort_camera, collect_all, with_cleanup, with_real_cause
 from plans.metadata import device_settings, software_versions
+from plans.scans import collect_while_flying
 from plans.validation import check_float, check_int, check_md
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
@@ -78,7 +77,7 @@ def power_series(
     Every argument is checked before anything moves.
     """
     md = check_md(md)
-    max_power = float(laser.max_power.get())
+    max_power = float((yield from bps.rd(laser.max_power, default_value=math.inf)))
     powers = check_powers(powers, max_power)
     frames_per_step = check_int("frames_per_step", frames_per_step, 1, 1_000_000)
     exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
@@ -101,11 +100,11 @@ def power_series(
     saved: dict[str, Any] = {}
 
     def inner():
-        saved["enable"] = laser.enable.get()
-        saved["power"] = float(laser.power.get_setpoint())
+        saved["enable"] = yield from bps.rd(laser.enable, default_value="Off")
+        saved["power"] = float((yield from bps.rd(laser.power, default_value=0.0)))
         yield from bps.mv(camera.cam.acquire_time, exposure, camera.cam.acquire_period, 0.0)
         yield from bps.mv(laser.enable, "On")
-        _md["settings"] = device_settings(camera, laser)
+        _md["settings"] = yield from device_settings(camera, laser)
         yield from bps.open_run(_md)
         dropped = 0
         for i, p in enumerate(powers):
@@ -117,17 +116,15 @@ def power_series(
             yield from bps.prepare(camera, acquisition, wait=True)
             yield from bps.declare_stream(camera, name=step_stream(i), collect=True)
             yield from bps.kickoff(camera, wait=True)
-            yield from bps.collect_while_completing([camera], [camera], flush_period=0.5,
-                                                    stream_name=step_stream(i))
+            yield from collect_while_flying([camera], camera, 0.5, step_stream(i))
             yield from collect_all(camera, step_stream(i))
-            dropped += int(camera.hdf.dropped_frames.get())
+            dropped += int((yield from bps.rd(camera.hdf.dropped_frames, default_value=0)))
         status = "success" if not dropped else "fail"
         reason = "" if not dropped else f"{dropped} frames dropped by the writer"
         return (yield from bps.close_run(exit_status=status, reason=reason))
 
     def cleanup():
-        if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
-            yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+        yield from abort_camera(camera)
         if "power" in saved:
             yield from bps.abs_set(laser.power, saved["power"], wait=True)
             yield from bps.abs_set(laser.enable, saved["enable"], wait=True)

@@ -6,17 +6,20 @@ StreamDatum per batch of complete volumes), so camera-rate data never becomes on
 Event per frame. Every argument is validated before anything moves.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import bluesky.plan_stubs as bps
 from bluesky.utils import short_uid
 
-from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 from devices.camera import Acquisition, Camera
-from devices.scanboard import ScanBoard
-from plans.common import collect_all, file_name_for, with_cleanup, with_real_cause
+from devices.scanboard import PIEZO_TRAVEL_UM, GalvoCalibration, ScanBoard, VolumeScan
+from plans.common import (
+    abort_camera,
+    collect_all,
+    file_name_for,
+    with_cleanup,
+    with_real_cause,
+)
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_md, check_skip
 
@@ -38,8 +41,7 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 def _cleanup(camera: Camera, scanboard: ScanBoard):
     """Leave the hardware idle whatever happened (no-op after a clean finish)."""
     yield from bps.abs_set(scanboard.stop_cmd, 1, wait=True)
-    if camera.hdf.capture.get() or camera.cam.detector_state.get() != "Idle":
-        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+    yield from abort_camera(camera)
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,
@@ -60,7 +62,7 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     yield from bps.declare_stream(camera, name="primary", collect=True)
     yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary")
     yield from collect_all(camera, "primary")
-    return (yield from bps.close_run(**loss_report(camera)))
+    return (yield from bps.close_run(**(yield from loss_report(camera))))
 
 
 def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
@@ -76,16 +78,19 @@ def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
         yield from bps.checkpoint()
         done = yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
         yield from bps.collect(camera, name=stream_name)
+        if done is None:  # a plan simulator (summarize_plan) answers no message
+            return
 
 
-def loss_report(camera: Camera) -> dict[str, str]:
-    """close_run arguments: a run that lost frames ends 'fail' and says how many and
-    from which frame on (the file's /entry/dropped datasets list every one)."""
-    dropped = int(camera.hdf.dropped_frames.get(use_monitor=False))
-    missed = int(camera.cam.triggers_missed.get(use_monitor=False))
+def loss_report(camera: Camera):
+    """close_run arguments (plan: ``report = yield from loss_report(camera)``): a run
+    that lost frames ends 'fail' and says how many and from which frame on (the
+    file's /entry/dropped datasets list every one)."""
+    dropped = int((yield from bps.rd(camera.hdf.dropped_frames, default_value=0)))
+    missed = int((yield from bps.rd(camera.cam.triggers_missed, default_value=0)))
     if not (dropped or missed):
         return {"exit_status": "success", "reason": ""}
-    first = int(camera.hdf.first_dropped.get(use_monitor=False))
+    first = int((yield from bps.rd(camera.hdf.first_dropped, default_value=-1)))
     parts = []
     if dropped:
         parts.append(f"{dropped} frame(s) dropped by the writer (first lost frame id {first}; "
@@ -137,11 +142,12 @@ def volumetric_scan(
         raise ValueError("z_start and z_stop must differ (use planar_scan for one plane)")
     volume_rate = check_float("volume_rate", volume_rate, 0.01, 100.0)
     if skip_planes is None:
-        skip = _skip_for_settle(float(scanboard.flyback_settle.get()), volume_rate, n_planes)
+        settle = yield from bps.rd(scanboard.flyback_settle, default_value=0.0)
+        skip = _skip_for_settle(float(settle), volume_rate, n_planes)
     else:
         skip = check_skip(skip_planes)
     plane_interval = 1.0 / (volume_rate * (n_planes + skip[0] + skip[1]))
-    readout = float(camera.cam.readout_time.get())
+    readout = float((yield from bps.rd(camera.cam.readout_time, default_value=0.0)))
     max_exposure = plane_interval - readout
     if max_exposure <= EXPOSURE_RANGE_S[0]:
         raise ValueError(
@@ -152,14 +158,16 @@ def volumetric_scan(
     if exposure is None:
         exposure = 0.8 * max_exposure
     exposure = check_float("exposure", exposure, EXPOSURE_RANGE_S[0], max_exposure)
-    cals = tuple(
-        GalvoCalibration(getattr(scanboard, f"galvo{i}_offset").get(),
-                         getattr(scanboard, f"galvo{i}_slope").get())
-        for i in (1, 2)
-    )
+    cals = []
+    for i in (1, 2):
+        offset = yield from bps.rd(getattr(scanboard, f"galvo{i}_offset"), default_value=0.0)
+        slope = yield from bps.rd(getattr(scanboard, f"galvo{i}_slope"),
+                                  default_value=GalvoCalibration.slope_v_per_um)
+        cals.append(GalvoCalibration(offset, slope))
+    rate = yield from bps.rd(scanboard.sample_rate, default_value=VolumeScan.sample_rate_hz)
+    lag = yield from bps.rd(scanboard.piezo_lag, default_value=0.0)
     scan = VolumeScan(volume_rate, n_planes, z_start, z_stop, exposure, skip[0], skip[1],
-                      sample_rate_hz=float(scanboard.sample_rate.get()),
-                      piezo_lag_s=float(scanboard.piezo_lag.get()), galvos=cals)
+                      sample_rate_hz=float(rate), piezo_lag_s=float(lag), galvos=tuple(cals))
     scan.waveforms()  # raises ValueError if galvo voltages would leave their range
 
     directory, name = file_name_for("volumetric")
@@ -194,7 +202,7 @@ def volumetric_scan(
         board_ready = short_uid("board-prepared")
         yield from bps.prepare(scanboard, group=board_ready)
         yield from bps.prepare(camera, acquisition, wait=True)
-        _md["settings"] = device_settings(camera, scanboard)
+        _md["settings"] = yield from device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False,
                                 board_prepared=board_ready))
 
@@ -221,7 +229,7 @@ def planar_scan(
     n_frames = check_int("n_frames", n_frames, 1, 100_000_000)
     z = check_float("z", z, *PIEZO_TRAVEL_UM)
     exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
-    readout = float(camera.cam.readout_time.get())
+    readout = float((yield from bps.rd(camera.cam.readout_time, default_value=0.0)))
     period = 0.0
     if frame_rate is not None:
         max_rate = 1.0 / (exposure + readout)
@@ -246,7 +254,7 @@ def planar_scan(
         yield from bps.mv(scanboard.mode, "Planar", scanboard.plane_z, z,
                           camera.cam.acquire_time, exposure, camera.cam.acquire_period, period)
         yield from bps.prepare(camera, acquisition, wait=True)
-        _md["settings"] = device_settings(camera, scanboard)
+        _md["settings"] = yield from device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
 
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))

@@ -1,8 +1,6 @@
 """Argument checks shared by plans: every bad value raises ValueError naming the
 parameter and the allowed range, before anything moves."""
 
-from __future__ import annotations
-
 import json
 import math
 import numbers

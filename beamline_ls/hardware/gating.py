@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 _NO_REQUEST = object()
 
-GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase",
-                 "late_retries")
 
 
 def predicted_phase_at(decision: Decision, t: float) -> float:

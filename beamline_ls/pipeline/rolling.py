@@ -22,6 +22,7 @@ import numpy as np
 
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
+from beamline_ls.pipeline.parts import part_path
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,6 @@ def frames_per_file(frame_shape: tuple[int, int], planes_per_volume: int = 0,
     n = max(1, int(ram * ram_fraction) // frame_bytes)
     per = planes_per_volume or 1
     return max(per, n // per * per)
-
-
-def part_path(first: str | Path, index: int) -> Path:
-    """The name of file ``index`` (0, 1, ...) of a capture whose first file is ``first``."""
-    first = Path(first)
-    return first if index == 0 else first.with_name(f"{first.stem}_{index:03d}{first.suffix}")
 
 
 @dataclass
