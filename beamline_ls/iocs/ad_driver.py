@@ -312,6 +312,16 @@ class DriverGroup(PortGroup):
         if self._ended is not None:
             self._ended.set()
 
+    async def _start_acquiring(self) -> None:
+        """Start acquiring for the writer; a refusal goes to StatusMessage_RBV and the
+        log, and fails the put."""
+        try:
+            await self.start(preview=False)
+        except (ValueError, RuntimeError) as exc:
+            await self.status_message.write(f"acquire refused: {exc}"[:500])
+            log.error("acquire refused: %s", exc)
+            raise
+
     # -- putters ----------------------------------------------------------------------
     @acquire.putter
     async def acquire(self, instance, value):
@@ -321,12 +331,7 @@ class DriverGroup(PortGroup):
             return "Done"
         if self.acquiring:
             return "Acquire"
-        try:
-            await self.start(preview=False)
-        except (ValueError, RuntimeError) as exc:
-            await self.status_message.write(f"acquire refused: {exc}"[:500])
-            log.error("acquire refused: %s", exc)
-            raise
+        await self._start_acquiring()
         await instance.write("Acquire", verify_value=False)
         await self.camera_mode.write("Acquire", verify_value=False)
         ended = self._ended
@@ -340,12 +345,7 @@ class DriverGroup(PortGroup):
     async def camera_mode(self, instance, value):
         if value == "Acquire":
             if not self.acquiring or self.preview_mode:
-                try:
-                    await self.start(preview=False)
-                except (ValueError, RuntimeError) as exc:
-                    await self.status_message.write(f"acquire refused: {exc}"[:500])
-                    log.error("acquire refused: %s", exc)
-                    raise
+                await self._start_acquiring()
             await self.acquire.write("Acquire", verify_value=False)
         elif value == "Preview":
             await self.start(preview=True)
