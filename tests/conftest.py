@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -86,6 +87,16 @@ def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
                             load_settings(data_dir=data, prefix=prefix), data / "ioc.log",
                             config=config, roi=roi, progress_bar=False) as microscope:
         yield microscope
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def put_is_refused(pvname: str, value: float) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import put_is_refused
+from conftest import put_is_refused, wait_for
 from ophyd import ADComponent as ADC
 from ophyd import EpicsSignal
 from ophyd.areadetector.cam import AreaDetectorCam
@@ -47,14 +47,6 @@ def stock_detector(prefix: str, frames_dir: Path, plugin: type = StockHDF5):
     det.read_attrs = ["hdf1"]
     return det
 
-
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

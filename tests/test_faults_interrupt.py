@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
+from conftest import wait_for
 
 # 8 s of volumes: the Ctrl-C comes after the third, and the pause must land (at the next
 # checkpoint, up to ~1 s later) well before the last one even on a loaded machine
@@ -44,13 +45,6 @@ def ctrl_c_when(condition, timeout: float = 60.0) -> threading.Thread:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def pause_a_volumetric_scan(scope, session):

@@ -11,17 +11,9 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from beamline_ls.pipeline.copy_ledger import CopyLedger
-
-
-def _wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _asset_uris(settings):
@@ -57,7 +49,7 @@ def test_the_catalog_reads_frames_from_the_verified_copy(scope, session, setting
     staged = hdf.full_file_name.get(use_monitor=False)
     rel = staged.split(str(settings.frames_dir) + "/", 1)[1]
     copy = share / rel
-    _wait_for(lambda: int(hdf.mirror_verified.get(use_monitor=False)) > verified_before,
+    wait_for(lambda: int(hdf.mirror_verified.get(use_monitor=False)) > verified_before,
               what="the IOC to verify the copy")
     assert copy.is_file()
     assert str(copy) == hdf.mirror_last_copy.get(use_monitor=False)
@@ -111,7 +103,7 @@ def test_a_failing_share_never_stalls_acquisition_and_is_reported(
     assert result.exit_status == "success"
     assert elapsed < 20, f"the run took {elapsed:.1f} s"
     staged = hdf.full_file_name.get(use_monitor=False)
-    _wait_for(lambda: int(hdf.mirror_failed.get(use_monitor=False)) > failed_before,
+    wait_for(lambda: int(hdf.mirror_failed.get(use_monitor=False)) > failed_before,
               what="the IOC to give up on the copy")
     assert "FAILED" in hdf.mirror_message.get(use_monitor=False)
     record = CopyLedger.in_directory(settings.frames_dir).latest()[staged]
