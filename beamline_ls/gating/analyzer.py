@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -74,8 +75,10 @@ class GatingConfig:
     loss_step_factor: float = 3.0  # no match: cost > this x (largest reference step + noise)
     loss_periods_without_prediction: float = 3.0
     refresh_every_triggers: int | None = None  # new reference every N triggers
-    fold_beats: float = 4.0  # the matched reference averages up to this many beats
-    fold_max_frames: int = 160  # ... and at most this many frames (bounded work)
+    fold_beats: float = 16.0  # the matched reference averages up to this many beats
+    fold_max_frames: int = 240  # ... and at most this many frames (bounded work)
+    refold_beats: float = 8.0  # folded again from the newest frames at least this often
+    refine_after_beats: float = 4.0  # the first fold again after this many beats locked
     prefill_periods: float = 1.25  # buffered frames phased at once after a new reference
 
 
@@ -140,6 +143,7 @@ class GatingAnalyzer:
         self._work: Reference | None = None  # current reference as matched (binned)
         self._frame_interval = math.nan  # camera frame interval (s)
         self._refine_at = math.inf  # when to fold the beats seen under this lock
+        self._fold_buf: deque[tuple[np.ndarray, float]] = deque()  # binned frames, times
         self._fold: Future | None = None  # folding of the current reference, running
 
     # ----------------------------------------------------------------- public API
@@ -197,7 +201,11 @@ class GatingAnalyzer:
         if t_mid >= self._refine_at:
             self._refine()
         self._adopt_fold()
-        res = self.estimator.estimate(bin_image(img, self._phase_bin))
+        work_img = bin_image(img, self._phase_bin)
+        if gap > 0:
+            self._fold_buf.clear()  # folding needs the phase to advance frame by frame
+        self._fold_buf.append((work_img, t_mid))
+        res = self.estimator.estimate(work_img)
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
         advance = TWO_PI * gap / self.reference.period_s if gap > 0 else None
@@ -232,8 +240,13 @@ class GatingAnalyzer:
                              ref.t_created, ref.frame_ids)
         self._frame_interval = ref.frame_interval  # the camera's, before any folding
         self._fold = None  # a fold of the previous reference is of no use any more
+        self._fold_buf = deque(maxlen=self.cfg.fold_max_frames)
+        recent, times = self.finder.recent(self.cfg.fold_max_frames)
+        for img, t in zip(recent, times, strict=True):
+            if img.shape[0] // self._phase_bin == work.frames.shape[1]:
+                self._fold_buf.append((bin_image(img, self._phase_bin), float(t)))
         work = self._start_fold(work) or work
-        self._refine_at = ref.t_created + self.cfg.fold_beats * ref.period_s
+        self._refine_at = ref.t_created + self.cfg.refine_after_beats * ref.period_s
         self.estimator = PhaseEstimator(work, self.cfg.max_drift)
         self.history.clear(ref.ref_id)  # fit barrier at every reference change
         self.barrier_phase = work.barrier_phase()  # binned: same phase, less work
@@ -260,15 +273,19 @@ class GatingAnalyzer:
                     ref.ref_id, ref.period, ref.period_s, self.target_phase)
 
     def _start_fold(self, work: Reference) -> Reference | None:
-        """Fold ``work`` over the recent beats in the finder's buffer (`fold`) on the
+        """Fold ``work`` over the newest frames matched under this lock (`fold`) on the
         executor; the folded reference if it is ready at once, else None (adopted by
         `_adopt_fold` when the job is done)."""
         n = min(self.cfg.fold_max_frames, int(self.cfg.fold_beats * work.period_s
                                               / self._frame_interval))
-        recent, times = self.finder.recent(n)
-        if not recent or recent[-1].shape[0] // self._phase_bin != work.frames.shape[1]:
+        buf = list(self._fold_buf)[-n:]
+        if len(buf) < 3 or buf[-1][0].shape != work.frames.shape[1:]:
             return None
-        self._fold = self.executor.submit(_fold_job, work, recent, times, self._phase_bin)
+        frames = [f for f, _ in buf]
+        times = np.array([t for _, t in buf])
+        drift = (self.estimator.dy, self.estimator.dx) if self.estimator is not None \
+            and self.estimator.ref.ref_id == work.ref_id else (0, 0)
+        self._fold = self.executor.submit(_fold_job, work, frames, times, drift)
         return self._take_fold()
 
     def _take_fold(self) -> Reference | None:
@@ -283,17 +300,18 @@ class GatingAnalyzer:
         return better
 
     def _adopt_fold(self) -> None:
-        """Match against a fold that finished since the last frame. The phase
+        """Match against a fold that finished since the last frame."""
+        better = self._take_fold()
+        if better is not None:
+            self._use_fold(better)
+
+    def _use_fold(self, better: Reference) -> None:
+        """Match against ``better``, a fold of the current reference. The phase
         coordinates stay the same (the fold stamps against the current reference), so
         the history, target and triggers carry on undisturbed."""
-        better = self._take_fold()
-        if better is None:
-            return
-        old = self.estimator
         self._work = better
+        # the fold averages the frames where they are now: no drift relative to it
         self.estimator = PhaseEstimator(better, self.cfg.max_drift)
-        if old is not None:
-            self.estimator.dy, self.estimator.dx = old.dy, old.dx
         self._max_step = float(self.estimator.step_costs().max())
         logger.debug("reference %d folded over the recent beats", better.ref_id)
 
@@ -312,12 +330,19 @@ class GatingAnalyzer:
             self.history.add(float(t), res.phase, -1, res.information)
 
     def _refine(self) -> None:
-        """Once ``fold_beats`` beats have passed under the lock, fold them all into
-        the reference. A lock forms after about two beats, so the first fold
-        averages few; this one averages the full number."""
-        self._refine_at = math.inf
-        assert self._work is not None
-        self._start_fold(self._work)
+        """Fold the reference again over the frames seen since the lock. A lock forms
+        after about two beats, so the first fold averages few; each fold doubles the
+        beats averaged, up to ``fold_beats``, and then folds are repeated every
+        ``refold_beats`` over the newest ones, so the reference follows a sample that
+        drifts or changes slowly. Each fold stamps the frames against the reference
+        in use, so the phase coordinates carry over."""
+        assert self._work is not None and self.reference is not None
+        ref = self.reference
+        beats = (self._refine_at - ref.t_created) / ref.period_s
+        self._refine_at += min(beats, self.cfg.refold_beats) * ref.period_s
+        better = self._start_fold(self._work)
+        if better is not None:
+            self._use_fold(better)
 
     def _carry_target(self, previous: Reference, new: Reference) -> float:
         """The target phase in ``new``'s coordinates: where the heart looks as it did at
@@ -422,8 +447,7 @@ class GatingAnalyzer:
             error_estimate=err, fitted_period_s=TWO_PI / rate if rate > 0 else math.nan)
 
 
-def _fold_job(work: Reference, recent: list[np.ndarray], times: np.ndarray,
-              phase_bin: int) -> Reference | None:
-    """Bin the buffered frames as matched and fold them into ``work`` (executor job)."""
-    stack = np.stack([bin_image(f, phase_bin) for f in recent])
-    return fold_reference(work, stack, times)
+def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
+              drift: tuple[int, int]) -> Reference | None:
+    """Fold the frames (as matched: binned) into ``work`` (executor job)."""
+    return fold_reference(work, np.stack(frames), times, drift=drift)

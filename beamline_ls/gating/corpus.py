@@ -27,6 +27,7 @@ from ..sim.beat import BeatParams, BeatProcess
 from ..sim.heart import SimHeart
 from ..sim.videos import Camera, HeartVideo, NoiseOnly, RecordedHeart, StaticTissue
 from .analyzer import Decision, GatingAnalyzer, GatingConfig
+from .executors import InlineExecutor
 from .score import Score, score_decisions
 
 FRAME_RATES = (80.0, 40.0, 80.0 / 3.0, 20.0)
@@ -157,7 +158,7 @@ def no_hearts() -> list[Case]:
 def gate_frames(frames: Iterator[Frame], config: GatingConfig | None = None
                 ) -> tuple[list[Decision], np.ndarray, GatingAnalyzer]:
     """Run the analyzer over frames; decisions and per-frame processing times (s)."""
-    an = GatingAnalyzer(config)
+    an = GatingAnalyzer(config, executor=InlineExecutor())
     decisions: list[Decision] = []
     proc: list[float] = []
     for fr in frames:

@@ -16,6 +16,7 @@ import numpy as np
 from ..frame import Frame
 from ..sim.heart import SimHeart
 from .analyzer import Decision, GatingAnalyzer
+from .executors import InlineExecutor
 from .score import circular_mean, circular_sd, score_decisions, wrap_pm_pi
 
 TWO_PI = 2.0 * math.pi
@@ -65,7 +66,7 @@ def run_sim(heart: SimHeart, fps: float, duration_s: float,
             image_hook: Callable[[int, np.ndarray], np.ndarray] | None = None,
             ) -> RunResult:
     """Render frames on the fly and gate them; returns fire times and true phases."""
-    an = analyzer or GatingAnalyzer()
+    an = analyzer or GatingAnalyzer(executor=InlineExecutor())
     if timestamps is None:
         start = heart.params.t0 if t0 is None else t0
         timestamps = start + np.arange(int(round(duration_s * fps))) / fps

@@ -43,6 +43,8 @@ def catmull_rom(t: np.ndarray) -> np.ndarray:
 
 
 _W = catmull_rom(_GRID)
+#: how much stronger or weaker than the reference a beat may be (see `PhaseEstimator`)
+GAIN_RANGE = (0.7, 1.4)
 
 
 def heartbeat_weight(centred: np.ndarray, noise_quantile: float = 0.1) -> np.ndarray:
@@ -84,11 +86,25 @@ class PhaseResult:
 
 
 class PhaseEstimator:
-    """Per-frame phase against one reference, with bounded integer drift tracking."""
+    """Per-frame phase against one reference, with bounded integer drift tracking.
+
+    Beats differ in strength: a stronger beat at phase p looks like a weaker one at a
+    phase where the heart is further from its mean shape, so a frame matched only by
+    distance lands at a phase off by the strength difference, the same way on every
+    frame of that beat (which a prediction cannot average out). The frame is
+    therefore matched as ``mean + g * (reference(p) - mean)`` with the gain ``g`` free
+    within ``gain_range`` (None: fixed at 1). For each position, ``g`` has a closed
+    form from the same inner products the distance needs, so it costs nothing extra.
+    The weights per pixel come from the folded reference when it has them
+    (`Reference.weight`: the share of a pixel's variance that repeats with the beat),
+    else from the variance over the one beat of the reference (`heartbeat_weight`).
+    """
 
     def __init__(self, reference: Reference, max_drift: int = 4,
-                 track_drift: bool = True) -> None:
+                 track_drift: bool = True,
+                 gain_range: tuple[float, float] | None = GAIN_RANGE) -> None:
         self.ref = reference
+        self.gain_range = gain_range
         m, h, w = reference.frames.shape
         self.margin = max(1, min(max_drift + 1, min(h, w) // 4))
         self.max_drift = self.margin - 1
@@ -99,7 +115,11 @@ class PhaseEstimator:
         inner = reference.frames[:, g:h - g, g:w - g].astype(np.float32)
         self._mean = inner.mean(axis=0)
         centred = inner - self._mean
-        self.weight = heartbeat_weight(centred)
+        if reference.weight is not None:
+            self.weight = np.ascontiguousarray(reference.weight[g:h - g, g:w - g],
+                                               dtype=np.float32)
+        else:
+            self.weight = heartbeat_weight(centred)
         self._centred = centred  # (m, h', w') float32
         self._rows = np.ascontiguousarray(centred * self.weight)  # weighted
         self._npx = float(self.weight.sum())  # effective number of pixels
@@ -156,7 +176,12 @@ class PhaseEstimator:
             raise ValueError("frame shape differs from the reference")
         dy, dx = self.dy, self.dx
         frame_costs, xx, c = self._costs(image, dy, dx)
-        curve = xx - 2.0 * (self._lin @ c) + self._quad
+        lc = self._lin @ c
+        if self.gain_range is None:
+            curve = xx - 2.0 * lc + self._quad
+        else:
+            gain = np.clip(lc / self._quad, *self.gain_range)
+            curve = xx - 2.0 * gain * lc + gain * gain * self._quad
         k = int(np.argmin(curve))
         cmin = max(float(curve[k]), 0.0)
         tau = self._tau(cmin)

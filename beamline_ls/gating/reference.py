@@ -61,6 +61,9 @@ class Reference:
     ref_id: int
     t_created: float  # absolute time (s) of the newest frame used
     frame_ids: tuple[int, ...] = field(default=())
+    #: per-pixel share of the variance that repeats with the beat (frame shape), known
+    #: once the reference is folded over several beats (`fold`); None before
+    weight: np.ndarray | None = None
 
     @property
     def period_s(self) -> float:
