@@ -76,8 +76,12 @@ class GatingConfig:
     loss_periods_without_prediction: float = 3.0
     refresh_every_triggers: int | None = None  # new reference every N triggers
     fold_beats: float = 16.0  # the matched reference averages up to this many beats
-    fold_max_frames: int = 240  # ... and at most this many frames (bounded work)
-    refold_beats: float = 8.0  # folded again from the newest frames at least this often
+    fold_max_frames: int = 240  # ... and at most this many frames
+    #: ... and at most this many frame pixels in all (as matched, after binning): a fold
+    #: stamps every frame twice, so this bounds the worker's time per fold (about 0.7 s
+    #: at 240 x 128 x 160; 256 x 256 frames get 75 frames)
+    fold_max_pixels: int = 240 * 128 * 160
+    refold_beats: float = 16.0  # folded again from the newest frames this often
     refine_after_beats: float = 4.0  # the first fold again after this many beats locked
     prefill_periods: float = 1.25  # buffered frames phased at once after a new reference
 
@@ -276,8 +280,9 @@ class GatingAnalyzer:
         """Fold ``work`` over the newest frames matched under this lock (`fold`) on the
         executor; the folded reference if it is ready at once, else None (adopted by
         `_adopt_fold` when the job is done)."""
-        n = min(self.cfg.fold_max_frames, int(self.cfg.fold_beats * work.period_s
-                                              / self._frame_interval))
+        h, w = work.frames.shape[1:]
+        n = min(self.cfg.fold_max_frames, self.cfg.fold_max_pixels // (h * w),
+                int(self.cfg.fold_beats * work.period_s / self._frame_interval))
         buf = list(self._fold_buf)[-n:]
         if len(buf) < 3 or buf[-1][0].shape != work.frames.shape[1:]:
             return None
