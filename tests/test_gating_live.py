@@ -75,8 +75,8 @@ def test_a_gap_while_searching_restarts_the_period_search():
 
 def test_folding_the_reference_runs_off_the_frame_path():
     """With a deferred executor the lock starts on the one-beat reference; the
-    multi-beat fold is matched against only once the executor has run it, and
-    gating at 20 fps then holds."""
+    multi-beat fold is matched against only once the executor has run it (the
+    default target waits for it), and gating at 20 fps then holds."""
     heart = SimHeart(seed=23, duration_s=30)
     jobs = InlineExecutor()
     an = GatingAnalyzer(executor=jobs)
@@ -89,10 +89,17 @@ def test_folding_the_reference_runs_off_the_frame_path():
         assert k < 10 * fps, "no lock within 10 s"
     assert an.estimator is not None
     assert an.estimator.ref.period < 10  # one beat of camera frames (~8.6 at 20 fps)
+    # the default target is placed on the fold: no trigger, and no loss, until it is
+    for _ in range(int(2 * fps)):
+        t = k / fps
+        d = an.process(Frame(heart.render_brightfield(t, SHAPE, 0.002), k, t, 0.002))
+        k += 1
+        assert d.state == "locked" and d.fire_time is None, d
     an.run_background()
     t = k / fps
     an.process(Frame(heart.render_brightfield(t, SHAPE, 0.002), k, t, 0.002))
     assert an.estimator.ref.period >= 32  # the folded, finely sampled beat
+    assert an.target_phase == an.estimator.ref.default_target_phase()
     r = run_sim(heart, fps, 20.0, SHAPE, analyzer=GatingAnalyzer(executor=InlineExecutor()),
                 t0=t + 1.0)
     assert r.beats_fraction() > 0.95
