@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,7 @@ class Camera(Device):
         self._bundles = {}
         self._index = 0
         self._first_file = Path()
+        self._shape = (0, 0)
         self._written_seen = 0
         self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
@@ -404,13 +406,21 @@ class Camera(Device):
         """Units (volumes or frames) accounted for: written, or lost and left as holes
         at their place in the file (so later frames keep their plane)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
-        try:
+        with self._in_contact():
             accounted = (int(self.hdf.num_captured.get(use_monitor=False))
                          + int(self.hdf.dropped_frames.get(use_monitor=False)))
-        except Exception as exc:  # the IOC is gone: say so, not which channel timed out
+        return accounted // per
+
+    @contextmanager
+    def _in_contact(self) -> Iterator[None]:
+        """Reads from the IOC during collection: when one fails (the IOC died between
+        two reads), raise that the IOC is gone, with what it had written, not which
+        channel happened to time out."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
             self._contact_error = f"{type(exc).__name__}: {exc}"
             raise RuntimeError(f"{self.name}: {self._write_error()}") from exc
-        return accounted // per
 
     def describe_collect(self) -> dict:
         acq = self._acq
@@ -450,8 +460,10 @@ class Camera(Device):
             return
         per = acq.frames_per_volume or 1
         if not self._bundles:
-            self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
-            file_frames = int(self.hdf.file_frames.get(use_monitor=False))
+            with self._in_contact():
+                self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
+                file_frames = int(self.hdf.file_frames.get(use_monitor=False))
+                self._shape = self.frame_shape
             self._units_per_file = (file_frames // per if file_frames >= per
                                     else max(1, acq.n_frames // per))
         part, offset = divmod(self._index, self._units_per_file)
@@ -472,7 +484,7 @@ class Camera(Device):
     def _compose_resources(self, path: Path) -> dict:
         acq = self._acq
         uri = f"file://localhost{path.as_posix()}"
-        h, w = self.frame_shape
+        h, w = self._shape  # read once per capture: later parts need no IOC
         per = acq.frames_per_volume
         unit: list[int] = [1, per] if per else [1]
         datasets = {f"{self.name}_image": (IMAGE_DATASET, [1, 1, h, w] if per else [1, h, w])}
