@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: per-frame metadata the gating adds to the frames it triggered (``Frame.extra``)
-GATING_FIELDS = ("trigger_time", "gating_phase", "period_s", "reference_id", "true_phase",
-                 "late_retries")
+GATING_FIELDS = ("trigger_time", "fired_at", "gating_phase", "period_s", "reference_id",
+                 "true_phase", "late_retries", "brightfield_frame", "brightfield_time")
 
 
 @dataclass(slots=True)

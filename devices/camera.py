@@ -30,8 +30,8 @@ META_KEYS = {
     "volume": ("/entry/meta/volume", "<i4", ""),
 }
 IMAGE_DATASET = "/entry/data/data"
-EXTRA_UNITS = {"trigger_time": "s", "gating_phase": "rad", "true_phase": "rad",
-               "period_s": "s"}
+EXTRA_UNITS = {"trigger_time": "s", "fired_at": "s", "gating_phase": "rad",
+               "true_phase": "rad", "period_s": "s", "brightfield_time": "s"}
 
 
 class CamControls(Device):

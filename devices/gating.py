@@ -47,6 +47,10 @@ class GatingTrigger(Device):
     late = Cpt(EpicsSignalRO, "TriggersLate_RBV", kind="omitted")
     last_triggers = Cpt(TextSignalRO, "LastTriggers_RBV", kind="omitted")
     message = Cpt(TextSignalRO, "Message_RBV", kind="omitted")
+    source = Cpt(TextSignalRO, "Source_RBV", kind="config")
+    fields = Cpt(TextSignalRO, "Fields_RBV", kind="omitted")
+    frames_lost = Cpt(EpicsSignalRO, "FramesLost_RBV", kind="omitted")
+    frames_skipped = Cpt(EpicsSignalRO, "FramesSkipped_RBV", kind="omitted")
     lock = Cpt(LockWaiter, value=30.0, kind="omitted")
 
     def trigger(self) -> Status:

@@ -99,10 +99,13 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
     n_frames = n_stacks * fpp * len(zs)
     # one plane: a plain (frames, y, x) movie; several: (passes, planes, y, x)
     per_volume = len(zs) if len(zs) > 1 else 0
+    # the fields this gating system attaches (true_phase only on a simulated heart)
+    fields = yield from bps.rd(gating.fields, default_value=",".join(GATING_FIELDS))
+    fields = tuple(f for f in str(fields).split(",") if f) or GATING_FIELDS
     acquisition = Acquisition(n_frames=n_frames, file_name=name, frames_per_volume=per_volume,
                               trigger_mode="External", file_path=directory,
                               stall_timeout=max(60.0, interval_s + 30.0),
-                              extra_fields=GATING_FIELDS)
+                              extra_fields=fields)
     _md = {"plan_name": plan_name, "plan_args": plan_args, "detectors": [camera.name],
            "num_points": n_stacks * fpp, "plane_z_um": zs, "versions": software_versions(),
            **md}

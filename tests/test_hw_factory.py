@@ -48,14 +48,17 @@ def test_the_example_microscope_builds_real_backends_without_touching_hardware()
     assert isinstance(d.laser, SerialLaser) and d.laser.max_power_mw == 50.0
     assert isinstance(d.trigger_box, TriggerBox)
     assert not any(link.connected for link in d.links)  # ports open on first use
-    assert d.backends == {"camera": "sim", "scanboard": "nidaqmx", "stage": "asi",
-                          "laser": "cobolt", "trigger_box": "serial"}
+    assert d.backends == {"camera": "pylablib", "brightfield": "pylon",
+                          "scanboard": "nidaqmx", "stage": "asi", "laser": "cobolt",
+                          "trigger_box": "serial"}
+    assert d.microscope is None  # every device real: no simulator object at all
 
 
 @pytest.mark.parametrize("hardware, message", [
     ({"lazer": {"backend": "sim"}}, r"hardware.lazer: unknown device"),
     ({"laser": {"backend": "coherent"}}, r"hardware.laser.backend: must be one of"),
-    ({"camera": {"backend": "andor"}}, r"hardware.camera.backend: must be one of \['sim'\]"),
+    ({"camera": {"backend": "andor"}},
+     r"hardware.camera.backend: must be one of \['sim', 'pylablib'\]"),
     ({"laser": {"backend": "cobolt", "port": "/dev/x", "wavelength_nm": 488}},
      r"hardware.laser.max_power_mw: is required"),
     ({"laser": {"backend": "cobolt", "port": "/dev/x", "max_power_mw": -5,
@@ -89,7 +92,8 @@ def test_bad_configuration_names_the_key(hardware, message):
 def test_example_toml_is_commented_and_covers_every_device():
     text = EXAMPLE.read_text()
     doc = tomllib.loads(text)
-    assert set(doc["hardware"]) == {"camera", "scanboard", "stage", "laser", "trigger_box"}
+    assert set(doc["hardware"]) == {"camera", "brightfield", "scanboard", "stage", "laser",
+                                    "trigger_box"}
     assert text.count("#") > 40
 
 

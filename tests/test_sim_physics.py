@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from beamline_ls.clock import VirtualClock
 from beamline_ls.sim.actuator import FirstOrderActuator
-from beamline_ls.sim.clock import VirtualClock
 from beamline_ls.sim.microscope import Roi, SimMicroscope
 from beamline_ls.sim.specimen import Specimen
 from beamline_ls.waveforms import GalvoCalibration, VolumeScan

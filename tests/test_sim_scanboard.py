@@ -4,9 +4,9 @@ camera sees, and the simulator's windowed bead rendering equals the full-frame o
 import numpy as np
 import pytest
 
+from beamline_ls.clock import VirtualClock
 from beamline_ls.hardware.scanboard import SimScanBoard
 from beamline_ls.sim import optics
-from beamline_ls.sim.clock import VirtualClock
 from beamline_ls.sim.heart import SimHeart
 from beamline_ls.sim.microscope import Roi, SimMicroscope
 from beamline_ls.waveforms import VolumeScan

@@ -25,42 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from beamline_ls.clock import Clock, RealTimeClock, VirtualClock
+
 logger = logging.getLogger(__name__)
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-
-class RealTimeClock:
-    """Wall-clock absolute time (epoch seconds) with a monotonic tick underneath."""
-
-    def __init__(self) -> None:
-        self._offset = time.time() - time.perf_counter()
-
-    def now(self) -> float:
-        return time.perf_counter() + self._offset
-
-
-class VirtualClock:
-    """A clock that only moves when told to; listeners are called on every advance."""
-
-    def __init__(self, t0: float = 0.0) -> None:
-        self._t = float(t0)
-        self._listeners: list[Callable[[float], None]] = []
-
-    def now(self) -> float:
-        return self._t
-
-    def subscribe(self, fn: Callable[[float], None]) -> None:
-        self._listeners.append(fn)
-
-    def advance_to(self, t: float) -> None:
-        """Move to ``t`` (never backwards) and let listeners fire what became due."""
-        if t > self._t:
-            self._t = float(t)
-        for fn in self._listeners:
-            fn(self._t)
 
 
 class TriggerSink(Protocol):

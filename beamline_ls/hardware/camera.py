@@ -8,6 +8,7 @@ sink callable. Acquisition never waits on the sink's consumer: sinks must be qui
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -18,7 +19,9 @@ from beamline_ls.sim.microscope import Roi, SimMicroscope
 
 log = logging.getLogger(__name__)
 
-TRIGGER_MODES = ("Internal", "External")
+#: Internal: free running; External: one frame per trigger edge; External Exposure: the
+#: trigger pulse's width is the exposure (level trigger; real sCMOS cameras only)
+TRIGGER_MODES = ("Internal", "External", "External Exposure")
 BINNINGS = (1, 2, 4)
 
 
@@ -94,6 +97,19 @@ class CameraDriver(ABC):
     def triggers_missed(self) -> int:
         """Trigger pulses that arrived while the sensor was busy."""
 
+    @property
+    def frames_lost(self) -> int:
+        """Frames the camera took but never delivered (its buffer overflowed); each
+        leaves a gap in the frame ids, which the file keeps as a hole."""
+        return 0
+
+    def temperature_c(self) -> float:
+        """Sensor temperature (°C); NaN when the camera does not report one."""
+        return math.nan
+
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release the camera (IOC shutdown)."""
+
 
 class SimCamera(CameraDriver):
     """Renders each exposure from the simulated microscope at its absolute time."""
@@ -128,6 +144,9 @@ class SimCamera(CameraDriver):
 
     def start(self, settings: CameraSettings, n_frames: int | None, sink: FrameSink) -> None:
         settings.validate(self.sensor_shape)
+        if settings.trigger_mode == "External Exposure":
+            raise ValueError("the simulated camera has no level trigger (External "
+                             "Exposure); allowed: Internal, External")
         if self.running:
             raise RuntimeError("camera is already acquiring")
         self._stop.clear()

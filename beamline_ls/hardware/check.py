@@ -130,12 +130,82 @@ def probe_trigger_box(cfg: dict[str, Any],
         link.close()
 
 
+def probe_brightfield(cfg: dict[str, Any], _unused: Any = None) -> Finding:
+    """Open the gating camera (or read the recording) and report it; acquire nothing."""
+    from beamline_ls.clock import RealTimeClock
+
+    try:
+        source = factory.build_brightfield(cfg, RealTimeClock())
+    except ValueError:  # the configuration is wrong: check() reports it as such
+        raise
+    except Exception as exc:  # noqa: BLE001 - a missing SDK, in its own words
+        return Finding("brightfield", False, f"{type(exc).__name__}: {exc}")
+    try:
+        h, w = source.frame_shape
+        return Finding("brightfield", True, f"{source.name} answered: {w}x{h} "
+                                            f"{source.dtype}")
+    except Exception as exc:  # noqa: BLE001 - camera absent or refusing a setting
+        return Finding("brightfield", False, str(exc))
+    finally:
+        source.close()
+
+
+def probe_camera(cfg: dict[str, Any], _unused: Any = None) -> Finding:
+    """Open the sCMOS through pylablib and report it; acquire nothing."""
+    camera = factory.build_camera(cfg)
+    try:
+        h, w = camera.sensor_shape
+        t = camera.temperature_c()
+        temp = f", sensor at {t:.1f} °C" if t == t else ""
+        return Finding("camera", True, f"{camera.name} answered: sensor {w}x{h}{temp}")
+    except Exception as exc:  # noqa: BLE001 - no SDK library, no camera: its own words
+        return Finding("camera", False, f"{camera.name}: {type(exc).__name__}: {exc}")
+    finally:
+        try:
+            camera.close()
+        except Exception:  # noqa: BLE001 - never opened
+            pass
+
+
+def probe_nidaq_trigger(cfg: dict[str, Any],
+                        system_factory: SystemFactory | None = None) -> Finding:
+    """Look up the NI device and the gating trigger's counter or line; start nothing."""
+    import nidaqmx.errors
+
+    c = factory.nidaq_trigger_config(cfg)
+    chan = f"{c.device}/{c.counter if c.output == 'counter' else c.do_line}"
+    try:
+        system = (system_factory or _nidaq_system)()
+        names = list(system.devices.device_names)
+        if c.device not in names:
+            return Finding("trigger_box", False,
+                           f"NI device {c.device!r} not found (devices present: "
+                           f"{', '.join(names) or 'none'})")
+        dev = system.devices[c.device]
+        coll = dev.co_physical_chans if c.output == "counter" else dev.do_lines
+        if chan not in set(coll.channel_names):
+            return Finding("trigger_box", False, f"NI {c.device} answered but lacks {chan}")
+        return Finding("trigger_box", True, f"NI {c.device} answered; gating trigger on "
+                                            f"{chan} ({c.output})")
+    except nidaqmx.errors.DaqNotFoundError:
+        return Finding("trigger_box", False, "NI-DAQmx driver is not installed on this "
+                                             "computer, so the NI board cannot be reached")
+    except nidaqmx.errors.Error as exc:
+        return Finding("trigger_box", False, f"NI {c.device} did not answer: "
+                                             f"{str(exc).splitlines()[0]}")
+
+
 PROBES = {
     ("scanboard", "nidaqmx"): probe_nidaq,
     ("stage", "asi"): probe_stage,
     ("laser", "cobolt"): probe_laser,
     ("trigger_box", "serial"): probe_trigger_box,
+    ("trigger_box", "nidaq"): probe_nidaq_trigger,
+    ("camera", "pylablib"): probe_camera,
+    ("brightfield", "pylon"): probe_brightfield,
+    ("brightfield", "tiff"): probe_brightfield,
 }
+NI_PROBES = {probe_nidaq, probe_nidaq_trigger}
 
 
 def check(hardware: dict[str, Any], *, serial_factory: SerialFactory | None = None,
@@ -148,7 +218,7 @@ def check(hardware: dict[str, Any], *, serial_factory: SerialFactory | None = No
             found.append(Finding(device, True, "simulated (nothing to connect to)"))
             continue
         probe = PROBES[(device, backend)]
-        if device == "scanboard":
+        if probe in NI_PROBES:
             found.append(probe(hardware[device], system_factory))
         else:
             found.append(probe(hardware[device], serial_factory))

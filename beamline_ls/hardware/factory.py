@@ -9,12 +9,22 @@ Devices and backends (see ``examples/microscope.toml`` for every key):
 ============  ======================  ============================================
 device        backends                real hardware
 ============  ======================  ============================================
-camera        sim                     (none yet)
+camera        sim, pylablib           sCMOS through pylablib: Hamamatsu DCAM or
+                                      Andor SDK3 (``sdk = "dcam" | "andor3"``)
+brightfield   sim, pylon, tiff        gating camera: GenICam through pylon, or a
+                                      recorded TIFF replayed at its own rate
 scanboard     sim, nidaqmx            NI board: piezo + galvo AO, camera pulses, AI
 stage         sim, asi                ASI MS-2000 style controller, serial
 laser         sim, cobolt             Cobolt-style laser head, serial
-trigger_box   sim, serial             gating trigger box with its own clock, serial
+trigger_box   sim, serial, nidaq      gating trigger output: software scheduler
+                                      (sim), a box with its own clock (serial), an
+                                      NI counter or DO line fired by the scheduler
 ============  ======================  ============================================
+
+The gating system is assembled from ``brightfield`` (its frame source) and
+``trigger_box`` (its output). The simulated microscope exists only while some device
+is simulated; the simulated heart only when the brightfield camera is, so the
+simulator-only ``true_phase`` is stored only then.
 
 With the ``nidaqmx`` scan board the piezo and galvo positioners are the board's AO
 channels (static writes). Building drivers never touches hardware: serial ports open
@@ -26,11 +36,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from beamline_ls.clock import Clock, RealTimeClock
 from beamline_ls.hardware.asi_stage import AsiStage, AxisConfig
+from beamline_ls.hardware.brightfield import FrameSource, TiffReplaySource
 from beamline_ls.hardware.camera import CameraDriver, SimCamera
+from beamline_ls.hardware.gating import GatingSystem
 from beamline_ls.hardware.laser import LaserDriver, SimLaser
 from beamline_ls.hardware.nidaq_positioner import NidaqAxis
 from beamline_ls.hardware.nidaq_scanboard import (
@@ -48,18 +62,28 @@ from beamline_ls.hardware.scanboard import ScanBoardDriver, SimScanBoard
 from beamline_ls.hardware.serial_laser import SerialLaser
 from beamline_ls.hardware.serial_link import SerialFactory, SerialLink
 from beamline_ls.hardware.trigger_box import TriggerBox
+from beamline_ls.hardware.trigger_output import (
+    BoxOutput,
+    NidaqOutput,
+    NidaqTriggerConfig,
+    ScheduledOutput,
+    TriggerOutput,
+)
+from beamline_ls.sim.heart import SimHeart
 from beamline_ls.sim.microscope import SimMicroscope
 
 log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, tuple[str, ...]] = {
-    "camera": ("sim",),
+    "camera": ("sim", "pylablib"),
+    "brightfield": ("sim", "pylon", "tiff"),
     "scanboard": ("sim", "nidaqmx"),
     "stage": ("sim", "asi"),
     "laser": ("sim", "cobolt"),
-    "trigger_box": ("sim", "serial"),
+    "trigger_box": ("sim", "serial", "nidaq"),
 }
 STAGE_AXES = ("x", "y", "z")
+HEART_HOURS = 3  # simulated heart timeline; phase is precomputed on a 5 ms grid
 
 
 @dataclass
@@ -74,9 +98,13 @@ class Drivers:
     trigger_box: TriggerBox | None = None
     backends: dict[str, str] = field(default_factory=dict)
     links: list[SerialLink] = field(default_factory=list)
+    gating: GatingSystem | None = None
 
     def close(self) -> None:
-        """Stop the scan board and close every serial port (IOC shutdown)."""
+        """Stop gating and the scan board, close every serial port (IOC shutdown)."""
+        if self.gating is not None:
+            self.gating.close()
+        self.camera.close()
         self.scanboard.stop()
         for link in self.links:
             link.close()
@@ -269,14 +297,69 @@ def build_laser(cfg: dict[str, Any], serial_factory: SerialFactory | None = None
     return laser, link
 
 
-def build_trigger_box(cfg: dict[str, Any], serial_factory: SerialFactory | None = None
-                      ) -> tuple[TriggerBox, SerialLink]:
+def build_trigger_box(cfg: dict[str, Any], serial_factory: SerialFactory | None = None,
+                      clock: Clock | None = None) -> tuple[TriggerBox, SerialLink]:
     t = Table(cfg, "hardware.trigger_box")
     link = serial_link(t, "trigger_box", 115200, 0.2, serial_factory=serial_factory)
-    box = TriggerBox(link, tick_s=t.float("tick_us", 2.56, 0.0, 1e6, lo_open=True) * 1e-6,
+    box = TriggerBox(link, clock=clock,
+                     tick_s=t.float("tick_us", 2.56, 0.0, 1e6, lo_open=True) * 1e-6,
                      resync_s=t.float("resync_s", 10.0, 0.1, 3600.0))
     t.finish()
     return box, link
+
+
+def build_camera(cfg: dict[str, Any], opener: Callable[[int], Any] | None = None,
+                 clock: Clock | None = None) -> CameraDriver:
+    """The sCMOS through pylablib, from ``[hardware.camera]``."""
+    from beamline_ls.hardware.pylablib_camera import SDKS, PylablibCamera
+
+    t = Table(cfg, "hardware.camera")
+    camera = PylablibCamera(
+        sdk=t.str("sdk", None, tuple(SDKS)), index=t.int("index", 0, 0, 63),
+        readout_speed=t.str("readout_speed", ""),
+        buffer_frames=t.int("buffer_frames", 200, 2, 100_000), clock=clock, opener=opener)
+    t.finish()
+    return camera
+
+
+def build_brightfield(cfg: dict[str, Any], clock: Clock) -> FrameSource:
+    """A real brightfield source (``pylon`` or ``tiff``) from its table."""
+    t = Table(cfg, "hardware.brightfield")
+    backend = t.str("backend", "sim", BACKENDS["brightfield"])
+    if backend == "tiff":
+        source: FrameSource = TiffReplaySource(
+            t.str("path"), t.float("fps", None, 1.0, 1000.0), clock)
+    else:
+        from beamline_ls.hardware.pylon_camera import PIXEL_FORMATS, STAMPS, PylonSource
+
+        roi = t._raw("roi", None)
+        if roi is not None and (not isinstance(roi, list) or len(roi) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi)):
+            raise t.fail("roi", f"must be [x, y, width, height] in pixels, got {roi!r}")
+        source = PylonSource(
+            serial=t.str("serial", ""),
+            exposure_us=t.float("exposure_us", 1000.0, 1.0, 1e6),
+            roi=tuple(roi) if roi is not None else None,
+            pixel_format=t.str("pixel_format", "Mono8", tuple(PIXEL_FORMATS)),
+            image_filename=t.str("image_filename", ""),
+            latency_s=t.float("latency_s", 0.0, 0.0, 1.0),
+            stamp=t.str("stamp", "auto", STAMPS),
+            clock=clock)
+    t.finish()
+    return source
+
+
+def nidaq_trigger_config(cfg: dict[str, Any]) -> NidaqTriggerConfig:
+    t = Table(cfg, "hardware.trigger_box")
+    d = NidaqTriggerConfig()
+    c = NidaqTriggerConfig(
+        device=t.str("device", d.device),
+        output=t.str("output", d.output, ("counter", "do")),
+        counter=t.str("counter", d.counter),
+        do_line=t.str("do_line", d.do_line),
+        pulse_width_s=t.float("pulse_width_s", d.pulse_width_s, 1e-6, 0.1))
+    t.finish()
+    return c
 
 
 def build_drivers(
@@ -285,15 +368,21 @@ def build_drivers(
     *,
     task_factory: TaskFactory | None = None,
     serial_factory: SerialFactory | None = None,
+    camera_opener: Callable[[int], Any] | None = None,
 ) -> Drivers:
     """Drivers for every device; ``hardware`` names a backend per device (default sim).
 
-    ``task_factory`` (``name -> nidaqmx.Task``) and ``serial_factory`` (pyserial's
-    ``serial_for_url`` signature) are seams for tests and unusual installations.
+    ``task_factory`` (``name -> nidaqmx.Task``), ``serial_factory`` (pyserial's
+    ``serial_for_url`` signature) and ``camera_opener`` (``index -> pylablib camera``)
+    are seams for tests and unusual installations.
     """
     hardware = dict(hardware or {})
     backends = check_devices(hardware)
-    m = microscope or SimMicroscope()
+    # the simulated world exists only when something is simulated
+    m = microscope
+    if m is None and any(b == "sim" for b in backends.values()):
+        m = SimMicroscope()
+    clock: Clock = m.clock if m is not None else RealTimeClock()  # one clock for all
     links: list[SerialLink] = []
 
     if backends["scanboard"] == "nidaqmx":
@@ -335,16 +424,52 @@ def build_drivers(
 
     box = None
     if backends["trigger_box"] == "serial":
-        box, link = build_trigger_box(hardware["trigger_box"], serial_factory)
+        box, link = build_trigger_box(hardware["trigger_box"], serial_factory, clock)
         links.append(link)
-    else:
+    elif backends["trigger_box"] == "sim":
         Table(hardware.get("trigger_box", {}), "hardware.trigger_box").finish()
 
-    Table(hardware.get("camera", {}), "hardware.camera").finish()
-    camera = SimCamera(m)
+    camera: CameraDriver
+    if backends["camera"] == "pylablib":
+        camera = build_camera(hardware["camera"], camera_opener, clock)
+    else:
+        Table(hardware.get("camera", {}), "hardware.camera").finish()
+        assert m is not None
+        camera = SimCamera(m)
+    gating = build_gating(hardware, backends, m, box, clock, task_factory)
     real = {k: v for k, v in backends.items() if v != "sim"}
     if real:
         log.info("hardware backends: %s (everything else simulated)",
                  ", ".join(f"{k}={v}" for k, v in real.items()))
-    return Drivers(camera, board, piezo, galvos, stage, laser, m, box, backends, links)
+    return Drivers(camera, board, piezo, galvos, stage, laser, m, box, backends, links,
+                   gating)
+
+
+def build_gating(hardware: dict[str, Any], backends: dict[str, str],
+                 m: SimMicroscope | None, box: TriggerBox | None, clock: Clock,
+                 task_factory: TaskFactory | None = None) -> GatingSystem:
+    """The gating system from its parts: brightfield source, trigger output, and the
+    simulated camera's trigger input when the fluorescence camera is simulated."""
+    if backends["brightfield"] == "sim":
+        from beamline_ls.sim.gating import SimHeartSource
+
+        Table(hardware.get("brightfield", {}), "hardware.brightfield").finish()
+        assert m is not None
+        if m.heart is None:
+            m.heart = SimHeart(t0=m.clock.now() - 1.0, duration_s=HEART_HOURS * 3600,
+                               dt_s=5e-3)
+        source: FrameSource = SimHeartSource(m)
+    else:
+        source = build_brightfield(hardware["brightfield"], clock)
+    output: TriggerOutput
+    if backends["trigger_box"] == "serial":
+        assert box is not None
+        output = BoxOutput(box, clock)
+    elif backends["trigger_box"] == "nidaq":
+        output = NidaqOutput(nidaq_trigger_config(hardware["trigger_box"]), clock,
+                             task_factory)
+    else:
+        output = ScheduledOutput(clock)
+    camera_line = m.camera_trigger if backends["camera"] == "sim" and m is not None else None
+    return GatingSystem(source, output, clock, camera_line=camera_line)
 

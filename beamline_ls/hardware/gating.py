@@ -1,12 +1,14 @@
-"""Gating system: brightfield camera -> analyzer -> trigger scheduler -> fluorescence
-camera trigger. One interface, a simulated backend (this module); a real trigger box
-plugs in as the scheduler's sink without changing the IOC, devices or plans.
+"""Gating system: brightfield frame source -> analyzer -> trigger output -> the
+fluorescence camera's trigger input, assembled from the configuration.
 
-Runs entirely inside the IOC process: brightfield frames never cross Channel Access.
-Decisions are computed for every frame while enabled; only *armed* triggers reach the
-fluorescence camera. Each fired trigger leaves a record (time, predicted phase, period,
-reference id, and on the simulator the heart's true phase) that the camera IOC attaches
-to the frame exposed by that trigger.
+The source (simulated heart, pylon camera, replayed TIFF; :mod:`.brightfield`) and the
+output (software scheduler, trigger box, NI counter or line; :mod:`.trigger_output`)
+are parts; :class:`GatingSystem` is the same for all of them. It runs inside the IOC
+process: brightfield frames never cross Channel Access. Decisions are computed for
+every frame while enabled; only *armed* triggers reach the output. Each trigger leaves
+a record (scheduled and actual fire time, predicted phase, period, reference id, and
+with a simulated heart its true phase) that the camera IOC attaches to the frame that
+trigger exposed.
 """
 
 from __future__ import annotations
@@ -17,22 +19,21 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-import numpy as np
-
-from beamline_ls.frame import Frame
+from beamline_ls.clock import Clock
+from beamline_ls.frame import GATING_FIELDS, Frame
 from beamline_ls.gating import (
     AdaptiveReferenceUpdater,
     Decision,
     GatingAnalyzer,
     GatingConfig,
     TriggerReport,
-    TriggerScheduler,
 )
 from beamline_ls.gating.warmup import warm_up
-from beamline_ls.hardware.trigger_box import TriggerBox
-from beamline_ls.sim.microscope import SimMicroscope
+from beamline_ls.hardware.brightfield import FrameSource
+from beamline_ls.hardware.trigger_output import TriggerOutput
+from beamline_ls.sim.trigger_line import TriggerLine
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ class TriggerRecord:
     period_s: float
     reference_id: int
     status: str  # accepted | late | error
-    true_phase: float = math.nan  # simulator only: the heart's own phase mid-exposure
     late_retries: int = 0  # late answers for this trigger before it was accepted
     source: str = "software"  # software scheduler or the trigger box
+    fired_at: float = math.nan  # when the pulse actually left (the box: its own time)
+    brightfield_frame: int = -1  # the gating camera's number of the deciding frame
+    brightfield_time: float = math.nan  # that frame's exposure start (host clock)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -76,14 +79,20 @@ class GatingStatus:
     reference_id: int = -1
     frames: int = 0
     frames_skipped: int = 0  # brightfield frames dropped because analysis fell behind
-    fired: int = 0
+    frames_lost: int = 0  # brightfield frames the camera numbered but never delivered
+    failure: str = ""  # why the brightfield source stopped on its own (its words)
+    fired: int = 0  # pulses that left the output
     late: int = 0
     armed: int = 0
 
 
 class GatingDriver(ABC):
-    """What every gating backend provides (sim here; a trigger box behind the
-    scheduler's sink for real hardware)."""
+    """What the gating IOC drives."""
+
+    #: per-frame fields :meth:`annotate` adds (``true_phase`` only on a simulated heart)
+    fields: tuple[str, ...] = ()
+    #: what the brightfield source and the trigger output are, for status PVs
+    description: str = ""
 
     @abstractmethod
     def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None: ...
@@ -115,19 +124,28 @@ class GatingDriver(ABC):
         """Release threads and hardware."""
 
 
-class SimGatingSystem(GatingDriver):
-    """Brightfield camera on the simulated heart feeding the real analyzer; fired
-    triggers become pulses on the simulated fluorescence camera's trigger line."""
+class GatingSystem(GatingDriver):
+    """A brightfield source feeding the analyzer; armed triggers go to the output.
 
-    BRIGHTFIELD_SHAPE = (128, 128)
-    BRIGHTFIELD_EXPOSURE_S = 0.001
+    ``camera_line``: the trigger input of a *simulated* fluorescence camera. Every
+    pulse the output actually sends also lands there at its actual time (for a real
+    box or NI line, the wire would carry it), so the simulated camera exposes when the
+    trigger really fired, late or jittered as it was. None with a real camera.
+    """
 
-    def __init__(self, microscope: SimMicroscope, config: GatingConfig | None = None,
-                 trigger_box: TriggerBox | None = None):
-        if microscope.heart is None:
-            raise ValueError("the simulated microscope has no heart to gate on")
-        self.m = microscope
+    MATCH_TOLERANCE_S = 0.002  # a frame belongs to the trigger fired within 2 ms of it
+    QUEUE_FRAMES = 1000  # frames waiting for analysis, at most (older ones are skipped)
+
+    def __init__(self, source: FrameSource, output: TriggerOutput, clock: Clock,
+                 config: GatingConfig | None = None,
+                 camera_line: TriggerLine | None = None) -> None:
+        self.source = source
+        self.output = output
+        self.clock = clock
+        self.camera_line = camera_line
         self.config = config or GatingConfig()
+        self.fields = GATING_FIELDS if source.true_phase is not None else tuple(
+            f for f in GATING_FIELDS if f != "true_phase")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,11 +155,15 @@ class SimGatingSystem(GatingDriver):
         self._refresh = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="gating-adaptive")
         self.analyzer = self._new_analyzer()
-        self.trigger_box = trigger_box
-        self._box_worker = ThreadPoolExecutor(1, thread_name_prefix="gating-trigger-box")
         self._late_streak = 0
-        self.scheduler = TriggerScheduler(self, clock=microscope.clock,
-                                          min_lead_s=0.0, on_report=self._on_report)
+        self._queue: collections.deque[Frame] = collections.deque()
+        self._ready = threading.Condition()
+        self._last_id = -1
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        """'source -> output', as the devices name themselves once open."""
+        return f"{self.source.name} -> {self.output.name}"
 
     def _new_analyzer(self) -> GatingAnalyzer:
         # folding and alignment run on the worker: the frame loop never waits on them
@@ -150,6 +172,8 @@ class SimGatingSystem(GatingDriver):
 
     # -- GatingDriver --------------------------------------------------------------
     def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None:
+        """Start (or stop) the source, the analysis thread and the output. A source or
+        output that cannot start fails here with its own words."""
         if on and self._thread is None:
             if not 5.0 <= frame_rate_hz <= 500.0:
                 raise ValueError(f"frame rate must be in [5, 500] Hz, got {frame_rate_hz}")
@@ -157,19 +181,37 @@ class SimGatingSystem(GatingDriver):
             self.analyzer = self._new_analyzer()
             with self._lock:
                 self._status = GatingStatus(enabled=True, state="searching")
-            self.scheduler.start()
+            with self._ready:
+                self._queue.clear()
+                self._last_id = -1
+            self.output.start(self._on_report, self._on_fired)
             self._thread = threading.Thread(target=self._run, args=(frame_rate_hz,),
-                                            name="gating-brightfield", daemon=True)
+                                            name="gating-analysis", daemon=True)
             self._thread.start()
+            try:
+                self.source.start(frame_rate_hz, self._on_frame)
+            except Exception:
+                self._halt()
+                with self._lock:
+                    self._status.enabled = False
+                    self._status.state = "off"
+                raise
         elif not on and self._thread is not None:
-            self._stop.set()
-            self._thread.join(5)
-            self._thread = None
-            self.scheduler.stop()
+            self.source.stop()
+            self._halt()
             with self._lock:
                 self._status.enabled = False
                 self._status.state = "off"
                 self._status.armed = 0
+
+    def _halt(self) -> None:
+        self._stop.set()
+        with self._ready:
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._thread = None
+        self.output.stop()
 
     def arm(self, n: int) -> None:
         """Let ``n`` more triggers through; ``arm(0)`` also cancels triggers already
@@ -179,13 +221,9 @@ class SimGatingSystem(GatingDriver):
         with self._lock:
             self._status.armed = n
         if n == 0:
-            self.scheduler.clear()
-            self.m.camera_trigger.cancel_after(self.m.clock.now())
-            if self.trigger_box is not None:
-                try:
-                    self.trigger_box.clear()
-                except RuntimeError as exc:
-                    log.error("trigger box: could not clear pending triggers: %s", exc)
+            self.output.clear()
+            if self.camera_line is not None:
+                self.camera_line.cancel_after(self.clock.now())
 
     def set_target_phase(self, phase: float | None) -> None:
         """``None`` returns to the automatic target (end of the most moving half beat)."""
@@ -205,49 +243,64 @@ class SimGatingSystem(GatingDriver):
 
     def status(self) -> GatingStatus:
         with self._lock:
-            return GatingStatus(**asdict(self._status))
+            st = GatingStatus(**asdict(self._status))
+        st.failure = self.source.failure
+        return st
 
     def last_records(self, n: int = 5) -> list[TriggerRecord]:
         with self._lock:
             return list(self._records.values())[-n:]
 
-    MATCH_TOLERANCE_S = 0.002  # a frame belongs to the trigger within 2 ms of its start
-
     def annotate(self, frame: Frame) -> None:
+        """The record of the trigger that fired within ``MATCH_TOLERANCE_S`` of the
+        frame's exposure start (the camera stamps its own time)."""
+        rec = None
         with self._lock:
-            rec = self._records.get(frame.timestamp)
-            if rec is None:  # a camera stamps its own time: nearest recent trigger
-                for t in reversed(self._records):
-                    if abs(t - frame.timestamp) <= self.MATCH_TOLERANCE_S:
-                        rec = self._records[t]
-                        break
-                    if frame.timestamp - t > 1.0:
-                        break
+            for rec_i in reversed(self._records.values()):
+                fired = rec_i.fired_at
+                if not math.isfinite(fired):
+                    continue
+                if abs(fired - frame.timestamp) <= self.MATCH_TOLERANCE_S:
+                    rec = rec_i
+                    break
+                if frame.timestamp - fired > 1.0:
+                    break
         if rec is None:
             return
-        heart = self.m.heart
-        true = math.nan
-        if heart is not None:
-            true = float(heart.true_phase_wrapped(frame.timestamp + frame.exposure / 2))
-        frame.extra.update(trigger_time=rec.trigger_time, gating_phase=rec.gating_phase,
-                           period_s=rec.period_s, reference_id=float(rec.reference_id),
-                           true_phase=true, late_retries=float(rec.late_retries))
+        frame.extra.update(trigger_time=rec.trigger_time, fired_at=rec.fired_at,
+                           gating_phase=rec.gating_phase, period_s=rec.period_s,
+                           reference_id=float(rec.reference_id),
+                           late_retries=float(rec.late_retries),
+                           brightfield_frame=float(rec.brightfield_frame),
+                           brightfield_time=rec.brightfield_time)
+        if self.source.true_phase is not None:
+            frame.extra["true_phase"] = self.source.true_phase(
+                frame.timestamp + frame.exposure / 2)
 
-    # -- TriggerSink ---------------------------------------------------------------
-    def fire(self, t_scheduled: float, tag: object) -> None:
-        """Called by the scheduler at the trigger time: pulse the camera's input."""
-        self.m.camera_trigger.schedule([t_scheduled])
+    # -- callbacks from the source and the output ------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        """From the source's thread: queue the frame, count the camera's gaps."""
+        with self._ready:
+            if self._last_id >= 0 and frame.frame_id > self._last_id + 1:
+                with self._lock:
+                    self._status.frames_lost += frame.frame_id - self._last_id - 1
+            self._last_id = frame.frame_id
+            if len(self._queue) >= self.QUEUE_FRAMES:
+                self._queue.popleft()
+                with self._lock:
+                    self._status.frames_skipped += 1
+            self._queue.append(frame)
+            self._ready.notify()
 
-    # -- internals -----------------------------------------------------------------
     def _on_report(self, report: TriggerReport, source: str = "software") -> None:
         decision: Decision = report.tag  # type: ignore[assignment]
         rec = TriggerRecord(report.t_requested, predicted_phase_at(decision, report.t_requested),
-                            decision.period_s,
-                            decision.reference_id, report.status,
-                            late_retries=self._late_streak, source=source)
+                            decision.period_s, decision.reference_id, report.status,
+                            late_retries=self._late_streak, source=source,
+                            brightfield_frame=decision.frame_id,
+                            brightfield_time=decision.timestamp)
         with self._lock:
-            if report.status == "accepted":
-                self._status.fired += 1
+            if report.status == "accepted":  # counted as fired when the pulse leaves
                 self._late_streak = 0
             else:  # a late (or failed) trigger does not fire: re-arm for the next beat
                 self._status.late += 1
@@ -259,80 +312,70 @@ class SimGatingSystem(GatingDriver):
             while len(self._records) > 10_000:
                 self._records.popitem(last=False)
 
+    def _on_fired(self, t_scheduled: float, t_actual: float, tag: object) -> None:
+        """From the output: the pulse left at ``t_actual``."""
+        with self._lock:
+            self._status.fired += 1
+            rec = self._records.get(t_scheduled)
+            if rec is not None:
+                self._records[t_scheduled] = replace(rec, fired_at=t_actual)
+        if self.camera_line is not None:
+            self.camera_line.schedule([t_actual])
+
+    # -- analysis thread -----------------------------------------------------------------
     def _run(self, fps: float) -> None:
-        clock = self.m.clock
-        heart = self.m.heart
-        assert heart is not None
-        warm_up(self.BRIGHTFIELD_SHAPE, np.uint8)
-        t0 = clock.now() + 0.01
-        k = 0
+        # compile every analysis path before the first frame counts (seconds on a
+        # fresh process); frames that arrived meanwhile were never to be analysed
+        warm_up(self.source.frame_shape, self.source.dtype)
+        with self._ready:
+            self._queue.clear()
         while not self._stop.is_set():
-            t = t0 + k / fps
-            if not clock.sleep_until(t + self.BRIGHTFIELD_EXPOSURE_S, self._stop):
-                break
-            image = heart.render_brightfield(t, self.BRIGHTFIELD_SHAPE,
-                                             self.BRIGHTFIELD_EXPOSURE_S)
-            frame = Frame(image, k, t, self.BRIGHTFIELD_EXPOSURE_S)
-            k += 1
+            frame = self._next_frame(fps)
+            if frame is None:
+                continue
             self._apply_requests()
             try:
                 decision = self.analyzer.process(frame)
             except Exception:
                 log.exception("gating analyzer failed on frame %d", frame.frame_id)
-            else:
-                self._update_status(decision)
-                if decision.fire_time is not None:
-                    with self._lock:
-                        armed = self._status.armed
-                        if armed > 0:
-                            self._status.armed = armed - 1
+                continue
+            self._update_status(decision)
+            if decision.fire_time is not None:
+                with self._lock:
+                    armed = self._status.armed
                     if armed > 0:
-                        self._send(decision)
-            k = self._next_frame(k, t, fps)
+                        self._status.armed = armed - 1
+                if armed > 0:
+                    self.output.submit(decision.fire_time, decision)
 
-    def _next_frame(self, k: int, t: float, fps: float) -> int:
-        """Index of the next frame to analyse, skipping frames the analysis fell
-        behind on, as a camera's driver hands over its newest frame.
+    def _next_frame(self, fps: float) -> Frame | None:
+        """The next frame to analyse, skipping frames the analysis fell behind on, as a
+        camera's driver hands over its newest frame.
 
         Locked, a frame more than two intervals old only yields late triggers (the
         decision comes after the moment it chose), so the analysis jumps to the newest
         frame: under a sustained overload it works on every other frame rather than
         falling further and further behind. While a period search runs (also for a
-        new reference under lock) it needs evenly spaced frames, so only a stall of
-        over a second is skipped. The
-        analyzer treats a skip as missing frames (`GatingAnalyzer` gap handling).
+        new reference under lock) it needs evenly spaced frames, so only a backlog of
+        over a second is skipped. The analyzer treats a skip as missing frames
+        (`GatingAnalyzer` gap handling).
         """
-        behind = int((self.m.clock.now() - t - self.BRIGHTFIELD_EXPOSURE_S) * fps)
-        searching = self.analyzer.searching
-        if behind <= (fps if searching else 2):
-            return k
+        with self._ready:
+            if not self._queue:
+                self._ready.wait(0.5)
+                if not self._queue:
+                    return None
+            searching = self.analyzer.searching
+            behind = len(self._queue) - 1
+            if behind <= (fps if searching else 2):
+                return self._queue.popleft()
+            frame = self._queue.pop()
+            self._queue.clear()
         with self._lock:
             self._status.frames_skipped += behind
         level = logging.WARNING if searching else logging.DEBUG
         log.log(level, "gating analysis fell behind: skipped %d brightfield frames", behind)
-        return k + behind
-
-    def _send(self, decision: Decision) -> None:
-        """Hand an armed trigger to the box (which keeps time and answers accepted or
-        late) or to the software scheduler."""
-        assert decision.fire_time is not None
-        if self.trigger_box is None:
-            self.scheduler.schedule(decision.fire_time, decision)
-            return
-        # the serial round trip runs on its own thread: analysis never waits on the box
-        self._box_worker.submit(self._send_to_box, decision)
-
-    def _send_to_box(self, decision: Decision) -> None:
-        assert decision.fire_time is not None and self.trigger_box is not None
-        try:
-            report = self.trigger_box.schedule(decision.fire_time, decision)
-        except RuntimeError as exc:  # serial fault: reported, retried on the next beat
-            log.error("trigger box: %s", exc)
-            report = TriggerReport(decision.fire_time, self.m.clock.now(), "error", decision)
-        if report.status == "accepted":
-            # the box's output is wired to the simulated camera's trigger input
-            self.m.camera_trigger.schedule([decision.fire_time])
-        self._on_report(report, source="trigger box")
+        return frame
 
     def _apply_requests(self) -> None:
         with self._lock:
@@ -362,5 +405,6 @@ class SimGatingSystem(GatingDriver):
 
     def close(self) -> None:
         self.enable(False)
+        self.output.close()
+        self.source.close()
         self._executor.shutdown(wait=False)
-        self._box_worker.shutdown(wait=False)

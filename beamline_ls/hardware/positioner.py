@@ -9,8 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from beamline_ls.clock import Clock
 from beamline_ls.sim.actuator import FirstOrderActuator
-from beamline_ls.sim.clock import Clock
 from beamline_ls.sim.stage import LinearAxis
 
 

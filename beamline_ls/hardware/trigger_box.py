@@ -28,7 +28,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from beamline_ls.gating.scheduler import Clock, RealTimeClock, TriggerReport
+from beamline_ls.clock import Clock, RealTimeClock
+from beamline_ls.gating.scheduler import TriggerReport
 from beamline_ls.hardware.serial_link import SerialDeviceError, SerialLink
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import pvproperty
 
-from beamline_ls.hardware.camera import CameraSettings
+from beamline_ls.hardware.camera import TRIGGER_MODES, CameraSettings
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
 from beamline_ls.iocs.ad_plugin import (
     CAMERA_PORT,
@@ -97,7 +97,7 @@ class DriverGroup(PortGroup):
                                              "one exposure per frame on this camera")
     num_exposures_counter = readback("NumExposuresCounter_RBV", 0)
     trigger_mode, trigger_mode_rbv = setting("TriggerMode", "Internal",
-                                             enum_strings=["Internal", "External"])
+                                             enum_strings=list(TRIGGER_MODES))
     bin_x, bin_x_rbv = setting("BinX", 1, lower_ctrl_limit=1, upper_ctrl_limit=4)
     bin_y, bin_y_rbv = setting("BinY", 1, lower_ctrl_limit=1, upper_ctrl_limit=4)
     min_x, min_x_rbv = setting("MinX", 0, lower_ctrl_limit=0, upper_ctrl_limit=8192)
@@ -433,6 +433,20 @@ class DriverGroup(PortGroup):
                           (self.firmware_version, "firmware_version"),
                           (self.sdk_version, "sdk_version")):
             await pv.write(str(getattr(self.driver, value, "")))
+
+    @temperature_actual.startup
+    async def temperature_actual(self, instance, async_lib):
+        """Ask the camera its sensor temperature every 5 s (on the driver's worker: an
+        SDK call may wait)."""
+        while True:
+            try:
+                t = await self._driver_worker.call(self.driver.temperature_c)
+            except Exception as exc:  # noqa: BLE001 - reported, asked again later
+                log.warning("camera temperature: %s", exc)
+                t = math.nan
+            if not (math.isnan(t) and math.isnan(instance.value)) and t != instance.value:
+                await instance.write(t)
+            await asyncio.sleep(5.0)
 
     async def refresh(self) -> None:
         try:

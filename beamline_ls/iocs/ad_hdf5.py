@@ -196,7 +196,9 @@ class HDF5FileGroup(PluginGroup):
                                    upper_ctrl_limit=1000, doc="0: (frames, y, x) layout")
     extra_fields = text_pv("ExtraFields",
                            doc="comma-separated extra per-frame metadata (gating)")
-    dropped_frames = readback("DroppedFrames_RBV", 0)
+    dropped_frames = readback("DroppedFrames_RBV", 0,
+                              doc="frames not stored: the writer fell behind, or the "
+                                  "camera never delivered them")
     lost_frames = readback("LostFrames_RBV", 0,
                            doc="frames of the last capture not in the file")
     data_root_pv = readback("DataRoot_RBV", "", text=True)
@@ -470,10 +472,12 @@ class HDF5FileGroup(PluginGroup):
             return
         st = self.recorder.status
         await write_if_changed(self.num_captured, st.frames_written)
-        if st.frames_dropped != self.dropped_frames.value:
-            await self.dropped_frames.write(st.frames_dropped)
-            if st.dropped_ids and self.first_dropped.value < 0:
-                await self.first_dropped.write(int(st.dropped_ids[0]))
+        not_stored = st.frames_dropped + st.frames_missing
+        if not_stored != self.dropped_frames.value:
+            await self.dropped_frames.write(not_stored)
+            first = min(st.dropped_ids[:1] + st.missing_ids[:1], default=-1)
+            if first >= 0 and self.first_dropped.value < 0:
+                await self.first_dropped.write(int(first))
         if st.files and st.files != self.file_count.value:
             await self.file_count.write(st.files)
         waiting = self.queue_state()[1]
@@ -507,7 +511,8 @@ class HDF5FileGroup(PluginGroup):
         self._open = False
         msg = st.error or (
             f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
-            f"({st.frames_dropped} dropped, {st.frames_lost} lost)")
+            f"({st.frames_dropped} dropped, {st.frames_missing} never delivered by the "
+            f"camera, {st.frames_lost} lost)")
         self._aborted = False
         await self._save_concurrence_log(Path(st.path))
         await self.lost_frames.write(st.frames_lost)

@@ -60,6 +60,16 @@ class GatingGroup(PVGroup):
                                doc="JSON list of the last 5 trigger records")
     message = pvproperty(name="Message_RBV", value="", dtype=ChannelType.CHAR,
                          max_length=256, string_encoding="utf-8", read_only=True)
+    source = pvproperty(name="Source_RBV", value="", dtype=ChannelType.CHAR,
+                        max_length=256, string_encoding="utf-8", read_only=True,
+                        doc="brightfield source -> trigger output")
+    fields = pvproperty(name="Fields_RBV", value="", dtype=ChannelType.CHAR,
+                        max_length=256, string_encoding="utf-8", read_only=True,
+                        doc="comma-separated per-frame fields gated frames carry")
+    frames_lost = pvproperty(name="FramesLost_RBV", value=0, read_only=True,
+                             doc="brightfield frames the camera never delivered")
+    frames_skipped = pvproperty(name="FramesSkipped_RBV", value=0, read_only=True,
+                                doc="brightfield frames skipped: analysis fell behind")
 
     def __init__(self, *args, driver: GatingDriver,
                  exposure_after_trigger: Callable[[], float] = lambda: 0.0, **kwargs):
@@ -128,13 +138,16 @@ class GatingGroup(PVGroup):
             await asyncio.sleep(0.005)
         last = self.driver.last_records(1)
         if last:  # the exposure started by the last trigger must be over
-            wait = last[-1].trigger_time + self.exposure_after_trigger() - time.time()
+            rec = last[-1]
+            fired = rec.fired_at if math.isfinite(rec.fired_at) else rec.trigger_time
+            wait = fired + self.exposure_after_trigger() - time.time()
             if wait > 0:
                 await asyncio.sleep(wait + 0.002)
         return 0
 
     @state.startup
     async def state(self, instance, async_lib):
+        await self.fields.write(",".join(self.driver.fields))
         while True:
             await self._publish()
             await asyncio.sleep(0.05)
@@ -151,6 +164,11 @@ class GatingGroup(PVGroup):
         await self._set(self.armed, st.armed)
         await self._set(self.fired, st.fired)
         await self._set(self.late, st.late)
+        await self._set(self.source, self.driver.description[:250])
+        await self._set(self.frames_lost, st.frames_lost)
+        await self._set(self.frames_skipped, st.frames_skipped)
+        if st.failure and self.message.value != st.failure[:250]:
+            await self.message.write(st.failure[:250])
         records = json.dumps([r.as_dict() for r in self.driver.last_records(5)],
                              allow_nan=True)
         await self._set(self.last_triggers, records[:2040])

@@ -21,7 +21,6 @@ from threadpoolctl import threadpool_limits
 
 from beamline_ls.config import Settings
 from beamline_ls.hardware.factory import Drivers, build_drivers
-from beamline_ls.hardware.gating import SimGatingSystem
 from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.access import AccessPolicy
 from beamline_ls.iocs.camera import CameraGroup
@@ -30,22 +29,8 @@ from beamline_ls.iocs.laser import LaserGroup
 from beamline_ls.iocs.motor import MotorGroup
 from beamline_ls.iocs.scanboard import ScanBoardGroup
 from beamline_ls.log import success
-from beamline_ls.sim.heart import SimHeart
 
 log = logging.getLogger(__name__)
-
-HEART_HOURS = 3  # simulated heart timeline; phase is precomputed on a 5 ms grid
-
-
-def sim_gating(drivers: Drivers) -> SimGatingSystem | None:
-    """Give the simulated microscope a beating heart and a gating system on it."""
-    m = drivers.microscope
-    if m is None:
-        return None
-    if m.heart is None:
-        m.heart = SimHeart(t0=m.clock.now() - 1.0, duration_s=HEART_HOURS * 3600, dt_s=5e-3)
-    return SimGatingSystem(m, trigger_box=getattr(drivers, "trigger_box", None))
-
 
 def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
     """One PVGroup per device; PV names are ``settings.prefix`` + the group's suffixes.
@@ -53,7 +38,7 @@ def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
     or a client's ``HDF1:MirrorPath`` within ``allowed_mirror_roots``; motor
     calibrations are kept under ``autosave_dir``."""
     prefix, data_root = settings.prefix, settings.frames_dir
-    gating = sim_gating(drivers)
+    gating = drivers.gating
     scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard)
     camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
                          annotate=gating.annotate if gating else None,
@@ -177,14 +162,7 @@ def serve(settings: Settings) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        drivers.camera.stop()
-        drivers.scanboard.stop()
-        for g in groups:
-            if isinstance(g, GatingGroup):
-                g.driver.close()
-        close = getattr(drivers, "close", None)
-        if close is not None:
-            close()  # serial ports and NI tasks released
+        drivers.close()  # gating, cameras, scan board, serial ports and NI tasks
         for g in groups:
             if isinstance(g, CameraGroup) and g.recorder.capturing:
                 g.recorder.stop()

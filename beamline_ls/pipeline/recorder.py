@@ -62,6 +62,8 @@ class RecorderStatus:
     complete_units: int = 0
     frames_dropped: int = 0
     dropped_ids: list[int] = field(default_factory=list)
+    frames_missing: int = 0  # never delivered by the camera (gaps in its frame ids)
+    missing_ids: list[int] = field(default_factory=list)
     files: int = 0
     error: str = ""  # why the capture failed, with what was stored and lost
 
@@ -216,6 +218,9 @@ class Recorder:
             self._base_id = frame.frame_id - self._next_position
         self._rebase = False
         frame.capture_position = frame.frame_id - self._base_id
+        gap = frame.capture_position - self._next_position
+        if gap > 0 and self._next_position > 0:
+            self._camera_missed(frame.frame_id - gap, gap)
         self._next_position = frame.capture_position + 1
         self.status.frames_offered += 1
         # logged before the push: once pushed, the writer may log the frame first
@@ -230,6 +235,16 @@ class Recorder:
             log.warning("ring buffer full: %d frame(s) dropped so far, latest id %d "
                         "(the writer cannot keep up)", st.frames_dropped, frame.frame_id)
         return False
+
+    def _camera_missed(self, first_id: int, n: int) -> None:
+        """Frames the camera numbered but never delivered: holes at their places, and
+        counted as not stored (the capture does not wait for them)."""
+        st = self.status
+        st.frames_missing += n
+        if len(st.missing_ids) < 10_000:
+            st.missing_ids.extend(range(first_id, first_id + min(n, 10_000)))
+        log.warning("the camera never delivered %d frame(s) from id %d (%d so far)", n,
+                    first_id, st.frames_missing)
 
     def camera_restarted(self) -> None:
         """The camera is started again within this capture (after a pause) and counts
@@ -283,7 +298,8 @@ class Recorder:
         unflushed = False  # frames written since frames last stopped coming
         try:
             while (not st.frames_expected
-                   or writer.frames_written + ring.stats.overflows < st.frames_expected):
+                   or writer.frames_written + ring.stats.overflows + st.frames_missing
+                   < st.frames_expected):
                 if self._discard.is_set():
                     break
                 frame = ring.peek(timeout=0.05)
@@ -334,10 +350,14 @@ class Recorder:
                                    ring.stats.overflow_ids, {"count": ring.stats.overflows})
                 writer.add_dataset("/entry/dropped/timestamp", ring.stats.overflow_times,
                                    {"units": "s"})
+            if st.frames_missing:
+                writer.add_dataset("/entry/missing/frame_id", st.missing_ids,
+                                   {"count": st.frames_missing})
             st.frames_written = writer.frames_written
             writer.close({"frames_expected": st.frames_expected,
                           "frames_written": st.frames_written,
-                          "frames_dropped": st.frames_dropped, "frames_lost": st.frames_lost,
+                          "frames_dropped": st.frames_dropped,
+                          "frames_missing": st.frames_missing, "frames_lost": st.frames_lost,
                           "error": st.error})
         except Exception as exc:
             closing = f"closing {writer.path.name} failed: {type(exc).__name__}: {exc}"
@@ -352,6 +372,7 @@ class Recorder:
                             f"frames stored, {st.frames_lost} lost)")
                 log.error("capture to %s failed: %s", writer.path, st.error)
             else:
-                success(log, "wrote %d frames to %s (%d dropped)", writer.frames_written,
-                        writer.path, st.frames_dropped)
+                success(log, "wrote %d frames to %s (%d dropped, %d never delivered by "
+                        "the camera)", writer.frames_written, writer.path, st.frames_dropped,
+                        st.frames_missing)
             st.capturing = False

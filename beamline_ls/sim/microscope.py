@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from beamline_ls.clock import Clock, RealTimeClock
 from beamline_ls.sim.actuator import FirstOrderActuator
-from beamline_ls.sim.clock import Clock, RealTimeClock
 from beamline_ls.sim.heart import SimHeart
 from beamline_ls.sim.optics import Optics
 from beamline_ls.sim.sensor import Sensor
