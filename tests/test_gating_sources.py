@@ -160,6 +160,20 @@ def test_pylon_settings_fail_with_the_camera_the_setting_and_the_range():
         PylonSource(pixel_format="RGB8")
 
 
+def test_gating_on_a_missing_camera_fails_to_enable_with_the_cameras_words():
+    from beamline_ls.hardware.pylon_camera import PylonSource
+
+    system = GatingSystem(PylonSource(serial="4711"), ScheduledOutput(RealTimeClock()),
+                          RealTimeClock())
+    try:
+        with pytest.raises(RuntimeError, match=r"Basler camera 4711: not found \(cameras "
+                                               r"present: 0815-0000\)"):
+            system.enable(True, 40.0)
+        assert system.status().state == "off" and not system.status().enabled
+    finally:
+        system.close()
+
+
 def test_a_replayed_tiff_locks_and_carries_no_simulator_field(heart_video):
     _, stack, frames, truth, video = heart_video
     source = TiffReplaySource(stack, FPS)

@@ -107,8 +107,9 @@ class CameraDriver(ABC):
         """Sensor temperature (°C); NaN when the camera does not report one."""
         return math.nan
 
-    def close(self) -> None:  # noqa: B027 (optional hook)
-        """Release the camera (IOC shutdown)."""
+    def close(self) -> None:
+        """Stop and release the camera (IOC shutdown)."""
+        self.stop()
 
 
 class SimCamera(CameraDriver):

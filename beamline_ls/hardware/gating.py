@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from beamline_ls.clock import Clock
 from beamline_ls.frame import GATING_FIELDS, Frame
 from beamline_ls.gating import (
@@ -177,6 +179,8 @@ class GatingSystem(GatingDriver):
         if on and self._thread is None:
             if not 5.0 <= frame_rate_hz <= 500.0:
                 raise ValueError(f"frame rate must be in [5, 500] Hz, got {frame_rate_hz}")
+            # opens the camera here: one that is absent fails enable, in its words
+            shape, dtype = self.source.frame_shape, self.source.dtype
             self._stop.clear()
             self.analyzer = self._new_analyzer()
             with self._lock:
@@ -185,7 +189,8 @@ class GatingSystem(GatingDriver):
                 self._queue.clear()
                 self._last_id = -1
             self.output.start(self._on_report, self._on_fired)
-            self._thread = threading.Thread(target=self._run, args=(frame_rate_hz,),
+            self._thread = threading.Thread(target=self._run,
+                                            args=(frame_rate_hz, shape, dtype),
                                             name="gating-analysis", daemon=True)
             self._thread.start()
             try:
@@ -323,10 +328,10 @@ class GatingSystem(GatingDriver):
             self.camera_line.schedule([t_actual])
 
     # -- analysis thread -----------------------------------------------------------------
-    def _run(self, fps: float) -> None:
+    def _run(self, fps: float, shape: tuple[int, int], dtype: np.dtype) -> None:
         # compile every analysis path before the first frame counts (seconds on a
         # fresh process); frames that arrived meanwhile were never to be analysed
-        warm_up(self.source.frame_shape, self.source.dtype)
+        warm_up(shape, dtype)
         with self._ready:
             self._queue.clear()
         while not self._stop.is_set():

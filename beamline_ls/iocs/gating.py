@@ -85,7 +85,7 @@ class GatingGroup(PVGroup):
         try:
             await self._worker.call(self.driver.enable, value == "On",
                                     float(self.frame_rate.value))
-        except ValueError as exc:
+        except Exception as exc:  # a bad rate, or a camera or output that cannot start
             await self.message.write(str(exc)[:250])
             raise
         await self.message.write("gating on" if value == "On" else "gating off")
