@@ -147,6 +147,17 @@ def test_pylon_emulator_playing_a_recorded_heart_gates_on_its_true_phase(heart_v
     assert _circ_sd(true) < 0.1, true
 
 
+def test_the_emulator_plays_images_at_their_own_size(heart_video):
+    from beamline_ls.hardware.pylon_camera import PylonSource
+
+    folder, _, frames, *_ = heart_video
+    camera = PylonSource(image_filename=str(folder))
+    try:
+        assert camera.frame_shape == frames.shape[1:]
+    finally:
+        camera.close()
+
+
 def test_pylon_settings_fail_with_the_camera_the_setting_and_the_range():
     from beamline_ls.hardware.pylon_camera import PylonSource
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,8 +110,12 @@ class PylonSource(FrameSource):
         self._label = f"{info.GetModelName()} ({info.GetSerialNumber()})"
         try:
             self._set("PixelFormat", self.pixel_format)
-            if self.roi is not None:
-                x, y, w, h = self.roi
+            roi = self.roi
+            if roi is None and self.image_filename:  # the emulator: the images' size
+                h, w = played_image_shape(self.image_filename)
+                roi = (0, 0, w, h)
+            if roi is not None:
+                x, y, w, h = roi
                 self._set("OffsetX", 0)
                 self._set("OffsetY", 0)
                 self._set("Width", w)
@@ -294,3 +299,16 @@ def list_cameras(pylon: Any = None) -> list[str]:
     devices = pylon.TlFactory.GetInstance().EnumerateDevices()
     return [f"{d.GetModelName()} ({d.GetSerialNumber()})" for d in devices]
 
+
+def played_image_shape(path: str) -> tuple[int, int]:
+    """(height, width) of the first image the emulator would play from ``path`` (a
+    file or a directory of files), so its frames are the images' own size."""
+    from PIL import Image
+
+    p = Path(path)
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    if not files:
+        raise ValueError(f"hardware.brightfield.image_filename: no images in {p}")
+    with Image.open(files[0]) as image:
+        width, height = image.size
+    return height, width
