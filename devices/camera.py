@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from event_model import compose_stream_resource
@@ -31,7 +31,8 @@ META_KEYS = {
 }
 IMAGE_DATASET = "/entry/data/data"
 EXTRA_UNITS = {"trigger_time": "s", "fired_at": "s", "gating_phase": "rad",
-               "true_phase": "rad", "period_s": "s", "brightfield_time": "s"}
+               "true_phase": "rad", "period_s": "s", "brightfield_time": "s",
+               "camera_timestamp": "s"}
 
 
 class CamControls(Device):
@@ -73,6 +74,7 @@ class CamControls(Device):
     preview_counter = Cpt(EpicsSignalRO, "PreviewCounter_RBV", auto_monitor=True,
                           kind="omitted")
     sim_fail_after = Cpt(EpicsSignal, "SimFailAfter", put_complete=True, kind="omitted")
+    frame_fields = Cpt(TextSignalRO, "FrameFields_RBV", kind="omitted")
 
 
 class HDF5Writer(Device):
@@ -192,6 +194,10 @@ class Camera(Device):
             raise ValueError("n_frames must be >= 1")
         if value.frames_per_volume and value.n_frames % value.frames_per_volume:
             raise ValueError("n_frames must be a whole number of volumes")
+        # what this camera adds to every frame (a real camera's own timestamp)
+        own = [f for f in str(self.cam.frame_fields.get()).split(",")
+               if f and f not in value.extra_fields]
+        value = replace(value, extra_fields=tuple(value.extra_fields) + tuple(own))
         self._acq = value
         self._bundles = {}
         self._index = 0

@@ -37,6 +37,7 @@ class Sensor:
         self.running = False
         self.index = 0
         self.frames: list[tuple[np.ndarray, object]] = []
+        self.delivered: list = []  # frame infos handed out, in order
         self.cv = threading.Condition()
         if sdk == "dcam":
             from pylablib.devices.DCAM.DCAM import TDeviceInfo
@@ -120,6 +121,7 @@ class Sensor:
               return_rng=False):
         with self.cv:
             frames, self.frames = self.frames, []
+        self.delivered += [i for _, i in frames]
         return [f for f, _ in frames], [i for _, i in frames]
 
 
@@ -174,6 +176,10 @@ def test_an_external_trigger_volumetric_scan_gets_every_frame_in_order():
     assert all(f.image.shape == (32, 64) and f.image[0, 0] == f.frame_id for f in got)
     stamps = np.array([f.timestamp for f in got])
     assert np.all(np.diff(stamps) >= 0) and abs(stamps[-1] - time.time()) < 5
+    # the camera's own timestamp travels with each frame (DCAM: microseconds -> s)
+    assert [f.extra["camera_timestamp"] for f in got] == [
+        i.timestamp_us * 1e-6 for i in sensor.delivered]
+    assert camera.frame_fields == ("camera_timestamp",)
     assert camera.frames_lost == 0 and camera.failure == ""
     assert "stop_acquisition" in _call_names(sensor.cam) and not sensor.running
 

@@ -65,9 +65,13 @@ class CameraDriver(ABC):
     ``failure``: why the last acquisition ended before its frames were taken (the
     SDK's or the thread's error, in its own words); empty while it runs or after a
     normal end. The IOC ends the capture with this cause instead of waiting.
+    ``frame_fields``: metadata every frame of this camera carries in ``Frame.extra``
+    (a real camera's own timestamp); the IOC publishes them and the file stores them.
     """
 
     failure: str = ""
+    #: per-frame metadata this camera puts in ``Frame.extra`` (stored with every frame)
+    frame_fields: tuple[str, ...] = ()
 
     @property
     @abstractmethod

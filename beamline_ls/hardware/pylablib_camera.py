@@ -61,6 +61,9 @@ class PylablibCamera(CameraDriver):
     """An sCMOS camera through pylablib; ``opener(index)`` returns the open camera
     (the class itself by default; tests pass fakes built from it)."""
 
+    #: the camera's own timestamp (s, its clock) beside the host-mapped ``timestamp``
+    frame_fields = ("camera_timestamp",)
+
     def __init__(self, sdk: str, index: int = 0, readout_speed: str = "",
                  buffer_frames: int = 200, clock: Clock | None = None,
                  opener: Callable[[int], Any] | None = None) -> None:
@@ -268,9 +271,12 @@ class PylablibCamera(CameraDriver):
                                     "%d frames overflowed)", self._label, next_index,
                                     index - 1, self.buffer_frames)
                     next_index = index + 1
-                    t = stamps.host_time(self._stamp_seconds(info), received, s.exposure_s)
+                    camera_s = self._stamp_seconds(info)
+                    t = stamps.host_time(camera_s, received, s.exposure_s)
                     self._frames += 1
-                    sink(Frame(np.asarray(image), index, t, s.exposure_s))
+                    frame = Frame(np.asarray(image), index, t, s.exposure_s)
+                    frame.extra["camera_timestamp"] = camera_s
+                    sink(frame)
         except Exception as exc:  # noqa: BLE001 - the thread ends; the IOC reports why
             self.failure = f"{self._label}: {type(exc).__name__}: {exc}"
             log.error("%s", self.failure)

@@ -158,6 +158,9 @@ class DriverGroup(PortGroup):
     serial_number = readback("SerialNumber_RBV", "", text=True)
     firmware_version = readback("FirmwareVersion_RBV", "", text=True)
     sdk_version = readback("SDKVersion_RBV", "", text=True)
+    frame_fields = readback("FrameFields_RBV", "", text=True,
+                            doc="per-frame fields this camera adds to every frame "
+                                "(comma-separated; e.g. its own timestamp)")
     string_from_server = readback("StringFromServer_RBV", "", text=True)
     string_to_server = readback("StringToServer_RBV", "", text=True)
     read_status = pvproperty(name="ReadStatus", value=0,
@@ -433,6 +436,7 @@ class DriverGroup(PortGroup):
                           (self.firmware_version, "firmware_version"),
                           (self.sdk_version, "sdk_version")):
             await pv.write(str(getattr(self.driver, value, "")))
+        await self.frame_fields.write(",".join(self.driver.frame_fields))
 
     @temperature_actual.startup
     async def temperature_actual(self, instance, async_lib):
