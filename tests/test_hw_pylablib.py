@@ -145,7 +145,7 @@ def test_settings_reach_the_sdk_in_order_while_stopped(sdk, mode, expected):
                                 trigger_mode=mode))
     calls = [c for c in sensor.cam.method_calls if c[0] not in (
         "get_device_info", "get_detector_size", "acquisition_in_progress", "get_roi",
-        "get_exposure")]
+        "get_exposure", "get_attribute_value")]  # reads back, not settings
     names = [c[0] for c in calls]
     assert names[0] == "stop_acquisition"
     assert [(c[0], c[1]) for c in calls[1:1 + len(expected)]] == expected
@@ -234,9 +234,12 @@ def test_a_setting_the_camera_does_not_take_names_camera_setting_and_limits():
 def test_the_sensor_temperature_and_readout_time_come_from_the_camera():
     for sdk, temp, readout in (("dcam", -8.0, 0.0098), ("andor3", 0.3, 0.0101)):
         camera = PylablibCamera(sdk, opener=Sensor(sdk).open)
-        assert camera.temperature_c() == temp
-        assert camera.readout_time_s(CameraSettings()) == readout
+        assert camera.sensor_shape == (0, 0)  # not open: asks the SDK nothing
+        camera.open()
         assert camera.sensor_shape == (2048, 2048)
+        assert camera.temperature_c() == temp
+        camera.apply(CameraSettings(roi=(0, 0, 64, 64)))
+        assert camera.readout_time_s(CameraSettings()) == readout
 
 
 def test_a_configuration_of_real_devices_builds_no_simulator(tmp_path):

@@ -73,6 +73,11 @@ class CameraDriver(ABC):
     #: per-frame metadata this camera puts in ``Frame.extra`` (stored with every frame)
     frame_fields: tuple[str, ...] = ()
 
+    def open(self) -> None:  # noqa: B027 (optional hook)
+        """Connect to the camera (blocking; the IOC calls it on the driver's worker).
+        Until it succeeds, ``sensor_shape`` and ``readout_time_s`` answer without
+        touching the SDK."""
+
     @property
     @abstractmethod
     def sensor_shape(self) -> tuple[int, int]: ...

@@ -154,6 +154,7 @@ def probe_camera(cfg: dict[str, Any], _unused: Any = None) -> Finding:
     """Open the sCMOS through pylablib and report it; acquire nothing."""
     camera = factory.build_camera(cfg)
     try:
+        camera.open()
         h, w = camera.sensor_shape
         t = camera.temperature_c()
         temp = f", sensor at {t:.1f} °C" if t == t else ""

@@ -113,15 +113,23 @@ class PylablibCamera(CameraDriver):
     def name(self) -> str:
         return self._label
 
+    def open(self) -> None:
+        self._open()
+
     @property
     def sensor_shape(self) -> tuple[int, int]:
-        if self._shape is None:
-            self._open()
-        assert self._shape is not None
-        return self._shape
+        """The sensor (h, w) once open; (0, 0) before (no SDK call: the IOC's event
+        loop asks this)."""
+        return self._shape or (0, 0)
 
     def readout_time_s(self, settings: CameraSettings) -> float:
-        """The camera's own readout time for the current settings."""
+        """The readout time the camera reported when its settings were last applied
+        (no SDK call: the IOC's event loop asks this)."""
+        return self._readout_s
+
+    _readout_s = 0.0
+
+    def _read_readout_time(self, settings: CameraSettings) -> float:
         try:
             return float(self.cam.get_attribute_value(READOUT_TIME_ATTRIBUTE[self.sdk]))
         except Exception:  # noqa: BLE001 - not reported by this model
@@ -156,8 +164,8 @@ class PylablibCamera(CameraDriver):
     # -- settings, in order ----------------------------------------------------------------
     def apply(self, s: CameraSettings) -> None:
         """Apply ``s`` to the stopped camera, reading each value back."""
-        s.validate(self.sensor_shape)
         cam = self.cam
+        s.validate(self.sensor_shape)
         if cam.acquisition_in_progress():
             cam.stop_acquisition()
         modes = TRIGGERS[self.sdk]
@@ -196,6 +204,7 @@ class PylablibCamera(CameraDriver):
                     "PixelReadoutRate", self.readout_speed))
         self._set("frame buffer", lambda: cam.setup_acquisition(
             mode="sequence", nframes=self.buffer_frames))
+        self._readout_s = self._read_readout_time(s)
 
     def _set(self, setting: str, call: Callable[[], Any]) -> None:
         try:

@@ -262,6 +262,7 @@ class DriverGroup(PortGroup):
     # -- starting and stopping -------------------------------------------------------------
     async def start(self, preview: bool) -> None:
         settings = self.settings()
+        await self._driver_worker.call(self.driver.open)  # a camera that was away
         settings.validate(self.driver.sensor_shape)
         if self.driver.running:
             await self._driver_worker.call(self.driver.stop)
@@ -371,6 +372,7 @@ class DriverGroup(PortGroup):
         if self.driver.running:
             raise RuntimeError("camera is acquiring; stop it before taking a background")
         settings = self.settings()
+        await self._driver_worker.call(self.driver.open)
         settings.validate(self.driver.sensor_shape)
         settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
                                   "Internal", 0.0)
@@ -428,6 +430,11 @@ class DriverGroup(PortGroup):
     # -- status (event loop) -------------------------------------------------------------
     @max_size_x.startup
     async def max_size_x(self, instance, async_lib):
+        try:  # a real camera opens here, on its worker (seconds; never on the loop)
+            await self._driver_worker.call(self.driver.open)
+        except Exception as exc:  # noqa: BLE001 - served anyway; acquiring retries
+            log.error("camera did not open: %s", exc)
+            await self.status_message.write(f"camera did not open: {exc}"[:500])
         h, w = self.driver.sensor_shape
         await self.max_size_x.write(w)
         await self.max_size_y.write(h)
