@@ -185,6 +185,20 @@ def test_gating_on_a_missing_camera_fails_to_enable_with_the_cameras_words():
         system.close()
 
 
+def test_without_the_emulator_switched_on_the_message_says_how():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYLON_CAMEMU"}
+    code = ("from beamline_ls.hardware.pylon_camera import PylonSource\n"
+            "PylonSource(image_filename='/data/frames').open()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0
+    assert ("Basler camera (first found): not found (cameras present: none); pylon's "
+            "camera emulator appears only with PYLON_CAMEMU=1") in out.stderr
+
+
 def test_a_replayed_tiff_locks_and_carries_no_simulator_field(heart_video):
     _, stack, frames, truth, video = heart_video
     source = TiffReplaySource(stack, FPS)

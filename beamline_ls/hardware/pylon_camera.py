@@ -101,8 +101,10 @@ class PylonSource(FrameSource):
         found = [d.GetSerialNumber() for d in devices]
         chosen = [d for d in devices if not self.serial or d.GetSerialNumber() == self.serial]
         if not chosen:
+            hint = ("; pylon's camera emulator appears only with PYLON_CAMEMU=1 in the "
+                    "environment" if self.image_filename and not found else "")
             raise RuntimeError(f"{self._label}: not found (cameras present: "
-                               f"{', '.join(found) or 'none'})")
+                               f"{', '.join(found) or 'none'}){hint}")
         cam = pylon.InstantCamera(tlf.CreateDevice(chosen[0]))
         cam.Open()
         self._cam = cam
