@@ -231,3 +231,40 @@ def test_a_lost_frame_leaves_a_hole_and_later_planes_stay_in_place(tmp_path, sta
                 assert np.isnan(z[v, p]) and not data[v, p].any()
             else:
                 assert ids[v, p] == 4 * v + p and z[v, p] == 10.0 * p
+
+
+def test_a_frame_file_opens_in_the_hdf5_1_10_tools_data_users_have(tmp_path):
+    """Debian 12's h5dump (HDF5 1.10, as many analysis hosts, MATLAB and Fiji builds)
+    reads a camera file whole: its boolean attributes, its extendable checksummed
+    frame dataset and the per-frame metadata. Written with the library's newest format
+    it failed on /entry ("error getting attribute information")."""
+    import os
+    import shutil
+    import subprocess
+
+    h5dump = shutil.which("h5dump")
+    if h5dump is None:
+        if os.environ.get("CI"):
+            pytest.fail("h5dump (Debian's hdf5-tools) is missing: .ci/run installs it")
+        pytest.skip("h5dump (Debian's hdf5-tools) is not installed here")
+    rec = Recorder(buffer_frames=16)
+    rec.start(tmp_path / "v.h5", (8, 10), n_frames=6, planes_per_volume=3,
+              attrs={"background_subtracted": False, "roi": [0, 0, 10, 8]})
+    for k in range(6):
+        rec.submit(Frame(np.full((8, 10), k, np.uint16), k, 100.0 + k, 0.005, 1.5 * k))
+    wait = time.monotonic() + 30
+    while rec.status.capturing and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert rec.stop().frames_written == 6
+    path = str(tmp_path / "v.h5")
+
+    def dump(*args: str) -> str:
+        out = subprocess.run([h5dump, *args, path], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert 'ATTRIBUTE "background_subtracted"' in dump("-A")
+    ids = dump("-d", "/entry/meta/frame_id")
+    assert "(0,0): 0, 1, 2," in ids and "(1,0): 3, 4, 5" in ids
+    assert "DATASPACE  SIMPLE { ( 2, 3, 8, 10 )" in dump("-H", "-d", "/entry/data/data")

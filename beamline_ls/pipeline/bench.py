@@ -47,6 +47,7 @@ import numpy as np
 
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline import concurrence
+from beamline_ls.pipeline.hdf5_writer import LIBVER
 from beamline_ls.pipeline.recorder import Recorder
 
 MB = 1e6
@@ -315,7 +316,7 @@ def _run_raw(path: Path, pool: list[np.ndarray], n_frames: int,
     shape = pool[0].shape
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    with h5py.File(path, "x", libver="latest") as f:
+    with h5py.File(path, "x", libver=LIBVER) as f:
         ds = f.create_dataset("data", shape=(n_frames, *shape), chunks=(1, *shape),
                               dtype="<u2", fletcher32=fletcher32)
         for k in range(n_frames):

@@ -42,6 +42,11 @@ from beamline_ls.pipeline.checksum import chunk_with_fletcher32
 
 log = logging.getLogger(__name__)
 
+#: HDF5 file format bounds: the 1.10 format, the oldest SWMR can write, and nothing
+#: newer. With the library's "latest" (2.0 here) bounds, HDF5 1.10 tools (Debian 12's
+#: h5dump, MATLAB and Fiji builds) cannot read boolean attributes or the chunk index
+#: of extendable datasets ("error getting attribute information").
+LIBVER = ("v110", "v110")
 DATA_PATH = "/entry/data/data"
 META_PATH = "/entry/meta"
 META_FIELDS: dict[str, str] = {
@@ -94,7 +99,7 @@ class FrameFileWriter:
             raise ValueError(f"extra fields {sorted(clash)} clash with standard metadata")
         self.extra_fields = tuple(extra_fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.path, "x", libver="latest")
+        self._file = h5py.File(self.path, "x", libver=LIBVER)
         entry = self._file.create_group("entry")
         for key, value in (attrs or {}).items():
             entry.attrs[key] = _attr_value(value)
@@ -274,7 +279,7 @@ class FrameFileWriter:
         self.flush()
         self._file.close()
         if self._pending:
-            with h5py.File(self.path, "r+", libver="latest") as f:
+            with h5py.File(self.path, "r+", libver=LIBVER) as f:
                 self._file = f
                 self._write_pending()
 
