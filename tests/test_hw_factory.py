@@ -208,6 +208,12 @@ def test_check_hardware_nidaq_probe_with_an_injected_system():
     assert f.ok and "Dev1/ao2" in f.text
     f = check.probe_nidaq({"backend": "nidaqmx", "device": "Dev7"}, lambda: System())
     assert not f.ok and "'Dev7' not found (devices present: Dev1)" in f.text
+    # the gating trigger on the same board: its counter is there, its DO line is not
+    f = check.probe_nidaq_trigger({"backend": "nidaq", "counter": "ctr1"}, lambda: System())
+    assert f.ok and f.text == ("NI Dev1 (PCIe-6738 serial 1A2B) answered; channels "
+                               "Dev1/ctr1 present")
+    f = check.probe_nidaq_trigger({"backend": "nidaq", "output": "do"}, lambda: System())
+    assert not f.ok and "lacks Dev1/port0/line1 (digital output)" in f.text
 
 
 @pytest.mark.hardware

@@ -45,44 +45,58 @@ def _nidaq_system() -> Any:
 
 def probe_nidaq(cfg: dict[str, Any], system_factory: SystemFactory | None = None) -> Finding:
     """Look up the NI device and every configured channel; start nothing."""
-    import nidaqmx.errors
-
     c = factory.nidaq_config(cfg)
-    try:
-        system = (system_factory or _nidaq_system)()
-        names = list(system.devices.device_names)
-        if c.device not in names:
-            return Finding("scanboard", False,
-                           f"NI device {c.device!r} not found (devices present: "
-                           f"{', '.join(names) or 'none'}); check 'device' in the TOML")
-        dev = system.devices[c.device]
-        wanted = {
+
+    def wanted(dev: Any) -> dict[str, tuple[list[str], Any]]:
+        chans = {
             "analog output": ([c.phys(ch) for ch in c.ao_channels], dev.ao_physical_chans),
             "analog input": ([c.phys(c.piezo_ai_channel)] if c.piezo_ai_channel else [],
                              dev.ai_physical_chans),
         }
         if c.camera_output == "counter":
-            wanted["counter output"] = ([c.phys(c.camera_counter)], dev.co_physical_chans)
+            chans["counter output"] = ([c.phys(c.camera_counter)], dev.co_physical_chans)
         else:
-            wanted["digital output"] = ([c.phys(c.camera_do_line)], dev.do_lines)
+            chans["digital output"] = ([c.phys(c.camera_do_line)], dev.do_lines)
+        return chans
+
+    return _probe_ni_channels("scanboard", c.device, wanted, system_factory,
+                              "; check 'device' in the TOML")
+
+
+def _probe_ni_channels(finding: str, device: str,
+                       wanted: Callable[[Any], dict[str, tuple[list[str], Any]]],
+                       system_factory: SystemFactory | None, hint: str = "") -> Finding:
+    """Find NI ``device`` and check that it has the channels ``wanted(device)`` names
+    (kind -> (channel names, the device's collection of that kind)); start nothing."""
+    import nidaqmx.errors
+
+    try:
+        system = (system_factory or _nidaq_system)()
+        names = list(system.devices.device_names)
+        if device not in names:
+            return Finding(finding, False,
+                           f"NI device {device!r} not found (devices present: "
+                           f"{', '.join(names) or 'none'}){hint}")
+        dev = system.devices[device]
+        chans = wanted(dev)
         missing = []
-        for kind, (chans, coll) in wanted.items():
+        for kind, (names_of_kind, coll) in chans.items():
             have = set(coll.channel_names)
-            missing += [f"{ch} ({kind})" for ch in chans if ch not in have]
+            missing += [f"{ch} ({kind})" for ch in names_of_kind if ch not in have]
         product = f"{dev.product_type} serial {dev.serial_num:X}" \
             if isinstance(dev.serial_num, int) else str(dev.product_type)
         if missing:
-            return Finding("scanboard", False, f"NI {c.device} ({product}) answered but "
-                                               f"lacks {', '.join(missing)}")
-        every = [ch for chans, _ in wanted.values() for ch in chans]
-        return Finding("scanboard", True, f"NI {c.device} ({product}) answered; channels "
-                                          f"{', '.join(every)} present")
+            return Finding(finding, False, f"NI {device} ({product}) answered but "
+                                           f"lacks {', '.join(missing)}")
+        every = [ch for names_of_kind, _ in chans.values() for ch in names_of_kind]
+        return Finding(finding, True, f"NI {device} ({product}) answered; channels "
+                                      f"{', '.join(every)} present")
     except nidaqmx.errors.DaqNotFoundError:
-        return Finding("scanboard", False, "NI-DAQmx driver is not installed on this "
-                                           "computer, so the NI board cannot be reached")
+        return Finding(finding, False, "NI-DAQmx driver is not installed on this "
+                                       "computer, so the NI board cannot be reached")
     except nidaqmx.errors.Error as exc:
-        return Finding("scanboard", False, f"NI {c.device} did not answer: "
-                                           f"{str(exc).splitlines()[0]}")
+        return Finding(finding, False, f"NI {device} did not answer: "
+                                       f"{str(exc).splitlines()[0]}")
 
 
 def probe_stage(cfg: dict[str, Any], serial_factory: SerialFactory | None = None) -> Finding:
@@ -171,29 +185,15 @@ def probe_camera(cfg: dict[str, Any], _unused: Any = None) -> Finding:
 def probe_nidaq_trigger(cfg: dict[str, Any],
                         system_factory: SystemFactory | None = None) -> Finding:
     """Look up the NI device and the gating trigger's counter or line; start nothing."""
-    import nidaqmx.errors
-
     c = factory.nidaq_trigger_config(cfg)
     chan = f"{c.device}/{c.counter if c.output == 'counter' else c.do_line}"
-    try:
-        system = (system_factory or _nidaq_system)()
-        names = list(system.devices.device_names)
-        if c.device not in names:
-            return Finding("trigger_box", False,
-                           f"NI device {c.device!r} not found (devices present: "
-                           f"{', '.join(names) or 'none'})")
-        dev = system.devices[c.device]
-        coll = dev.co_physical_chans if c.output == "counter" else dev.do_lines
-        if chan not in set(coll.channel_names):
-            return Finding("trigger_box", False, f"NI {c.device} answered but lacks {chan}")
-        return Finding("trigger_box", True, f"NI {c.device} answered; gating trigger on "
-                                            f"{chan} ({c.output})")
-    except nidaqmx.errors.DaqNotFoundError:
-        return Finding("trigger_box", False, "NI-DAQmx driver is not installed on this "
-                                             "computer, so the NI board cannot be reached")
-    except nidaqmx.errors.Error as exc:
-        return Finding("trigger_box", False, f"NI {c.device} did not answer: "
-                                             f"{str(exc).splitlines()[0]}")
+
+    def wanted(dev: Any) -> dict[str, tuple[list[str], Any]]:
+        if c.output == "counter":
+            return {"counter output": ([chan], dev.co_physical_chans)}
+        return {"digital output": ([chan], dev.do_lines)}
+
+    return _probe_ni_channels("trigger_box", c.device, wanted, system_factory)
 
 
 PROBES = {
