@@ -1,4 +1,4 @@
-"""``beamline-ls`` command line: demo, ioc, replay, export, bench, check-hardware, copies,
+"""``beamline-ls`` command line: demo, ioc, queue, replay, export, bench, check-hardware, copies,
 verify, screens, concurrence."""
 
 from __future__ import annotations
@@ -79,6 +79,52 @@ def _cmd_concurrence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_queue(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from beamline_ls.config import load_settings
+    from beamline_ls.queue import QueueConfig, QueueError, QueueServer
+
+    settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
+    config = QueueConfig(data_dir=settings.data_dir, prefix=settings.prefix, host=args.host,
+                         http_port=args.port, zmq_control_port=args.zmq_control_port,
+                         zmq_info_port=args.zmq_info_port, redis_port=args.redis_port,
+                         redis_addr=args.redis_addr, config_file=args.config,
+                         open_environment=not args.no_open)
+    if args.startup_dir is not None:
+        config.startup_dir = args.startup_dir.resolve()
+    key_given = args.api_key or os.environ.get("BEAMLINE_LS_QUEUE_API_KEY")
+    if key_given:
+        config.api_key = key_given
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    server = QueueServer(config)
+    try:
+        server.start()
+        bls_log.success(logger, "queue server ready: HTTP %s, qserver 0MQ %s, Redis %s; "
+                        "logs in %s", config.http_uri, config.zmq_control_addr, config.redis,
+                        config.log_dir)
+        if not key_given:
+            print(f"API key (generated; pass --api-key to choose one): {config.api_key}",
+                  flush=True)
+        print("Ctrl-C stops the HTTP server, the RE Manager and Redis.", flush=True)
+        server.wait()
+    except QueueError as exc:
+        logger.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        logger.info("stopping the queue server")
+    finally:
+        server.stop()
+    bls_log.success(logger, "queue server stopped; queue and history are kept in %s",
+                    config.data_dir / "queue" if config.redis_addr is None else config.redis)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from beamline_ls.demo import run_demo
 
@@ -118,6 +164,31 @@ def build_parser() -> argparse.ArgumentParser:
     ioc.add_argument("--mirror-dir", type=Path, default=None,
                      help="copy every closed frame file here, verified (e.g. a share)")
     ioc.set_defaults(func=_cmd_ioc)
+
+    queue = sub.add_parser("queue", help="the bluesky queue server on loopback: Redis, RE "
+                           "Manager with the profile, HTTP server with an API key")
+    queue.add_argument("--prefix", default=None, help="PV prefix (default from config)")
+    queue.add_argument("--data-dir", type=Path, default=None, help="data directory")
+    queue.add_argument("--config", type=Path, default=None, help="microscope TOML file")
+    queue.add_argument("--host", default="127.0.0.1",
+                       help="address of the HTTP server and 0MQ sockets (default 127.0.0.1)")
+    queue.add_argument("--port", type=int, default=60610, help="HTTP port (default 60610)")
+    queue.add_argument("--api-key", default=None,
+                       help="HTTP API key (default: $BEAMLINE_LS_QUEUE_API_KEY, else "
+                       "generated and printed)")
+    queue.add_argument("--zmq-control-port", type=int, default=60615,
+                       help="RE Manager control port, qserver's default (60615)")
+    queue.add_argument("--zmq-info-port", type=int, default=60625,
+                       help="RE Manager console/info port (default 60625)")
+    queue.add_argument("--redis-port", type=int, default=6379,
+                       help="port of the Redis this command starts (default 6379)")
+    queue.add_argument("--redis-addr", default=None,
+                       help="HOST:PORT of a running Redis to use instead of starting one")
+    queue.add_argument("--startup-dir", type=Path, default=None,
+                       help="profile startup directory (default: profile_collection/startup)")
+    queue.add_argument("--no-open", action="store_true",
+                       help="do not open the RE environment (qserver environment open)")
+    queue.set_defaults(func=_cmd_queue)
 
     copies = sub.add_parser("copies", help="point the catalog at verified copies of "
                             "frame files (the session does this by itself)")

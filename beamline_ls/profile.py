@@ -8,6 +8,7 @@ Startup order: 00 base (settings, EPICS environment, RunEngine, catalog, callbac
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from beamline_ls.config import load_settings
@@ -33,7 +34,10 @@ def base() -> dict[str, Any]:
     log.configure()
     settings = load_settings()
     interactive = in_ipython()
-    session = make_session(settings, progress_bar=True, best_effort=interactive)
+    # Progress bars only where someone watches a terminal: under the queue server the
+    # worker's output is a log (and qserver's console stream), where they are noise.
+    session = make_session(settings, progress_bar=interactive or sys.stdout.isatty(),
+                           best_effort=interactive)
     if interactive:
         from bluesky.utils import install_kicker
 

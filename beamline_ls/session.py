@@ -12,6 +12,7 @@ from typing import Any
 from beamline_ls.callbacks import BackgroundCallback
 from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
 from beamline_ls.config import Settings
+from beamline_ls.run_metadata import SharedRunMetadata
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,11 @@ class Session:
             self.run_file_feed.flush()
             self.run_file_feed.close()
             self.run_file_writer.close()
-        from bluesky.utils import PersistentDict
-
-        if isinstance(self.RE.md, PersistentDict):
-            # persisted now, and let go: its exit hook would otherwise rewrite the
-            # directory at interpreter exit, racing any later session on the same data
-            self.RE.md.flush()
-            self.RE.md = dict(self.RE.md)
+        if isinstance(self.RE.md, SharedRunMetadata):
+            # let go of the shared store; a RunEngine used after close keeps a copy
+            store = self.RE.md
+            self.RE.md = dict(store)
+            store.close()
 
 
 def make_session(
@@ -97,20 +96,24 @@ def make_session(
 ) -> Session:
     """RunEngine + catalog + subscriptions.
 
-    ``RE.md`` is persisted under the data directory, so ``scan_id`` keeps counting
-    across restarts. ``best_effort`` adds bluesky's live table and plots (IPython).
+    ``RE.md`` is persisted under the data directory and shared with every other session
+    on it (IPython, the queue server's worker), so ``scan_id`` keeps counting across
+    restarts and never repeats between processes. ``best_effort`` adds bluesky's live
+    table and plots (IPython).
     ``run_files`` writes every run also as one HDF5 file under ``<data dir>/runs``.
     A background watcher points the catalog at each frame file's verified copy once
     the camera IOC has copied it to its mirror destination (``beamline_ls.relocation``).
     """
     from bluesky import RunEngine
-    from bluesky.utils import PersistentDict, ProgressBarManager
+    from bluesky.utils import ProgressBarManager
     from bluesky_tiled_plugins import TiledWriter
 
     settings.ensure_dirs()
     catalog, tree = open_embedded_catalog(settings, create=True)
-    RE = RunEngine({}, call_returns_result=True)
-    RE.md = PersistentDict(str(settings.state_dir / "runengine-md"))
+    md = SharedRunMetadata(settings.state_dir / "runengine-md.sqlite",
+                           legacy_dir=settings.state_dir / "runengine-md")
+    RE = RunEngine({}, call_returns_result=True, scan_id_source=md.next_scan_id)
+    RE.md = md
     RE.md.setdefault("beamline_id", "beamline-ls")
     writer = TiledWriter(catalog)
     # Catalog writes (~0.5 s for a run's final flush) must not hold up the RunEngine.

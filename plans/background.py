@@ -16,9 +16,12 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
 
     Parameters
     ----------
-    camera: the camera (must be idle).
-    n: frames to average, 1..10000 (about 50 is usual).
-    laser: if given, switched off for the background and restored afterwards.
+    camera : Camera
+        The camera (must be idle).
+    n : int, optional
+        Frames to average, 1..10000 (about 50 is usual).
+    laser : Laser, optional
+        If given, switched off for the background and restored afterwards.
     """
     n = check_int("n", n, 1, 10_000)
     restore = None

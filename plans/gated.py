@@ -158,15 +158,25 @@ def gated_scan(
 
     Parameters
     ----------
-    camera: fluorescence camera (put in external trigger mode by this plan).
-    gating: the gating trigger device (its IOC owns the brightfield camera).
-    piezo: objective piezo; moving it also moves the light sheets.
-    z_positions: focal positions (um), 1..1000 of them, within the piezo limits.
-    frames_per_plane: passes over all planes (each pass is one gated volume).
-    target_phase: heart phase (rad, [0, 2pi)) in the reference's coordinates; None:
-        the analyzer's default (end of the most moving half beat).
-    exposure: fluorescence exposure (s), at most 50 ms.
-    lock_timeout: how long to wait for a heartbeat lock before failing (s).
+    camera : Camera
+        Fluorescence camera (put in external trigger mode by this plan).
+    gating : GatingTrigger
+        The gating trigger device (its IOC owns the brightfield camera).
+    piezo : Piezo
+        Objective piezo; moving it also moves the light sheets.
+    z_positions : list of float
+        Focal positions (um), 1..1000 of them, within the piezo limits.
+    frames_per_plane : int, optional
+        Passes over all planes (each pass is one gated volume).
+    target_phase : float, optional
+        Heart phase (rad, [0, 2pi)) in the reference's coordinates; default: the
+        analyzer's (end of the most moving half beat).
+    exposure : float, optional
+        Fluorescence exposure (s), at most 50 ms.
+    lock_timeout : float, optional
+        How long to wait for a heartbeat lock before failing (s).
+    md : dict, optional
+        Extra metadata for the start document.
 
     Frames are stored as (frames_per_plane, planes, y, x), or (frames, y, x) for a
     single plane.
@@ -200,8 +210,35 @@ def gated_timelapse(
     Before each later stack the analyzer takes a new reference heartbeat and its
     long-term updating aligns it to the earlier ones, so the lock stays on the same
     heart phase for hours even as the heart's appearance and rate drift. A stack that
-    overruns the interval starts the next one at once. Other parameters as in
-    :func:`gated_scan`. Frames are stored as (timepoints x passes, planes, y, x).
+    overruns the interval starts the next one at once. Frames are stored as
+    (timepoints x passes, planes, y, x).
+
+    Parameters
+    ----------
+    camera : Camera
+        Fluorescence camera (put in external trigger mode by this plan).
+    gating : GatingTrigger
+        The gating trigger device (its IOC owns the brightfield camera).
+    piezo : Piezo
+        Objective piezo; moving it also moves the light sheets.
+    z_positions : list of float
+        Focal positions (um), 1..1000 of them, within the piezo limits.
+    n_timepoints : int
+        Gated stacks to acquire, 1..1e6.
+    interval_s : float
+        Seconds from the start of one stack to the start of the next, up to a week.
+    frames_per_plane : int, optional
+        Passes over all planes per time point.
+    target_phase : float, optional
+        Heart phase (rad, [0, 2pi)); default: the analyzer's.
+    exposure : float, optional
+        Fluorescence exposure (s), at most 50 ms.
+    refresh_reference : bool, optional
+        Take a new reference heartbeat before each later stack (aligned to the first).
+    lock_timeout : float, optional
+        How long to wait for a heartbeat lock before failing (s).
+    md : dict, optional
+        Extra metadata for the start document.
     """
     md = check_md(md)
     zs, fpp, target_phase, exposure = yield from _validate(

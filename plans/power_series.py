@@ -67,12 +67,18 @@ def power_series(
 
     Parameters
     ----------
-    camera: the camera (free-running, internal trigger, as fast as exposure allows).
-    laser: the excitation laser; switched on for the series, restored afterwards.
-    powers: laser powers in mW, each in [0, the laser's MaxPower], 1..1000 steps.
-    frames_per_step: frames per power step, 1..1e6.
-    exposure: camera exposure in s, [1e-5, 10].
-    md: extra metadata for the start document.
+    camera : Camera
+        The camera (free-running, internal trigger, as fast as exposure allows).
+    laser : Laser
+        The excitation laser; switched on for the series, restored afterwards.
+    powers : list of float
+        Laser powers in mW, each in [0, the laser's MaxPower], 1..1000 steps.
+    frames_per_step : int
+        Frames per power step, 1..1e6.
+    exposure : float, optional
+        Camera exposure in s, [1e-5, 10].
+    md : dict, optional
+        Extra metadata for the start document.
 
     Every argument is checked before anything moves.
     """

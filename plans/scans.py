@@ -117,18 +117,28 @@ def volumetric_scan(
 
     Parameters
     ----------
-    camera, scanboard:
-        The camera (external trigger) and the scan board that drives piezo, galvos and
-        camera pulses.
-    n_volumes: volumes to acquire, 1..1e6.
-    n_planes: stored planes per volume, 2..1000.
-    z_start, z_stop: focal-plane positions (um) of the first and last plane.
-    volume_rate: volumes per second, [0.01, 100].
-    skip_planes: plane slots without a frame at the start and end of each volume,
-        letting the piezo settle after flyback (int for both ends or a pair). Default:
-        enough start slots to cover the board's flyback settle time, one at the end.
-    exposure: camera exposure (s); default 80 % of the time a plane leaves after readout.
-    md: extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
+    camera : Camera
+        The fluorescence camera (put in external trigger mode by this plan).
+    scanboard : ScanBoard
+        The scan board that drives piezo, galvos and camera pulses.
+    n_volumes : int
+        Volumes to acquire, 1..1e6.
+    n_planes : int
+        Stored planes per volume, 2..1000.
+    z_start : float
+        Focal-plane position (um) of the first plane.
+    z_stop : float
+        Focal-plane position (um) of the last plane.
+    volume_rate : float
+        Volumes per second, [0.01, 100].
+    skip_planes : int or (int, int), optional
+        Plane slots without a frame at the start and end of each volume, letting the
+        piezo settle after flyback (one number for both ends, or a pair). Default: enough
+        start slots to cover the board's flyback settle time, one at the end.
+    exposure : float, optional
+        Camera exposure (s); default 80 % of the time a plane leaves after readout.
+    md : dict, optional
+        Extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
 
     Frames are stored as (volumes, planes, y, x) with per-frame metadata.
     """
@@ -222,8 +232,25 @@ def planar_scan(
     """Acquire ``n_frames`` frames of one plane at focal position ``z`` (um).
 
     The piezo parks at ``z``, the galvos follow through their calibration, and the camera
-    free-runs (internal trigger) at ``frame_rate`` (default: as fast as exposure and
-    readout allow). Frames are stored as (frames, y, x) with per-frame metadata.
+    free-runs (internal trigger). Frames are stored as (frames, y, x) with per-frame
+    metadata.
+
+    Parameters
+    ----------
+    camera : Camera
+        The fluorescence camera.
+    scanboard : ScanBoard
+        The scan board that parks the piezo and the galvos.
+    n_frames : int
+        Frames to acquire, 1..1e8.
+    z : float
+        Focal-plane position (um), within the piezo travel.
+    exposure : float
+        Camera exposure (s).
+    frame_rate : float, optional
+        Frames per second; default as fast as exposure and readout allow.
+    md : dict, optional
+        Extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
     """
     md = check_md(md)
     n_frames = check_int("n_frames", n_frames, 1, 100_000_000)

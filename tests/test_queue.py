@@ -1,0 +1,196 @@
+"""The bluesky queue server as a facility runs it (issue 15, item 1): ``beamline-ls
+queue`` starts Debian's Redis, the RE Manager with the IPython profile and
+bluesky-httpserver with an API key, all on loopback, against a real simulated IOC;
+stock clients only (bluesky-queueserver-api over HTTP, the ``qserver`` CLI over 0MQ)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import wait_for
+
+from beamline_ls.epics_env import IocProcess, free_port
+from beamline_ls.queue import (
+    PLANS_DEVICES_FILE,
+    PROFILE_STARTUP,
+    QueueConfig,
+    QueueError,
+    QueueServer,
+)
+
+KEY = "testkey0123456789"
+PREFIX = "QTST:"
+
+pytestmark = pytest.mark.skipif(
+    subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0,
+    reason="needs Debian's redis-server (.ci/run installs it)")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def queue(epics, tmp_path_factory):
+    """An IOC on the spare port and ``beamline-ls queue`` for it, as a child process."""
+    data = tmp_path_factory.mktemp("queue")
+    ioc_epics = epics.for_server(epics.extra_server_ports[0])
+    ioc = IocProcess(ioc_epics, PREFIX, data, data / "ioc.log").start()
+    ports = {"http": free_port(), "control": free_port(), "info": free_port(),
+             "redis": free_port()}
+    log = data / "queue.out"
+    cmd = [sys.executable, "-m", "beamline_ls.cli", "queue", "--prefix", PREFIX,
+           "--data-dir", str(data), "--api-key", KEY, "--port", str(ports["http"]),
+           "--zmq-control-port", str(ports["control"]),
+           "--zmq-info-port", str(ports["info"]), "--redis-port", str(ports["redis"])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, **ioc_epics.env()},
+                                stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "queue server ready" in log.read_text() or proc.poll() is not None,
+                 timeout=240, what="the queue server")
+        assert proc.poll() is None, log.read_text()
+        yield {"proc": proc, "data": data, "log": log, **ports}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(90)
+        ioc.stop()
+
+
+def http_api(queue, key: str | None = KEY):
+    from bluesky_queueserver_api.http import REManagerAPI
+
+    api = REManagerAPI(http_server_uri=f"http://127.0.0.1:{queue['http']}",
+                       http_auth_provider=None)
+    if key is not None:
+        api.set_authorization_key(api_key=key)
+    return api
+
+
+def test_a_volumetric_scan_queued_over_http_with_the_api_key_lands_in_the_catalog(queue):
+    from bluesky_queueserver_api import BPlan
+
+    from beamline_ls.catalog import open_catalog
+
+    api = http_api(queue)
+    assert api.status()["worker_environment_exists"]
+    api.item_add(BPlan("volumetric_scan", "camera", "scanboard", 2, 10, 10.0, 50.0, 2.0,
+                       md={"sample_name": "queued fish"}))
+    api.queue_start()
+    api.wait_for_idle(timeout=180)
+    item = api.history_get()["items"][-1]
+    assert item["name"] == "volumetric_scan"
+    assert item["result"]["exit_status"] == "completed", item["result"]["traceback"]
+    (uid,) = item["result"]["run_uids"]
+
+    run = open_catalog(queue["data"])[uid]
+    assert run.metadata["start"]["sample_name"] == "queued fish"
+    assert run.metadata["stop"]["exit_status"] == "success"
+    frames = run["primary"]["camera_image"]
+    assert frames.shape[:2] == (2, 10)
+    assert frames[1, 9].any()  # the last plane holds an image, not zeros
+
+
+def test_the_stock_qserver_cli_queues_and_runs_a_plan_over_0mq(queue):
+    def qserver(*args: str) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "qserver"), "-a",
+             f"tcp://127.0.0.1:{queue['control']}", *args],
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    qserver("queue", "add", "plan",
+            '{"name": "planar_scan", "args": ["camera", "scanboard", 5, 30.0, 0.005]}')
+    qserver("queue", "start")
+    api = http_api(queue)
+    api.wait_for_idle(timeout=120)
+    item = api.history_get()["items"][-1]
+    assert item["name"] == "planar_scan"
+    assert item["result"]["exit_status"] == "completed", item["result"]["traceback"]
+
+
+def test_bad_parameters_are_refused_when_queued_and_say_which(queue):
+    from bluesky_queueserver_api import BPlan
+
+    api = http_api(queue)
+    with pytest.raises(api.RequestFailedError, match="n_volumes"):
+        api.item_add(BPlan("volumetric_scan", "camera", "scanboard", "two", 10, 10.0, 50.0,
+                           2.0))
+    with pytest.raises(api.RequestFailedError, match="not in the list of allowed plans"):
+        api.item_add(BPlan("no_such_plan"))
+    assert api.queue_get()["items"] == []
+
+
+def test_without_the_api_key_the_http_server_refuses(queue):
+    api = http_api(queue, key=None)
+    with pytest.raises(api.HTTPClientError, match="401"):
+        api.status()
+    with pytest.raises(api.HTTPClientError, match="401"):
+        http_api(queue, key="wrong-key").queue_start()
+
+
+def test_every_plan_has_documented_parameters_and_the_shipped_list_is_current(queue):
+    """The profile's existing_plans_and_devices.yaml is what the worker finds in the
+    profile; regenerate with ``qserver-list-plans-devices --startup-dir
+    profile_collection/startup --file-dir profile_collection/startup`` (IOC running)."""
+    live = http_api(queue).plans_existing()["plans_existing"]
+    shipped = yaml.safe_load((PROFILE_STARTUP / PLANS_DEVICES_FILE).read_text())
+    assert set(live) == set(shipped["existing_plans"]) == {
+        "planar_scan", "volumetric_scan", "gated_scan", "gated_timelapse", "power_series",
+        "acquire_background"}
+    for name, plan in live.items():
+        params = {p["name"]: p for p in plan["parameters"]}
+        shipped_params = {p["name"]: p for p in shipped["existing_plans"][name]["parameters"]}
+        assert params.keys() == shipped_params.keys(), name
+        for pname, p in params.items():
+            assert p.get("description"), f"{name}({pname}) has no description"
+            assert p.get("annotation") == shipped_params[pname].get("annotation"), pname
+            assert p.get("default") == shipped_params[pname].get("default"), pname
+    devices = http_api(queue).devices_existing()["devices_existing"]
+    assert {"camera", "scanboard", "gating", "piezo", "laser"} <= set(devices)
+
+
+def test_sigterm_stops_all_three_parts_and_keeps_the_queue_on_disk(queue):
+    """Last in this module: it ends the queue server the others used."""
+    proc = queue["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(90) == 0, queue["log"].read_text()
+    for part in ("http", "control", "redis"):
+        assert not _listening(queue[part]), f"{part} port still open after stop"
+    assert (queue["data"] / "queue" / "redis.rdb").is_file()
+    manager_log = (queue["data"] / "logs" / "queue" / "re-manager.log").read_text()
+    assert "Run Engine environment was closed successfully" in manager_log
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = QueueServer(QueueConfig(data_dir=tmp_path, prefix="X:", redis_port=port,
+                                         http_port=free_port(), zmq_control_port=free_port(),
+                                         zmq_info_port=free_port()))
+        with pytest.raises(QueueError, match=f"Redis: port 127.0.0.1:{port} is in use.*"
+                                             "--redis-addr"):
+            server.start()
+    assert server.children == []
+    assert not (tmp_path / "logs").exists()
+
+
+def test_an_api_key_the_http_server_would_refuse_is_refused_first(tmp_path):
+    server = QueueServer(QueueConfig(data_dir=tmp_path, prefix="X:", api_key="not-alnum"))
+    with pytest.raises(QueueError, match="letters and digits only"):
+        server.start()
+    assert server.children == []
