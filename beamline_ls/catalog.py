@@ -64,6 +64,7 @@ def open_catalog(
     uri: str | None = None,
     settings: Settings | None = None,
     create: bool = False,
+    api_key: str | None = None,
 ) -> Any:
     """Return the catalog of runs (a bluesky-tiled ``CatalogOfBlueskyRuns`` client).
 
@@ -72,7 +73,9 @@ def open_catalog(
     data_dir:
         Data directory of the deployment (default from configuration).
     uri:
-        A tiled server URI; when given, ``data_dir`` is ignored.
+        A tiled server URI (``beamline-ls serve``); when given, ``data_dir`` is ignored.
+    api_key:
+        The server's API key (default: tiled's ``TILED_API_KEY`` environment variable).
     create:
         Create an empty catalog if none exists (the session does this; data users get
         a clear error instead of an empty new catalog at a mistyped path).
@@ -89,7 +92,7 @@ def open_catalog(
         _quiet_imports()
         from tiled.client import from_uri
 
-        return from_uri(uri)
+        return from_uri(uri, api_key=api_key)
     return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create)[0]
 
 
@@ -100,7 +103,19 @@ def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any
     _quiet_imports()
     from tiled.client import from_context
     from tiled.client.context import Context
+    from tiled.server.app import build_app
 
+    tree = catalog_tree(settings, create)
+    with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
+        context = Context.from_app(build_app(tree))
+    return from_context(context), tree
+
+
+def catalog_tree(settings: Settings, create: bool = False) -> Any:
+    """The catalog's server-side tree: bluesky's run specs, the frame-file adapter
+    (reading through ``settings.path_map``), frames readable only from the data
+    directories. Shared by the embedded catalog and ``beamline-ls serve``."""
+    _quiet_imports()
     cdir = settings.catalog_dir
     db = cdir / "catalog.db"
     if not db.exists() and not create:
@@ -111,22 +126,24 @@ def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any
         settings.ensure_dirs()
         (cdir / "data").mkdir(parents=True, exist_ok=True)
     from tiled.catalog import from_uri as catalog_from_uri
-    from tiled.server.app import build_app
 
     from beamline_ls.frame_adapter import FrameFileAdapter
 
     enable_document_replay()
+    adapter = FrameFileAdapter.with_path_map(settings.path_map) if settings.path_map \
+        else FrameFileAdapter
+    # tiled checks each file against readable storage as the catalog names it, i.e.
+    # at its place on the acquisition host
+    readable = readable_storage(settings) + [str(src) for src in settings.path_map]
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
-        tree = catalog_from_uri(
+        return catalog_from_uri(
             f"sqlite:///{db}",
             specs=[CATALOG_SPEC],
             writable_storage=[str(cdir / "data"), f"duckdb:///{cdir / 'storage.duckdb'}"],
-            readable_storage=readable_storage(settings),
+            readable_storage=list(dict.fromkeys(readable)),
             init_if_not_exists=create,
-            adapters_by_mimetype={"application/x-hdf5": FrameFileAdapter},
+            adapters_by_mimetype={"application/x-hdf5": adapter},
         )
-        context = Context.from_app(build_app(tree))
-    return from_context(context), tree
 
 
 def allow_reading_from(tree: Any, directory: str | Path) -> None:

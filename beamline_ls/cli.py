@@ -1,5 +1,5 @@
-"""``beamline-ls`` command line: demo, ioc, queue, replay, export, bench, check-hardware, copies,
-verify, screens, concurrence."""
+"""``beamline-ls`` command line: demo, ioc, queue, serve, replay, export, bench,
+check-hardware, copies, verify, screens, concurrence."""
 
 from __future__ import annotations
 
@@ -140,6 +140,9 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
     "bench": ("beamline_ls.bench",
               "bench writer (does my disk keep up?) | bench gating (gating on the heart "
               "corpus)"),
+    "serve": ("beamline_ls.serve",
+              "serve the run catalog over HTTP (tiled, API key) to data users on other "
+              "hosts"),
     "check-hardware": ("beamline_ls.hardware.check",
                        "ask each configured device whether it answers (--config F)"),
 }

@@ -47,6 +47,11 @@ class Settings:
         The only directories (and their subdirectories) that ``HDF1:MirrorPath`` may
         name. The IOC runs with rights a remote client should not borrow, so copies go
         only where the deployment said; ``mirror_dir`` is always allowed.
+    path_map:
+        For a catalog served from another host (``beamline-ls serve``): where that host
+        sees the directories the acquisition host wrote (``[path_map]`` table,
+        ``"/data/lightsheet" = "/mnt/lightsheet"``). The catalog keeps the acquisition
+        host's paths; the server reads frames through this map.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.home() / "beamline-ls-data")
@@ -55,6 +60,7 @@ class Settings:
     mirror_dir: Path | None = None
     mirror_roots: list[Path] = field(default_factory=list)
     access: dict[str, Any] = field(default_factory=dict)  # the IOC's write rules
+    path_map: dict[Path, Path] = field(default_factory=dict)
 
     @property
     def allowed_mirror_roots(self) -> list[Path]:
@@ -94,6 +100,20 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
 
 
+def parse_path_map(table: Any, where: str) -> dict[Path, Path]:
+    """``{"/acquisition/path": "/path/here"}`` with absolute paths on both sides."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must map acquisition-host directories to directories "
+                         f"on this host, got {table!r}")
+    out: dict[Path, Path] = {}
+    for src, dst in table.items():
+        if not isinstance(dst, str) or not Path(src).is_absolute() \
+                or not Path(dst).is_absolute():
+            raise ValueError(f"{where}: {src!r} = {dst!r}: both must be absolute paths")
+        out[Path(src)] = Path(dst)
+    return out
+
+
 def load_settings(
     config_file: str | Path | None = None,
     *,
@@ -121,6 +141,7 @@ def load_settings(
                              f"(got {roots!r})")
         settings.mirror_roots = [Path(r).expanduser() for r in roots]
         settings.access = dict(doc.get("access", {}))
+        settings.path_map = parse_path_map(doc.get("path_map", {}), f"{path}: [path_map]")
     if os.environ.get("BEAMLINE_LS_DATA_DIR"):
         settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
     if os.environ.get("BEAMLINE_LS_PREFIX"):

@@ -16,11 +16,14 @@ Registered for ``application/x-hdf5`` by :func:`beamline_ls.catalog.open_embedde
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 from tiled.adapters.hdf5 import HDF5Adapter, HDF5ArrayAdapter
 from tiled.structures.core import StructureFamily
-from tiled.utils import path_from_uri
+from tiled.structures.data_source import Asset
+from tiled.utils import ensure_uri, path_from_uri
 
 from beamline_ls.damage import DamagedFrameFile, describe_failure
 
@@ -29,9 +32,37 @@ class FrameFileAdapter(HDF5ArrayAdapter):
     """tiled's HDF5 array adapter whose open and read errors name the file."""
 
     _files: list[str] = []  # set per instance by from_catalog
+    # (acquisition-host directory, this host's directory): a server on another host
+    path_map: tuple[tuple[Path, Path], ...] = ()
+
+    @classmethod
+    def with_path_map(cls, path_map: dict[Path, Path]) -> type[FrameFileAdapter]:
+        """This adapter reading each file at its place on this host (longest match)."""
+        pairs = sorted(((Path(a), Path(b)) for a, b in path_map.items()),
+                       key=lambda pair: len(pair[0].parts), reverse=True)
+        return type(cls.__name__, (cls,), {"path_map": tuple(pairs)})
+
+    @classmethod
+    def _here(cls, uri: str | None) -> str | None:
+        if not uri or not cls.path_map or not uri.startswith("file:"):
+            return uri
+        path = Path(path_from_uri(uri))
+        for src, dst in cls.path_map:
+            if path.is_relative_to(src):
+                return ensure_uri(str(dst / path.relative_to(src)))
+        return uri
 
     @classmethod
     def from_catalog(cls, data_source: Any, node: Any, /, **parameters: Any) -> Any:
+        if cls.path_map:
+            # a copy naming this host's paths (the catalog's own rows stay as written)
+            data_source = copy.copy(data_source)
+            data_source.assets = [
+                Asset(data_uri=cls._here(a.data_uri), is_directory=a.is_directory,
+                      parameter=a.parameter, num=a.num, id=a.id)
+                for a in data_source.assets]
+            if parameters.get("data_uris") is not None:
+                parameters["data_uris"] = [cls._here(u) for u in parameters["data_uris"]]
         if data_source.structure_family != StructureFamily.array:
             return HDF5Adapter.from_catalog(data_source, node, **parameters)
         uris = [a.data_uri for a in data_source.assets if a.parameter == "data_uris"]

@@ -1,0 +1,144 @@
+"""``beamline-ls serve`` (issue 15, item 2): the catalog over HTTP, read by a stock tiled
+client in another process with the API key; frames read through a path map on a host
+that mounts the data elsewhere."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+
+from beamline_ls.epics_env import free_port
+
+KEY = "servekey42"
+
+
+@pytest.fixture(scope="module")
+def served_run(scope, session):
+    from plans import volumetric_scan
+
+    (uid,) = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 5, 10.0, 50.0, 2.0,
+                                        md={"sample_name": "served fish"})).run_start_uids
+    session.flush()
+    return uid
+
+
+class Server:
+    """``beamline-ls serve`` as a child process, stopped by its PID."""
+
+    def __init__(self, data_dir: Path, *extra: str, key: str = KEY):
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir / f"serve-{self.port}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "beamline_ls.cli", "serve", "--data-dir",
+                 str(data_dir), "--port", str(self.port), "--api-key", key, *extra],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                httpx.get(f"{self.uri}/api/v1/", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"server did not answer: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(data_dir, served_run):
+    s = Server(data_dir)
+    yield s
+    s.stop()
+
+
+def remote(server, key=KEY):
+    from beamline_ls.catalog import open_catalog
+
+    return open_catalog(uri=server.uri, api_key=key)
+
+
+def test_a_data_user_gets_the_bluesky_run_api_over_http(server, served_run, session):
+    from bluesky_tiled_plugins.queries import ScanID, TimeRange
+    from tiled.queries import Key
+
+    cat = remote(server)
+    assert type(cat).__name__ == "CatalogOfBlueskyRuns"
+    run = cat[served_run]
+    assert cat[-1].start["uid"] == served_run  # the newest run, by position
+    assert run.start["sample_name"] == "served fish"
+    assert served_run in cat.search(Key("sample_name") == "served fish")
+    assert served_run in cat.search(Key("plan_name") == "volumetric_scan")
+    assert list(cat.search(ScanID(run.start["scan_id"]))) == [served_run]
+    assert served_run in cat.search(TimeRange(since=run.start["time"] - 60))
+    assert served_run not in cat.search(TimeRange(until=run.start["time"] - 60))
+
+    frames = run["primary"]["camera_image"]
+    assert frames.shape[:2] == (2, 5)
+    embedded = session.catalog[served_run]["primary"]["camera_image"]
+    assert np.array_equal(frames[1, 4], embedded[1, 4])  # one plane, sliced server-side
+    frame_ids = run["primary"]["camera_frame_id"].read()
+    assert frame_ids.shape == (2, 5) and sorted(frame_ids.ravel()) == list(frame_ids.ravel())
+
+    names = [name for name, _ in run.documents()]
+    assert names[0] == "start" and names[-1] == "stop"
+
+
+def test_without_the_api_key_nothing_is_served(server, served_run):
+    for headers in ({}, {"Authorization": "Apikey wrongkey"}):
+        r = httpx.get(f"{server.uri}/api/v1/search/", headers=headers, timeout=10)
+        assert r.status_code == 401, r.text
+    r = httpx.get(f"{server.uri}/api/v1/search/", headers={"Authorization": f"Apikey {KEY}"},
+                  timeout=10)
+    assert r.status_code == 200
+
+
+def test_a_server_that_mounts_the_data_elsewhere_reads_through_the_path_map(
+        data_dir, served_run, session, tmp_path):
+    """The catalog names the files where the acquisition host wrote them; a server that
+    sees them under another directory reads them there, and only there."""
+    moved = tmp_path / "mnt" / "lightsheet"
+    shutil.copytree(data_dir / "catalog", moved / "catalog")
+    run = session.catalog[served_run]
+    (resource,) = [doc for name, doc in run.documents() if name == "stream_resource"
+                   and doc["data_key"] == "camera_image"]
+    written = Path(resource["uri"].removeprefix("file://localhost"))
+    relative = written.relative_to(data_dir)
+    copy = moved / relative
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(written, copy)
+    with h5py.File(copy, "r+") as f:  # mark the copy so the test sees which file is read
+        f[resource["parameters"]["dataset"]][0, :4, :4] = 4321
+
+    s = Server(moved, "--map-path", f"{data_dir}={moved}")
+    try:
+        frames = remote(s)[served_run]["primary"]["camera_image"]
+        assert (frames[0, 0][:4, :4] == 4321).all()
+    finally:
+        s.stop()
+
+
+def test_serve_refuses_a_directory_without_a_catalog_and_a_bad_map(tmp_path):
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "beamline_ls.cli", "serve", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    done = serve("--data-dir", str(tmp_path), "--port", str(free_port()))
+    assert done.returncode == 2 and "no catalog under" in done.stderr + done.stdout
+    done = serve("--data-dir", str(tmp_path), "--map-path", "relative=/x")
+    assert done.returncode == 2 and "absolute" in done.stderr + done.stdout
