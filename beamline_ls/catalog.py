@@ -118,13 +118,17 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     _quiet_imports()
     cdir = settings.catalog_dir
     db = cdir / "catalog.db"
-    if not db.exists() and not create:
+    if settings.catalog_is_sqlite and not db.exists() and not create:
         raise FileNotFoundError(
             f"no catalog at {db}: is {settings.data_dir} the data directory of a deployment?"
         )
     if create:
         settings.ensure_dirs()
         (cdir / "data").mkdir(parents=True, exist_ok=True)
+    # event tables: next to the SQLite file, or in the facility's PostgreSQL, where a
+    # server on another host reads them too
+    tables = f"duckdb:///{cdir / 'storage.duckdb'}" if settings.catalog_is_sqlite else \
+        settings.catalog_uri.replace("postgresql+asyncpg://", "postgresql://", 1)
     from tiled.catalog import from_uri as catalog_from_uri
 
     from beamline_ls.frame_adapter import FrameFileAdapter
@@ -137,9 +141,9 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     readable = readable_storage(settings) + [str(src) for src in settings.path_map]
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         return catalog_from_uri(
-            f"sqlite:///{db}",
+            settings.catalog_uri,
             specs=[CATALOG_SPEC],
-            writable_storage=[str(cdir / "data"), f"duckdb:///{cdir / 'storage.duckdb'}"],
+            writable_storage=[str(cdir / "data"), tables],
             readable_storage=list(dict.fromkeys(readable)),
             init_if_not_exists=create,
             adapters_by_mimetype={"application/x-hdf5": adapter},

@@ -61,6 +61,20 @@ class Settings:
     mirror_roots: list[Path] = field(default_factory=list)
     access: dict[str, Any] = field(default_factory=dict)  # the IOC's write rules
     path_map: dict[Path, Path] = field(default_factory=dict)
+    catalog_database: str | None = None
+
+    @property
+    def catalog_uri(self) -> str:
+        """SQLAlchemy URI of the catalog database (asyncpg driver for PostgreSQL)."""
+        if self.catalog_database is None:
+            return f"sqlite:///{self.catalog_dir / 'catalog.db'}"
+        scheme, rest = self.catalog_database.split("://", 1)
+        return f"postgresql+asyncpg://{rest}" if scheme == "postgresql" else \
+            self.catalog_database
+
+    @property
+    def catalog_is_sqlite(self) -> bool:
+        return self.catalog_database is None
 
     @property
     def allowed_mirror_roots(self) -> list[Path]:
@@ -114,6 +128,15 @@ def parse_path_map(table: Any, where: str) -> dict[Path, Path]:
     return out
 
 
+def check_database(uri: Any, where: str) -> str:
+    """A PostgreSQL URI (``postgresql://user@host:port/db``) for the catalog."""
+    if not isinstance(uri, str) or not uri.startswith(("postgresql://",
+                                                       "postgresql+asyncpg://")):
+        raise ValueError(f"{where} must be a PostgreSQL URI such as "
+                         f"postgresql://user@host:5432/lightsheet, got {uri!r}")
+    return uri
+
+
 def load_settings(
     config_file: str | Path | None = None,
     *,
@@ -142,12 +165,18 @@ def load_settings(
         settings.mirror_roots = [Path(r).expanduser() for r in roots]
         settings.access = dict(doc.get("access", {}))
         settings.path_map = parse_path_map(doc.get("path_map", {}), f"{path}: [path_map]")
+        if "catalog_database" in doc:
+            settings.catalog_database = check_database(doc["catalog_database"],
+                                                       f"{path}: catalog_database")
     if os.environ.get("BEAMLINE_LS_DATA_DIR"):
         settings.data_dir = Path(os.environ["BEAMLINE_LS_DATA_DIR"])
     if os.environ.get("BEAMLINE_LS_PREFIX"):
         settings.prefix = os.environ["BEAMLINE_LS_PREFIX"]
     if os.environ.get("BEAMLINE_LS_MIRROR_DIR"):
         settings.mirror_dir = Path(os.environ["BEAMLINE_LS_MIRROR_DIR"])
+    if os.environ.get("BEAMLINE_LS_CATALOG_DATABASE"):
+        settings.catalog_database = check_database(os.environ["BEAMLINE_LS_CATALOG_DATABASE"],
+                                                   "BEAMLINE_LS_CATALOG_DATABASE")
     if data_dir is not None:
         settings.data_dir = Path(data_dir)
     if prefix is not None:

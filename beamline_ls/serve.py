@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from beamline_ls import log as bls_log
-from beamline_ls.config import Settings, load_settings, parse_path_map
+from beamline_ls.config import Settings, check_database, load_settings, parse_path_map
 
 logger = logging.getLogger("beamline_ls.serve")
 
@@ -34,7 +34,7 @@ def build_server_app(settings: Settings, api_key: str | None, public: bool = Fal
 
     from beamline_ls.catalog import catalog_tree
 
-    if not settings.catalog_dir.joinpath("catalog.db").exists():
+    if settings.catalog_is_sqlite and not settings.catalog_dir.joinpath("catalog.db").exists():
         raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the data "
                                 "directory of a deployment?")
     if api_key is not None and not api_key.isalnum():
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None,
                    help="API key clients must send (default: $TILED_SINGLE_USER_API_KEY, "
                    "else generated and printed)")
+    p.add_argument("--database", default=None, metavar="URI",
+                   help="the catalog's PostgreSQL database, postgresql://user@host:port/db "
+                   "(default: the TOML's catalog_database, else SQLite in the data dir)")
     p.add_argument("--public", action="store_true",
                    help="let anyone who can connect read without a key")
     p.add_argument("--map-path", action="append", default=[], metavar="ACQ=HERE",
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         settings = load_settings(args.config, data_dir=args.data_dir)
+        if args.database is not None:
+            settings.catalog_database = check_database(args.database, "--database")
         extra = dict(item.split("=", 1) for item in args.map_path if "=" in item)
         if len(extra) != len(args.map_path):
             raise ValueError("--map-path takes ACQ=HERE, e.g. "

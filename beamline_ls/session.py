@@ -136,7 +136,13 @@ def make_session(
         RE.subscribe(bec)
     from beamline_ls.relocation import CopyWatcher
 
-    watcher = CopyWatcher(settings, allow_root=lambda root: allow_reading_from(tree, root))
+    watcher = None
+    if settings.catalog_is_sqlite:
+        watcher = CopyWatcher(settings, allow_root=lambda root: allow_reading_from(tree, root))
+    elif settings.mirror_dir is not None or settings.mirror_roots:
+        log.warning("the catalog is in PostgreSQL: it keeps reading frame files from "
+                       "staging (%s); verified copies are not swapped in (SQLite only)",
+                       settings.frames_dir)
     session = Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer,
                       bec=bec, catalog_feed=feed, run_file_writer=run_writer,
                       run_file_feed=run_feed, copy_watcher=watcher)

@@ -4,6 +4,7 @@ that mounts the data elsewhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -15,20 +16,11 @@ import h5py
 import httpx
 import numpy as np
 import pytest
+from pg_cluster import PostgresCluster, postgres_bin
 
 from beamline_ls.epics_env import free_port
 
 KEY = "servekey42"
-
-
-@pytest.fixture(scope="module")
-def served_run(scope, session):
-    from plans import volumetric_scan
-
-    (uid,) = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 5, 10.0, 50.0, 2.0,
-                                        md={"sample_name": "served fish"})).run_start_uids
-    session.flush()
-    return uid
 
 
 class Server:
@@ -60,11 +52,44 @@ class Server:
             self.proc.wait(30)
 
 
-@pytest.fixture(scope="module")
-def server(data_dir, served_run):
-    s = Server(data_dir)
-    yield s
-    s.stop()
+def run_one_scan(session, scope) -> str:
+    from plans import volumetric_scan
+
+    (uid,) = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 5, 10.0, 50.0, 2.0,
+                                        md={"sample_name": "served fish"})).run_start_uids
+    session.flush()
+    return uid
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request, data_dir, scope, session, settings):
+    """A run in the catalog and a server for it: the SQLite catalog in the data
+    directory, or the facility's PostgreSQL (Debian's server, started here)."""
+    if request.param == "sqlite":
+        uid = run_one_scan(session, scope)
+        server = Server(data_dir)
+        yield {"server": server, "uid": uid, "embedded": session.catalog, "args": []}
+        server.stop()
+        return
+    if postgres_bin() is None:
+        pytest.skip("needs Debian's postgresql (.ci/run installs it)")
+    from beamline_ls.session import make_session
+
+    cluster = PostgresCluster().start()
+    pg_session = server = None
+    try:
+        pg_settings = dataclasses.replace(settings, catalog_database=cluster.uri)
+        pg_session = make_session(pg_settings, progress_bar=False)
+        uid = run_one_scan(pg_session, scope)
+        args = ["--database", cluster.uri]
+        server = Server(data_dir, *args)
+        yield {"server": server, "uid": uid, "embedded": pg_session.catalog, "args": args}
+    finally:
+        if server is not None:
+            server.stop()
+        if pg_session is not None:
+            pg_session.close()
+        cluster.stop()
 
 
 def remote(server, key=KEY):
@@ -73,11 +98,12 @@ def remote(server, key=KEY):
     return open_catalog(uri=server.uri, api_key=key)
 
 
-def test_a_data_user_gets_the_bluesky_run_api_over_http(server, served_run, session):
+def test_a_data_user_gets_the_bluesky_run_api_over_http(served):
     from bluesky_tiled_plugins.queries import ScanID, TimeRange
     from tiled.queries import Key
 
-    cat = remote(server)
+    served_run = served["uid"]
+    cat = remote(served["server"])
     assert type(cat).__name__ == "CatalogOfBlueskyRuns"
     run = cat[served_run]
     assert cat[-1].start["uid"] == served_run  # the newest run, by position
@@ -90,7 +116,7 @@ def test_a_data_user_gets_the_bluesky_run_api_over_http(server, served_run, sess
 
     frames = run["primary"]["camera_image"]
     assert frames.shape[:2] == (2, 5)
-    embedded = session.catalog[served_run]["primary"]["camera_image"]
+    embedded = served["embedded"][served_run]["primary"]["camera_image"]
     assert np.array_equal(frames[1, 4], embedded[1, 4])  # one plane, sliced server-side
     frame_ids = run["primary"]["camera_frame_id"].read()
     assert frame_ids.shape == (2, 5) and sorted(frame_ids.ravel()) == list(frame_ids.ravel())
@@ -99,7 +125,8 @@ def test_a_data_user_gets_the_bluesky_run_api_over_http(server, served_run, sess
     assert names[0] == "start" and names[-1] == "stop"
 
 
-def test_without_the_api_key_nothing_is_served(server, served_run):
+def test_without_the_api_key_nothing_is_served(served):
+    server = served["server"]
     for headers in ({}, {"Authorization": "Apikey wrongkey"}):
         r = httpx.get(f"{server.uri}/api/v1/search/", headers=headers, timeout=10)
         assert r.status_code == 401, r.text
@@ -109,12 +136,13 @@ def test_without_the_api_key_nothing_is_served(server, served_run):
 
 
 def test_a_server_that_mounts_the_data_elsewhere_reads_through_the_path_map(
-        data_dir, served_run, session, tmp_path):
+        data_dir, served, tmp_path):
     """The catalog names the files where the acquisition host wrote them; a server that
     sees them under another directory reads them there, and only there."""
     moved = tmp_path / "mnt" / "lightsheet"
     shutil.copytree(data_dir / "catalog", moved / "catalog")
-    run = session.catalog[served_run]
+    served_run = served["uid"]
+    run = served["embedded"][served_run]
     (resource,) = [doc for name, doc in run.documents() if name == "stream_resource"
                    and doc["data_key"] == "camera_image"]
     written = Path(resource["uri"].removeprefix("file://localhost"))
@@ -125,7 +153,7 @@ def test_a_server_that_mounts_the_data_elsewhere_reads_through_the_path_map(
     with h5py.File(copy, "r+") as f:  # mark the copy so the test sees which file is read
         f[resource["parameters"]["dataset"]][0, :4, :4] = 4321
 
-    s = Server(moved, "--map-path", f"{data_dir}={moved}")
+    s = Server(moved, *served["args"], "--map-path", f"{data_dir}={moved}")
     try:
         frames = remote(s)[served_run]["primary"]["camera_image"]
         assert (frames[0, 0][:4, :4] == 4321).all()
