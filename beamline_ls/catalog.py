@@ -65,6 +65,7 @@ def open_catalog(
     settings: Settings | None = None,
     create: bool = False,
     api_key: str | None = None,
+    lazy: bool = False,
 ) -> Any:
     """Return the catalog of runs (a bluesky-tiled ``CatalogOfBlueskyRuns`` client).
 
@@ -79,6 +80,9 @@ def open_catalog(
     create:
         Create an empty catalog if none exists (the session does this; data users get
         a clear error instead of an empty new catalog at a mistyped path).
+    lazy:
+        Arrays read as dask arrays (``.read()`` returns at once; chunks are fetched
+        when computed), for data larger than memory or for dask pipelines.
 
     Examples
     --------
@@ -87,16 +91,21 @@ def open_catalog(
     >>> frames = run["primary"]["camera_image"]          # lazy (volumes, planes, y, x)
     >>> from tiled.queries import Key
     >>> cat.search(Key("sample_name") == "fish 3")
+    >>> volumes = open_catalog("/data/lightsheet", lazy=True)[-1]["primary"][
+    ...     "camera_image"].read()                        # dask array
     """
+    structure_clients = "dask" if lazy else "numpy"
     if uri is not None:
         _quiet_imports()
         from tiled.client import from_uri
 
-        return from_uri(uri, api_key=api_key)
-    return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create)[0]
+        return from_uri(uri, api_key=api_key, structure_clients=structure_clients)
+    return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create,
+                                 structure_clients=structure_clients)[0]
 
 
-def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any, Any]:
+def open_embedded_catalog(settings: Settings, create: bool = False,
+                          structure_clients: str = "numpy") -> tuple[Any, Any]:
     """The embedded catalog as ``(client, tree)``; the tree (server side) lets the
     session allow reading from a new copy destination at run time
     (:func:`allow_reading_from`)."""
@@ -105,10 +114,22 @@ def open_embedded_catalog(settings: Settings, create: bool = False) -> tuple[Any
     from tiled.client.context import Context
     from tiled.server.app import build_app
 
-    tree = catalog_tree(settings, create)
-    with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
-        context = Context.from_app(build_app(tree))
-    return from_context(context), tree
+    key = (settings.catalog_uri, tuple(sorted(settings.path_map.items())))
+    if key in _SHARED_CONTEXTS:
+        context, tree = _SHARED_CONTEXTS[key]
+    else:
+        tree = catalog_tree(settings, create)
+        with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
+            context = Context.from_app(build_app(tree))
+        if not settings.catalog_is_sqlite:
+            # tiled keeps one asyncpg pool per database URI in a process, bound to the
+            # event loop of the first context: a second context on it fails, so every
+            # catalog of this process on that database shares the first one
+            _SHARED_CONTEXTS[key] = (context, tree)
+    return from_context(context, structure_clients=structure_clients), tree
+
+
+_SHARED_CONTEXTS: dict[tuple, tuple[Any, Any]] = {}
 
 
 def catalog_tree(settings: Settings, create: bool = False) -> Any:

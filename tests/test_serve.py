@@ -68,7 +68,8 @@ def served(request, data_dir, scope, session, settings):
     if request.param == "sqlite":
         uid = run_one_scan(session, scope)
         server = Server(data_dir)
-        yield {"server": server, "uid": uid, "embedded": session.catalog, "args": []}
+        yield {"server": server, "uid": uid, "embedded": session.catalog, "args": [],
+               "settings": settings}
         server.stop()
         return
     if postgres_bin() is None:
@@ -83,7 +84,8 @@ def served(request, data_dir, scope, session, settings):
         uid = run_one_scan(pg_session, scope)
         args = ["--database", cluster.uri]
         server = Server(data_dir, *args)
-        yield {"server": server, "uid": uid, "embedded": pg_session.catalog, "args": args}
+        yield {"server": server, "uid": uid, "embedded": pg_session.catalog, "args": args,
+               "settings": pg_settings}
     finally:
         if server is not None:
             server.stop()
@@ -123,6 +125,22 @@ def test_a_data_user_gets_the_bluesky_run_api_over_http(served):
 
     names = [name for name, _ in run.documents()]
     assert names[0] == "start" and names[-1] == "stop"
+
+
+def test_lazy_catalogs_give_dask_arrays_equal_to_the_eager_read(served):
+    import dask.array
+
+    from beamline_ls.catalog import open_catalog
+
+    uid = served["uid"]
+    eager = served["embedded"][uid]["primary"]["camera_image"][1]
+    for cat in (open_catalog(settings=served["settings"], lazy=True),
+                open_catalog(uri=served["server"].uri, api_key=KEY, lazy=True)):
+        stream = cat[uid]["primary"].read()  # an xarray Dataset, nothing loaded yet
+        volumes = stream["camera_image"].data
+        assert isinstance(volumes, dask.array.Array)
+        assert volumes.shape[:2] == (2, 5)
+        assert np.array_equal(volumes[1].compute(), eager)
 
 
 def test_without_the_api_key_nothing_is_served(served):
