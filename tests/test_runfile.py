@@ -171,6 +171,35 @@ def test_live_and_exported_files_have_the_same_content(which, request, session, 
         assert "(export)" in f.attrs["file_written_by"]
 
 
+def test_the_run_file_is_nexus_that_silx_plots(volumetric, planar):
+    """h5web, silx and DAWN open the file at its NeXus default: the frames as the
+    signal with a coordinate per frame axis (z in um per plane; time in s)."""
+    from silx.io.nxdata import get_default
+
+    for (_, rec, path), axes in ((volumetric, ["volume", "z", None, None]),
+                                 (planar, ["time", None, None])):
+        with h5py.File(path, "r") as f:
+            assert f.attrs["NX_class"] == "NXroot"
+            nx = get_default(f)
+            assert nx is not None and nx.is_valid, path
+            assert nx.signal_name == "camera_image"
+            frames = f["streams/primary/data/camera_image"]
+            assert nx.signal.shape == frames.shape
+            assert np.array_equal(nx.signal[-1], frames[-1])
+            assert nx.axes_dataset_names == axes
+            entry = f["entry"]
+            assert entry["title"][()].decode().endswith(rec.of("start")[0]["sample_name"])
+            assert entry["entry_identifier"][()].decode() == rec.of("start")[0]["uid"]
+            if axes[1] == "z":
+                z = nx.axes[1]
+                assert nx.axes[1].attrs["units"] == "um"
+                assert np.allclose(z, np.linspace(15.0, 70.0, 6), atol=2.0), z[()]
+            else:
+                t = nx.axes[0][()]
+                assert t[0] == 0 and np.all(np.diff(t) > 0)
+                assert np.allclose(np.diff(t), 1 / 50.0, rtol=0.2), t
+
+
 def test_every_start_stop_and_descriptor_field_lands_in_the_file(volumetric):
     _, rec, path = volumetric
     (start,), (stop,), descriptors = rec.of("start"), rec.of("stop"), rec.of("descriptor")
@@ -414,3 +443,52 @@ def test_export_command_finds_runs_and_refuses_to_overwrite(planar, session, tmp
     assert export_main(["nosuchrun", "--catalog", data_dir, "--to",
                         str(tmp_path / "none.h5")]) == 2
     assert not (tmp_path / "none.h5").exists()
+
+
+def test_a_run_file_copied_alone_is_refused_naming_its_missing_frame_files(volumetric,
+                                                                           tmp_path):
+    from beamline_ls.runfile import embed_frames, open_run_file
+
+    _, _, path = volumetric
+    with open_run_file(path) as f:  # in its data folder: every frame file is there
+        assert f["streams/primary/data/camera_image"][0].any()
+    alone = tmp_path / "mailed" / path.name
+    alone.parent.mkdir()
+    shutil.copy2(path, alone)
+    with h5py.File(alone, "r") as f:
+        frame_file = f["streams/primary/external/camera_image"].attrs["file"]
+    with pytest.raises(FileNotFoundError, match="--embed") as err:
+        open_run_file(alone)
+    assert Path(frame_file).name in str(err.value)
+    before = alone.read_bytes()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        embed_frames(alone)
+    assert alone.read_bytes() == before  # refused before changing anything
+
+
+def test_export_embed_writes_a_file_that_carries_its_frames(volumetric, session, tmp_path):
+    from silx.io.nxdata import get_default
+
+    from beamline_ls.runfile import open_run_file
+
+    result, _, _ = volumetric
+    uid = result.run_start_uids[0]
+    target = tmp_path / "export" / "embedded.h5"
+    assert export_main([uid, "--catalog", str(session.settings.data_dir), "--to",
+                        str(target), "--embed"]) == 0
+    alone = tmp_path / "elsewhere" / "embedded.h5"  # nothing beside it
+    alone.parent.mkdir()
+    shutil.move(target, alone)
+    expected = frames_from_catalog(session, uid)
+    with open_run_file(alone) as f:
+        virtual = []
+        f.visititems(lambda n, o: virtual.append(n)
+                     if isinstance(o, h5py.Dataset) and o.is_virtual else None)
+        assert virtual == []
+        data = f["streams/primary/data"]
+        assert np.array_equal(data["camera_image"][()], expected["camera_image"])
+        for m in META:
+            assert np.array_equal(data[f"camera_{m}"][()], expected[f"camera_{m}"]), m
+        assert data["camera_image"].fletcher32
+        nx = get_default(f)
+        assert nx.is_valid and nx.signal.shape == expected["camera_image"].shape

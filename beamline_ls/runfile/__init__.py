@@ -24,6 +24,7 @@ and for any stored run by ``beamline-ls export``. Layout (details in docs/RUNFIL
                                configuration of every device, from the descriptor
 """
 
+from beamline_ls.runfile.embed import embed_frames, missing_frame_files, open_run_file
 from beamline_ls.runfile.runfile import LAYOUT, RunFile
 from beamline_ls.runfile.writer import (
     InvalidDocumentError,
@@ -33,4 +34,4 @@ from beamline_ls.runfile.writer import (
 )
 
 __all__ = ["LAYOUT", "InvalidDocumentError", "RunFile", "RunFileWriter", "default_run_path",
-           "validate_document"]
+           "embed_frames", "missing_frame_files", "open_run_file", "validate_document"]

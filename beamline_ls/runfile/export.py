@@ -44,10 +44,13 @@ def find_run(catalog: Any, run: str) -> Any:
                       "prefix)")
 
 
-def export_run(run: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+def export_run(run: Any, path: str | Path, *, overwrite: bool = False,
+               embed: bool = False) -> Path:
     """Write the run file of catalog run ``run`` to ``path``; return the path.
 
-    Refuses an existing ``path`` unless ``overwrite``.
+    Refuses an existing ``path`` unless ``overwrite``. ``embed`` copies the frames
+    into the file (self-contained, readable without the data folder); a frame file
+    that is missing then fails the export and no file is left.
     """
     path = Path(path).expanduser().resolve()
     if path.exists() and not overwrite:
@@ -69,6 +72,28 @@ def export_run(run: Any, path: str | Path, *, overwrite: bool = False) -> Path:
     if not seen_stop:
         log.info("run %s has no stop document; %s says exit_status=incomplete",
                  run.metadata["start"]["uid"], path)
+    if embed:
+        from tqdm import tqdm
+
+        from beamline_ls.runfile.embed import embed_frames
+
+        bars: dict[str, Any] = {}
+
+        def show(name: str, done: int, total: int) -> None:
+            bar = bars.get(name) or bars.setdefault(
+                name, tqdm(total=total, desc=name.rsplit("/", 1)[-1], unit="rows",
+                           leave=False, disable=None))
+            bar.update(done - bar.n)
+
+        try:
+            size = embed_frames(path, progress=show)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            for bar in bars.values():
+                bar.close()
+        log.info("%s: %.1f MB of frames and metadata embedded", path, size / 1e6)
     return path
 
 
@@ -80,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a tiled server URI (http://...)")
     p.add_argument("--to", required=True, type=Path, dest="to", help="output file (.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.add_argument("--embed", action="store_true",
+                   help="copy the frames into the file (self-contained; larger)")
     return p
 
 
@@ -94,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             catalog = open_catalog(args.catalog)
         run = find_run(catalog, args.run)
-        path = export_run(run, args.to, overwrite=args.overwrite)
+        path = export_run(run, args.to, overwrite=args.overwrite, embed=args.embed)
     except (FileExistsError, FileNotFoundError, LookupError, ValueError, OSError) as exc:
         log.error("export of run %s failed: %s", args.run, exc)
         return 2

@@ -21,6 +21,7 @@ import numpy as np
 import beamline_ls
 from beamline_ls.runfile.encode import native_attr, to_json, write_attrs
 from beamline_ls.runfile.links import SourceResource, relative_to, uri_to_path, write_virtual
+from beamline_ls.runfile.nexus import write_nexus
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class RunFile:
         # Default (oldest) format on purpose: no "open for write" flag in the superblock,
         # so a reader may open the file while the run goes (h5py locking=False).
         self._f = h5py.File(self.path, "w" if overwrite else "x")
+        self._start = start
         self._streams: dict[str, str] = {}  # descriptor uid -> stream name
         self._event_keys: dict[str, list[str]] = {}  # stream -> internal data keys
         self._data_keys: dict[str, dict[str, dict]] = {}  # stream -> data key -> spec
@@ -199,6 +201,7 @@ class RunFile:
         group.attrs["document"] = to_json(doc)
         self._f.attrs["exit_status"] = doc.get("exit_status", "")
         self._f.attrs["reason"] = doc.get("reason", "")
+        write_nexus(self._f, self._start, doc)
         self.close()
 
     def close(self) -> None:
@@ -208,6 +211,7 @@ class RunFile:
         if "stop" not in self._f:
             self._f.attrs["exit_status"] = INCOMPLETE
             self._f.attrs["reason"] = "no stop document was received"
+            write_nexus(self._f, self._start, None)
         self._f.flush()
         self._f.close()
 
