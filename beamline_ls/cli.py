@@ -143,6 +143,9 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
     "serve": ("beamline_ls.serve",
               "serve the run catalog over HTTP (tiled, API key) to data users on other "
               "hosts"),
+    "proxy": ("beamline_ls.zmq_stream",
+              "0MQ document proxy on loopback (bluesky's Proxy): sessions publish, "
+              "consumers subscribe"),
     "check-hardware": ("beamline_ls.hardware.check",
                        "ask each configured device whether it answers (--config F)"),
 }

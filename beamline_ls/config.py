@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from beamline_ls.zmq_stream import check_address
+
 DEFAULT_PREFIX = "BLS:"
 
 
@@ -62,6 +64,7 @@ class Settings:
     access: dict[str, Any] = field(default_factory=dict)  # the IOC's write rules
     path_map: dict[Path, Path] = field(default_factory=dict)
     catalog_database: str | None = None
+    zmq_publish: str | None = None
 
     @property
     def catalog_uri(self) -> str:
@@ -165,6 +168,9 @@ def load_settings(
         settings.mirror_roots = [Path(r).expanduser() for r in roots]
         settings.access = dict(doc.get("access", {}))
         settings.path_map = parse_path_map(doc.get("path_map", {}), f"{path}: [path_map]")
+        if "zmq_publish" in doc:
+            settings.zmq_publish = check_address(str(doc["zmq_publish"]),
+                                                 f"{path}: zmq_publish")
         if "catalog_database" in doc:
             settings.catalog_database = check_database(doc["catalog_database"],
                                                        f"{path}: catalog_database")
@@ -174,6 +180,9 @@ def load_settings(
         settings.prefix = os.environ["BEAMLINE_LS_PREFIX"]
     if os.environ.get("BEAMLINE_LS_MIRROR_DIR"):
         settings.mirror_dir = Path(os.environ["BEAMLINE_LS_MIRROR_DIR"])
+    if os.environ.get("BEAMLINE_LS_ZMQ_PUBLISH"):
+        settings.zmq_publish = check_address(os.environ["BEAMLINE_LS_ZMQ_PUBLISH"],
+                                             "BEAMLINE_LS_ZMQ_PUBLISH")
     if os.environ.get("BEAMLINE_LS_CATALOG_DATABASE"):
         settings.catalog_database = check_database(os.environ["BEAMLINE_LS_CATALOG_DATABASE"],
                                                    "BEAMLINE_LS_CATALOG_DATABASE")

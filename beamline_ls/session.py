@@ -126,6 +126,10 @@ def make_session(
         run_writer = RunFileWriter(settings.runs_dir)
         run_feed = BackgroundCallback(run_writer, name="run-file-writer")
         RE.subscribe(run_feed)
+    if settings.zmq_publish is not None:
+        from beamline_ls.zmq_stream import publisher
+
+        RE.subscribe(publisher(settings.zmq_publish))
     if progress_bar:
         RE.waiting_hook = ProgressBarManager()
     bec = None

@@ -1,0 +1,75 @@
+"""Documents to consumers over 0MQ, with bluesky's own Publisher and Proxy.
+
+A session whose settings name ``zmq_publish = "127.0.0.1:5577"`` (TOML, or
+``BEAMLINE_LS_ZMQ_PUBLISH``) publishes every document there with
+``bluesky.callbacks.zmq.Publisher``; ``beamline-ls proxy`` runs
+``bluesky.callbacks.zmq.Proxy`` between that address and the one consumers subscribe
+to (``RemoteDispatcher("127.0.0.1:5578")``). Both addresses default to 127.0.0.1:
+bluesky's ``bluesky-0MQ-proxy`` command binds every interface, this one only what it
+is told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from beamline_ls import log as bls_log
+
+logger = logging.getLogger("beamline_ls.zmq_stream")
+
+DEFAULT_IN = "127.0.0.1:5577"
+DEFAULT_OUT = "127.0.0.1:5578"
+
+
+def check_address(value: str, where: str) -> str:
+    """``host:port`` (tcp) or ``ipc:///path``: an address 0MQ can bind or connect."""
+    if value.startswith("ipc://"):
+        return value
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or host == "*":
+        raise ValueError(f"{where} must be HOST:PORT with an explicit host "
+                         f"(e.g. {DEFAULT_IN}) or ipc:///path, got {value!r}")
+    return value
+
+
+def publisher(address: str):
+    """bluesky's Publisher to the proxy's input (subscribe it to a RunEngine)."""
+    from bluesky.callbacks.zmq import Publisher
+
+    return Publisher(address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="beamline-ls proxy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--in", dest="in_address", default=DEFAULT_IN,
+                   help=f"where sessions publish (default {DEFAULT_IN})")
+    p.add_argument("--out", dest="out_address", default=DEFAULT_OUT,
+                   help=f"where consumers subscribe (default {DEFAULT_OUT})")
+    args = p.parse_args(argv)
+    try:
+        in_address = check_address(args.in_address, "--in")
+        out_address = check_address(args.out_address, "--out")
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    from bluesky.callbacks.zmq import Proxy
+
+    try:
+        proxy = Proxy(in_address=in_address, out_address=out_address)
+    except Exception as exc:  # zmq.ZMQError: address in use, no such interface
+        logger.error("cannot bind the proxy (%s -> %s): %s", in_address, out_address, exc)
+        return 1
+    bls_log.success(logger, "0MQ document proxy: sessions publish to %s, consumers "
+                    "subscribe to %s", proxy.in_port, proxy.out_port)
+    try:
+        proxy.start()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Documents to consumers over 0MQ (issue 15, item 3): a session configured with
+``zmq_publish`` publishes through ``beamline-ls proxy`` (bluesky's Proxy, bound to
+loopback) and a stock ``RemoteDispatcher`` in another process receives every document
+of a run, in order."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beamline_ls.epics_env import free_port
+
+CONSUMER = r"""
+import json, sys
+from bluesky.callbacks.zmq import RemoteDispatcher
+d = RemoteDispatcher(sys.argv[1])
+seen = []
+def keep(name, doc):
+    seen.append([name, doc.get("uid") or doc.get("datum_id"), doc.get("run_start")])
+    if name == "stop":
+        print(json.dumps(seen), flush=True)
+        d.stop()
+d.subscribe(keep)
+print("LISTENING", flush=True)
+d.start()
+"""
+
+
+def _bound_to(port: int) -> list[str]:
+    """Local addresses of listening TCP sockets on ``port`` (from /proc/net/tcp)."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            ip_hex, port_hex = local.split(":")
+            if int(port_hex, 16) == port and state == "0A":
+                out.append(socket.inet_ntoa(bytes.fromhex(ip_hex)[::-1]))
+    return out
+
+
+@pytest.fixture
+def proxy():
+    ports = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "beamline_ls.cli", "proxy", "--in",
+                             f"127.0.0.1:{ports[0]}", "--out", f"127.0.0.1:{ports[1]}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not all(_bound_to(p) for p in ports):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.1)
+    yield ports
+    proc.send_signal(signal.SIGINT)
+    proc.wait(30)
+
+
+def test_the_proxy_listens_on_loopback_only(proxy):
+    for port in proxy:
+        assert _bound_to(port) == ["127.0.0.1"]
+
+
+def test_a_remote_consumer_receives_every_document_of_a_run(proxy, scope, settings):
+    from beamline_ls.session import make_session
+    from plans import volumetric_scan
+
+    consumer = subprocess.Popen([sys.executable, "-c", CONSUMER, f"127.0.0.1:{proxy[1]}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert consumer.stdout.readline().strip() == "LISTENING", consumer.stderr.read()
+    time.sleep(1.0)  # a SUB socket misses what is published before it has connected
+    publishing = make_session(dataclasses.replace(settings,
+                                                  zmq_publish=f"127.0.0.1:{proxy[0]}"),
+                              progress_bar=False, run_files=False)
+    local = []
+    try:
+        publishing.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 10.0, 40.0, 2.0),
+                      lambda name, doc: local.append(
+                          [name, doc.get("uid") or doc.get("datum_id"),
+                           doc.get("run_start")]))
+        out, err = consumer.communicate(timeout=60)
+    finally:
+        publishing.close()
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    assert json.loads(out.strip().splitlines()[-1]) == local, err[-2000:]
+    assert [n for n, *_ in local][:2] == ["start", "descriptor"]
+    assert "stream_datum" in [n for n, *_ in local]
+
+
+def test_an_address_without_a_host_is_refused():
+    done = subprocess.run([sys.executable, "-m", "beamline_ls.cli", "proxy", "--in", "5577"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "explicit host" in done.stdout + done.stderr
