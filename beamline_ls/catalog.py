@@ -94,7 +94,9 @@ def open_catalog(
     >>> volumes = open_catalog("/data/lightsheet", lazy=True)[-1]["primary"][
     ...     "camera_image"].read()                        # dask array
     """
-    structure_clients = "dask" if lazy else "numpy"
+    from beamline_ls.tiled_compat import structure_clients as clients_for
+
+    structure_clients = clients_for("dask" if lazy else "numpy")
     if uri is not None:
         _quiet_imports()
         from tiled.client import from_uri
@@ -105,7 +107,7 @@ def open_catalog(
 
 
 def open_embedded_catalog(settings: Settings, create: bool = False,
-                          structure_clients: str = "numpy") -> tuple[Any, Any]:
+                          structure_clients: Any = None) -> tuple[Any, Any]:
     """The embedded catalog as ``(client, tree)``; the tree (server side) lets the
     session allow reading from a new copy destination at run time
     (:func:`allow_reading_from`)."""
@@ -126,6 +128,10 @@ def open_embedded_catalog(settings: Settings, create: bool = False,
             # event loop of the first context: a second context on it fails, so every
             # catalog of this process on that database shares the first one
             _SHARED_CONTEXTS[key] = (context, tree)
+    if structure_clients is None:
+        from beamline_ls.tiled_compat import structure_clients as clients_for
+
+        structure_clients = clients_for("numpy")
     return from_context(context, structure_clients=structure_clients), tree
 
 

@@ -14,7 +14,8 @@ sample names (``fish 0`` .. ``fish 99``), written through bluesky-tiled-plugins'
 
 Figures are medians over ``--repeats`` (search, last, plane) after one warm-up call.
 
-Run: ``python benchmarks/bench_catalog.py [--runs 1000 --frames 10000 --repeats 20]``
+Run: ``python benchmarks/bench_catalog.py [--runs 1000 --frames 10000 --repeats 20]
+[--keep]``; ``--data DIR`` measures a directory kept before (building takes ~25 min).
 """
 
 from __future__ import annotations
@@ -83,6 +84,48 @@ def client(where: str, big: str, repeats: int, key: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def build(args: argparse.Namespace, settings) -> str:
+    """The catalog: a big planar run, a small volumetric one, and copies of the small
+    one up to ``--runs``; returns the big run's uid (also kept in big-run-uid)."""
+    from beamline_ls.epics_env import loopback_ioc
+
+    with loopback_ioc(settings.prefix, settings.data_dir):
+        from bluesky_tiled_plugins import TiledWriter
+
+        from beamline_ls.session import make_session
+        from devices import connect_microscope
+        from plans import planar_scan, volumetric_scan
+
+        scope = connect_microscope(settings.prefix)
+        scope.camera.set_centered_roi(args.size)
+        session = make_session(settings, progress_bar=False, run_files=False)
+        try:
+            t = time.perf_counter()
+            (big,) = session.RE(planar_scan(scope.camera, scope.scanboard, args.frames,
+                                            40.0, 0.0005)).run_start_uids
+            print(f"{args.frames}-frame run: {time.perf_counter() - t:.1f} s",
+                  flush=True)
+            (small,) = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 5,
+                                                  10.0, 50.0, 5.0)).run_start_uids
+            session.flush()
+            template = list(session.catalog[small].documents())
+            writer = TiledWriter(session.catalog)
+            t = time.perf_counter()
+            extra = args.runs - 2
+            for i in range(extra):
+                for name, doc in renamed(template, 1000 + i, f"fish {i % 100}"):
+                    writer(name, doc)
+                if (i + 1) % 100 == 0:
+                    print(f"  {i + 1}/{extra} runs written "
+                          f"({time.perf_counter() - t:.0f} s)", flush=True)
+        finally:
+            session.close()
+            scope.destroy()
+
+    (settings.data_dir / "big-run-uid").write_text(big)
+    return big
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,49 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="frame size (px) of the big run")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="measure a data directory kept by an earlier --keep run")
     args = ap.parse_args(argv)
 
     from beamline_ls import log as bls_log
     from beamline_ls.config import load_settings
-    from beamline_ls.epics_env import free_port, loopback_ioc
+    from beamline_ls.epics_env import free_port
 
     bls_log.configure("WARNING")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cat-"))
+    if args.data is not None:
+        args.keep = True
+    tmp = args.data or Path(tempfile.mkdtemp(prefix="bench-cat-"))
     settings = load_settings(data_dir=tmp, prefix="BENCHCAT:")
     try:
-        with loopback_ioc("BENCHCAT:", tmp):
-            from bluesky_tiled_plugins import TiledWriter
-
-            from beamline_ls.session import make_session
-            from devices import connect_microscope
-            from plans import planar_scan, volumetric_scan
-
-            scope = connect_microscope(settings.prefix)
-            scope.camera.set_centered_roi(args.size)
-            session = make_session(settings, progress_bar=False, run_files=False)
-            try:
-                t = time.perf_counter()
-                (big,) = session.RE(planar_scan(scope.camera, scope.scanboard, args.frames,
-                                                40.0, 0.0005)).run_start_uids
-                print(f"{args.frames}-frame run: {time.perf_counter() - t:.1f} s",
-                      flush=True)
-                (small,) = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 5,
-                                                      10.0, 50.0, 5.0)).run_start_uids
-                session.flush()
-                template = list(session.catalog[small].documents())
-                writer = TiledWriter(session.catalog)
-                t = time.perf_counter()
-                extra = args.runs - 2
-                for i in range(extra):
-                    for name, doc in renamed(template, 1000 + i, f"fish {i % 100}"):
-                        writer(name, doc)
-                    if (i + 1) % 100 == 0:
-                        print(f"  {i + 1}/{extra} runs written "
-                              f"({time.perf_counter() - t:.0f} s)", flush=True)
-            finally:
-                session.close()
-                scope.destroy()
-
+        if args.data is not None:
+            big = (tmp / "big-run-uid").read_text().strip()
+        else:
+            big = build(args, settings)
         results = {"embedded": client(str(tmp), big, args.repeats, "")}
         key = "benchkey"
         port = free_port()

@@ -126,6 +126,13 @@ def test_a_data_user_gets_the_bluesky_run_api_over_http(served):
     names = [name for name, _ in run.documents()]
     assert names[0] == "start" and names[-1] == "stop"
 
+    legacy = cat.v1  # databroker's v1 API, for scripts written against it
+    assert legacy[served_run].start["sample_name"] == "served fish"
+    assert served_run in [h.start["uid"] for h in legacy(sample_name="served fish")]
+    # ... and using it leaves this and every later catalog on the current API
+    assert "camera_image" in cat[served_run]["primary"]
+    assert "camera_image" in remote(served["server"])[served_run]["primary"]
+
 
 def test_lazy_catalogs_give_dask_arrays_equal_to_the_eager_read(served):
     import dask.array

@@ -1,0 +1,55 @@
+"""Workaround, in one place: keep ``cat.v1`` / ``run.v2`` from changing every catalog.
+
+bluesky-tiled-plugins switches a run's API (``CatalogOfBlueskyRuns.v2``/``v3``,
+``BlueskyRunV3.v2``, used by databroker's ``.v1``) by ``copy.copy`` of the client's
+``structure_clients`` map and ``set`` on the copy. tiled's ``OneShotCachedMap`` copies
+shallowly: the copy shares its dictionary, so the ``set`` rewrites the process-wide
+default. After one ``cat.v1[...]`` every catalog of the process showed runs in the v2
+layout (``run["primary"]`` with ``data``/``timestamps``/``config`` instead of
+``camera_image``...). Measured with tiled 0.2.20 and bluesky-tiled-plugins 2.0.12.
+
+:func:`structure_clients` hands each catalog its own map whose copies are independent
+(built through the public Mapping API). The guard tests the behaviour itself: where a
+copied map no longer writes through, tiled's own map is used unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tiled.utils import OneShotCachedMap
+
+
+def _shallow_copy_writes_through() -> bool:
+    original = OneShotCachedMap(probe=lambda: "original")
+    copied = copy.copy(original)
+    copied.set("probe", lambda: "copy")
+    return original["probe"] == "copy"
+
+
+COPY_WRITES_THROUGH = _shallow_copy_writes_through()
+
+
+class IndependentMap(OneShotCachedMap):
+    """A ``OneShotCachedMap`` whose ``copy.copy`` is a map of its own."""
+
+    __slots__ = ()
+
+    def __copy__(self) -> IndependentMap:
+        return IndependentMap({key: (lambda value=value: value)
+                               for key, value in self.items()})
+
+
+def structure_clients(kind: str = "numpy") -> Any:
+    """What to pass as ``structure_clients`` for a catalog client (``numpy``/``dask``)."""
+    if not COPY_WRITES_THROUGH:
+        return kind
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH, Container
+
+    # the spec clients (CatalogOfBlueskyRuns, BlueskyRun...) join the default map on
+    # discovery, which tiled otherwise does at the first client it makes
+    Container.discover_clients_from_entrypoints()
+    return copy.copy(IndependentMap(
+        {key: (lambda value=value: value)
+         for key, value in DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind].items()}))
