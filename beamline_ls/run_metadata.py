@@ -11,6 +11,7 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -76,8 +77,17 @@ class SharedRunMetadata(MutableMapping):
 
     def __setitem__(self, key: str, value: Any) -> None:
         text = json.dumps(value, default=_jsonable)
-        with self._lock:
+        with self._lock, self._stored(f"RE.md[{key!r}]"):
             self._db.execute("INSERT OR REPLACE INTO md VALUES (?, ?)", (key, text))
+
+    @contextlib.contextmanager
+    def _stored(self, what: str) -> Iterator[None]:
+        """A write that cannot be stored (disk full, read-only) fails as an OSError
+        naming the store, before any run starts on a number nobody kept."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise OSError(f"cannot store {what} in {self.path}: {exc}") from exc
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
@@ -109,7 +119,7 @@ class SharedRunMetadata(MutableMapping):
     def next_scan_id(self, md: Any = None) -> int:
         """The RunEngine's ``scan_id_source``: increments ``scan_id`` in one write
         transaction, so two processes never get the same number."""
-        with self._lock:
+        with self._lock, self._stored("the next scan_id"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT value FROM md WHERE key = 'scan_id'").fetchone()
@@ -118,7 +128,8 @@ class SharedRunMetadata(MutableMapping):
                                  (json.dumps(scan_id),))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         return scan_id
 

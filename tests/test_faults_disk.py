@@ -227,8 +227,10 @@ def test_a_scan_that_fills_the_disk_fails_with_the_real_cause(scope, session,
 
 
 def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
-    """The catalog's own disk is full (another program filled it): the scan itself
-    raises with the catalog's real error instead of ending 'success' into nothing."""
+    """The data directory's disk is full (another program filled it): the scan itself
+    raises with the real error instead of ending 'success' into nothing. The first
+    write of a run is its scan_id (kept under the data directory beside the catalog),
+    so the scan fails there, before anything is acquired, naming the store."""
     from beamline_ls.config import load_settings
     from beamline_ls.session import make_session
     from plans import planar_scan
@@ -238,13 +240,17 @@ def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
     try:
         session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         filler = fill(small_disk)
-        with pytest.raises(RuntimeError) as failed:
+        stored = len(session.catalog)
+        with pytest.raises(OSError) as failed:
             session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         message = str(failed.value)
-        assert "is not fully stored" in message and "failed to reach the catalog" in message
+        assert "cannot store the next scan_id" in message
         assert "full" in message  # sqlite's "database or disk is full"
+        assert len(session.catalog) == stored  # no run that ended in nothing
         filler.unlink()
         result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         assert result.exit_status == "success"
+        ids = [session.catalog[uid].start["scan_id"] for uid in list(session.catalog)]
+        assert len(ids) == len(set(ids)) == stored + 1
     finally:
         session.close()
