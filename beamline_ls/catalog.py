@@ -94,20 +94,20 @@ def open_catalog(
     >>> volumes = open_catalog("/data/lightsheet", lazy=True)[-1]["primary"][
     ...     "camera_image"].read()                        # dask array
     """
-    from beamline_ls.tiled_compat import structure_clients as clients_for
-
-    structure_clients = clients_for("dask" if lazy else "numpy")
     if uri is not None:
         _quiet_imports()
         from tiled.client import from_uri
 
-        return from_uri(uri, api_key=api_key, structure_clients=structure_clients)
+        from beamline_ls.tiled_compat import structure_clients
+
+        return from_uri(uri, api_key=api_key,
+                        structure_clients=structure_clients("dask" if lazy else "numpy"))
     return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create,
-                                 structure_clients=structure_clients)[0]
+                                 lazy=lazy)[0]
 
 
 def open_embedded_catalog(settings: Settings, create: bool = False,
-                          structure_clients: Any = None) -> tuple[Any, Any]:
+                          lazy: bool = False) -> tuple[Any, Any]:
     """The embedded catalog as ``(client, tree)``; the tree (server side) lets the
     session allow reading from a new copy destination at run time
     (:func:`allow_reading_from`)."""
@@ -128,11 +128,10 @@ def open_embedded_catalog(settings: Settings, create: bool = False,
             # event loop of the first context: a second context on it fails, so every
             # catalog of this process on that database shares the first one
             _SHARED_CONTEXTS[key] = (context, tree)
-    if structure_clients is None:
-        from beamline_ls.tiled_compat import structure_clients as clients_for
+    from beamline_ls.tiled_compat import structure_clients
 
-        structure_clients = clients_for("numpy")
-    return from_context(context, structure_clients=structure_clients), tree
+    return from_context(context, structure_clients=structure_clients(
+        "dask" if lazy else "numpy")), tree
 
 
 _SHARED_CONTEXTS: dict[tuple, tuple[Any, Any]] = {}

@@ -50,6 +50,5 @@ def structure_clients(kind: str = "numpy") -> Any:
     # the spec clients (CatalogOfBlueskyRuns, BlueskyRun...) join the default map on
     # discovery, which tiled otherwise does at the first client it makes
     Container.discover_clients_from_entrypoints()
-    return copy.copy(IndependentMap(
-        {key: (lambda value=value: value)
-         for key, value in DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind].items()}))
+    return IndependentMap({key: (lambda value=value: value)
+                           for key, value in DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind].items()})
