@@ -37,7 +37,12 @@ class BackgroundCallback:
         self._queue.put((name, doc))
 
     def flush(self, timeout: float | None = 60.0) -> bool:
-        """Block until every queued document has been processed; False on timeout."""
+        """Block until every queued document has been processed; False on timeout.
+        After :meth:`close` there is nothing left to wait for: True once the worker
+        has finished what was queued before the close."""
+        if self._closed:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
         done = threading.Event()
         self._queue.put(("__flush__", {"event": done}))
         return done.wait(timeout)

@@ -7,6 +7,7 @@ Startup order: 00 base (settings, EPICS environment, RunEngine, catalog, callbac
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import Any
@@ -38,6 +39,9 @@ def base() -> dict[str, Any]:
     # worker's output is a log (and qserver's console stream), where they are noise.
     session = make_session(settings, progress_bar=interactive or sys.stdout.isatty(),
                            best_effort=interactive)
+    # at exit: documents still queued reach the catalog and run files, and the 0MQ
+    # publisher is closed in bounded time (left to the garbage collector it can block)
+    atexit.register(session.close)
     if interactive:
         from bluesky.utils import install_kicker
 

@@ -28,8 +28,11 @@ class Session:
     run_file_writer: Any = None
     run_file_feed: BackgroundCallback | None = None
     copy_watcher: Any = None
+    publisher: Any = None  # bluesky's 0MQ Publisher when settings.zmq_publish is set
+    publisher_token: int | None = None  # its RunEngine subscription
     store_timeout_s: float = 60.0  # how long a run's end waits for the writers
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
+    _closed: bool = False
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until the catalog and the run files hold every document emitted so far.
@@ -70,7 +73,17 @@ class Session:
                                + "; ".join(problems))
 
     def close(self) -> None:
-        """Flush and stop the catalog and run-file writer threads."""
+        """Flush and stop the catalog and run-file writer threads, close the 0MQ
+        publisher. Closing again does nothing (the profile also closes at exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.publisher is not None:
+            from beamline_ls.zmq_stream import close_publisher
+
+            self.RE.unsubscribe(self.publisher_token)  # a later run must not send to it
+            close_publisher(self.publisher)
+            self.publisher = None
         if self.copy_watcher is not None:
             self.copy_watcher.close()
         if self.catalog_feed is not None:
@@ -87,6 +100,16 @@ class Session:
             store.close()
 
 
+def summary_table(camera: str = "camera"):
+    """bluesky's LiveTable of the fly scans' summary stream (a row per volume, or per
+    block of 100 planar frames); keys a run lacks are left out by LiveTable itself."""
+    from bluesky.callbacks import LiveTable
+
+    fields = [f"{camera}_summary_{k}" for k in ("volume", "block", "frames", "z_min",
+                                                 "z_max", "mean", "max")]
+    return LiveTable(fields, stream_name="summary", default_prec=1)
+
+
 def make_session(
     settings: Settings,
     *,
@@ -99,7 +122,7 @@ def make_session(
     ``RE.md`` is persisted under the data directory and shared with every other session
     on it (IPython, the queue server's worker), so ``scan_id`` keeps counting across
     restarts and never repeats between processes. ``best_effort`` adds bluesky's live
-    table and plots (IPython).
+    table and plots, and a LiveTable of the summary stream (IPython).
     ``run_files`` writes every run also as one HDF5 file under ``<data dir>/runs``.
     A background watcher points the catalog at each frame file's verified copy once
     the camera IOC has copied it to its mirror destination (``beamline_ls.relocation``).
@@ -126,10 +149,12 @@ def make_session(
         run_writer = RunFileWriter(settings.runs_dir)
         run_feed = BackgroundCallback(run_writer, name="run-file-writer")
         RE.subscribe(run_feed)
+    pub = pub_token = None
     if settings.zmq_publish is not None:
         from beamline_ls.zmq_stream import publisher
 
-        RE.subscribe(publisher(settings.zmq_publish))
+        pub = publisher(settings.zmq_publish)
+        pub_token = RE.subscribe(pub)
     if progress_bar:
         RE.waiting_hook = ProgressBarManager()
     bec = None
@@ -138,6 +163,7 @@ def make_session(
 
         bec = BestEffortCallback()
         RE.subscribe(bec)
+        RE.subscribe(summary_table())  # BEC tables only 'primary'; fly scans fill 'summary'
     from beamline_ls.relocation import CopyWatcher
 
     watcher = None
@@ -149,6 +175,7 @@ def make_session(
                        settings.frames_dir)
     session = Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer,
                       bec=bec, catalog_feed=feed, run_file_writer=run_writer,
-                      run_file_feed=run_feed, copy_watcher=watcher)
+                      run_file_feed=run_feed, copy_watcher=watcher, publisher=pub,
+                      publisher_token=pub_token)
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
     return session

@@ -34,11 +34,32 @@ def check_address(value: str, where: str) -> str:
     return value
 
 
+CLOSE_LINGER_MS = 2000  # documents still queued get this long to leave at close
+
+
 def publisher(address: str):
-    """bluesky's Publisher to the proxy's input (subscribe it to a RunEngine)."""
+    """bluesky's Publisher to the proxy's input (subscribe it to a RunEngine); end it
+    with :func:`close_publisher`."""
     from bluesky.callbacks.zmq import Publisher
 
     return Publisher(address)
+
+
+def close_publisher(pub) -> None:
+    """Close a Publisher in bounded time.
+
+    ``Publisher.close`` (bluesky 1.14) closes its PUB socket with 0MQ's default linger,
+    which is forever: with the proxy gone and documents still queued for it, closing
+    (or the garbage collector, or interpreter exit) blocks for good. bluesky exposes no
+    linger option, so the socket's is set here, the one place that reaches into the
+    Publisher; where it has no ``_socket`` any more, its own ``close`` is used as is.
+    """
+    import zmq
+
+    socket = getattr(pub, "_socket", None)
+    if isinstance(socket, zmq.Socket) and not socket.closed:
+        socket.setsockopt(zmq.LINGER, CLOSE_LINGER_MS)
+    pub.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,3 +131,47 @@ def session(settings):
     s = make_session(settings, progress_bar=False)
     yield s
     s.close()
+
+
+def pytest_unconfigure(config) -> None:
+    """After the session: name the threads that would hold up exit (not daemons) and
+    the child processes the tests left behind, and turn a hang at interpreter exit
+    into a bounded failure with every thread's stack (a CI run that hangs after its
+    summary says nothing otherwise)."""
+    import faulthandler
+    import os
+    import sys
+    import threading
+
+    threads = [t for t in threading.enumerate()
+               if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    children = _child_processes(os.getpid())
+    if threads or children:
+        lines = [f"  thread {t.name!r}" for t in threads]
+        lines += [f"  child pid {pid}: {cmd}" for pid, cmd in children]
+        print("\nleft running after the session:\n" + "\n".join(lines), file=sys.stderr)
+    faulthandler.dump_traceback_later(120, exit=True)
+
+
+def _child_processes(pid: int) -> list[tuple[int, str]]:
+    """Direct and indirect children of ``pid`` from /proc (Linux), as (pid, command)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        commands[int(entry.name)] = cmd
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent:
+                found.append((child, commands[child]))
+                frontier.append(child)
+    return found

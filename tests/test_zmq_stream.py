@@ -97,3 +97,29 @@ def test_an_address_without_a_host_is_refused():
     done = subprocess.run([sys.executable, "-m", "beamline_ls.cli", "proxy", "--in", "5577"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "explicit host" in done.stdout + done.stderr
+
+
+DROPPED_SESSION = r"""
+import dataclasses, gc, sys
+from bluesky.plans import count
+from ophyd.sim import det
+from beamline_ls.config import load_settings
+from beamline_ls.session import make_session
+settings = load_settings(data_dir=sys.argv[1], prefix="ZMQ:")
+session = make_session(dataclasses.replace(settings, zmq_publish=sys.argv[2]),
+                       progress_bar=False, run_files=False)
+session.RE(count([det], 20))
+session.close()
+del session
+gc.collect()  # what a queue worker's environment close and pytest both do
+print("DONE", flush=True)
+"""
+
+
+def test_a_session_publishing_to_no_proxy_closes_and_is_dropped_in_bounded_time(tmp_path):
+    """Documents queued for a proxy that is not there must not make close, or the
+    garbage collector after it, wait forever (0MQ's default linger)."""
+    done = subprocess.run([sys.executable, "-c", DROPPED_SESSION, str(tmp_path),
+                           f"127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "DONE" in done.stdout, done.stderr[-2000:]
