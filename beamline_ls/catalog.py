@@ -151,9 +151,12 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     if create:
         settings.ensure_dirs()
         (cdir / "data").mkdir(parents=True, exist_ok=True)
-    # event tables: next to the SQLite file, or in the facility's PostgreSQL, where a
-    # server on another host reads them too
-    tables = f"duckdb:///{cdir / 'storage.duckdb'}" if settings.catalog_is_sqlite else \
+    # Event tables (the summary stream): in SQLite next to the catalog, or in the
+    # facility's PostgreSQL, where a server on another host reads them too. Not DuckDB,
+    # tiled's default: a DuckDB file is locked by the first process that opens it, so a
+    # second session on the data directory (IPython beside the queue worker) could not
+    # store its runs.
+    tables = f"sqlite:///{cdir / 'storage.sqlite'}" if settings.catalog_is_sqlite else \
         settings.catalog_uri.replace("postgresql+asyncpg://", "postgresql://", 1)
     from tiled.catalog import from_uri as catalog_from_uri
 

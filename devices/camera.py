@@ -130,6 +130,91 @@ class HDF5Writer(Device):
                            kind="omitted")
 
 
+#: columns of ``VOL1:Rows_RBV`` (beamline_ls.pipeline.summary.COLUMNS): data key
+#: suffix, dtype, units, hinted (shown by live tables and plots)
+SUMMARY_KEYS = {
+    "frames": ("integer", "", False),
+    "z_min": ("number", "um", False),
+    "z_max": ("number", "um", False),
+    "mean": ("number", "counts", True),
+    "max": ("number", "counts", True),
+}
+
+
+class CaptureSummary(Device):
+    """The IOC's summary of the capture, a row per volume (per block of 100 frames when
+    planar): an Event stream of data, read while the camera flies, so live tables,
+    BestEffortCallback and ``table()`` show a fly scan as it goes.
+
+    Rows come from ``VOL1:Rows_RBV`` (the newest 256; each read takes the rows after
+    the last one collected). Data keys carry this device's name
+    (``camera_summary_mean``, ...: ``camera_volume`` in ``primary`` is each frame's
+    volume); the row index is ``..._volume`` in volumetric captures and ``..._block``
+    in planar ones; each Event's time is when the IOC finished the row.
+    """
+
+    rows = Cpt(EpicsSignalRO, "Rows_RBV", kind="omitted")
+    columns = Cpt(TextSignalRO, "Columns_RBV", kind="omitted")
+    count = Cpt(EpicsSignalRO, "Count_RBV", kind="omitted")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._next = 0
+        self._volumetric = False
+        self._missed = 0
+
+    def start_capture(self, volumetric: bool) -> None:
+        """A new capture: collect its rows from the first (called by ``prepare``)."""
+        self._next = 0
+        self._volumetric = volumetric
+        self._missed = 0
+
+    @property
+    def index_key(self) -> str:
+        return f"{self.name}_{'volume' if self._volumetric else 'block'}"
+
+    @property
+    def hints(self) -> dict:
+        return {"fields": [f"{self.name}_{k}"
+                           for k, (_, _, hinted) in SUMMARY_KEYS.items() if hinted]}
+
+    def describe_collect(self) -> dict:
+        source = self.rows.pvname
+        keys = {self.index_key: {"source": source, "shape": [], "dtype": "integer",
+                                 "dtype_numpy": "<i8"}}
+        for suffix, (dtype, units, _) in SUMMARY_KEYS.items():
+            keys[f"{self.name}_{suffix}"] = {
+                "source": source, "shape": [], "dtype": dtype,
+                "dtype_numpy": "<i8" if dtype == "integer" else "<f8", "units": units}
+        return keys
+
+    def collect(self) -> Iterator[dict]:
+        """Events for the rows finished since the last call."""
+        import numpy as np
+
+        with self.parent._in_contact():  # a dead IOC is reported as such, with its files
+            columns = str(self.columns.get(use_monitor=False)).split(",")
+            flat = np.asarray(self.rows.get(use_monitor=False), dtype=float)
+        table = flat.reshape(-1, len(columns))
+        col = {name: table[:, i] for i, name in enumerate(columns)}
+        new = col["index"] >= self._next
+        if new.any():
+            first = int(col["index"][new].min())
+            if first > self._next:  # not read for longer than the IOC keeps rows
+                self._missed += first - self._next
+                self.log.warning("%s: %d summary row(s) were replaced before they were "
+                                 "read (frames are unaffected)", self.name, first - self._next)
+        for k in np.flatnonzero(new):
+            index = int(col["index"][k])
+            data = {self.index_key: index}
+            for suffix, (dtype, _, _) in SUMMARY_KEYS.items():
+                value = float(col[suffix][k])
+                data[f"{self.name}_{suffix}"] = int(value) if dtype == "integer" else value
+            t = float(col["time"][k])
+            self._next = index + 1
+            yield {"data": data, "timestamps": dict.fromkeys(data, t), "time": t}
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """What :meth:`Camera.prepare` arms: ``n_frames`` frames, grouped in volumes of
@@ -149,6 +234,7 @@ class Camera(Device):
 
     cam = Cpt(CamControls, "cam1:")
     hdf = Cpt(HDF5Writer, "HDF1:")
+    summary = Cpt(CaptureSummary, "VOL1:")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -199,6 +285,7 @@ class Camera(Device):
                if f and f not in value.extra_fields]
         value = replace(value, extra_fields=tuple(value.extra_fields) + tuple(own))
         self._acq = value
+        self.summary.start_capture(bool(value.frames_per_volume))
         self._bundles = {}
         self._index = 0
         self._first_file = Path()
@@ -482,6 +569,11 @@ class Camera(Device):
             yield "stream_datum", bundle.compose_stream_datum(
                 indices={"start": offset, "stop": offset + stop - self._index})
         self._index = stop
+
+    @property
+    def collected_index(self) -> int:
+        """Units (volumes or frames) whose StreamDatum documents have been made."""
+        return self._index
 
     def assets_pending(self) -> bool:
         """True while written frames still wait for their StreamDatum documents."""

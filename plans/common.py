@@ -30,6 +30,27 @@ def abort_camera(camera):
         yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
 
 
+#: the Event stream of the camera's capture summary (a row per volume, or per block of
+#: 100 planar frames: index, frames, z range, mean, max); BestEffortCallback tables it
+SUMMARY_STREAM = "summary"
+
+
+def summary_hints(camera) -> dict:
+    """Start-document hints that make BestEffortCallback table and plot the summary
+    stream against its row index (fly scans emit no Events in ``primary``)."""
+    return {"dimensions": [([camera.summary.index_key], SUMMARY_STREAM)]}
+
+
+def declare_summary(camera):
+    """Declare the summary stream (after ``prepare``: the index key depends on it)."""
+    yield from bps.declare_stream(camera.summary, name=SUMMARY_STREAM, collect=True)
+
+
+def collect_summary(camera):
+    """Events for the summary rows finished since the last call."""
+    yield from bps.collect(camera.summary, name=SUMMARY_STREAM)
+
+
 def collect_all(camera, stream_name: str = "primary"):
     """Collect until every written frame has its StreamDatum documents.
 
@@ -38,7 +59,10 @@ def collect_all(camera, stream_name: str = "primary"):
     collect per file still pending once the camera has completed.
     """
     while camera.assets_pending():
+        before = camera.collected_index
         yield from bps.collect(camera, name=stream_name)
+        if camera.collected_index == before:  # a plan simulator answers no message
+            return
 
 
 def with_real_cause(plan):

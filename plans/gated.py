@@ -21,7 +21,10 @@ from devices.positioners import Piezo
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_summary,
+    declare_summary,
     file_name_for,
+    summary_hints,
     with_cleanup,
     with_real_cause,
 )
@@ -115,8 +118,9 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from _start_gating(gating, target_phase, lock_timeout)
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, gating)
-        yield from bps.open_run(_md)
+        yield from bps.open_run({**_md, "hints": summary_hints(camera)})
         yield from bps.declare_stream(camera, name="primary", collect=True)
+        yield from declare_summary(camera)
         yield from bps.kickoff(camera, wait=True)
         late_before = int((yield from bps.rd(gating.late, default_value=0)))
         t0 = time.time()
@@ -129,8 +133,10 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                     yield from bps.mv(gating.refresh_cmd, 1)
                 yield from _wait_for_lock(gating, lock_timeout)
             yield from _gated_stack(camera, gating, piezo, zs, fpp)
+            yield from collect_summary(camera)
         yield from bps.complete(camera, wait=True)
         yield from collect_all(camera, "primary")
+        yield from collect_summary(camera)
         late = int((yield from bps.rd(gating.late, default_value=0))) - late_before
         report = yield from loss_report(camera)
         if late:

@@ -16,7 +16,10 @@ from devices.scanboard import PIEZO_TRAVEL_UM, GalvoCalibration, ScanBoard, Volu
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_summary,
+    declare_summary,
     file_name_for,
+    summary_hints,
     with_cleanup,
     with_real_cause,
 )
@@ -54,23 +57,27 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     setting again (~10-40 ms, more while the catalog digests the start document), and
     nothing needs the descriptor before the first collect.
     """
-    yield from bps.open_run(md)
+    yield from bps.open_run({**md, "hints": summary_hints(camera)})
     for device in (scanboard, camera) if board_first else (camera, scanboard):
         if device is scanboard and board_prepared is not None:
             yield from bps.wait(group=board_prepared)
         yield from bps.kickoff(device, wait=True)
     yield from bps.declare_stream(camera, name="primary", collect=True)
-    yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary")
+    yield from declare_summary(camera)
+    yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary",
+                                    summary=True)
     yield from collect_all(camera, "primary")
+    yield from collect_summary(camera)
     return (yield from bps.close_run(**(yield from loss_report(camera))))
 
 
 def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
-                         stream_name: str):
+                         stream_name: str, summary: bool = False):
     """``collect_while_completing`` with a checkpoint each period: one Ctrl-C (a
     deferred pause) takes effect at the next one, where the RunEngine pauses the
     devices (the scan board at the end of the volume in progress) and resume goes on
-    from there; without checkpoints a fly scan would ignore the pause to its end."""
+    from there; without checkpoints a fly scan would ignore the pause to its end.
+    ``summary``: also collect the camera's summary stream each period."""
     group = short_uid("complete")
     yield from bps.complete_all(*flyers, group=group, wait=False)
     done = False
@@ -78,6 +85,8 @@ def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
         yield from bps.checkpoint()
         done = yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
         yield from bps.collect(camera, name=stream_name)
+        if summary:
+            yield from collect_summary(camera)
         if done is None:  # a plan simulator (summarize_plan) answers no message
             return
 

@@ -438,6 +438,7 @@ class HDF5FileGroup(PluginGroup):
         await self.write_status.write("Write OK")
         await self.write_message.write("capturing")
         await self.swmr_active.write("Active")
+        await self.parent.summary.publish(self.recorder.summary)  # no rows of the last
         await self.capture_rbv.write("Capture")
 
     def abort(self) -> bool:
@@ -520,6 +521,7 @@ class HDF5FileGroup(PluginGroup):
         if st.error:  # after the message: a client seeing the error finds its cause
             await self.write_status.write("Write error")
         await self.swmr_active.write("Off")
+        await self.parent.summary.publish(self.recorder.summary)  # its last rows first
         await self.capture.write("Done", verify_value=False)
         await self.capture_rbv.write("Done")
 

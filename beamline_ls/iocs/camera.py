@@ -1,7 +1,8 @@
 """The camera IOC as areaDetector lays it out: the driver (``cam1:``,
 :mod:`beamline_ls.iocs.ad_driver`) and its plugins, the live image (``image1:``,
-:mod:`beamline_ls.iocs.ad_stdarrays`) and the HDF5 file writer (``HDF1:``,
-:mod:`beamline_ls.iocs.ad_hdf5`).
+:mod:`beamline_ls.iocs.ad_stdarrays`), the HDF5 file writer (``HDF1:``,
+:mod:`beamline_ls.iocs.ad_hdf5`) and the summary of what it wrote, a row per volume
+(``VOL1:``, :mod:`beamline_ls.iocs.ad_summary`).
 
 Frames never cross Channel Access on their way to disk: the camera driver hands each
 one (on its own thread) to :meth:`CameraGroup.on_frame`, which passes it to every
@@ -22,17 +23,19 @@ from beamline_ls.hardware.camera import CameraDriver
 from beamline_ls.iocs.ad_driver import DriverGroup
 from beamline_ls.iocs.ad_hdf5 import HDF5FileGroup
 from beamline_ls.iocs.ad_stdarrays import StdArraysGroup
+from beamline_ls.iocs.ad_summary import SummaryGroup
 
 REFRESH_S = 0.02
 PUBLISH_EVERY = 10
 
 
 class CameraGroup(PVGroup):
-    """``cam1:``, ``image1:`` and ``HDF1:`` of one camera."""
+    """``cam1:``, ``image1:``, ``HDF1:`` and ``VOL1:`` of one camera."""
 
     cam = SubGroup(DriverGroup, prefix="cam1:")
     image = SubGroup(StdArraysGroup, prefix="image1:")
     hdf = SubGroup(HDF5FileGroup, prefix="HDF1:")
+    summary = SubGroup(SummaryGroup, prefix="VOL1:")
     heartbeat = pvproperty(name="cam1:Heartbeat_RBV", value=0, read_only=True,
                            doc="counts seconds of the status loop (a stuck loop stops it)")
 
@@ -96,6 +99,7 @@ class CameraGroup(PVGroup):
         passes = 0
         while True:
             await self.cam.refresh()
+            await self.summary.publish(self.recorder.summary)
             await self.hdf.refresh()
             await self.image.send_newest()
             passes += 1

@@ -33,6 +33,7 @@ from beamline_ls.pipeline.background import Background
 from beamline_ls.pipeline.diskspace import DiskFullError, SpaceGuard, is_disk_full
 from beamline_ls.pipeline.ring import FrameRing
 from beamline_ls.pipeline.rolling import RollingFileWriter
+from beamline_ls.pipeline.summary import BLOCK_FRAMES, CaptureSummary
 
 log = logging.getLogger(__name__)
 #: frames per file of a capture of open length (one file, as areaDetector writes it)
@@ -97,6 +98,8 @@ class Recorder:
         self._rebase = False  # the camera restarted its frame ids mid-capture
         self._guard: SpaceGuard | None = None
         self.status = RecorderStatus()
+        #: a row per volume (per block of frames when planar) of the current capture
+        self.summary = CaptureSummary()
 
     @property
     def capturing(self) -> bool:
@@ -201,6 +204,7 @@ class Recorder:
         self._rebase = False
         self.status = RecorderStatus(path=str(writer.path), capturing=True,
                                      frames_expected=n_frames)
+        self.summary = CaptureSummary(planes_per_volume or BLOCK_FRAMES)
         self._thread = threading.Thread(target=self._drain, name="recorder", daemon=True)
         self._thread.start()
         log.info("capturing %d frames to %s (ring of %d frames)", n_frames, writer.path,
@@ -294,6 +298,7 @@ class Recorder:
         assert writer is not None and ring is not None and guard is not None
         st = self.status
         background = self._background
+        summary = self.summary
         finished = False
         unflushed = False  # frames written since frames last stopped coming
         try:
@@ -316,8 +321,11 @@ class Recorder:
                     time.sleep(self.write_delay_s)  # simulated slow disk
                 guard.check()  # stop before the disk is full, not in the middle of a write
                 concurrence.record_queue("write start", ring, frame.frame_id)
-                writer.write(frame, self._position(frame, writer.positions))
+                position = self._position(frame, writer.positions)
+                stored_at = writer.positions if position is None else position
+                writer.write(frame, position)
                 unflushed = True
+                summary.add(stored_at, frame)  # before release: the ring reuses the image
                 ring.release()
                 concurrence.record_queue("write end", ring, frame.frame_id)
                 st.frames_written = writer.frames_written
@@ -364,6 +372,7 @@ class Recorder:
             st.error = f"{st.error}; {closing}" if st.error else closing
             writer.abandon()
         finally:
+            self.summary.close()  # its last row is out before the capture ends
             st.frames_written = writer.frames_written
             st.complete_units = writer.complete_units
             st.files = len(writer.parts)
