@@ -99,7 +99,7 @@ def test_folding_the_reference_runs_off_the_frame_path():
     t = k / fps
     an.process(Frame(heart.render_brightfield(t, SHAPE, 0.002), k, t, 0.002))
     assert an.estimator.ref.period >= 32  # the folded, finely sampled beat
-    assert an.target_phase == an.estimator.ref.default_target_phase()
+    assert an.target_phase == an.estimator.ref.default_target_phase(an.estimator.step_costs())
     r = run_sim(heart, fps, 20.0, SHAPE, analyzer=GatingAnalyzer(executor=InlineExecutor()),
                 t0=t + 1.0)
     assert r.beats_fraction() > 0.95

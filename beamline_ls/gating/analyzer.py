@@ -266,7 +266,7 @@ class GatingAnalyzer:
         elif self.cfg.target_phase is not None:
             self.target_phase = self.cfg.target_phase % TWO_PI
         else:
-            self.target_phase = work.default_target_phase()
+            self.target_phase = work.default_target_phase(self.estimator.step_costs())
             # a fold is running: place the target on it (`_settle_target`)
             self._target_pending = self._fold is not None
         if self.adaptive is not None and not self.adaptive.started \
@@ -328,11 +328,11 @@ class GatingAnalyzer:
         fold averages the frames where they are now: its drift starts at zero."""
         self._work = better.ref
         self.estimator = better
-        self._settle_target(better.ref)
+        self._settle_target(better)
         self._max_step = float(better.step_costs().max())
         logger.debug("reference %d folded over the recent beats", better.ref.ref_id)
 
-    def _settle_target(self, folded: Reference | None) -> None:
+    def _settle_target(self, folded: PhaseEstimator | None) -> None:
         """Place a pending default target on the first fold (or keep the one from the
         one-beat reference when the fold failed).
 
@@ -347,7 +347,7 @@ class GatingAnalyzer:
             return
         self._target_pending = False
         if folded is not None:
-            self.target_phase = folded.default_target_phase()
+            self.target_phase = folded.ref.default_target_phase(folded.step_costs())
             logger.info("target placed on the folded reference: %.3f rad",
                         self.target_phase)
         if self.adaptive is not None and not self.adaptive.started \

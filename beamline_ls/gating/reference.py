@@ -93,7 +93,7 @@ class Reference:
             out[i] = float(sad_indexed(self.frames, np.array([j + 1]), self.frames[j])[0])
         return out
 
-    def default_target_phase(self) -> float:
+    def default_target_phase(self, step_information: np.ndarray | None = None) -> float:
         """The end of the half beat in which the heart's image changes the most.
 
         Why there: a phase is known to the analyzer only through how the image changes
@@ -104,10 +104,20 @@ class Reference:
         most, whatever the heart looks like. (The published rule, fastest change +
         P/3, lands in a long quiet diastole on some hearts, where every frame looks
         alike and the target can only be timed blindly from the last beat.)
+
+        ``step_information``: the squared change per step as the phase estimator
+        measures it (its pixel weights: the share of each pixel that repeats with the
+        beat, so drifting tissue and noise do not count as change); default, the
+        squared SAD of the raw frames.
         """
-        c = self.frame_changes()
-        n = c.size
-        info = np.concatenate([c, c]) ** 2
+        if step_information is None:
+            c = self.frame_changes()
+            steps = c ** 2
+        else:  # the estimator's own measure: weighted squared change per step
+            n_steps = int(math.floor(self.period))
+            steps = np.asarray(step_information, dtype=float)[self.pad:self.pad + n_steps]
+        n = steps.size
+        info = np.concatenate([steps, steps])
         half = max(1, n // 2)
         window = np.convolve(info, np.ones(half), "valid")[:n]  # steps k .. k+half-1
         k = int(np.argmax(window))
