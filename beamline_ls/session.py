@@ -105,8 +105,9 @@ def summary_table(camera: str = "camera"):
     block of 100 planar frames); keys a run lacks are left out by LiveTable itself."""
     from bluesky.callbacks import LiveTable
 
-    fields = [f"{camera}_summary_{k}" for k in ("volume", "block", "frames", "z_min",
-                                                 "z_max", "mean", "max")]
+    from devices.camera import SUMMARY_KEYS
+
+    fields = [f"{camera}_summary_{k}" for k in ("volume", "block", *SUMMARY_KEYS)]
     return LiveTable(fields, stream_name="summary", default_prec=1)
 
 

@@ -161,13 +161,11 @@ class CaptureSummary(Device):
         super().__init__(*args, **kwargs)
         self._next = 0
         self._volumetric = False
-        self._missed = 0
 
     def start_capture(self, volumetric: bool) -> None:
         """A new capture: collect its rows from the first (called by ``prepare``)."""
         self._next = 0
         self._volumetric = volumetric
-        self._missed = 0
 
     @property
     def index_key(self) -> str:
@@ -201,7 +199,6 @@ class CaptureSummary(Device):
         if new.any():
             first = int(col["index"][new].min())
             if first > self._next:  # not read for longer than the IOC keeps rows
-                self._missed += first - self._next
                 self.log.warning("%s: %d summary row(s) were replaced before they were "
                                  "read (frames are unaffected)", self.name, first - self._next)
         for k in np.flatnonzero(new):

@@ -31,13 +31,13 @@ def abort_camera(camera):
 
 
 #: the Event stream of the camera's capture summary (a row per volume, or per block of
-#: 100 planar frames: index, frames, z range, mean, max); BestEffortCallback tables it
+#: 100 planar frames: index, frames, z range, mean, max); BestEffortCallback plots it
 SUMMARY_STREAM = "summary"
 
 
 def summary_hints(camera) -> dict:
-    """Start-document hints that make BestEffortCallback table and plot the summary
-    stream against its row index (fly scans emit no Events in ``primary``)."""
+    """Start-document hints that make BestEffortCallback plot the summary stream
+    against its row index (fly scans emit no Events in ``primary``)."""
     return {"dimensions": [([camera.summary.index_key], SUMMARY_STREAM)]}
 
 
