@@ -1,4 +1,4 @@
-"""``beamline-ls`` command line: demo, ioc, queue, serve, replay, export, bench,
+"""``beamline-ls`` command line: demo, ioc, console, queue, serve, replay, export, bench,
 check-hardware, copies, verify, screens, concurrence."""
 
 from __future__ import annotations
@@ -22,6 +22,17 @@ def _cmd_ioc(args: argparse.Namespace) -> int:
     if args.mirror_dir is not None:
         settings.mirror_dir = args.mirror_dir.expanduser().resolve()
     serve(settings)
+    return 0
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from beamline_ls.config import load_settings
+    from beamline_ls.console.server import serve_console
+
+    settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
+    serve_console(settings, host=args.host, port=args.port, api_key=args.api_key,
+                  catalog_uri=args.catalog, queue_uri=args.queue,
+                  queue_api_key=args.queue_api_key)
     return 0
 
 
@@ -195,6 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--no-open", action="store_true",
                        help="do not open the RE environment (qserver environment open)")
     queue.set_defaults(func=_cmd_queue)
+
+    console = sub.add_parser("console", help="the operator console: a web page with the "
+                             "live image, phase lock, waveforms, devices, calibration, runs")
+    console.add_argument("--prefix", default=None, help="PV prefix (default from config)")
+    console.add_argument("--config", type=Path, default=None, help="microscope TOML file")
+    console.add_argument("--data-dir", type=Path, default=None,
+                         help="data directory whose catalog the runs panel lists")
+    console.add_argument("--catalog", default=None,
+                         help="a tiled server URI to list runs from instead")
+    console.add_argument("--host", default="127.0.0.1",
+                         help="address to serve on (default 127.0.0.1: this host only)")
+    console.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    console.add_argument("--api-key", default=None,
+                         help="key for writes (default: $BEAMLINE_LS_CONSOLE_API_KEY, else "
+                         "generated and printed)")
+    console.add_argument("--queue", default=None,
+                         help="bluesky-httpserver URI (beamline-ls queue: "
+                         "http://127.0.0.1:60610) to show and control the queue")
+    console.add_argument("--queue-api-key", default=None,
+                         help="its API key (default: $BEAMLINE_LS_QUEUE_API_KEY)")
+    console.set_defaults(func=_cmd_console)
 
     copies = sub.add_parser("copies", help="point the catalog at verified copies of "
                             "frame files (the session does this by itself)")

@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def loopback_client_env() -> None:
+    """Default a Channel Access client to loopback and to areaDetector-sized arrays,
+    unless the site set its own ``EPICS_CA_*`` variables (call before any CA import)."""
+    os.environ.setdefault("EPICS_CA_ADDR_LIST", "127.0.0.1")
+    os.environ.setdefault("EPICS_CA_AUTO_ADDR_LIST", "NO")
+    os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", "100000000")
+
+
 def free_port() -> int:
     """A currently free TCP+UDP port on 127.0.0.1."""
     while True:

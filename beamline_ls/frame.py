@@ -58,3 +58,20 @@ class Frame:
     @property
     def shape(self) -> tuple[int, int]:
         return self.image.shape  # type: ignore[return-value]
+
+
+def bin_down(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` binned (mean of f x f blocks, float32) by the smallest integer factor
+    f that makes neither side exceed ``max_side``; rows or columns that do not fill a
+    block are dropped. A live view's way to ship a large frame: the binned image keeps
+    the mean brightness that a subsampled one would alias away."""
+    if image.ndim != 2 or max_side < 1:
+        raise ValueError(f"need a 2-D image and max_side >= 1, got {image.shape}, "
+                         f"{max_side}")
+    h, w = image.shape
+    f = max(1, -(-max(h, w) // max_side))
+    if f == 1:
+        return image.astype(np.float32)
+    hh, ww = h // f * f, w // f * f
+    return image[:hh, :ww].reshape(hh // f, f, ww // f, f).mean(axis=(1, 3),
+                                                                  dtype=np.float32)

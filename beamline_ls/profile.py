@@ -8,11 +8,11 @@ Startup order: 00 base (settings, EPICS environment, RunEngine, catalog, callbac
 from __future__ import annotations
 
 import atexit
-import os
 import sys
 from typing import Any
 
 from beamline_ls.config import load_settings
+from beamline_ls.epics_env import loopback_client_env
 
 
 def in_ipython() -> bool:
@@ -26,9 +26,7 @@ def in_ipython() -> bool:
 def base() -> dict[str, Any]:
     """Settings, loopback-default EPICS environment, RunEngine with catalog and callbacks."""
     # Default to loopback; a facility sets its own EPICS_* variables.
-    os.environ.setdefault("EPICS_CA_ADDR_LIST", "127.0.0.1")
-    os.environ.setdefault("EPICS_CA_AUTO_ADDR_LIST", "NO")
-    os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", "100000000")
+    loopback_client_env()
     from beamline_ls import log
     from beamline_ls.session import make_session
 

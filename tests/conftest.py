@@ -100,21 +100,18 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
 
 
 def put_is_refused(pvname: str, value: float) -> bool:
-    """True when the IOC answers a put with completion with an error (caproto's own
-    client: pyepics reports a failed put only on stderr)."""
-    from caproto import CaprotoError
-    from caproto.threading.client import Context
+    """True when the IOC answers a put with completion with an error, False when it
+    completes it; a put left unanswered fails the test (caproto's synchronous client:
+    its asyncio and threading clients ignore the error reply and wait out their
+    timeout, and pyepics reports a failed put only on stderr)."""
+    from caproto import ErrorResponseReceived
+    from caproto.sync.client import write
 
-    ctx = Context()
     try:
-        (pv,) = ctx.get_pvs(pvname, timeout=10)
-        try:
-            pv.write([value], wait=True, timeout=10)
-        except CaprotoError:
-            return True
-        return False
-    finally:
-        ctx.disconnect()
+        write(pvname, [value], notify=True, timeout=10, repeater=False)
+    except ErrorResponseReceived:
+        return True
+    return False
 
 
 @pytest.fixture(scope="session")

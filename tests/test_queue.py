@@ -162,6 +162,40 @@ def test_every_plan_has_documented_parameters_and_the_shipped_list_is_current(qu
     assert {"camera", "scanboard", "gating", "piezo", "laser"} <= set(devices)
 
 
+def test_the_operator_console_shows_the_queue_and_starts_it(queue):
+    """``beamline-ls console --queue URI``: the queue, the running plan and the last
+    ones on the page; starting the queue needs the console's own key."""
+    from bluesky_queueserver_api import BPlan
+    from starlette.testclient import TestClient
+
+    from beamline_ls.console.app import Console, create_app
+    from beamline_ls.console.queue_view import QueuePoller
+
+    api = http_api(queue)
+    api.item_add(BPlan("planar_scan", "camera", "scanboard", 5, 30.0, 0.005),
+                 user="fish lab")
+    console = Console(PREFIX, "console-key",
+                      queue=QueuePoller(f"http://127.0.0.1:{queue['http']}", KEY))
+    with TestClient(create_app(console)) as client:
+        def shown() -> dict:
+            return client.get("/api/state").json()["queue"]
+
+        wait_for(lambda: [i["name"] for i in shown()["queue"]] == ["planar_scan"], 20,
+                 "the queued plan on the page")
+        assert shown()["status"]["manager_state"] == "idle"
+        assert shown()["queue"][0]["params"].startswith("'camera', 'scanboard', 5")
+        assert client.post("/api/queue/start").status_code == 401
+        assert api.queue_get()["items"]  # nothing started without the key
+        reply = client.post("/api/queue/start", headers={"X-API-Key": "console-key"})
+        assert reply.status_code == 200, reply.text
+        api.wait_for_idle(timeout=120)
+        wait_for(lambda: shown()["history"] and shown()["history"][0]["name"] == "planar_scan"
+                 and not shown()["queue"], 20, "the finished plan in the history")
+        assert shown()["history"][0]["exit_status"] == "completed"
+        reply = client.post("/api/queue/jump", headers={"X-API-Key": "console-key"})
+        assert reply.status_code == 400 and "must be one of" in reply.json()["error"]
+
+
 def test_sigterm_stops_all_three_parts_and_keeps_the_queue_on_disk(queue):
     """Last in this module: it ends the queue server the others used."""
     proc = queue["proc"]

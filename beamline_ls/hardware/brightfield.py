@@ -109,6 +109,10 @@ class PacedSource(FrameSource):
         self._thread = None
 
     def _run(self, fps: float, sink: FrameSink) -> None:
+        """Frames at t0 + k / fps. A thread that fell more than a frame behind (a
+        starved CPU) goes on with the newest frame whose exposure has ended, as a
+        camera overwrites what nobody read: the skipped numbers are lost frames, never
+        old frames delivered late (a decision from them would come too late)."""
         t0 = self.clock.now() + 0.01
         k = 0
         try:
@@ -116,6 +120,11 @@ class PacedSource(FrameSource):
                 t = t0 + k / fps
                 if not self.clock.sleep_until(t + self.exposure_s, self._stop):
                     break
+                newest = int((self.clock.now() - self.exposure_s - t0) * fps)
+                if newest > k + 1:
+                    self._lost += newest - k
+                    k = newest
+                    t = t0 + k / fps
                 sink(Frame(self.frame_at(k, t), k, t, self.exposure_s))
                 k += 1
         except Exception as exc:  # noqa: BLE001 - the thread ends; status says why

@@ -40,6 +40,9 @@ from beamline_ls.sim.trigger_line import TriggerLine
 log = logging.getLogger(__name__)
 
 _NO_REQUEST = object()
+#: analysed frames whose phase :meth:`GatingDriver.phase_history` keeps (>= 2.5 s at
+#: 100 frames/s: a client polling at a few Hz misses none)
+HISTORY_FRAMES = 256
 
 
 
@@ -122,6 +125,15 @@ class GatingDriver(ABC):
     def annotate(self, frame: Frame) -> None:
         """Attach the record of the trigger that exposed ``frame`` to ``frame.extra``."""
 
+    def latest_frame(self) -> Frame | None:
+        """The newest brightfield frame analysed (for a live view; None before one)."""
+        return None
+
+    def phase_history(self) -> np.ndarray:
+        """(n, 2) array of (exposure start, wrapped phase) of the latest analysed
+        frames, oldest first, at most ``HISTORY_FRAMES``: what a phase-lock plot draws."""
+        return np.empty((0, 2))
+
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Release threads and hardware."""
 
@@ -161,6 +173,9 @@ class GatingSystem(GatingDriver):
         self._queue: collections.deque[Frame] = collections.deque()
         self._ready = threading.Condition()
         self._last_id = -1
+        self._latest: Frame | None = None
+        self._history: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=HISTORY_FRAMES)
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -185,6 +200,7 @@ class GatingSystem(GatingDriver):
             self.analyzer = self._new_analyzer()
             with self._lock:
                 self._status = GatingStatus(enabled=True, state="searching")
+                self._history.clear()
             with self._ready:
                 self._queue.clear()
                 self._last_id = -1
@@ -344,6 +360,7 @@ class GatingSystem(GatingDriver):
             except Exception:
                 log.exception("gating analyzer failed on frame %d", frame.frame_id)
                 continue
+            self._latest = frame  # a reference swap: the live view never holds analysis
             self._update_status(decision)
             if decision.fire_time is not None:
                 with self._lock:
@@ -407,6 +424,15 @@ class GatingSystem(GatingDriver):
             st.phase = d.phase
             st.target_phase = d.target_phase
             st.reference_id = d.reference_id
+            self._history.append((d.timestamp, d.phase))
+
+    def latest_frame(self) -> Frame | None:
+        return self._latest
+
+    def phase_history(self) -> np.ndarray:
+        with self._lock:
+            rows = list(self._history)
+        return np.array(rows, dtype=float).reshape(-1, 2)
 
     def close(self) -> None:
         self.enable(False)

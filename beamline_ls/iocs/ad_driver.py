@@ -28,6 +28,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import pvproperty
 
+from beamline_ls.frame import bin_down
 from beamline_ls.hardware.camera import TRIGGER_MODES, CameraSettings
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
 from beamline_ls.iocs.ad_plugin import (
@@ -55,10 +56,7 @@ SENSOR = "this camera's sensor reads out 16-bit monochrome frames"
 
 def preview_image(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
     """Bin (mean) an image to at most size x size, padded to exactly size x size."""
-    h, w = image.shape
-    f = max(1, -(-max(h, w) // size))
-    hh, ww = h // f * f, w // f * f
-    small = image[:hh, :ww].reshape(hh // f, f, ww // f, f).mean(axis=(1, 3))
+    small = bin_down(image, size)
     out = np.zeros((size, size), np.int32)
     out[: small.shape[0], : small.shape[1]] = small
     return out

@@ -15,15 +15,21 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
-from beamline_ls.hardware.gating import GatingDriver
+from beamline_ls.frame import bin_down
+from beamline_ls.hardware.gating import HISTORY_FRAMES, GatingDriver
 from beamline_ls.iocs.blocking import DeviceWorker
 
 log = logging.getLogger(__name__)
 
 STATES = ["Off", "Searching", "Locked", "Lost"]
+#: largest side of ``Image_RBV`` (a 256 x 256 LONG array is 256 kB: 5 Hz is cheap)
+IMAGE_SIDE = 256
+#: the status loop publishes the image every this many passes (50 ms each: 5 Hz)
+IMAGE_EVERY = 4
 
 
 class GatingGroup(PVGroup):
@@ -70,6 +76,19 @@ class GatingGroup(PVGroup):
                              doc="brightfield frames the camera never delivered")
     frames_skipped = pvproperty(name="FramesSkipped_RBV", value=0, read_only=True,
                                 doc="brightfield frames skipped: analysis fell behind")
+    # the live view of what the gating sees (an operator's console, image viewers)
+    image = pvproperty(name="Image_RBV", value=np.zeros(1, np.int32),
+                       dtype=ChannelType.LONG, max_length=IMAGE_SIDE * IMAGE_SIDE,
+                       read_only=True, doc="newest analysed brightfield frame, binned "
+                       f"to <= {IMAGE_SIDE} px a side, rows one after another")
+    image_size_x = pvproperty(name="ImageSizeX_RBV", value=0, read_only=True)
+    image_size_y = pvproperty(name="ImageSizeY_RBV", value=0, read_only=True)
+    image_counter = pvproperty(name="ImageCounter_RBV", value=-1, read_only=True,
+                               doc="brightfield frame number of Image_RBV")
+    history = pvproperty(name="History_RBV", value=np.zeros(0), dtype=ChannelType.DOUBLE,
+                         max_length=2 * HISTORY_FRAMES, read_only=True,
+                         doc="(exposure start, wrapped phase) of the latest analysed "
+                             "frames, interleaved, oldest first")
 
     def __init__(self, *args, driver: GatingDriver,
                  exposure_after_trigger: Callable[[], float] = lambda: 0.0, **kwargs):
@@ -148,9 +167,25 @@ class GatingGroup(PVGroup):
     @state.startup
     async def state(self, instance, async_lib):
         await self.fields.write(",".join(self.driver.fields))
+        passes = 0
         while True:
             await self._publish()
+            passes += 1
+            if passes % IMAGE_EVERY == 0:
+                await self._publish_image()
             await asyncio.sleep(0.05)
+
+    async def _publish_image(self) -> None:
+        """The newest analysed frame, binned on a worker thread (never on the loop)."""
+        frame = self.driver.latest_frame()
+        if frame is None or frame.frame_id == self.image_counter.value:
+            return
+        small = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: bin_down(frame.image, IMAGE_SIDE).astype(np.int32))
+        await self._set(self.image_size_y, small.shape[0])
+        await self._set(self.image_size_x, small.shape[1])
+        await self.image.write(small.ravel())
+        await self.image_counter.write(frame.frame_id)
 
     async def _publish(self) -> None:
         st = self.driver.status()
@@ -172,6 +207,10 @@ class GatingGroup(PVGroup):
         records = json.dumps([r.as_dict() for r in self.driver.last_records(5)],
                              allow_nan=True)
         await self._set(self.last_triggers, records[:2040])
+        history = self.driver.phase_history()
+        if len(history) and (not len(self.history.value)
+                             or history[-1, 0] != self.history.value[-2]):
+            await self.history.write(history.ravel())
 
     @staticmethod
     async def _set(pv, value) -> None:

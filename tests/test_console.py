@@ -1,0 +1,148 @@
+"""The console's web endpoints against the real simulated IOC: state over the
+WebSocket, images, writes with and without the API key, calibration."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import PREFIX, wait_for
+from starlette.testclient import TestClient
+
+KEY = "console-test-key"
+
+
+def caget(suffix: str):
+    from caproto.sync.client import read
+
+    return read(PREFIX + suffix, timeout=10, repeater=False).data[0]
+
+
+@pytest.fixture(scope="module")
+def client(ioc):
+    from beamline_ls.console.app import Console, create_app
+
+    console = Console(PREFIX, KEY)
+    with TestClient(create_app(console)) as c:
+        wait_for(lambda: c.get("/api/state").json()["connected"] > 100, 30,
+                 "the console's PVs to connect")
+        c.console = console
+        yield c
+
+
+def put(client, pv, value, key=KEY):
+    headers = {"X-API-Key": key} if key else {}
+    return client.post("/api/put", json={"pv": pv, "value": value}, headers=headers)
+
+
+def test_the_page_plotly_and_the_state_stream_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "phase-plot" in page.text
+    js = client.get("/plotly.min.js")
+    assert js.status_code == 200 and len(js.content) > 1_000_000
+    with client.websocket_connect("/ws") as ws:
+        first = json.loads(ws.receive_text())
+        second = json.loads(ws.receive_text())
+    assert second["time"] > first["time"]
+    assert first["prefix"] == PREFIX
+    assert first["values"]["cam1:ArraySizeX_RBV"] == caget("cam1:ArraySizeX_RBV")
+    assert first["values"]["laser:MaxPower_RBV"] == pytest.approx(caget("laser:MaxPower_RBV"))
+    assert first["meta"]["piezo.RBV"]["units"] == "um"
+
+
+def test_writes_need_the_api_key_and_reach_the_ioc(client):
+    before = caget("laser:Power")
+    target = 7.25 if before != 7.25 else 8.5
+    assert put(client, "laser:Power", target, key=None).status_code == 401
+    assert put(client, "laser:Power", target, key="wrong").status_code == 401
+    assert client.post("/api/login", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert caget("laser:Power") == pytest.approx(before)
+    assert client.post("/api/login", headers={"X-API-Key": KEY}).json()["ok"]
+    reply = put(client, "laser:Power", target)
+    assert reply.status_code == 200, reply.text
+    assert caget("laser:Power_RBV") == pytest.approx(target)
+    wait_for(lambda: client.get("/api/state").json()["values"]["laser:Power_RBV"] == target,
+             10, "the new power in the console's state")
+
+
+def test_refused_writes_say_why_in_bounded_time(client):
+    t0 = time.monotonic()
+    reply = put(client, "piezo.VAL", 10_000.0)
+    assert reply.status_code == 409
+    assert "outside the limits" in reply.json()["error"]
+    assert time.monotonic() - t0 < 10  # the IOC's answer, not a client timeout
+    reply = put(client, "scan:NumVolumes", 3)
+    assert reply.status_code == 409 and "not writable" in reply.json()["error"]
+    reply = put(client, "gating:Enable", "Maybe")
+    assert reply.status_code == 409 and "'Off', 'On'" in reply.json()["error"]
+    reply = client.post("/api/put", content=b"not json", headers={"X-API-Key": KEY})
+    assert reply.status_code == 400 and "JSON" in reply.json()["error"]
+
+
+def test_the_camera_image_arrives_binned_with_the_requested_contrast(client):
+    import io
+
+    from PIL import Image
+
+    before = client.get("/api/state").json()["images"]["camera"]["seq"]
+    assert put(client, "cam1:CameraMode", "Preview").status_code == 200
+    try:
+        def fresh_image():
+            r = client.get("/api/image/camera.jpg")
+            return r if r.status_code == 200 else None
+
+        wait_for(lambda: (r := fresh_image()) is not None
+                 and int(r.headers["X-Frame-Seq"]) > before + 1, 30, "a live camera frame")
+        first = fresh_image()
+        w, h = int(first.headers["X-Frame-Width"]), int(first.headers["X-Frame-Height"])
+        assert (w, h) == (caget("cam1:ArraySizeX_RBV"), caget("cam1:ArraySizeY_RBV"))
+        img = np.asarray(Image.open(io.BytesIO(first.content)))
+        assert img.shape == (h // int(first.headers["X-Bin"]), w // int(first.headers["X-Bin"]))
+        assert img.max() > img.min()  # automatic contrast shows the specimen
+        wait_for(lambda: int(fresh_image().headers["X-Frame-Seq"])
+                 > int(first.headers["X-Frame-Seq"]), 10, "a newer frame")
+        dark = client.get("/api/image/camera.jpg?low=60000&high=65000")
+        assert np.asarray(Image.open(io.BytesIO(dark.content))).max() == 0
+        assert client.get("/api/image/camera.jpg?low=5&high=1").status_code == 400
+        stats = client.get("/api/roi/camera?x0=0&y0=0&x1=16&y1=16").json()
+        assert stats["pixels"] == 256 and stats["max"] >= stats["mean"] >= stats["min"]
+    finally:
+        put(client, "cam1:CameraMode", "Paused")
+    state = client.get("/api/state").json()
+    assert state["images"]["camera"]["received"] >= 2
+
+
+def test_a_calibration_collected_in_the_console_is_applied_to_the_scan_board(client):
+    original = [caget(f"scan:Galvo{i}{k}") for i in (1, 2) for k in ("Offset", "Slope")]
+    z0 = caget("piezo.RBV")
+    assert client.post("/api/calibration/add").status_code == 401
+    try:
+        client.post("/api/calibration/clear", headers={"X-API-Key": KEY})
+        for z in (20.0, 40.0, 60.0):
+            assert put(client, "piezo.VAL", z).status_code == 200  # parks both galvos
+            # the operator brings each sheet into focus: lines of their own
+            assert put(client, "galvo1.VAL", 0.1 + 0.03 * z).status_code == 200
+            assert put(client, "galvo2.VAL", -0.2 + 0.01 * z).status_code == 200
+            reply = client.post("/api/calibration/add", headers={"X-API-Key": KEY})
+            assert reply.status_code == 200, reply.text
+        wait_for(lambda: client.get("/api/state").json()["calibration"]["fit"], 5,
+                 "the fit in the console's state")
+        fit = client.get("/api/state").json()["calibration"]["fit"]
+        points = client.get("/api/state").json()["calibration"]["points"]
+        assert [p["z"] for p in points] == pytest.approx([20.0, 40.0, 60.0], abs=0.01)
+        assert fit["galvo1"]["offset"] == pytest.approx(0.1, abs=1e-4)
+        assert fit["galvo1"]["slope"] == pytest.approx(0.03, abs=1e-6)
+        reply = client.post("/api/calibration/apply", headers={"X-API-Key": KEY})
+        assert reply.status_code == 200, reply.text
+        assert caget("scan:Galvo1Offset") == pytest.approx(0.1, abs=1e-4)
+        assert caget("scan:Galvo1Slope") == pytest.approx(0.03, abs=1e-6)
+        assert caget("scan:Galvo2Offset") == pytest.approx(-0.2, abs=1e-4)
+        assert caget("scan:Galvo2Slope") == pytest.approx(0.01, abs=1e-6)
+    finally:
+        from caproto.sync.client import write
+
+        for (i, k), v in zip([(i, k) for i in (1, 2) for k in ("Offset", "Slope")], original,
+                             strict=True):
+            write(f"{PREFIX}scan:Galvo{i}{k}", [v], notify=True, timeout=10, repeater=False)
+        write(f"{PREFIX}piezo.VAL", [z0], notify=True, timeout=30, repeater=False)
+        client.post("/api/calibration/clear", headers={"X-API-Key": KEY})
