@@ -146,3 +146,18 @@ def test_a_calibration_collected_in_the_console_is_applied_to_the_scan_board(cli
             write(f"{PREFIX}scan:Galvo{i}{k}", [v], notify=True, timeout=10, repeater=False)
         write(f"{PREFIX}piezo.VAL", [z0], notify=True, timeout=30, repeater=False)
         client.post("/api/calibration/clear", headers={"X-API-Key": KEY})
+
+
+def test_without_an_ioc_the_console_serves_and_refuses_writes_at_once():
+    from beamline_ls.console.app import Console, create_app
+
+    with TestClient(create_app(Console("NOSUCHIOC:", KEY))) as c:
+        state = c.get("/api/state").json()
+        assert state["connected"] == 0 and "laser:Power" in state["disconnected"]
+        t0 = time.monotonic()
+        for pv, value in (("laser:Power", 1.0), ("piezo.STOP", 1)):
+            reply = put(c, pv, value)
+            assert reply.status_code == 409 and "not connected" in reply.json()["error"]
+        assert time.monotonic() - t0 < 5
+        assert "not connected" in c.get("/api/waveforms").json()["error"]
+        assert c.get("/api/image/camera.jpg").status_code == 204  # no frame, no error

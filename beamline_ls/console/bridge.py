@@ -223,6 +223,15 @@ class Bridge:
             values = dict(self.values)
         return {"values": values, "connected": dict(self.connected)}
 
+    def device_connected(self, short: str) -> bool:
+        """Whether the console is connected to the device of ``short`` (its own PV when
+        monitored, else any monitored PV of the same device): a write to an IOC that is
+        down is refused at once instead of searching for a minute."""
+        if short in self.connected:
+            return self.connected[short]
+        device = short.split(".", 1)[0] if "." in short else short.split(":", 1)[0] + ":"
+        return any(ok for k, ok in self.connected.items() if k.startswith(device))
+
     async def read(self, short: str) -> Any:
         """A fresh read of a monitored PV (not the newest monitor update: a value
         just after a completed move may still be on its way)."""
@@ -245,6 +254,8 @@ class Bridge:
 
         if short not in WRITABLE:
             raise PutRefused(f"{short!r} is not writable from the console")
+        if not self.device_connected(short):
+            raise PutRefused(f"{self.prefix}{short}: the IOC is not connected")
         enum = self.meta.get(short, {}).get("enum") or []
         kwargs: dict = {}
         if isinstance(value, str):
