@@ -161,3 +161,28 @@ def test_without_an_ioc_the_console_serves_and_refuses_writes_at_once():
         assert time.monotonic() - t0 < 5
         assert "not connected" in c.get("/api/waveforms").json()["error"]
         assert c.get("/api/image/camera.jpg").status_code == 204  # no frame, no error
+
+
+def test_a_background_is_taken_with_the_laser_off_and_the_laser_restored(client):
+    from caproto.sync.client import write
+
+    assert client.post("/api/background", json={"frames": 5}).status_code == 401
+    assert put(client, "laser:Enable", "On").status_code == 200
+    exposure = caget("cam1:AcquireTime")
+    try:
+        reply = client.post("/api/background", json={"frames": 5},
+                            headers={"X-API-Key": KEY})
+        assert reply.status_code == 200, reply.text
+        assert caget("cam1:BackgroundValid_RBV") == 1
+        assert caget("cam1:BackgroundFrames_RBV") == 5
+        assert caget("laser:Enable_RBV") == b"On"  # restored
+        reply = client.post("/api/background", json={"frames": 0},
+                            headers={"X-API-Key": KEY})
+        assert reply.status_code == 400 and "[1, 10000]" in reply.json()["error"]
+    finally:  # other tests expect frames without a background: a new exposure voids it
+        write(f"{PREFIX}cam1:AcquireTime", [exposure * 2], notify=True, timeout=10,
+              repeater=False)
+        wait_for(lambda: caget("cam1:BackgroundValid_RBV") == 0, 10,
+                 "the background to be voided")
+        write(f"{PREFIX}cam1:AcquireTime", [exposure], notify=True, timeout=10,
+              repeater=False)

@@ -289,6 +289,23 @@ def create_app(console: Console) -> Starlette:
         return JSONResponse({"ok": True, "fit": {g: [c.offset_v, c.slope_v_per_um]
                                                  for g, c in fits.items()}})
 
+    async def background(request: Request) -> Response:
+        """Average N frames with the laser off as the camera's background (sashimi's
+        "turn off the lights"), the laser restored afterwards, as ``acquire_background``
+        does from a plan."""
+        n = (await body(request)).get("frames", 50)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
+            raise ValueError(f"'frames' must be a whole number in [1, 10000], got {n!r}")
+        was_on = await console.bridge.read("laser:Enable_RBV") == "On"
+        await console.bridge.put("laser:Enable", "Off")
+        try:
+            await console.bridge.put("cam1:BackgroundAcquire", n)
+        finally:
+            if was_on:
+                await console.bridge.put("laser:Enable", "On")
+        log.info("console: background of %d frames taken", n)
+        return JSONResponse({"ok": True, "frames": n})
+
     async def queue_control(request: Request) -> Response:
         action = request.path_params["action"]
         reply = await run_in_threadpool(console.queue.control, action)
@@ -309,6 +326,7 @@ def create_app(console: Console) -> Starlette:
         Route("/api/calibration/remove", needs_key(calibration_remove), methods=["POST"]),
         Route("/api/calibration/clear", needs_key(calibration_clear), methods=["POST"]),
         Route("/api/calibration/apply", needs_key(calibration_apply), methods=["POST"]),
+        Route("/api/background", needs_key(background), methods=["POST"]),
         Route("/api/queue/{action}", needs_key(queue_control), methods=["POST"]),
         WebSocketRoute("/ws", ws),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -23,7 +23,8 @@ MONITORED: dict[str, str] = {
         "AcquireTime_RBV", "AcquirePeriod_RBV", "TriggerMode_RBV", "ImageMode_RBV",
         "NumImages_RBV", "NumImagesCounter_RBV", "ArraySizeX_RBV", "ArraySizeY_RBV",
         "BinX_RBV", "StatusMessage_RBV", "TemperatureActual", "Model_RBV",
-        "TriggersMissed_RBV")},
+        "TriggersMissed_RBV", "BackgroundValid_RBV", "BackgroundFrames_RBV",
+        "BackgroundLevel_RBV", "BackgroundEnable")},
     **{f"image1:{s}": f"image1:{s}" for s in (
         "ArraySize0_RBV", "ArraySize1_RBV", "UniqueId_RBV", "DroppedArrays_RBV")},
     **{f"HDF1:{s}": f"HDF1:{s}" for s in (
@@ -58,7 +59,7 @@ TRIGGER_RECORDS = "gating:LastTriggers_RBV"
 #: what a logged-in operator may write from the console
 WRITABLE: frozenset[str] = frozenset({
     *(f"{m}.VAL" for m in MOTORS), *(f"{m}.STOP" for m in MOTORS),
-    "cam1:CameraMode", "cam1:AcquireTime",
+    "cam1:CameraMode", "cam1:AcquireTime", "cam1:BackgroundAcquire", "cam1:BackgroundEnable",
     "laser:Power", "laser:Enable",
     "gating:Enable", "gating:TargetPhase", "gating:Refresh", "gating:FrameRate",
     "scan:Galvo1Offset", "scan:Galvo1Slope", "scan:Galvo2Offset", "scan:Galvo2Slope",

@@ -321,6 +321,11 @@ $("cal-add").addEventListener("click", async () => {
   const r = await post("/api/calibration/add");
   if (r) message(`calibration point at piezo ${r.point[0].toFixed(2)} µm`);
 });
+$("bg-take").addEventListener("click", async () => {
+  message("taking a background with the laser off …");
+  const r = await post("/api/background", { frames: Number($("bg-frames").value) });
+  if (r) message(`background of ${r.frames} frames taken`);
+});
 $("cal-clear").addEventListener("click", () => post("/api/calibration/clear"));
 $("cal-apply").addEventListener("click", async () => {
   const r = await post("/api/calibration/apply");
@@ -399,6 +404,10 @@ function updatePanels() {
     `exposure ${fmt(v["cam1:AcquireTime_RBV"], 4)} s, trigger ${fmt(v["cam1:TriggerMode_RBV"])}, ` +
     `${fmt(v["cam1:ArraySizeX_RBV"])} x ${fmt(v["cam1:ArraySizeY_RBV"])} px, bin ${fmt(v["cam1:BinX_RBV"])}, ` +
     `frames ${fmt(v["cam1:ArrayCounter_RBV"])}, sensor ${fmt(v["cam1:TemperatureActual"], 1)} °C. ${fmt(v["cam1:StatusMessage_RBV"])}`);
+  setText("background", v["cam1:BackgroundValid_RBV"] === 1
+    ? `background: ${fmt(v["cam1:BackgroundFrames_RBV"])} frames, mean ${fmt(v["cam1:BackgroundLevel_RBV"], 1)} counts, ` +
+      (v["cam1:BackgroundEnable"] === "On" ? "subtracted from saved frames" : "not subtracted")
+    : "background: none valid (none taken, or exposure, binning or ROI changed since)");
   setText("w-file", fmt(v["HDF1:FullFileName_RBV"]));
   setText("w-capture", `${fmt(v["HDF1:Capture_RBV"])}: ${fmt(v["HDF1:NumCaptured_RBV"])} of ${fmt(v["HDF1:NumCapture_RBV"])}`);
   setText("w-dropped", `${fmt(v["HDF1:DroppedArrays_RBV"])} / ${fmt(v["HDF1:LostFrames_RBV"])}`);
