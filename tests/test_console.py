@@ -72,9 +72,12 @@ def test_refused_writes_say_why_in_bounded_time(client):
     assert "outside the limits" in reply.json()["error"]
     assert time.monotonic() - t0 < 10  # the IOC's answer, not a client timeout
     reply = put(client, "scan:NumVolumes", 3)
-    assert reply.status_code == 409 and "not writable" in reply.json()["error"]
-    reply = put(client, "gating:Enable", "Maybe")
-    assert reply.status_code == 409 and "'Off', 'On'" in reply.json()["error"]
+    assert reply.status_code == 403 and "not writable" in reply.json()["error"]
+    for pv in ("gating:Enable", "laser:Enable"):  # the choices, before the IOC is asked
+        reply = put(client, pv, "Maybe")
+        assert reply.status_code == 400 and "'Off', 'On'" in reply.json()["error"]
+    reply = put(client, "laser:Power", None)
+    assert reply.status_code == 400 and "takes a number" in reply.json()["error"]
     reply = client.post("/api/put", content=b"not json", headers={"X-API-Key": KEY})
     assert reply.status_code == 400 and "JSON" in reply.json()["error"]
 
@@ -104,6 +107,9 @@ def test_the_camera_image_arrives_binned_with_the_requested_contrast(client):
         dark = client.get("/api/image/camera.jpg?low=60000&high=65000")
         assert np.asarray(Image.open(io.BytesIO(dark.content))).max() == 0
         assert client.get("/api/image/camera.jpg?low=5&high=1").status_code == 400
+        # one limit given, the automatic other on its wrong side: refused, not guessed
+        one_sided = client.get("/api/image/camera.jpg?low=&high=-5")
+        assert one_sided.status_code == 400 and "give both" in one_sided.json()["error"]
         stats = client.get("/api/roi/camera?x0=0&y0=0&x1=16&y1=16").json()
         assert stats["pixels"] == 256 and stats["max"] >= stats["mean"] >= stats["min"]
     finally:
@@ -154,6 +160,7 @@ def test_without_an_ioc_the_console_serves_and_refuses_writes_at_once():
     with TestClient(create_app(Console("NOSUCHIOC:", KEY))) as c:
         state = c.get("/api/state").json()
         assert state["connected"] == 0 and "laser:Power" in state["disconnected"]
+        assert state["values"] == {}  # nothing shown as if it were live
         t0 = time.monotonic()
         for pv, value in (("laser:Power", 1.0), ("piezo.STOP", 1)):
             reply = put(c, pv, value)

@@ -124,6 +124,7 @@ def test_an_operator_sees_the_microscope_live_and_drives_it_after_logging_in(
     b.find_element("id", "login-button").click()
     wait_for(lambda: "readonly" not in b.find_element("tag name", "body").get_attribute("class"),
              10, "the login")
+    assert not b.find_element("id", "key").is_displayed()  # the log-in box is gone
     power = 6.5 if abs(caread("laser:Power") - 6.5) > 1e-6 else 7.5
     b.find_element("id", "laser-power").send_keys(str(power))
     b.find_element("css selector", "button[data-put-from='laser-power']").click()
@@ -142,6 +143,13 @@ def test_an_operator_sees_the_microscope_live_and_drives_it_after_logging_in(
             seqs.add(js(b, "return document.getElementById('camera-canvas').dataset.seq"))
             return len(seqs - {None}) >= 3
         wait_for(images_update, 30, "the camera image to update")
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        canvas = b.find_element("id", "camera-canvas")
+        ActionChains(b).move_to_element_with_offset(canvas, -40, -40).click_and_hold() \
+            .move_by_offset(60, 50).release().perform()
+        wait_for(lambda: b.find_element("id", "roi-stats").text.startswith("ROI "), 10,
+                 "the ROI statistics")
         wait_for(lambda: js(b, "return document.getElementById('brightfield-canvas')"
                                ".dataset.seq") is not None, 30, "the brightfield image")
         wait_for(lambda: plotted(b, "phase-plot") > 50, 30, "the phase trace")

@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from beamline_ls.console.bridge import Bridge, PutRefused
+from beamline_ls.console.bridge import BadWrite, Bridge, PutRefused
 from beamline_ls.console.calibration import GALVOS, CalibrationPoints
 from beamline_ls.console.encode import Contrast, EncoderCache, roi_stats
 from beamline_ls.console.pvs import WRITABLE
@@ -205,8 +205,11 @@ def create_app(console: Console) -> Starlette:
         if item is None or (after.isdigit() and item.seq <= int(after)):
             return Response(status_code=204)  # nothing newer than what the page shows
         item = slot.take()
-        enc = await run_in_threadpool(console.encoder.get, source, item.seq, item.image,
-                                      contrast)
+        try:
+            enc = await run_in_threadpool(console.encoder.get, source, item.seq,
+                                          item.image, contrast)
+        except ValueError as exc:  # one manual limit on the wrong side of the other
+            return _error(400, str(exc))
         return Response(enc.data, media_type="image/jpeg", headers={
             "Cache-Control": "no-store", "X-Frame-Seq": str(item.seq),
             "X-Low": f"{enc.low:g}", "X-High": f"{enc.high:g}",
@@ -250,7 +253,9 @@ def create_app(console: Console) -> Starlette:
                 return await handler(request)
             except (ValueError, IndexError, PutRefused) as exc:
                 log.error("console: %s refused: %s", request.url.path, exc)
-                return _error(400 if not isinstance(exc, PutRefused) else 409, str(exc))
+                if isinstance(exc, BadWrite):  # the request itself is wrong
+                    return _error(403 if exc.forbidden else 400, str(exc))
+                return _error(409 if isinstance(exc, PutRefused) else 400, str(exc))
         return guarded
 
     async def put(request: Request) -> Response:

@@ -38,7 +38,17 @@ PUT_TIMEOUT_S = 60.0
 
 
 class PutRefused(Exception):
-    """A write the console or the IOC refused; the message says why."""
+    """A write the IOC refused or could not be asked (not connected, no answer); the
+    message says why."""
+
+
+class BadWrite(PutRefused, ValueError):
+    """A write the console refuses itself: a PV it may not write, a value of the wrong
+    kind. ``forbidden``: the PV is not one the console writes."""
+
+    def __init__(self, message: str, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
 @dataclass(frozen=True)
@@ -219,9 +229,12 @@ class Bridge:
 
     # -- reads and writes (event loop) ---------------------------------------------------
     def snapshot(self) -> dict:
+        """Newest values of the connected PVs (a disconnected PV's last value is not
+        live: it is left out, so the page shows it as unknown)."""
+        connected = dict(self.connected)
         with self._lock:
-            values = dict(self.values)
-        return {"values": values, "connected": dict(self.connected)}
+            values = {k: v for k, v in self.values.items() if connected.get(k, True)}
+        return {"values": values, "connected": connected}
 
     def device_connected(self, short: str) -> bool:
         """Whether the console is connected to the device of ``short`` (its own PV when
@@ -253,22 +266,22 @@ class Bridge:
         from caproto.sync.client import write
 
         if short not in WRITABLE:
-            raise PutRefused(f"{short!r} is not writable from the console")
+            raise BadWrite(f"{short!r} is not writable from the console", forbidden=True)
         if not self.device_connected(short):
             raise PutRefused(f"{self.prefix}{short}: the IOC is not connected")
         enum = self.meta.get(short, {}).get("enum") or []
         kwargs: dict = {}
         if isinstance(value, str):
             if short in self.meta and not enum:
-                raise PutRefused(f"{short} takes a number, got {value!r}")
+                raise BadWrite(f"{short} takes a number, got {value!r}")
             if enum and value not in enum:
-                raise PutRefused(f"{short} takes one of {enum}, got {value!r}")
+                raise BadWrite(f"{short} takes one of {enum}, got {value!r}")
             data: list = [value.encode()]
             kwargs["data_type"] = ChannelType.STRING
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PutRefused(f"{short} takes a number, got {value!r}")
+            raise BadWrite(f"{short} takes a number, got {value!r}")
         elif not math.isfinite(float(value)):
-            raise PutRefused(f"{short} takes a finite number, got {value!r}")
+            raise BadWrite(f"{short} takes a finite number, got {value!r}")
         else:
             data = [value]
         name = self.prefix + short

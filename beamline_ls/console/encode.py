@@ -77,7 +77,11 @@ def limits(image: np.ndarray, contrast: Contrast) -> tuple[float, float]:
         lo = float(p_lo) if lo is None else lo
         hi = float(p_hi) if hi is None else hi
     if hi <= lo:
-        lo, hi = lo - 0.5, lo + 0.5
+        if contrast.low is not None or contrast.high is not None:
+            raise ValueError(
+                f"contrast: black {lo:g} is not below white {hi:g} (one limit given, the "
+                "other automatic): give both limits, or move the one given")
+        lo, hi = lo - 0.5, lo + 0.5  # a flat image: its one value in mid grey
     return lo, hi
 
 

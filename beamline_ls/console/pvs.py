@@ -41,7 +41,8 @@ MONITORED: dict[str, str] = {
     **_motor_pvs(),
     # laser
     **{f"laser:{s}": f"laser:{s}" for s in (
-        "Power", "Power_RBV", "Enable_RBV", "Wavelength_RBV", "MaxPower_RBV", "Message_RBV")},
+        "Power", "Power_RBV", "Enable", "Enable_RBV", "Wavelength_RBV", "MaxPower_RBV",
+        "Message_RBV")},
     # gating
     **{f"gating:{s}": f"gating:{s}" for s in (
         "Enable", "FrameRate", "State_RBV", "Period_RBV", "Phase_RBV", "TargetPhase",

@@ -66,6 +66,11 @@ class RunsPoller:
                 with self._lock:
                     self._runs, self._error, self._updated = runs[::-1], "", time.time()
                 failures = 0
+            except FileNotFoundError as exc:  # a new deployment: no run stored yet
+                with self._lock:
+                    self._error = f"no runs yet ({exc})"[:300]
+                catalog = None
+                failures += 1
             except Exception as exc:  # shown on the page; the console keeps going
                 with self._lock:
                     self._error = f"catalog: {exc}"[:300]

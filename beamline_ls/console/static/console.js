@@ -19,9 +19,13 @@ let roi = null;        // frame pixel box {x0, y0, x1, y1}
 let waveKey = "";      // scan parameters the waveform plot was drawn for
 let wave = null;
 
-function fmt(v, digits = 3) {
-  if (v === null || v === undefined) return "–";
-  if (typeof v === "number") return Number.isInteger(v) ? String(v) : v.toFixed(digits);
+function fmt(v, digits) {
+  // numbers with the digits asked for (whole numbers as they are when none are asked)
+  if (v === null || v === undefined || v === "") return "–";
+  if (typeof v === "number") {
+    if (digits === undefined) return Number.isInteger(v) ? String(v) : v.toFixed(3);
+    return v.toFixed(digits);
+  }
   return String(v);
 }
 function val(name) { return state && state.values ? state.values[name] : undefined; }
@@ -54,6 +58,7 @@ async function login(key) {
     apiKey = key;
     sessionStorage.setItem("beamline-ls-key", key);
     setLoggedIn(true);
+    $("key").value = "";
     message("logged in");
   } else {
     setLoggedIn(false);
@@ -93,7 +98,9 @@ document.addEventListener("click", (ev) => {
   if (!b) return;
   if (b.dataset.put) put(b.dataset.put, parseValue(b.dataset.value));
   if (b.dataset.putFrom) {
-    const text = $(b.dataset.putFrom).value;
+    const input = $(b.dataset.putFrom);
+    const text = input.value;
+    if (input.validity && input.validity.badInput) { message("not a number: " + b.dataset.pv, "error"); return; }
     if (text.trim() === "") { message("enter a value first", "error"); return; }
     put(b.dataset.pv, parseValue(text));
   }
@@ -101,7 +108,7 @@ document.addEventListener("click", (ev) => {
 
 $("login-form").addEventListener("submit", (ev) => { ev.preventDefault(); login($("key").value); });
 $("logout").addEventListener("click", () => {
-  apiKey = ""; sessionStorage.removeItem("beamline-ls-key"); setLoggedIn(false);
+  apiKey = ""; sessionStorage.removeItem("beamline-ls-key"); $("key").value = ""; setLoggedIn(false);
 });
 
 // ---- images ----------------------------------------------------------------------------
@@ -113,7 +120,11 @@ async function fetchImage(source) {
   try {
     const params = new URLSearchParams({ after: String(shownSeq[source]) });
     if (source === "camera" && !$("auto-contrast").checked) {
-      params.set("low", $("low").value); params.set("high", $("high").value);
+      const low = $("low").value, high = $("high").value;
+      if (low === "" && high === "") {
+        setText("limits", "manual contrast: enter black and/or white (numbers); automatic until then");
+      }
+      params.set("low", low); params.set("high", high);
     }
     const r = await fetch(`/api/image/${source}.jpg?${params}`, { cache: "no-store" });
     gotNew[source] = r.status === 200;
@@ -150,33 +161,55 @@ async function fetchImage(source) {
   }
 }
 
-// ROI: drag on the camera image; statistics on the full-resolution frame
+// ROI: drag on the camera image (a box follows the drag); statistics on the
+// full-resolution frame. A drag released anywhere ends; one released off the image
+// clips to it.
 (function roiTool() {
   const canvas = $("camera-canvas");
   let start = null;
+  let current = null;
   function framePoint(ev) {
     const r = canvas.getBoundingClientRect();
     const [w, h] = frameSize.camera;
-    return [Math.round((ev.clientX - r.left) / r.width * w), Math.round((ev.clientY - r.top) / r.height * h)];
+    const fx = Math.min(Math.max((ev.clientX - r.left) / r.width, 0), 1);
+    const fy = Math.min(Math.max((ev.clientY - r.top) / r.height, 0), 1);
+    return [Math.round(fx * w), Math.round(fy * h)];
+  }
+  function box(a, b) {
+    return { x0: Math.min(a[0], b[0]), y0: Math.min(a[1], b[1]),
+             x1: Math.max(a[0], b[0]), y1: Math.max(a[1], b[1]) };
   }
   function drawBox() {
-    const box = $("roi-box");
+    const el = $("roi-box");
+    const shown = current || roi;
     const [w, h] = frameSize.camera;
-    if (!roi || !w) { box.hidden = true; return; }
+    if (!shown || !w) { el.hidden = true; return; }
     const r = canvas.getBoundingClientRect();
-    box.hidden = false;
-    box.style.left = (roi.x0 / w * r.width) + "px"; box.style.top = (roi.y0 / h * r.height) + "px";
-    box.style.width = ((roi.x1 - roi.x0) / w * r.width) + "px";
-    box.style.height = ((roi.y1 - roi.y0) / h * r.height) + "px";
+    el.hidden = false;
+    el.style.left = (shown.x0 / w * r.width) + "px"; el.style.top = (shown.y0 / h * r.height) + "px";
+    el.style.width = ((shown.x1 - shown.x0) / w * r.width) + "px";
+    el.style.height = ((shown.y1 - shown.y0) / h * r.height) + "px";
   }
-  canvas.addEventListener("mousedown", (ev) => { start = framePoint(ev); });
-  canvas.addEventListener("mouseup", (ev) => {
+  canvas.addEventListener("mousedown", (ev) => {
+    if (!frameSize.camera[0]) return;
+    ev.preventDefault();
+    start = framePoint(ev);
+  });
+  document.addEventListener("mousemove", (ev) => {
     if (!start) return;
-    const end = framePoint(ev);
-    roi = { x0: Math.min(start[0], end[0]), y0: Math.min(start[1], end[1]),
-            x1: Math.max(start[0], end[0]), y1: Math.max(start[1], end[1]) };
-    if (roi.x1 - roi.x0 < 2 || roi.y1 - roi.y0 < 2) { roi = null; setText("roi-stats", "ROI cleared"); }
-    start = null; drawBox(); updateRoi();
+    current = box(start, framePoint(ev));
+    drawBox();
+  });
+  document.addEventListener("mouseup", (ev) => {
+    if (!start) return;
+    const next = box(start, framePoint(ev));
+    start = null; current = null;
+    if (next.x1 - next.x0 < 2 || next.y1 - next.y0 < 2) {
+      roi = null; setText("roi-stats", "ROI cleared (drag on the image to measure one)");
+    } else {
+      roi = next;
+    }
+    drawBox(); updateRoi();
   });
   window.drawRoiBox = drawBox;
 })();
@@ -288,12 +321,14 @@ function drawCalibration() {
     setText("cal-fit", `${cal.why}. Now ${cur}`);
   }
   const z = cal.points.map((p) => p.z);
-  const traces = ["galvo1", "galvo2"].map((g) => ({ x: z, y: cal.points.map((p) => p[g]), mode: "markers", name: g }));
+  const colour = { galvo1: "#1f77b4", galvo2: "#ff7f0e" };
+  const traces = ["galvo1", "galvo2"].map((g) => ({ x: z, y: cal.points.map((p) => p[g]), mode: "markers",
+    name: g, marker: { color: colour[g] } }));
   if (cal.fit && z.length) {
     const zs = [Math.min(...z), Math.max(...z)];
     for (const g of ["galvo1", "galvo2"]) {
       traces.push({ x: zs, y: zs.map((v) => cal.fit[g].offset + cal.fit[g].slope * v), mode: "lines",
-        name: g + " fit", line: { dash: "dash" } });
+        name: g + " fit", line: { dash: "dash", color: colour[g] } });
     }
   }
   Plotly.react("cal-plot", traces, { margin, xaxis: { title: { text: "piezo (µm)" } },
@@ -312,7 +347,9 @@ document.addEventListener("click", async (ev) => {
     put(m + ".VAL", pos + Number(sign) * step);
   }
   if (b.dataset.move) {
-    const text = $("to-" + b.dataset.move.replace(":", "-")).value;
+    const input = $("to-" + b.dataset.move.replace(":", "-"));
+    if (input.validity && input.validity.badInput) { message("not a number: " + b.dataset.move, "error"); return; }
+    const text = input.value;
     if (text.trim() === "") { message("enter a position first", "error"); return; }
     put(b.dataset.move + ".VAL", Number(text));
   }
@@ -354,6 +391,7 @@ function updatePanels() {
   const total = state.connected + state.disconnected.length;
   link.textContent = state.disconnected.length ? `${state.connected}/${total} PVs` : "IOC connected";
   link.className = state.connected === 0 ? "bad" : "ok";
+  document.body.classList.toggle("offline", state.connected === 0);
   setText("browsers", String(state.console.browsers));
   const cam = state.images.camera;
   setText("shape", cam.width ? `${cam.width} x ${cam.height}` : "–");
@@ -392,7 +430,7 @@ function updatePanels() {
     const id = m.replace(":", "-");
     const pos = v[m + ".RBV"];
     $("row-" + id).hidden = pos === undefined;
-    setText("pos-" + id, fmt(pos, 3));
+    setText("pos-" + id, fmt(pos, 3));  // always 3 decimals: columns line up
     setText("egu-" + id, fmt(v[m + ".EGU"] ?? ""));
     setText("mov-" + id, v[m + ".DMOV"] === 0 ? "moving" : "");
     const cal = $("cal-pos-" + m);
