@@ -186,6 +186,9 @@ def test_the_calibration_survives_an_ioc_restart(microscope):
     y.move(400.0, wait=True, timeout=30)
     y.set_current_position(10.0)
     ca.caput(f"{PREFIX}stage:Y.HLM", 500.0, wait=True, timeout=10)
+    # the galvo calibration (operator's console or a plan) is kept the same way
+    ca.caput(f"{PREFIX}scan:Galvo1Offset", -0.09, wait=True, timeout=10)
+    ca.caput(f"{PREFIX}scan:Galvo2Slope", 0.0123, wait=True, timeout=10)
     y.destroy()
     ioc.stop()
     ioc.start()
@@ -197,3 +200,6 @@ def test_the_calibration_survives_an_ioc_restart(microscope):
     # the restarted simulator's stage is back at dial 0, which reads -390
     assert ca.caget(f"{PREFIX}stage:Y.RBV", use_monitor=False) == pytest.approx(-390.0)
     assert (data / "autosave" / "stage-y.json").exists()
+    assert ca.caget(f"{PREFIX}scan:Galvo1Offset", use_monitor=False) == pytest.approx(-0.09)
+    assert ca.caget(f"{PREFIX}scan:Galvo2Slope", use_monitor=False) == pytest.approx(0.0123)
+    assert ca.caget(f"{PREFIX}scan:Galvo1Slope", use_monitor=False) == pytest.approx(0.02)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from beamline_ls.iocs.autosave import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,7 @@ class MotorCalibration:
     # ---------------------------------------------------------------- autosave
     def save(self, path: Path) -> None:
         """Write the calibration atomically (temporary name, fsync, rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fields = {k: v for k, v in asdict(self).items() if k != "travel"}
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                     | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(fields, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json_atomic(path, {k: v for k, v in asdict(self).items() if k != "travel"})
 
     @classmethod
     def load(cls, path: Path, travel: tuple[float, float]) -> MotorCalibration:

@@ -22,12 +22,15 @@ the pause. This is what a RunEngine pause (one Ctrl-C) does to a volumetric scan
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 
 from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from beamline_ls.hardware.scanboard import ScanBoardDriver
+from beamline_ls.iocs.autosave import write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
 
@@ -36,9 +39,19 @@ log = logging.getLogger(__name__)
 Z_LIMITS = dict(lower_ctrl_limit=PIEZO_TRAVEL_UM[0], upper_ctrl_limit=PIEZO_TRAVEL_UM[1])
 
 
-def _float(name, value, units, lo, hi, precision=3, doc=""):
+def _float(name, value, units, lo, hi, precision=3, doc="", put=None):
     return pvproperty(name=name, value=value, units=units, precision=precision,
-                      lower_ctrl_limit=lo, upper_ctrl_limit=hi, doc=doc)
+                      lower_ctrl_limit=lo, upper_ctrl_limit=hi, doc=doc, put=put)
+
+
+async def _remember(group: ScanBoardGroup, instance, value):
+    """Putter of the calibration PVs: accept the value, then save every one of them."""
+    await group.remember(instance.pvname[len(group.prefix):], value)
+    return value
+
+
+#: calibration PVs the IOC keeps across restarts (``autosave_dir/scanboard.json``)
+AUTOSAVED = ("Galvo1Offset", "Galvo1Slope", "Galvo2Offset", "Galvo2Slope", "PiezoLag")
 
 
 class ScanBoardGroup(PVGroup):
@@ -54,11 +67,11 @@ class ScanBoardGroup(PVGroup):
     exposure = _float("ExposureTime", 0.004, "s", 1e-5, 10.0, precision=6)
     sample_rate = _float("SampleRate", 20_000.0, "Hz", 1_000.0, 2_000_000.0, precision=0)
     piezo_lag = _float("PiezoLag", 0.008, "s", 0.0, 0.1, precision=5,
-                       doc="feed-forward lead of the piezo command")
-    galvo1_offset = _float("Galvo1Offset", 0.0, "V", -10.0, 10.0, precision=5)
-    galvo1_slope = _float("Galvo1Slope", 0.02, "V/um", -1.0, 1.0, precision=6)
-    galvo2_offset = _float("Galvo2Offset", 0.0, "V", -10.0, 10.0, precision=5)
-    galvo2_slope = _float("Galvo2Slope", 0.02, "V/um", -1.0, 1.0, precision=6)
+                       doc="feed-forward lead of the piezo command", put=_remember)
+    galvo1_offset = _float("Galvo1Offset", 0.0, "V", -10.0, 10.0, precision=5, put=_remember)
+    galvo1_slope = _float("Galvo1Slope", 0.02, "V/um", -1.0, 1.0, precision=6, put=_remember)
+    galvo2_offset = _float("Galvo2Offset", 0.0, "V", -10.0, 10.0, precision=5, put=_remember)
+    galvo2_slope = _float("Galvo2Slope", 0.02, "V/um", -1.0, 1.0, precision=6, put=_remember)
     num_volumes = pvproperty(name="NumVolumes", value=1, lower_ctrl_limit=0,
                              upper_ctrl_limit=10_000_000, doc="0 = until stopped")
     prepare = pvproperty(name="Prepare", value=0,
@@ -89,9 +102,12 @@ class ScanBoardGroup(PVGroup):
     POLL_RUNNING_S = 0.005
     POLL_IDLE_S = 0.02
 
-    def __init__(self, *args, driver: ScanBoardDriver, **kwargs):
+    def __init__(self, *args, driver: ScanBoardDriver, autosave: Path | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
+        self.autosave = autosave
+        self._restoring = False
         self._worker = DeviceWorker("scanboard")
         self._preparing: asyncio.Task | None = None
         self._volume_base = 0  # volumes done before the latest resume
@@ -236,8 +252,47 @@ class ScanBoardGroup(PVGroup):
         await self.message.write(f"resumed at volume {done + 1} of {total or 'continuous'}")
         return 0
 
+    async def remember(self, name: str, value: float) -> None:
+        """Save the calibration PVs with ``name`` at its new ``value`` (a failure to
+        save is logged; the value is in use either way)."""
+        if self.autosave is None or self._restoring:
+            return
+        values = {n: float(self.pvdb[self.prefix + n].value) for n in AUTOSAVED}
+        values[name] = float(value)
+        try:
+            await asyncio.to_thread(write_json_atomic, self.autosave, values)
+        except OSError as exc:
+            log.error("scan board: could not save the calibration to %s: %s",
+                      self.autosave, exc)
+
+    async def _restore(self) -> None:
+        """The calibration saved before the last restart, value by value (one the
+        limits now refuse is skipped, with a warning)."""
+        if self.autosave is None:
+            return
+        try:
+            saved = json.loads(self.autosave.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the saved scan board calibration %s (%s)", self.autosave, exc)
+            return
+        self._restoring = True
+        try:
+            for name in AUTOSAVED:
+                if name in saved:
+                    try:
+                        await self.pvdb[self.prefix + name].write(float(saved[name]))
+                    except Exception as exc:  # out of today's limits, not a number
+                        log.warning("scan board: saved %s = %r not restored: %s", name,
+                                    saved[name], exc)
+        finally:
+            self._restoring = False
+        log.info("scan board calibration restored from %s", self.autosave)
+
     @running.startup
     async def running(self, instance, async_lib):
+        await self._restore()
         await self.flyback_settle.write(self.driver.flyback_settle_s)
         config = getattr(self.driver, "config", None)  # a real board's own sample rates
         if config is not None and getattr(config, "sample_rate_hz", None):

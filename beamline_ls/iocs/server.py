@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
     """One PVGroup per device; PV names are ``settings.prefix`` + the group's suffixes.
     Frames go under ``settings.frames_dir``, copies of closed files to ``mirror_dir``
-    or a client's ``HDF1:MirrorPath`` within ``allowed_mirror_roots``; motor
-    calibrations are kept under ``autosave_dir``."""
+    or a client's ``HDF1:MirrorPath`` within ``allowed_mirror_roots``; motor and
+    galvo calibrations are kept under ``autosave_dir``."""
     prefix, data_root = settings.prefix, settings.frames_dir
     gating = drivers.gating
-    scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard)
+    scan = ScanBoardGroup(prefix=f"{prefix}scan:", driver=drivers.scanboard,
+                          autosave=settings.autosave_dir / "scanboard.json")
     camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
                          annotate=gating.annotate if gating else None,
                          mirror_root=settings.mirror_dir,
