@@ -24,7 +24,7 @@ MONITORED: dict[str, str] = {
         "NumImages_RBV", "NumImagesCounter_RBV", "ArraySizeX_RBV", "ArraySizeY_RBV",
         "BinX_RBV", "StatusMessage_RBV", "TemperatureActual", "Model_RBV",
         "TriggersMissed_RBV", "BackgroundValid_RBV", "BackgroundFrames_RBV",
-        "BackgroundLevel_RBV", "BackgroundEnable")},
+        "BackgroundLevel_RBV", "BackgroundEnable", "ReadoutTime_RBV")},
     **{f"image1:{s}": f"image1:{s}" for s in (
         "ArraySize0_RBV", "ArraySize1_RBV", "UniqueId_RBV", "DroppedArrays_RBV")},
     **{f"HDF1:{s}": f"HDF1:{s}" for s in (

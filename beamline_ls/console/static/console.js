@@ -403,8 +403,11 @@ function updatePanels() {
   const acquiring = v["cam1:DetectorState_RBV"] === "Acquire";
   if (v["scan:Running_RBV"] === 1 && v["scan:Mode"] === "Volumetric" && wave && !wave.error) {
     expected = wave.expected_frame_rate;
-  } else if (acquiring && v["cam1:TriggerMode_RBV"] === "Internal" && v["cam1:AcquirePeriod_RBV"] > 0) {
-    expected = 1 / v["cam1:AcquirePeriod_RBV"];
+  } else if (acquiring && v["cam1:TriggerMode_RBV"] === "Internal") {
+    // internal trigger: the period asked for, or (0) as fast as exposure and readout allow
+    const period = v["cam1:AcquirePeriod_RBV"] > 0 ? v["cam1:AcquirePeriod_RBV"]
+      : (v["cam1:AcquireTime_RBV"] || 0) + (v["cam1:ReadoutTime_RBV"] || 0);
+    if (period > 0) expected = 1 / period;
   }
   setText("rate", fmt(rate, 1));
   setText("rate-expected", expected ? expected.toFixed(1) : "–");
