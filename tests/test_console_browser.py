@@ -130,6 +130,8 @@ def test_an_operator_sees_the_microscope_live_and_drives_it_after_logging_in(
     b.find_element("css selector", "button[data-put-from='laser-power']").click()
     wait_for(lambda: abs(caread("laser:Power_RBV") - power) < 1e-6, 10,
              "the laser power set from the page")
+    period = caread("cam1:AcquirePeriod")
+    caput("cam1:AcquirePeriod", 0.05)  # a 20 Hz preview, as an operator would watch
     try:
         b.find_element("css selector", "button[data-put='gating:Enable'][data-value='On']").click()
         b.find_element("css selector", "button[data-put='cam1:CameraMode'][data-value='Preview']"
@@ -164,6 +166,7 @@ def test_an_operator_sees_the_microscope_live_and_drives_it_after_logging_in(
     finally:
         caput("cam1:CameraMode", "Paused")
         caput("gating:Enable", "Off")
+        caput("cam1:AcquirePeriod", period)
     assert errors(b) == []
 
 

@@ -59,7 +59,7 @@ class QueuePoller:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(2)  # a daemon that only reads: not worth a wait
         if self._api is not None:
             self._api.close()
 

@@ -53,7 +53,7 @@ class RunsPoller:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(2)  # a daemon that only reads: not worth a wait
 
     def _loop(self) -> None:
         catalog = None
