@@ -78,6 +78,8 @@ class PacedSource(FrameSource):
     exposure, then makes and delivers it, stamped with its start time."""
 
     exposure_s: float = 0.001
+    #: frames a camera holds for the host (pylon's default MaxNumBuffer is 10)
+    BUFFER_FRAMES = 10
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -109,10 +111,11 @@ class PacedSource(FrameSource):
         self._thread = None
 
     def _run(self, fps: float, sink: FrameSink) -> None:
-        """Frames at t0 + k / fps. A thread that fell more than a frame behind (a
-        starved CPU) goes on with the newest frame whose exposure has ended, as a
-        camera overwrites what nobody read: the skipped numbers are lost frames, never
-        old frames delivered late (a decision from them would come too late)."""
+        """Frames at t0 + k / fps. Like a camera with ``BUFFER_FRAMES`` buffers: a
+        thread that falls behind (a busy host) delivers the waiting frames late but
+        complete; once more than ``BUFFER_FRAMES`` wait (a starved CPU), it goes on
+        with the newest frame whose exposure has ended and the skipped numbers are
+        lost frames, so frames are never delivered ever later."""
         t0 = self.clock.now() + 0.01
         k = 0
         try:
@@ -121,7 +124,7 @@ class PacedSource(FrameSource):
                 if not self.clock.sleep_until(t + self.exposure_s, self._stop):
                     break
                 newest = int((self.clock.now() - self.exposure_s - t0) * fps)
-                if newest > k + 1:
+                if newest - k >= self.BUFFER_FRAMES:
                     self._lost += newest - k
                     k = newest
                     t = t0 + k / fps
