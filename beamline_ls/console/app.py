@@ -113,7 +113,8 @@ class Console:
             "calibration": self.calibration.snapshot(), "runs": self.runs.snapshot(),
             "queue": self.queue.snapshot(),
             "console": {"browsers": self.browsers, "encodes": self.encoder.encodes,
-                    "watching_camera": b.watching_camera},
+                    "watching_camera": b.watching_camera,
+                    "malformed_frames": b.malformed_frames},
         }
         text = json.dumps(state, default=_json_default)
         self._state = (now, text)

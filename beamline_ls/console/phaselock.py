@@ -113,11 +113,6 @@ class PhaseLockTrace:
                 "phase": [_finite(p, 4) for _, p in frames],
                 "triggers": triggers}
 
-    def clear(self) -> None:
-        with self._lock:
-            self._frames.clear()
-            self._triggers.clear()
-
 
 def _finite(x: float, digits: int = 4) -> float | None:
     return round(x, digits) if math.isfinite(x) else None
