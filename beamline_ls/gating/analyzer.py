@@ -149,6 +149,8 @@ class GatingAnalyzer:
         self._refine_at = math.inf  # when to fold the beats seen under this lock
         self._fold_buf: deque[tuple[np.ndarray, float]] = deque()  # binned frames, times
         self._fold: Future | None = None  # folding of the current reference, running
+        #: the first fold of the current reference: later folds keep its phase origin
+        self._anchor: Reference | None = None
         self._target_pending = False  # default target waits for the first fold
 
     # ----------------------------------------------------------------- public API
@@ -297,8 +299,10 @@ class GatingAnalyzer:
         times = np.array([t for _, t in buf])
         drift = (self.estimator.dy, self.estimator.dx) if self.estimator is not None \
             and self.estimator.ref.ref_id == work.ref_id else (0, 0)
+        anchor = self._anchor if self._anchor is not None \
+            and self._anchor.ref_id == work.ref_id else None
         self._fold = self.executor.submit(_fold_job, work, frames, times, drift,
-                                          self.cfg.max_drift)
+                                          self.cfg.max_drift, anchor)
         return self._take_fold()
 
     def _take_fold(self) -> PhaseEstimator | None:
@@ -328,6 +332,8 @@ class GatingAnalyzer:
         fold averages the frames where they are now: its drift starts at zero."""
         self._work = better.ref
         self.estimator = better
+        if self._anchor is None or self._anchor.ref_id != better.ref.ref_id:
+            self._anchor = better.ref
         self._settle_target(better)
         self._max_step = float(better.step_costs().max())
         logger.debug("reference %d folded over the recent beats", better.ref.ref_id)
@@ -491,8 +497,9 @@ class GatingAnalyzer:
 
 
 def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
-              drift: tuple[int, int], max_drift: int) -> PhaseEstimator | None:
-    """Fold the frames (as matched: binned) into ``work`` and build the estimator that
-    matches against the fold (executor job)."""
-    folded = fold_reference(work, np.stack(frames), times, drift=drift)
+              drift: tuple[int, int], max_drift: int, anchor: Reference | None
+              ) -> PhaseEstimator | None:
+    """Fold the frames (as matched: binned) into ``work``, on ``anchor``'s phase origin
+    when given, and build the estimator that matches against the fold (executor job)."""
+    folded = fold_reference(work, np.stack(frames), times, drift=drift, anchor=anchor)
     return None if folded is None else PhaseEstimator(folded, max_drift)
