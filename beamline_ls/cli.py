@@ -92,10 +92,10 @@ def _cmd_concurrence(args: argparse.Namespace) -> int:
 
 def _cmd_queue(args: argparse.Namespace) -> int:
     import os
-    import signal
 
     from beamline_ls.config import load_settings
     from beamline_ls.queue import QueueConfig, QueueError, QueueServer
+    from beamline_ls.signals import stop_on_sigterm
 
     settings = load_settings(args.config, data_dir=args.data_dir, prefix=args.prefix)
     config = QueueConfig(data_dir=settings.data_dir, prefix=settings.prefix, host=args.host,
@@ -109,10 +109,7 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     if key_given:
         config.api_key = key_given
 
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    stop_on_sigterm()
     server = QueueServer(config)
     try:
         server.start()

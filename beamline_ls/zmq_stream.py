@@ -16,6 +16,7 @@ import logging
 import sys
 
 from beamline_ls import log as bls_log
+from beamline_ls.signals import stop_on_sigterm
 
 logger = logging.getLogger("beamline_ls.zmq_stream")
 
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     bls_log.success(logger, "0MQ document proxy: sessions publish to %s, consumers "
                     "subscribe to %s", proxy.in_port, proxy.out_port)
+    stop_on_sigterm()
     try:
         proxy.start()
     except KeyboardInterrupt:

@@ -56,8 +56,10 @@ def proxy():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.1)
     yield ports
-    proc.send_signal(signal.SIGINT)
-    proc.wait(30)
+    # SIGTERM, as a service manager stops it (a SIGINT would be ignored when the
+    # tests themselves run in a script's background, which inherits SIGINT ignored)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
 
 
 def test_the_proxy_listens_on_loopback_only(proxy):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 
@@ -29,6 +28,7 @@ from beamline_ls.iocs.laser import LaserGroup
 from beamline_ls.iocs.motor import MotorGroup
 from beamline_ls.iocs.scanboard import ScanBoardGroup
 from beamline_ls.log import success
+from beamline_ls.signals import stop_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +153,7 @@ def serve(settings: Settings) -> None:
     pvdb = build_pvdb(groups)
     access.apply(pvdb, prefix)
     interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
-    # SIGTERM -> KeyboardInterrupt so caproto's run() unwinds cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop_on_sigterm()  # caproto's run() unwinds cleanly
     success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
             len(pvdb), prefix, interfaces, os.environ.get("EPICS_CA_SERVER_PORT", "5064"),
             data_root)
