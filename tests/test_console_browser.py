@@ -167,7 +167,8 @@ def test_an_operator_sees_the_microscope_live_and_drives_it_after_logging_in(
         caput("cam1:CameraMode", "Paused")
         caput("gating:Enable", "Off")
         caput("cam1:AcquirePeriod", period)
-    assert errors(b) == []
+    # the page's message box names the write and the IOC's reason for any refusal
+    assert errors(b) == [], b.find_element("id", "messages").text
 
 
 def test_three_browsers_watching_change_nothing_in_a_volumetric_scan(
