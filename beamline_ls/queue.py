@@ -305,8 +305,14 @@ class QueueServer:
                                 len(api.plans_allowed()["plans_allowed"]),
                                 len(api.devices_allowed()["devices_allowed"]))
                     return
+                tail = _tail(manager.log_file, 30)
+                hint = ""
+                if "Failed to connect to all signals" in tail:
+                    hint = (f"\nNo IOC answers for prefix {self.config.prefix!r}: start it "
+                            f"first (beamline-ls ioc --prefix {self.config.prefix} "
+                            f"--data-dir {self.config.data_dir}), then the queue.")
                 raise QueueError("the profile failed to load in the RE worker; the end of "
-                                 f"{manager.log_file}:\n{_tail(manager.log_file, 30)}")
+                                 f"{manager.log_file}:\n{tail}{hint}")
             time.sleep(0.5)
         raise QueueError(f"the RE environment did not open in "
                          f"{self.config.environment_timeout:.0f} s; see {manager.log_file}")

@@ -228,3 +228,20 @@ def test_an_api_key_the_http_server_would_refuse_is_refused_first(tmp_path):
     with pytest.raises(QueueError, match="letters and digits only"):
         server.start()
     assert server.children == []
+
+
+def test_without_an_ioc_the_queue_says_to_start_it_and_leaves_nothing_running(
+        epics, tmp_path):
+    ports = {"http": free_port(), "control": free_port(), "info": free_port(),
+             "redis": free_port()}
+    cmd = [sys.executable, "-m", "beamline_ls.cli", "queue", "--prefix", "NOIOC:",
+           "--data-dir", str(tmp_path), "--api-key", KEY, "--port", str(ports["http"]),
+           "--zmq-control-port", str(ports["control"]),
+           "--zmq-info-port", str(ports["info"]), "--redis-port", str(ports["redis"])]
+    done = subprocess.run(cmd, env={**os.environ, **epics.env()}, capture_output=True,
+                          text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert f"start it first (beamline-ls ioc --prefix NOIOC: --data-dir {tmp_path})" in out
+    for part in ("http", "control", "info", "redis"):
+        assert not _listening(ports[part]), f"{part} port still open after the failure"
