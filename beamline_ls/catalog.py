@@ -81,8 +81,9 @@ def open_catalog(
         Create an empty catalog if none exists (the session does this; data users get
         a clear error instead of an empty new catalog at a mistyped path).
     lazy:
-        Arrays read as dask arrays (``.read()`` returns at once; chunks are fetched
-        when computed), for data larger than memory or for dask pipelines.
+        Arrays read as dask arrays (``.read()`` returns at once; chunks of whole
+        volumes, or blocks of frames, of at most 16 MiB are fetched when computed), for
+        data larger than memory or for dask pipelines.
 
     Examples
     --------
@@ -98,10 +99,7 @@ def open_catalog(
         _quiet_imports()
         from tiled.client import from_uri
 
-        from beamline_ls.tiled_compat import structure_clients
-
-        return from_uri(uri, api_key=api_key,
-                        structure_clients=structure_clients("dask" if lazy else "numpy"))
+        return from_uri(uri, api_key=api_key, structure_clients=catalog_clients(lazy))
     return open_embedded_catalog(settings or load_settings(data_dir=data_dir), create,
                                  lazy=lazy)[0]
 
@@ -128,10 +126,27 @@ def open_embedded_catalog(settings: Settings, create: bool = False,
             # event loop of the first context: a second context on it fails, so every
             # catalog of this process on that database shares the first one
             _SHARED_CONTEXTS[key] = (context, tree)
+    return from_context(context, structure_clients=catalog_clients(lazy)), tree
+
+
+def catalog_clients(lazy: bool) -> Any:
+    """The structure clients of a catalog: numpy arrays, or dask arrays in chunks of
+    whole volumes (or blocks of frames) with ``lazy``."""
     from beamline_ls.tiled_compat import structure_clients
 
-    return from_context(context, structure_clients=structure_clients(
-        "dask" if lazy else "numpy")), tree
+    if not lazy:
+        return structure_clients("numpy")
+    from beamline_ls.lazy_arrays import ChunkedDaskArrayClient
+
+    clients = structure_clients("dask")
+    if isinstance(clients, str):  # tiled's own map copies cleanly: copy it
+        import copy
+
+        from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
+
+        clients = copy.copy(DEFAULT_STRUCTURE_CLIENT_DISPATCH["dask"])
+    clients.set("array", lambda: ChunkedDaskArrayClient)
+    return clients
 
 
 _SHARED_CONTEXTS: dict[tuple, tuple[Any, Any]] = {}
