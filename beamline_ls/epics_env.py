@@ -42,6 +42,18 @@ def free_port() -> int:
             continue
 
 
+def udp_port_taken(port: int) -> bool:
+    """True when a socket of this host is bound to UDP ``port`` (a CA repeater).
+
+    Read from the kernel's table (Linux ``/proc/net/udp``) rather than by binding the
+    port to see whether that fails: such a probe, at the moment the repeater starts,
+    made the repeater find its port taken and leave.
+    """
+    with open("/proc/net/udp") as table:
+        next(table)  # header
+        return any(int(line.split()[1].rsplit(":", 1)[1], 16) == port for line in table)
+
+
 @dataclass
 class LoopbackEpics:
     """Ports and environment of an isolated loopback Channel Access 'network'."""
@@ -74,8 +86,10 @@ class LoopbackEpics:
         """Set the environment in this process (before importing ophyd)."""
         os.environ.update(self.env())
 
-    def start_repeater(self, log_file: Path | None = None) -> None:
-        """Run our own CA repeater so client libraries do not spawn a daemon."""
+    def start_repeater(self, log_file: Path | None = None, timeout: float = 10.0) -> None:
+        """Run our own CA repeater so client libraries do not spawn a daemon; return
+        once it holds its port, so that an IOC started next finds it there (and does
+        not run one of its own that would end with it)."""
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         self._repeater = subprocess.Popen(
             [sys.executable, "-m", "beamline_ls.ca_repeater"],  # loopback only
@@ -83,6 +97,14 @@ class LoopbackEpics:
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
         )
         atexit.register(self.stop)  # never leave it behind, even on an error path
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._repeater.poll() is None:
+            if udp_port_taken(self.repeater_port):
+                return
+            time.sleep(0.05)
+        if self._repeater.poll() is None:
+            raise RuntimeError(f"the CA repeater did not bind 127.0.0.1:{self.repeater_port} "
+                               f"in {timeout:.0f} s")
 
     def stop(self) -> None:
         if self._repeater is not None:

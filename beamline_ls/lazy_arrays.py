@@ -55,6 +55,13 @@ class ChunkedDaskArrayClient(DaskArrayClient):
         split_second = len(shape) >= 4 and row_bytes > CHUNK_BYTES
         inner = (_groups(declared[1], math.prod(shape[2:]) * itemsize) if split_second
                  else [(0, shape[1])])
+        biggest = max(b - a for a, b in outer) * (
+            max(b - a for a, b in inner) * math.prod(shape[2:]) * itemsize if split_second
+            else row_bytes)
+        if biggest >= self.RESPONSE_BYTESIZE_LIMIT:
+            # a declared chunk over tiled's response limit: tiled splits it itself, and
+            # its split arrays of one node share a name, so they cannot be combined
+            return super().read()
         parent = super()
         rows = [dask.array.concatenate(
                     [parent.read(NDSlice(builtins.slice(a0, b0), builtins.slice(a1, b1)))

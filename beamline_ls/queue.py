@@ -308,9 +308,10 @@ class QueueServer:
                 tail = _tail(manager.log_file, 30)
                 hint = ""
                 if "Failed to connect to all signals" in tail:
-                    hint = (f"\nNo IOC answers for prefix {self.config.prefix!r}: start it "
-                            f"first (beamline-ls ioc --prefix {self.config.prefix} "
-                            f"--data-dir {self.config.data_dir}), then the queue.")
+                    hint = (f"\nPVs of prefix {self.config.prefix!r} did not answer: is "
+                            "the IOC running? If not, start it first (beamline-ls ioc "
+                            f"--prefix {self.config.prefix} --data-dir "
+                            f"{self.config.data_dir}), then the queue.")
                 raise QueueError("the profile failed to load in the RE worker; the end of "
                                  f"{manager.log_file}:\n{tail}{hint}")
             time.sleep(0.5)

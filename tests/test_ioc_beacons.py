@@ -3,10 +3,9 @@ its beacons are delivered, not logged as an error with a traceback every few sec
 
 from __future__ import annotations
 
-import socket
 import time
 
-from beamline_ls.epics_env import IocProcess, LoopbackEpics
+from beamline_ls.epics_env import IocProcess, LoopbackEpics, udp_port_taken
 
 
 def test_a_lone_ioc_beacons_to_a_repeater_of_its_own(tmp_path):
@@ -17,15 +16,20 @@ def test_a_lone_ioc_beacons_to_a_repeater_of_its_own(tmp_path):
         time.sleep(3.0)
         log = (tmp_path / "ioc.log").read_text()
         assert "Failed to send beacon" not in log, log[-2000:]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", alone.repeater_port))
-                bound_by_other = False
-            except OSError:
-                bound_by_other = True
-        assert bound_by_other, "no repeater listens on the IOC's beacon port"
+        assert udp_port_taken(alone.repeater_port), "no repeater on the IOC's beacon port"
     finally:
         ioc.stop()
-    # the repeater ended with the IOC: the port is free again
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", alone.repeater_port))
+    assert not udp_port_taken(alone.repeater_port)  # it ended with the IOC
+
+
+def test_an_ioc_leaves_a_running_repeater_alone(tmp_path):
+    network = LoopbackEpics()
+    network.start_repeater()  # returns once it holds the port
+    try:
+        ioc = IocProcess(network, "SHARED:", tmp_path, tmp_path / "ioc.log").start(timeout=60)
+        ioc.stop()
+        # the host's repeater outlives the IOC, for the clients registered with it
+        assert network._repeater.poll() is None
+        assert udp_port_taken(network.repeater_port)
+    finally:
+        network.stop()

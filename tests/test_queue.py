@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import wait_for
+from conftest import ROI, wait_for
 
 from beamline_ls.epics_env import IocProcess, free_port
 from beamline_ls.queue import (
@@ -45,6 +45,12 @@ def queue(epics, tmp_path_factory):
     data = tmp_path_factory.mktemp("queue")
     ioc_epics = epics.for_server(epics.extra_server_ports[0])
     ioc = IocProcess(ioc_epics, PREFIX, data, data / "ioc.log").start()
+    # the IOC starts at full frame (2048 x 2048): the simulator cannot render that at
+    # the scan's rate on a 2-core machine, and the queue is what is tested here
+    from caproto.sync.client import write
+
+    for axis in ("X", "Y"):
+        write(f"{PREFIX}cam1:Size{axis}", ROI, notify=True, timeout=10)
     ports = {"http": free_port(), "control": free_port(), "info": free_port(),
              "redis": free_port()}
     log = data / "queue.out"

@@ -138,10 +138,10 @@ def serve(settings: Settings) -> None:
     """Run the IOC of ``settings`` (prefix, hardware, data directories) until
     SIGINT/SIGTERM."""
     loopback_server_env()
-    if os.environ["EPICS_CAS_BEACON_ADDR_LIST"].split() == ["127.0.0.1"]:
-        from beamline_ls.ca_repeater import start_in_thread
+    from beamline_ls import ca_repeater
 
-        start_in_thread()  # beacons to loopback need a repeater there
+    if ca_repeater.beacons_need_one():
+        ca_repeater.start_in_thread()  # unless one runs: beacons need a repeater
     # Multi-threaded BLAS spins against the camera, writer and CA threads on a small
     # machine; single-threaded matmuls of simulated frames were measured 3.5x faster.
     threadpool_limits(1)
