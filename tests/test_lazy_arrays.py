@@ -38,3 +38,13 @@ def test_chunks_follow_the_bound_and_the_servers_chunks(served, monkeypatch, bou
     assert np.array_equal(lazy.compute(), VOLUMES)
     assert np.array_equal(lazy[4, 1].compute(), VOLUMES[4, 1])
     assert np.array_equal(served.read(slice=(3, slice(1, 3))).compute(), VOLUMES[3, 1:3])
+
+
+def test_declared_chunks_over_the_response_limit_read_right(served, monkeypatch):
+    # tiled splits such a chunk itself; its pieces cannot be combined with others, so
+    # the whole array is left to tiled's own read (values must still be the run's)
+    monkeypatch.setattr(lazy_arrays, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(lazy_arrays.ChunkedDaskArrayClient, "RESPONSE_BYTESIZE_LIMIT", 8192)
+    lazy = served.read()
+    assert np.array_equal(lazy.compute(), VOLUMES)
+    assert np.array_equal(lazy[5, 3].compute(), VOLUMES[5, 3])
