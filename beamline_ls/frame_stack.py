@@ -44,7 +44,6 @@ class FrameStack:
             with h5open(path, dataset, **open_kwargs) as ds:
                 shapes.append(tuple(ds.shape))
                 dtypes.append(ds.dtype)
-        self.file_shapes = shapes
         self.dtype = dtypes[0]
         self.frame_shape = shapes[0][1:] if shapes[0] else ()
         self.offsets = np.cumsum([0] + [s[0] if s else 0 for s in shapes])
@@ -68,10 +67,9 @@ class FrameStack:
         grid = np.arange(math.prod(self.lead_shape)).reshape(self.lead_shape)
         frames = np.asarray(grid[tuple(key[:n_lead])])
         frame_key = tuple(key[n_lead:])
-        flat = frames.ravel()
-        wanted, where = np.unique(flat, return_inverse=True)
-        parts = [self._read_frames(wanted, frame_key)] if wanted.size else []
-        block = parts[0] if parts else self._empty(frame_key)
+        wanted, where = np.unique(frames.ravel(), return_inverse=True)
+        block = (self._read_frames(wanted, frame_key) if wanted.size
+                 else self._empty(frame_key))
         return block[where].reshape(frames.shape + block.shape[1:])
 
     def _empty(self, frame_key: tuple) -> np.ndarray:
