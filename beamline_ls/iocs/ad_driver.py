@@ -472,6 +472,10 @@ class DriverGroup(PortGroup):
                 self.background = None
                 await self.background_valid.write(0)
         await self._refresh_preview()
+        # whether the camera still runs is read before its frame count: a camera that
+        # stopped has its final count, so the acquisition ends with every frame counted
+        # (read the other way round, the last frame could land in between: 29 of 30)
+        running = self.driver.running
         frames = self.driver.frames_acquired
         if self.acquiring:
             await write_if_changed(self.num_images_counter, frames)
@@ -485,7 +489,7 @@ class DriverGroup(PortGroup):
             if abs(rate - self.array_rate.value) > 0.01:
                 await self.array_rate.write(rate)
         await write_if_changed(self.triggers_missed, self.driver.triggers_missed)
-        if not self.driver.running and self.acquiring:
+        if not running and self.acquiring:
             failure = self.driver.failure
             if failure:
                 log.error("camera failed after %d frames: %s", frames, failure)
