@@ -50,14 +50,12 @@ class ChunkedDaskArrayClient(DaskArrayClient):
         itemsize = self.dtype.itemsize
         # split the first axis; split the second too (planes of a volume) when one
         # index of the first axis is already over the bound
-        row_bytes = math.prod(shape[1:]) * itemsize
-        outer = _groups(declared[0], row_bytes)
-        split_second = len(shape) >= 4 and row_bytes > CHUNK_BYTES
-        inner = (_groups(declared[1], math.prod(shape[2:]) * itemsize) if split_second
-                 else [(0, shape[1])])
-        biggest = max(b - a for a, b in outer) * (
-            max(b - a for a, b in inner) * math.prod(shape[2:]) * itemsize if split_second
-            else row_bytes)
+        plane_bytes = math.prod(shape[2:]) * itemsize
+        outer = _groups(declared[0], shape[1] * plane_bytes)
+        split_second = len(shape) >= 4 and shape[1] * plane_bytes > CHUNK_BYTES
+        inner = _groups(declared[1], plane_bytes) if split_second else [(0, shape[1])]
+        biggest = (max(b - a for a, b in outer) * max(b - a for a, b in inner)
+                   * plane_bytes)
         if biggest >= self.RESPONSE_BYTESIZE_LIMIT:
             # a declared chunk over tiled's response limit: tiled splits it itself, and
             # its split arrays of one node share a name, so they cannot be combined
