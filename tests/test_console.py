@@ -21,11 +21,12 @@ def caget(suffix: str):
 @pytest.fixture(scope="module")
 def client(ioc):
     from beamline_ls.console.app import Console, create_app
+    from beamline_ls.console.pvs import MONITORED
 
     console = Console(PREFIX, KEY)
     with TestClient(create_app(console)) as c:
-        wait_for(lambda: c.get("/api/state").json()["connected"] > 100, 30,
-                 "the console's PVs to connect")
+        wait_for(lambda: set(MONITORED) <= set(c.get("/api/state").json()["values"]),
+                 30, "a value of every PV the console watches")
         c.console = console
         yield c
 

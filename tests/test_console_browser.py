@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from conftest import EPICS, PREFIX, wait_for
 
+from beamline_ls.console.pvs import MONITORED
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 KEY = "browser-test-key"
@@ -59,7 +61,7 @@ def console_url(scope, data_dir):  # scope: the session camera at its test ROI
     try:
         def up() -> bool:
             try:
-                return state(url)["connected"] > 100
+                return set(MONITORED) <= set(state(url)["values"])
             except OSError:
                 assert proc.poll() is None, "the console exited; see console.log"
                 return False
