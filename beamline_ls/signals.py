@@ -8,6 +8,7 @@ script inherits SIGINT *ignored*, so Ctrl-C-style stopping cannot reach it at al
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 
@@ -18,3 +19,20 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def stop_on_sigterm() -> None:
     """Make SIGTERM raise KeyboardInterrupt in the main thread (call it from there)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def cancel_on_stop_signals(task: asyncio.Task) -> None:
+    """Make SIGTERM and SIGINT cancel ``task``, the main task of a running event loop.
+
+    Why not `stop_on_sigterm` there: a KeyboardInterrupt raised wherever the main
+    thread happens to be lands inside whichever coroutine step is running. In a
+    caproto server that is often a client's circuit handler, which turns it into the
+    end of that one circuit and serves on; the IOC then ignores the signal until it
+    is killed, and its drivers are never closed. Cancelling the main task goes
+    through the server's own shutdown instead. A SIGINT the process inherited as
+    ignored (started in the background of a script) stays ignored.
+    """
+    loop = task.get_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        loop.add_signal_handler(signal.SIGINT, task.cancel)

@@ -28,7 +28,7 @@ from beamline_ls.iocs.laser import LaserGroup
 from beamline_ls.iocs.motor import MotorGroup
 from beamline_ls.iocs.scanboard import ScanBoardGroup
 from beamline_ls.log import success
-from beamline_ls.signals import stop_on_sigterm
+from beamline_ls.signals import cancel_on_stop_signals, stop_on_sigterm
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,18 @@ class NoDelayContext(AsyncioContext):
 
 
 def run(pvdb: dict, interfaces: list[str]) -> None:
-    """Serve ``pvdb`` until interrupted (caproto's ``run`` with :class:`NoDelayContext`)."""
+    """Serve ``pvdb`` until SIGTERM or SIGINT (caproto's ``run`` with
+    :class:`NoDelayContext`); either goes through the server's own shutdown."""
 
     async def main() -> None:
-        await NoDelayContext(pvdb, interfaces).run(log_pv_names=False)
+        context = NoDelayContext(pvdb, interfaces)
+        cancel_on_stop_signals(asyncio.current_task())
+        await context.run(log_pv_names=False)  # returns after its shutdown when cancelled
 
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # stopped before the server ran
 
 
 #: Batching window of caproto's monitor updates (its default: 10 ms).
@@ -157,7 +160,7 @@ def serve(settings: Settings) -> None:
     pvdb = build_pvdb(groups)
     access.apply(pvdb, prefix)
     interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
-    stop_on_sigterm()  # caproto's run() unwinds cleanly
+    stop_on_sigterm()  # until the event loop runs and takes both signals over
     success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
             len(pvdb), prefix, interfaces, os.environ.get("EPICS_CA_SERVER_PORT", "5064"),
             data_root)
