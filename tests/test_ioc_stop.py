@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from conftest import wait_for
+
 from beamline_ls.epics_env import IocProcess, LoopbackEpics
 
 
@@ -33,10 +35,9 @@ def test_sigterm_during_client_traffic_stops_the_ioc_cleanly(tmp_path, monkeypat
     try:
         for c in clients:
             c.start()
-        wanted = 30
-        while reads[0] < wanted and ioc.proc.poll() is None:
-            done.wait(0.05)
-        assert reads[0] >= wanted, "the clients never got an answer"
+        wait_for(lambda: reads[0] >= 30 or ioc.proc.poll() is not None, 30,
+                 "the clients' reads")
+        assert ioc.proc.poll() is None, "the IOC exited by itself"
         ioc.proc.send_signal(signal.SIGTERM)
         code = ioc.proc.wait(timeout=8)  # IocProcess.stop would kill after 10 s
         log = (tmp_path / "ioc.log").read_text()
