@@ -113,3 +113,30 @@ def test_loss_of_lock_when_heart_disappears():
     assert i_lost < 480 + 80  # detected within 1 s
     assert all(d.fire_time is None for d in r.decisions[i_lost:])
     assert all(s == "lost" for s in states[i_lost:])
+
+
+def test_a_lock_that_yields_no_trigger_is_dropped_and_taken_again():
+    """A lock taken on a stretch the later beats do not match (a faint heart at 40 fps,
+    whose first references phased part of the cycle ~1 rad off) can still produce a
+    usable fit now and then, so the prediction never stalls; it stayed locked for the
+    whole 40 s with one trigger. Locked on one reference, the longest time without a
+    trigger is bounded by the guard, and the relock brings the triggers back."""
+    from beamline_ls.gating.corpus import hearts, run_case
+
+    case = {c.name: c for c in hearts()}["low-contrast"]
+    cfg = GatingConfig()
+    r = run_case(case, 40.0, 1, 20.0, cfg, keep_decisions=True)
+    ds = r.decisions
+    losses = [d for d in ds if d.reason == "lock lost"]
+    assert losses, "the lock that never triggered was kept"
+    longest = 0.0
+    for i, d in enumerate(ds):
+        if d.state != "locked":
+            continue
+        since = [e.timestamp for e in ds[:i + 1]
+                 if e.reference_id == d.reference_id and (e.fire_time is not None
+                                                          or e.reason.startswith("new"))]
+        if since:
+            longest = max(longest, (d.timestamp - since[-1]) / d.period_s)
+    assert longest <= cfg.loss_periods_without_trigger + 0.5, longest
+    assert r.score.beats >= 0.6, r.score  # the beats after a relock get their triggers

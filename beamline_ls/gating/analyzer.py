@@ -74,6 +74,10 @@ class GatingConfig:
     use_barrier: bool = False
     loss_step_factor: float = 3.0  # no match: cost > this x (largest reference step + noise)
     loss_periods_without_prediction: float = 3.0
+    #: locked, but no trigger for this many periods: the reference does not fit (a lock
+    #: taken on an odd stretch can yield a usable fit now and then, which keeps the
+    #: prediction clock alive, and no trigger for the rest of the run)
+    loss_periods_without_trigger: float = 4.0
     refresh_every_triggers: int | None = None  # new reference every N triggers
     fold_beats: float = 16.0  # the matched reference averages up to this many beats
     fold_max_frames: int = 240  # ... and at most this many frames
@@ -141,6 +145,7 @@ class GatingAnalyzer:
         self._baseline_cost = math.nan  # running typical cost of matched frames
         self._n_bad = 0
         self._t_last_prediction = math.nan
+        self._t_last_trigger = math.nan
         self.references: list[Reference] = []
         self.loss: tuple[float, str] | None = None  # time and cause of the latest loss
         self.hindsight = Hindsight()  # the analyzer's own view of its trigger errors
@@ -228,6 +233,7 @@ class GatingAnalyzer:
         gap = self.finder.gap_before(t_mid)
         if gap > 0:
             self._t_last_prediction += gap - self.finder.frame_interval()
+            self._t_last_trigger += gap - self.finder.frame_interval()
             logger.debug("frames missing: %.3f s since the previous frame", gap)
         return gap
 
@@ -281,6 +287,7 @@ class GatingAnalyzer:
         self._baseline_cost = math.nan
         self._n_bad = 0
         self._t_last_prediction = ref.t_created
+        self._t_last_trigger = ref.t_created
         self._prefill()
         logger.info("reference %d adopted: period %.3f frames = %.4f s, target %.3f rad",
                     ref.ref_id, ref.period, ref.period_s, self.target_phase)
@@ -420,10 +427,14 @@ class GatingAnalyzer:
             self._baseline_cost = res.cost if base != base else 0.95 * base + 0.05 * res.cost
         stalled = (t - self._t_last_prediction
                    > self.cfg.loss_periods_without_prediction * ref.period_s)
-        if self._n_bad > max(3, ref.period / 2) or stalled:
+        idle = t - self._t_last_trigger > self.cfg.loss_periods_without_trigger * ref.period_s
+        if self._n_bad > max(3, ref.period / 2) or stalled or idle:
             if stalled:
                 why = (f"heartbeat stopped or unreadable: no usable phase advance for "
                        f"{self.cfg.loss_periods_without_prediction:g} periods")
+            elif idle:
+                why = (f"no trigger for {self.cfg.loss_periods_without_trigger:g} periods: "
+                       f"the frames' phases do not fit a steady beat on this reference")
             else:
                 why = f"frames stopped matching the reference ({self._n_bad} in a row)"
             self.loss = (t, why)
@@ -442,7 +453,7 @@ class GatingAnalyzer:
         assert ref is not None
         now = frame.timestamp
         if self._target_pending:  # locked, not stalled: the fold is on its way
-            self._t_last_prediction = now + 0.5 * frame.exposure
+            self._t_last_prediction = self._t_last_trigger = now + 0.5 * frame.exposure
             return self._decision(frame, res, u, reason="placing the target on the "
                                   "folded reference")
         pred = self.predictor.predict(self.history, ref.period_s, now, self.target_phase,
@@ -465,7 +476,7 @@ class GatingAnalyzer:
             return self._decision(frame, res, u, pred=pred.t_target, reason="waiting",
                                   rate=pred.rate)
         self._last_fire_cycle = pred.cycle
-        self._last_fire_time = fire
+        self._last_fire_time = self._t_last_trigger = fire
         self.n_triggers += 1
         self._triggers_since_ref += 1
         n = self.cfg.refresh_every_triggers
