@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heartbeats", default=None,
                     help="folder of recorded heartbeats (default ../shared/data/heartbeats)")
     ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    ap.add_argument("--speed-frames", type=int, default=600)
+    ap.add_argument("--speed-frames", type=_frame_count, default=600,
+                    help="frames per size for the per-frame cost table (0: no table)")
     ap.add_argument("--markdown", default=None, help="write the tables to this file")
     a = ap.parse_args(argv)
     try:
@@ -141,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{seed}: SD {sc.sd_rad:.3f} rad, beats {sc.beats * 100:.1f} %, "
                   f"{sc.n_triggers} triggers", file=sys.stderr, flush=True)
     lines = table(results, a.seconds)
-    spd = speed(a.speed_frames)
-    lines += ["", "| frame size | p50 per frame | p99 per frame | p99 while locked | goal p99 |",
-              "|---|---|---|---|---|"]
+    spd = speed(a.speed_frames) if a.speed_frames else []
+    if spd:
+        lines += ["", "| frame size | p50 per frame | p99 per frame | p99 while locked | "
+                  "goal p99 |", "|---|---|---|---|---|"]
     goals = {128: "< 1 ms", 512: "< 5 ms"}
     for r in spd:
         lines.append(f"| {r['size']}x{r['size']} | {r['p50']:.3f} ms | {r['p99']:.3f} ms | "
@@ -156,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.markdown:
         Path(a.markdown).write_text(text)
     return 0
+
+
+def _frame_count(text: str) -> int:
+    """argparse type: a whole number of frames, 0 or more."""
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
+    return n
 
 
 def table(results: dict[tuple[str, str, float], list[tuple[Score, float, int]]],
@@ -177,9 +187,14 @@ def table(results: dict[tuple[str, str, float], list[tuple[Score, float, int]]],
                          f"{false} false triggers |")
             continue
         sds = [s.sd_rad for s in scores]
-        ratio = [s.est_err_rad / s.sd_rad for s in scores if s.sd_rad > 0]
+        ratio = [s.est_err_rad / s.sd_rad for s in scores if s.sd_rad > 0] or [math.nan]
+        sd_text = f"{max(sds):.3f} ({np.mean(sds):.3f})"
+        if any(math.isnan(x) for x in sds):  # too few triggers for an SD: say so
+            known = [x for x in sds if not math.isnan(x)]
+            sd_text = (f"{max(known):.3f} ({np.mean(known):.3f}) " if known else "") + \
+                f"+ {len(sds) - len(known)} seed(s) with < 2 triggers"
         lines.append(
-            f"| {name} | {fps:g} | {max(sds):.3f} ({np.nanmean(sds):.3f}) | "
+            f"| {name} | {fps:g} | {sd_text} | "
             f"{min(ratio):.2f}-{max(ratio):.2f} | {min(s.beats for s in scores) * 100:.1f} % | "
             f"{max(s.duplicates for s in scores)} | {sum(s.early for s in scores)} | "
             f"{max(s.t_lock_s for s in scores):.2f} | {p99:.2f} | "
