@@ -4,6 +4,9 @@ Why: service managers (systemd, a facility's start scripts, the tests) stop a co
 with SIGTERM, whose default ends Python at once, without the ``finally`` blocks that
 close sockets and child processes. And a command started in the background of a
 script inherits SIGINT *ignored*, so Ctrl-C-style stopping cannot reach it at all.
+A command that runs an asyncio event loop (the IOC) has the loop cancel its main task
+instead (`cancel_on_stop_signals`): an exception raised at an arbitrary point lands in
+whichever coroutine happens to run.
 """
 
 from __future__ import annotations
