@@ -15,7 +15,9 @@ Progress goes to stderr, one line per run; ``--jobs`` runs that many in parallel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import multiprocessing
 import os
 import platform
 import sys
@@ -113,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="", help="only these cases (comma separated)")
     ap.add_argument("--heartbeats", default=None,
                     help="folder of recorded heartbeats (default ../shared/data/heartbeats)")
-    ap.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    ap.add_argument("--speed-frames", type=_frame_count, default=600,
+    ap.add_argument("--jobs", type=_non_negative, default=max(1, min(2, os.cpu_count() or 1)),
+                    help="worker processes (0 or 1: in this process)")
+    ap.add_argument("--speed-frames", type=_non_negative, default=600,
                     help="frames per size for the per-frame cost table (0: no table)")
     ap.add_argument("--markdown", default=None, help="write the tables to this file")
     a = ap.parse_args(argv)
@@ -135,8 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             for s in range(a.seeds)]
     t0 = time.time()
     results: dict[tuple[str, str, float], list[tuple[Score, float, int]]] = defaultdict(list)
-    with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        for i, (name, kind, fps, seed, sc, p99, false) in enumerate(pool.map(_run, jobs), 1):
+    with contextlib.ExitStack() as stack:
+        if a.jobs > 1:  # worker processes started afresh: forking a threaded caller
+            # (a test session with CA clients) can copy a held lock into the child
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")))
+            outcomes = pool.map(_run, jobs)
+        else:
+            outcomes = map(_run, jobs)
+        for i, (name, kind, fps, seed, sc, p99, false) in enumerate(outcomes, 1):
             results[(name, kind, fps)].append((sc, p99, false))
             print(f"[{i}/{len(jobs)} {time.time() - t0:5.0f} s] {name} {fps:g} fps seed "
                   f"{seed}: SD {sc.sd_rad:.3f} rad, beats {sc.beats * 100:.1f} %, "
@@ -160,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _frame_count(text: str) -> int:
-    """argparse type: a whole number of frames, 0 or more."""
+def _non_negative(text: str) -> int:
+    """argparse type: a whole number, 0 or more."""
     n = int(text)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {n}")
