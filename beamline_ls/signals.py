@@ -12,7 +12,9 @@ whichever coroutine happens to run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Iterator
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -24,18 +26,36 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
-def cancel_on_stop_signals(task: asyncio.Task) -> None:
-    """Make SIGTERM and SIGINT cancel ``task``, the main task of a running event loop.
+@contextlib.contextmanager
+def cancel_on_stop_signals(task: asyncio.Task) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT cancel ``task``, the main task of the running
+    event loop; a second signal raises KeyboardInterrupt out of the loop (a shutdown
+    that hangs can still be ended). On the way out `stop_on_sigterm` holds again, for
+    the event loop's own cleanup and whatever the caller closes after it.
 
-    Why not `stop_on_sigterm` there: a KeyboardInterrupt raised wherever the main
-    thread happens to be lands inside whichever coroutine step is running. In a
-    caproto server that is often a client's circuit handler, which turns it into the
-    end of that one circuit and serves on; the IOC then ignores the signal until it
-    is killed, and its drivers are never closed. Cancelling the main task goes
-    through the server's own shutdown instead. A SIGINT the process inherited as
-    ignored (started in the background of a script) stays ignored.
+    Why not `stop_on_sigterm` while the loop runs: a KeyboardInterrupt raised wherever
+    the main thread happens to be lands inside whichever coroutine step is running. In
+    a caproto server that is often a client's circuit handler, which turns it into the
+    end of that one circuit and serves on; the IOC then ignores the signal until it is
+    killed, and its drivers are never closed. Cancelling the main task goes through
+    the server's own shutdown instead. A SIGINT the process inherited as ignored
+    (started in the background of a script) stays ignored.
     """
     loop = task.get_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def stop() -> None:
+        if task.done() or task.cancelling():
+            raise KeyboardInterrupt  # out of the loop: the caller's finally runs
+        task.cancel()
+
+    signals = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        signals.append(signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        stop_on_sigterm()

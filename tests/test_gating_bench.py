@@ -32,3 +32,12 @@ def test_no_speed_table_with_zero_frames_and_a_negative_count_is_refused(capsys)
         bench.main(["--speed-frames", "-1"])
     assert exc.value.code == 2
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_a_seed_that_never_locked_is_named_in_the_lock_column():
+    never = Score(n_frames=1600, n_triggers=0, sd_rad=math.nan, beats=0.0, n_beats=96,
+                  duplicates=0, early=0, panic=0, t_lock_s=math.nan, est_err_rad=math.nan,
+                  locked_phase=math.nan)
+    rows = [(_score(0.03, 1.0, 100), 1.0, 0), (never, 1.0, 0)]
+    line = bench.table({("faint", "procedural", 40.0): rows}, 40.0)[-1]
+    assert "| never in 1 seed(s) |" in line and "lock > 3 s" in line, line

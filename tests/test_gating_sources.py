@@ -157,11 +157,13 @@ def test_pylon_emulator_playing_a_recorded_heart_gates_on_its_true_phase(heart_v
     # this test's truth. Measured here as the scatter of the arrival times about a
     # steady frame rate over the triggering, they widen the bound: once for the
     # frames the prediction is made from, once for the frame the truth is read from.
-    fired = [r.fired_at for r in system.last_records(10_000) if r.status == "accepted"]
+    # Capped at 0.2 rad: a host that busy no longer tests the gating.
+    fired = [r.fired_at for r in system.last_records(10_000)
+             if r.status == "accepted" and math.isfinite(r.fired_at)]
     jitter_s = _arrival_scatter(tap, min(fired), max(fired))
     period_s = float(st.period_s)
     timing = 2 * math.pi * jitter_s / period_s
-    bound = math.sqrt(0.1 ** 2 + 2 * timing ** 2)
+    bound = min(math.sqrt(0.1 ** 2 + 2 * timing ** 2), 0.2)
     print(f"true-phase SD at the triggers: {_circ_sd(true):.3f} rad over {len(true)}; "
           f"arrival scatter {jitter_s * 1e3:.2f} ms = {timing:.3f} rad; bound {bound:.3f}")
     assert _circ_sd(true) < bound, (true, jitter_s)

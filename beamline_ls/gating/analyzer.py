@@ -206,6 +206,10 @@ class GatingAnalyzer:
             if done is not None:
                 self._awaiting = False
                 self._adopt(done.reference, done.target_phase)
+                # adopted when the worker's alignment is done, maybe periods after the
+                # reference's last frame: the loss clocks start now, not back then
+                self._t_last_prediction = max(self._t_last_prediction, t_mid)
+                self._t_last_trigger = max(self._t_last_trigger, t_mid)
                 return self._decision(frame, reason="aligned reference; frame discarded")
         if self.state != LOCKED:
             return self._decision(frame, reason="no stable period yet")

@@ -170,6 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _worst_lock(scores: list[Score]) -> str:
+    """The slowest time to lock, or how many seeds never locked."""
+    never = sum(1 for s in scores if math.isnan(s.t_lock_s))
+    if never:
+        return f"never in {never} seed(s)"
+    return f"{max(s.t_lock_s for s in scores):.2f}"
+
+
 def _non_negative(text: str) -> int:
     """argparse type: a whole number, 0 or more."""
     n = int(text)
@@ -207,6 +215,6 @@ def table(results: dict[tuple[str, str, float], list[tuple[Score, float, int]]],
             f"| {name} | {fps:g} | {sd_text} | "
             f"{min(ratio):.2f}-{max(ratio):.2f} | {min(s.beats for s in scores) * 100:.1f} % | "
             f"{max(s.duplicates for s in scores)} | {sum(s.early for s in scores)} | "
-            f"{max(s.t_lock_s for s in scores):.2f} | {p99:.2f} | "
+            f"{_worst_lock(scores)} | {p99:.2f} | "
             f"{'yes' if not miss else 'NO: ' + ', '.join(miss)} |")
     return lines

@@ -104,8 +104,8 @@ def run(pvdb: dict, interfaces: list[str]) -> None:
 
     async def main() -> None:
         context = NoDelayContext(pvdb, interfaces)
-        cancel_on_stop_signals(asyncio.current_task())
-        await context.run(log_pv_names=False)  # returns after its shutdown when cancelled
+        with cancel_on_stop_signals(asyncio.current_task()):
+            await context.run(log_pv_names=False)  # returns after its shutdown if cancelled
 
     try:
         asyncio.run(main())
@@ -155,16 +155,17 @@ def serve(settings: Settings) -> None:
     settings.ensure_dirs()
     prefix, data_root = settings.prefix, settings.frames_dir
     access = AccessPolicy.from_config(settings.access)  # a bad table fails before any port opens
-    drivers = build_drivers(settings.hardware)
-    groups = build_groups(settings, drivers)
-    pvdb = build_pvdb(groups)
-    access.apply(pvdb, prefix)
-    interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
     stop_on_sigterm()  # until the event loop runs and takes both signals over
-    success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
-            len(pvdb), prefix, interfaces, os.environ.get("EPICS_CA_SERVER_PORT", "5064"),
-            data_root)
+    drivers = build_drivers(settings.hardware)
+    groups: list[PVGroup] = []
     try:
+        groups = build_groups(settings, drivers)
+        pvdb = build_pvdb(groups)
+        access.apply(pvdb, prefix)
+        interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
+        success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
+                len(pvdb), prefix, interfaces,
+                os.environ.get("EPICS_CA_SERVER_PORT", "5064"), data_root)
         run(pvdb, interfaces)
     except KeyboardInterrupt:
         pass
