@@ -157,7 +157,7 @@ def test_pylon_emulator_playing_a_recorded_heart_gates_on_its_true_phase(heart_v
     # this test's truth. Measured here as the scatter of the arrival times about a
     # steady frame rate over the triggering, they widen the bound: once for the
     # frames the prediction is made from, once for the frame the truth is read from.
-    # Capped at 0.2 rad: a host that busy no longer tests the gating.
+    # Capped at 0.2 rad, so that no amount of load hides a gating gone wrong.
     fired = [r.fired_at for r in system.last_records(10_000)
              if r.status == "accepted" and math.isfinite(r.fired_at)]
     jitter_s = _arrival_scatter(tap, min(fired), max(fired))
