@@ -130,13 +130,11 @@ def test_a_lock_that_yields_no_trigger_is_dropped_and_taken_again():
     losses = [d for d in ds if d.reason == "lock lost"]
     assert losses, "the lock that never triggered was kept"
     longest = 0.0
-    for i, d in enumerate(ds):
-        if d.state != "locked":
-            continue
-        since = [e.timestamp for e in ds[:i + 1]
-                 if e.reference_id == d.reference_id and (e.fire_time is not None
-                                                          or e.reason.startswith("new"))]
-        if since:
-            longest = max(longest, (d.timestamp - since[-1]) / d.period_s)
+    last: dict[int, float] = {}  # per reference: its adoption or its latest trigger
+    for d in ds:
+        if d.fire_time is not None or d.reason.startswith("new"):
+            last[d.reference_id] = d.timestamp
+        if d.state == "locked" and d.reference_id in last:
+            longest = max(longest, (d.timestamp - last[d.reference_id]) / d.period_s)
     assert longest <= cfg.loss_periods_without_trigger + 0.5, longest
     assert r.score.beats >= 0.6, r.score  # the beats after a relock get their triggers

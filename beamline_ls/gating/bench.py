@@ -206,13 +206,12 @@ def table(results: dict[tuple[str, str, float], list[tuple[Score, float, int]]],
             continue
         sds = [s.sd_rad for s in scores]
         ratio = [s.est_err_rad / s.sd_rad for s in scores if s.sd_rad > 0] or [math.nan]
-        sd_text = f"{max(sds):.3f} ({np.mean(sds):.3f})"
-        if any(math.isnan(x) for x in sds):  # too few triggers for an SD: say so
-            known = [x for x in sds if not math.isnan(x)]
-            sd_text = (f"{max(known):.3f} ({np.mean(known):.3f}) " if known else "") + \
-                f"+ {len(sds) - len(known)} seed(s) with < 2 triggers"
+        known = [x for x in sds if not math.isnan(x)]  # NaN: too few triggers for an SD
+        sd_text = f"{max(known):.3f} ({np.mean(known):.3f})" if known else ""
+        if len(known) < len(sds):
+            sd_text += f" + {len(sds) - len(known)} seed(s) with < 2 triggers"
         lines.append(
-            f"| {name} | {fps:g} | {sd_text} | "
+            f"| {name} | {fps:g} | {sd_text.strip()} | "
             f"{min(ratio):.2f}-{max(ratio):.2f} | {min(s.beats for s in scores) * 100:.1f} % | "
             f"{max(s.duplicates for s in scores)} | {sum(s.early for s in scores)} | "
             f"{_worst_lock(scores)} | {p99:.2f} | "
