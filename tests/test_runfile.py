@@ -466,6 +466,28 @@ def test_a_run_file_copied_alone_is_refused_naming_its_missing_frame_files(volum
     assert alone.read_bytes() == before  # refused before changing anything
 
 
+def test_plain_h5py_shows_a_run_file_without_its_frame_files_as_unmistakably_missing(
+        volumetric, tmp_path):
+    """HDF5 itself cannot fail on a missing source file, so what plain h5py (and h5web,
+    silx) read there must not look like frames: white, not black, and said so."""
+    _, _, path = volumetric
+    alone = tmp_path / "mailed" / path.name
+    alone.parent.mkdir()
+    shutil.copy2(path, alone)
+    with h5py.File(path, "r") as f:  # in its data folder, for comparison
+        real = f["streams/primary/data/camera_image"][0]
+    with h5py.File(alone, "r") as f:
+        image = f["streams/primary/data/camera_image"]
+        read = image[0]
+        note = image.attrs["missing_frames_read_as"]
+        nx_signal = f["entry/data/camera_image"][0]
+    top = np.iinfo(read.dtype).max
+    assert (real < top).any()
+    assert (read == top).all(), "a missing frame file must not read as plausible frames"
+    assert (nx_signal == top).all()  # the NeXus view NeXus readers plot, likewise
+    assert str(top) in note and "missing" in note
+
+
 def test_export_embed_writes_a_file_that_carries_its_frames(volumetric, session, tmp_path):
     from silx.io.nxdata import get_default
 
@@ -490,5 +512,6 @@ def test_export_embed_writes_a_file_that_carries_its_frames(volumetric, session,
         for m in META:
             assert np.array_equal(data[f"camera_{m}"][()], expected[f"camera_{m}"]), m
         assert data["camera_image"].fletcher32
+        assert "missing_frames_read_as" not in data["camera_image"].attrs
         nx = get_default(f)
         assert nx.is_valid and nx.signal.shape == expected["camera_image"].shape

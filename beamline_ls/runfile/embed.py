@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from beamline_ls.runfile.links import MISSING_ATTR
 from beamline_ls.runfile.verify import virtual_sources
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def _embed_one(f: h5py.File, name: str,
                             fletcher32=chunks is not None,
                             fillvalue=virtual.fillvalue)
     for key, value in virtual.attrs.items():
-        real.attrs[key] = value
+        if key != MISSING_ATTR:  # the frames are inside now: nothing can be missing
+            real.attrs[key] = value
     n = shape[0] if shape else 0
     for at in range(0, n, step):
         real[at:at + step] = virtual[at:at + step]

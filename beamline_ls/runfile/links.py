@@ -6,8 +6,16 @@ virtual dataset that concatenates those ranges, resource after resource, so a re
 sees exactly the frames the catalog sees, as (frames, y, x) or (volumes, planes, y, x),
 without a byte copied. Source files are named by paths RELATIVE to the run file's
 directory: HDF5 resolves them from there, so a data folder moved or copied as a whole
-keeps working. (Caveat of virtual datasets: a missing source file reads as the fill
-value, not as an error; the ``file`` attribute of ``external/<key>`` names it.)
+keeps working.
+
+Caveat of virtual datasets: HDF5 reads a missing source file as the dataset's fill
+value, with no error, and no HDF5 setting makes it fail. So the fill value is one no
+camera delivers as a whole frame: the largest value of an unsigned type (a saturated
+frame), the smallest of a signed one, NaN for floats. A run file copied without its
+frame files then shows white frames in h5web or silx, not plausible black ones, and
+the attribute ``MISSING_ATTR`` of every linked dataset says what that value means;
+the ``file`` attribute of ``external/<key>`` names the frame file.
+``runfile.open_run_file`` refuses such a file outright.
 """
 
 from __future__ import annotations
@@ -95,9 +103,25 @@ def write_virtual(group: h5py.Group, name: str, resources: list[SourceResource],
             at += stop - start
     if name in group:
         del group[name]
-    return group.create_virtual_dataset(name, layout, fillvalue=_fill(dtype))
+    fill = missing_value(dtype)
+    dataset = group.create_virtual_dataset(name, layout, fillvalue=fill)
+    dataset.attrs[MISSING_ATTR] = (
+        f"{fill} here means the frame file this range is read from is missing "
+        "(see external/<key>.attrs['file'])")
+    return dataset
 
 
-def _fill(dtype: np.dtype):
+#: attribute of a linked dataset: what its fill value means
+MISSING_ATTR = "missing_frames_read_as"
+
+
+def missing_value(dtype: np.dtype) -> int | float:
+    """What a linked dataset of ``dtype`` reads where its frame file is missing."""
     dtype = np.dtype(dtype)
-    return -1 if dtype.kind in "if" else 0
+    if dtype.kind == "f":
+        return float("nan")
+    if dtype.kind == "u":
+        return int(np.iinfo(dtype).max)
+    if dtype.kind == "i":
+        return int(np.iinfo(dtype).min)
+    return 0
