@@ -1,7 +1,8 @@
 """Run files whose frames are all there: a checked opener and a self-contained copy.
 
 HDF5 reads a virtual dataset whose source file is missing as fill values, without an
-error, so a run file mailed alone shows zero frames in h5py, h5web or MATLAB.
+error, so a run file mailed alone shows saturated frames (the fill value, see
+``links.missing_value``) in h5py, h5web or MATLAB.
 :func:`open_run_file` refuses such a file naming the missing frame files;
 :func:`embed_frames` (``beamline-ls export RUN --to F.h5 --embed``) turns every virtual
 dataset into a real one, so the file carries its frames and needs nothing beside it.

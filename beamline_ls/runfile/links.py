@@ -13,7 +13,8 @@ value, with no error, and no HDF5 setting makes it fail. So the fill value is on
 camera delivers as a whole frame: the largest value of an unsigned type (a saturated
 frame), the smallest of a signed one, NaN for floats. A run file copied without its
 frame files then shows white frames in h5web or silx, not plausible black ones, and
-the attribute ``MISSING_ATTR`` of every linked dataset says what that value means;
+the attribute ``missing_frames_read_as`` (``MISSING_ATTR``) of every linked dataset
+says what that value means;
 the ``file`` attribute of ``external/<key>`` names the frame file.
 ``runfile.open_run_file`` refuses such a file outright.
 """
