@@ -139,8 +139,14 @@ def make_session(
     RE = RunEngine({}, call_returns_result=True, scan_id_source=md.next_scan_id)
     RE.md = md
     RE.md.setdefault("beamline_id", "beamline-ls")
-    writer = TiledWriter(catalog)
-    # Catalog writes (~0.5 s for a run's final flush) must not hold up the RunEngine.
+    # batch_size=1: each document reaches the catalog as it is emitted, so a scan's
+    # frames are registered at every collect (about twice a second). Other hosts then
+    # read a running scan from the catalog, and a RunEngine process that dies mid-run
+    # leaves every frame collected so far in it. bluesky-tiled-plugins' default
+    # (10000) kept them all until the stop document: nothing while the run went, and
+    # nothing at all for a run whose process died.
+    writer = TiledWriter(catalog, batch_size=1)
+    # Catalog writes (~25 ms a request) must not hold up the RunEngine.
     feed = BackgroundCallback(writer)
     RE.subscribe(feed)
     run_writer = run_feed = None

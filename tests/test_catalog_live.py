@@ -1,0 +1,73 @@
+"""The catalog holds a scan's frames while it runs, and keeps them when the process that
+runs it dies: other hosts watch a long scan from the catalog, and a crashed RunEngine
+loses nothing it had collected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import h5py
+import numpy as np
+from bluesky_tiled_plugins.queries import Key
+from conftest import wait_for
+
+VOLUMES = 200  # 40 s at 5 volumes/s
+# the RunEngine's process: a volumetric scan long enough to be killed in the middle
+RUNNER = """
+import sys
+from beamline_ls.config import load_settings
+from beamline_ls.session import make_session
+from devices import connect_microscope
+from plans import volumetric_scan
+
+data_dir, prefix, tag = sys.argv[1:4]  # and the number of volumes
+scope = connect_microscope(prefix)
+scope.camera.set_centered_roi(128)
+session = make_session(load_settings(data_dir=data_dir, prefix=prefix), progress_bar=False)
+session.RE(volumetric_scan(scope.camera, scope.scanboard, int(sys.argv[4]), 5, 10.0, 80.0, 5.0,
+                           md={"sample_name": tag}))
+"""
+
+
+def _camera_image(catalog, tag: str):
+    """The tagged run's frames node, or None while the run or its frames are not there."""
+    runs = list(catalog.search(Key("sample_name") == tag).values())
+    if not runs or "primary" not in runs[0] or "camera_image" not in runs[0]["primary"]:
+        return None
+    return runs[0], runs[0]["primary"]["camera_image"]
+
+
+def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengine(
+        scope, settings, session, prefix):
+    tag = f"live {uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(settings.data_dir), prefix,
+                             tag, str(VOLUMES)])
+    try:
+        wait_for(lambda: (found := _camera_image(session.catalog, tag)) is not None
+                 and found[1].shape[0] >= 3, timeout=120,
+                 what="three volumes of the running scan in the catalog")
+        run, seen = _camera_image(session.catalog, tag)
+        # read while the scan goes: not at its end, when every volume arrives at once
+        assert seen.shape[0] < VOLUMES and run.metadata.get("stop") is None
+        proc.kill()  # the RunEngine dies mid-run: no stop document, no final flush
+        proc.wait(30)
+        run, frames = _camera_image(session.catalog, tag)
+        n = frames.shape[0]
+        assert 3 <= n < VOLUMES and frames.shape[1:] == (5, 128, 128)
+        assert run.metadata.get("stop") is None
+        stored = frames.read()
+        with h5py.File(scope.camera.hdf.full_file_name.get(), "r", swmr=True) as f:
+            on_disk = f["/entry/data/data"][:n]
+        np.testing.assert_array_equal(stored, on_disk)  # the frames, not placeholders
+        assert stored.std() > 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        # the IOC goes on with the dead process's scan: stop it for the next tests
+        scope.scanboard.stop_cmd.set(1).wait(10)
+        scope.camera.cam.camera_mode.set("Abort").wait(10)
+        wait_for(lambda: scope.camera.cam.detector_state.get(as_string=True) == "Idle",
+                 timeout=30, what="the camera idle again")
