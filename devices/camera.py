@@ -254,10 +254,12 @@ class Camera(Device):
         sensor_h = int(self.cam.max_size_y.get())
         if not (0 < width <= sensor_w and 0 < height <= sensor_h):
             raise ValueError(f"ROI {width}x{height} does not fit the {sensor_w}x{sensor_h} sensor")
+        # start before size: the IOC holds a region to the sensor as each PV is put
+        # (a size that does not fit from the old start would be cut)
         for sig, value in ((self.cam.bin_x, binning), (self.cam.bin_y, binning),
-                           (self.cam.size_x, width), (self.cam.size_y, height),
                            (self.cam.min_x, (sensor_w - width) // 2),
-                           (self.cam.min_y, (sensor_h - height) // 2)):
+                           (self.cam.min_y, (sensor_h - height) // 2),
+                           (self.cam.size_x, width), (self.cam.size_y, height)):
             sig.set(value).wait(timeout)
         deadline = time.monotonic() + timeout
         while int(self.cam.array_size_x.get(use_monitor=False)) != width // binning or int(

@@ -176,3 +176,58 @@ def test_refused_settings_say_why(det):
     """A feature this camera lacks is refused at once with the reason, not ignored."""
     assert put_is_refused(det.hdf1.prefix + "Compression", 3)  # zlib
     assert det.hdf1.compression.get(as_string=True, use_monitor=False) == "None"
+
+
+def test_a_region_the_sensor_cannot_read_is_held_to_it_when_put_so_a_stock_count_runs(
+        det, scope):
+    """As areaDetector drivers do: a region or binning the sensor cannot take is
+    clamped when it is put (the readback says what the camera will use), not refused
+    later at Capture, where ophyd's HDF5 staging would wait for ever; a binning the
+    camera lacks is refused at once. Changes made while acquiring apply from the next
+    acquisition, and the array size keeps describing the frames being delivered."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+
+    cam = det.cam
+    width = int(cam.max_size.max_size_x.get())
+    try:
+        cam.min_x.put(0, wait=True)
+        cam.size.size_x.put(width + 3000, wait=True)  # wider than the sensor
+        wait_for(lambda: cam.size.size_x.get(use_monitor=False) == width, 10, "SizeX held")
+        cam.min_x.put(width - 100, wait=True)  # the region moves right: it shrinks to fit
+        wait_for(lambda: cam.size.size_x.get(use_monitor=False) == 100, 10, "SizeX shrunk")
+        assert cam.min_x.get(use_monitor=False) == width - 100
+        assert put_is_refused(cam.prefix + "BinX", 3)  # this camera bins 1, 2 or 4
+        cam.bin_x.put(2, wait=True)  # BinY follows; the region is whole bins
+        wait_for(lambda: cam.bin_y.get(use_monitor=False) == 2, 10, "BinY following BinX")
+        assert cam.size.size_x.get(use_monitor=False) % 2 == 0
+        cam.size.size_y.put(64, wait=True)
+        cam.min_y.put(0, wait=True)
+        RunEngine({})(count([det], num=1))  # staged, captured, closed: nothing refused
+        assert (cam.array_size.array_size_x.get(use_monitor=False),
+                cam.array_size.array_size_y.get(use_monitor=False)) == (50, 32)
+        # a change while acquiring is for the next acquisition
+        cam.image_mode.put("Continuous", wait=True)
+        cam.acquire.put(1)
+        wait_for(lambda: cam.detector_state.get(as_string=True) == "Acquire", 10, "acquiring")
+        cam.size.size_y.put(32, wait=True)
+        time.sleep(0.5)  # several refreshes of the IOC's status
+        assert cam.size.size_y.get(use_monitor=False) == 32
+        assert cam.array_size.array_size_y.get(use_monitor=False) == 32  # 64 / bin 2
+        cam.acquire.put(0, wait=True)
+        cam.image_mode.put("Multiple", wait=True)
+    finally:
+        cam.bin_x.put(1, wait=True)
+        scope.camera.set_centered_roi(256)
+
+
+def test_a_file_path_problem_is_said_and_cleared_with_the_path(det, settings, tmp_path):
+    """FilePathExists_RBV = 0 and WriteMessage give the reason for a path the IOC may
+    not write; the next, good path clears both (a stale message would blame it)."""
+    hdf = det.hdf1
+    hdf.file_path.put(str(tmp_path) + "/", wait=True)  # outside the IOC's data root
+    wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 0, 10, "path refused")
+    assert "outside the IOC's data root" in hdf.write_message.get(use_monitor=False)
+    hdf.file_path.put(str(settings.frames_dir) + "/", wait=True)
+    wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 1, 10, "path accepted")
+    assert hdf.write_message.get(use_monitor=False) == ""

@@ -29,7 +29,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from beamline_ls.frame import bin_down
-from beamline_ls.hardware.camera import TRIGGER_MODES, CameraSettings
+from beamline_ls.hardware.camera import BINNINGS, TRIGGER_MODES, CameraSettings
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
 from beamline_ls.iocs.ad_plugin import (
     CAMERA_PORT,
@@ -49,8 +49,8 @@ PREVIEW_SIZE = 128
 # areaDetector's DetectorState order, so clients reading the number agree
 AD_DETECTOR_STATES = ["Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
                       "Waiting", "Initializing", "Disconnected", "Aborted"]
-NO_SHUTTER = ("the camera drives no shutter; excitation is switched by the laser IOC "
-              "(LASER:) and the scan board")
+NO_SHUTTER = ("the camera drives no shutter; excitation is switched by this IOC's laser "
+              "(its laser: PVs) and the scan board")
 SENSOR = "this camera's sensor reads out 16-bit monochrome frames"
 
 
@@ -231,6 +231,81 @@ class DriverGroup(PortGroup):
     def note_frame(self, timestamp: float) -> None:
         """Camera thread: a frame arrived (for the measured rate)."""
         self._stamps.append(timestamp)
+
+    # -- region and binning: held to what the sensor can read out, as drivers do -------
+    # A value the sensor cannot take is clamped when it is put (the readback shows what
+    # the camera will use), not refused later at Acquire or Capture: stock clients set
+    # the region one PV at a time, and ophyd's HDF5 staging waits forever on a Capture
+    # the IOC refuses. Changes made while acquiring apply from the next acquisition;
+    # ArraySize*_RBV keep describing the frames being delivered until then.
+    def _sensor(self) -> tuple[int, int]:
+        h, w = self.driver.sensor_shape
+        return int(w), int(h)
+
+    def _clamp_size(self, axis: str, value: int, start: int, binning: int) -> int:
+        """Largest whole number of bins from ``start`` up to ``value`` that fits the
+        sensor (at least one bin)."""
+        limit = self._sensor()[0 if axis == "X" else 1]
+        size = min(int(value), limit - start)
+        return max(binning, size - size % binning)
+
+    async def _region_put(self, axis: str, name: str, value, clamped: int) -> int:
+        if clamped != int(value):
+            log.info("cam1:%s%s %s held to %d: sensor %dx%d px, MinX %d, MinY %d, bin %d",
+                     name, axis, value, clamped, *self._sensor(), int(self.min_x.value),
+                     int(self.min_y.value), int(self.bin_x.value))
+        return clamped
+
+    @min_x.putter
+    async def min_x(self, instance, value):
+        return await self._set_start("X", value)
+
+    @min_y.putter
+    async def min_y(self, instance, value):
+        return await self._set_start("Y", value)
+
+    async def _set_start(self, axis: str, value) -> int:
+        binning = int(getattr(self, f"bin_{axis.lower()}").value)
+        limit = self._sensor()[0 if axis == "X" else 1]
+        start = min(max(int(value), 0), limit - binning)
+        size_pv = getattr(self, f"size_{axis.lower()}")
+        size = self._clamp_size(axis, size_pv.value, start, binning)
+        if size != size_pv.value:  # a region moved right (down) shrinks to fit
+            await size_pv.write(size, verify_value=False)
+        return await self._region_put(axis, "Min", value, start)
+
+    @size_x.putter
+    async def size_x(self, instance, value):
+        return await self._region_put("X", "Size", value, self._clamp_size(
+            "X", value, int(self.min_x.value), int(self.bin_x.value)))
+
+    @size_y.putter
+    async def size_y(self, instance, value):
+        return await self._region_put("Y", "Size", value, self._clamp_size(
+            "Y", value, int(self.min_y.value), int(self.bin_y.value)))
+
+    @bin_x.putter
+    async def bin_x(self, instance, value):
+        return await self._set_binning(int(value), self.bin_y)
+
+    @bin_y.putter
+    async def bin_y(self, instance, value):
+        return await self._set_binning(int(value), self.bin_x)
+
+    async def _set_binning(self, value: int, other) -> int:
+        """This camera bins square (BinX = BinY, one of ``BINNINGS``): the other axis
+        follows, and the region shrinks to whole bins."""
+        if value not in BINNINGS:
+            raise ValueError(f"binning {value} refused: this camera bins "
+                             f"{', '.join(map(str, BINNINGS))} (BinX and BinY together)")
+        if int(other.value) != value:
+            await other.write(value, verify_value=False)
+        for axis, start in (("X", self.min_x), ("Y", self.min_y)):
+            size_pv = getattr(self, f"size_{axis.lower()}")
+            size = self._clamp_size(axis, size_pv.value, int(start.value), value)
+            if size != size_pv.value:
+                await size_pv.write(size, verify_value=False)
+        return value
 
     # -- settings ----------------------------------------------------------------------
     def settings(self) -> CameraSettings:
@@ -463,7 +538,8 @@ class DriverGroup(PortGroup):
             settings.validate(self.driver.sensor_shape)
         except ValueError:
             settings = None
-        if settings is not None and settings != self._published:
+        if settings is not None and settings != self._published and not self.acquiring:
+            # while acquiring, the geometry stays that of the frames being delivered
             self._published = settings
             await self.publish_geometry(settings)
             if self.background is not None and not self.background.matches(

@@ -227,6 +227,7 @@ class HDF5FileGroup(PluginGroup):
         self.recorder = Recorder()
         self.data_root = Path(".").resolve()
         self._file_worker = DeviceWorker("camera-files")  # file creation, logs
+        self._path_problem_said: str | None = None  # WriteMessage of the last FilePath
         self._open = False  # a capture was opened and has not been reported closed
         self._aborted = False
         self._opened_at = 0.0
@@ -316,6 +317,9 @@ class HDF5FileGroup(PluginGroup):
         if problem:  # the cause first: a client seeing 0 finds it
             await self.write_message.write(problem[:500])
             log.error("HDF1:FilePath %r: %s", value, problem)
+        elif self.write_message.value == self._path_problem_said:
+            await self.write_message.write("")  # that path's problem is gone with it
+        self._path_problem_said = problem[:500] if problem else None
         await self.file_path_exists.write(0 if problem else 1)
         return value
 
