@@ -10,7 +10,7 @@ import time
 
 import h5py
 import pytest
-from conftest import private_microscope
+from conftest import private_microscope, wait_for
 
 
 @pytest.fixture
@@ -61,6 +61,20 @@ def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     # frames written until then survive the kill
     with h5py.File(files[0], "r", swmr=True) as f:
         assert f["/entry/data/data"].shape[0] >= seen[0] - 100
+        stored = f["/entry/data/data"].shape[0]
+    # the dead writer left the file marked open for writing: readers that do not ask
+    # for SWMR (plain h5py, h5dump, MATLAB) refuse it ...
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(files[0], "r")
+    # ... until the IOC starts again and releases the captures it left open
+    ioc.proc.wait(10)
+    ioc.start()
+    wait_for(lambda: not list(files[0].parent.glob(".*.reserve")), 30,
+             "the IOC releasing the capture it left open")
+    with h5py.File(files[0], "r") as f:
+        assert f["/entry/data/data"].shape[0] == stored
+    log = ioc.log_file.read_text()
+    assert f"{files[0]} was left open by an IOC that stopped without closing it" in log
 
 
 def test_a_camera_that_fails_mid_scan_ends_it_with_that_cause(scope, session):

@@ -44,6 +44,7 @@ from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline import concurrence
 from beamline_ls.pipeline.diskspace import capture_problem
 from beamline_ls.pipeline.recorder import Recorder
+from beamline_ls.pipeline.recovery import release_abandoned_captures
 from beamline_ls.pipeline.rolling import frames_per_file
 from beamline_ls.pipeline.single_files import SingleFileWriter
 
@@ -547,4 +548,12 @@ class HDF5FileGroup(PluginGroup):
     @data_root_pv.startup
     async def data_root_pv(self, instance, async_lib):
         await self.data_root_pv.write(str(self.data_root))
+        # captures the last IOC left open (it was killed): plain HDF5 readers refuse
+        # their files until the SWMR write marks are cleared (a walk of the data
+        # root, on the file worker)
+        released = await self._file_worker.call(release_abandoned_captures, self.data_root)
+        if released:
+            await self.write_message.write(
+                f"released {len(released)} file(s) the last IOC left open: "
+                + ", ".join(p.name for p in released)[:400])
 

@@ -19,6 +19,7 @@ and never through a symlink, and removed at the end of every capture.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -94,6 +95,7 @@ class SpaceGuard:
         self.reserve_bytes = int(reserve_bytes)
         self.reserve_path = self.directory / f".{name}.reserve"
         self._held = False
+        self._fd: int | None = None  # the reserve, open and locked while held
 
     def open(self) -> None:
         """Take the reserve; refuse (`DiskFullError`) when it and one frame do not fit."""
@@ -120,7 +122,10 @@ class SpaceGuard:
                 raise DiskFullError(f"disk full: no room for the {_mb(self.reserve_bytes)} "
                                     f"reserve in {self.directory}") from exc
             raise
-        os.close(fd)
+        # held locked while the capture is open: a reserve nobody locks marks a capture
+        # whose writer died (`pipeline.recovery` releases its files at IOC start)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd = fd
         self._held = True
 
     def check(self) -> None:
@@ -140,3 +145,7 @@ class SpaceGuard:
             self.reserve_path.unlink(missing_ok=True)
         except OSError as exc:
             log.error("could not remove the disk reserve %s: %s", self.reserve_path, exc)
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)  # and its lock
+                self._fd = None
