@@ -24,6 +24,28 @@ def camera_busy(camera):
     return bool(capture) or state != "Idle"
 
 
+def ensure_idle(camera, scanboard=None):
+    """Refuse to start on hardware another scan is using (another session, the queue
+    worker, a process that died mid-scan), before anything is changed. Why here: a
+    plan's cleanup stops the camera and the board whatever happened, so a plan that
+    failed on busy hardware would stop a scan that is not its own. The camera's live
+    preview is not a scan: plans take the camera over from it. (Read with ``bps.rd``;
+    plan simulators see idle hardware.)"""
+    busy = []
+    capture = yield from bps.rd(camera.hdf.capture, default_value=0)
+    state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
+    mode = yield from bps.rd(camera.cam.camera_mode, default_value="Paused")
+    if capture or (state != "Idle" and mode != "Preview"):
+        busy.append(f"the camera is {'writing a file' if capture else 'acquiring'} "
+                    f"(putting Abort to {camera.cam.camera_mode.pvname} stops it)")
+    if scanboard is not None and (yield from bps.rd(scanboard.running, default_value=0)):
+        busy.append(f"the scan board is running (putting 1 to {scanboard.stop_cmd.pvname} "
+                    "stops it)")
+    if busy:
+        raise RuntimeError("another scan is using the hardware: " + "; ".join(busy)
+                           + "; nothing was changed or stopped")
+
+
 def abort_camera(camera):
     """Stop camera and writer at once if either is busy (plans' cleanup)."""
     if (yield from camera_busy(camera)):

@@ -23,6 +23,7 @@ from plans.common import (
     collect_all,
     collect_summary,
     declare_summary,
+    ensure_idle,
     file_name_for,
     summary_hints,
     with_cleanup,
@@ -145,6 +146,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                 if r)
         return (yield from bps.close_run(**report))
 
+    yield from ensure_idle(camera)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, gating))))
 
 

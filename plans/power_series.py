@@ -23,7 +23,13 @@ from ophyd import Signal
 
 from devices.camera import Acquisition, Camera
 from devices.laser import Laser
-from plans.common import abort_camera, collect_all, with_cleanup, with_real_cause
+from plans.common import (
+    abort_camera,
+    collect_all,
+    ensure_idle,
+    with_cleanup,
+    with_real_cause,
+)
 from plans.metadata import device_settings, software_versions
 from plans.scans import collect_while_flying
 from plans.validation import check_float, check_int, check_md
@@ -135,4 +141,5 @@ def power_series(
             yield from bps.abs_set(laser.power, saved["power"], wait=True)
             yield from bps.abs_set(laser.enable, saved["enable"], wait=True)
 
+    yield from ensure_idle(camera)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), cleanup())))

@@ -18,6 +18,7 @@ from plans.common import (
     collect_all,
     collect_summary,
     declare_summary,
+    ensure_idle,
     file_name_for,
     summary_hints,
     with_cleanup,
@@ -225,6 +226,7 @@ def volumetric_scan(
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False,
                                 board_prepared=board_ready))
 
+    yield from ensure_idle(camera, scanboard)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))
 
 
@@ -293,4 +295,5 @@ def planar_scan(
         _md["settings"] = yield from device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
 
+    yield from ensure_idle(camera, scanboard)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))

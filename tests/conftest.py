@@ -114,6 +114,35 @@ def put_is_refused(pvname: str, value: float) -> bool:
     return False
 
 
+# a session of its own (another IPython, the queue worker) running a volumetric scan
+_SCAN_PROCESS = """
+import sys
+from beamline_ls.config import load_settings
+from beamline_ls.session import make_session
+from devices import connect_microscope
+from plans import volumetric_scan
+
+data_dir, prefix, tag, volumes = sys.argv[1:5]
+scope = connect_microscope(prefix)
+scope.camera.set_centered_roi(128)
+session = make_session(load_settings(data_dir=data_dir, prefix=prefix), progress_bar=False)
+session.RE(volumetric_scan(scope.camera, scope.scanboard, int(volumes), 5, 10.0, 80.0, 5.0,
+                           md={"sample_name": tag}))
+session.close()
+"""
+
+
+def scan_in_another_process(settings, prefix: str, tag: str, volumes: int):
+    """Start ``volumes`` volumes of 5 planes of 128 x 128 at 5 volumes/s on the session
+    IOC from another process (its own session on the same data directory, run tagged
+    ``sample_name = tag``); the caller waits for it or kills it, by its Popen."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _SCAN_PROCESS, str(settings.data_dir),
+                             prefix, tag, str(volumes)])
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir):
     from beamline_ls.config import load_settings

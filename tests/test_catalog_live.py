@@ -4,31 +4,14 @@ loses nothing it had collected."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 
 import h5py
 import numpy as np
 from bluesky_tiled_plugins.queries import Key
-from conftest import wait_for
+from conftest import ROI, scan_in_another_process, wait_for
 
 VOLUMES = 200  # 40 s at 5 volumes/s
-# the RunEngine's process: a volumetric scan long enough to be killed in the middle
-RUNNER = """
-import sys
-from beamline_ls.config import load_settings
-from beamline_ls.session import make_session
-from devices import connect_microscope
-from plans import volumetric_scan
-
-data_dir, prefix, tag = sys.argv[1:4]  # and the number of volumes
-scope = connect_microscope(prefix)
-scope.camera.set_centered_roi(128)
-session = make_session(load_settings(data_dir=data_dir, prefix=prefix), progress_bar=False)
-session.RE(volumetric_scan(scope.camera, scope.scanboard, int(sys.argv[4]), 5, 10.0, 80.0, 5.0,
-                           md={"sample_name": tag}))
-"""
 
 
 def _camera_image(catalog, tag: str):
@@ -42,8 +25,7 @@ def _camera_image(catalog, tag: str):
 def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengine(
         scope, settings, session, prefix):
     tag = f"live {uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(settings.data_dir), prefix,
-                             tag, str(VOLUMES)])
+    proc = scan_in_another_process(settings, prefix, tag, VOLUMES)
     try:
         wait_for(lambda: (found := _camera_image(session.catalog, tag)) is not None
                  and found[1].shape[0] >= 3, timeout=120,
@@ -71,3 +53,4 @@ def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengin
         scope.camera.cam.camera_mode.set("Abort").wait(10)
         wait_for(lambda: scope.camera.cam.detector_state.get(as_string=True) == "Idle",
                  timeout=30, what="the camera idle again")
+        scope.camera.set_centered_roi(ROI)

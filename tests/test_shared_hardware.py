@@ -1,0 +1,45 @@
+"""Two sessions on one microscope (IPython beside the queue worker): a scan started
+while another session's scan runs is refused before it changes anything, and the
+running scan goes on to its end untouched."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import ROI, scan_in_another_process, wait_for
+
+VOLUMES = 40  # 8 s at 5 volumes/s
+
+
+def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(
+        scope, session, settings, prefix):
+    from plans import volumetric_scan
+
+    tag = f"first {uuid.uuid4().hex[:8]}"
+    other = scan_in_another_process(settings, prefix, tag, VOLUMES)
+    try:
+        hdf = scope.camera.hdf
+        wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) >= 20, 120,
+                 "the other session's scan writing frames")
+        settings_before = (scope.scanboard.volume_rate.get(), scope.scanboard.num_planes.get())
+        with pytest.raises(RuntimeError, match="another scan is using the hardware") as refused:
+            session.RE(volumetric_scan(scope.camera, scope.scanboard, 3, 4, 20.0, 60.0, 2.0))
+        assert "the scan board is running" in str(refused.value)
+        assert "nothing was changed or stopped" in str(refused.value)
+        # nothing of the running scan was touched: it goes on and ends complete
+        assert (scope.scanboard.volume_rate.get(), scope.scanboard.num_planes.get()) \
+            == settings_before
+        assert other.wait(120) == 0
+        from bluesky_tiled_plugins.queries import Key
+
+        run = list(session.catalog.search(Key("sample_name") == tag).values())[0]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        assert run["primary"]["camera_image"].shape[:2] == (VOLUMES, 5)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait(30)
+            scope.scanboard.stop_cmd.set(1).wait(10)
+            scope.camera.cam.camera_mode.set("Abort").wait(10)
+    scope.camera.set_centered_roi(ROI)
