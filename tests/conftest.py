@@ -132,15 +132,17 @@ session.close()
 """
 
 
-def scan_in_another_process(settings, prefix: str, tag: str, volumes: int):
-    """Start ``volumes`` volumes of 5 planes of 128 x 128 at 5 volumes/s on the session
-    IOC from another process (its own session on the same data directory, run tagged
-    ``sample_name = tag``); the caller waits for it or kills it, by its Popen."""
+def scan_in_another_process(data_dir: Path, prefix: str, tag: str, volumes: int):
+    """Start ``volumes`` volumes of 5 planes of 128 x 128 at 5 volumes/s on the IOC of
+    ``prefix`` from another process (its own session on ``data_dir``, the IOC's; run
+    tagged ``sample_name = tag``); the caller waits for it or kills it, by its Popen.
+    Use it with a `private_microscope`: the process may be killed, and what it shares
+    with the tests' sessions (the data directory's SQLite files) stays private."""
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-c", _SCAN_PROCESS, str(settings.data_dir),
-                             prefix, tag, str(volumes)])
+    return subprocess.Popen([sys.executable, "-c", _SCAN_PROCESS, str(data_dir), prefix,
+                             tag, str(volumes)])
 
 
 @pytest.fixture(scope="session")

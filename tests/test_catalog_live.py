@@ -8,8 +8,9 @@ import uuid
 
 import h5py
 import numpy as np
+import pytest
 from bluesky_tiled_plugins.queries import Key
-from conftest import ROI, scan_in_another_process, wait_for
+from conftest import private_microscope, scan_in_another_process, wait_for
 
 VOLUMES = 200  # 40 s at 5 volumes/s
 
@@ -22,10 +23,16 @@ def _camera_image(catalog, tag: str):
     return runs[0], runs[0]["primary"]["camera_image"]
 
 
-def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengine(
-        scope, settings, session, prefix):
+@pytest.fixture
+def live(epics, tmp_path):
+    with private_microscope(epics, "LIVE:", tmp_path) as microscope:
+        yield microscope
+
+
+def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengine(live):
+    ioc, scope, session = live
     tag = f"live {uuid.uuid4().hex[:8]}"
-    proc = scan_in_another_process(settings, prefix, tag, VOLUMES)
+    proc = scan_in_another_process(ioc.data_dir, "LIVE:", tag, VOLUMES)
     try:
         wait_for(lambda: (found := _camera_image(session.catalog, tag)) is not None
                  and found[1].shape[0] >= 3, timeout=120,
@@ -48,9 +55,8 @@ def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengin
         if proc.poll() is None:
             proc.kill()
             proc.wait(30)
-        # the IOC goes on with the dead process's scan: stop it for the next tests
+        # the IOC goes on with the dead process's scan: stop it before the IOC stops
         scope.scanboard.stop_cmd.set(1).wait(10)
         scope.camera.cam.camera_mode.set("Abort").wait(10)
         wait_for(lambda: scope.camera.cam.detector_state.get(as_string=True) == "Idle",
                  timeout=30, what="the camera idle again")
-        scope.camera.set_centered_roi(ROI)

@@ -7,20 +7,28 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import ROI, scan_in_another_process, wait_for
+from conftest import private_microscope, scan_in_another_process, wait_for
 
 VOLUMES = 40  # 8 s at 5 volumes/s
 
 
-def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(
-        scope, session, settings, prefix):
+@pytest.fixture
+def shared(epics, tmp_path):
+    with private_microscope(epics, "SHRD:", tmp_path) as microscope:
+        yield microscope
+
+
+def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(shared):
     from plans import volumetric_scan
 
+    ioc, scope, session = shared
     tag = f"first {uuid.uuid4().hex[:8]}"
-    other = scan_in_another_process(settings, prefix, tag, VOLUMES)
+    other = scan_in_another_process(ioc.data_dir, "SHRD:", tag, VOLUMES)
     try:
         hdf = scope.camera.hdf
-        wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) >= 20, 120,
+        wait_for(lambda: scope.scanboard.running.get(use_monitor=False) == 1
+                 and hdf.capture.get(use_monitor=False) == 1
+                 and int(hdf.num_captured.get(use_monitor=False)) >= 20, 120,
                  "the other session's scan writing frames")
         settings_before = (scope.scanboard.volume_rate.get(), scope.scanboard.num_planes.get())
         with pytest.raises(RuntimeError, match="another scan is using the hardware") as refused:
@@ -42,4 +50,3 @@ def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(
             other.wait(30)
             scope.scanboard.stop_cmd.set(1).wait(10)
             scope.camera.cam.camera_mode.set("Abort").wait(10)
-    scope.camera.set_centered_roi(ROI)
