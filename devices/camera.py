@@ -336,7 +336,14 @@ class Camera(Device):
         """Open the file, then arm the camera (it waits for triggers in External mode)."""
         if self._acq is None:
             raise RuntimeError(f"{self.name}: prepare() must come before kickoff()")
+        # asked again for the same acquisition (a RunEngine resuming after a pause
+        # replays the scan's start): the capture already open is this one
+        last = self._kickoff_status
+        if last is not None and self._kicked_acq is self._acq and (
+                not last.done or (last.success and int(self.hdf.capture.get()))):
+            return last
         status = Status(obj=self)
+        self._kickoff_status, self._kicked_acq = status, self._acq
 
         def arm_camera(st) -> None:
             if not st.success:
@@ -354,10 +361,15 @@ class Camera(Device):
 
     def complete(self) -> ProgressStatus:
         """Done when every frame is accounted for (written, or lost and reported) and the
-        file is closed; shows progress. Lost frames end the run 'fail' (see plans)."""
+        file is closed; shows progress. Lost frames end the run 'fail' (see plans).
+        One status per acquisition, however often it is asked for."""
         acq = self._acq
         if acq is None:
             raise RuntimeError(f"{self.name}: nothing to complete")
+        # asked again for the same acquisition (plans ask at every checkpoint: a pause
+        # loses the RunEngine's wait groups, not the device's): the same status
+        if self._completing is not None and self._completing_acq is acq:
+            return self._completing
         unit = "volumes" if acq.frames_per_volume else "frames"
         per = acq.frames_per_volume or 1
 
@@ -403,10 +415,13 @@ class Camera(Device):
 
         status.add_callback(cleanup)
         status.update(accounted() // per)
-        self._completing = status
+        self._completing, self._completing_acq = status, acq
         return status
 
     _completing: ProgressStatus | None = None  # the capture being completed
+    _completing_acq: Acquisition | None = None
+    _kickoff_status: Status | None = None  # the last kickoff, and its acquisition
+    _kicked_acq: Acquisition | None = None
 
     def pause(self) -> None:
         """RunEngine pause. External trigger: frames stop because their source (the

@@ -113,11 +113,29 @@ class ScanBoard(Device):
         return status
 
     def kickoff(self) -> Status:
-        """Arm and start; fails with the board's own message if it refuses."""
-        return self._command(self.start_cmd)
+        """Arm and start; fails with the board's own message if it refuses.
+
+        Asked again while the scan it started runs (or is paused), the same status:
+        a RunEngine resuming after a pause replays the messages since the last
+        checkpoint, and a scan's start is among them."""
+        last = self._kickoff_status
+        if last is not None and (not last.done or (last.success and (
+                int(self.running.get(use_monitor=False))
+                or int(self.paused.get(use_monitor=False))))):
+            return last
+        self._kickoff_status = self._command(self.start_cmd)
+        self._flying = None  # a new scan: its completion is still to be asked for
+        return self._kickoff_status
+
+    _kickoff_status: Status | None = None
 
     def complete(self) -> Status:
-        """Volumetric: done after NumVolumes volumes. Planar: done at once."""
+        """Volumetric: done after NumVolumes volumes. Planar: done at once.
+
+        Asked again for the same scan, the same status (plans ask at every
+        checkpoint: a pause loses the RunEngine's wait groups, not the device's)."""
+        if self._flying is not None:
+            return self._flying
         if self.mode.get() == "Planar" or int(self.num_volumes.get()) == 0:
             st = Status(obj=self)
             st.set_finished()
@@ -139,20 +157,27 @@ class ScanBoard(Device):
 
     def pause(self) -> None:
         """RunEngine pause: finish the volume in progress, then stop (returns once the
-        board has stopped, at most one volume period later)."""
+        board has stopped, at most one volume period later). Also between kickoff and
+        ``complete``: a volumetric scan runs from its kickoff on."""
         status = self._flying
-        if status is None or status.done:
+        if status is not None and status.done:
             return
-        status.hold()
+        if status is None and not (self.mode.get() == "Volumetric"
+                                   and int(self.running.get(use_monitor=False))):
+            return
+        if status is not None:
+            status.hold()
         self.pause_cmd.put(1, wait=True, timeout=float(self.period.get()) + 30.0)
 
     def resume(self) -> None:
         """RunEngine resume: go on with the volumes left."""
         status = self._flying
-        if status is None or status.done or not int(self.paused.get(use_monitor=False)):
+        if (status is not None and status.done) \
+                or not int(self.paused.get(use_monitor=False)):
             return
         self.resume_cmd.put(1, wait=True, timeout=30.0)
-        status.release()
+        if status is not None:
+            status.release()
 
     # The board is kicked off like a flyer but produces no data of its own (frames come
     # from the camera); these let the RunEngine's end-of-run collection pass it by.

@@ -57,14 +57,24 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     The stream is declared after both are started: describing it reads every camera
     setting again (~10-40 ms, more while the catalog digests the start document), and
     nothing needs the descriptor before the first collect.
+
+    A checkpoint follows the opening of the run: on resume the RunEngine replays every
+    message since the last checkpoint, and without one there an immediate pause (two
+    Ctrl-C) during the start replayed the whole set-up, whose board refused to
+    prepare while running (the run ended 'fail' with that refusal). From it, the
+    replayed kickoffs hand back the scan already running (devices' ``kickoff``).
     """
-    yield from bps.open_run({**md, "hints": summary_hints(camera)})
-    for device in (scanboard, camera) if board_first else (camera, scanboard):
-        if device is scanboard and board_prepared is not None:
-            yield from bps.wait(group=board_prepared)
-        yield from bps.kickoff(device, wait=True)
-    yield from bps.declare_stream(camera, name="primary", collect=True)
-    yield from declare_summary(camera)
+    def start():
+        yield from bps.open_run({**md, "hints": summary_hints(camera)})
+        yield from bps.checkpoint()
+        for device in (scanboard, camera) if board_first else (camera, scanboard):
+            if device is scanboard and board_prepared is not None:
+                yield from bps.wait(group=board_prepared)
+            yield from bps.kickoff(device, wait=True)
+        yield from bps.declare_stream(camera, name="primary", collect=True)
+        yield from declare_summary(camera)
+
+    yield from start()
     yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary",
                                     summary=True)
     yield from collect_all(camera, "primary")
@@ -79,17 +89,23 @@ def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
     devices (the scan board at the end of the volume in progress) and resume goes on
     from there; without checkpoints a fly scan would ignore the pause to its end.
     ``summary``: also collect the camera's summary stream each period."""
-    group = short_uid("complete")
-    yield from bps.complete_all(*flyers, group=group, wait=False)
     done = False
     while not done:
         yield from bps.checkpoint()
-        done = yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
+        # asked at every checkpoint (the devices hand back the same statuses): an
+        # immediate pause drops the RunEngine's wait group, and the wait replayed on
+        # resume would find it empty and end the scan while the hardware still runs
+        group = short_uid("complete")
+        statuses = yield from bps.complete_all(*flyers, group=group, wait=False)
+        yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
         yield from bps.collect(camera, name=stream_name)
         if summary:
             yield from collect_summary(camera)
-        if done is None:  # a plan simulator (summarize_plan) answers no message
-            return
+        # done when the devices say so, not by what the wait answered: after a pause
+        # the RunEngine answers the interrupted wait with None (so does a simulator,
+        # whose answers are all None: then one pass is the whole plan)
+        done = not statuses or any(st is None for st in statuses) \
+            or all(st.done for st in statuses)
 
 
 def loss_report(camera: Camera):

@@ -180,3 +180,58 @@ def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
         if session.RE.state == "paused":
             session.RE.abort()
         scope.gating.enable.set("Off").wait(10)
+
+
+def pause_now_when(session, condition, timeout: float = 60.0) -> threading.Thread:
+    """An immediate pause (what a second Ctrl-C asks for) once ``condition()`` holds."""
+    def run():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                session.RE.request_pause(defer=False)
+                return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("when", ["starting", "mid-scan"])
+def test_an_immediate_pause_resumes_to_every_volume(scope, session, when):
+    """Paused at once, wherever the RunEngine is: while the scan starts (before its
+    first checkpoint, where resume used to replay the whole set-up and end 'fail' on
+    the board's refusal to prepare while running) or mid-scan (where the replayed wait
+    used to end the scan at once, 'success' with the volumes collected so far while
+    the board went on). The hardware pauses on a volume boundary, and resume takes
+    every volume into the file and the catalog."""
+    from plans import volumetric_scan
+
+    board, hdf = scope.scanboard, scope.camera.hdf
+    least = 0 if when == "starting" else 3 * N_PLANES
+    sender = pause_now_when(session, lambda: session.RE.state == "running"
+                            and int(board.running.get(use_monitor=False)) == 1
+                            and least <= int(hdf.num_captured.get(use_monitor=False))
+                            < 10 * N_PLANES and int(hdf.capture.get(use_monitor=False)))
+    with pytest.raises(RunEngineInterrupted):
+        session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0, 60.0,
+                                   RATE))
+    sender.join(5)
+    assert session.RE.state == "paused"
+    wait_for(lambda: int(board.paused.get(use_monitor=False)) == 1, what="the board paused")
+    done = int(board.volumes_done.get(use_monitor=False))
+    assert done < N_VOLUMES
+    wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) == done * N_PLANES,
+             what=f"{done * N_PLANES} frames captured")
+
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    assert int(board.volumes_done.get(use_monitor=False)) == N_VOLUMES
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        ids = f["/entry/meta/frame_id"][...].ravel()
+    np.testing.assert_array_equal(ids, np.arange(N_VOLUMES * N_PLANES))
+    session.flush()
+    run = session.catalog[result.run_start_uids[0]]
+    frames = run["primary"]["camera_image"]
+    assert frames.shape[:2] == (N_VOLUMES, N_PLANES)
