@@ -53,7 +53,10 @@ def pause_a_volumetric_scan(scope, session):
     from plans import volumetric_scan
 
     board, hdf = scope.scanboard, scope.camera.hdf
+    # the board runs only in this scan (plans start on idle hardware), and its volume
+    # count is reset when it starts: a count left from an earlier scan does not fire
     mid_run = lambda: (session.RE.state == "running"  # noqa: E731
+                       and int(board.running.get(use_monitor=False)) == 1
                        and 3 <= int(board.volumes_done.get(use_monitor=False)) < 10)
     sender = ctrl_c_when(mid_run)
     with pytest.raises(RunEngineInterrupted):

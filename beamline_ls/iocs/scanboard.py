@@ -186,6 +186,7 @@ class ScanBoardGroup(PVGroup):
                 n = int(self.num_volumes.value) or None
                 t0 = await self._worker.call(self.driver.start_volumes, scan, n)
                 self._volume_base = 0
+                await self.volumes_done.write(0)  # this scan's count, from Running on
                 await self.paused.write(0)
                 await self.period.write(scan.period_s)
                 await self.plane_interval.write(scan.plane_interval_s)
