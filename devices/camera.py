@@ -284,6 +284,8 @@ class Camera(Device):
                if f and f not in value.extra_fields]
         value = replace(value, extra_fields=tuple(value.extra_fields) + tuple(own))
         self._acq = value
+        # a new acquisition: kicked off and completed afresh (see kickoff, complete)
+        self._kickoff_status = self._completing = None
         self.summary.start_capture(bool(value.frames_per_volume))
         self._bundles = {}
         self._index = 0
@@ -339,11 +341,10 @@ class Camera(Device):
         # asked again for the same acquisition (a RunEngine resuming after a pause
         # replays the scan's start): the capture already open is this one
         last = self._kickoff_status
-        if last is not None and self._kicked_acq is self._acq and (
+        if last is not None and (
                 not last.done or (last.success and int(self.hdf.capture.get()))):
             return last
-        status = Status(obj=self)
-        self._kickoff_status, self._kicked_acq = status, self._acq
+        status = self._kickoff_status = Status(obj=self)
 
         def arm_camera(st) -> None:
             if not st.success:
@@ -368,7 +369,7 @@ class Camera(Device):
             raise RuntimeError(f"{self.name}: nothing to complete")
         # asked again for the same acquisition (plans ask at every checkpoint: a pause
         # loses the RunEngine's wait groups, not the device's): the same status
-        if self._completing is not None and self._completing_acq is acq:
+        if self._completing is not None:
             return self._completing
         unit = "volumes" if acq.frames_per_volume else "frames"
         per = acq.frames_per_volume or 1
@@ -415,13 +416,11 @@ class Camera(Device):
 
         status.add_callback(cleanup)
         status.update(accounted() // per)
-        self._completing, self._completing_acq = status, acq
+        self._completing = status
         return status
 
     _completing: ProgressStatus | None = None  # the capture being completed
-    _completing_acq: Acquisition | None = None
-    _kickoff_status: Status | None = None  # the last kickoff, and its acquisition
-    _kicked_acq: Acquisition | None = None
+    _kickoff_status: Status | None = None  # this acquisition's kickoff
 
     def pause(self) -> None:
         """RunEngine pause. External trigger: frames stop because their source (the

@@ -160,12 +160,13 @@ class ScanBoard(Device):
         board has stopped, at most one volume period later). Also between kickoff and
         ``complete``: a volumetric scan runs from its kickoff on."""
         status = self._flying
-        if status is not None and status.done:
+        if status is None:
+            if not (self.mode.get() == "Volumetric"
+                    and int(self.running.get(use_monitor=False))):
+                return
+        elif status.done:
             return
-        if status is None and not (self.mode.get() == "Volumetric"
-                                   and int(self.running.get(use_monitor=False))):
-            return
-        if status is not None:
+        else:
             status.hold()
         self.pause_cmd.put(1, wait=True, timeout=float(self.period.get()) + 30.0)
 

@@ -64,17 +64,14 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     prepare while running (the run ended 'fail' with that refusal). From it, the
     replayed kickoffs hand back the scan already running (devices' ``kickoff``).
     """
-    def start():
-        yield from bps.open_run({**md, "hints": summary_hints(camera)})
-        yield from bps.checkpoint()
-        for device in (scanboard, camera) if board_first else (camera, scanboard):
-            if device is scanboard and board_prepared is not None:
-                yield from bps.wait(group=board_prepared)
-            yield from bps.kickoff(device, wait=True)
-        yield from bps.declare_stream(camera, name="primary", collect=True)
-        yield from declare_summary(camera)
-
-    yield from start()
+    yield from bps.open_run({**md, "hints": summary_hints(camera)})
+    yield from bps.checkpoint()
+    for device in (scanboard, camera) if board_first else (camera, scanboard):
+        if device is scanboard and board_prepared is not None:
+            yield from bps.wait(group=board_prepared)
+        yield from bps.kickoff(device, wait=True)
+    yield from bps.declare_stream(camera, name="primary", collect=True)
+    yield from declare_summary(camera)
     yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary",
                                     summary=True)
     yield from collect_all(camera, "primary")

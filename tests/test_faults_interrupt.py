@@ -31,20 +31,26 @@ def never_left_paused(session):
         session.RE.abort("test cleanup")
 
 
-def ctrl_c_when(condition, timeout: float = 60.0) -> threading.Thread:
-    """Send one SIGINT to this process once ``condition()`` holds (never otherwise:
-    a SIGINT outside a run would stop the test session itself)."""
+def when(condition, action, timeout: float = 60.0) -> threading.Thread:
+    """Call ``action()`` once ``condition()`` holds (never otherwise), polled from a
+    thread of its own while the RunEngine runs the plan on this one."""
     def run():
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():
-                os.kill(os.getpid(), signal.SIGINT)
+                action()
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t
+
+
+def ctrl_c_when(condition, timeout: float = 60.0) -> threading.Thread:
+    """Send one SIGINT to this process once ``condition()`` holds (never otherwise:
+    a SIGINT outside a run would stop the test session itself)."""
+    return when(condition, lambda: os.kill(os.getpid(), signal.SIGINT), timeout)
 
 
 def pause_a_volumetric_scan(scope, session):
@@ -185,23 +191,8 @@ def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
         scope.gating.enable.set("Off").wait(10)
 
 
-def pause_now_when(session, condition, timeout: float = 60.0) -> threading.Thread:
-    """An immediate pause (what a second Ctrl-C asks for) once ``condition()`` holds."""
-    def run():
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                session.RE.request_pause(defer=False)
-                return
-            time.sleep(0.005)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-@pytest.mark.parametrize("when", ["starting", "mid-scan"])
-def test_an_immediate_pause_resumes_to_every_volume(scope, session, when):
+@pytest.mark.parametrize("moment", ["starting", "mid-scan"])
+def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     """Paused at once, wherever the RunEngine is: while the scan starts (before its
     first checkpoint, where resume used to replay the whole set-up and end 'fail' on
     the board's refusal to prepare while running) or mid-scan (where the replayed wait
@@ -211,11 +202,13 @@ def test_an_immediate_pause_resumes_to_every_volume(scope, session, when):
     from plans import volumetric_scan
 
     board, hdf = scope.scanboard, scope.camera.hdf
-    least = 0 if when == "starting" else 3 * N_PLANES
-    sender = pause_now_when(session, lambda: session.RE.state == "running"
-                            and int(board.running.get(use_monitor=False)) == 1
-                            and least <= int(hdf.num_captured.get(use_monitor=False))
-                            < 10 * N_PLANES and int(hdf.capture.get(use_monitor=False)))
+    least = 0 if moment == "starting" else 3 * N_PLANES
+    # an immediate pause: what a second Ctrl-C asks for
+    sender = when(lambda: session.RE.state == "running"
+                  and int(board.running.get(use_monitor=False)) == 1
+                  and least <= int(hdf.num_captured.get(use_monitor=False)) < 10 * N_PLANES
+                  and int(hdf.capture.get(use_monitor=False)),
+                  lambda: session.RE.request_pause(defer=False))
     with pytest.raises(RunEngineInterrupted):
         session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0, 60.0,
                                    RATE))
