@@ -145,6 +145,31 @@ def scan_in_another_process(data_dir: Path, prefix: str, tag: str, volumes: int)
                              tag, str(volumes)])
 
 
+def tagged_run(catalog, tag: str):
+    """The run tagged ``sample_name = tag`` (see `scan_in_another_process`), or None
+    while the catalog has none."""
+    from bluesky_tiled_plugins.queries import Key
+
+    runs = list(catalog.search(Key("sample_name") == tag).values())
+    return runs[0] if runs else None
+
+
+def end_scan_in_another_process(proc, scope) -> None:
+    """Kill the scan process if it still runs, and stop what its scan left running on
+    the IOC (which goes on without it) before the IOC itself is stopped."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    cam = scope.camera.cam
+    if not (int(scope.scanboard.running.get(use_monitor=False))
+            or cam.detector_state.get(as_string=True, use_monitor=False) != "Idle"):
+        return
+    scope.scanboard.stop_cmd.set(1).wait(10)
+    cam.camera_mode.set("Abort").wait(10)
+    wait_for(lambda: cam.detector_state.get(as_string=True) == "Idle",
+             timeout=30, what="the camera idle again")
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir):
     from beamline_ls.config import load_settings

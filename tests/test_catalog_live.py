@@ -9,18 +9,23 @@ import uuid
 import h5py
 import numpy as np
 import pytest
-from bluesky_tiled_plugins.queries import Key
-from conftest import private_microscope, scan_in_another_process, wait_for
+from conftest import (
+    end_scan_in_another_process,
+    private_microscope,
+    scan_in_another_process,
+    tagged_run,
+    wait_for,
+)
 
 VOLUMES = 200  # 40 s at 5 volumes/s
 
 
 def _camera_image(catalog, tag: str):
     """The tagged run's frames node, or None while the run or its frames are not there."""
-    runs = list(catalog.search(Key("sample_name") == tag).values())
-    if not runs or "primary" not in runs[0] or "camera_image" not in runs[0]["primary"]:
+    run = tagged_run(catalog, tag)
+    if run is None or "primary" not in run or "camera_image" not in run["primary"]:
         return None
-    return runs[0], runs[0]["primary"]["camera_image"]
+    return run, run["primary"]["camera_image"]
 
 
 @pytest.fixture
@@ -52,11 +57,4 @@ def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengin
         np.testing.assert_array_equal(stored, on_disk)  # the frames, not placeholders
         assert stored.std() > 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        # the IOC goes on with the dead process's scan: stop it before the IOC stops
-        scope.scanboard.stop_cmd.set(1).wait(10)
-        scope.camera.cam.camera_mode.set("Abort").wait(10)
-        wait_for(lambda: scope.camera.cam.detector_state.get(as_string=True) == "Idle",
-                 timeout=30, what="the camera idle again")
+        end_scan_in_another_process(proc, scope)

@@ -7,7 +7,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import private_microscope, scan_in_another_process, wait_for
+from conftest import (
+    end_scan_in_another_process,
+    private_microscope,
+    scan_in_another_process,
+    tagged_run,
+    wait_for,
+)
 
 VOLUMES = 40  # 8 s at 5 volumes/s
 
@@ -39,14 +45,8 @@ def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(shared)
         assert (scope.scanboard.volume_rate.get(), scope.scanboard.num_planes.get()) \
             == settings_before
         assert other.wait(120) == 0
-        from bluesky_tiled_plugins.queries import Key
-
-        run = list(session.catalog.search(Key("sample_name") == tag).values())[0]
+        run = tagged_run(session.catalog, tag)
         assert run.metadata["stop"]["exit_status"] == "success"
         assert run["primary"]["camera_image"].shape[:2] == (VOLUMES, 5)
     finally:
-        if other.poll() is None:
-            other.kill()
-            other.wait(30)
-            scope.scanboard.stop_cmd.set(1).wait(10)
-            scope.camera.cam.camera_mode.set("Abort").wait(10)
+        end_scan_in_another_process(other, scope)
