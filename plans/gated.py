@@ -74,6 +74,25 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
         yield from bps.collect(camera, name="primary")
 
 
+def _wait_until(when: float, step: float = 0.5):
+    """Sleep until the wall-clock time ``when``, in steps with a checkpoint before each.
+
+    Why steps: a stack interval may be many minutes. One Ctrl-C (a deferred pause)
+    takes effect at the next checkpoint, which a single long sleep put at the end of
+    the interval; an immediate pause rewinds to the last checkpoint, which was before
+    the last plane of the stack just taken, so resume replayed that plane's trigger and
+    took it twice. From a checkpoint here, resume replays at most one step, and the
+    time left is read from the clock again: after a long pause, the next stack starts
+    at once.
+    """
+    while True:
+        yield from bps.checkpoint()
+        left = when - time.time()
+        if left <= 0:
+            return
+        yield from bps.sleep(min(left, step))
+
+
 def _cleanup(camera: Camera, gating: GatingTrigger):
     yield from bps.abs_set(gating.arm, 0, wait=True)
     yield from abort_camera(camera)
@@ -127,9 +146,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         t0 = time.time()
         for i in range(n_stacks):
             if i:
-                wait = t0 + i * interval_s - time.time()
-                if wait > 0:
-                    yield from bps.sleep(wait)
+                yield from _wait_until(t0 + i * interval_s)
                 if refresh:
                     yield from bps.mv(gating.refresh_cmd, 1)
                 yield from _wait_for_lock(gating, lock_timeout)

@@ -6,6 +6,7 @@ StreamDatum per batch of complete volumes), so camera-rate data never becomes on
 Event per frame. Every argument is validated before anything moves.
 """
 
+import logging
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -26,6 +27,8 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_md, check_skip
+
+logger = logging.getLogger(__name__)
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 
@@ -72,11 +75,31 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
         yield from bps.kickoff(device, wait=True)
     yield from bps.declare_stream(camera, name="primary", collect=True)
     yield from declare_summary(camera)
-    yield from collect_while_flying([camera, scanboard], camera, flush_period, "primary",
-                                    summary=True)
+    try:
+        yield from collect_while_flying([camera, scanboard], camera, flush_period,
+                                        "primary", summary=True)
+    except Exception:
+        # stopped, aborted or failed: the frames on disk go into the run before the
+        # RunEngine closes it (a stop or abort after a pause otherwise left the
+        # catalog without every volume written since the last collect)
+        yield from collect_stored(camera)
+        raise
     yield from collect_all(camera, "primary")
     yield from collect_summary(camera)
     return (yield from bps.close_run(**(yield from loss_report(camera))))
+
+
+def collect_stored(camera: Camera):
+    """On the way out of an interrupted run: collect every frame already written.
+
+    A failure here is logged, not raised: the run ends with the exception that
+    interrupted it, which is what the user must see."""
+    try:
+        yield from collect_all(camera, "primary")
+        yield from collect_summary(camera)
+    except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
+        logger.warning("%s: frames written before the run ended could not all be "
+                       "collected: %s", camera.name, exc)
 
 
 def collect_while_flying(flyers: list, camera: Camera, flush_period: float,

@@ -124,6 +124,10 @@ def test_abort_after_a_pause_keeps_what_was_stored(scope, session):
     with h5py.File(path, "r") as f:
         ids = f["/entry/meta/frame_id"][...].ravel()
     np.testing.assert_array_equal(ids[: done * N_PLANES], np.arange(done * N_PLANES))
+    # the catalog holds every volume the file holds, not only those collected before
+    # the pause
+    frames = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
+    assert frames.shape[:2] == (ids.size // N_PLANES, N_PLANES), (done, ids.tolist())
     # the microscope is ready for the next scan
     after = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
     assert after.exit_status == "success"
@@ -231,3 +235,53 @@ def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     run = session.catalog[result.run_start_uids[0]]
     frames = run["primary"]["camera_image"]
     assert frames.shape[:2] == (N_VOLUMES, N_PLANES)
+
+
+def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, session):
+    """A gated time-lapse spends most of its time waiting between stacks. One Ctrl-C
+    there pauses within about a second, not at the end of the interval (a single long
+    sleep held the pause until the next plane); an immediate pause there resumes
+    without taking the last plane again (it rewound to before that plane's trigger),
+    and the next stack still starts on schedule."""
+    from plans import gated_timelapse
+
+    planes, interval = [40.0, 60.0], 6.0
+    hdf = scope.camera.hdf
+    captured = lambda: int(hdf.num_captured.get(use_monitor=False))  # noqa: E731
+    try:
+        sent: list[float] = []
+        sender = when(lambda: session.RE.state == "running" and captured() == 2,
+                      lambda: (sent.append(time.monotonic()),
+                               os.kill(os.getpid(), signal.SIGINT)), timeout=120)
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(gated_timelapse(scope.camera, scope.gating, scope.piezo, planes,
+                                       n_timepoints=3, interval_s=interval))
+        took = time.monotonic() - sent[0]
+        sender.join(5)
+        assert session.RE.state == "paused" and captured() == 2
+        assert took < interval / 2, f"the pause took {took:.1f} s to land"
+
+        # the second stack: paused at once while waiting for the third
+        sender = when(lambda: session.RE.state == "running" and captured() == 4,
+                      lambda: session.RE.request_pause(defer=False), timeout=120)
+        with pytest.raises(RunEngineInterrupted):
+            session.RE.resume()
+        sender.join(5)
+        assert session.RE.state == "paused"
+        time.sleep(1.0)
+        assert captured() == 4
+        result = session.RE.resume()
+        assert result.exit_status == "success", result.reason
+        path = Path(hdf.full_file_name.get(use_monitor=False))
+        with h5py.File(path, "r") as f:
+            stamps = f["/entry/meta/timestamp"][...].ravel()
+        assert stamps.size == 6
+        # no frame between the immediate pause and the third stack's scheduled start
+        # (a replayed trigger came ~1 s after the resume), which is one interval after
+        # the second stack's start, less the time the second stack took to begin
+        starts = stamps[::2]
+        assert starts[2] - starts[1] > interval - 1.5, np.diff(stamps).round(2).tolist()
+    finally:
+        if session.RE.state == "paused":
+            session.RE.abort()
+        scope.gating.enable.set("Off").wait(10)
