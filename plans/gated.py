@@ -71,6 +71,9 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
             except FailedStatus:
                 why = yield from bps.rd(gating.message, default_value="")
                 raise RuntimeError(f"gated trigger at z = {z:g} um failed: {why}") from None
+            # an immediate pause from here on rewinds no further: resume must not fire
+            # this plane's trigger again (it took the plane twice)
+            yield from bps.checkpoint()
         yield from bps.collect(camera, name="primary")
 
 

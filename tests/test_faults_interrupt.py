@@ -261,8 +261,12 @@ def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, s
         assert session.RE.state == "paused" and captured() == 2
         assert took < interval / 2, f"the pause took {took:.1f} s to land"
 
-        # the second stack: paused at once while waiting for the third
-        sender = when(lambda: session.RE.state == "running" and captured() == 4,
+        # the second stack: paused at once while waiting for the third (the last
+        # message the RunEngine took is a sleep)
+        last = [""]
+        session.RE.msg_hook = lambda msg: last.__setitem__(0, msg.command)
+        sender = when(lambda: session.RE.state == "running" and captured() == 4
+                      and last[0] == "sleep",
                       lambda: session.RE.request_pause(defer=False), timeout=120)
         with pytest.raises(RunEngineInterrupted):
             session.RE.resume()
@@ -282,6 +286,7 @@ def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, s
         starts = stamps[::2]
         assert starts[2] - starts[1] > interval - 1.5, np.diff(stamps).round(2).tolist()
     finally:
+        session.RE.msg_hook = None
         if session.RE.state == "paused":
             session.RE.abort()
         scope.gating.enable.set("Off").wait(10)
