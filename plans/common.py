@@ -87,6 +87,19 @@ def collect_all(camera, stream_name: str = "primary"):
             return
 
 
+def collect_stored(camera, stream_name: str = "primary"):
+    """On the way out of an interrupted run: collect every frame already written.
+
+    A failure here is logged, not raised: the run ends with the exception that
+    interrupted it, which is what the user must see."""
+    try:
+        yield from collect_all(camera, stream_name)
+        yield from collect_summary(camera)
+    except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
+        log.warning("%s: frames written before the run ended could not all be "
+                    "collected: %s", camera.name, exc)
+
+
 def with_real_cause(plan):
     """Run ``plan``; when a device's status fails, raise that status's own exception
     (e.g. "camera: disk full: ... (120 of 400 frames stored, 280 lost)") instead of

@@ -62,17 +62,17 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
                  fpp: int):
     """``fpp`` passes over the planes, one gated trigger per plane per pass. One Ctrl-C
     pauses before the next plane (the capture stays open; resume goes on there)."""
+    yield from bps.checkpoint()
     for _ in range(fpp):
         for z in zs:
-            yield from bps.checkpoint()
             yield from bps.mv(piezo, z)
             try:
                 yield from bps.trigger(gating, wait=True)
             except FailedStatus:
                 why = yield from bps.rd(gating.message, default_value="")
                 raise RuntimeError(f"gated trigger at z = {z:g} um failed: {why}") from None
-            # an immediate pause from here on rewinds no further: resume must not fire
-            # this plane's trigger again (it took the plane twice)
+            # the next plane's checkpoint; an immediate pause from here on rewinds no
+            # further, so resume does not fire this plane's trigger again
             yield from bps.checkpoint()
         yield from bps.collect(camera, name="primary")
 

@@ -6,7 +6,6 @@ StreamDatum per batch of complete volumes), so camera-rate data never becomes on
 Event per frame. Every argument is validated before anything moves.
 """
 
-import logging
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -17,6 +16,7 @@ from devices.scanboard import PIEZO_TRAVEL_UM, GalvoCalibration, ScanBoard, Volu
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_stored,
     collect_summary,
     declare_summary,
     ensure_idle,
@@ -27,8 +27,6 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_float, check_int, check_md, check_skip
-
-logger = logging.getLogger(__name__)
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 
@@ -87,19 +85,6 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     yield from collect_all(camera, "primary")
     yield from collect_summary(camera)
     return (yield from bps.close_run(**(yield from loss_report(camera))))
-
-
-def collect_stored(camera: Camera):
-    """On the way out of an interrupted run: collect every frame already written.
-
-    A failure here is logged, not raised: the run ends with the exception that
-    interrupted it, which is what the user must see."""
-    try:
-        yield from collect_all(camera, "primary")
-        yield from collect_summary(camera)
-    except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
-        logger.warning("%s: frames written before the run ended could not all be "
-                       "collected: %s", camera.name, exc)
 
 
 def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
