@@ -139,6 +139,9 @@ class ScanBoard(Device):
         if self.mode.get() == "Planar" or int(self.num_volumes.get()) == 0:
             st = Status(obj=self)
             st.set_finished()
+            # kept too: asked again, no read of the IOC (which may be gone: the
+            # camera's failure, not this read's, must end the scan)
+            self._flying = st
             return st
         target = int(self.num_volumes.get())
         status = ProgressStatus(self, target=target, unit="volumes",
