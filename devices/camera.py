@@ -5,12 +5,13 @@ batch of complete volumes (or frames), never one Event per frame."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from event_model import compose_stream_resource
 from ophyd import Component as Cpt
@@ -20,6 +21,17 @@ from ophyd.status import Status
 from beamline_ls.pipeline.parts import part_path
 from devices.status import ProgressStatus
 from devices.text import TextSignal, TextSignalRO
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How long a connected camera IOC may take to answer before it counts as gone: Channel
+#: Access's own limit for a silent server (EPICS_CA_CONN_TMO, 30 s by default). Why
+#: wait at all: a read that times out (ophyd's 2 s) while its channel stays connected is
+#: a busy IOC, not a dead one; on a loaded 2-core machine (three browsers watching a
+#: scan) one read took longer and ended a healthy scan as "lost contact". A dead IOC
+#: disconnects its channels and is reported at once.
+IOC_PATIENCE_S = 30.0
 
 META_KEYS = {
     # data key suffix: (dataset, numpy dtype, units)
@@ -190,9 +202,10 @@ class CaptureSummary(Device):
         """Events for the rows finished since the last call."""
         import numpy as np
 
-        with self.parent._in_contact():  # a dead IOC is reported as such, with its files
-            columns = str(self.columns.get(use_monitor=False)).split(",")
-            flat = np.asarray(self.rows.get(use_monitor=False), dtype=float)
+        # a dead IOC is reported as such, with its files
+        columns, flat = self.parent._ask(lambda: (
+            str(self.columns.get(use_monitor=False)).split(","),
+            np.asarray(self.rows.get(use_monitor=False), dtype=float)))
         table = flat.reshape(-1, len(columns))
         col = {name: table[:, i] for i, name in enumerate(columns)}
         new = col["index"] >= self._next
@@ -383,7 +396,7 @@ class Camera(Device):
                 written = int(self.hdf.num_captured.get(use_monitor=False))
                 dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out
-                self._contact_error = f"{type(exc).__name__}: {exc}"
+                self._note_failed_read(exc)
                 return self._written_seen
             self._written_seen = written
             return written + dropped
@@ -392,7 +405,7 @@ class Camera(Device):
             try:
                 closed = int(self.hdf.capture.get(use_monitor=False)) == 0
             except Exception as exc:  # noqa: BLE001 - as above
-                self._contact_error = f"{type(exc).__name__}: {exc}"
+                self._note_failed_read(exc)
                 return False
             return closed and accounted() >= acq.n_frames
 
@@ -490,17 +503,35 @@ class Camera(Device):
     def _write_error(self) -> str:
         """The writer's own words when the capture failed (areaDetector's WriteStatus
         says whether; WriteMessage says why, with what was stored and lost), or that
-        the IOC is gone (its channels disconnected: stopped, killed, network down)."""
-        if self._contact_error or not (self.hdf.capture.connected
-                                       and self.hdf.write_status.connected):
+        the IOC is gone (its channels disconnected: stopped, killed, network down) or
+        stopped answering for ``IOC_PATIENCE_S``."""
+        if self._contact_error or not self._writer_connected():
             n = self._acq.n_frames if self._acq else 0
-            return (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
-                    f"disconnected: IOC stopped or network down); it had written "
-                    f"{self._written_seen} of {n} frames to {self._first_file_name()} "
-                    "(all but the last half second are readable)")
+            if self._writer_connected():
+                cause = (f"the camera IOC did not answer for {IOC_PATIENCE_S:g} s "
+                         f"({self._contact_error})")
+            else:
+                cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
+                         "disconnected: IOC stopped or network down)")
+            return (f"{cause}; it had written {self._written_seen} of {n} frames to "
+                    f"{self._first_file_name()} (all but the last half second are readable)")
         if self.hdf.write_status.get() != "Write error":
             return ""
         return self.hdf.write_message.get() or "the file writer reported an error"
+
+    def _writer_connected(self) -> bool:
+        return bool(self.hdf.capture.connected and self.hdf.write_status.connected)
+
+    def _note_failed_read(self, exc: Exception) -> None:
+        """A progress read failed. With the writer's channels disconnected the IOC is
+        gone, and the capture fails with that; connected, the IOC is busy, and progress
+        is read again at the next poll (an IOC that never answers again ends in CA's
+        disconnect, or in the capture's stall timeout)."""
+        if not self._writer_connected():
+            self._contact_error = f"{type(exc).__name__}: {exc}"
+        else:
+            log.info("%s: the camera IOC is slow to answer (%s); reading again",
+                     self.name, exc)
 
     def stop(self, *, success: bool = False) -> None:
         """Abort camera and writer (RunEngine calls this on abort/pause)."""
@@ -512,21 +543,28 @@ class Camera(Device):
         """Units (volumes or frames) accounted for: written, or lost and left as holes
         at their place in the file (so later frames keep their plane)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
-        with self._in_contact():
-            accounted = (int(self.hdf.num_captured.get(use_monitor=False))
-                         + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        accounted = self._ask(lambda: int(self.hdf.num_captured.get(use_monitor=False))
+                              + int(self.hdf.dropped_frames.get(use_monitor=False)))
         return accounted // per
 
-    @contextmanager
-    def _in_contact(self) -> Iterator[None]:
-        """Reads from the IOC during collection: when one fails (the IOC died between
-        two reads), raise that the IOC is gone, with what it had written, not which
-        channel happened to time out."""
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
-            self._contact_error = f"{type(exc).__name__}: {exc}"
-            raise RuntimeError(f"{self.name}: {self._write_error()}") from exc
+    def _ask(self, read: Callable[[], T]) -> T:
+        """``read()`` from the IOC during collection. A read that fails while the
+        writer's channels stay connected is a busy IOC: asked again, for up to
+        ``IOC_PATIENCE_S``. When the IOC is gone (channels disconnected) or does not
+        answer in that time, raise that, with what it had written, not which channel
+        happened to time out."""
+        deadline = time.monotonic() + IOC_PATIENCE_S
+        while True:
+            try:
+                return read()
+            except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
+                if self._writer_connected() and time.monotonic() < deadline:
+                    log.info("%s: the camera IOC is slow to answer (%s); asking again",
+                             self.name, exc)
+                    time.sleep(0.1)
+                    continue
+                self._contact_error = f"{type(exc).__name__}: {exc}"
+                raise RuntimeError(f"{self.name}: {self._write_error()}") from exc
 
     def describe_collect(self) -> dict:
         acq = self._acq
@@ -566,10 +604,9 @@ class Camera(Device):
             return
         per = acq.frames_per_volume or 1
         if not self._bundles:
-            with self._in_contact():
-                self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
-                file_frames = int(self.hdf.file_frames.get(use_monitor=False))
-                self._shape = self.frame_shape
+            self._first_file, file_frames, self._shape = self._ask(lambda: (
+                Path(self.hdf.full_file_name.get(use_monitor=False)),
+                int(self.hdf.file_frames.get(use_monitor=False)), self.frame_shape))
             self._units_per_file = (file_frames // per if file_frames >= per
                                     else max(1, acq.n_frames // per))
         part, offset = divmod(self._index, self._units_per_file)

@@ -21,6 +21,7 @@ from devices.positioners import Piezo
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_stored,
     collect_summary,
     declare_summary,
     ensure_idle,
@@ -147,14 +148,20 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from bps.kickoff(camera, wait=True)
         late_before = int((yield from bps.rd(gating.late, default_value=0)))
         t0 = time.time()
-        for i in range(n_stacks):
-            if i:
-                yield from _wait_until(t0 + i * interval_s)
-                if refresh:
-                    yield from bps.mv(gating.refresh_cmd, 1)
-                yield from _wait_for_lock(gating, lock_timeout)
-            yield from _gated_stack(camera, gating, piezo, zs, fpp)
-            yield from collect_summary(camera)
+        try:
+            for i in range(n_stacks):
+                if i:
+                    yield from _wait_until(t0 + i * interval_s)
+                    if refresh:
+                        yield from bps.mv(gating.refresh_cmd, 1)
+                    yield from _wait_for_lock(gating, lock_timeout)
+                yield from _gated_stack(camera, gating, piezo, zs, fpp)
+                yield from collect_summary(camera)
+        except Exception:
+            # stopped, aborted or failed: every pass already stored goes into the run
+            # (collected otherwise only at the end of each stack)
+            yield from collect_stored(camera)
+            raise
         yield from bps.complete(camera, wait=True)
         yield from collect_all(camera, "primary")
         yield from collect_summary(camera)

@@ -195,6 +195,37 @@ def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
         scope.gating.enable.set("Off").wait(10)
 
 
+def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, session):
+    """One plane, frames one gated trigger apart: a Ctrl-C pauses at the checkpoint
+    after the trigger in progress, before its frame is collected; an abort then must
+    still put that frame into the catalog, as the file has it."""
+    hdf = scope.camera.hdf
+    from plans import gated_scan
+
+    try:
+        sender = ctrl_c_when(lambda: session.RE.state == "running"
+                             and 2 <= int(hdf.num_captured.get(use_monitor=False)) < 10,
+                             timeout=120)
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [50.0],
+                                  frames_per_plane=30))
+        sender.join(5)
+        assert session.RE.state == "paused"
+        result = session.RE.abort("operator ended the movie")
+        assert result.exit_status == "abort"
+        wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 0,
+                 what="the capture to close")
+        path = Path(hdf.full_file_name.get(use_monitor=False))
+        with h5py.File(path, "r") as f:
+            stored = f["/entry/data/data"].shape[0]
+        session.flush()
+        frames = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
+        assert 2 <= stored < 30
+        assert frames.shape[0] == stored
+    finally:
+        scope.gating.enable.set("Off").wait(10)
+
+
 @pytest.mark.parametrize("moment", ["starting", "mid-scan"])
 def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     """Paused at once, wherever the RunEngine is: while the scan starts (before its

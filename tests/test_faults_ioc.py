@@ -1,6 +1,8 @@
 """The camera IOC dies in the middle of a scan (kill -9): the user gets the real cause
 (the IOC is gone) instead of a stall timeout, with the frames written before, and the
-stop document says the same. A private IOC on the spare port; killed by its own PID."""
+stop document says the same. A private IOC on the spare port; killed by its own PID.
+An IOC that only stops answering for a few seconds (the shared one, frozen and thawed
+by its PID) is waited for instead."""
 
 from __future__ import annotations
 
@@ -104,3 +106,40 @@ def test_a_camera_that_fails_mid_scan_ends_it_with_that_cause(scope, session):
         assert f["/entry/data/data"].shape[0] == 30
     assert session.RE(planar_scan(cam, scope.scanboard, 5, 40.0, 0.002)).exit_status \
         == "success"
+
+
+def test_an_ioc_that_stops_answering_for_a_while_is_waited_for(ioc, scope, session):
+    """A busy IOC is not a dead one. Frozen for 4 s mid-scan (SIGSTOP, as a loaded
+    machine can hold a process), longer than a read's 2 s timeout but with its channels
+    connected, the camera IOC is waited for: the scan does not end as 'lost contact'."""
+    from plans import planar_scan
+
+    hdf = scope.camera.hdf
+    frozen = []
+
+    def freeze_while_writing() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if int(hdf.num_captured.get(use_monitor=False)) >= 20:
+                    break
+            except Exception:  # noqa: BLE001 - not connected yet
+                pass
+            time.sleep(0.02)
+        ioc.proc.send_signal(signal.SIGSTOP)
+        frozen.append(time.monotonic())
+        time.sleep(4.0)
+        ioc.proc.send_signal(signal.SIGCONT)
+        frozen.append(time.monotonic())
+
+    freezer = threading.Thread(target=freeze_while_writing, daemon=True)
+    freezer.start()
+    try:
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 200, 40.0, 0.002,
+                                        frame_rate=50.0))
+    finally:
+        freezer.join(10)
+        ioc.proc.send_signal(signal.SIGCONT)
+    assert len(frozen) == 2, "the IOC was never frozen"
+    assert result.exit_status == "success", result.reason
+    assert int(hdf.num_captured.get(use_monitor=False)) == 200

@@ -104,3 +104,27 @@ def test_predictor_needs_one_period_and_rejects_gaps():
 def test_predictor_rejects_implausible_rate():
     pr = Predictor()
     assert pr.predict(_history(np.arange(0, 1.0, 0.0125), rate=1.0), 0.5, 1.0, 1.0) is None
+
+
+def test_predictor_ignores_a_phase_far_off_the_line_but_keeps_ordinary_scatter():
+    """One frame the reference could not place (1 rad off) must not tilt the line: the
+    prediction is the one without it. Ordinary scatter is all kept."""
+    rng = np.random.default_rng(3)
+    times = np.arange(0, 0.6, 0.0125)
+    rate = 2 * math.pi * 2.0
+    noisy = PhaseHistory()
+    noisy.clear(0)
+    clean = PhaseHistory()
+    clean.clear(0)
+    scatter = rng.normal(0.0, 0.01, times.size)
+    for i, t in enumerate(times):
+        clean.add(t, (rate * t + scatter[i]) % (2 * math.pi), i)
+        off = 1.0 if i == times.size - 3 else 0.0
+        noisy.add(t, (rate * t + scatter[i] + off) % (2 * math.pi), i)
+    pr = Predictor(fit_periods=(0.5,))
+    kept = pr.predict(clean, 0.5, times[-1], 1.0)
+    robust = pr.predict(noisy, 0.5, times[-1], 1.0)
+    assert kept is not None and robust is not None
+    assert kept.n_fit == robust.n_fit + 1  # only the far phase dropped
+    assert robust.t_target == pytest.approx(kept.t_target, abs=2e-3)
+    assert robust.residual_rms < 0.03

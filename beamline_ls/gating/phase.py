@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import gammaincinv
 
 from .reference import Reference
-from .sad import centred_products, shifted_ssd
+from .sad import DRIFT_STEPS, centred_products, drift_costs
 
 TWO_PI = 2.0 * math.pi
 #: fractional positions tried between two reference frames before the parabola fit
@@ -206,33 +206,22 @@ class PhaseEstimator:
         r = self._recent[:min(self._n_recent, self._recent.size)]
         return max(float(r.std()), 1e-3 * float(r.mean()), 1e-9)
 
-    def _model(self, pos: float) -> np.ndarray:
-        """Interpolated, centred reference image (cropped, flat) at a position."""
-        base = min(max(int(math.floor(pos)), 1), self._centred.shape[0] - 3)
-        w = catmull_rom(np.array([pos - base]))[0]
-        return np.tensordot(w.astype(np.float32), self._centred[base - 1:base + 3], 1)
-
     def _update_drift(self, image: np.ndarray, pos: float) -> None:
         """Move the integer drift by one pixel (up, down, left or right; a diagonal
-        takes two frames) where the frame fits the model better.
+        takes two frames) where the frame fits the model (the reference interpolated
+        at the frame's position) better than at the current offset by 1 %.
 
         Compared on every other row and column (4x less work; an integer decision
         needs no more), all candidates and the current offset alike.
         """
-        model = self._model(pos)
-        step = 2 if min(model.shape) >= 32 else 1
-
-        def cost(ny: int, nx: int) -> float:
-            return shifted_ssd(image, self._mean, model, self.weight, self.margin, ny, nx,
-                               step)
-
-        best, best_shift = cost(self.dy, self.dx) * 0.99, None
-        for ddy, ddx in ((-1, 0), (1, 0), (0, -1), (0, 1)):  # diagonals in two frames
-            ny, nx = self.dy + ddy, self.dx + ddx
-            if max(abs(ny), abs(nx)) > self.max_drift:
-                continue
-            s = cost(ny, nx)
-            if s < best:
-                best, best_shift = s, (ny, nx)
-        if best_shift is not None:
-            self.dy, self.dx = best_shift
+        m = self._centred.shape[0]
+        base = min(max(int(math.floor(pos)), 1), m - 3)
+        step = 2 if min(self._centred.shape[1:]) >= 32 else 1
+        costs = drift_costs(image, self._mean, self._centred[base - 1:base + 3],
+                            catmull_rom(np.array([pos - base]))[0], self.weight,
+                            self.margin, self.dy, self.dx, self.max_drift, step)
+        costs[0] *= 0.99
+        best = int(np.argmin(costs))  # the first of equals: the current offset wins ties
+        if best:
+            ddy, ddx = DRIFT_STEPS[best]
+            self.dy, self.dx = self.dy + ddy, self.dx + ddx

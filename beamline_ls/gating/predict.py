@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .linefit import REJECT_REASONS, choose_window, line_without_outliers
+
 TWO_PI = 2.0 * math.pi
 
 
@@ -141,58 +143,35 @@ class Predictor:
                        lows: list[int], period_s: float, t_from: float,
                        target_phase: float) -> tuple[int, str]:
         """Start index of the window whose line has the smallest standard error at the
-        target, from suffix sums (every window ends at the newest frame), or (-1, why).
-        The chosen window is then fitted in full by `_fit` (outliers and all)."""
+        target (every window ends at the newest frame), or (-1, why). The chosen
+        window is then fitted in full by `_fit` (outliers and all)."""
         if not wt.max() > 0:
             return -1, "no informative frames"
         w = np.maximum(wt / wt.max(), 1e-4)
-        tc = t - t[-1]
-        pc = ph - ph[-1]  # small numbers: the sums below do not cancel badly
-        cols = np.stack([w, w * tc, w * pc, w * tc * tc, w * tc * pc, w * pc * pc])
-        suffix = np.cumsum(cols[:, ::-1], axis=1)[:, ::-1]
-        dts = np.diff(t)
-        nominal = TWO_PI / period_s
-        best, best_se, reject = -1, math.inf, ""
-        for lo in lows:
-            d = dts[lo:]
-            if d.size and (d.min() <= 0 or d.max() > self.gap_ratio * d.min()):
-                reject = reject or "timestamp gap"
-                continue
-            sw, st, sp, stt, stp, spp = suffix[:, lo]
-            tm, pm = st / sw, sp / sw
-            sxx = stt - sw * tm * tm
-            if sxx <= 0:
-                reject = reject or "degenerate fit"
-                continue
-            sxy = stp - sw * tm * pm
-            slope = sxy / sxx
-            if not abs(slope / nominal - 1) < self.rate_tolerance:
-                reject = reject or "implausible rate"
-                continue
-            rss = max(spp - sw * pm * pm - slope * sxy, 0.0)
-            icpt = pm - slope * tm
-            k = math.ceil((icpt + slope * (t_from - t[-1]) + ph[-1] - target_phase) / TWO_PI)
-            h = (target_phase + TWO_PI * k - ph[-1] - icpt) / slope - tm
-            n_w = t.size - lo
-            se = math.sqrt(rss / max(n_w - 2, 1) * (1.0 / sw + h * h / sxx))
-            if se < best_se:
-                best, best_se = lo, se
-        return best, reject
+        best, reject = choose_window(t, ph, w, np.asarray(lows, np.int64),
+                                     TWO_PI / period_s, self.gap_ratio, self.rate_tolerance,
+                                     t_from, target_phase)
+        return int(best), REJECT_REASONS[reject]
 
     def _fit(self, tw: np.ndarray, pw: np.ndarray, ww: np.ndarray, period_s: float,
              t_from: float, target_phase: float) -> tuple[Prediction | None, str]:
         """The line through a window `_choose_window` accepted (no gap, spread in time,
-        informative frames), outliers dropped, and its prediction."""
-        tc = tw - tw[-1]
+        informative frames), outliers dropped, and its prediction.
+
+        A frame the reference cannot place (an unusually strong or weak beat, a blood
+        cell crossing) gets a phase far off; one such frame would tilt the line for a
+        whole window. A point is dropped when, left out, its distance to the line
+        through the rest is over 4 times the scatter expected at its weight (and over
+        0.05 rad); at most a quarter of the window goes, and never below ``min_fit``
+        (or 3) points.
+        """
         ww = np.maximum(ww / ww.max(), 1e-4)
-        keep = _drop_outliers(tc, pw, ww, max(self.min_fit, 3))
-        tk, pk, wk = tc[keep], pw[keep], ww[keep]
-        slope, icpt, resid = weighted_line(tk, pk, wk)  # icpt: phase at t = tw[-1]
+        slope, icpt, sw, wrss, tm, sxx, n_w = line_without_outliers(
+            tw - tw[-1], pw, ww, max(self.min_fit, 3))  # icpt: phase at t = tw[-1]
         nominal = TWO_PI / period_s
         if not (1 - self.rate_tolerance) * nominal < slope < (1 + self.rate_tolerance) * nominal:
             return None, "implausible rate"
-        sw = float(wk.sum())
-        rms = float(np.sqrt((wk * resid ** 2).sum() / sw))
+        rms = math.sqrt(wrss / sw)
         if rms > self.max_residual:
             return None, "poor fit"
         phase_from = icpt + slope * (t_from - tw[-1])
@@ -201,13 +180,10 @@ class Predictor:
         t_target = tw[-1] + (goal - icpt) / slope
         # standard error of the line at t_target: phase variances are c / w with the
         # scale c estimated from the weighted scatter about the line
-        n_w = tk.size
-        c = float((wk * resid ** 2).sum()) / max(n_w - 2, 1)
-        tm = float((wk * tk).sum()) / sw
+        c = wrss / max(n_w - 2, 1)
         h = (t_target - tw[-1]) - tm
-        sxx = float((wk * (tk - tm) ** 2).sum())
         se = math.sqrt(c * (1.0 / sw + h * h / sxx)) if n_w > 2 else math.inf
-        return Prediction(float(t_target), int(k), slope, int(n_w), rms, se), ""
+        return Prediction(float(t_target), int(k), float(slope), int(n_w), rms, se), ""
 
 
 def weighted_line(t: np.ndarray, p: np.ndarray, w: np.ndarray
@@ -218,32 +194,3 @@ def weighted_line(t: np.ndarray, p: np.ndarray, w: np.ndarray
     slope = float((w * (t - tm) * (p - pm)).sum() / (w * (t - tm) ** 2).sum())
     icpt = pm - slope * tm
     return slope, icpt, p - (icpt + slope * t)
-
-
-def _drop_outliers(t: np.ndarray, p: np.ndarray, w: np.ndarray, min_keep: int
-                   ) -> np.ndarray:
-    """Mask without phases that sit far off the line through the others.
-
-    A frame the reference cannot place (an unusually strong or weak beat, a blood
-    cell crossing) gets a phase far off; one such frame would tilt the line for a
-    whole window. A point is dropped when, left out, its distance to the line through
-    the rest is over 4 times the scatter expected at its weight (and over 0.05 rad);
-    at most a quarter of the window goes, and never below ``min_keep`` points.
-    """
-    keep = np.ones(t.size, bool)
-    for _ in range(t.size // 4):
-        if keep.sum() - 1 < min_keep:
-            break
-        _, _, resid = weighted_line(t[keep], p[keep], w[keep])
-        c = float((w[keep] * resid ** 2).sum()) / max(int(keep.sum()) - 2, 1)
-        if float((w[keep] * resid ** 2).max()) <= 4.0 * c:
-            break  # nothing beyond 2 SDs in sample: none can be 4 SDs off the rest
-        worst = int(np.flatnonzero(keep)[np.argmax(np.abs(resid) * np.sqrt(w[keep]))])
-        keep[worst] = False
-        slope, icpt, rest = weighted_line(t[keep], p[keep], w[keep])
-        c = float((w[keep] * rest ** 2).sum()) / max(int(keep.sum()) - 2, 1)
-        scatter = math.sqrt(c / w[worst])
-        if abs(p[worst] - (icpt + slope * t[worst])) <= max(4.0 * scatter, 0.05):
-            keep[worst] = True
-            break
-    return keep

@@ -17,6 +17,7 @@ behaves, and it costs one binned SAD row per frame.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import statistics
@@ -283,6 +284,8 @@ class PeriodFinder:
         self.last_period = math.nan  # frames, the latest single estimate
         # why there is no reference (yet): "<kind>: <details>", kind before the colon
         self.reason = "no frames yet"
+        self._interval_key: tuple[int, float] = (0, math.nan)
+        self._interval = math.nan
 
     def reset(self, keep_buffer: bool = False) -> None:
         """Forget estimates (and optionally the frame buffer)."""
@@ -296,8 +299,13 @@ class PeriodFinder:
         n = len(self._times)
         if n < 2:
             return math.nan
-        last = [self._times[i] for i in range(max(0, n - 32), n)]
-        return statistics.median(b - a for a, b in zip(last, last[1:], strict=False))
+        key = (n, self._times[-1])  # asked several times per frame: computed once
+        if key != self._interval_key:
+            newest = list(itertools.islice(reversed(self._times), 32))
+            self._interval = statistics.median(
+                b - a for b, a in zip(newest, newest[1:], strict=False))
+            self._interval_key = key
+        return self._interval
 
     MISSING_RATIO = 1.5  # an interval this many times the usual one lost a frame
 

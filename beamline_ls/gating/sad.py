@@ -171,24 +171,48 @@ def centred_products(rows: np.ndarray, img: np.ndarray, mean: np.ndarray,
     return _products(rows, img, mean, weight, int(margin), int(dy), int(dx))
 
 
+#: the drift offsets `drift_costs` compares, relative to the current one (diagonals
+#: take two frames)
+DRIFT_STEPS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
-def _shifted_ssd(img, mean, model, weight, g, dy, dx, step):  # pragma: no cover
-    h, w = model.shape
-    acc = 0.0
+def _drift_costs(img, mean, frames, wts, weight, g, dy, dx, reach, step):  # pragma: no cover
+    m, h, w = frames.shape
+    out = np.full(5, np.inf)
+    model = np.empty(w, np.float32)
+    for j in range(5):
+        sy = dy + (-1 if j == 1 else 1 if j == 2 else 0)
+        sx = dx + (-1 if j == 3 else 1 if j == 4 else 0)
+        if max(abs(sy), abs(sx)) <= reach:
+            out[j] = 0.0
     for y in range(0, h, step):
-        s = np.float32(0.0)
         for x in range(0, w, step):
-            d = np.float32(img[y + g + dy, x + g + dx]) - mean[y, x] - model[y, x]
-            s += weight[y, x] * d * d
-        acc += s
-    return acc
+            model[x] = (wts[0] * frames[0, y, x] + wts[1] * frames[1, y, x]
+                        + wts[2] * frames[2, y, x] + wts[3] * frames[3, y, x])
+        for j in range(5):
+            if out[j] == np.inf:
+                continue
+            sy = dy + (-1 if j == 1 else 1 if j == 2 else 0)
+            sx = dx + (-1 if j == 3 else 1 if j == 4 else 0)
+            s = np.float32(0.0)
+            for x in range(0, w, step):
+                d = np.float32(img[y + g + sy, x + g + sx]) - mean[y, x] - model[x]
+                s += weight[y, x] * d * d
+            out[j] += s
+    return out
 
 
-def shifted_ssd(img: np.ndarray, mean: np.ndarray, model: np.ndarray, weight: np.ndarray,
-                margin: int, dy: int, dx: int, step: int = 1) -> float:
-    """Weighted squared distance between the shifted, centred frame window and a model,
-    over every ``step``-th row and column (a drift decision needs no more)."""
-    if max(abs(dy), abs(dx)) > margin:
-        raise ValueError("shift larger than margin")
-    return float(_shifted_ssd(img, mean, model, weight, int(margin), int(dy), int(dx),
-                              int(step)))
+def drift_costs(img: np.ndarray, mean: np.ndarray, frames: np.ndarray, weights: np.ndarray,
+                weight: np.ndarray, margin: int, dy: int, dx: int, reach: int,
+                step: int = 1) -> np.ndarray:
+    """Weighted squared distances between the centred frame window and a model image,
+    with the window at the drift offsets ``DRIFT_STEPS`` from (dy, dx); inf where an
+    offset is beyond ``reach`` (<= ``margin``). The model is ``weights`` (4,) times the
+    four centred reference ``frames`` (4, h', w') around a position, made row by row
+    here (no image-sized temporaries); every ``step``-th row and column is compared (a
+    drift decision needs no more)."""
+    if reach > margin or max(abs(dy), abs(dx)) > reach:
+        raise ValueError("drift beyond the margin")
+    return _drift_costs(img, mean, frames, np.asarray(weights, np.float32), weight,
+                        int(margin), int(dy), int(dx), int(reach), int(step))
