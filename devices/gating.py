@@ -82,5 +82,12 @@ class GatingTrigger(Device):
         """Ask for a new reference (long-term updating keeps the same heart phase)."""
         return self.refresh_cmd.set(1)
 
+    def pause(self) -> None:
+        """RunEngine pause: let no armed trigger fire while paused. An immediate pause
+        (two Ctrl-C) can land while a trigger waits for its heart phase; resume
+        replays that trigger from the last checkpoint, so one left armed would have
+        fired meanwhile and the plane been taken twice."""
+        self.arm.put(0, wait=False)
+
     def stop(self, *, success: bool = False) -> None:
         self.arm.put(0, wait=False)

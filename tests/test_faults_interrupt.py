@@ -226,6 +226,42 @@ def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, sess
         scope.gating.enable.set("Off").wait(10)
 
 
+def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, session):
+    """Paused at once while a trigger waits for its heart phase, then held for several
+    heartbeats: resume replays that trigger, so it must not have fired meanwhile. One
+    trigger per frame asked for, no more."""
+    from plans import gated_scan
+
+    gating, hdf = scope.gating, scope.camera.hdf
+    n = 8
+    try:
+        sender = when(lambda: session.RE.state == "running"
+                      and 2 <= int(hdf.num_captured.get(use_monitor=False)) < n - 2
+                      and int(gating.armed.get(use_monitor=False)) > 0,
+                      lambda: session.RE.request_pause(defer=False), timeout=120)
+        fired_before = None
+
+        def count_fired(name, doc):
+            nonlocal fired_before
+            if name == "start":
+                fired_before = int(gating.fired.get(use_monitor=False))
+
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(gated_scan(scope.camera, gating, scope.piezo, [50.0],
+                                  frames_per_plane=n), count_fired)
+        sender.join(5)
+        assert session.RE.state == "paused"
+        time.sleep(1.5)  # several heartbeats
+        result = session.RE.resume()
+        assert result.exit_status == "success", result.reason
+        assert int(gating.fired.get(use_monitor=False)) - fired_before == n
+        assert int(hdf.num_captured.get(use_monitor=False)) == n
+    finally:
+        if session.RE.state == "paused":
+            session.RE.abort()
+        gating.enable.set("Off").wait(10)
+
+
 @pytest.mark.parametrize("moment", ["starting", "mid-scan"])
 def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     """Paused at once, wherever the RunEngine is: while the scan starts (before its
