@@ -19,7 +19,12 @@ from ophyd.areadetector.filestore_mixins import (
     FileStoreHDF5Single,
     FileStoreIterativeWrite,
 )
-from ophyd.areadetector.plugins import HDF5Plugin, ImagePlugin
+from ophyd.areadetector.plugins import (
+    HDF5Plugin,
+    HDF5Plugin_V34,
+    ImagePlugin,
+    ImagePlugin_V34,
+)
 from ophyd.areadetector.trigger_mixins import SingleTrigger
 
 N_IMAGES = 4
@@ -88,6 +93,8 @@ def test_stock_ophyd_detector_counts_and_its_images_read_back_through_the_catalo
     assert det.hdf1.capture.get() == 0
     assert det.hdf1.write_status.get(as_string=True) == "Write OK"
     assert int(det.hdf1.num_captured.get()) == N_POINTS * N_IMAGES
+    # flushed for SWMR readers, as ADCore counts it
+    assert int(EpicsSignal(det.hdf1.prefix + "SWMRCbCounter_RBV").get()) > 0
 
 
 def test_single_mode_writes_a_file_per_frame(scope, prefix, settings):
@@ -170,6 +177,62 @@ def test_image_plugin_shows_the_newest_frame_it_took(det):
     image = np.asarray(det.image.array_data.get()).reshape(h, w)
     assert image.mean() > 0
     assert det.image.plugin_type.get().startswith("NDPluginStdArrays")
+
+
+#: what ophyd's ADCore 3.1-3.4 plugin classes add to NDPluginBase and NDFileHDF5, by
+#: component name. Not served: ophyd's groups of ten (ArraySize0..9, Dim0SA..Dim9SA,
+#: ExtraDim*3..9, PosIndexDim*, PosNameDim*): frames here have two dimensions, and the
+#: writer has no extra dimensions and no position mode.
+V34_PLUGIN_BASE = (
+    "queue_size", "epics_ts_sec", "epics_ts_nsec", "array_callbacks", "array_size_int",
+    "color_mode", "data_type", "dimensions", "ndimensions", "disordered_arrays",
+    "dropped_output_arrays", "max_threads", "nd_attributes_macros", "nd_attributes_status",
+    "num_threads", "process_plugin", "sort_free", "sort_free_low", "sort_mode",
+    "sort_size", "sort_time", "empty_free_list", "num_queued_arrays", "max_array_rate",
+    "max_array_rate_cout", "max_byte_rate")
+V34_HDF5 = ("nd_attribute_chunk", "dim_att_datasets", "position_mode", "swmr_cb_counter",
+            "swmr_active", "swmr_mode", "swmr_supported", "fill_value")
+
+
+@pytest.fixture(scope="module")
+def v34_plugins(scope, prefix):
+    """ophyd's ADCore 3.4 plugin classes on the camera's image1: and HDF1:."""
+    image, hdf = ImagePlugin_V34(prefix + "image1:", name="image"), \
+        HDF5Plugin_V34(prefix + "HDF1:", name="hdf")
+    yield image, hdf
+    image.destroy()
+    hdf.destroy()
+
+
+def test_ophyds_adcore_3_4_plugin_classes_find_their_plugin_pvs(v34_plugins):
+    image, hdf = v34_plugins
+    for plugin, names in ((image, V34_PLUGIN_BASE), (hdf, V34_PLUGIN_BASE + V34_HDF5)):
+        missing = []
+        for name in names:
+            try:
+                getattr(plugin, name).wait_for_connection(timeout=5)
+            except Exception:  # noqa: BLE001 - a PV that is not served
+                missing.append(name)
+        assert not missing, f"{plugin.prefix}: {missing}"
+    assert image.queue_size.get() >= 1
+    assert image.sort_mode.get(as_string=True) == "Unsorted"
+    assert put_is_refused(hdf.prefix + "NumThreads", 4)  # refused with the reason
+
+
+def test_a_plugins_max_array_rate_and_min_callback_time_are_one_limit(v34_plugins):
+    """ADCore 3.4: MaxArrayRate sets MinCallbackTime (and back), so clients of
+    either see the same limit."""
+    image = v34_plugins[0]
+    before = image.min_callback_time.get(use_monitor=False)
+    try:
+        image.max_array_rate.set(4.0).wait(10)
+        wait_for(lambda: image.min_callback_time.get(use_monitor=False) == 0.25, 10,
+                 "MinCallbackTime following MaxArrayRate")
+        image.min_callback_time.set(0.5).wait(10)
+        wait_for(lambda: image.max_array_rate.get(use_monitor=False) == 2.0, 10,
+                 "MaxArrayRate following MinCallbackTime")
+    finally:
+        image.min_callback_time.set(before).wait(10)
 
 
 def test_refused_settings_say_why(det):

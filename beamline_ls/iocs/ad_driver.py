@@ -163,12 +163,6 @@ class DriverGroup(PortGroup):
     string_to_server = readback("StringToServer_RBV", "", text=True)
     read_status = pvproperty(name="ReadStatus", value=0,
                              doc="put 1: read the camera's state now")
-    nd_attributes_macros = fixed("NDAttributesMacros", "", "no NDAttribute files",
-                                 text=True, rbv=False)
-    nd_attributes_status = readback(
-        "NDAttributesStatus", "Attributes file OK",
-        enum_strings=["Attributes file OK", "File not found", "XML syntax error",
-                      "Macro substitution error"])
     empty_free_list = pvproperty(name="EmptyFreeList", value=0,
                                  doc="put 1: free the frame buffer's memory (not while "
                                      "capturing)")

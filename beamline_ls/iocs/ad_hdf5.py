@@ -182,6 +182,17 @@ class HDF5FileGroup(PluginGroup):
     swmr_supported = readback("SWMRSupported_RBV", "Supported",
                               enum_strings=["Not supported", "Supported"])
     swmr_active = readback("SWMRActive_RBV", "Off", enum_strings=["Off", "Active"])
+    swmr_cb_counter = readback("SWMRCbCounter_RBV", 0,
+                               doc="flushes of this capture's files so far (each one "
+                                   "shows SWMR readers the frames written before it)")
+    nd_attribute_chunk, nd_attribute_chunk_rbv = fixed("NDAttributeChunk", 0,
+                                                       NO_ATTRIBUTES)
+    dim_att_datasets, dim_att_datasets_rbv = fixed("DimAttDatasets", "No", NO_ATTRIBUTES,
+                                                   enum_strings=NO_YES)
+    position_mode, position_mode_rbv = fixed(
+        "PositionMode", "Off", "frames are stored in the order they arrive (volumes by "
+        "HDF1:FramesPerVolume); no position plugin feeds this writer",
+        enum_strings=["Off", "On"])
     xml_file_name, xml_file_name_rbv = fixed("XMLFileName", "",
                                              "the file layout is fixed (see the module)",
                                              text=True)
@@ -437,6 +448,7 @@ class HDF5FileGroup(PluginGroup):
         await self.file_frames.write(per_file)
         await self.file_count.write(1)
         await self.num_captured.write(0)
+        await self.swmr_cb_counter.write(0)
         await self.dropped_frames.write(0)
         await self.lost_frames.write(0)
         await self.first_dropped.write(-1)
@@ -478,6 +490,7 @@ class HDF5FileGroup(PluginGroup):
             return
         st = self.recorder.status
         await write_if_changed(self.num_captured, st.frames_written)
+        await write_if_changed(self.swmr_cb_counter, st.flushes)
         not_stored = st.frames_dropped + st.frames_missing
         if not_stored != self.dropped_frames.value:
             await self.dropped_frames.write(not_stored)

@@ -31,11 +31,15 @@ NO_YES = ["No", "Yes"]
 DISABLE_ENABLE = ["Disable", "Enable"]
 CAMERA_PORT = "CAM1"
 MAX_DIMS = 10
+EPICS_EPOCH = 631152000.0  # 1990-01-01 UTC in Unix seconds
 DTYPE_NAMES = {"uint8": "UInt8", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
                "uint32": "UInt32", "int32": "Int32", "float32": "Float32",
                "float64": "Float64"}
 VERSION = f"beamline-ls {__version__}"
 
+ONE_THREAD = "each plugin runs on one thread of its own"
+IN_ORDER = ("frames reach each plugin in the camera's order, one thread each: there is "
+            "nothing to sort")
 NO_ATTRIBUTES = ("NDAttribute files are not supported; per-frame metadata is named in "
                  "HDF1:ExtraFields")
 
@@ -55,6 +59,12 @@ class PortGroup(PVGroup):
     port_name = readback("PortName_RBV", "")
     asyn_io = pvproperty(name="AsynIO", value=0, record="asyn")
     nd_attributes_file = fixed("NDAttributesFile", "", NO_ATTRIBUTES, text=True, rbv=False)
+    nd_attributes_macros = fixed("NDAttributesMacros", "", NO_ATTRIBUTES, text=True,
+                                 rbv=False)
+    nd_attributes_status = readback(
+        "NDAttributesStatus", "Attributes file OK",
+        enum_strings=["Attributes file OK", "File not found", "XML syntax error",
+                      "Macro substitution error"], doc=NO_ATTRIBUTES)
     adcore_version = readback("ADCoreVersion_RBV", VERSION)
     driver_version = readback("DriverVersion_RBV", VERSION)
     pool_alloc_buffers = readback("PoolAllocBuffers", 0,
@@ -140,6 +150,50 @@ class PluginGroup(PortGroup):
                                 doc="QueueUse above this raises a MAJOR alarm (0: off)")
     process_plugin = pvproperty(name="ProcessPlugin", value=0,
                                 doc="put 1: hand the last frame to this plugin again")
+    # -- the rest of ADCore 3.4's NDPluginBase (NDArrayBase) PVs, so stock clients
+    # (ophyd's *_V34 plugin classes, ADCore's screens) find every one they name
+    queue_size_rbv = readback("QueueSize_RBV", 0, doc="what QueueSize holds")
+    epics_ts_sec = readback("EpicsTSSec_RBV", 0,
+                            doc="exposure start of the last frame, s since 1990 (EPICS)")
+    epics_ts_nsec = readback("EpicsTSNsec_RBV", 0, doc="... and its nanoseconds")
+    array_size_bytes = readback("ArraySize_RBV", 0, doc="bytes of the last frame")
+    ndimensions_out = readback("NDimensions", 2, doc="as NDimensions_RBV")
+    dimensions_out = pvproperty(name="Dimensions", value=[0] * MAX_DIMS,
+                                dtype=ChannelType.LONG, max_length=MAX_DIMS, read_only=True,
+                                doc="as Dimensions_RBV")
+    color_mode_out = fixed("ColorMode", "Mono", "a plugin's frames have the colour mode "
+                           "they arrive with (ColorMode_RBV)", enum_strings=ND_COLOR_MODES,
+                           rbv=False)
+    data_type_out = fixed("DataType", "UInt16", "a plugin's frames have the data type "
+                          "they arrive with (DataType_RBV)", enum_strings=ND_DATA_TYPES,
+                          rbv=False)
+    array_callbacks, array_callbacks_rbv = setting(
+        "ArrayCallbacks", "Enable", enum_strings=DISABLE_ENABLE,
+        doc="no plugin takes frames from this one (every plugin takes them from the "
+            "camera), so either value passes nothing on")
+    num_threads, num_threads_rbv = fixed("NumThreads", 1, ONE_THREAD)
+    max_threads = readback("MaxThreads_RBV", 1, doc=ONE_THREAD)
+    sort_mode, sort_mode_rbv = fixed("SortMode", "Unsorted", IN_ORDER,
+                                     enum_strings=["Unsorted", "Sorted"])
+    sort_time, sort_time_rbv = fixed("SortTime", 0.1, IN_ORDER, units="s", precision=3)
+    sort_size, sort_size_rbv = fixed("SortSize", 10, IN_ORDER)
+    sort_free = readback("SortFree", 10, doc=IN_ORDER)
+    sort_free_low = readback("SortFreeLow", 10, doc=IN_ORDER)
+    disordered_arrays, disordered_arrays_rbv = fixed("DisorderedArrays", 0, IN_ORDER)
+    dropped_output_arrays, dropped_output_arrays_rbv = fixed(
+        "DroppedOutputArrays", 0, "this plugin passes no frames on")
+    max_byte_rate, max_byte_rate_rbv = fixed(
+        "MaxByteRate", 0.0, "this plugin passes no frames on (0: no limit)", units="B/s")
+    max_array_rate, max_array_rate_rbv = setting(
+        "MaxArrayRate", 0.0, units="Hz", precision=2, lower_ctrl_limit=0.0,
+        upper_ctrl_limit=1e6, doc="frames per second this plugin takes at most "
+                                  "(0: all); the same limit as MinCallbackTime")
+    max_array_rate_cout = readback("MaxArrayRate_COUT", 0.0, precision=6,
+                                   doc="the MinCallbackTime that MaxArrayRate sets")
+    empty_free_list = pvproperty(name="EmptyFreeList", value=0,
+                                 doc="put 1: free unused frame buffers (a plugin keeps "
+                                     "none of its own: nothing to free)")
+    num_queued_arrays = readback("NumQueuedArrays", 0, doc="frames waiting in this plugin")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -202,6 +256,25 @@ class PluginGroup(PortGroup):
             self._received = int(value)
         return value
 
+    @min_callback_time.putter
+    async def min_callback_time(self, instance, value):
+        rate = 1.0 / value if value > 0 else 0.0
+        await write_if_changed(self.max_array_rate_cout, float(value))
+        if abs(rate - self.max_array_rate.value) > 1e-9 * max(rate, 1.0):
+            await self.max_array_rate.write(rate, verify_value=False)
+        return value
+
+    @max_array_rate.putter
+    async def max_array_rate(self, instance, value):
+        period = 1.0 / value if value > 0 else 0.0
+        if abs(period - self.min_callback_time.value) > 1e-12:
+            await self.min_callback_time.write(period)
+        return value
+
+    @empty_free_list.putter
+    async def empty_free_list(self, instance, value):
+        return 0
+
     @dropped_arrays.putter
     async def dropped_arrays(self, instance, value):
         with self._lock:
@@ -233,6 +306,10 @@ class PluginGroup(PortGroup):
             await self.unique_id.write(int(last.frame_id))
             await self.time_stamp.write(float(last.timestamp))
             await self.execution_time.write(self._seconds * 1e3)
+            epics_s = float(last.timestamp) - EPICS_EPOCH
+            await self.epics_ts_sec.write(int(epics_s))
+            await self.epics_ts_nsec.write(int(round((epics_s % 1.0) * 1e9)) % 1_000_000_000)
+            await write_if_changed(self.array_size_bytes, int(last.image.nbytes))
         rate = 0.0
         if len(stamps) >= 2 and stamps[-1] > stamps[0] and time.monotonic() - stamps[-1] < 2:
             rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
@@ -243,13 +320,15 @@ class PluginGroup(PortGroup):
             dims = dims_of(shape)
             await self.array_size0.write(shape[1])
             await self.array_size1.write(shape[0])
-            for pv in (self.dimensions, self.dim0_sa):
+            for pv in (self.dimensions, self.dimensions_out, self.dim0_sa):
                 await pv.write(dims)
         name = DTYPE_NAMES.get(dtype)
         if name is not None and name != self.data_type.value:
             await self.data_type.write(name)
         size, waiting = self.queue_state()
         await write_if_changed(self.queue_size, size)
+        await write_if_changed(self.queue_size_rbv, size)
+        await write_if_changed(self.num_queued_arrays, waiting)
         await write_if_changed(self.queue_free, size - waiting)
         await self._queue_alarm(waiting)
 

@@ -94,6 +94,7 @@ class FrameFileWriter:
         self.frames_written = 0  # frames stored
         self.positions = 0  # positions used: frames stored plus holes left by lost frames
         self.frames_flushed = 0
+        self.flushes = 0  # flushes of the file so far (SWMR readers see each)
         clash = set(extra_fields) & set(META_FIELDS)
         if clash:
             raise ValueError(f"extra fields {sorted(clash)} clash with standard metadata")
@@ -266,6 +267,7 @@ class FrameFileWriter:
         """Write the pending metadata block and flush the file."""
         self._write_rows()
         self._file.flush()
+        self.flushes += 1
         self.frames_flushed = self.positions  # positions (frames and holes) on disk
         self._t_flushed = time.monotonic()
 

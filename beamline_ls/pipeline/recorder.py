@@ -66,6 +66,7 @@ class RecorderStatus:
     frames_missing: int = 0  # never delivered by the camera (gaps in its frame ids)
     missing_ids: list[int] = field(default_factory=list)
     files: int = 0
+    flushes: int = 0  # flushes of the capture's files (areaDetector's SWMRCbCounter)
     error: str = ""  # why the capture failed, with what was stored and lost
 
     @property
@@ -313,6 +314,7 @@ class Recorder:
                         break
                     if unflushed:  # frames paused or stopped: put them all on disk now
                         writer.flush()
+                        st.flushes = writer.flushes
                         unflushed = False
                     continue
                 if background is not None:
@@ -331,6 +333,7 @@ class Recorder:
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
                 st.files = len(writer.parts)
+                st.flushes = writer.flushes
             else:
                 finished = True
         except Exception as exc:  # the file or disk failed: report, keep the file readable

@@ -89,6 +89,7 @@ class RollingFileWriter:
         self._closed_frames = 0
         self._closed_positions = 0
         self._closed_units = 0
+        self._closed_flushes = 0
         self._current = self._open(self.path)
 
     def _open(self, path: Path) -> FrameFileWriter:
@@ -116,6 +117,11 @@ class RollingFileWriter:
     @property
     def complete_units(self) -> int:
         return self._closed_units + self._current.complete_units
+
+    @property
+    def flushes(self) -> int:
+        """Flushes of this capture's files so far."""
+        return self._closed_flushes + self._current.flushes
 
     @property
     def chunk_shape(self) -> tuple[int, ...]:
@@ -146,6 +152,7 @@ class RollingFileWriter:
         self._closed_frames += done.frames_written
         self._closed_positions += done.positions
         self._closed_units += done.complete_units
+        self._closed_flushes += done.flushes
         log.info("file %s full (%d frames); continuing in the next file", done.path,
                  done.frames_written)
         self._hand_on(done.path)
