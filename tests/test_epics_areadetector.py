@@ -180,9 +180,9 @@ def test_image_plugin_shows_the_newest_frame_it_took(det):
 
 
 #: what ophyd's ADCore 3.1-3.4 plugin classes add to NDPluginBase and NDFileHDF5, by
-#: component name. Not served: ophyd's groups of ten (ArraySize0..9, Dim0SA..Dim9SA,
-#: ExtraDim*3..9, PosIndexDim*, PosNameDim*): frames here have two dimensions, and the
-#: writer has no extra dimensions and no position mode.
+#: component name. Not served yet, although ADCore serves them: ophyd's groups of ten
+#: (ArraySize0..9 and their _RBV, Dim0SA..Dim9SA and their _RBV, ArraySizeX/Y/Z_RBV,
+#: the writer's ExtraDim*3..9, PosIndexDim*, PosNameDim*).
 V34_PLUGIN_BASE = (
     "queue_size", "epics_ts_sec", "epics_ts_nsec", "array_callbacks", "array_size_int",
     "color_mode", "data_type", "dimensions", "ndimensions", "disordered_arrays",
