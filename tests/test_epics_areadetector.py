@@ -180,16 +180,15 @@ def test_image_plugin_shows_the_newest_frame_it_took(det):
 
 
 #: what ophyd's ADCore 3.1-3.4 plugin classes add to NDPluginBase and NDFileHDF5, by
-#: component name. Not served yet, although ADCore serves them: ophyd's groups of ten
-#: (ArraySize0..9 and their _RBV, Dim0SA..Dim9SA and their _RBV, ArraySizeX/Y/Z_RBV,
-#: the writer's ExtraDim*3..9, PosIndexDim*, PosNameDim*).
+#: component name. Not served yet, although ADCore serves them: the writer's groups
+#: for extra dimensions 3..9 and position mode (ExtraDim*, PosIndexDim*, PosNameDim*).
 V34_PLUGIN_BASE = (
     "queue_size", "epics_ts_sec", "epics_ts_nsec", "array_callbacks", "array_size_int",
     "color_mode", "data_type", "dimensions", "ndimensions", "disordered_arrays",
     "dropped_output_arrays", "max_threads", "nd_attributes_macros", "nd_attributes_status",
     "num_threads", "process_plugin", "sort_free", "sort_free_low", "sort_mode",
     "sort_size", "sort_time", "empty_free_list", "num_queued_arrays", "max_array_rate",
-    "max_array_rate_cout", "max_byte_rate")
+    "max_array_rate_cout", "max_byte_rate", "array_size_all", "dim_sa", "array_size_xyz")
 V34_HDF5 = ("nd_attribute_chunk", "dim_att_datasets", "position_mode", "swmr_cb_counter",
             "swmr_active", "swmr_mode", "swmr_supported", "fill_value")
 
@@ -215,6 +214,12 @@ def test_ophyds_adcore_3_4_plugin_classes_find_their_plugin_pvs(v34_plugins):
                 missing.append(name)
         assert not missing, f"{plugin.prefix}: {missing}"
     assert image.queue_size.get() >= 1
+    # the per-dimension PVs describe the frames as Dimensions does (x first)
+    dims = list(image.dimensions.get(use_monitor=False))
+    wait_for(lambda: image.array_size_all.array_size0.get(use_monitor=False) == dims[0] > 0,
+             10, "ArraySize0 = Dimensions[0]")
+    assert image.array_size_xyz.array_size_x.get(use_monitor=False) == dims[0]
+    assert np.atleast_1d(image.dim_sa.dim1_sa.get(use_monitor=False)).tolist() == [dims[1]]
     assert image.sort_mode.get(as_string=True) == "Unsorted"
     assert put_is_refused(hdf.prefix + "NumThreads", 4)  # refused with the reason
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from typing import Any
 
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, pvproperty
@@ -90,7 +91,29 @@ class PortGroup(PVGroup):
         await write_if_changed(self.pool_used_mem, round(used * frame_bytes / 1e6, 1))
 
 
-class PluginGroup(PortGroup):
+def _per_dimension_pvs() -> type:
+    """ADCore NDArrayBase's per-dimension records, N = 0..9: ``DimNSA`` (element N of
+    ``Dimensions``), ``ArraySizeN`` (its value), and their ``_RBV`` twins (of
+    ``Dimensions_RBV``); plus ``ArraySizeX/Y/Z_RBV``. A mixin built in a loop: forty
+    PVs that differ only by N."""
+    attrs: dict[str, Any] = {}
+    for n in range(MAX_DIMS):
+        for suffix, what in (("", "Dimensions"), ("_RBV", "Dimensions_RBV")):
+            attrs[f"dim{n}_sa{suffix.lower()}"] = pvproperty(
+                name=f"Dim{n}SA{suffix}", value=[0], dtype=ChannelType.LONG, max_length=1,
+                read_only=True, doc=f"element {n} of {what}")
+            attrs[f"array_size{n}{suffix.lower()}"] = readback(
+                f"ArraySize{n}{suffix}", 0, doc=f"element {n} of {what}")
+    for axis in "XYZ":
+        attrs[f"array_size_{axis.lower()}"] = readback(
+            f"ArraySize{axis}_RBV", 0, doc=f"{axis} size of the last frame (0: none)")
+    return type(PVGroup)("ArrayDimensionPVs", (PVGroup,), attrs)  # PVGroup's metaclass
+
+
+ArrayDimensionPVs = _per_dimension_pvs()
+
+
+class PluginGroup(PortGroup, ArrayDimensionPVs):
     """NDPluginBase. Subclasses set ``plugin_type`` and ``port`` and implement
     :meth:`take` (camera thread: keep the frame or return False to drop it) and
     :meth:`queue_state`."""
@@ -119,18 +142,9 @@ class PluginGroup(PortGroup):
     execution_time = readback("ExecutionTime_RBV", 0.0, units="ms", precision=3,
                               doc="time the camera thread spent handing the last frame "
                                   "to this plugin")
-    array_size0 = readback("ArraySize0_RBV", 0, doc="x size of the last frame")
-    array_size1 = readback("ArraySize1_RBV", 0, doc="y size of the last frame")
-    array_size2 = readback("ArraySize2_RBV", 0)
     ndimensions = readback("NDimensions_RBV", 2)
     dimensions = pvproperty(name="Dimensions_RBV", value=[0] * MAX_DIMS,
                             dtype=ChannelType.LONG, max_length=MAX_DIMS, read_only=True)
-    dim0_sa = pvproperty(name="Dim0SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
-                         max_length=MAX_DIMS, read_only=True)
-    dim1_sa = pvproperty(name="Dim1SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
-                         max_length=MAX_DIMS, read_only=True)
-    dim2_sa = pvproperty(name="Dim2SA", value=[0] * MAX_DIMS, dtype=ChannelType.LONG,
-                         max_length=MAX_DIMS, read_only=True)
     data_type = readback("DataType_RBV", "UInt16", enum_strings=ND_DATA_TYPES)
     color_mode = readback("ColorMode_RBV", "Mono", enum_strings=ND_COLOR_MODES)
     bayer_pattern = readback("BayerPattern_RBV", "RGGB", enum_strings=BAYER_PATTERNS)
@@ -315,13 +329,9 @@ class PluginGroup(PortGroup):
             rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         if abs(rate - self.array_rate.value) > 0.01:
             await self.array_rate.write(rate)
-        if shape is not None and (shape[1], shape[0]) != (self.array_size0.value,
-                                                          self.array_size1.value):
-            dims = dims_of(shape)
-            await self.array_size0.write(shape[1])
-            await self.array_size1.write(shape[0])
-            for pv in (self.dimensions, self.dimensions_out, self.dim0_sa):
-                await pv.write(dims)
+        if shape is not None and (shape[1], shape[0]) != (self.array_size0_rbv.value,
+                                                          self.array_size1_rbv.value):
+            await self._publish_dimensions(dims_of(shape))
         name = DTYPE_NAMES.get(dtype)
         if name is not None and name != self.data_type.value:
             await self.data_type.write(name)
@@ -331,6 +341,18 @@ class PluginGroup(PortGroup):
         await write_if_changed(self.num_queued_arrays, waiting)
         await write_if_changed(self.queue_free, size - waiting)
         await self._queue_alarm(waiting)
+
+    async def _publish_dimensions(self, dims: list[int]) -> None:
+        """A new frame geometry on ``Dimensions`` and each per-dimension PV (x first:
+        ArraySize0 = x, ArraySize1 = y; ArraySizeX/Y/Z as areaDetector gives them)."""
+        for pv in (self.dimensions, self.dimensions_out):
+            await pv.write(dims)
+        for n, size in enumerate(dims):
+            for suffix in ("", "_rbv"):
+                await getattr(self, f"dim{n}_sa{suffix}").write([size])
+                await getattr(self, f"array_size{n}{suffix}").write(size)
+        for axis, size in zip("xyz", dims[:3], strict=True):
+            await getattr(self, f"array_size_{axis}").write(size)
 
     async def _queue_alarm(self, waiting: int) -> None:
         free = self.queue_free.value
