@@ -31,9 +31,10 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from caproto import ChannelType
-from caproto.server import SubGroup, pvproperty
+from caproto.server import PVGroup, SubGroup, pvproperty
 
 from beamline_ls.frame import Frame
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
@@ -71,7 +72,35 @@ def format_file_name(template: str, directory: str, name: str, number: int) -> s
                          f"{exc}") from exc
 
 
-class HDF5FileGroup(PluginGroup):
+EXTRA_DIMS = "NXY3456789"  # NDFileHDF5's extra dimensions, as its PVs name them
+NO_POSITIONS = "no position plugin feeds this writer (PositionMode Off)"
+
+
+def _extra_dimension_pvs() -> type:
+    """NDFileHDF5's per-extra-dimension records (ExtraDimSize*, ExtraDimName*_RBV,
+    ExtraDimChunk*, PosIndexDim*, PosNameDim*), each held at what it is here: this
+    writer stores volumes through HDF1:FramesPerVolume, not extra dimensions. A mixin
+    built in a loop: fifty PVs that differ only by the dimension."""
+    attrs: dict[str, Any] = {}
+    for d in EXTRA_DIMS:
+        k = d.lower()
+        attrs[f"extra_dim_size_{k}"], attrs[f"extra_dim_size_{k}_rbv"] = fixed(
+            f"ExtraDimSize{d}", 1, "see HDF1:FramesPerVolume")
+        attrs[f"extra_dim_name_{k}"] = readback(f"ExtraDimName{d}_RBV",
+                                                k if d in "NXY" else "")
+        if d != "N":
+            attrs[f"extra_dim_chunk_{k}"], attrs[f"extra_dim_chunk_{k}_rbv"] = fixed(
+                f"ExtraDimChunk{d}", 1, LAYOUT)
+        for kind in ("Index", "Name"):
+            attrs[f"pos_{kind.lower()}_dim_{k}"], attrs[f"pos_{kind.lower()}_dim_{k}_rbv"] = \
+                fixed(f"Pos{kind}Dim{d}", "", NO_POSITIONS)
+    return type(PluginGroup)("ExtraDimensionPVs", (PVGroup,), attrs)  # PVGroup's metaclass
+
+
+ExtraDimensionPVs = _extra_dimension_pvs()
+
+
+class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     """NDFileHDF5 on the project's recorder."""
 
     plugin_type = "NDFileHDF5"
@@ -163,15 +192,6 @@ class HDF5FileGroup(PluginGroup):
                       "stop", rbv=False)
     num_extra_dims, num_extra_dims_rbv = fixed(
         "NumExtraDims", 0, "volumes use HDF1:FramesPerVolume (a 4-D dataset)")
-    extra_dim_size_n, extra_dim_size_n_rbv = fixed("ExtraDimSizeN", 1,
-                                                   "see HDF1:FramesPerVolume")
-    extra_dim_size_x, extra_dim_size_x_rbv = fixed("ExtraDimSizeX", 1,
-                                                   "see HDF1:FramesPerVolume")
-    extra_dim_size_y, extra_dim_size_y_rbv = fixed("ExtraDimSizeY", 1,
-                                                   "see HDF1:FramesPerVolume")
-    extra_dim_name_n = readback("ExtraDimNameN_RBV", "n")
-    extra_dim_name_x = readback("ExtraDimNameX_RBV", "x")
-    extra_dim_name_y = readback("ExtraDimNameY_RBV", "y")
     store_attr, store_attr_rbv = fixed("StoreAttr", "No", NO_ATTRIBUTES,
                                        enum_strings=NO_YES)
     store_perform, store_perform_rbv = fixed(
