@@ -168,98 +168,92 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
     assert np.sum(gaps > 0.5) == 1  # one pause
 
 
-def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session):
+@pytest.fixture
+def gating_off(scope, session):
+    """After the test, whatever happened: the scan ended, then gating switched off (the
+    shared IOC's analyzer must not run on into the next tests)."""
+    yield scope.gating
+    if session.RE.state == "paused":
+        session.RE.abort("test cleanup")
+    scope.gating.enable.set("Off").wait(10)
+
+
+def pause_a_gated_scan(scope, session, planes: list[float], passes: int, least: int,
+                       most: int, pause=None, also=lambda: True, subs=()) -> None:
+    """Run a gated scan (documents also to ``subs``) and pause it once ``least <=
+    frames stored < most`` and ``also()``: with one SIGINT (a Ctrl-C), or by calling
+    ``pause()``. Returns with the RunEngine paused."""
     from plans import gated_scan
 
+    hdf = scope.camera.hdf
+
+    def due() -> bool:
+        return (session.RE.state == "running"
+                and least <= int(hdf.num_captured.get(use_monitor=False)) < most and also())
+
+    sender = when(due, pause, timeout=120) if pause else ctrl_c_when(due, timeout=120)
+    with pytest.raises(RunEngineInterrupted):
+        session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, planes,
+                              frames_per_plane=passes), *subs)
+    sender.join(5)
+    assert session.RE.state == "paused"
+
+
+def test_one_ctrl_c_pauses_a_gated_scan_before_the_next_plane(scope, session, gating_off):
     planes, passes = [30.0, 50.0, 70.0], 4
     hdf = scope.camera.hdf
-    try:
-        sender = ctrl_c_when(lambda: session.RE.state == "running"
-                             and 1 <= int(hdf.num_captured.get(use_monitor=False)) < 6,
-                             timeout=120)
-        with pytest.raises(RunEngineInterrupted):
-            session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, planes,
-                                  frames_per_plane=passes))
-        sender.join(5)
-        assert session.RE.state == "paused"
-        time.sleep(1.0)
-        stored = int(hdf.num_captured.get(use_monitor=False))
-        time.sleep(1.5)  # several heartbeats: no gated trigger while paused
-        assert int(hdf.num_captured.get(use_monitor=False)) == stored < len(planes) * passes
-        result = session.RE.resume()
-        assert result.exit_status == "success", result.reason
-        assert int(hdf.num_captured.get(use_monitor=False)) == len(planes) * passes
-    finally:
-        if session.RE.state == "paused":
-            session.RE.abort()
-        scope.gating.enable.set("Off").wait(10)
+    pause_a_gated_scan(scope, session, planes, passes, 1, 6)
+    time.sleep(1.0)
+    stored = int(hdf.num_captured.get(use_monitor=False))
+    time.sleep(1.5)  # several heartbeats: no gated trigger while paused
+    assert int(hdf.num_captured.get(use_monitor=False)) == stored < len(planes) * passes
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    assert int(hdf.num_captured.get(use_monitor=False)) == len(planes) * passes
 
 
-def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, session):
+def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, session,
+                                                                     gating_off):
     """One plane, frames one gated trigger apart: a Ctrl-C pauses at the checkpoint
     after the trigger in progress, before its frame is collected; an abort then must
     still put that frame into the catalog, as the file has it."""
     hdf = scope.camera.hdf
-    from plans import gated_scan
-
-    try:
-        sender = ctrl_c_when(lambda: session.RE.state == "running"
-                             and 2 <= int(hdf.num_captured.get(use_monitor=False)) < 10,
-                             timeout=120)
-        with pytest.raises(RunEngineInterrupted):
-            session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [50.0],
-                                  frames_per_plane=30))
-        sender.join(5)
-        assert session.RE.state == "paused"
-        result = session.RE.abort("operator ended the movie")
-        assert result.exit_status == "abort"
-        wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 0,
-                 what="the capture to close")
-        path = Path(hdf.full_file_name.get(use_monitor=False))
-        with h5py.File(path, "r") as f:
-            stored = f["/entry/data/data"].shape[0]
-        session.flush()
-        frames = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
-        assert 2 <= stored < 30
-        assert frames.shape[0] == stored
-    finally:
-        scope.gating.enable.set("Off").wait(10)
+    pause_a_gated_scan(scope, session, [50.0], 30, 2, 10)
+    result = session.RE.abort("operator ended the movie")
+    assert result.exit_status == "abort"
+    wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 0,
+             what="the capture to close")
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        stored = f["/entry/data/data"].shape[0]
+    session.flush()
+    frames = session.catalog[result.run_start_uids[0]]["primary"]["camera_image"]
+    assert 2 <= stored < 30
+    assert frames.shape[0] == stored
 
 
-def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, session):
+def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, session,
+                                                                        gating_off):
     """Paused at once while a trigger waits for its heart phase, then held for several
     heartbeats: resume replays that trigger, so it must not have fired meanwhile. One
     trigger per frame asked for, no more."""
-    from plans import gated_scan
-
     gating, hdf = scope.gating, scope.camera.hdf
     n = 8
-    try:
-        sender = when(lambda: session.RE.state == "running"
-                      and 2 <= int(hdf.num_captured.get(use_monitor=False)) < n - 2
-                      and int(gating.armed.get(use_monitor=False)) > 0,
-                      lambda: session.RE.request_pause(defer=False), timeout=120)
-        fired_before = None
+    fired_before = []  # at the start document: enabling the gating resets the count
 
-        def count_fired(name, doc):
-            nonlocal fired_before
-            if name == "start":
-                fired_before = int(gating.fired.get(use_monitor=False))
+    def count_fired(name, doc):
+        if name == "start":
+            fired_before.append(int(gating.fired.get(use_monitor=False)))
 
-        with pytest.raises(RunEngineInterrupted):
-            session.RE(gated_scan(scope.camera, gating, scope.piezo, [50.0],
-                                  frames_per_plane=n), count_fired)
-        sender.join(5)
-        assert session.RE.state == "paused"
-        time.sleep(1.5)  # several heartbeats
-        result = session.RE.resume()
-        assert result.exit_status == "success", result.reason
-        assert int(gating.fired.get(use_monitor=False)) - fired_before == n
-        assert int(hdf.num_captured.get(use_monitor=False)) == n
-    finally:
-        if session.RE.state == "paused":
-            session.RE.abort()
-        gating.enable.set("Off").wait(10)
+    pause_a_gated_scan(scope, session, [50.0], n, 2, n - 2,
+                       pause=lambda: session.RE.request_pause(defer=False),
+                       also=lambda: int(gating.armed.get(use_monitor=False)) > 0,
+                       subs=[count_fired])
+    time.sleep(1.5)  # several heartbeats
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    assert int(gating.fired.get(use_monitor=False)) - fired_before[0] == n
+    assert int(hdf.num_captured.get(use_monitor=False)) == n
 
 
 @pytest.mark.parametrize("moment", ["starting", "mid-scan"])

@@ -21,6 +21,21 @@ def doomed(epics, tmp_path):
         yield microscope
 
 
+def captured_at_least(hdf, n: int, timeout: float = 60.0) -> int | None:
+    """Poll (from a thread of the test's own) until the writer has ``n`` frames; the
+    count then, or None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            count = int(hdf.num_captured.get(use_monitor=False))
+            if count >= n:
+                return count
+        except Exception:  # noqa: BLE001 - not connected yet
+            pass
+        time.sleep(0.02)
+    return None
+
+
 def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     from plans import planar_scan
 
@@ -30,16 +45,9 @@ def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     seen = []
 
     def kill_when_writing() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                n = int(hdf.num_captured.get(use_monitor=False))
-                if n >= 150:
-                    seen.append(n)
-                    break
-            except Exception:  # noqa: BLE001 - not connected yet
-                pass
-            time.sleep(0.02)
+        n = captured_at_least(hdf, 150)
+        if n is not None:
+            seen.append(n)
         ioc.proc.send_signal(signal.SIGKILL)
 
     killer = threading.Thread(target=kill_when_writing, daemon=True)
@@ -118,14 +126,7 @@ def test_an_ioc_that_stops_answering_for_a_while_is_waited_for(ioc, scope, sessi
     frozen = []
 
     def freeze_while_writing() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if int(hdf.num_captured.get(use_monitor=False)) >= 20:
-                    break
-            except Exception:  # noqa: BLE001 - not connected yet
-                pass
-            time.sleep(0.02)
+        captured_at_least(hdf, 20)
         ioc.proc.send_signal(signal.SIGSTOP)
         frozen.append(time.monotonic())
         time.sleep(4.0)
