@@ -183,13 +183,19 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     # tiled checks each file against readable storage as the catalog names it, i.e.
     # at its place on the acquisition host
     readable = readable_storage(settings) + [str(src) for src in settings.path_map]
+    # tiled initialises a database in a child Python (its alembic stamping is
+    # synchronous), about 5 s even when there is nothing to do: skip it for a SQLite
+    # catalog that has been initialised (a non-empty file); a PostgreSQL database is
+    # opened once per process (see `open_embedded_catalog`), so it pays this once.
+    initialise = create and not (settings.catalog_is_sqlite and db.exists()
+                                 and db.stat().st_size > 0)
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         return catalog_from_uri(
             settings.catalog_uri,
             specs=[CATALOG_SPEC],
             writable_storage=[str(cdir / "data"), tables],
             readable_storage=list(dict.fromkeys(readable)),
-            init_if_not_exists=create,
+            init_if_not_exists=initialise,
             adapters_by_mimetype={"application/x-hdf5": adapter},
         )
 

@@ -195,6 +195,8 @@ class QueueServer:
                         if what == "Redis" else "")
                 raise QueueError(f"{what}: port {host}:{port} is in use{hint}; choose "
                                  "another port")
+        if cfg.open_environment:
+            self._check_ioc()
         try:
             if cfg.redis_addr is None:
                 self._start_redis()
@@ -206,6 +208,30 @@ class QueueServer:
             self.stop()
             raise
         return self
+
+    def _check_ioc(self, timeout: float = 5.0) -> None:
+        """Refuse at once when no IOC answers for the prefix: the worker would start,
+        wait for every device's connection and fail only after that."""
+        from beamline_ls.epics_env import loopback_client_env
+
+        loopback_client_env()  # the worker's profile defaults to the same
+        from caproto import CaprotoTimeoutError
+        from caproto.sync.client import read
+
+        cfg = self.config
+        probe = f"{cfg.prefix}scan:Running_RBV"
+        try:
+            read(probe, timeout=timeout, repeater=False)
+        except CaprotoTimeoutError:
+            raise QueueError(
+                f"no IOC answers for prefix {cfg.prefix!r} ({probe} not found in "
+                f"{timeout:.0f} s on {os.environ['EPICS_CA_ADDR_LIST']}): "
+                f"{self._start_ioc_hint()}") from None
+
+    def _start_ioc_hint(self) -> str:
+        cfg = self.config
+        return ("is the IOC running? If not, start it first (beamline-ls ioc --prefix "
+                f"{cfg.prefix} --data-dir {cfg.data_dir}), then the queue.")
 
     def _check_profile(self) -> None:
         startup = self.config.startup_dir
@@ -308,10 +334,8 @@ class QueueServer:
                 tail = _tail(manager.log_file, 30)
                 hint = ""
                 if "Failed to connect to all signals" in tail:
-                    hint = (f"\nPVs of prefix {self.config.prefix!r} did not answer: is "
-                            "the IOC running? If not, start it first (beamline-ls ioc "
-                            f"--prefix {self.config.prefix} --data-dir "
-                            f"{self.config.data_dir}), then the queue.")
+                    hint = (f"\nPVs of prefix {self.config.prefix!r} did not answer: "
+                            f"{self._start_ioc_hint()}")
                 raise QueueError("the profile failed to load in the RE worker; the end of "
                                  f"{manager.log_file}:\n{tail}{hint}")
             time.sleep(0.5)

@@ -69,11 +69,11 @@ STARTUP_RUNNER = textwrap.dedent("""
 """)
 
 
-def test_profile_startup_works_without_ipython_and_keeps_scan_id(ioc, prefix, tmp_path):
+def test_profile_startup_works_without_ipython_and_keeps_scan_id_and_runs(ioc, prefix, tmp_path):
     env = dict(os.environ, BEAMLINE_LS_DATA_DIR=str(ioc.data_dir), BEAMLINE_LS_PREFIX=prefix)
     startup = ROOT / "profile_collection" / "startup"
-    ids = []
-    for _ in range(2):
+    ids, runs = [], []
+    for _ in range(2):  # two sessions one after the other, as when IPython restarts
         out = subprocess.run([sys.executable, "-c", STARTUP_RUNNER, str(startup)],
                              capture_output=True, text=True, timeout=180, env=env)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -81,10 +81,12 @@ def test_profile_startup_works_without_ipython_and_keeps_scan_id(ioc, prefix, tm
         # newline, so on a slow (first, cold-cache) run the marker can share their line
         line = re.findall(r"PROFILE_OK[^\r\n]*", out.stdout)[-1]
         ids.append(int(line.split()[1]))
+        runs.append(int(line.split()[3]))
         assert "success" in line
         assert ("['RE', 'bec', 'bp', 'bps', 'cat', 'laser', 'piezo', 'stage', "
                 "'volumetric_scan']") in line
-    assert ids[1] == ids[0] + 1
+    assert ids[1] == ids[0] + 1  # scan_id and the catalog persist across restarts
+    assert runs[1] == runs[0] + 1
 
 
 def test_profile_loads_in_ipython(ioc, prefix, tmp_path):

@@ -98,29 +98,3 @@ def test_planar_scan_stores_frames_at_one_plane(scope, session):
     assert np.abs(z - 33.0).max() < 0.1
     dt = np.diff(prim["camera_timestamp"].read())
     assert np.allclose(dt, 1 / 50.0, atol=1e-4)
-
-
-RESTART = textwrap.dedent("""
-    import sys
-    from bluesky.plans import count
-    from ophyd.sim import det
-    from beamline_ls.config import load_settings
-    from beamline_ls.session import make_session
-    s = make_session(load_settings(data_dir=sys.argv[1]), progress_bar=False)
-    before = s.RE.md.get("scan_id", 0)
-    s.RE(count([det], 2))
-    s.close()
-    print("SCAN_IDS", before, s.RE.md["scan_id"], len(s.catalog))
-""")
-
-
-def test_scan_id_and_runs_persist_when_the_session_restarts(tmp_path):
-    seen = []
-    for _ in range(2):  # two sessions one after the other, as when IPython restarts
-        out = subprocess.run([sys.executable, "-c", RESTART, str(tmp_path)],
-                             capture_output=True, text=True, timeout=120,
-                             env=os.environ.copy())
-        assert out.returncode == 0, out.stderr[-2000:]
-        line = [x for x in out.stdout.splitlines() if x.startswith("SCAN_IDS")][-1]
-        seen.append([int(v) for v in line.split()[1:]])
-    assert seen == [[0, 1, 1], [1, 2, 2]]

@@ -3,6 +3,7 @@ project class in these tests (issue 11, item 2)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import put_is_refused, wait_for
 from ophyd import ADComponent as ADC
-from ophyd import EpicsSignal
+from ophyd import EpicsSignal, do_not_wait_for_lazy_connection
 from ophyd.areadetector.cam import AreaDetectorCam
 from ophyd.areadetector.detectors import DetectorBase
 from ophyd.areadetector.filestore_mixins import (
@@ -54,11 +55,22 @@ def stock_detector(prefix: str, frames_dir: Path, plugin: type = StockHDF5):
 
 
 
+def connect_every_signal(device, timeout: float = 30.0) -> None:
+    """Wait until every signal of ``device``, lazy ones included, is connected (each
+    PV the stock classes name exists). By default ophyd waits for each lazy signal as
+    it creates it, one connection after another (4.5 s for this detector); created
+    without that wait, they connect together and are waited for as a whole."""
+    with contextlib.ExitStack() as stack:
+        for dev in [device] + [d for _, d in device.walk_subdevices(include_lazy=True)]:
+            stack.enter_context(do_not_wait_for_lazy_connection(dev))
+        device.wait_for_connection(all_signals=True, timeout=timeout)
+
+
 @pytest.fixture
 def det(scope, prefix, settings):
     det = stock_detector(prefix, settings.frames_dir)
     # every component, lazy ones included: each PV the stock classes define exists
-    det.wait_for_connection(all_signals=True, timeout=30)
+    connect_every_signal(det)
     # the session's devices configure the camera for their own scans; a stock client
     # sets what it needs itself
     det.cam.trigger_mode.set("Internal").wait(10)
@@ -194,7 +206,7 @@ def test_ophyds_adcore_3_4_plugin_classes_find_every_pv_they_name(v34_plugins):
     every signal, lazy ones and per-dimension groups included."""
     image, hdf = v34_plugins
     for plugin in (image, hdf):
-        plugin.wait_for_connection(all_signals=True, timeout=30)
+        connect_every_signal(plugin)
     assert image.queue_size.get() >= 1
     # the per-dimension PVs describe the frames as Dimensions does (x first)
     dims = list(image.dimensions.get(use_monitor=False))
