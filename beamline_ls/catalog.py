@@ -183,19 +183,23 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     # tiled checks each file against readable storage as the catalog names it, i.e.
     # at its place on the acquisition host
     readable = readable_storage(settings) + [str(src) for src in settings.path_map]
-    # tiled initialises a database in a child Python (its alembic stamping is
-    # synchronous), about 5 s even when there is nothing to do: skip it for a SQLite
-    # catalog that has been initialised (a non-empty file); a PostgreSQL database is
-    # opened once per process (see `open_embedded_catalog`), so it pays this once.
-    initialise = create and not (settings.catalog_is_sqlite and db.exists()
-                                 and db.stat().st_size > 0)
+    # tiled would initialise the database in a child Python at every open (~5 s):
+    # done here instead, in this process, only for a new database
+    tiled_initialises = False
+    if create:
+        from beamline_ls import catalog_db
+
+        if catalog_db.AVAILABLE:
+            catalog_db.initialise(settings.catalog_uri)
+        else:
+            tiled_initialises = True
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         return catalog_from_uri(
             settings.catalog_uri,
             specs=[CATALOG_SPEC],
             writable_storage=[str(cdir / "data"), tables],
             readable_storage=list(dict.fromkeys(readable)),
-            init_if_not_exists=initialise,
+            init_if_not_exists=tiled_initialises,
             adapters_by_mimetype={"application/x-hdf5": adapter},
         )
 

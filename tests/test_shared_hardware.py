@@ -15,7 +15,7 @@ from conftest import (
     wait_for,
 )
 
-VOLUMES = 40  # 8 s at 5 volumes/s
+VOLUMES = 25  # 5 s at 5 volumes/s
 
 
 @pytest.fixture
