@@ -22,8 +22,13 @@ _SENTINEL = None
 class BackgroundCallback:
     """Queue documents and feed them to ``target`` from one worker thread, in order."""
 
-    def __init__(self, target: Callable[[str, dict], Any], name: str = "catalog-writer"):
+    def __init__(self, target: Callable[[str, dict], Any], name: str = "catalog-writer",
+                 coalesce: Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]
+                 | None = None):
+        """``coalesce``, when given, rewrites the documents waiting in the queue each
+        time the worker takes them (see `beamline_ls.doc_coalesce`)."""
         self.target = target
+        self.coalesce = coalesce
         self.errors = 0
         self.last_error: BaseException | None = None
         self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
@@ -57,19 +62,43 @@ class BackgroundCallback:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def _take(self) -> tuple[list[tuple[str, Any]], bool]:
+        """The next documents: one, or with ``coalesce`` every one queued by now
+        (merged); and whether the close sentinel came after them."""
+        items = [self._queue.get()]
+        if self.coalesce is not None:
+            while items[-1] is not _SENTINEL:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+        closing = items[-1] is _SENTINEL
+        if closing:
+            items.pop()
+        if self.coalesce is not None and len(items) > 1:
+            try:
+                items = self.coalesce(items)
+            except Exception:  # noqa: BLE001 - unmerged, every document still goes in
+                log.warning("could not merge %d queued documents; writing them one by "
+                            "one", len(items), exc_info=True)
+        return items, closing
+
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is _SENTINEL:
+            items, closing = self._take()
+            for name, doc in items:
+                self._feed(name, doc)
+            if closing:
                 return
-            name, doc = item
-            if name == "__flush__":
-                doc["event"].set()
-                continue
-            try:
-                self.target(name, doc)
-            except Exception as exc:  # keep going: later documents may still land
-                self.errors += 1
-                self.last_error = exc
-                log.error("%s failed on a %s document: %s", type(self.target).__name__,
-                          name, exc, exc_info=True)
+
+    def _feed(self, name: str, doc: Any) -> None:
+        if name == "__flush__":
+            doc["event"].set()
+            return
+        try:
+            self.target(name, doc)
+        except Exception as exc:  # keep going: later documents may still land
+            self.errors += 1
+            self.last_error = exc
+            log.error("%s failed on a %s document: %s", type(self.target).__name__,
+                      name, exc, exc_info=True)

@@ -12,6 +12,7 @@ from typing import Any
 from beamline_ls.callbacks import BackgroundCallback
 from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
 from beamline_ls.config import Settings
+from beamline_ls.doc_coalesce import coalesce
 from beamline_ls.run_metadata import SharedRunMetadata
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ def make_session(
     # nothing at all for a run whose process died.
     writer = TiledWriter(catalog, batch_size=1)
     # Catalog writes (~25 ms a request) must not hold up the RunEngine.
-    feed = BackgroundCallback(writer)
+    # When it falls behind, it merges what is queued (one request per stream).
+    feed = BackgroundCallback(writer, coalesce=coalesce)
     RE.subscribe(feed)
     run_writer = run_feed = None
     if run_files:
