@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-MERGEABLE = ("stream_datum", "event_page")
-
 Item = tuple[str, Any]
 
 
@@ -60,7 +58,8 @@ def _merged(groups: dict[tuple[str, str], list[dict]]) -> list[Item]:
 
 
 def _consecutive(docs: list[dict]) -> list[list[dict]]:
-    """``docs`` split where one's indices do not start where the previous one's stop."""
+    """``docs`` split where one's indices (or sequence numbers) do not start where the
+    previous one's stop: a unit missing in between stays visible as a gap."""
     runs = [[docs[0]]]
     for doc in docs[1:]:
         if doc["indices"]["start"] == runs[-1][-1]["indices"]["stop"] \
