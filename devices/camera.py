@@ -522,16 +522,16 @@ class Camera(Device):
     def _writer_connected(self) -> bool:
         return bool(self.hdf.capture.connected and self.hdf.write_status.connected)
 
-    def _note_failed_read(self, exc: Exception) -> None:
-        """A progress read failed. With the writer's channels disconnected the IOC is
-        gone, and the capture fails with that; connected, the IOC is busy, and progress
-        is read again at the next poll (an IOC that never answers again ends in CA's
-        disconnect, or in the capture's stall timeout)."""
+    def _note_failed_read(self, exc: Exception) -> bool:
+        """A read failed. With the writer's channels disconnected the IOC is gone:
+        the cause is kept for the error, and False. Connected, the IOC is busy: said,
+        and True; the caller reads again (progress at the next poll, where an IOC that
+        never answers again ends in CA's disconnect or the capture's stall timeout)."""
         if not self._writer_connected():
             self._contact_error = f"{type(exc).__name__}: {exc}"
-        else:
-            log.info("%s: the camera IOC is slow to answer (%s); reading again",
-                     self.name, exc)
+            return False
+        log.info("%s: the camera IOC is slow to answer (%s); reading again", self.name, exc)
+        return True
 
     def stop(self, *, success: bool = False) -> None:
         """Abort camera and writer (RunEngine calls this on abort/pause)."""
@@ -558,9 +558,7 @@ class Camera(Device):
             try:
                 return read()
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
-                if self._writer_connected() and time.monotonic() < deadline:
-                    log.info("%s: the camera IOC is slow to answer (%s); asking again",
-                             self.name, exc)
+                if self._note_failed_read(exc) and time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
                 self._contact_error = f"{type(exc).__name__}: {exc}"
