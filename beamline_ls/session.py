@@ -13,6 +13,7 @@ from beamline_ls.callbacks import BackgroundCallback
 from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
 from beamline_ls.config import Settings
 from beamline_ls.doc_coalesce import coalesce
+from beamline_ls.run_ledger import RunLedger
 from beamline_ls.run_metadata import SharedRunMetadata
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Session:
     publisher: Any = None  # bluesky's 0MQ Publisher when settings.zmq_publish is set
     publisher_token: int | None = None  # its RunEngine subscription
     store_timeout_s: float = 60.0  # how long a run's end waits for the writers
+    ledger: RunLedger | None = None  # what each run emitted (read-back after failures)
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
     _closed: bool = False
 
@@ -45,8 +47,9 @@ class Session:
         if problems:
             raise RuntimeError("; ".join(problems))
 
-    def _new_failures(self, timeout: float) -> list[str]:
-        """Wait for both writers; describe failures not reported before (and mark them)."""
+    def _new_failures(self, timeout: float, uid: str | None = None) -> list[str]:
+        """Wait for both writers; describe failures not reported before (and mark them).
+        ``uid``: the run that just ended, checked in the catalog when its writer failed."""
         problems = []
         for feed, where in ((self.run_file_feed, "the run files"),
                             (self.catalog_feed, "the catalog")):
@@ -55,23 +58,54 @@ class Session:
             if not feed.flush(timeout):
                 raise TimeoutError(f"writer for {where} still busy after {timeout} s")
             new = feed.errors - self._reported.get(where, 0)
-            if new > 0:
-                self._reported[where] = feed.errors
-                problems.append(f"{new} document(s) failed to reach {where}; last error: "
-                                f"{type(feed.last_error).__name__}: {feed.last_error}")
+            if new <= 0:
+                continue
+            self._reported[where] = feed.errors
+            cause = f"{type(feed.last_error).__name__}: {feed.last_error}"
+            if feed is self.catalog_feed and uid is not None and self.ledger is not None:
+                missing = self._read_back(uid)
+                if missing is not None and not missing:
+                    log.warning("%d catalog request(s) failed during run %s (last: %s), "
+                                "but reading the run back finds it complete", new, uid,
+                                cause)
+                    continue
+                if missing:
+                    problems.append(f"{new} document(s) failed to reach {where}, which "
+                                    f"lacks {', '.join(missing)} (read back); last "
+                                    f"error: {cause}")
+                    continue
+            problems.append(f"{new} document(s) failed to reach {where}; last error: "
+                            f"{cause}")
         return problems
+
+    def _read_back(self, uid: str) -> list[str] | None:
+        """What the catalog lacks of run ``uid``; None when it cannot be read back."""
+        try:
+            return self.ledger.shortfalls(self.catalog, uid)
+        except Exception as exc:  # noqa: BLE001 - the write failure is reported instead
+            log.warning("could not read run %s back from the catalog: %s", uid, exc)
+            return None
 
     def check_stored(self, name: str, doc: dict) -> None:
         """RunEngine subscriber: a run is finished only once it is stored. At its stop
         document, wait for the catalog and run-file writers and raise if any document
         failed to reach them, so the run fails loudly at the prompt (the stop document
-        itself has gone out already) instead of a later, unrelated ``flush``."""
+        itself has gone out already) instead of a later, unrelated ``flush``.
+
+        When catalog requests failed during the run, the run is read back from the
+        catalog (`RunLedger.shortfalls`): the error then says which streams, events
+        and rows are missing, and a run the writer completed after all (it resends
+        what it could not write) is not reported as lost, only logged."""
         if name != "stop":
             return
-        problems = self._new_failures(self.store_timeout_s)
+        uid = doc["run_start"]
+        try:
+            problems = self._new_failures(self.store_timeout_s, uid)
+        finally:
+            if self.ledger is not None:
+                self.ledger.forget(uid)
         if problems:
-            raise RuntimeError(f"run {doc['run_start']} is not fully stored: "
-                               + "; ".join(problems))
+            raise RuntimeError(f"run {uid} is not fully stored: " + "; ".join(problems))
 
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads, close the 0MQ
@@ -151,6 +185,8 @@ def make_session(
     # When it falls behind, it merges what is queued (one request per stream).
     feed = BackgroundCallback(writer, coalesce=coalesce)
     RE.subscribe(feed)
+    ledger = RunLedger()
+    RE.subscribe(ledger)
     run_writer = run_feed = None
     if run_files:
         from beamline_ls.runfile import RunFileWriter
@@ -185,6 +221,6 @@ def make_session(
     session = Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer,
                       bec=bec, catalog_feed=feed, run_file_writer=run_writer,
                       run_file_feed=run_feed, copy_watcher=watcher, publisher=pub,
-                      publisher_token=pub_token)
+                      publisher_token=pub_token, ledger=ledger)
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
     return session

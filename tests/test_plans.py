@@ -77,7 +77,8 @@ def test_a_run_that_fails_to_reach_the_catalog_fails_loudly_once(session):
 
     session.flush()
     with pytest.raises(RuntimeError, match=r"run \S+ is not fully stored: .* failed to reach "
-                                           r"the catalog; last error: .*not JSON"):
+                                           r"the catalog, which lacks the whole run "
+                                           r"\(read back\); last error: .*not JSON"):
         session.RE(count([det], md={"unstorable": object()}))
     session.flush()  # reported once: no error for the same failure again
     uid = session.RE(count([det], 1)).run_start_uids[0]
