@@ -283,6 +283,33 @@ def test_a_region_the_sensor_cannot_read_is_held_to_it_when_put_so_a_stock_count
         scope.camera.set_centered_roi(256)
 
 
+def test_a_new_file_path_is_created_at_the_put_as_create_directory_allows(det, settings):
+    """As areaDetector does: FilePathExists_RBV = 1 means the directory exists, made at
+    the FilePath put within CreateDirectory's depth; beyond it, 0 and the reason."""
+    from ophyd import EpicsSignalWithRBV
+
+    hdf = det.hdf1
+    create = EpicsSignalWithRBV(hdf.prefix + "CreateDirectory", name="create")
+    create.wait_for_connection(10)
+    made = settings.frames_dir / "probe-new" / "day1"
+    refused = settings.frames_dir / "probe-deep" / "day1"
+    try:
+        hdf.file_path.put(f"{made}/", wait=True)  # default -20: the last 20 levels
+        wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 1, 10, "created")
+        assert made.is_dir()
+        create.put(-1, wait=True)  # the last level only: two are missing
+        hdf.file_path.put(f"{refused}/", wait=True)
+        wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 0, 10, "refused")
+        assert "CreateDirectory -1" in hdf.write_message.get(use_monitor=False)
+        assert not refused.parent.exists()
+    finally:
+        create.put(-20, wait=True)
+        hdf.file_path.put(str(settings.frames_dir) + "/", wait=True)
+        for d in (made, made.parent):
+            if d.is_dir():
+                d.rmdir()
+
+
 def test_a_file_path_problem_is_said_and_cleared_with_the_path(det, settings, tmp_path):
     """FilePathExists_RBV = 0 and WriteMessage give the reason for a path the IOC may
     not write; the next, good path clears both (a stale message would blame it)."""

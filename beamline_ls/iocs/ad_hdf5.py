@@ -43,7 +43,7 @@ from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline import concurrence
-from beamline_ls.pipeline.diskspace import capture_problem
+from beamline_ls.pipeline.diskspace import capture_problem, nearest_existing
 from beamline_ls.pipeline.recorder import Recorder
 from beamline_ls.pipeline.recovery import release_abandoned_captures
 from beamline_ls.pipeline.rolling import frames_per_file
@@ -100,6 +100,26 @@ def _extra_dimension_pvs() -> type:
 ExtraDimensionPVs = _extra_dimension_pvs()
 
 
+def creation_refused(directory: Path, depth: int) -> str:
+    """Why CreateDirectory ``depth`` forbids creating the missing part of ``directory``,
+    or "". areaDetector's rule (``asynNDArrayDriver::createFilePath``), counting the
+    directories below the root from 0: only levels at or past ``depth`` are created,
+    and ``-N`` means ``levels - N`` (at least 1), so 0 creates nothing, ``-N`` the last
+    N levels and ``N > 0`` everything from the N-th level on."""
+    existing = nearest_existing(directory)
+    missing = len(directory.parts) - len(existing.parts)
+    if missing <= 0:
+        return ""
+    if depth == 0:
+        return f"{directory} does not exist (CreateDirectory is 0)"
+    levels = len(directory.parts) - 1  # below the root
+    first = max(levels + depth, 1) if depth < 0 else depth
+    if levels - missing < first:
+        return (f"CreateDirectory {depth} creates only levels {first + 1} to {levels} of "
+                f"{directory} (down to {existing} exists)")
+    return ""
+
+
 class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     """NDFileHDF5 on the project's recorder."""
 
@@ -153,8 +173,9 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         "LazyOpen", "No", "the file opens at Capture, so a bad path fails before frames",
         enum_strings=NO_YES)
     create_directory, create_directory_rbv = setting(
-        "CreateDirectory", -20, doc="0: a FilePath that does not exist is refused; "
-                                    "otherwise missing directories are created")
+        "CreateDirectory", -20, doc="directories of FilePath the IOC may create (at the "
+                                    "FilePath put): 0 none, -N the last N, N all below "
+                                    "the first N (areaDetector's rule)")
     temp_suffix, temp_suffix_rbv = fixed(
         "TempSuffix", "", "files are written under their final name (readers follow "
         "them live over SWMR)", text=True)
@@ -322,8 +343,10 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             raise ValueError(f"{path} is outside the IOC's data root {self.data_root}")
         if path.exists():
             raise FileExistsError(f"{path} exists; choose another FileName (never overwritten)")
-        if int(self.create_directory.value) == 0 and not path.parent.is_dir():
-            raise FileNotFoundError(f"{path.parent} does not exist (CreateDirectory is 0)")
+        if not path.parent.is_dir():
+            refused = creation_refused(path.parent, int(self.create_directory.value))
+            if refused:
+                raise FileNotFoundError(refused)
         return path
 
     def _single_path(self, number: int) -> Path:
@@ -331,11 +354,23 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         return self.resolve_path(number)
 
     def _path_problem(self, value: str, frame_bytes: int) -> str:
+        """Why a capture into FilePath ``value`` would fail, or "". A directory that
+        does not exist is created now when CreateDirectory allows (as areaDetector
+        does at the FilePath put, so FilePathExists_RBV = 1 means it exists)."""
         directory = self._directory(value)
         if directory != self.data_root and self.data_root not in directory.parents:
             return f"{directory} is outside the IOC's data root {self.data_root}"
-        if int(self.create_directory.value) == 0 and not directory.is_dir():
-            return f"{directory} does not exist (CreateDirectory is 0)"
+        if not directory.is_dir():
+            refused = creation_refused(directory, int(self.create_directory.value))
+            if refused:
+                return refused
+            problem = capture_problem(directory, frame_bytes)
+            if problem:
+                return problem
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot create {directory}: {exc.strerror or exc}"
         return capture_problem(directory, frame_bytes)
 
     @file_path.putter
