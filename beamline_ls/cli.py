@@ -66,18 +66,29 @@ def _cmd_screens(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from beamline_ls.runfile.verify import verify_run_file
+    from beamline_ls.runfile.verify import NotARunFile, verify_run_file
 
     def show(result) -> None:
         if result.ok:
-            print(f"ok       {result.file} ({len(result.datasets)} datasets, "
+            where = " (datasets stored in the run file)" if result.file == args.run_file \
+                else ""
+            print(f"ok       {result.file}{where} ({len(result.datasets)} datasets, "
                   f"{result.frames} rows)")
         else:
             print(f"PROBLEM  {result.problem}")
 
-    results = verify_run_file(args.run_file, progress=show)
+    if not args.run_file.is_file():
+        print(f"error: no file {args.run_file}", file=sys.stderr)
+        return 2
+    try:
+        results = verify_run_file(args.run_file, progress=show)
+    except NotARunFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     bad = [r for r in results if not r.ok]
-    print(f"{len(results)} frame file(s) checked, {len(bad)} missing or damaged")
+    frame_files = [r for r in results if r.file != args.run_file]
+    own = " and the run file's own datasets" if len(frame_files) < len(results) else ""
+    print(f"{len(frame_files)} frame file(s){own} checked, {len(bad)} missing or damaged")
     return 1 if bad else 0
 
 

@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -85,13 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     url = f"http://{args.host}:{args.port}"
+    try:  # bound before saying "serving": a port in use is the error, not a success
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        logger.error("cannot serve at %s: %s", url, exc.strerror or exc)
+        return 2
     bls_log.success(logger, "serving the catalog of %s at %s%s", settings.data_dir, url,
                     "".join(f"; {a} read as {b}" for a, b in settings.path_map.items()))
     if generated:
         print(f"API key (generated; pass --api-key to choose one): {key}", flush=True)
     print(f'from beamline_ls import open_catalog; cat = open_catalog(uri="{url}", '
           'api_key=...)', flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 

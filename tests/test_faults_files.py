@@ -137,7 +137,34 @@ def test_verify_names_the_damaged_and_the_missing_frame_files_of_a_run_file(
 
     intact = verify()
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    assert "3 frame file(s) checked, 0 missing or damaged" in intact.stdout
+    assert ("3 frame file(s) and the run file's own datasets checked, 0 missing or "
+            "damaged") in intact.stdout
+
+    # a self-contained copy (export --embed): its own chunks are checked too
+    embedded = tmp_path / "embedded.h5"
+    export = subprocess.run(
+        [sys.executable, "-m", "beamline_ls.cli", "export", str(start["scan_id"]),
+         "--catalog", str(settings.data_dir), "--to", str(embedded), "--embed"],
+        capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stdout + export.stderr
+    with h5py.File(embedded, "r") as f:
+        frames = f["/streams/primary/data/camera_image"]
+        info = frames.id.get_chunk_info_by_coord((7,) + (0,) * (frames.ndim - 1))
+    with open(embedded, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xa5\x5a")
+    damaged_copy = subprocess.run([sys.executable, "-m", "beamline_ls.cli", "verify",
+                                   str(embedded)], capture_output=True, text=True,
+                                  timeout=120)
+    assert damaged_copy.returncode == 1, damaged_copy.stdout + damaged_copy.stderr
+    assert f"run file {embedded} (a dataset stored in it) is damaged" in damaged_copy.stdout
+
+    # a frame file is not a run file: refused, never "0 missing or damaged"
+    frame_file = subprocess.run([sys.executable, "-m", "beamline_ls.cli", "verify",
+                                 hdf.full_file_name.get(use_monitor=False)],
+                                capture_output=True, text=True, timeout=120)
+    assert frame_file.returncode == 2
+    assert "is not a beamline-ls run file" in frame_file.stderr
 
     first = hdf.full_file_name.get(use_monitor=False)
     from beamline_ls.pipeline.rolling import part_path
@@ -149,4 +176,5 @@ def test_verify_names_the_damaged_and_the_missing_frame_files_of_a_run_file(
     assert checked.returncode == 1
     assert f"frame file {damaged} is damaged" in checked.stdout
     assert f"frame file {missing} is missing" in checked.stdout
-    assert "3 frame file(s) checked, 2 missing or damaged" in checked.stdout
+    assert ("3 frame file(s) and the run file's own datasets checked, 2 missing or "
+            "damaged") in checked.stdout

@@ -12,6 +12,8 @@ class FakeCatalog(dict):
         if key in self:
             return dict.__getitem__(self, key)
         if isinstance(key, str):
+            if len(key) < 5:  # as bluesky-tiled-plugins' catalog refuses short prefixes
+                raise ValueError(f"Partial uid {key!r} is too short.")
             for uid in self:
                 if isinstance(uid, str) and uid.startswith(key):
                     return dict.__getitem__(self, uid)

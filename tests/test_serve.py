@@ -5,6 +5,7 @@ that mounts the data elsewhere."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import signal
 import subprocess
@@ -158,6 +159,26 @@ def test_without_the_api_key_nothing_is_served(served):
     r = httpx.get(f"{server.uri}/api/v1/search/", headers={"Authorization": f"Apikey {KEY}"},
                   timeout=10)
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("served", ["sqlite"], indirect=True)
+def test_export_from_a_server_takes_its_api_key(served, tmp_path):
+    """``beamline-ls export --catalog http://...`` needs the server's key: without it,
+    one line saying how to give it; with ``--api-key``, the run file."""
+    def export(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "beamline_ls.cli", "export", served["uid"][:8],
+             "--catalog", served["server"].uri, "--to", str(tmp_path / "run.h5"), *extra],
+            capture_output=True, text=True, timeout=120,
+            env={k: v for k, v in os.environ.items() if k != "TILED_API_KEY"})
+
+    refused = export()
+    assert refused.returncode == 2
+    assert "give --api-key, or set TILED_API_KEY" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
+    done = export("--api-key", KEY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "run.h5").is_file()
 
 
 @pytest.mark.parametrize("served", ["sqlite"], indirect=True)

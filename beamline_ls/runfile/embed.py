@@ -35,14 +35,14 @@ def _missing_error(run_file: Path, missing: list[Path]) -> FileNotFoundError:
     listed = ", ".join(str(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
     return FileNotFoundError(
         f"{run_file}: {len(missing)} frame file(s) it reads its frames from are missing "
-        f"({listed}); HDF5 would return their frames as zeros. Copy the data folder as a "
-        "whole (runs/ with frames/), or write a self-contained file with "
+        f"({listed}); HDF5 would return their frames as fill values (65535). Copy the data "
+        "folder as a whole (runs/ with frames/), or write a self-contained file with "
         "`beamline-ls export RUN --to FILE.h5 --embed`")
 
 
 def open_run_file(run_file: str | Path) -> h5py.File:
     """Open a run file for reading; raise ``FileNotFoundError`` naming every missing
-    frame file instead of handing out frames that would read as zeros."""
+    frame file instead of handing out frames that would read as fill values (65535)."""
     run_file = Path(run_file)
     missing = missing_frame_files(run_file)
     if missing:

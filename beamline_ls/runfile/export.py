@@ -38,7 +38,7 @@ def find_run(catalog: Any, run: str) -> Any:
     for key in keys:
         try:
             return catalog[key]
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: a uid prefix too short to look up
             continue
     raise LookupError(f"no run {run!r} in the catalog (give a scan_id, -1, or a uid "
                       "prefix)")
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data directory of the deployment (default from configuration) "
                         "or a tiled server URI (http://...)")
     p.add_argument("--to", required=True, type=Path, dest="to", help="output file (.h5)")
+    p.add_argument("--api-key", default=None,
+                   help="the catalog server's API key (with an http:// --catalog; default: "
+                        "the TILED_API_KEY environment variable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.add_argument("--embed", action="store_true",
                    help="copy the frames into the file (self-contained; larger)")
@@ -117,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.catalog and args.catalog.startswith(("http://", "https://")):
-            catalog = open_catalog(uri=args.catalog)
+            try:
+                catalog = open_catalog(uri=args.catalog, api_key=args.api_key)
+            except RuntimeError as exc:  # tiled: the server wants a key it did not get
+                raise ValueError(f"{args.catalog}: {exc} (give --api-key, or set "
+                                 "TILED_API_KEY)") from None
         else:
             catalog = open_catalog(args.catalog)
         run = find_run(catalog, args.run)

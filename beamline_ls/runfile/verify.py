@@ -79,13 +79,80 @@ def check_source(src: Path, pairs: list[tuple[str, str]]) -> SourceCheck:
     return SourceCheck(src, datasets, used_by, frames=frames)
 
 
+class NotARunFile(ValueError):
+    """The file is readable HDF5 but not a run file (a frame file, another program's)."""
+
+
+def embedded_datasets(f: h5py.File) -> list[str]:
+    """The run file's own chunked datasets (frames copied in by ``export --embed``,
+    and any other array stored in chunks): HDF5 checks their checksums on read."""
+    names: list[str] = []
+
+    def visit(name: str, obj) -> None:
+        if (isinstance(obj, h5py.Dataset) and not obj.is_virtual
+                and obj.chunks is not None and obj.size > 0):
+            names.append(name)
+
+    f.visititems(visit)
+    return names
+
+
+def _check_embedded(run_file: Path, names: list[str]) -> SourceCheck:
+    """Read every chunk of the run file's own chunked datasets."""
+    rows = 0
+    try:
+        with h5py.File(run_file, "r") as f:
+            for name in names:
+                data = f[name]
+                for chunk in data.iter_chunks():
+                    data[chunk]
+                rows = max(rows, int(data.shape[0]) if data.shape else 1)
+    except (OSError, KeyError, RuntimeError) as exc:
+        return SourceCheck(run_file, tuple(names), tuple(names), problem=describe_failure(
+            [str(run_file)], exc).replace(f"frame file {run_file}",
+                                          f"run file {run_file} (a dataset stored in it)", 1))
+    return SourceCheck(run_file, tuple(names), tuple(names), frames=rows)
+
+
 def verify_run_file(run_file: str | Path,
                     progress: Callable[[SourceCheck], None] | None = None
                     ) -> list[SourceCheck]:
-    """Check every frame file of ``run_file``; ``progress`` sees each outcome."""
+    """Check every frame file of ``run_file`` and the frames stored in it (``export
+    --embed``); ``progress`` sees each outcome.
+
+    A run file that HDF5 cannot open (truncated, overwritten) is one damaged file in
+    the result; a readable HDF5 file that is not a run file raises `NotARunFile`, so
+    a frame file or someone else's file is never reported as checked and fine.
+    """
+    from beamline_ls.runfile.runfile import LAYOUT
+
+    run_file = Path(run_file)
+    try:
+        with h5py.File(run_file, "r") as f:
+            layout = f.attrs.get("layout")
+            own = embedded_datasets(f)
+    except OSError as exc:
+        problem = describe_failure([str(run_file)], exc).replace("frame file", "run file", 1)
+        if not h5py.is_hdf5(run_file):
+            problem = (f"{run_file} is not an HDF5 file (no HDF5 signature at its start): "
+                       "not a run file, or one overwritten from the start")
+        result = SourceCheck(run_file, (), (), problem=problem)
+        if progress is not None:
+            progress(result)
+        return [result]
+    if isinstance(layout, bytes):
+        layout = layout.decode()
+    if layout != LAYOUT:
+        raise NotARunFile(f"{run_file} is not a beamline-ls run file (its layout attribute "
+                          f"is {layout!r}, not {LAYOUT!r}); verify checks the files under "
+                          "<data dir>/runs and those `beamline-ls export` writes")
+    checks = [(src, lambda s=src, p=pairs: check_source(s, p))
+              for src, pairs in virtual_sources(run_file).items()]
+    if own:
+        checks.append((run_file, lambda: _check_embedded(run_file, own)))
     results = []
-    for src, pairs in virtual_sources(run_file).items():
-        result = check_source(src, pairs)
+    for _, check in checks:
+        result = check()
         results.append(result)
         if progress is not None:
             progress(result)
