@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from beamline_ls.catalog_origin import record_origin, with_origin_map
 from beamline_ls.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
         raise FileNotFoundError(
             f"no catalog at {db}: is {settings.data_dir} the data directory of a deployment?"
         )
+    new_database = settings.catalog_is_sqlite and not db.exists()
     if create:
         settings.ensure_dirs()
         (cdir / "data").mkdir(parents=True, exist_ok=True)
@@ -178,11 +180,15 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     from beamline_ls.frame_adapter import FrameFileAdapter
 
     enable_document_replay()
-    adapter = FrameFileAdapter.with_path_map(settings.path_map) if settings.path_map \
-        else FrameFileAdapter
+    path_map = settings.path_map
+    if settings.catalog_is_sqlite:  # a copied or moved data directory reads in place
+        if new_database:
+            record_origin(cdir, settings.data_dir)
+        path_map = with_origin_map(path_map, cdir, settings.data_dir)
+    adapter = FrameFileAdapter.with_path_map(path_map) if path_map else FrameFileAdapter
     # tiled checks each file against readable storage as the catalog names it, i.e.
     # at its place on the acquisition host
-    readable = readable_storage(settings) + [str(src) for src in settings.path_map]
+    readable = readable_storage(settings) + [str(src) for src in path_map]
     # tiled would initialise the database in a child Python at every open (~5 s):
     # done here instead, in this process, only for a new database
     tiled_initialises = False

@@ -1,0 +1,34 @@
+"""A data directory copied elsewhere (an analysis disk) or moved still reads through its
+catalog: frames come from the copy, never from where they were written."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from test_run_ledger import _fly_run
+
+from beamline_ls.catalog import open_catalog
+from beamline_ls.config import load_settings
+from beamline_ls.session import make_session
+
+
+def test_a_moved_data_directory_reads_its_frames_in_their_new_place(tmp_path):
+    here = tmp_path / "acquisition"
+    session = make_session(load_settings(data_dir=here, prefix="MOVED:"),
+                           progress_bar=False, run_files=False)
+    try:
+        uid, docs = _fly_run(session.settings.frames_dir / "fly.h5")
+        for name, doc in docs:
+            session.catalog_feed(name, doc)
+        assert session.catalog_feed.flush(30)
+        written = session.catalog[uid]["primary"]["image"].read()
+    finally:
+        session.close()
+
+    there = tmp_path / "analysis-disk" / "lightsheet"
+    shutil.copytree(here, there)
+    shutil.rmtree(here)  # moved: nothing is left where the catalog says the files are
+    run = open_catalog(there)[uid]
+    assert np.array_equal(run["primary"]["image"].read(), written)
+    assert run["primary"]["image"][4].sum() == written[4].sum()
