@@ -83,6 +83,24 @@ def test_replay_static_video_no_triggers(tmp_path, capsys):
     assert "triggers: 0" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("fps", "said"), [
+    (FPS * 8, "repeat too fast for a heart"),  # the heart would beat ~16 times a second
+    (FPS / 10, "looked for a repeat within 1 s at 4 frames/s")])
+def test_a_wrong_frame_rate_is_named_not_taken_for_a_heartbeat(tmp_path, video, capsys,
+                                                                 fps, said):
+    """The same heart replayed with the wrong --fps: no lock, no trigger, and the one
+    line points at the frame rate instead of blaming the scene."""
+    _, _, v = video
+    tif = tmp_path / "v.tif"
+    tifffile.imwrite(tif, v)
+    out = tmp_path / "o.csv"
+    assert replay.main([str(tif), "--fps", str(fps), "--out", str(out)]) == 0
+    assert all(r["trigger_time_s"] == "" for r in _rows(out))
+    printed = capsys.readouterr().out
+    assert "triggers: 0" in printed
+    assert said in printed
+
+
 def test_replay_errors(tmp_path, capsys):
     out = str(tmp_path / "o.csv")
     assert replay.main([str(tmp_path / "missing.tif"), "--fps", "40", "--out", out]) == 2

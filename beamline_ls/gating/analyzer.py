@@ -58,6 +58,7 @@ class GatingConfig:
     target_phase: float | None = None  # rad in the first reference; None: default rule
     panic_factor: float = 1.6
     max_period_s: float = 1.0  # slowest heart considered: 1 Hz
+    min_period_s: float = 0.1  # fastest: 10 Hz (a zebrafish heart beats 2-4 Hz)
     min_period_frames: int = 5
     min_accept_period: float = 6.0
     pad: int = 2
@@ -123,7 +124,8 @@ class GatingAnalyzer:
         c = self.cfg
         self.finder = PeriodFinder(c.max_period_s, c.min_period_frames, c.min_accept_period,
                                    c.pad, c.n_stable, c.stable_lag,
-                                   min_significance=c.min_significance, search_size=c.search_size)
+                                   min_significance=c.min_significance, search_size=c.search_size,
+                                   min_period_s=c.min_period_s)
         self.predictor = Predictor(c.min_fit, c.max_fit, c.fit_periods, c.gap_ratio,
                                    use_barrier=c.use_barrier)
         self.history = PhaseHistory()

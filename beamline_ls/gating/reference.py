@@ -257,10 +257,12 @@ class PeriodFinder:
     def __init__(self, max_period_s: float = 1.0, min_period_frames: int = 5,
                  min_accept_period: float = 6.0, pad: int = 2, n_stable: int = 9,
                  lag: int = 3, stable_rel: float = 0.05, stable_abs: float = 0.6,
-                 min_significance: float = 10.0, search_size: int = 64) -> None:
+                 min_significance: float = 10.0, search_size: int = 64,
+                 min_period_s: float = 0.1) -> None:
         if lag < pad:
             raise ValueError("lag must be >= pad so the padding after the period exists")
         self.max_period_s = max_period_s
+        self.min_period_s = min_period_s
         self.min_period_frames = min_period_frames
         self.min_accept_period = min_accept_period
         self.pad = pad
@@ -417,6 +419,9 @@ class PeriodFinder:
         if isinstance(est, NoPeriod):
             self._estimates.append(None)
             self.reason = est.reason
+            if est.reason.startswith("no repeating change"):  # the scale it looked at
+                self.reason += (f"; looked for a repeat within {self.max_period_s:g} s at "
+                                f"{1.0 / dt:.4g} frames/s")
             return None
         self._estimates.append(est.period)
         self.last_period = est.period
@@ -431,6 +436,14 @@ class PeriodFinder:
                            f"{med:.1f} (irregular or no heartbeat)")
             return None
         period = med  # median of the stable run: less noisy than any single estimate
+        if period * dt < self.min_period_s:
+            # no heart beats this fast: the frame times are wrong (a wrong --fps) or
+            # something else flickers in the scene
+            self.reason = (f"repeat too fast for a heart: every {period * dt * 1e3:.0f} ms "
+                           f"({1.0 / (period * dt):.1f} Hz, at most "
+                           f"{1.0 / self.min_period_s:g} Hz expected) at {1.0 / dt:.4g} "
+                           "frames/s; is the frame rate right?")
+            return None
         if period <= self.min_accept_period:
             self.reason = (f"frame rate too low for the period: {period:.1f} frames per "
                            f"beat, needs more than {self.min_accept_period:g}")
