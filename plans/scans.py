@@ -95,12 +95,15 @@ def collect_while_flying(flyers: list, camera: Camera, flush_period: float,
     from there; without checkpoints a fly scan would ignore the pause to its end.
     ``summary``: also collect the camera's summary stream each period."""
     done = False
+    # one group for the whole flight: the RunEngine shows one progress bar per group
+    # it waits on without error (bluesky warned "Previous ProgressBar never
+    # completed" when each period had a group of its own)
+    group = short_uid("complete")
     while not done:
         yield from bps.checkpoint()
         # asked at every checkpoint (the devices hand back the same statuses): an
         # immediate pause drops the RunEngine's wait group, and the wait replayed on
         # resume would find it empty and end the scan while the hardware still runs
-        group = short_uid("complete")
         statuses = yield from bps.complete_all(*flyers, group=group, wait=False)
         yield from bps.wait(group=group, timeout=flush_period, error_on_timeout=False)
         yield from bps.collect(camera, name=stream_name)
