@@ -28,6 +28,26 @@ def trace(logger: logging.Logger, msg: str, *args: object) -> None:
         logger.log(TRACE, msg, *args)
 
 
+class OneLineRefusal(logging.Filter):
+    """A put the IOC refused, in one line with its reason instead of a traceback.
+
+    caproto logs every write its server refused (a value out of range, a wrong enum, a
+    limit, a host without write access) with ``log.exception``: a full traceback at
+    ERROR for what is a client's request being answered no. The client already has
+    the reason; the log keeps who asked, what, and why, on one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None \
+                and str(record.msg).startswith("Invalid write request"):
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} refused: {type(exc).__name__}: {exc}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str | int | None = None) -> None:
     """Configure root logging for a command-line entry point.
 
@@ -44,6 +64,9 @@ def configure(level: str | int | None = None) -> None:
     )
     # caproto logs every failed beacon with a traceback; one line is enough.
     logging.getLogger("caproto").setLevel(max(logging.WARNING, level))
+    circuit = logging.getLogger("caproto.circ")
+    if not any(isinstance(f, OneLineRefusal) for f in circuit.filters):
+        circuit.addFilter(OneLineRefusal())
     # Library chatter that users do not need at INFO.
     for name in ("httpx", "alembic", "tiled", "bluesky", "ophyd", "databroker"):
         logging.getLogger(name).setLevel(max(logging.WARNING, level))

@@ -1,0 +1,32 @@
+"""A put the IOC refuses is logged on one line with its reason, not as a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from beamline_ls.log import OneLineRefusal
+
+
+def test_a_refused_write_is_one_line_with_the_reason(caplog):
+    circuit = logging.getLogger("caproto.circ")  # where caproto's server logs it
+    refusal = OneLineRefusal()
+    circuit.addFilter(refusal)
+    try:
+        with caplog.at_level(logging.ERROR, logger="caproto.circ"):
+            try:
+                raise ValueError("BLS:stage:X: 50000 is outside the limits [-12500, 7500]")
+            except ValueError:
+                circuit.exception("Invalid write request by %s (%s): %r", "vm", "host",
+                                  "WriteNotifyRequest(data=[50000.0])")
+            try:
+                raise RuntimeError("the IOC itself failed")
+            except RuntimeError:
+                circuit.exception("Server error in %s", "handler")
+    finally:
+        circuit.removeFilter(refusal)
+    refused, other = caplog.records
+    assert refused.exc_info is None and refused.exc_text is None
+    assert refused.getMessage() == (
+        "Invalid write request by vm (host): 'WriteNotifyRequest(data=[50000.0])' refused: "
+        "ValueError: BLS:stage:X: 50000 is outside the limits [-12500, 7500]")
+    assert other.exc_info is not None  # anything else keeps its traceback
