@@ -147,11 +147,16 @@ def test_acquire_put_completes_when_the_acquisition_ends(det):
     frames are taken, as caput -c and pyepics wait=True expect."""
     det.cam.image_mode.set("Multiple").wait(10)
     det.cam.num_images.set(30).wait(10)
+    hdf_counter = EpicsSignal(det.hdf1.prefix + "ArrayCounter")
+    hdf_counter.put(0, wait=True)
+    EpicsSignal(det.hdf1.prefix + "EnableCallbacks").put(1, wait=True)
     acquire = EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True)
     t0 = time.monotonic()
     acquire.set(1).wait(60)
     took = time.monotonic() - t0
     assert int(det.cam.num_images_counter.get(use_monitor=False)) == 30
+    # the plugins' counts are current when the put completes (blocking callbacks)
+    assert int(EpicsSignal(hdf_counter.pvname + "_RBV").get(use_monitor=False)) == 30
     assert int(det.cam.acquire.get(use_monitor=False)) == 0  # Acquire_RBV
     assert det.cam.detector_state.get(as_string=True, use_monitor=False) == "Idle"
     period = det.cam.acquire_time.get() + float(EpicsSignal(

@@ -410,6 +410,11 @@ class DriverGroup(PortGroup):
             await ended.wait()  # busy: the put completes when the acquisition ends
         if self.wait_for_plugins.value == "Yes":
             await self.parent.hdf.drained()
+        # the plugins' counters (ArrayCounter_RBV ...) are published at 5 Hz; a client
+        # reading them when its put completes must see every frame of the acquisition,
+        # as areaDetector's blocking callbacks show them
+        for plugin in self.parent.plugins:
+            await plugin.publish()
         return "Done"
 
     @camera_mode.putter
