@@ -13,11 +13,8 @@ emitted (on the RunEngine's thread: a few dictionary updates per document), and
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,7 +98,8 @@ class RunLedger:
                 out.append(f"{n_events - min(have, default=0)} of {n_events} events of "
                            f"'{stream}'")
             for key, n in wanted.items():
-                got = shapes.get(key, (0,))[0] if shapes.get(key) else 0
+                shape = shapes.get(key)
+                got = shape[0] if shape else 0
                 if got < n:
                     out.append(f"{n - got} of {n} rows of '{stream}/{key}'")
         return out

@@ -360,18 +360,17 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         directory = self._directory(value)
         if directory != self.data_root and self.data_root not in directory.parents:
             return f"{directory} is outside the IOC's data root {self.data_root}"
-        if not directory.is_dir():
-            refused = creation_refused(directory, int(self.create_directory.value))
-            if refused:
-                return refused
-            problem = capture_problem(directory, frame_bytes)
-            if problem:
-                return problem
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                return f"cannot create {directory}: {exc.strerror or exc}"
-        return capture_problem(directory, frame_bytes)
+        refused = creation_refused(directory, int(self.create_directory.value))
+        if refused:
+            return refused
+        problem = capture_problem(directory, frame_bytes)  # checked where it would be made
+        if problem or directory.is_dir():
+            return problem
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create {directory}: {exc.strerror or exc}"
+        return ""
 
     @file_path.putter
     async def file_path(self, instance, value):

@@ -146,12 +146,12 @@ def verify_run_file(run_file: str | Path,
         raise NotARunFile(f"{run_file} is not a beamline-ls run file (its layout attribute "
                           f"is {layout!r}, not {LAYOUT!r}); verify checks the files under "
                           "<data dir>/runs and those `beamline-ls export` writes")
-    checks = [(src, lambda s=src, p=pairs: check_source(s, p))
+    checks = [lambda s=src, p=pairs: check_source(s, p)
               for src, pairs in virtual_sources(run_file).items()]
     if own:
-        checks.append((run_file, lambda: _check_embedded(run_file, own)))
+        checks.append(lambda: _check_embedded(run_file, own))
     results = []
-    for _, check in checks:
+    for check in checks:
         result = check()
         results.append(result)
         if progress is not None:
