@@ -83,6 +83,36 @@ def test_refused_writes_say_why_in_bounded_time(client):
     assert reply.status_code == 400 and "JSON" in reply.json()["error"]
 
 
+def test_writes_clicked_together_all_complete_or_say_why(client):
+    """An operator clicks faster than a move completes: every write still reaches the
+    IOC and gets its own answer (they once shared one CA circuit and lost replies)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x0, power0, offset0 = caget("stage:X.VAL"), caget("laser:Power"), caget("scan:Galvo1Offset")
+    away = x0 + 400.0 if x0 < 0 else x0 - 400.0  # a move of a fraction of a second
+    power1 = 5.5 if abs(power0 - 5.5) > 1e-6 else 4.5
+    offset1 = offset0 + 0.0125
+    try:
+        for x1 in (away, x0, away):
+            writes = {"stage:X.VAL": x1, "laser:Power": power1, "scan:Galvo1Offset": offset1,
+                      "piezo.VAL": 10_000.0, "gating:TargetPhase": 1.25}
+            with ThreadPoolExecutor(len(writes)) as pool:
+                replies = dict(zip(writes, pool.map(lambda kv: put(client, *kv),
+                                                    writes.items()), strict=True))
+            refused = replies.pop("piezo.VAL")
+            assert refused.status_code == 409 and "outside the limits" in refused.json()["error"]
+            answers = {pv: r.status_code for pv, r in replies.items()}
+            assert answers == dict.fromkeys(replies, 200), {pv: r.text for pv, r in
+                                                            replies.items()}
+            assert caget("stage:X.RBV") == pytest.approx(x1, abs=1.0)  # moved, then answered
+            assert caget("laser:Power_RBV") == pytest.approx(power1)
+            assert caget("scan:Galvo1Offset") == pytest.approx(offset1)
+    finally:
+        for pv, value in (("stage:X.VAL", x0), ("laser:Power", power0),
+                          ("scan:Galvo1Offset", offset0)):
+            assert put(client, pv, value).status_code == 200
+
+
 def test_the_camera_image_arrives_binned_with_the_requested_contrast(client):
     import io
 
@@ -194,3 +224,70 @@ def test_a_background_is_taken_with_the_laser_off_and_the_laser_restored(client)
                  "the background to be voided")
         write(f"{PREFIX}cam1:AcquireTime", [exposure], notify=True, timeout=10,
               repeater=False)
+
+
+def test_a_console_stopped_during_a_long_move_exits_promptly(ioc, data_dir):
+    """Ctrl-C (SIGTERM) while a write waits for a move of several seconds: the console
+    process ends in a few seconds, it does not wait for the move."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    from conftest import EPICS
+
+    from beamline_ls.epics_env import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with open(data_dir / "logs" / "console-stop.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beamline_ls.cli", "console", "--prefix", PREFIX,
+             "--data-dir", str(data_dir), "--port", str(port), "--api-key", KEY],
+            env={**os.environ, **EPICS.env()}, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT)
+    from caproto.sync.client import write
+
+    x0, speed = caget("stage:X.VAL"), caget("stage:X.VELO")
+    try:
+        def connected() -> bool:
+            assert proc.poll() is None, "the console exited; see console-stop.log"
+            try:
+                with urllib.request.urlopen(url + "api/state", timeout=5) as r:
+                    return json.load(r)["values"].get("stage:X.DMOV") == 1
+            except OSError:
+                return False
+        wait_for(connected, 60, "the console to serve and connect")
+        # to the far end of the travel, slowly: a move of 20 s
+        low, high = caget("stage:X.LLM"), caget("stage:X.HLM")
+        far = high if high - x0 > x0 - low else low
+        write(PREFIX + "stage:X.VELO", [abs(far - x0) / 20], notify=True, timeout=10,
+              repeater=False)
+        request = urllib.request.Request(
+            url + "api/put", method="POST", data=json.dumps(
+                {"pv": "stage:X.VAL", "value": far}).encode(),
+            headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+        threading.Thread(target=_ignore_errors, args=(urllib.request.urlopen, request),
+                         kwargs={"timeout": 60}, daemon=True).start()
+        wait_for(lambda: caget("stage:X.DMOV") == 0, 10, "the move to start")
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.wait(15)
+        stopped_in = time.monotonic() - t0
+        assert caget("stage:X.DMOV") == 0, "the move ended before the console: no test"
+        assert stopped_in < 8, f"the console took {stopped_in:.1f} s to stop"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        write(PREFIX + "stage:X.STOP", [1], notify=True, timeout=10, repeater=False)
+        write(PREFIX + "stage:X.VELO", [speed], notify=True, timeout=10, repeater=False)
+        write(PREFIX + "stage:X.VAL", [x0], notify=True, timeout=60, repeater=False)
+
+
+def _ignore_errors(call, *args, **kwargs) -> None:
+    try:
+        call(*args, **kwargs).close()
+    except OSError:
+        pass  # the console went away while the write waited: what the test does

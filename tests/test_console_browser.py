@@ -30,15 +30,19 @@ pytestmark = pytest.mark.slow
 
 
 def caread(suffix: str):
-    from caproto.sync.client import read
+    """A fresh read with pyepics, a client that reconnects as operators' tools do."""
+    import epics
 
-    return read(PREFIX + suffix, timeout=10, repeater=False).data[0]
+    value = epics.caget(PREFIX + suffix, timeout=10, use_monitor=False)
+    assert value is not None, f"no answer from {PREFIX}{suffix}"
+    return value
 
 
 def caput(suffix: str, value, timeout: float = 30) -> None:
-    from caproto.sync.client import write
+    import epics
 
-    write(PREFIX + suffix, [value], notify=True, timeout=timeout, repeater=False)
+    assert epics.caput(PREFIX + suffix, value, wait=True, timeout=timeout) == 1, \
+        f"{PREFIX}{suffix} = {value!r} was not completed"
 
 
 def state(url: str) -> dict:

@@ -84,6 +84,7 @@ class Bridge:
         self._tasks: list[asyncio.Task] = []
         self._camera_sub: Any = None  # the camera's frames: subscribed while watched
         self._camera_callback = self._callback(CAMERA_IMAGE)
+        self._stopping = threading.Event()  # abandons writes still waiting at stop
 
     # -- lifecycle (the web server's event loop) ----------------------------------------
     async def start(self) -> None:
@@ -103,6 +104,7 @@ class Bridge:
             self._tasks.append(asyncio.create_task(self._watch(short, pv)))
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -258,12 +260,13 @@ class Bridge:
         """Write ``value`` to the PV named ``short`` (one of :data:`WRITABLE`) and wait
         for the IOC to complete it; :class:`PutRefused` with the reason otherwise.
 
-        The write goes through caproto's synchronous client on a worker thread: its
-        answer to a refused put is the IOC's own error message, where the asyncio
-        client (caproto 1.3) ignores the error reply and waits out its timeout.
+        The write runs on a worker thread on a circuit of its own
+        (:func:`beamline_ls.ca_put.put_and_wait`): writes clicked one after another
+        proceed together, and a refused put returns the IOC's own reason at once.
         """
         from caproto import ChannelType, ErrorResponseReceived
-        from caproto.sync.client import write
+
+        from beamline_ls.ca_put import put_and_wait
 
         if short not in WRITABLE:
             raise BadWrite(f"{short!r} is not writable from the console", forbidden=True)
@@ -287,8 +290,8 @@ class Bridge:
         name = self.prefix + short
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, lambda: write(
-                name, data, notify=True, timeout=PUT_TIMEOUT_S, repeater=False, **kwargs))
+            await loop.run_in_executor(None, lambda: put_and_wait(
+                name, data, timeout=PUT_TIMEOUT_S, cancel=self._stopping, **kwargs))
         except ErrorResponseReceived as exc:
             reply = exc.args[0] if exc.args else None
             why = _text(getattr(reply, "error_message", b"")).strip() or str(exc)

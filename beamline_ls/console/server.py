@@ -57,4 +57,7 @@ def serve_console(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     if generated:
         print(f"console API key (generated; pass --api-key or set {API_KEY_ENV}): {key}",
               flush=True)
-    uvicorn.run(create_app(console), host=host, port=port, log_level="warning")
+    # a stop waits at most 3 s for requests in flight (a write waiting on a long move)
+    # before it cancels them and the bridge abandons their waits
+    uvicorn.run(create_app(console), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=3)
