@@ -62,6 +62,40 @@ def test_laser_power_with_limits_and_units(scope):
     laser.set(20.0).wait(5)
 
 
+def test_a_choice_pv_takes_a_state_or_its_index_and_refuses_others_naming_the_states(
+        scope, prefix):
+    """As an EPICS record does: "1" as text (what EPICS base's caput sends) is state 1;
+    a name or index that is no state is refused with the states, not an empty error."""
+    from caproto import ChannelType, ErrorResponseReceived
+    from caproto.sync.client import read, write
+
+    pv = prefix + "laser:Enable"
+
+    def put(value, data_type=None):
+        write(pv, [value], data_type=data_type, notify=True, timeout=10, repeater=False)
+
+    def state() -> bytes:
+        return read(pv, data_type=ChannelType.STRING, timeout=10, repeater=False).data[0]
+
+    before = state()
+    try:
+        put("1", ChannelType.STRING)
+        assert state() == b"On"
+        put("Off", ChannelType.STRING)
+        assert state() == b"Off"
+        for value, data_type, reason in (
+                ("Maybe", ChannelType.STRING, "'Maybe' is not one of the states 'Off', 'On'"),
+                ("7", ChannelType.STRING, "7 is not a state index (0 to 1: 'Off', 'On')"),
+                (7, ChannelType.LONG, "7 is not a state index (0 to 1: 'Off', 'On')"),
+                (1.5, ChannelType.DOUBLE, "1.5 is not a state index")):
+            with pytest.raises(ErrorResponseReceived) as refused:
+                put(value, data_type)
+            assert reason in bytes(refused.value.args[0].error_message).decode("latin-1")
+            assert state() == b"Off"
+    finally:
+        put(before, ChannelType.STRING)
+
+
 def test_camera_settings_are_configuration_with_units(scope):
     cam = scope.camera
     config = cam.read_configuration()

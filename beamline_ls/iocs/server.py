@@ -23,6 +23,7 @@ from beamline_ls.hardware.factory import Drivers, build_drivers
 from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.access import AccessPolicy
 from beamline_ls.iocs.camera import CameraGroup
+from beamline_ls.iocs.enum_puts import explain_choices
 from beamline_ls.iocs.gating import GatingGroup
 from beamline_ls.iocs.laser import LaserGroup
 from beamline_ls.iocs.motor import MotorGroup
@@ -162,6 +163,7 @@ def serve(settings: Settings) -> None:
         groups = build_groups(settings, drivers)
         pvdb = build_pvdb(groups)
         access.apply(pvdb, prefix)
+        explain_choices(pvdb)  # a put naming no state is refused with the states
         interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
         success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
                 len(pvdb), prefix, interfaces,
