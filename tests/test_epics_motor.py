@@ -192,14 +192,18 @@ def test_the_calibration_survives_an_ioc_restart(microscope):
     y.destroy()
     ioc.stop()
     ioc.start()
-    deadline = time.monotonic() + 20
-    while ca.caget(f"{PREFIX}stage:Y.OFF", use_monitor=False, timeout=1) is None:
-        assert time.monotonic() < deadline, "the restarted IOC did not answer"
-    assert ca.caget(f"{PREFIX}stage:Y.OFF", use_monitor=False) == pytest.approx(-390.0)
-    assert ca.caget(f"{PREFIX}stage:Y.HLM", use_monitor=False) == pytest.approx(500.0)
+    def fresh(suffix: str) -> float:
+        """A read of the restarted IOC; a reconnecting client may first time out."""
+        deadline = time.monotonic() + 30
+        while (value := ca.caget(PREFIX + suffix, use_monitor=False, timeout=2)) is None:
+            assert time.monotonic() < deadline, f"the restarted IOC did not answer {suffix}"
+        return value
+
+    assert fresh("stage:Y.OFF") == pytest.approx(-390.0)
+    assert fresh("stage:Y.HLM") == pytest.approx(500.0)
     # the restarted simulator's stage is back at dial 0, which reads -390
-    assert ca.caget(f"{PREFIX}stage:Y.RBV", use_monitor=False) == pytest.approx(-390.0)
+    assert fresh("stage:Y.RBV") == pytest.approx(-390.0)
     assert (data / "autosave" / "stage-y.json").exists()
-    assert ca.caget(f"{PREFIX}scan:Galvo1Offset", use_monitor=False) == pytest.approx(-0.09)
-    assert ca.caget(f"{PREFIX}scan:Galvo2Slope", use_monitor=False) == pytest.approx(0.0123)
-    assert ca.caget(f"{PREFIX}scan:Galvo1Slope", use_monitor=False) == pytest.approx(0.02)
+    assert fresh("scan:Galvo1Offset") == pytest.approx(-0.09)
+    assert fresh("scan:Galvo2Slope") == pytest.approx(0.0123)
+    assert fresh("scan:Galvo1Slope") == pytest.approx(0.02)
