@@ -43,6 +43,12 @@ def x(microscope):
     m.destroy()
 
 
+def test_no_limit_violation_or_alarm_shows_before_any_move(microscope):
+    for axis in ("stage:Z", "galvo1", "galvo2"):  # axes no test here moves
+        for field in ("LVIO", "SEVR"):
+            assert ca.caget(f"{PREFIX}{axis}.{field}", use_monitor=False) == 0, (axis, field)
+
+
 def test_set_current_position_recalibrates_without_moving(x):
     x.move(3000.0, wait=True, timeout=30)
     x.set_current_position(0.0)
@@ -77,6 +83,11 @@ def test_user_limits_are_enforced_and_read_back_as_enforced(x):
     time.sleep(0.3)
     assert ca.caget(f"{PREFIX}stage:X.LVIO", use_monitor=False) == 1
     assert x.user_readback.get(use_monitor=False) == pytest.approx(0.0, abs=0.01)
+    assert ca.caget(f"{PREFIX}stage:X.SEVR", use_monitor=False) == 2  # MAJOR, WRITE
+    # the next accepted move ends the refusal's alarm, as a record processing again
+    x.move(50.0, wait=True, timeout=30)
+    for field in ("SEVR", "STAT", "LVIO"):
+        assert ca.caget(f"{PREFIX}stage:X.{field}", use_monitor=False) == 0, field
     # beyond the hardware travel: clamped, and read back clamped
     ca.caput(f"{PREFIX}stage:X.HLM", 1e9, wait=True, timeout=10)
     time.sleep(0.2)

@@ -123,6 +123,9 @@ class MotorGroup(PVGroup):
         await self._publish_calibration(instance)
         await instance.write(self.cal.user(self._dial), verify_value=False)
         await f.dial_desired_value.write(self._dial, verify_value=False)
+        # caproto's motor record starts with LVIO = 1; the target (here) is in limits
+        await f.limit_violation.write(
+            int(not self.cal.within_limits(instance.value, self.tolerance / 10)))
         while True:
             try:
                 await self._update(instance)
@@ -238,11 +241,14 @@ class MotorGroup(PVGroup):
             await self._worker.call(self.driver.move, dial)
         except (RuntimeError, ValueError) as exc:  # e.g. the scan board holds the axis
             await self._refuse(instance, f"move to {user:g} refused: {exc}")
-        if self._refused:  # the last refusal's alarm ends with a move that starts
+        if self._refused:  # the last refusal's alarms end with a move that starts
             self._refused = False
             rbv = f.user_readback_value
             await rbv.write(rbv.value, status=AlarmStatus.NO_ALARM,
                             severity=AlarmSeverity.NO_ALARM)
+            if instance.alarm.status == AlarmStatus.WRITE:  # caproto's, on the refused put
+                await instance.alarm.write(status=AlarmStatus.NO_ALARM,
+                                           severity=AlarmSeverity.NO_ALARM)
         self._direction = 1 if dial >= self._dial else -1
         await f.direction_of_travel.write(1 if self._direction * self.cal.direction > 0 else 0)
         self._moving = True
