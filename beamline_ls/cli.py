@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from beamline_ls import log as bls_log
+from beamline_ls.argtypes import log_level, tcp_port
 
 logger = logging.getLogger("beamline_ls.cli")
 
@@ -172,7 +173,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="beamline-ls", description=__doc__)
-    p.add_argument("--log-level", default=None, help="TRACE, DEBUG, INFO, SUCCESS, WARNING...")
+    p.add_argument("--log-level", default=None, type=log_level,
+                   help="TRACE, DEBUG, INFO, SUCCESS, WARNING...")
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run planar and volumetric scans on the simulator")
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--config", type=Path, default=None, help="microscope TOML file")
     queue.add_argument("--host", default="127.0.0.1",
                        help="address of the HTTP server and 0MQ sockets (default 127.0.0.1)")
-    queue.add_argument("--port", type=int, default=60610, help="HTTP port (default 60610)")
+    queue.add_argument("--port", type=tcp_port, default=60610, help="HTTP port (default 60610)")
     queue.add_argument("--api-key", default=None,
                        help="HTTP API key (default: $BEAMLINE_LS_QUEUE_API_KEY, else "
                        "generated and printed)")
@@ -225,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a tiled server URI to list runs from instead")
     console.add_argument("--host", default="127.0.0.1",
                          help="address to serve on (default 127.0.0.1: this host only)")
-    console.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    console.add_argument("--port", type=tcp_port, default=8080, help="HTTP port (default 8080)")
     console.add_argument("--api-key", default=None,
                          help="key for writes (default: $BEAMLINE_LS_CONSOLE_API_KEY, else "
                          "generated and printed)")

@@ -140,6 +140,33 @@ def check_database(uri: Any, where: str) -> str:
     return uri
 
 
+#: what a configuration file may hold at its top level, and the type of each
+TOP_LEVEL: dict[str, type] = {
+    "data_dir": str, "prefix": str, "mirror_dir": str, "mirror_roots": list,
+    "zmq_publish": str, "catalog_database": str, "hardware": dict, "access": dict,
+    "path_map": dict,
+}
+
+
+def _read_toml(path: Path) -> dict:
+    """The file's table, its top-level keys checked: a misspelt key (``dat_dir``)
+    would otherwise be ignored and the data written to the default directory."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(doc) - set(TOP_LEVEL))
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (allowed at "
+                         f"the top level: {', '.join(TOP_LEVEL)})")
+    for key, kind in TOP_LEVEL.items():
+        if key in doc and not isinstance(doc[key], kind):
+            what = {str: "a string", list: "a list", dict: "a table ([" + key + "])"}[kind]
+            raise ValueError(f"{path}: {key} must be {what}, got {doc[key]!r}")
+    return doc
+
+
 def load_settings(
     config_file: str | Path | None = None,
     *,
@@ -152,8 +179,7 @@ def load_settings(
     if path is not None:
         if not path.exists():
             raise FileNotFoundError(f"configuration file not found: {path}")
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
+        doc = _read_toml(path)
         if "data_dir" in doc:
             settings.data_dir = Path(doc["data_dir"]).expanduser()
         if "prefix" in doc:

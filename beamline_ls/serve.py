@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from beamline_ls import log as bls_log
+from beamline_ls.argtypes import tcp_port
 from beamline_ls.config import Settings, check_database, load_settings, parse_path_map
 
 logger = logging.getLogger("beamline_ls.serve")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=None,
                    help="TOML file (its [path_map] table is used)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=tcp_port, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=None,
                    help="API key clients must send (default: $TILED_SINGLE_USER_API_KEY, "
                    "else generated and printed)")

@@ -89,6 +89,36 @@ def test_bad_configuration_names_the_key(hardware, message):
         build_drivers(hardware)
 
 
+@pytest.mark.parametrize("text, message", [
+    ('dat_dir = "/tmp/elsewhere"\n', r"unknown setting\(s\) dat_dir \(allowed at the top level: "
+                                     r"data_dir, prefix"),
+    ('[camera]\nbackend = "pylablib"\n', r"unknown setting\(s\) camera"),
+    ("data_dir = 42\n", r"data_dir must be a string, got 42"),
+    ('hardware = "sim"\n', r"hardware must be a table \(\[hardware\]\)"),
+    ('data_dir = "/tmp/x\n', r"not valid TOML: .*line 1"),
+])
+def test_a_configuration_file_with_a_misspelt_or_mistyped_setting_is_refused(
+        tmp_path, text, message):
+    """A typo must not send the data to the default directory unnoticed."""
+    from beamline_ls.config import load_settings
+
+    path = tmp_path / "microscope.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=str(path) + ": " + message):
+        load_settings(path)
+
+
+def test_command_line_values_out_of_range_are_usage_errors(capsys):
+    from beamline_ls.cli import main as cli
+
+    for argv, message in ((["console", "--port", "99999"], "port 99999 is outside 1-65535"),
+                          (["--log-level", "LOUD", "verify", "x.h5"], "'LOUD' is not a level")):
+        with pytest.raises(SystemExit) as exit_:
+            cli(argv)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_example_toml_is_commented_and_covers_every_device():
     text = EXAMPLE.read_text()
     doc = tomllib.loads(text)
