@@ -515,3 +515,44 @@ def test_export_embed_writes_a_file_that_carries_its_frames(volumetric, session,
         assert "missing_frames_read_as" not in data["camera_image"].attrs
         nx = get_default(f)
         assert nx.is_valid and nx.signal.shape == expected["camera_image"].shape
+
+
+def test_export_names_frame_files_that_are_missing_or_damaged(scope, session, tmp_path,
+                                                              caplog):
+    """Export says when the frames it links to are gone (exit 1, the file named); with
+    --embed a missing or damaged frame file fails naming the file and what to do."""
+    from beamline_ls.pipeline.hdf5_writer import DATA_PATH
+    from beamline_ls.runfile.verify import virtual_sources
+    from plans import planar_scan
+
+    result, _, path = _run(session, planar_scan(scope.camera, scope.scanboard, 6, 33.0,
+                                                0.004, frame_rate=50.0))
+    uid, data_dir = result.run_start_uids[0], str(session.settings.data_dir)
+    (frame_file,) = virtual_sources(path)
+    original = frame_file.read_bytes()
+    aside = frame_file.with_name(frame_file.name + ".aside")
+    try:
+        frame_file.rename(aside)
+        caplog.clear()
+        assert export_main([uid, "--catalog", data_dir, "--to", str(tmp_path / "a.h5")]) == 1
+        assert f"frame file {frame_file} is missing" in caplog.text
+        assert "1 frame file(s) it reads are missing" in caplog.text
+        caplog.clear()
+        assert export_main([uid, "--catalog", data_dir, "--to", str(tmp_path / "b.h5"),
+                            "--embed"]) == 2
+        assert str(frame_file) in caplog.text and "Restore them" in caplog.text
+        assert not (tmp_path / "b.h5").exists()
+        aside.rename(frame_file)
+        with h5py.File(frame_file, "r") as f:  # damage the first frame's chunk
+            offset = f[DATA_PATH].id.get_chunk_info(0).byte_offset
+        with open(frame_file, "r+b") as f:
+            f.seek(offset + 64)
+            f.write(bytes(64))
+        caplog.clear()
+        assert export_main([uid, "--catalog", data_dir, "--to", str(tmp_path / "c.h5"),
+                            "--embed"]) == 2
+        assert f"frame file {frame_file} is damaged" in caplog.text
+    finally:
+        if aside.exists():
+            aside.rename(frame_file)
+        frame_file.write_bytes(original)

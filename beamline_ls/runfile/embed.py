@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from beamline_ls.damage import DamagedFrameFile, describe_failure
 from beamline_ls.runfile.links import MISSING_ATTR
 from beamline_ls.runfile.verify import virtual_sources
 
@@ -31,13 +32,16 @@ def missing_frame_files(run_file: str | Path) -> list[Path]:
     return [src for src in virtual_sources(run_file) if not src.exists()]
 
 
-def _missing_error(run_file: Path, missing: list[Path]) -> FileNotFoundError:
+def _missing_error(run_file: Path, missing: list[Path],
+                   embedding: bool = False) -> FileNotFoundError:
     listed = ", ".join(str(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    remedy = ("Restore them from a copy and export again; without --embed the file is "
+              "written and names what is missing" if embedding else
+              "Copy the data folder as a whole (runs/ with frames/), or write a "
+              "self-contained file with `beamline-ls export RUN --to FILE.h5 --embed`")
     return FileNotFoundError(
         f"{run_file}: {len(missing)} frame file(s) it reads its frames from are missing "
-        f"({listed}); HDF5 would return their frames as fill values (65535). Copy the data "
-        "folder as a whole (runs/ with frames/), or write a self-contained file with "
-        "`beamline-ls export RUN --to FILE.h5 --embed`")
+        f"({listed}); HDF5 would return their frames as fill values (65535). {remedy}")
 
 
 def open_run_file(run_file: str | Path) -> h5py.File:
@@ -58,7 +62,7 @@ def embed_frames(run_file: str | Path,
     run_file = Path(run_file)
     missing = missing_frame_files(run_file)
     if missing:
-        raise _missing_error(run_file, missing)
+        raise _missing_error(run_file, missing, embedding=True)
     copied = 0
     with h5py.File(run_file, "r+") as f:
         names: list[str] = []
@@ -88,7 +92,13 @@ def _embed_one(f: h5py.File, name: str,
             real.attrs[key] = value
     n = shape[0] if shape else 0
     for at in range(0, n, step):
-        real[at:at + step] = virtual[at:at + step]
+        try:
+            real[at:at + step] = virtual[at:at + step]
+        except OSError as exc:  # HDF5 names neither the frame file nor the remedy
+            here = Path(f.filename).parent  # sources are relative to the run file
+            sources = sorted({str((here / vs.file_name).resolve())
+                              for vs in virtual.virtual_sources()})
+            raise DamagedFrameFile(describe_failure(sources, exc)) from exc
         if progress is not None:
             progress(name, min(n, at + step), n)
     if not shape:

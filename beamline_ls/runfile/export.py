@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from beamline_ls import log as bls_log
 from beamline_ls.catalog import enable_document_replay
 from beamline_ls.runfile.writer import RunFileWriter
@@ -132,7 +134,24 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError, LookupError, ValueError, OSError) as exc:
         log.error("export of run %s failed: %s", args.run, exc)
         return 2
-    bls_log.success(log, "run %s exported to %s", args.run, path)
+    except httpx.TransportError as exc:  # after tiled's own retries
+        log.error("export of run %s failed: cannot reach the catalog at %s (%s: %s)",
+                  args.run, args.catalog, type(exc).__name__, exc)
+        return 2
+    if not args.embed:  # the file reads its frames from the frame files: are they there?
+        from beamline_ls.runfile.verify import sources_present
+
+        problems = [c.problem for c in sources_present(path) if not c.ok]
+        if problems:
+            for problem in problems:
+                log.error("%s", problem)
+            log.error("run %s exported to %s, but %d frame file(s) it reads are missing "
+                      "or unreadable (above); its frames there read as fill values",
+                      args.run, path, len(problems))
+            return 1
+    bls_log.success(log, "run %s exported to %s%s", args.run, path,
+                    "" if args.embed else " (frame files present; `beamline-ls verify "
+                    f"{path}` reads every frame and checks its checksum)")
     return 0
 
 

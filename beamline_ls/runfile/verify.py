@@ -79,6 +79,30 @@ def check_source(src: Path, pairs: list[tuple[str, str]]) -> SourceCheck:
     return SourceCheck(src, datasets, used_by, frames=frames)
 
 
+def sources_present(run_file: str | Path) -> list[SourceCheck]:
+    """The quick check: every frame file the run file reads exists, opens and holds
+    the datasets it reads (no chunk is read, so checksums are not checked: that is
+    :func:`verify_run_file`). For ``export``, which must not call a run whose frames
+    are gone exported and fine."""
+    results = []
+    for src, pairs in virtual_sources(run_file).items():
+        used_by = tuple(dict.fromkeys(u for u, _ in pairs))
+        datasets = tuple(dict.fromkeys(d for _, d in pairs))
+        if not src.exists():
+            results.append(check_source(src, pairs))  # the missing-file message
+            continue
+        try:
+            with h5py.File(src, "r") as f:
+                frames = max((int(f[name].shape[0]) if f[name].shape else 1)
+                             for name in datasets)
+        except (OSError, KeyError, RuntimeError) as exc:
+            results.append(SourceCheck(src, datasets, used_by,
+                                       problem=describe_failure([str(src)], exc)))
+            continue
+        results.append(SourceCheck(src, datasets, used_by, frames=frames))
+    return results
+
+
 class NotARunFile(ValueError):
     """The file is readable HDF5 but not a run file (a frame file, another program's)."""
 
