@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("export of run %s failed: %s", args.run, exc)
         return 2
     except httpx.TransportError as exc:  # after tiled's own retries
-        log.error("export of run %s failed: cannot reach the catalog at %s (%s: %s)",
+        log.error("export of run %s failed: cannot reach the catalog at %s (%s: %s; "
+                  "tiled retried for up to $TILED_RETRY_TIMEOUT s, default 45)",
                   args.run, args.catalog, type(exc).__name__, exc)
         return 2
     if not args.embed:  # the file reads its frames from the frame files: are they there?
