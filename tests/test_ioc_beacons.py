@@ -33,3 +33,24 @@ def test_an_ioc_leaves_a_running_repeater_alone(tmp_path):
         assert udp_port_taken(network.repeater_port)
     finally:
         network.stop()
+
+
+def test_beacons_go_to_the_repeater_port_when_no_beacon_port_is_set(tmp_path, monkeypatch):
+    """EPICS base sends beacons to EPICS_CA_REPEATER_PORT unless EPICS_CAS_BEACON_PORT
+    says otherwise; a site that moved its repeater sets only the former."""
+
+    class RepeaterPortOnly(LoopbackEpics):
+        def env(self) -> dict[str, str]:
+            env = super().env()
+            del env["EPICS_CAS_BEACON_PORT"]
+            return env
+
+    monkeypatch.delenv("EPICS_CAS_BEACON_PORT", raising=False)
+    network = RepeaterPortOnly()
+    ioc = IocProcess(network, "MOVED:", tmp_path, tmp_path / "ioc.log").start(timeout=60)
+    try:
+        time.sleep(3.0)
+        log = (tmp_path / "ioc.log").read_text()
+        assert "Failed to send beacon" not in log, log[-2000:]
+    finally:
+        ioc.stop()

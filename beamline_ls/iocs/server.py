@@ -136,6 +136,10 @@ def loopback_server_env() -> None:
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
     os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
     os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
+    # EPICS base sends beacons to the repeater's port unless told otherwise; caproto
+    # sends them to 5065 whatever the repeater port is (a traceback every beacon)
+    if os.environ.get("EPICS_CA_REPEATER_PORT"):
+        os.environ.setdefault("EPICS_CAS_BEACON_PORT", os.environ["EPICS_CA_REPEATER_PORT"])
 
 
 def serve(settings: Settings) -> None:
