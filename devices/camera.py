@@ -69,7 +69,8 @@ class CamControls(Device):
     array_size_x = Cpt(EpicsSignalRO, "ArraySizeX_RBV", kind="omitted")
     array_size_y = Cpt(EpicsSignalRO, "ArraySizeY_RBV", kind="omitted")
     readout_time = Cpt(EpicsSignalRO, "ReadoutTime_RBV", kind="config")
-    array_counter = Cpt(EpicsSignalRO, "ArrayCounter_RBV", auto_monitor=True, kind="omitted")
+    array_counter = Cpt(EpicsSignal, "ArrayCounter_RBV", write_pv="ArrayCounter",
+                        auto_monitor=True, put_complete=True, kind="omitted")
     array_rate = Cpt(EpicsSignalRO, "ArrayRate_RBV", auto_monitor=True, kind="omitted")
     triggers_missed = Cpt(EpicsSignalRO, "TriggersMissed_RBV", auto_monitor=True,
                           kind="omitted")
@@ -308,6 +309,7 @@ class Camera(Device):
         self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
+            (self.cam.array_counter, 0),  # frame ids of this acquisition from 0
             (self.cam.image_mode, "Multiple"),
             (self.cam.num_images, value.n_frames),
             (self.hdf.num_capture, value.n_frames),
@@ -514,7 +516,9 @@ class Camera(Device):
                 cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
                          "disconnected: IOC stopped or network down)")
             return (f"{cause}; it had written {self._written_seen} of {n} frames to "
-                    f"{self._first_file_name()} (all but the last half second are readable)")
+                    f"{self._first_file_name()} (all but the last half second are "
+                    "readable: through the catalog now, by other HDF5 readers once the "
+                    "restarted IOC releases the file or after `h5clear -s` on it)")
         if self.hdf.write_status.get() != "Write error":
             return ""
         return self.hdf.write_message.get() or "the file writer reported an error"

@@ -98,7 +98,11 @@ def test_stock_ophyd_detector_counts_and_its_images_read_back_through_the_catalo
     assert path.name == f"{det.hdf1.file_name.get()}_000000.h5"
     with h5py.File(path, "r") as f:
         stored = f["/entry/data/data"][()]
+        ids = f["/entry/meta/frame_id"][()]
     assert stored.shape == (N_POINTS * N_IMAGES, h, w)
+    # one id per frame of the file, on from acquisition to acquisition (ArrayCounter),
+    # so a repeated or missing id means a repeated or lost frame
+    assert np.all(np.diff(ids) == 1), ids
     np.testing.assert_array_equal(np.asarray(images).reshape(stored.shape), stored)
     assert stored.reshape(N_POINTS * N_IMAGES, -1).mean(axis=1).min() > 0  # real exposures
     # the file was closed at unstage, and the writer says what it did
@@ -107,6 +111,36 @@ def test_stock_ophyd_detector_counts_and_its_images_read_back_through_the_catalo
     assert int(det.hdf1.num_captured.get()) == N_POINTS * N_IMAGES
     # flushed for SWMR readers, as ADCore counts it
     assert int(EpicsSignal(det.hdf1.prefix + "SWMRCbCounter_RBV").get()) > 0
+
+
+def test_write_file_after_a_capture_mode_capture_completes_with_the_file_written(
+        det, settings):
+    """ADCore's Capture mode: NumCapture frames, then WriteFile (AutoSave off) writes
+    them; here they went to the file as they came, so WriteFile completes at once."""
+    from caproto.sync.client import write
+
+    hdf = det.hdf1
+    hdf.file_path.set(str(settings.frames_dir) + "/").wait(10)
+    hdf.file_name.set("capture_mode").wait(10)
+    hdf.file_template.set("%s%s_%6.6d.h5").wait(10)
+    hdf.auto_save.set("No").wait(10)
+    hdf.file_write_mode.set("Capture").wait(10)
+    hdf.num_capture.set(3).wait(10)
+    det.cam.image_mode.set("Multiple").wait(10)
+    det.cam.num_images.set(3).wait(10)
+    try:
+        hdf.capture.set(1).wait(10)  # completes once the file is open
+        EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True).set(1).wait(30)
+        wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 0, 30,
+                 what="the capture to end")
+        write(hdf.write_file.setpoint_pvname, [1], notify=True, timeout=10, repeater=False)
+        path = Path(hdf.full_file_name.get(use_monitor=False))
+        with h5py.File(path, "r") as f:
+            assert f["/entry/data/data"].shape[0] == 3
+    finally:
+        hdf.file_write_mode.set("Stream").wait(10)
+        hdf.auto_save.set("Yes").wait(10)
+        det.cam.num_images.set(N_IMAGES).wait(10)
 
 
 def test_single_mode_writes_a_file_per_frame(scope, prefix, settings):
@@ -181,9 +215,12 @@ def test_image_plugin_shows_the_newest_frame_it_took(det):
     det.image.enable.set(1).wait(10)
     det.cam.array_callbacks.set(1).wait(10)
     det.cam.image_mode.set("Single").wait(10)
+    counted = int(det.cam.array_counter.get(use_monitor=False))
     EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True).set(1).wait(30)
-    wait_for(lambda: int(det.image.unique_id.get(use_monitor=False)) == 0
+    # UniqueId follows ArrayCounter across acquisitions (0-based: the frame's index)
+    wait_for(lambda: int(det.image.unique_id.get(use_monitor=False)) == counted
              and det.image.array_size.get() != (0, 0, 0), what="image1 to take the frame")
+    assert int(det.cam.array_counter.get(use_monitor=False)) == counted + 1
     time.sleep(0.2)  # the loop sends ArrayData within one 20 ms pass
     h, w = det.cam.array_size.array_size_y.get(), det.cam.array_size.array_size_x.get()
     # as areaDetector reports a mono frame: ArraySize0 = x, ArraySize1 = y, 2 dims

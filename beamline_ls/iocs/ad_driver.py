@@ -593,6 +593,11 @@ class DriverGroup(PortGroup):
         if name is not None and name != self.data_type_rbv.value:
             await self.data_type_rbv.write(name)
 
+    @property
+    def counted_base(self) -> int:
+        """ArrayCounter when this acquisition's first frame (camera index 0) came."""
+        return self._counted_base
+
     @array_counter.putter
     async def array_counter(self, instance, value):
         frames = self.driver.frames_acquired if self.acquiring else 0

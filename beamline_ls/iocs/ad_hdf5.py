@@ -409,9 +409,15 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     async def write_file(self, instance, value):
         if value != "Write":
             return "Done"
-        if self.file_write_mode.value != "Single":
-            raise ValueError("WriteFile writes the last frame in Single mode; Stream and "
-                             "Capture write every frame as it comes")
+        mode = self.file_write_mode.value
+        if mode == "Capture" and not self.recorder.capturing:
+            # areaDetector writes the buffered capture now; here its frames went to the
+            # file as they came, so the file the client asks for is already written
+            return "Done"
+        if mode != "Single":
+            raise ValueError(f"WriteFile in {mode} mode: every frame goes to the file as "
+                             "it comes, which is complete when Capture_RBV returns to 0 "
+                             "(in Single mode WriteFile writes the last frame)")
         last = self._last
         if last is None:
             raise ValueError("WriteFile: no frame has arrived yet")

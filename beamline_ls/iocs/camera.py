@@ -58,9 +58,13 @@ class CameraGroup(PVGroup):
 
     # -- frame path (camera thread) ---------------------------------------------------
     def on_frame(self, frame: Frame) -> None:
+        cam = self.cam
+        # the camera counts from 0 at each start; areaDetector's UniqueId follows
+        # ArrayCounter, so ids go on across acquisitions (ophyd's count of NumImages=3
+        # twice: 0..5 in the file, not 0 1 2 0 1 2) and a gap is still a lost frame
+        frame.frame_id += cam.counted_base
         if self.annotate is not None:
             self.annotate(frame)
-        cam = self.cam
         cam.note_frame(frame.timestamp)
         cam.latest = frame  # the preview samples this; it never slows saving
         acc = cam.accumulator

@@ -17,6 +17,7 @@ is known.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ import h5py
 import numpy as np
 
 import beamline_ls
+
+log = logging.getLogger(__name__)
 
 
 def _iso(t: float | None) -> str | None:
@@ -57,8 +60,13 @@ def _frame_axes(nxdata: h5py.Group, stream: h5py.Group, image: h5py.Dataset,
         ds = data.get(f"{prefix}_{name}")
         if ds is None or ds.shape != lead:
             return None
-        values = ds[()].astype("f8")
-        return values
+        try:
+            return ds[()].astype("f8")
+        except OSError as exc:  # e.g. a frame file its IOC died with, still flagged open
+            log.warning("run file %s: %s read from the frame files failed (%s); the NeXus "
+                        "view uses frame indices instead", nxdata.file.filename,
+                        ds.name, exc)
+            return None
 
     if len(lead) == 2:
         nxdata.create_dataset("volume", data=np.arange(lead[0]))
