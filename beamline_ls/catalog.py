@@ -192,6 +192,10 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     # tiled would initialise the database in a child Python at every open (~5 s):
     # done here instead, in this process, only for a new database
     tiled_initialises = False
+    if not settings.catalog_is_sqlite:  # tiled connects lazily: say now if it cannot
+        from beamline_ls import catalog_db
+
+        catalog_db.check_reachable(settings.catalog_uri)
     if create:
         from beamline_ls import catalog_db
 

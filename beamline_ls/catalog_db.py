@@ -40,7 +40,6 @@ def initialise(uri: str) -> None:
     if not AVAILABLE:
         raise RuntimeError("tiled's catalog initialisation functions are not available")
     uri = ensure_specified_sql_driver(uri)
-    outcome: dict[str, object] = {}
 
     async def create_if_new() -> bool:
         engine = create_async_engine(uri)
@@ -54,20 +53,53 @@ def initialise(uri: str) -> None:
         finally:
             await engine.dispose()
 
-    def run() -> None:  # a thread of its own: the caller may be inside an event loop
+    if _run(create_if_new, uri):
+        stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+        logger.info("created a catalog database at %s", _redacted(uri))
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Connect to the database at ``uri`` once; :class:`ConnectionError` naming it (its
+    password hidden) and the cause when that fails. Why: tiled connects lazily, so an
+    unreachable database surfaced as a bare ``ConnectionRefusedError`` at the first
+    request, or after a server had already announced itself."""
+    if not AVAILABLE:
+        return  # tiled reports it its own way
+    uri = ensure_specified_sql_driver(uri)
+    args = {"timeout": timeout} if uri.startswith("postgresql+asyncpg") else {}
+
+    async def connect() -> None:
+        engine = create_async_engine(uri, connect_args=args)
         try:
-            outcome["created"] = asyncio.run(create_if_new())
+            async with engine.connect():
+                pass
+        finally:
+            await engine.dispose()
+
+    _run(connect, uri)
+
+
+def _run(make, uri: str):
+    """``asyncio.run(make())`` on a thread of its own (the caller may be inside an event
+    loop); a database that cannot be reached raises :class:`ConnectionError` naming it."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = asyncio.run(make())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             outcome["error"] = exc
 
-    worker = threading.Thread(target=run, name="catalog-init")
+    worker = threading.Thread(target=run, name="catalog-db")
     worker.start()
     worker.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    if outcome["created"]:
-        stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
-        logger.info("created a catalog database at %s", _redacted(uri))
+    error = outcome.get("error")
+    if isinstance(error, OSError):  # refused, unknown host, timed out
+        raise ConnectionError(f"cannot reach the catalog database {_redacted(uri)}: "
+                              f"{type(error).__name__}: {error}") from error
+    if error is not None:
+        raise error  # type: ignore[misc]
+    return outcome["result"]
 
 
 def _redacted(uri: str) -> str:

@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, TimeoutError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, TimeoutError, RuntimeError,
+            ConnectionError) as exc:
         logger.error("%s", exc)
         return 2
 

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if generated:
             key = secrets.token_hex(16)
         app = build_server_app(settings, key, public=args.public)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
         logger.error("%s", exc)
         return 2
     import uvicorn

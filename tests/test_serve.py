@@ -218,3 +218,17 @@ def test_serve_refuses_a_directory_without_a_catalog_and_a_bad_map(tmp_path):
     assert done.returncode == 2 and "no catalog under" in done.stderr + done.stdout
     done = serve("--data-dir", str(tmp_path), "--map-path", "relative=/x")
     assert done.returncode == 2 and "absolute" in done.stderr + done.stdout
+
+
+def test_a_catalog_database_that_cannot_be_reached_is_one_line_before_serving(
+        tmp_path, caplog):
+    """Not a SUCCESS line and then uvicorn's traceback: the database named, exit 2."""
+    from beamline_ls.serve import main as serve_main
+
+    database = f"postgresql://lightsheet:secret@127.0.0.1:{free_port()}/catalog"
+    code = serve_main(["--data-dir", str(tmp_path / "data"), "--database", database,
+                       "--port", str(free_port())])
+    assert code == 2
+    assert "cannot reach the catalog database postgresql+asyncpg://lightsheet:***@" \
+           "127.0.0.1" in caplog.text
+    assert "secret" not in caplog.text and "serving the catalog" not in caplog.text
