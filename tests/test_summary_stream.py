@@ -91,6 +91,14 @@ def test_a_volumetric_run_has_a_summary_row_per_volume_matching_its_stored_frame
     t = np.asarray(summary["time"].values, dtype=float)
     start, stop = run.metadata["start"]["time"], run.metadata["stop"]["time"]
     assert np.all(np.diff(t) >= 0) and start <= t[0] and t[-1] <= stop
+    # each row's readings carry when its volume was acquired (its last exposure's end),
+    # not when the writer finished it (the Event's own time is when bluesky collected it)
+    measured = np.asarray(run["summary"]["ts_camera_summary_mean"].read(), dtype=float)
+    last = np.asarray(run["primary"]["camera_timestamp"].read(), dtype=float).max(axis=1)
+    exposure = np.asarray(run["primary"]["camera_exposure"].read(), dtype=float).max(axis=1) \
+        if "camera_exposure" in run["primary"] else np.full(last.shape, 0.05)
+    assert np.all(measured > last) and np.all(measured <= last + exposure + 1e-6), \
+        measured - last
 
 
 def test_live_table_prints_a_row_per_volume_as_they_come(watched_run):

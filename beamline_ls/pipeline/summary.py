@@ -39,7 +39,8 @@ def frame_sum(image: np.ndarray) -> int:
 
 class CaptureSummary:
     """Rows of one capture: ``index`` (volume, or block of ``BLOCK_FRAMES`` frames),
-    ``time`` (epoch s when the row was finished), ``frames`` (frames in it), the focal
+    ``time`` (epoch s when the row's last exposure ended: when it was acquired, not
+    when the writer got to it), ``frames`` (frames in it), the focal
     range ``z_min``/``z_max`` (um, measured), ``mean`` and ``max`` intensity.
 
     :meth:`add` and :meth:`close` are called by the writer thread, :meth:`rows` and
@@ -63,6 +64,7 @@ class CaptureSummary:
         self._max = 0
         self._z_min = math.inf
         self._z_max = -math.inf
+        self._t_end = -math.inf
 
     def add(self, position: int, frame: Frame) -> None:
         """Count ``frame``, stored at ``position`` of the capture."""
@@ -75,6 +77,9 @@ class CaptureSummary:
         self._pixels += image.size
         self._sum += frame_sum(image)
         self._max = max(self._max, int(image.max()) if image.size else 0)
+        ended = frame.timestamp + frame.exposure
+        if math.isfinite(ended) and ended > self._t_end:
+            self._t_end = ended
         z = frame.z_um
         if not math.isnan(z):
             self._z_min = min(self._z_min, z)
@@ -90,7 +95,8 @@ class CaptureSummary:
             return
         zs = ((self._z_min, self._z_max) if self._z_min <= self._z_max
               else (math.nan, math.nan))
-        row = (float(self._index), time.time(), float(self._n), *zs,
+        t = self._t_end if self._t_end > 0 else time.time()  # frames without a stamp
+        row = (float(self._index), t, float(self._n), *zs,
                self._sum / self._pixels if self._pixels else math.nan, float(self._max))
         with self._lock:
             self._rows.append(row)
