@@ -46,16 +46,27 @@ def _checked(name: str, data: ChannelEnum, original):
     return write_from_dbr
 
 
-def _no_such_state(values: Any, data_type: Any, states: tuple[str, ...]) -> str | None:
-    """Why ``values`` (as received) names no state, or None when it names one."""
+_NOTHING = object()
+
+
+def _first(values: Any) -> Any:
+    """The first value as received, text decoded; ``_NOTHING`` when there is none."""
     try:
         value = values[0]
     except (IndexError, TypeError, KeyError):
-        return None  # nothing to check: the conversion reports it
+        return _NOTHING  # nothing to check: the conversion reports it
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).split(b"\0", 1)[0].decode("latin-1")
+    return value
+
+
+def _no_such_state(values: Any, data_type: Any, states: tuple[str, ...]) -> str | None:
+    """Why ``values`` (as received) names no state, or None when it names one."""
+    value = _first(values)
+    if value is _NOTHING:
+        return None
     choices = ", ".join(repr(s) for s in states)
     kind = ChannelType(data_type) if isinstance(data_type, int) else data_type
-    if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).split(b"\0", 1)[0].decode("latin-1")
     if isinstance(value, str):
         if value in states:
             return None
@@ -78,12 +89,7 @@ def _no_such_state(values: Any, data_type: Any, states: tuple[str, ...]) -> str 
 
 def _index_as_text(values: Any, states: tuple[str, ...]) -> int | None:
     """The state index a text value gives as a number ("1"), if it is one."""
-    try:
-        value = values[0]
-    except (IndexError, TypeError, KeyError):
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).split(b"\0", 1)[0].decode("latin-1")
+    value = _first(values)
     if not isinstance(value, str) or value in states:
         return None
     try:
