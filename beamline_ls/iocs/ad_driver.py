@@ -210,6 +210,7 @@ class DriverGroup(PortGroup):
         self._preview_id = -1
         self._preview_t = 0.0
         self._counted_base = 0  # ArrayCounter at the start of this acquisition
+        self._frame_base = 0  # the same, fixed until the next start (frame ids)
         self._ended: asyncio.Event | None = None  # set when the acquisition ends
         self._started_at = 0.0
         self._n_frames: int | None = None
@@ -340,7 +341,7 @@ class DriverGroup(PortGroup):
         if not preview:
             self.parent.hdf.camera_starting()
         self._stamps.clear()
-        self._counted_base = int(self.array_counter_rbv.value)
+        self._counted_base = self._frame_base = int(self.array_counter_rbv.value)
         await self.array_rate.write(0.0)
         await self.num_images_counter.write(0)
         if preview:
@@ -594,9 +595,11 @@ class DriverGroup(PortGroup):
             await self.data_type_rbv.write(name)
 
     @property
-    def counted_base(self) -> int:
-        """ArrayCounter when this acquisition's first frame (camera index 0) came."""
-        return self._counted_base
+    def frame_base(self) -> int:
+        """ArrayCounter when this acquisition started: the id of its first frame (camera
+        index 0). Fixed for the acquisition: ArrayCounter put while it runs moves the
+        counter, never the ids of frames already placed in a capture."""
+        return self._frame_base
 
     @array_counter.putter
     async def array_counter(self, instance, value):

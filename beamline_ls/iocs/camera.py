@@ -62,7 +62,7 @@ class CameraGroup(PVGroup):
         # the camera counts from 0 at each start; areaDetector's UniqueId follows
         # ArrayCounter, so ids go on across acquisitions (ophyd's count of NumImages=3
         # twice: 0..5 in the file, not 0 1 2 0 1 2) and a gap is still a lost frame
-        frame.frame_id += cam.counted_base
+        frame.frame_id += cam.frame_base
         if self.annotate is not None:
             self.annotate(frame)
         cam.note_frame(frame.timestamp)
