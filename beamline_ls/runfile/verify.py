@@ -55,9 +55,11 @@ def virtual_sources(run_file: str | Path) -> dict[Path, list[tuple[str, str]]]:
     return found
 
 
-def check_source(src: Path, pairs: list[tuple[str, str]]) -> SourceCheck:
+def check_source(src: Path, pairs: list[tuple[str, str]],
+                 read_chunks: bool = True) -> SourceCheck:
     """Read every chunk of every dataset used from ``src`` (HDF5 checks each chunk's
-    checksum on read)."""
+    checksum on read); with ``read_chunks`` False only that the file exists, opens and
+    holds those datasets (the quick check ``export`` makes)."""
     used_by = tuple(dict.fromkeys(u for u, _ in pairs))
     datasets = tuple(dict.fromkeys(d for _, d in pairs))
     if not src.exists():
@@ -68,9 +70,9 @@ def check_source(src: Path, pairs: list[tuple[str, str]]) -> SourceCheck:
         with h5py.File(src, "r") as f:
             for name in datasets:
                 data = f[name]
-                if data.chunks is None:
+                if read_chunks and data.chunks is None:
                     data[...]
-                else:
+                elif read_chunks:
                     for chunk in data.iter_chunks():
                         data[chunk]
                 frames = max(frames, int(data.shape[0]) if data.shape else 1)
@@ -80,27 +82,11 @@ def check_source(src: Path, pairs: list[tuple[str, str]]) -> SourceCheck:
 
 
 def sources_present(run_file: str | Path) -> list[SourceCheck]:
-    """The quick check: every frame file the run file reads exists, opens and holds
-    the datasets it reads (no chunk is read, so checksums are not checked: that is
-    :func:`verify_run_file`). For ``export``, which must not call a run whose frames
-    are gone exported and fine."""
-    results = []
-    for src, pairs in virtual_sources(run_file).items():
-        used_by = tuple(dict.fromkeys(u for u, _ in pairs))
-        datasets = tuple(dict.fromkeys(d for _, d in pairs))
-        if not src.exists():
-            results.append(check_source(src, pairs))  # the missing-file message
-            continue
-        try:
-            with h5py.File(src, "r") as f:
-                frames = max((int(f[name].shape[0]) if f[name].shape else 1)
-                             for name in datasets)
-        except (OSError, KeyError, RuntimeError) as exc:
-            results.append(SourceCheck(src, datasets, used_by,
-                                       problem=describe_failure([str(src)], exc)))
-            continue
-        results.append(SourceCheck(src, datasets, used_by, frames=frames))
-    return results
+    """The quick check of every frame file ``run_file`` reads (no chunk is read, so
+    checksums are not checked: that is :func:`verify_run_file`). For ``export``, which
+    must not call a run whose frames are gone exported and fine."""
+    return [check_source(src, pairs, read_chunks=False)
+            for src, pairs in virtual_sources(run_file).items()]
 
 
 class NotARunFile(ValueError):
