@@ -191,18 +191,16 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
     readable = readable_storage(settings) + [str(src) for src in path_map]
     # tiled would initialise the database in a child Python at every open (~5 s):
     # done here instead, in this process, only for a new database
+    from beamline_ls import catalog_db
+
     tiled_initialises = False
-    if not settings.catalog_is_sqlite:  # tiled connects lazily: say now if it cannot
-        from beamline_ls import catalog_db
-
-        catalog_db.check_reachable(settings.catalog_uri)
-    if create:
-        from beamline_ls import catalog_db
-
+    if create:  # connects, so an unreachable database is named here
         if catalog_db.AVAILABLE:
             catalog_db.initialise(settings.catalog_uri)
         else:
             tiled_initialises = True
+    elif not settings.catalog_is_sqlite:  # tiled connects lazily: say now if it cannot
+        catalog_db.check_reachable(settings.catalog_uri)
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         return catalog_from_uri(
             settings.catalog_uri,
