@@ -48,6 +48,30 @@ class OneLineRefusal(logging.Filter):
         return True
 
 
+class LateRefusalNoise(logging.Filter):
+    """Drop caproto's second report of a refused plain put, a ``KeyError`` traceback.
+
+    A plain put (``caput`` without ``-c``) whose client closes its channel at once is
+    refused as any other: :class:`OneLineRefusal` logs that line. caproto's server then
+    looks the closed channel up to send the error reply, fails with ``KeyError``, and
+    asyncio logs "Task exception was never retrieved" with two tracebacks, for every
+    such put. Only that exact case is dropped: a ``KeyError`` raised in caproto's
+    ``handle_write`` while handling the refusal (its ``__context__``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, KeyError) or exc.__context__ is None \
+                or not str(record.msg).startswith("Task exception was never retrieved"):
+            return True
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code if tb is not None else None
+        return not (code is not None and code.co_name == "handle_write"
+                    and "caproto" in code.co_filename)
+
+
 def configure(level: str | int | None = None) -> None:
     """Configure root logging for a command-line entry point.
 
@@ -67,6 +91,9 @@ def configure(level: str | int | None = None) -> None:
     circuit = logging.getLogger("caproto.circ")
     if not any(isinstance(f, OneLineRefusal) for f in circuit.filters):
         circuit.addFilter(OneLineRefusal())
+    loop_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, LateRefusalNoise) for f in loop_log.filters):
+        loop_log.addFilter(LateRefusalNoise())
     # Library chatter that users do not need at INFO.
     for name in ("httpx", "alembic", "tiled", "bluesky", "ophyd", "databroker"):
         logging.getLogger(name).setLevel(max(logging.WARNING, level))

@@ -112,6 +112,30 @@ def test_camera_refuses_an_roi_outside_the_sensor(scope):
         scope.camera.cam.size_x.set(100_000)
 
 
+def test_a_refused_plain_put_is_one_line_in_the_ioc_log(scope, prefix, ioc):
+    """EPICS' plain ``caput`` (no -c) puts and closes at once: the refusal is logged on
+    one line, without caproto's KeyError traceback for the reply it could not send."""
+    log = ioc.log_file
+    before = log.stat().st_size
+    out = subprocess.run([sys.executable, "-m", "caproto.commandline.put",
+                          prefix + "stage:X.VAL", "987654"], capture_output=True, text=True,
+                         timeout=30, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr  # a plain put is not told the outcome
+
+    def logged() -> str:
+        with open(log, "rb") as f:
+            f.seek(before)
+            return f.read().decode("utf-8", "replace")
+    deadline = time.monotonic() + 10
+    while "987654 is outside the limits" not in logged():
+        assert time.monotonic() < deadline, logged()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1.0)  # caproto's failed reply comes right after the refusal
+    text = logged()
+    assert "refused: ValueError" in text
+    assert "Task exception was never retrieved" not in text and "Traceback" not in text, text
+
+
 def test_camera_modes_preview_then_abort(scope):
     import time
 

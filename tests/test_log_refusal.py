@@ -30,3 +30,29 @@ def test_a_refused_write_is_one_line_with_the_reason(caplog):
         "Invalid write request by vm (host): 'WriteNotifyRequest(data=[50000.0])' refused: "
         "ValueError: BLS:stage:X: 50000 is outside the limits [-12500, 7500]")
     assert other.exc_info is not None  # anything else keeps its traceback
+
+
+def test_other_task_failures_keep_their_traceback(caplog):
+    """Only caproto's failed reply to a refused put is dropped from the asyncio log."""
+    from beamline_ls.log import LateRefusalNoise
+
+    loop_log = logging.getLogger("asyncio")
+    noise = LateRefusalNoise()
+    loop_log.addFilter(noise)
+
+    def handle_other():
+        try:
+            raise ValueError("refused")
+        except ValueError:
+            {}[0]
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            try:
+                handle_other()
+            except KeyError:
+                loop_log.error("Task exception was never retrieved", exc_info=True)
+    finally:
+        loop_log.removeFilter(noise)
+    (kept,) = caplog.records
+    assert kept.exc_info is not None
