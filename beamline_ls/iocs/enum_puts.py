@@ -21,78 +21,55 @@ from typing import Any
 from caproto import ChannelEnum, ChannelType
 
 
-def explain_choices(pvdb: Mapping[str, Any]) -> int:
+def explain_choices(pvdb: Mapping[str, Any]) -> None:
     """Refuse, with the choices named, a put that names no state of an enum PV of
-    ``pvdb``; returns how many PVs it covers."""
-    count = 0
+    ``pvdb``."""
     for name, data in pvdb.items():
         if isinstance(data, ChannelEnum):
             data.write_from_dbr = _checked(name, data, data.write_from_dbr)
-            count += 1
-    return count
 
 
 def _checked(name: str, data: ChannelEnum, original):
     async def write_from_dbr(values, data_type, metadata, *args, **kwargs):
-        states = tuple(data.enum_strings)
-        problem = _no_such_state(values, data_type, states)
+        problem, text_index = _judge(values, data_type, tuple(data.enum_strings))
         if problem is not None:
             raise ValueError(f"{name}: {problem}")
-        index = _index_as_text(values, states)
-        if index is not None and metadata is None:  # EPICS caput sends "1" as text
-            values, data_type = [index], ChannelType.LONG
+        if text_index is not None and metadata is None:  # EPICS caput sends "1" as text
+            values, data_type = [text_index], ChannelType.LONG
         return await original(values, data_type, metadata, *args, **kwargs)
 
     return write_from_dbr
 
 
-_NOTHING = object()
-
-
-def _first(values: Any) -> Any:
-    """The first value as received, text decoded; ``_NOTHING`` when there is none."""
+def _judge(values: Any, data_type: Any, states: tuple[str, ...]
+           ) -> tuple[str | None, int | None]:
+    """``(why the value names no state, or None; the index it gives as text, or None)``
+    for ``values`` as received."""
     try:
         value = values[0]
     except (IndexError, TypeError, KeyError):
-        return _NOTHING  # nothing to check: the conversion reports it
+        return None, None  # nothing to check: the conversion reports it
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).split(b"\0", 1)[0].decode("latin-1")
-    return value
-
-
-def _no_such_state(values: Any, data_type: Any, states: tuple[str, ...]) -> str | None:
-    """Why ``values`` (as received) names no state, or None when it names one."""
-    value = _first(values)
-    if value is _NOTHING:
-        return None
+        value = bytes(value).split(b"\0", 1)[0].decode("latin-1")
     choices = ", ".join(repr(s) for s in states)
-    kind = ChannelType(data_type) if isinstance(data_type, int) else data_type
+    text_index = None
     if isinstance(value, str):
         if value in states:
-            return None
+            return None, None
         # as EPICS records do: a string that is a whole number is taken as the index
         try:
-            index = int(value)
+            index = text_index = int(value)
         except ValueError:
-            return f"{value!r} is not one of the states {choices}"
+            return f"{value!r} is not one of the states {choices}", None
     else:
         try:
             index = int(value)
         except (TypeError, ValueError):
-            return None
+            return None, None
+        kind = ChannelType(data_type) if isinstance(data_type, int) else data_type
         if kind in (ChannelType.FLOAT, ChannelType.DOUBLE) and index != float(value):
-            return f"{float(value):g} is not a state index (0 to {len(states) - 1}: {choices})"
+            return (f"{float(value):g} is not a state index (0 to {len(states) - 1}: "
+                    f"{choices})", None)
     if not 0 <= index < len(states):
-        return f"{index} is not a state index (0 to {len(states) - 1}: {choices})"
-    return None
-
-
-def _index_as_text(values: Any, states: tuple[str, ...]) -> int | None:
-    """The state index a text value gives as a number ("1"), if it is one."""
-    value = _first(values)
-    if not isinstance(value, str) or value in states:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
+        return f"{index} is not a state index (0 to {len(states) - 1}: {choices})", None
+    return None, text_index
