@@ -85,6 +85,53 @@ def test_a_heart_that_stops_stops_triggering():
     assert an.loss is not None and "stopped" in an.loss[1]
 
 
+def _fast_heart(rate_hz: float, seconds: float, seed: int = 0):
+    """A recorded heartbeat replayed at ``rate_hz`` with a live heart's irregularity."""
+    from beamline_ls.sim.videos import RecordedHeart
+
+    tif, period = corpus.recorded_periods()["reference0001"]
+    rng = np.random.default_rng([seed, 7])
+    return RecordedHeart(tif, period, corpus.live_beat(rng, seconds, mean_rate_hz=rate_hz),
+                         corpus.live_camera(rng), seed)
+
+
+def test_a_fast_heart_at_20_fps_is_gated_on_each_beat_not_on_its_repeats():
+    """3.6 Hz at 20 fps: 5.6 frames a beat, between integer lags, so the difference
+    curve dips deepest at two or three beats (11.1 and 16.7 frames, nearer to whole
+    frames). Taking one of those for the beat locked on a wrong reference: triggers
+    on 17 % of the beats at random phases (SD 0.92 rad). 20 s: on 4 seeds, SD
+    0.04-0.12 rad, every beat."""
+    seconds, fps = 20.0, 20.0
+    video = _fast_heart(3.6, seconds)
+    times = np.arange(int(seconds * fps)) / fps
+    frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
+              for i, t in enumerate(times))
+    decisions, _, an = corpus.gate_frames(frames)
+    true_period = 2 * math.pi * (times[-1] - times[0]) / float(
+        np.diff(video.true_phase(times[[0, -1]]))[0])
+    assert an.references and an.references[0].period_s == pytest.approx(true_period,
+                                                                        rel=0.1)
+    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.95, s
+    assert s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= SD_BOUND[fps], s
+
+
+def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):
+    """4.7 Hz at 20 fps (4.3 frames a beat): no lock on its repeats, and why."""
+    seconds = 10.0
+    times = np.arange(int(seconds * 20)) / 20.0
+    tif = tmp_path / "fast.tif"
+    tifffile.imwrite(tif, _fast_heart(4.7, seconds).render(times))
+    out = tmp_path / "out.csv"
+    assert replay.main([str(tif), "--fps", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [x for x in printed if "frame rate too low for the period" in x], printed
+    rows = list(csv.DictReader(out.open()))
+    assert all(r["trigger_time_s"] == "" and r["state"] != "locked" for r in rows)
+
+
 def _write_video(tmp_path, name: str, fps: float, seconds: float):
     video = _case(name).make(0, seconds)
     times = np.arange(int(seconds * fps)) / fps

@@ -59,8 +59,10 @@ class GatingConfig:
     panic_factor: float = 1.6
     max_period_s: float = 1.0  # slowest heart considered: 1 Hz
     min_period_s: float = 0.1  # fastest: 10 Hz (a zebrafish heart beats 2-4 Hz)
-    min_period_frames: int = 5
-    min_accept_period: float = 6.0
+    min_period_frames: int = 5  # shortest lag searched for the beat
+    # fewest frames per beat gated: a 3.9 Hz heart at 20 fps (5.1) still holds 0.10-0.13
+    # rad on recorded beats; below it the search says the frame rate is too low
+    min_accept_period: float = 5.0
     pad: int = 2
     n_stable: int = 9
     stable_lag: int = 3

@@ -180,11 +180,13 @@ def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10
     picking the deepest would lock on two beats at 20 frames/s.
 
     At low frame rates a beat of, say, 8.5 frames falls between integer lags, where
-    the curve stays high, while its double (17) lands on one and dips to the floor.
-    So a dip near half a deep one is the beat when it is clearly a dip: as low as
-    60 % of the way down, or at least half the required significance deep (on the
-    corpus' hearts, wiggles at half a beat are 0-1.5x the noise; a beat between
-    integer lags, 8-40x).
+    the curve stays high, while its double (17) lands on one and dips to the floor
+    (a beat of 5.6 frames: its triple). So a dip near a half, third or quarter of a
+    deep one is the beat when it is clearly a dip: as low as 60 % of the way down, or
+    at least half the required significance deep (on the corpus' hearts, wiggles at
+    half a beat are 0-1.5x the noise; a beat between integer lags, 8-40x). A beat
+    shorter than ``min_period`` frames found that way means the heart is too fast for
+    the frame rate; its repeats are not taken for the beat.
 
     A dip counts by its depth below the highest point of the curve before it (a
     heart's curve climbs to half a beat and falls back; a drifting scene's only
@@ -199,18 +201,16 @@ def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10
     hi = float(seg.max())
     if hi <= 0:
         return NoPeriod("frames do not change at all", 0.0, 0.0)
-    cands = []  # (position, apex value, depth below the highest point before it)
-    for i in range(max(min_period, 2), n - 1):
+    dips = []  # (position, apex value, depth below the highest point before it)
+    for i in range(2, n - 1):
         if d[i] <= d[i - 1] and d[i] < d[i + 1]:
             pos, val = _apex(d, i)
-            cands.append((pos, val, float(d[1:i].max()) - val))
+            dips.append((pos, val, float(d[1:i].max()) - val))
+    cands = [c for c in dips if c[0] >= min_period]
+    short = [c for c in dips if c[0] < min_period]  # a beat this short is too fast
     if not cands:
-        # a dip below min_period only: the frame rate is too low for this heart
-        lows = [i for i in range(2, min(min_period, n - 1))
-                if d[i] <= d[i - 1] and d[i] < d[i + 1]]
-        if lows and float(d[lows[0]]) < float(seg.min()) + 0.2 * (hi - float(seg.min())):
-            return NoPeriod(f"frame rate too low for the period: it repeats every "
-                            f"{lows[0]} frames, fewer than {min_period}")
+        if short and short[0][1] < float(seg.min()) + 0.2 * (hi - float(seg.min())):
+            return _too_fast(short[0][0], min_period)
         return NoPeriod("no repeating change: the differences only grow with time "
                         "(drift or a non-periodic scene)")
     noise = noise if noise > 0 else 1e-300
@@ -225,16 +225,35 @@ def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10
     lo = min(v for _, v, _ in real)
     top = max(v + dp for _, v, dp in real)
     deep = [p for p, v, _ in real if v <= lo + depth * (top - lo)]
+
+    def clear(v: float, dp: float) -> bool:  # a dip, not a wiggle on the curve
+        return v <= lo + 0.6 * (top - lo) or dp >= 0.5 * min_significance * noise
+
     pos = deep[0]
-    # a dip at half a deep dip's lag, clearly below the curve's top, is the beat and
-    # the deep one its second repeat (at 20 frames/s the sampled curve can make the
-    # one-beat dip look shallower than the two-beat one)
-    for p, v, dp in cands:  # the half need not stand out alone: its double does
-        if p < pos and any(abs(q - 2 * p) <= max(1.0, 0.1 * q) for q in deep) and (
-                v <= lo + 0.6 * (top - lo) or dp >= 0.5 * min_significance * noise):
+    # a clear dip at a half, a third or a quarter of a deep dip's lag is the beat and
+    # the deep one its repeat: at 20 frames/s a beat of 5.6 or 8.5 frames falls
+    # between integer lags and dips shallowly, while its double or triple lands on one
+    for p, v, dp in cands:  # the beat need not stand out alone: its repeat does
+        if p < pos and any(_is_repeat(q, p) for q in deep) and clear(v, dp):
             pos = p
             break
+    # ... and if that beat is shorter than min_period frames, the heart is too fast
+    # for the frame rate: its repeats must not be taken for the beat
+    for p, v, dp in short:
+        if any(_is_repeat(q, p) for q in (*deep, pos)) and clear(v, dp):
+            return _too_fast(p, min_period)
     return PeriodEstimate(pos, contrast, significance)
+
+
+def _too_fast(p: float, min_period: int) -> NoPeriod:
+    return NoPeriod(f"frame rate too low for the period: it repeats every {p:.2f} "
+                    f"frames, fewer than {min_period}")
+
+
+def _is_repeat(q: float, p: float) -> bool:
+    """Whether lag ``q`` is 2, 3 or 4 times lag ``p`` (to a frame, or 10 % of ``q``)."""
+    k = round(q / p)
+    return 2 <= k <= 4 and abs(q - k * p) <= max(1.0, 0.1 * q)
 
 
 class PeriodFinder:
@@ -255,7 +274,7 @@ class PeriodFinder:
     """
 
     def __init__(self, max_period_s: float = 1.0, min_period_frames: int = 5,
-                 min_accept_period: float = 6.0, pad: int = 2, n_stable: int = 9,
+                 min_accept_period: float = 5.0, pad: int = 2, n_stable: int = 9,
                  lag: int = 3, stable_rel: float = 0.05, stable_abs: float = 0.6,
                  min_significance: float = 10.0, search_size: int = 64,
                  min_period_s: float = 0.1) -> None:
@@ -443,6 +462,14 @@ class PeriodFinder:
                            f"({1.0 / (period * dt):.1f} Hz, at most "
                            f"{1.0 / self.min_period_s:g} Hz expected) at {1.0 / dt:.4g} "
                            "frames/s; is the frame rate right?")
+            return None
+        if period * dt > self.max_period_s:
+            # the dips of a heart too fast for the frame rate can line up only at
+            # several beats; no single beat lasts this long
+            self.reason = (f"repeat too slow for a heart: every {period * dt:.2f} s, over "
+                           f"the {self.max_period_s:g} s expected at most; a heart too "
+                           f"fast for {1.0 / dt:.4g} frames/s repeats only every few "
+                           "beats")
             return None
         if period <= self.min_accept_period:
             self.reason = (f"frame rate too low for the period: {period:.1f} frames per "
