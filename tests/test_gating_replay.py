@@ -113,12 +113,47 @@ def test_replay_errors(tmp_path, capsys):
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, np.zeros((16, 16), np.uint8))
     assert replay.main([str(flat), "--fps", "40", "--out", out]) == 2
-    assert "shape" in capsys.readouterr().err
+    assert "expected one stack of 2-D frames" in capsys.readouterr().err
     fl = tmp_path / "float.tif"
-    tifffile.imwrite(fl, np.zeros((10, 16, 16), np.float32))
+    tifffile.imwrite(fl, np.full((10, 16, 16), np.nan, np.float32))
     assert replay.main([str(fl), "--fps", "40", "--out", out]) == 2
-    assert "uint8 or uint16" in capsys.readouterr().err
+    assert "NaN" in capsys.readouterr().err
+    channels = tmp_path / "channels.tif"
+    tifffile.imwrite(channels, np.zeros((10, 2, 16, 16), np.uint16), imagej=True,
+                     metadata={"axes": "TCYX"})
+    assert replay.main([str(channels), "--fps", "40", "--out", out]) == 2
+    assert "2 channels" in capsys.readouterr().err
     tsf = tmp_path / "ts.txt"
     np.savetxt(tsf, np.arange(5.0))
     assert replay.main([str(tif), "--fps", "40", "--timestamps", str(tsf), "--out", out]) == 2
     assert "timestamps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["rgb", "float 0..1", "int16 background-subtracted"])
+def test_replay_gates_videos_as_other_tools_save_them_and_says_what_it_converted(
+        tmp_path, video, capsys, form):
+    """Fiji and camera programs save brightfield as RGB, or after processing as float
+    or signed integers; each is gated like the grey stack it holds, and the
+    conversion is printed."""
+    heart, times, v = video
+    tif = tmp_path / "v.tif"
+    if form == "rgb":  # a warm-tinted colour camera
+        rgb = np.stack([v, (v * 0.85).astype(np.uint8), (v * 0.6).astype(np.uint8)], -1)
+        tifffile.imwrite(tif, rgb, photometric="rgb")
+        said = "converted RGB to grey"
+    elif form == "float 0..1":
+        tifffile.imwrite(tif, v.astype(np.float32) / 255.0)
+        said = "mapped float32 pixels"
+    else:
+        tifffile.imwrite(tif, v.astype(np.int16) - int(v.mean()))
+        said = "mapped int16 pixels"
+    out = tmp_path / "out.csv"
+    assert replay.main([str(tif), "--fps", str(FPS), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert said in printed, printed
+    rows = _rows(out)
+    assert len(rows) == len(times)
+    fires = np.array([float(r["trigger_time_s"]) for r in rows if r["trigger_time_s"]])
+    assert fires.size >= 10
+    tp = heart.true_phase_wrapped(fires)
+    assert math.hypot(np.cos(tp).mean(), np.sin(tp).mean()) > 0.97

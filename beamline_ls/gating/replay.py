@@ -1,7 +1,8 @@
 """``replay VIDEO.tif --fps F ... --out OUT.csv``: gate a recorded brightfield video.
 
 Stable CLI contract (wired as ``beamline-ls replay`` by calling `main(argv)`): reads a
-uint8 or uint16 TIFF stack (frames, height, width), runs the analyzer and trigger
+TIFF video (a uint8 or uint16 stack of frames as it is; RGB, hyperstacks and other
+pixel types converted as `video_file` says, each conversion printed), runs the analyzer and trigger
 decisions in virtual time as fast as possible, writes one CSV row per frame with
 ``frame,timestamp_s,phase_rad,state,trigger_time_s`` (+ a few diagnostic columns;
 ``trigger_time_s`` is empty when no trigger was decided and never earlier than
@@ -32,6 +33,7 @@ from .analyzer import GatingAnalyzer, GatingConfig
 from .executors import InlineExecutor
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
 from .score import score_decisions
+from .video_file import VideoError, load_video
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,8 @@ class ReplayError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="replay",
                                 description="Prospective optical gating on a recorded video.")
-    p.add_argument("video", help="TIFF stack (frames, height, width), uint8 or uint16")
+    p.add_argument("video", help="TIFF video: a stack of grey frames (uint8 or uint16 as "
+                   "they are; RGB and other pixel types are converted, and say so)")
     p.add_argument("--fps", type=float, required=True, help="frame rate (frames/s)")
     p.add_argument("--timestamps", help="text file: one absolute timestamp (s) per frame")
     p.add_argument("--target-phase", type=float, default=None,
@@ -59,26 +62,6 @@ def _parser() -> argparse.ArgumentParser:
                    "to score the triggers")
     p.add_argument("--plot", help="write the phase-lock picture to this PNG file")
     return p
-
-
-def load_video(path: str | Path) -> np.ndarray:
-    """Read and validate a uint8/uint16 (n, h, w) TIFF stack."""
-    import tifffile
-
-    p = Path(path)
-    if not p.is_file():
-        raise ReplayError(f"video file not found: {p}")
-    try:
-        data = tifffile.imread(p)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
-        raise ReplayError(f"cannot read TIFF {p}: {exc}") from exc
-    if data.ndim != 3:
-        raise ReplayError(f"expected a stack of 2-D frames (n, h, w); got shape {data.shape}")
-    if data.dtype not in (np.uint8, np.uint16):
-        raise ReplayError(f"expected uint8 or uint16 pixels, got {data.dtype}")
-    if data.shape[0] < 2 or min(data.shape[1:]) < 8:
-        raise ReplayError(f"video too small: shape {data.shape}")
-    return data
 
 
 def load_timestamps(path: str | Path, n: int) -> np.ndarray:
@@ -142,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ReplayError(f"--fps must be a positive number, got {args.fps}")
         if not (math.isfinite(args.latency) and args.latency >= 0):
             raise ReplayError(f"--latency must be >= 0 s, got {args.latency}")
-        video = load_video(args.video)
+        try:
+            video, notes = load_video(args.video)
+        except VideoError as exc:
+            raise ReplayError(str(exc)) from exc
+        for note in notes:
+            print(f"video: {note}")
         n = video.shape[0]
         if args.timestamps:
             ts = load_timestamps(args.timestamps, n)

@@ -145,7 +145,7 @@ class TiffReplaySource(PacedSource):
 
     def __init__(self, path: str | Path, fps: float, clock: Clock | None = None,
                  loop: bool = True) -> None:
-        import tifffile
+        from ..gating.video_file import VideoError, load_video
 
         super().__init__(clock or RealTimeClock())
         self.path = Path(path)
@@ -153,12 +153,12 @@ class TiffReplaySource(PacedSource):
             raise ValueError(f"hardware.brightfield.path: no such file: {self.path}")
         if not 1.0 <= fps <= 1000.0:
             raise ValueError(f"hardware.brightfield.fps must be in [1, 1000], got {fps}")
-        stack = np.asarray(tifffile.imread(self.path))
-        if stack.ndim == 2:
-            stack = stack[None]
-        if stack.ndim != 3 or stack.shape[0] < 2:
-            raise ValueError(f"{self.path}: expected a stack of 2-D frames, got shape "
-                             f"{stack.shape}")
+        try:
+            stack, notes = load_video(self.path)
+        except VideoError as exc:
+            raise ValueError(f"hardware.brightfield.path: {self.path}: {exc}") from exc
+        for note in notes:
+            log.info("%s: %s", self.path.name, note)
         self.frames = stack
         self.fps = float(fps)
         self.loop = loop
