@@ -85,7 +85,7 @@ def test_a_heart_that_stops_stops_triggering():
     assert an.loss is not None and "stopped" in an.loss[1]
 
 
-def _fast_heart(rate_hz: float, seconds: float, seed: int = 0):
+def _heart_at(rate_hz: float, seconds: float, seed: int = 0):
     """A recorded heartbeat replayed at ``rate_hz`` with a live heart's irregularity."""
     from beamline_ls.sim.videos import RecordedHeart
 
@@ -102,7 +102,7 @@ def test_a_fast_heart_at_20_fps_is_gated_on_each_beat_not_on_its_repeats():
     on 17 % of the beats at random phases (SD 0.92 rad). 20 s: on 4 seeds, SD
     0.04-0.12 rad, every beat."""
     seconds, fps = 20.0, 20.0
-    video = _fast_heart(3.6, seconds)
+    video = _heart_at(3.6, seconds)
     times = np.arange(int(seconds * fps)) / fps
     frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
               for i, t in enumerate(times))
@@ -118,12 +118,28 @@ def test_a_fast_heart_at_20_fps_is_gated_on_each_beat_not_on_its_repeats():
     assert s.sd_rad <= SD_BOUND[fps], s
 
 
+def test_a_slow_heart_is_gated_from_its_first_beats():
+    """0.9 Hz (a bradycardic or cold fish): the search looked for a beat of at most
+    1 s, so it locked only when the rate strayed above 1 Hz, 8-11 s in, or never."""
+    seconds, fps = 15.0, 40.0
+    video = _heart_at(0.9, seconds)
+    times = np.arange(int(seconds * fps)) / fps
+    frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
+              for i, t in enumerate(times))
+    decisions, _, an = corpus.gate_frames(frames)
+    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.95, s
+    assert s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= 0.05, s
+
+
 def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):
     """4.7 Hz at 20 fps (4.3 frames a beat): no lock on its repeats, and why."""
     seconds = 10.0
     times = np.arange(int(seconds * 20)) / 20.0
     tif = tmp_path / "fast.tif"
-    tifffile.imwrite(tif, _fast_heart(4.7, seconds).render(times))
+    tifffile.imwrite(tif, _heart_at(4.7, seconds).render(times))
     out = tmp_path / "out.csv"
     assert replay.main([str(tif), "--fps", "20", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()

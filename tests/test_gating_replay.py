@@ -85,7 +85,7 @@ def test_replay_static_video_no_triggers(tmp_path, capsys):
 
 @pytest.mark.parametrize(("fps", "said"), [
     (FPS * 8, "repeat too fast for a heart"),  # the heart would beat ~16 times a second
-    (FPS / 10, "looked for a repeat within 1 s at 4 frames/s")])
+    (FPS / 10, "looked for a repeat within 1.5 s at 4 frames/s")])
 def test_a_wrong_frame_rate_is_named_not_taken_for_a_heartbeat(tmp_path, video, capsys,
                                                                  fps, said):
     """The same heart replayed with the wrong --fps: no lock, no trigger, and the one

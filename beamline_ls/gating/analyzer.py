@@ -57,7 +57,7 @@ class GatingConfig:
     latency_s: float = 0.015
     target_phase: float | None = None  # rad in the first reference; None: default rule
     panic_factor: float = 1.6
-    max_period_s: float = 1.0  # slowest heart considered: 1 Hz
+    max_period_s: float = 1.5  # slowest heart considered: 0.67 Hz
     min_period_s: float = 0.1  # fastest: 10 Hz (a zebrafish heart beats 2-4 Hz)
     min_period_frames: int = 5  # shortest lag searched for the beat
     # fewest frames per beat gated: a 3.9 Hz heart at 20 fps (5.1) still holds 0.10-0.13

@@ -438,7 +438,8 @@ class PeriodFinder:
         if isinstance(est, NoPeriod):
             self._estimates.append(None)
             self.reason = est.reason
-            if est.reason.startswith("no repeating change"):  # the scale it looked at
+            if est.reason.startswith(("no repeating change", "repeat too weak")):
+                # the scale it looked at: a heart slower than that shows no repeat
                 self.reason += (f"; looked for a repeat within {self.max_period_s:g} s at "
                                 f"{1.0 / dt:.4g} frames/s")
             return None
