@@ -134,6 +134,24 @@ def test_a_slow_heart_is_gated_from_its_first_beats():
     assert s.sd_rad <= 0.05, s
 
 
+@pytest.mark.parametrize("fps", [80.0, 20.0])
+def test_a_camera_that_drops_one_frame_in_ten_is_gated_from_the_first_beats(fps):
+    """A busy camera bus, or a live analysis that skips frames when it falls behind.
+    The period search restarted at every missing frame (with one in ten missing it
+    never locked) and the predictor refused any window with one."""
+    video = _case("reference0002").make(0, SECONDS)
+    times = np.arange(int(SECONDS * fps)) / fps
+    kept = np.flatnonzero(np.random.default_rng(5).random(times.size) >= 0.1)
+    frames = (Frame(video.frame(float(times[i])), int(i), float(times[i]), 0.0)
+              for i in kept)
+    decisions, _, an = corpus.gate_frames(frames)
+    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.95, s
+    assert s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= SD_BOUND[fps], s
+
+
 def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):
     """4.7 Hz at 20 fps (4.3 frames a beat): no lock on its repeats, and why."""
     seconds = 10.0

@@ -62,15 +62,22 @@ def test_triggers_resume_at_the_same_true_phase_after_each_gap(gapped):
     assert np.diff(gapped.fire_times).min() > 0.5 * period  # no duplicate beat
 
 
-def test_a_gap_while_searching_restarts_the_period_search():
+def test_a_gap_while_searching_keeps_the_search_unless_longer_than_a_slowest_beat():
+    """Missing frames keep their places in the period search, so 0.25 s without frames
+    (20 dropped) does not start it again: it locks within the time a whole search from
+    scratch takes after the gap. A gap longer than the slowest beat searched for
+    (1.5 s) does start it again: the heart may have moved on."""
     heart = SimHeart(seed=22, duration_s=10)
-    gap = (0.7, 0.25)  # before the first lock (~1 s at 80 fps)
-    r = run_sim(heart, FPS, 0, SHAPE, timestamps=_timestamps(6.0, [gap]))
-    ref = r.analyzer.references[0]
-    first = r.frame_times[ref.frame_ids[0]]
-    assert first >= sum(gap)  # the reference holds no frames from before the gap
-    true = heart.mean_period(sum(gap), ref.t_created)  # what the search saw
-    assert ref.period_s == pytest.approx(true, rel=0.01)
+    unbroken = run_sim(heart, FPS, 0, SHAPE, timestamps=_timestamps(6.0, []))
+    scratch = unbroken.analyzer.references[0].t_created  # a search from the first frame
+    for gap, restarts in (((0.7, 0.25), False), ((0.7, 1.6), True)):
+        r = run_sim(heart, FPS, 0, SHAPE, timestamps=_timestamps(6.0, [gap]))
+        ref = r.analyzer.references[0]
+        assert r.frame_times[ref.frame_ids[0]] >= sum(gap)  # no hole in the reference
+        assert (ref.t_created >= sum(gap) + scratch) == restarts, (gap, ref.t_created)
+        seen = sum(gap) if restarts else 0.0
+        assert ref.period_s == pytest.approx(heart.mean_period(seen, ref.t_created),
+                                             rel=0.02)
 
 
 def test_folding_the_reference_runs_off_the_frame_path():

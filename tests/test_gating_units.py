@@ -87,18 +87,29 @@ def test_predictor_exact_line():
     assert p.t_target >= times[-1]
 
 
-def test_predictor_needs_one_period_and_rejects_gaps():
+def test_predictor_needs_one_period_and_rejects_gaps_of_half_a_beat():
     pr = Predictor()
     assert pr.predict(_history(np.arange(0, 0.3, 0.0125)), 0.5, 0.3, 1.0) is None
     assert "period" in pr.last_reject
-    # two frames after a gap: every window (>= min_fit frames) reaches back across it
-    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.025, 0.0125)])
+    # two frames after 0.3 s without any (0.6 of a 0.5 s beat): every window (>= min_fit
+    # frames) reaches back across it
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.3 + np.arange(0, 0.025, 0.0125)])
     assert pr.predict(_history(times), 0.5, times[-1], 1.0) is None
     assert pr.last_reject == "timestamp gap"
     # later, a window that starts after the gap predicts again (none spans the gap)
-    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.1, 0.0125)])
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.3 + np.arange(0, 0.1, 0.0125)])
     p = pr.predict(_history(times), 0.5, times[-1], 1.0)
     assert p is not None and p.n_fit <= 8
+
+
+def test_predictor_fits_across_dropped_frames():
+    """Three frames missing (0.05 s, a tenth of the beat), then two more: the line
+    through the phases on both sides predicts the crossing as if none were missing."""
+    times = np.concatenate([np.arange(0, 0.5, 0.0125), 0.5 + 0.05 + np.arange(0, 0.025, 0.0125)])
+    p = Predictor().predict(_history(times), 0.5, times[-1], 1.0)
+    assert p is not None, "no prediction across three missing frames"
+    k = math.ceil((4 * math.pi * times[-1] - 1.0) / (2 * math.pi))
+    assert p.t_target == pytest.approx((1.0 + 2 * math.pi * k) / (4 * math.pi), abs=1e-9)
 
 
 def test_predictor_rejects_implausible_rate():

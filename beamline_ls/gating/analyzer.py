@@ -19,9 +19,11 @@ the per-frame path: ``process`` only submits jobs and adopts finished results; s
 does folding the reference over several beats (`fold`), on ``executor``.
 
 Frames may go missing (a camera drops them, or a live caller skips ahead when the
-analysis falls behind). A gap (`PeriodFinder.gap_before`) restarts the period search
-(its difference curve needs evenly spaced frames), unwraps the phase across it by the
-elapsed time, and does not count towards loss of lock.
+analysis falls behind). Across a gap (`PeriodFinder.gap_before`) the period search
+keeps the missing frames' places as holes (its difference curve counts frame
+intervals; a gap of more than the slowest beat restarts it), the phase is unwrapped
+by the elapsed time and fitted across (up to half a beat without frames), and the
+time without frames does not count towards loss of lock.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class GatingConfig:
     min_fit: int = 3
     max_fit: int = 64
     fit_periods: tuple[float, ...] = (0.25, 0.35, 0.5, 0.75)  # windows tried
-    gap_ratio: float = 2.5
+    max_gap_phase: float = math.pi  # rad: the longest gap a phase fit spans
     use_barrier: bool = False
     loss_step_factor: float = 3.0  # no match: cost > this x (largest reference step + noise)
     loss_periods_without_prediction: float = 3.0
@@ -128,7 +130,7 @@ class GatingAnalyzer:
                                    c.pad, c.n_stable, c.stable_lag,
                                    min_significance=c.min_significance, search_size=c.search_size,
                                    min_period_s=c.min_period_s)
-        self.predictor = Predictor(c.min_fit, c.max_fit, c.fit_periods, c.gap_ratio,
+        self.predictor = Predictor(c.min_fit, c.max_fit, c.fit_periods, c.max_gap_phase,
                                    use_barrier=c.use_barrier)
         self.history = PhaseHistory()
         self.adaptive = adaptive
@@ -222,8 +224,10 @@ class GatingAnalyzer:
             self._refine()
         self._adopt_fold()
         work_img = bin_image(img, self._phase_bin)
-        if gap > 0:
-            self._fold_buf.clear()  # folding needs the phase to advance frame by frame
+        if gap > self.reference.period_s:
+            # the fold unwraps each stamp to the cycle the rate predicts since the
+            # frame before; over a gap of more than a beat that guess is unsafe
+            self._fold_buf.clear()
         self._fold_buf.append((work_img, t_mid))
         res = self.estimator.estimate(work_img)
         if self._check_lost(res, t_mid):

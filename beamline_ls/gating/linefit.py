@@ -21,7 +21,7 @@ REJECT_REASONS = ("", "timestamp gap", "degenerate fit", "implausible rate")
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def choose_window(t, ph, w, lows, nominal, gap_ratio, rate_tolerance, t_from,
+def choose_window(t, ph, w, lows, nominal, max_gap_phase, rate_tolerance, t_from,
                   target):  # pragma: no cover - compiled
     """Start index among ``lows`` of the window (ending at the newest phase) whose line
     has the smallest standard error at the next ``target`` crossing after ``t_from``,
@@ -37,7 +37,7 @@ def choose_window(t, ph, w, lows, nominal, gap_ratio, rate_tolerance, t_from,
             d = t[i + 1] - t[i]
             dmin = min(dmin, d)
             dmax = max(dmax, d)
-        if lo < n - 1 and (dmin <= 0 or dmax > gap_ratio * dmin):
+        if lo < n - 1 and (dmin <= 0 or dmax * nominal > max_gap_phase):
             reject = reject or 1
             continue
         sw = st = sp = stt = stp = spp = 0.0

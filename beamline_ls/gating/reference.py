@@ -291,8 +291,8 @@ class PeriodFinder:
         self.stable_abs = stable_abs
         self.min_significance = min_significance
         self.search_size = search_size
-        self._frames: deque[np.ndarray] = deque()
-        self._binned: deque[int] = deque()  # slots of the binned frames in _ring
+        self._frames: deque[np.ndarray | None] = deque()  # None: a missing frame
+        self._binned: deque[int] = deque()  # slots of the binned frames in _ring; -1: hole
         self._ring = np.empty((0, 1, 1), np.uint16)
         self._next_slot = 0
         self._times: deque[float] = deque()
@@ -341,18 +341,55 @@ class PeriodFinder:
     def recent(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The newest ``n`` frames of the buffer (time order) and their times."""
         k = min(n, len(self._frames))
-        start = len(self._frames) - k
-        frames = [self._frames[i] for i in range(start, len(self._frames))]
-        return frames, np.array([self._times[i] for i in range(start, len(self._times))])
+        keep = [i for i in range(len(self._frames) - k, len(self._frames))
+                if self._frames[i] is not None]  # holes left by missing frames: none
+        return [self._frames[i] for i in keep], np.array([self._times[i] for i in keep])
+
+    def _span(self, start: int, m: int) -> np.ndarray | None:
+        """Frames ``start .. start + m - 1`` of the buffer as one stack; a single
+        missing frame is the mean of its two neighbours (at the frame rates gating
+        runs at the heart moves little from one frame to the next, and the fold
+        replaces the whole reference within beats), two in a row give None."""
+        frames = [self._frames[i] for i in range(start, start + m)]
+        for i, f in enumerate(frames):
+            if f is None:
+                if not 0 < i < m - 1 or frames[i - 1] is None or frames[i + 1] is None:
+                    return None
+                pair = frames[i - 1].astype(np.float32) + frames[i + 1]
+                frames[i] = np.rint(0.5 * pair).astype(frames[i - 1].dtype)
+        return np.stack(frames)
+
+    def _holes(self, t: float, gap: float) -> None:
+        """Keep the places of the frames missing before the one at ``t``: a hole has
+        a time and no image, and no pair with it counts in the difference curve.
+
+        Why not restart the search: a camera that drops one frame in fifty (a busy USB
+        bus) restarted it every second, so a heart that a lock needs ~1 s of frames
+        for locked after 6 s, and with one in ten dropped never. The lags of the
+        curve count frame intervals, so the missing frames must keep their places.
+        """
+        dt = self.frame_interval()
+        missing = max(1, int(round(gap / dt)) - 1)
+        t0 = self._times[-1]
+        for i in range(1, missing + 1):
+            self._frames.append(None)
+            self._binned.append(-1)
+            self._times.append(t0 + gap * i / (missing + 1))
+            self._ids.append(-1)
+            self._rows.append(None)
+        logger.debug("%d frame(s) missing before %.3f s: kept as holes", missing, t)
 
     def push(self, image: np.ndarray, t: float, frame_id: int, search: bool,
              ref_id: int = 0) -> Reference | None:
         """Add a frame; when ``search``, try to complete a reference and return it."""
+        gap = self.gap_before(t)
         if self._frames and self._frames[-1].shape != image.shape:
             self.reset()
-        elif self.gap_before(t):  # lags count frames: start again after missing ones
+        elif gap > self.max_period_s:  # the heart may have moved on: start again
             self.reset()
             self.reason = "frames missing: period search restarted"
+        elif gap:  # lags count frames: the missing ones keep their places, as holes
+            self._holes(t, gap)
         if self._bin == 0 or not self._frames:
             self._bin = max(1, int(min(image.shape) // self.search_size))
         b = bin_image(image, self._bin)
@@ -377,13 +414,15 @@ class PeriodFinder:
         cap = self._ring.shape[0]
         if self._ring.shape[1:] != b.shape or self._ring.dtype != b.dtype or \
                 len(self._binned) >= cap:
-            old = [self._ring[k] for k in self._binned] if self._ring.shape[1:] == b.shape \
-                else []
+            same = self._ring.shape[1:] == b.shape
+            old = [self._ring[k] for k in self._binned if k >= 0] if same else []
             cap = max(64, 2 * (len(self._binned) + 1))
             self._ring = np.empty((cap, *b.shape), b.dtype)
             for i, f in enumerate(old):
                 self._ring[i] = f
-            self._binned = deque(range(len(old)))
+            new_slots = iter(range(len(old)))  # holes stay holes
+            self._binned = deque((next(new_slots) if k >= 0 else -1 for k in self._binned)
+                                 if same else ())
             self._next_slot = len(old)
         slot = self._next_slot % cap
         self._ring[slot] = b
@@ -401,8 +440,15 @@ class PeriodFinder:
         slots = np.fromiter(self._binned, np.int64, n)
         for j in range(1, n):
             if self._rows[j] is None:
-                self._rows[j] = sad_indexed(ring, slots[j - 1::-1],
-                                            ring[slots[j]]).astype(float) / npx
+                back = slots[j - 1::-1]
+                if slots[j] >= 0 and (back >= 0).all():
+                    self._rows[j] = sad_indexed(ring, back, ring[slots[j]]).astype(float) / npx
+                    continue
+                row = np.full(j, np.nan)  # a hole, or a frame with holes behind it
+                if slots[j] >= 0 and (back >= 0).any():
+                    row[back >= 0] = sad_indexed(ring, back[back >= 0],
+                                                 ring[slots[j]]).astype(float) / npx
+                self._rows[j] = row
         kmax = n // 2  # lag k needs >= k pairs
         mat = np.zeros((n, kmax))  # mat[j, k-1]: frame j against the frame k back
         for j in range(1, n):
@@ -410,7 +456,8 @@ class PeriodFinder:
             mat[j, :m] = self._rows[j][:m]
         jj = np.arange(n)[:, None]
         kk = np.arange(1, kmax + 1)[None, :]
-        valid = kk <= jj  # the partner is still in the buffer
+        valid = (kk <= jj) & ~np.isnan(mat)  # the partner is in the buffer, no hole
+        mat[~valid] = 0.0
         # older and newer halves of the pairs of each lag (split at their middle)
         newer = 2 * jj >= n - 1 + kk
         halves = np.stack([valid & ~newer, valid & newer])  # (2, n, kmax)
@@ -481,7 +528,10 @@ class PeriodFinder:
         start = e - int(math.floor(period)) - self.pad
         if start < 0:
             return None
-        frames = np.stack([self._frames[i] for i in range(start, start + m)])
+        frames = self._span(start, m)
+        if frames is None:
+            self.reason = "waiting for a beat without missing frames to take as reference"
+            return None
         ids = tuple(self._ids[i] for i in range(start, start + m))
         self._estimates.clear()
         self.reason = ""
