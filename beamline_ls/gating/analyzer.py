@@ -35,11 +35,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ..frame import Frame
 from .adaptive import AdaptiveReferenceUpdater
 from .executors import Executor, ImmediateExecutor, finished_result
-from .fold import fold_reference
+from .fold import fold_reference, register_shift
 from .hindsight import Hindsight
 from .phase import PhaseEstimator, PhaseResult
 from .predict import PhaseHistory, Predictor
@@ -414,6 +415,15 @@ class GatingAnalyzer:
         keeps triggering the same heart phase rather than re-applying a rule whose
         outcome shifts with the frame sampling."""
         image = previous.image_at(self.target_phase)
+        # the sample may have moved since ``previous`` was taken (a jolt of the stage,
+        # which is what lost the lock): beyond the estimator's drift search the match
+        # below would phase a displaced heart; the shift between the two references'
+        # mean images (the same at every phase, blind to the beat) puts it back
+        d = register_shift(previous.frames.mean(axis=0), new.frames.mean(axis=0),
+                           previous.weight)
+        if max(abs(d[0]), abs(d[1])) >= 0.5:
+            moved = ndimage.shift(image.astype(np.float64), d, order=1, mode="nearest")
+            image = np.rint(moved).astype(image.dtype)
         est = PhaseEstimator(new, self.cfg.max_drift)
         for _ in range(self.cfg.max_drift + 1):  # let the drift search settle
             res = est.estimate(image)
