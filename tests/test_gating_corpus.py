@@ -85,6 +85,25 @@ def test_a_heart_that_stops_stops_triggering():
     assert an.loss is not None and "stopped" in an.loss[1]
 
 
+def _gate(video, times, ids=None, image=None):
+    """Gate frames of ``video`` rendered (by ``image(t)``, default its own) at ``times``
+    with frame numbers ``ids`` (default 0..); decisions, analyzer and score."""
+    image = image or video.frame
+    ids = range(times.size) if ids is None else ids
+    frames = (Frame(image(float(t)), int(i), float(t), 0.0)
+              for i, t in zip(ids, times, strict=True))
+    decisions, _, an = corpus.gate_frames(frames)
+    return decisions, an, score_decisions(decisions, video.true_phase, an.cfg.latency_s)
+
+
+def _assert_holds(s, sd_bound: float) -> None:
+    """Issue 10's bounds: lock within 3 s, >= 95 % of beats, none early or twice."""
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.95, s
+    assert s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= sd_bound, s
+
+
 def _heart_at(rate_hz: float, seconds: float, seed: int = 0):
     """A recorded heartbeat replayed at ``rate_hz`` with a live heart's irregularity."""
     from beamline_ls.sim.videos import RecordedHeart
@@ -104,18 +123,12 @@ def test_a_fast_heart_at_20_fps_is_gated_on_each_beat_not_on_its_repeats():
     seconds, fps = 20.0, 20.0
     video = _heart_at(3.6, seconds)
     times = np.arange(int(seconds * fps)) / fps
-    frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
-              for i, t in enumerate(times))
-    decisions, _, an = corpus.gate_frames(frames)
+    _, an, s = _gate(video, times)
     true_period = 2 * math.pi * (times[-1] - times[0]) / float(
         np.diff(video.true_phase(times[[0, -1]]))[0])
     assert an.references and an.references[0].period_s == pytest.approx(true_period,
                                                                         rel=0.1)
-    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
-    assert s.t_lock_s <= 3.0, s
-    assert s.beats >= 0.95, s
-    assert s.early == 0 and s.duplicates == 0, s
-    assert s.sd_rad <= SD_BOUND[fps], s
+    _assert_holds(s, SD_BOUND[fps])
 
 
 def test_a_slow_heart_is_gated_from_its_first_beats():
@@ -123,15 +136,8 @@ def test_a_slow_heart_is_gated_from_its_first_beats():
     1 s, so it locked only when the rate strayed above 1 Hz, 8-11 s in, or never."""
     seconds, fps = 15.0, 40.0
     video = _heart_at(0.9, seconds)
-    times = np.arange(int(seconds * fps)) / fps
-    frames = (Frame(video.frame(float(t)), i, float(t), 0.0)
-              for i, t in enumerate(times))
-    decisions, _, an = corpus.gate_frames(frames)
-    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
-    assert s.t_lock_s <= 3.0, s
-    assert s.beats >= 0.95, s
-    assert s.early == 0 and s.duplicates == 0, s
-    assert s.sd_rad <= 0.05, s
+    _, _, s = _gate(video, np.arange(int(seconds * fps)) / fps)
+    _assert_holds(s, 0.05)
 
 
 @pytest.mark.parametrize("fps", [80.0, 20.0])
@@ -142,14 +148,8 @@ def test_a_camera_that_drops_one_frame_in_ten_is_gated_from_the_first_beats(fps)
     video = _case("reference0002").make(0, SECONDS)
     times = np.arange(int(SECONDS * fps)) / fps
     kept = np.flatnonzero(np.random.default_rng(5).random(times.size) >= 0.1)
-    frames = (Frame(video.frame(float(times[i])), int(i), float(times[i]), 0.0)
-              for i in kept)
-    decisions, _, an = corpus.gate_frames(frames)
-    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
-    assert s.t_lock_s <= 3.0, s
-    assert s.beats >= 0.95, s
-    assert s.early == 0 and s.duplicates == 0, s
-    assert s.sd_rad <= SD_BOUND[fps], s
+    _, _, s = _gate(video, times[kept], ids=kept)
+    _assert_holds(s, SD_BOUND[fps])
 
 
 def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase():
@@ -173,8 +173,7 @@ def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase(
         moved = ndimage.shift(img.astype(np.float32), (20.0, 10.0), order=1, mode="nearest")
         return np.rint(moved).astype(img.dtype)
 
-    frames = (Frame(frame(float(t)), i, float(t), 0.0) for i, t in enumerate(times))
-    decisions, _, an = corpus.gate_frames(frames)
+    decisions, an, s = _gate(video, times, image=frame)
     assert len(an.references) >= 2, "the lock on the old position was never given up"
     fires = np.array([max(d.fire_time, d.timestamp + an.cfg.latency_s)
                       for d in decisions if d.fire_time is not None])
@@ -183,7 +182,6 @@ def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase(
     assert before.size >= 5 and after.size >= 5, (before.size, after.size)
     shift = np.angle(np.exp(1j * (after - circular_mean(before))).mean())
     assert abs(shift) < 0.1, f"the heart phase triggered moved by {shift:.2f} rad"
-    s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
     assert s.early == 0 and s.duplicates == 0, s
     assert s.sd_rad <= SD_BOUND[fps], s
 
