@@ -273,7 +273,7 @@ class PeriodFinder:
     is cut so that ``pad`` frames after it already exist.
     """
 
-    def __init__(self, max_period_s: float = 1.0, min_period_frames: int = 5,
+    def __init__(self, max_period_s: float = 1.5, min_period_frames: int = 5,
                  min_accept_period: float = 5.0, pad: int = 2, n_stable: int = 9,
                  lag: int = 3, stable_rel: float = 0.05, stable_abs: float = 0.6,
                  min_significance: float = 10.0, search_size: int = 64,
@@ -441,13 +441,10 @@ class PeriodFinder:
         for j in range(1, n):
             if self._rows[j] is None:
                 back = slots[j - 1::-1]
-                if slots[j] >= 0 and (back >= 0).all():
-                    self._rows[j] = sad_indexed(ring, back, ring[slots[j]]).astype(float) / npx
-                    continue
-                row = np.full(j, np.nan)  # a hole, or a frame with holes behind it
-                if slots[j] >= 0 and (back >= 0).any():
-                    row[back >= 0] = sad_indexed(ring, back[back >= 0],
-                                                 ring[slots[j]]).astype(float) / npx
+                seen = back >= 0  # pairs with a hole (or a hole itself) stay NaN
+                row = np.full(j, np.nan)
+                if slots[j] >= 0 and seen.any():
+                    row[seen] = sad_indexed(ring, back[seen], ring[slots[j]]) / npx
                 self._rows[j] = row
         kmax = n // 2  # lag k needs >= k pairs
         mat = np.zeros((n, kmax))  # mat[j, k-1]: frame j against the frame k back
