@@ -22,15 +22,29 @@ REJECT_REASONS = ("", "timestamp gap", "degenerate fit", "implausible rate")
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def choose_window(t, ph, w, lows, nominal, max_gap_phase, rate_tolerance, t_from,
-                  target):  # pragma: no cover - compiled
+                  target, quantiles):  # pragma: no cover - compiled
     """Start index among ``lows`` of the window (ending at the newest phase) whose line
     has the smallest standard error at the next ``target`` crossing after ``t_from``,
-    and the code of the first reason a window was rejected for (-1 when none fits).
-    ``w``: weights scaled to at most 1."""
+    among the windows that agree with every shorter one, and the code of the first
+    reason a window was rejected for (-1 when none fits). ``w``: weights scaled to at
+    most 1.
+
+    Agreement (the intersection of confidence intervals rule): the windows are taken
+    from the shortest up; each predicts the crossing time with a standard error, and
+    the confidence intervals (standard error times ``quantiles[dof - 1]``, Student's
+    t for the window's degrees of freedom: a short window's scatter, from 1-3 degrees
+    of freedom, may be small by chance) must all overlap. The first window whose
+    interval leaves the common part, and every longer one, are not taken. Why: a
+    longer window averages more frames, but where the heart's rate changed inside it
+    (a long or short beat) its line bends with the old rate, and the standard error
+    from its own residuals sees that bend only as scatter; the shorter windows, which
+    hold only the new rate, show it as a disagreement. ``quantiles`` empty: no check."""
     n = t.size
     t_end, p_end = t[n - 1], ph[n - 1]
     best, best_se, reject = -1, math.inf, 0
-    for j in range(lows.size):
+    common_lo, common_hi = -math.inf, math.inf
+    for jj in range(lows.size):
+        j = lows.size - 1 - jj  # lows ascend: the shortest window first
         lo = lows[j]
         dmin, dmax = math.inf, -math.inf
         for i in range(lo, n - 1):
@@ -63,7 +77,15 @@ def choose_window(t, ph, w, lows, nominal, max_gap_phase, rate_tolerance, t_from
         icpt = pm - slope * tm
         k = math.ceil((icpt + slope * (t_from - t_end) + p_end - target) / (2 * math.pi))
         h = (target + 2 * math.pi * k - p_end - icpt) / slope - tm
-        se = math.sqrt(rss / max(n - lo - 2, 1) * (1.0 / sw + h * h / sxx))
+        dof = max(n - lo - 2, 1)
+        se = math.sqrt(rss / dof * (1.0 / sw + h * h / sxx))
+        if quantiles.size:
+            q = quantiles[min(dof, quantiles.size) - 1]
+            crossing, half = h + tm, q * se / abs(slope)  # s after t_end
+            common_lo = max(common_lo, crossing - half)
+            common_hi = min(common_hi, crossing + half)
+            if common_lo > common_hi:
+                break
         if se < best_se:
             best, best_se = lo, se
     return best, reject
