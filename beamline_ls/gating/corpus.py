@@ -28,7 +28,7 @@ from ..sim.heart import SimHeart
 from ..sim.videos import Camera, HeartVideo, NoiseOnly, RecordedHeart, StaticTissue
 from .analyzer import Decision, GatingAnalyzer, GatingConfig
 from .executors import InlineExecutor
-from .score import Score, score_decisions
+from .score import Score, effective_fire_times, score_decisions
 
 FRAME_RATES = (80.0, 40.0, 80.0 / 3.0, 20.0)
 #: where the recorded heartbeats are, relative to the project root
@@ -191,8 +191,7 @@ def run_case(case: Case, fps: float, seed: int, duration_s: float = 40.0,
     cfg = config or GatingConfig()
     decisions, proc, _ = gate_frames(frames, cfg)
     sc = score_decisions(decisions, video.true_phase, cfg.latency_s)
-    false = sum(1 for d in decisions if d.fire_time is not None
-                and max(d.fire_time, d.timestamp + cfg.latency_s) > case.quiet_after)
+    false = int(np.sum(effective_fire_times(decisions, cfg.latency_s) > case.quiet_after))
     return CaseResult(case.name, case.kind, fps, seed, sc,
                       float(np.percentile(proc[5:], 99) * 1e3),
                       tuple(decisions) if keep_decisions else (),

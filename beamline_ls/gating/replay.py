@@ -32,7 +32,7 @@ from ..frame import Frame
 from .analyzer import GatingAnalyzer, GatingConfig
 from .executors import InlineExecutor
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
-from .score import score_decisions
+from .score import effective_fire_times, score_decisions
 from .video_file import VideoError, load_video
 
 logger = logging.getLogger(__name__)
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if truth is not None:
         sc = score_decisions(decisions, lambda t: np.interp(t, ts, truth), args.latency)
         if sc.n_triggers:
-            eff = np.array([max(d.fire_time, d.timestamp + args.latency) for d in decisions
-                            if d.fire_time is not None])
+            eff = effective_fire_times(decisions, args.latency)
             true_at_fire = np.interp(eff[eff <= ts[-1]], ts, truth)
             print(f"true phase at the triggers: circular SD {sc.sd_rad:.4f} rad (the "
                   f"analyzer's own estimate: {sc.est_err_rad:.4f} rad); beats triggered "

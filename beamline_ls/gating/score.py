@@ -42,6 +42,13 @@ def wrap_pm_pi(a: np.ndarray | float) -> np.ndarray:
     return np.mod(np.asarray(a) + math.pi, TWO_PI) - math.pi
 
 
+def effective_fire_times(decisions: Sequence[Decision], latency_s: float) -> np.ndarray:
+    """When each trigger takes effect (s): its fire time, but no earlier than its
+    frame's timestamp + ``latency_s``, the earliest the hardware could act."""
+    return np.array([max(d.fire_time, d.timestamp + latency_s) for d in decisions
+                     if d.fire_time is not None], float)
+
+
 @dataclass(frozen=True, slots=True)
 class Score:
     """How one gated video went, against its true phase."""
@@ -78,7 +85,7 @@ def score_decisions(decisions: Sequence[Decision],
     frame_t = np.array([f[1] for f in fires])
     est = np.array([f[2] for f in fires], float)
     early = int(np.sum(fire < frame_t + latency_s - 1e-9))
-    eff = np.maximum(fire, frame_t + latency_s)
+    eff = effective_fire_times(decisions, latency_s)
     eff = eff[eff <= ts[-1]]  # the video ends there: no truth after it
     if eff.size == 0:
         return Score(n, 0, math.nan, 0.0, 0, 0, early, 0, t_lock, math.nan, math.nan)
