@@ -37,8 +37,19 @@ class IndependentMap(OneShotCachedMap):
     __slots__ = ()
 
     def __copy__(self) -> IndependentMap:
-        return IndependentMap({key: (lambda value=value: value)
-                               for key, value in self.items()})
+        return _lazy_copy(self)
+
+
+def _lazy_copy(source: OneShotCachedMap) -> IndependentMap:
+    """A map of its own with ``source``'s entries, not evaluating any of them.
+
+    Through the pickle protocol (``__getstate__`` gives the key -> factory-or-value
+    dictionary): evaluating every entry, as a copy through ``items()`` does, imports
+    the array, table and awkward clients (dask, pandas, awkward: ~0.3 s) that a
+    catalog of runs may never need."""
+    copied = IndependentMap.__new__(IndependentMap)
+    copied.__setstate__(dict(source.__getstate__()))
+    return copied
 
 
 def structure_clients(kind: str = "numpy") -> Any:
@@ -50,5 +61,4 @@ def structure_clients(kind: str = "numpy") -> Any:
     # the spec clients (CatalogOfBlueskyRuns, BlueskyRun...) join the default map on
     # discovery, which tiled otherwise does at the first client it makes
     Container.discover_clients_from_entrypoints()
-    return IndependentMap({key: (lambda value=value: value)
-                           for key, value in DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind].items()})
+    return _lazy_copy(DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind])
