@@ -25,6 +25,23 @@ PIEZO_TRAVEL_UM = (0.0, 400.0)
 GALVO_RANGE_V = (-10.0, 10.0)
 
 
+def check_focus_limits(lo: float, hi: float, limits: tuple[float, float], what: str) -> None:
+    """Raise ValueError when the focal plane would go from ``lo`` to ``hi`` um outside
+    ``limits``, the piezo's dial limits (its motor record's ``DLLM``/``DHLM``). Used by
+    the scan board, which moves the piezo itself, and by plans, to refuse before
+    anything moves."""
+    z_lo, z_hi = limits
+    if lo < z_lo - 1e-9 or hi > z_hi + 1e-9:
+        where = f"at {lo:.3f} um" if lo == hi else f"from {lo:.3f} to {hi:.3f} um"
+        raise ValueError(f"{what} {where}, outside the piezo's limits [{z_lo:g}, {z_hi:g}] "
+                         "um (its DLLM/DHLM)")
+
+
+#: what the scan board's focal-plane range covers, for messages
+SCAN_RANGE_WHAT = ("the scan (z range, half a plane before it and the skipped plane(s) "
+                   "after it) takes the focal plane")
+
+
 @dataclass(frozen=True)
 class GalvoCalibration:
     """Linear map from focal-plane position (um) to a vertical galvo voltage (V)."""

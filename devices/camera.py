@@ -226,10 +226,18 @@ class CaptureSummary(Device):
             yield {"data": data, "timestamps": dict.fromkeys(data, t), "time": t}
 
 
+#: most frames one capture takes (the IOC's cam1:NumImages and HDF1:NumCapture limit)
+MAX_FRAMES = 100_000_000
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """What :meth:`Camera.prepare` arms: ``n_frames`` frames, grouped in volumes of
-    ``frames_per_volume`` (0 for a plain frame series), into ``file_name``."""
+    ``frames_per_volume`` (0 for a plain frame series), into ``file_name``.
+
+    Checked on construction, which plans do before anything moves: a capture the camera
+    cannot take otherwise failed at the first put, after the scan board and the piezo
+    had been set up for it."""
 
     n_frames: int
     file_name: str
@@ -238,6 +246,13 @@ class Acquisition:
     file_path: str = "."
     stall_timeout: float = 10.0
     extra_fields: tuple[str, ...] = ()  # further float metadata per frame (gating)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_frames <= MAX_FRAMES:
+            unit = (f" ({self.n_frames // self.frames_per_volume} volumes of "
+                    f"{self.frames_per_volume} frames)" if self.frames_per_volume else "")
+            raise ValueError(f"{self.n_frames} frames{unit} in one capture: the camera "
+                             f"takes 1 to {MAX_FRAMES} (cam1:NumImages); acquire fewer")
 
 
 class Camera(Device):

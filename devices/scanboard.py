@@ -14,12 +14,20 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status
 
-from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
+from beamline_ls.waveforms import (
+    PIEZO_TRAVEL_UM,
+    SCAN_RANGE_WHAT,
+    GalvoCalibration,
+    VolumeScan,
+    check_focus_limits,
+)
 from devices.status import ProgressStatus
 from devices.text import TextSignalRO
 
-# the waveform model the board plays, for plans that check a scan before it starts
-__all__ = ["PIEZO_TRAVEL_UM", "GalvoCalibration", "ScanBoard", "VolumeScan"]
+# the waveform model the board plays and its focal-plane limits, for plans that check
+# a scan before it starts
+__all__ = ["PIEZO_TRAVEL_UM", "SCAN_RANGE_WHAT", "GalvoCalibration", "ScanBoard",
+           "VolumeScan", "check_focus_limits"]
 
 
 class ScanBoard(Device):
@@ -57,17 +65,25 @@ class ScanBoard(Device):
     plane_interval = Cpt(EpicsSignalRO, "PlaneInterval_RBV", kind="omitted")
     start_time = Cpt(EpicsSignalRO, "StartTime_RBV", kind="omitted")
     flyback_settle = Cpt(EpicsSignalRO, "FlybackSettle_RBV", kind="config")
+    # the piezo's limits, which the board keeps to when it moves the focal plane
+    z_low_limit = Cpt(EpicsSignalRO, "ZLowLimit_RBV", kind="omitted")
+    z_high_limit = Cpt(EpicsSignalRO, "ZHighLimit_RBV", kind="omitted")
     message = Cpt(TextSignalRO, "Message_RBV", kind="omitted")
 
-    def _command(self, signal: EpicsSignal) -> Status:
-        """Put 1 to a command PV; the status fails with the board's own message."""
+    def _command(self, signal: EpicsSignal, verb: str) -> Status:
+        """Put 1 to a command PV; the status fails with the board's own message.
+
+        A refusal is read from ``Message_RBV`` ("start refused: ..."), which the board
+        writes before it refuses: pyepics reports a put with completion that the IOC
+        refused as done, so ophyd's own status of the put succeeds either way."""
         status = Status(obj=self)
 
         def done(st) -> None:
-            if st.success:
+            message = str(self.message.get(use_monitor=False))
+            if st.success and not message.startswith(f"{verb} refused"):
                 status.set_finished()
             else:
-                status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
+                status.set_exception(RuntimeError(f"{self.name}: {message}"))
 
         signal.set(1).add_callback(done)
         return status
@@ -123,7 +139,7 @@ class ScanBoard(Device):
                 int(self.running.get(use_monitor=False))
                 or int(self.paused.get(use_monitor=False))))):
             return last
-        self._kickoff_status = self._command(self.start_cmd)
+        self._kickoff_status = self._command(self.start_cmd, "start")
         self._flying = None  # a new scan: its completion is still to be asked for
         return self._kickoff_status
 

@@ -8,12 +8,22 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus
 
+from devices.scanboard import PIEZO_TRAVEL_UM
+
 log = logging.getLogger(__name__)
 
 
 def file_name_for(kind: str) -> tuple[str, str]:
     """(directory relative to the camera IOC's data root, unique file name)."""
     return time.strftime("%Y/%m/%d"), f"{kind}_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"
+
+
+def focus_limits(scanboard):
+    """``(low, high)``: the piezo's limits (um), which the scan board keeps to when it
+    moves the focal plane (a plan simulator gets the piezo's whole travel)."""
+    lo = yield from bps.rd(scanboard.z_low_limit, default_value=PIEZO_TRAVEL_UM[0])
+    hi = yield from bps.rd(scanboard.z_high_limit, default_value=PIEZO_TRAVEL_UM[1])
+    return float(lo), float(hi)
 
 
 def camera_busy(camera):

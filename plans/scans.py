@@ -11,8 +11,15 @@ from typing import Any
 import bluesky.plan_stubs as bps
 from bluesky.utils import short_uid
 
-from devices.camera import Acquisition, Camera
-from devices.scanboard import PIEZO_TRAVEL_UM, GalvoCalibration, ScanBoard, VolumeScan
+from devices.camera import MAX_FRAMES, Acquisition, Camera
+from devices.scanboard import (
+    PIEZO_TRAVEL_UM,
+    SCAN_RANGE_WHAT,
+    GalvoCalibration,
+    ScanBoard,
+    VolumeScan,
+    check_focus_limits,
+)
 from plans.common import (
     abort_camera,
     collect_all,
@@ -21,6 +28,7 @@ from plans.common import (
     declare_summary,
     ensure_idle,
     file_name_for,
+    focus_limits,
     summary_hints,
     with_cleanup,
     with_real_cause,
@@ -213,6 +221,10 @@ def volumetric_scan(
     scan = VolumeScan(volume_rate, n_planes, z_start, z_stop, exposure, skip[0], skip[1],
                       sample_rate_hz=float(rate), piezo_lag_s=float(lag), galvos=tuple(cals))
     scan.waveforms()  # raises ValueError if galvo voltages would leave their range
+    # the board moves the piezo itself: it keeps to the piezo's limits, and so do we,
+    # before anything moves
+    check_focus_limits(*scan.desired_range_um, (yield from focus_limits(scanboard)),
+                       SCAN_RANGE_WHAT)
 
     directory, name = file_name_for("volumetric")
     acquisition = Acquisition(n_frames=n_volumes * n_planes, file_name=name,
@@ -288,8 +300,9 @@ def planar_scan(
         Extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
     """
     md = check_md(md)
-    n_frames = check_int("n_frames", n_frames, 1, 100_000_000)
+    n_frames = check_int("n_frames", n_frames, 1, MAX_FRAMES)
     z = check_float("z", z, *PIEZO_TRAVEL_UM)
+    check_focus_limits(z, z, (yield from focus_limits(scanboard)), "z: the focal plane")
     exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
     readout = float((yield from bps.rd(camera.cam.readout_time, default_value=0.0)))
     period = 0.0

@@ -44,7 +44,9 @@ def check_skip(value: object) -> tuple[int, int]:
     return (n, n)
 
 
-RUN_ENGINE_KEYS = ("uid", "time")  # set by the RunEngine for every run
+#: set by the RunEngine for every run; ``scan_id`` counts on from the data directory's
+#: last (``SharedRunMetadata``), so that ``cat[N]`` and ``export N`` find one run
+RUN_ENGINE_KEYS = ("uid", "time", "scan_id")
 
 
 def check_md(md: object) -> dict[str, Any]:

@@ -228,3 +228,21 @@ def _child_processes(pid: int) -> list[tuple[int, str]]:
                 found.append((child, commands[child]))
                 frontier.append(child)
     return found
+
+
+@pytest.fixture
+def piezo_high_limit(scope):
+    """Set the piezo's high limit (its motor record's HLM) for a test, then restore it;
+    returns a function that sets it and waits until the scan board has taken it."""
+    piezo, board = scope.piezo, scope.scanboard
+    before = piezo.high_limit_travel.get(use_monitor=False)
+
+    def set_limit(value: float) -> None:
+        piezo.high_limit_travel.set(value).wait(5)
+        deadline = time.monotonic() + 10
+        while board.z_high_limit.get(use_monitor=False) != pytest.approx(value):
+            assert time.monotonic() < deadline, "the board never showed the piezo's limit"
+            time.sleep(0.05)
+
+    yield set_limit
+    set_limit(before)

@@ -24,8 +24,10 @@ def board_state(scope):
     (dict(exposure=-1.0), "exposure"),
     (dict(skip_planes=(1, 2, 3)), "skip_planes"),
     (dict(skip_planes=99), "skip_planes"),
+    # more frames than one capture takes: refused before the board is set up for them
+    (dict(n_volumes=200_000, n_planes=1000, volume_rate=0.01), "200000000 frames"),
     (dict(md={"x": object()}), r"md\['x'\] cannot be stored in the catalog"),
-    (dict(md={"scan_id": "abc"}), r"md\['scan_id'\]: 'abc' is not of type 'integer'"),
+    (dict(md={"scan_id": 5}), r"md\['scan_id'\] is set by the RunEngine"),  # never twice
     (dict(md={"sample": 3}), r"md\['sample'\]"),
     (dict(md={"uid": "mine"}), r"md\['uid'\] is set by the RunEngine"),
     (dict(md={"a.b": 1}), r"md key 'a.b' may not contain"),
@@ -59,6 +61,24 @@ def test_planar_scan_rejects_bad_arguments(scope, session, kwargs, param):
     args.update(kwargs)
     with pytest.raises(ValueError, match=param):
         session.RE(planar_scan(scope.camera, scope.scanboard, **args))
+
+
+def test_scans_keep_to_the_piezos_limits_and_refuse_before_moving(scope, session,
+                                                                  piezo_high_limit):
+    """A limit set on the piezo's motor record holds for scans, which the scan board
+    drives without that record: refused with the limits named, nothing moved, no run."""
+    from plans import planar_scan, volumetric_scan
+
+    piezo_high_limit(30.0)
+    before = board_state(scope)
+    n_runs = len(session.catalog)
+    with pytest.raises(ValueError, match=r"from 8\.333 to 44\.996 um, outside the piezo's limits \[0, 30\]"):
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 10, 10.0, 40.0, 2.0))
+    with pytest.raises(ValueError, match=r"z: the focal plane at 35\.000 um, outside the piezo"):
+        session.RE(planar_scan(scope.camera, scope.scanboard, 3, 35.0, 0.005))
+    assert board_state(scope) == before
+    session.flush()
+    assert len(session.catalog) == n_runs
 
 
 def test_the_range_is_named_in_the_message(scope, session):

@@ -56,3 +56,37 @@ def test_replies_to_puts_in_flight_together_are_not_delayed(scope):
         rounds.append(time.perf_counter() - t)
     # Nagle + delayed ACK costs >= 40 ms a round; a loaded 2-core machine a few ms
     assert statistics.median(rounds) < 0.03, rounds
+
+
+def test_the_board_keeps_the_focal_plane_within_the_piezos_limits(board, scope,
+                                                                 piezo_high_limit):
+    """The board moves the piezo itself, not through its motor record: a limit set on
+    the piezo to protect the sample must hold for scans too (the board drove the
+    piezo to 96 um past a high limit of 50). Any client's Prepare, Start or a planar
+    Start is refused with the reason, before the focal plane moves."""
+    piezo_high_limit(30.0)
+    for sig, value in ((board.mode, "Volumetric"), (board.num_planes, 10),
+                       (board.volume_rate, 2.0), (board.z_start, 10.0),
+                       (board.z_stop, 40.0), (board.skip_start, 4), (board.skip_end, 1),
+                       (board.exposure, 0.01), (board.num_volumes, 1)):
+        sig.set(value).wait(5)
+    where = scope.piezo.user_readback.get(use_monitor=False)
+    with pytest.raises(RuntimeError, match=r", outside the piezo's limits \[0, 30\] um"):
+        board.prepare().wait(10)
+    with pytest.raises(RuntimeError, match=r"start refused: .*, outside the piezo's limits"):
+        board.kickoff().wait(10)
+    assert board.running.get(use_monitor=False) == 0
+    board.mode.set("Planar").wait(5)
+    board.plane_z.set(35.0).wait(5)
+    with pytest.raises(RuntimeError, match=r"focal plane at 35\.000 um, outside"):
+        board.kickoff().wait(10)
+    assert scope.piezo.user_readback.get(use_monitor=False) == pytest.approx(where, abs=0.5)
+    # inside the limit the same board scans
+    board.mode.set("Volumetric").wait(5)
+    board.z_stop.set(25.0).wait(5)
+    board.prepare().wait(10)
+    board.kickoff().wait(5)
+    try:
+        board.complete().wait(10)
+    finally:
+        board.stop_cmd.set(1).wait(5)

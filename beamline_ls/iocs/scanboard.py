@@ -17,6 +17,14 @@ progress and, with the same parameters, only starts the outputs.
 once the board has stopped, and ``Paused_RBV`` is 1. ``Resume`` (put 1) starts the
 volumes still to do with the same waveforms; ``VolumesDone_RBV`` keeps counting across
 the pause. This is what a RunEngine pause (one Ctrl-C) does to a volumetric scan.
+
+The board moves the focal plane itself (its piezo output), not through the piezo's motor
+record, so it keeps to that record's limits on its own: ``ZLowLimit_RBV`` and
+``ZHighLimit_RBV`` follow the piezo's dial limits (``DLLM``/``DHLM``, the same
+coordinates as ``ZStart``/``ZStop``/``PlaneZ``), and a scan or plane that would take the
+focal plane outside them is refused by ``Prepare``, ``Start`` and ``Resume`` with the
+reason. Without this, a limit set to protect the sample held for moves of the piezo
+and not for the scans.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from caproto import ChannelType
@@ -32,7 +41,13 @@ from caproto.server import PVGroup, pvproperty
 from beamline_ls.hardware.scanboard import ScanBoardDriver
 from beamline_ls.iocs.autosave import write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
-from beamline_ls.waveforms import PIEZO_TRAVEL_UM, GalvoCalibration, VolumeScan
+from beamline_ls.waveforms import (
+    PIEZO_TRAVEL_UM,
+    SCAN_RANGE_WHAT,
+    GalvoCalibration,
+    VolumeScan,
+    check_focus_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +113,24 @@ class ScanBoardGroup(PVGroup):
                                 read_only=True, doc="piezo settle time after a flyback")
     message = pvproperty(name="Message_RBV", value="", dtype=ChannelType.CHAR, max_length=256,
                          string_encoding="utf-8", read_only=True)
+    z_low_limit = pvproperty(name="ZLowLimit_RBV", value=PIEZO_TRAVEL_UM[0], units="um",
+                             precision=3, read_only=True,
+                             doc="the piezo's low dial limit: scans stay above it")
+    z_high_limit = pvproperty(name="ZHighLimit_RBV", value=PIEZO_TRAVEL_UM[1], units="um",
+                              precision=3, read_only=True,
+                              doc="the piezo's high dial limit: scans stay below it")
 
     POLL_RUNNING_S = 0.005
     POLL_IDLE_S = 0.02
 
     def __init__(self, *args, driver: ScanBoardDriver, autosave: Path | None = None,
-                 **kwargs):
+                 z_limits: Callable[[], tuple[float, float]] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
         self.autosave = autosave
+        # the piezo motor record's dial limits (set by the IOC that serves both)
+        self.z_limits: Callable[[], tuple[float, float]] = z_limits or (
+            lambda: PIEZO_TRAVEL_UM)
         self._restoring = False
         self._worker = DeviceWorker("scanboard")
         self._preparing: asyncio.Task | None = None
@@ -117,6 +141,12 @@ class ScanBoardGroup(PVGroup):
             GalvoCalibration(self.galvo1_offset.value, self.galvo1_slope.value),
             GalvoCalibration(self.galvo2_offset.value, self.galvo2_slope.value),
         )
+
+    def checked_volume_scan(self) -> VolumeScan:
+        """The scan the PVs describe, refused if it leaves the piezo's limits."""
+        scan = self.volume_scan()
+        check_focus_limits(*scan.desired_range_um, self.z_limits(), SCAN_RANGE_WHAT)
+        return scan
 
     def volume_scan(self) -> VolumeScan:
         return VolumeScan(
@@ -149,7 +179,7 @@ class ScanBoardGroup(PVGroup):
             if self.mode.value != "Volumetric":
                 raise ValueError("Prepare is for volumetric scans (Mode is "
                                  f"{self.mode.value!r})")
-            scan = self.volume_scan()
+            scan = self.checked_volume_scan()
             await self._worker.call(self.driver.prepare_volumes, scan)
             await self.message.write(f"prepared: focal plane at the start of "
                                      f"{scan.n_planes} planes at {scan.volume_rate_hz} Hz")
@@ -171,6 +201,8 @@ class ScanBoardGroup(PVGroup):
             await self._preparing
         try:
             if self.mode.value == "Planar":
+                z = self.plane_z.value
+                check_focus_limits(z, z, self.z_limits(), "the focal plane")
                 await self._worker.call(self.driver.park, self.plane_z.value,
                                         self.calibrations())
                 await self.message.write(f"planar at {self.plane_z.value:.3f} um")
@@ -182,7 +214,7 @@ class ScanBoardGroup(PVGroup):
                     raise RuntimeError(
                         f"focal plane did not settle at {self.plane_z.value:.3f} um in 2.5 s")
             else:
-                scan = self.volume_scan()
+                scan = self.checked_volume_scan()
                 n = int(self.num_volumes.value) or None
                 t0 = await self._worker.call(self.driver.start_volumes, scan, n)
                 self._volume_base = 0
@@ -241,7 +273,8 @@ class ScanBoardGroup(PVGroup):
             await self.message.write(f"all {total} volumes done; nothing to resume")
             return 0
         try:
-            t0 = await self._worker.call(self.driver.start_volumes, self.volume_scan(), left)
+            t0 = await self._worker.call(self.driver.start_volumes,
+                                         self.checked_volume_scan(), left)
         except (ValueError, RuntimeError) as exc:
             await self.message.write(f"resume refused: {exc}"[:255])
             log.error("scan board resume refused: %s", exc)
@@ -307,5 +340,10 @@ class ScanBoardGroup(PVGroup):
             done = self._volumes_done()
             if done != self.volumes_done.value:
                 await self.volumes_done.write(done)
+            z_lo, z_hi = self.z_limits()
+            if z_lo != self.z_low_limit.value:
+                await self.z_low_limit.write(z_lo)
+            if z_hi != self.z_high_limit.value:
+                await self.z_high_limit.write(z_hi)
             # clients detect the end of a scan from these PVs: look often while running
             await asyncio.sleep(self.POLL_RUNNING_S if running else self.POLL_IDLE_S)

@@ -47,11 +47,13 @@ def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
                          mirror_root=settings.mirror_dir,
                          mirror_roots=settings.allowed_mirror_roots)
     focus = FocusPositioner(drivers.scanboard, drivers.piezo, scan.calibrations)
+    piezo = MotorGroup(prefix=f"{prefix}piezo", driver=focus,
+                       autosave=settings.autosave_dir / "piezo.json")
+    scan.z_limits = lambda: (piezo.cal.dial_low, piezo.cal.dial_high)
     groups: list[PVGroup] = [
         camera,
         scan,
-        MotorGroup(prefix=f"{prefix}piezo", driver=focus,
-                   autosave=settings.autosave_dir / "piezo.json"),
+        piezo,
         LaserGroup(prefix=f"{prefix}laser:", driver=drivers.laser),
     ]
     if gating is not None:
