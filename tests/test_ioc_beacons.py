@@ -54,3 +54,20 @@ def test_beacons_go_to_the_repeater_port_when_no_beacon_port_is_set(tmp_path, mo
         assert "Failed to send beacon" not in log, log[-2000:]
     finally:
         ioc.stop()
+
+
+def test_a_second_ioc_on_the_same_udp_port_is_told(ioc, epics, caplog):
+    """Two IOCs on one UDP port each get only some unicast searches, so clients find
+    one IOC's PVs and time out on the other's. A starting IOC says so (the session
+    IOC holds ``epics.server_port``; a free port is not reported)."""
+    import logging
+
+    from beamline_ls.epics_env import free_port
+    from beamline_ls.iocs.server import warn_if_port_shared
+
+    with caplog.at_level(logging.WARNING, logger="beamline_ls.iocs.server"):
+        warn_if_port_shared(["127.0.0.1"], free_port())
+        assert not caplog.records
+        warn_if_port_shared(["127.0.0.1"], epics.server_port)
+    assert f"another server already listens on UDP port {epics.server_port}" in caplog.text
+    assert "find only one of the two IOCs" in caplog.text

@@ -19,6 +19,7 @@ from caproto.server import common as caproto_server_common
 from threadpoolctl import threadpool_limits
 
 from beamline_ls.config import Settings
+from beamline_ls.epics_env import udp_port_taken
 from beamline_ls.hardware.factory import Drivers, build_drivers
 from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.access import AccessPolicy
@@ -144,6 +145,19 @@ def loopback_server_env() -> None:
         os.environ.setdefault("EPICS_CAS_BEACON_PORT", os.environ["EPICS_CA_REPEATER_PORT"])
 
 
+def warn_if_port_shared(interfaces: list[str], port: int) -> None:
+    """Say so when another server already listens for searches on our UDP port.
+
+    Both servers then bind it, and the kernel hands a unicast search (a client with
+    ``EPICS_CA_ADDR_LIST=127.0.0.1``) to one of them only: each client finds the PVs of
+    one IOC and times out on the other's, with nothing said on either side."""
+    if udp_port_taken(port):  # read from the kernel's table: a probe bind would race
+        log.warning("another server already listens on UDP port %d: clients searching "
+                    "%s will find only one of the two IOCs; give this one its own port "
+                    "(EPICS_CA_SERVER_PORT, the same for its clients)", port,
+                    " ".join(interfaces))
+
+
 def serve(settings: Settings) -> None:
     """Run the IOC of ``settings`` (prefix, hardware, data directories) until
     SIGINT/SIGTERM."""
@@ -171,6 +185,7 @@ def serve(settings: Settings) -> None:
         access.apply(pvdb, prefix)
         explain_choices(pvdb)  # a put naming no state is refused with the states
         interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
+        warn_if_port_shared(interfaces, int(os.environ.get("EPICS_CA_SERVER_PORT", "5064")))
         success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
                 len(pvdb), prefix, interfaces,
                 os.environ.get("EPICS_CA_SERVER_PORT", "5064"), data_root)
