@@ -145,8 +145,9 @@ def test_the_camera_image_arrives_binned_with_the_requested_contrast(client):
         assert stats["pixels"] == 256 and stats["max"] >= stats["mean"] >= stats["min"]
     finally:
         put(client, "cam1:CameraMode", "Paused")
-    state = client.get("/api/state").json()
-    assert state["images"]["camera"]["received"] >= 2
+    # the state message is rebuilt at most every 0.2 s: wait for one built since
+    wait_for(lambda: client.get("/api/state").json()["images"]["camera"]["received"] >= 2,
+             5, "the state counting the frames received")
 
 
 def test_a_calibration_collected_in_the_console_is_applied_to_the_scan_board(client):

@@ -72,7 +72,8 @@ def test_scans_keep_to_the_piezos_limits_and_refuse_before_moving(scope, session
     piezo_high_limit(30.0)
     before = board_state(scope)
     n_runs = len(session.catalog)
-    with pytest.raises(ValueError, match=r"from 8\.333 to 44\.996 um, outside the piezo's limits \[0, 30\]"):
+    outside = r"from 8\.333 to 44\.996 um, outside the piezo's limits \[0, 30\]"
+    with pytest.raises(ValueError, match=outside):
         session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 10, 10.0, 40.0, 2.0))
     with pytest.raises(ValueError, match=r"z: the focal plane at 35\.000 um, outside the piezo"):
         session.RE(planar_scan(scope.camera, scope.scanboard, 3, 35.0, 0.005))

@@ -23,6 +23,7 @@ from beamline_ls.epics_env import udp_port_taken
 from beamline_ls.hardware.factory import Drivers, build_drivers
 from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.access import AccessPolicy
+from beamline_ls.iocs.ca_ordering import order_replies
 from beamline_ls.iocs.camera import CameraGroup
 from beamline_ls.iocs.enum_puts import explain_choices
 from beamline_ls.iocs.gating import GatingGroup
@@ -108,6 +109,7 @@ def run(pvdb: dict, interfaces: list[str]) -> None:
 
     async def main() -> None:
         context = NoDelayContext(pvdb, interfaces)
+        order_replies(context)  # a put's completion after the monitor updates it caused
         with cancel_on_stop_signals(asyncio.current_task()):
             await context.run(log_pv_names=False)  # returns after its shutdown if cancelled
 
