@@ -209,6 +209,35 @@ def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase(
     assert s.sd_rad <= SD_BOUND[fps], s
 
 
+def test_a_jolt_the_drift_search_can_follow_keeps_its_triggers_on_target():
+    """Knocked 8 px down and 4 across at 8 s: more than the drift search (4 px) reaches
+    at once, too little to lose the lock. The next refold averaged the buffered frames
+    where each was taken, so the new reference held the heart twice (before and after
+    the jolt); matched against it the drift sat at its limit and the triggers went to
+    0.45 rad SD for the rest of a 20 s video. The fold now moves its frames to where
+    the newest one is (by their matched drift) before averaging."""
+    from scipy import ndimage
+
+    fps, jolt_at, seconds = 80.0, 8.0, 20.0  # the refolds after it come within 20 s
+    video = _case("reference0002").make(0, seconds)
+    times = np.arange(int(seconds * fps)) / fps
+
+    def frame(t: float) -> np.ndarray:
+        img = video.frame(t)
+        if t < jolt_at:
+            return img
+        moved = ndimage.shift(img.astype(np.float32), (8.0, 4.0), order=1, mode="nearest")
+        return np.rint(moved).astype(img.dtype)
+
+    decisions, an, s = _gate(video, times, image=frame)
+    fires = effective_fire_times(decisions, an.cfg.latency_s)
+    late = wrap_pm_pi(video.true_phase(fires[fires > jolt_at + 2.0]) - s.locked_phase)
+    assert late.size >= 10, late.size
+    assert np.sqrt(np.mean(late ** 2)) <= SD_BOUND[fps], f"after the jolt: {late.round(2)}"
+    assert s.sd_rad <= SD_BOUND[fps] and s.beats >= 0.95, s
+    assert s.early == 0 and s.duplicates == 0, s
+
+
 def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):
     """4.7 Hz at 20 fps (4.3 frames a beat): no lock on its repeats, and why."""
     seconds = 10.0

@@ -534,5 +534,6 @@ def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
               ) -> PhaseEstimator | None:
     """Fold the frames (as matched: binned) into ``work``, on ``anchor``'s phase origin
     when given, and build the estimator that matches against the fold (executor job)."""
-    folded = fold_reference(work, np.stack(frames), times, drift=drift, anchor=anchor)
+    folded = fold_reference(work, np.stack(frames), times, drift=drift, anchor=anchor,
+                            max_drift=max_drift)
     return None if folded is None else PhaseEstimator(folded, max_drift)
