@@ -80,7 +80,8 @@ class OrderedCircuit(VirtualCircuit):
         return ref
 
     async def send(self, *commands) -> None:
-        if all(isinstance(c, ca.EventAddResponse) for c in commands):
+        # (an empty send is the command loop's answer to a write: nothing to track)
+        if commands and all(isinstance(c, ca.EventAddResponse) for c in commands):
             taken = self._taken  # a batch of monitor updates: all taken so far
             await super().send(*commands)
             self._flushed = taken
