@@ -176,6 +176,21 @@ def test_a_camera_that_drops_one_frame_in_ten_is_gated_from_the_first_beats(fps)
     _assert_holds(s, SD_BOUND[fps])
 
 
+def _jolted(video, jolt_at: float, shift: tuple[float, float]):
+    """``video``'s frames, moved by ``shift`` (y, x) px from ``jolt_at`` s on: the
+    stage knocked."""
+    from scipy import ndimage
+
+    def frame(t: float) -> np.ndarray:
+        img = video.frame(t)
+        if t < jolt_at:
+            return img
+        moved = ndimage.shift(img.astype(np.float32), shift, order=1, mode="nearest")
+        return np.rint(moved).astype(img.dtype)
+
+    return frame
+
+
 def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase():
     """The stage is knocked: 20 px down, 10 px across, at 4 s. The lock is lost and
     taken again on the heart where it now is; the target must stay the same heart
@@ -184,20 +199,10 @@ def test_after_a_jolt_of_the_sample_the_lock_is_retaken_on_the_same_heart_phase(
     the jolt went to another phase (true-phase SD over the video 1.41 rad). (A new
     reference taken on one of the irregular, 20-30 % longer beats still moves the
     target by up to 0.27 rad: with the jolt at 5 s instead.)"""
-    from scipy import ndimage
-
     fps, jolt_at = 80.0, 4.0
     video = _case("reference0002").make(0, SECONDS)
     times = np.arange(int(SECONDS * fps)) / fps
-
-    def frame(t: float) -> np.ndarray:
-        img = video.frame(t)
-        if t < jolt_at:
-            return img
-        moved = ndimage.shift(img.astype(np.float32), (20.0, 10.0), order=1, mode="nearest")
-        return np.rint(moved).astype(img.dtype)
-
-    decisions, an, s = _gate(video, times, image=frame)
+    decisions, an, s = _gate(video, times, image=_jolted(video, jolt_at, (20.0, 10.0)))
     assert len(an.references) >= 2, "the lock on the old position was never given up"
     fires = effective_fire_times(decisions, an.cfg.latency_s)
     phase = video.true_phase(fires)
@@ -216,20 +221,10 @@ def test_a_jolt_the_drift_search_can_follow_keeps_its_triggers_on_target():
     the jolt); matched against it the drift sat at its limit and the triggers went to
     0.45 rad SD for the rest of a 20 s video. The fold now moves its frames to where
     the newest one is (by their matched drift) before averaging."""
-    from scipy import ndimage
-
     fps, jolt_at, seconds = 80.0, 8.0, 20.0  # the refolds after it come within 20 s
     video = _case("reference0002").make(0, seconds)
     times = np.arange(int(seconds * fps)) / fps
-
-    def frame(t: float) -> np.ndarray:
-        img = video.frame(t)
-        if t < jolt_at:
-            return img
-        moved = ndimage.shift(img.astype(np.float32), (8.0, 4.0), order=1, mode="nearest")
-        return np.rint(moved).astype(img.dtype)
-
-    decisions, an, s = _gate(video, times, image=frame)
+    decisions, an, s = _gate(video, times, image=_jolted(video, jolt_at, (8.0, 4.0)))
     fires = effective_fire_times(decisions, an.cfg.latency_s)
     late = wrap_pm_pi(video.true_phase(fires[fires > jolt_at + 2.0]) - s.locked_phase)
     assert late.size >= 10, late.size
