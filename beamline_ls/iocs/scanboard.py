@@ -203,9 +203,8 @@ class ScanBoardGroup(PVGroup):
             if self.mode.value == "Planar":
                 z = self.plane_z.value
                 check_focus_limits(z, z, self.z_limits(), "the focal plane")
-                await self._worker.call(self.driver.park, self.plane_z.value,
-                                        self.calibrations())
-                await self.message.write(f"planar at {self.plane_z.value:.3f} um")
+                await self._worker.call(self.driver.park, z, self.calibrations())
+                await self.message.write(f"planar at {z:.3f} um")
                 for _ in range(500):
                     if await self._worker.call(self.driver.is_parked):
                         break
