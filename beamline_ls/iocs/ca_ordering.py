@@ -68,21 +68,17 @@ class OrderedCircuit(VirtualCircuit):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.subscription_queue = CountingQueue(ca.MAX_TOTAL_SUBSCRIPTION_BACKLOG)
-        self._taken = 0  # updates taken off the queue for a batch
-        self._flushed = 0  # of those, sent (or dropped as stale)
+        self._flushed = 0  # updates taken off the queue and sent (or dropped as stale)
 
     async def get_from_sub_queue(self, timeout=None):
         if timeout is None:  # the batching loop holds nothing: all it took is out
-            self._flushed = self._taken
-        ref = await super().get_from_sub_queue(timeout)
-        if ref is not None:
-            self._taken += 1
-        return ref
+            self._flushed = self.subscription_queue.get_count
+        return await super().get_from_sub_queue(timeout)
 
     async def send(self, *commands) -> None:
         # (an empty send is the command loop's answer to a write: nothing to track)
         if commands and all(isinstance(c, ca.EventAddResponse) for c in commands):
-            taken = self._taken  # a batch of monitor updates: all taken so far
+            taken = self.subscription_queue.get_count  # a batch: all taken so far
             await super().send(*commands)
             self._flushed = taken
             return

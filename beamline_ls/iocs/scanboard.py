@@ -124,13 +124,13 @@ class ScanBoardGroup(PVGroup):
     POLL_IDLE_S = 0.02
 
     def __init__(self, *args, driver: ScanBoardDriver, autosave: Path | None = None,
-                 z_limits: Callable[[], tuple[float, float]] | None = None, **kwargs):
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.driver = driver
         self.autosave = autosave
-        # the piezo motor record's dial limits (set by the IOC that serves both)
-        self.z_limits: Callable[[], tuple[float, float]] = z_limits or (
-            lambda: PIEZO_TRAVEL_UM)
+        # the piezo motor record's dial limits: set by the IOC that serves both (the
+        # piezo's group is built after this one, from its calibrations)
+        self.z_limits: Callable[[], tuple[float, float]] = lambda: PIEZO_TRAVEL_UM
         self._restoring = False
         self._worker = DeviceWorker("scanboard")
         self._preparing: asyncio.Task | None = None
