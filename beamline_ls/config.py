@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from beamline_ls.kafka_stream import KafkaSettings, parse_kafka
 from beamline_ls.zmq_stream import check_address
 
 DEFAULT_PREFIX = "BLS:"
@@ -54,6 +55,9 @@ class Settings:
         sees the directories the acquisition host wrote (``[path_map]`` table,
         ``"/data/lightsheet" = "/mnt/lightsheet"``). The catalog keeps the acquisition
         host's paths; the server reads frames through this map.
+    kafka:
+        Every document also to a Kafka topic (``[kafka]`` table, see
+        :mod:`beamline_ls.kafka_stream`); None: no Kafka.
     """
 
     data_dir: Path = field(default_factory=lambda: Path.home() / "beamline-ls-data")
@@ -65,6 +69,7 @@ class Settings:
     path_map: dict[Path, Path] = field(default_factory=dict)
     catalog_database: str | None = None
     zmq_publish: str | None = None
+    kafka: KafkaSettings | None = None
 
     @property
     def catalog_uri(self) -> str:
@@ -144,7 +149,7 @@ def check_database(uri: Any, where: str) -> str:
 TOP_LEVEL: dict[str, type] = {
     "data_dir": str, "prefix": str, "mirror_dir": str, "mirror_roots": list,
     "zmq_publish": str, "catalog_database": str, "hardware": dict, "access": dict,
-    "path_map": dict,
+    "path_map": dict, "kafka": dict,
 }
 
 
@@ -197,6 +202,8 @@ def load_settings(
         if "zmq_publish" in doc:
             settings.zmq_publish = check_address(str(doc["zmq_publish"]),
                                                  f"{path}: zmq_publish")
+        if "kafka" in doc:
+            settings.kafka = parse_kafka(doc["kafka"], f"{path}: [kafka]")
         if "catalog_database" in doc:
             settings.catalog_database = check_database(doc["catalog_database"],
                                                        f"{path}: catalog_database")

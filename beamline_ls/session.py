@@ -32,6 +32,8 @@ class Session:
     copy_watcher: Any = None
     publisher: Any = None  # bluesky's 0MQ Publisher when settings.zmq_publish is set
     publisher_token: int | None = None  # its RunEngine subscription
+    kafka: Any = None  # KafkaPublisher when settings.kafka is set
+    kafka_token: int | None = None
     store_timeout_s: float = 60.0  # how long a run's end waits for the writers
     ledger: RunLedger | None = None  # what each run emitted (read-back after failures)
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
@@ -109,7 +111,8 @@ class Session:
 
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads, close the 0MQ
-        publisher. Closing again does nothing (the profile also closes at exit)."""
+        publisher, deliver what is queued for Kafka. Closing again does nothing (the
+        profile also closes at exit)."""
         if self._closed:
             return
         self._closed = True
@@ -119,6 +122,10 @@ class Session:
             self.RE.unsubscribe(self.publisher_token)  # a later run must not send to it
             close_publisher(self.publisher)
             self.publisher = None
+        if self.kafka is not None:
+            self.RE.unsubscribe(self.kafka_token)
+            self.kafka.close()
+            self.kafka = None
         if self.copy_watcher is not None:
             self.copy_watcher.close()
         if self.catalog_feed is not None:
@@ -200,6 +207,13 @@ def make_session(
 
         pub = publisher(settings.zmq_publish)
         pub_token = RE.subscribe(pub)
+    kafka = kafka_token = None
+    if settings.kafka is not None:
+        from beamline_ls.kafka_stream import KafkaPublisher
+
+        kafka = KafkaPublisher(settings.kafka)
+        kafka.check_broker()
+        kafka_token = RE.subscribe(kafka)
     if progress_bar:
         RE.waiting_hook = ProgressBarManager()
     bec = None
@@ -221,6 +235,7 @@ def make_session(
     session = Session(RE=RE, catalog=catalog, settings=settings, tiled_writer=writer,
                       bec=bec, catalog_feed=feed, run_file_writer=run_writer,
                       run_file_feed=run_feed, copy_watcher=watcher, publisher=pub,
-                      publisher_token=pub_token, ledger=ledger)
+                      publisher_token=pub_token, kafka=kafka, kafka_token=kafka_token,
+                      ledger=ledger)
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
     return session
