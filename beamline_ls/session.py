@@ -15,6 +15,7 @@ from beamline_ls.config import Settings
 from beamline_ls.doc_coalesce import coalesce
 from beamline_ls.run_ledger import RunLedger
 from beamline_ls.run_metadata import SharedRunMetadata
+from beamline_ls.run_repair import RunMarks, close_abandoned_runs
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ def make_session(
     ``run_files`` writes every run also as one HDF5 file under ``<data dir>/runs``.
     A background watcher points the catalog at each frame file's verified copy once
     the camera IOC has copied it to its mirror destination (``beamline_ls.relocation``).
+    Runs left open by a RunEngine process that died are closed first, as failed
+    (``beamline_ls.run_repair``).
     """
     from bluesky import RunEngine
     from bluesky.utils import ProgressBarManager
@@ -176,6 +179,8 @@ def make_session(
 
     settings.ensure_dirs()
     catalog, tree = open_embedded_catalog(settings, create=True)
+    marks = RunMarks(settings.state_dir / "open-runs")
+    close_abandoned_runs(catalog, marks)  # runs of RunEngine processes that died in them
     md = SharedRunMetadata(settings.state_dir / "runengine-md.sqlite",
                            legacy_dir=settings.state_dir / "runengine-md")
     RE = RunEngine({}, call_returns_result=True, scan_id_source=md.next_scan_id)
@@ -238,4 +243,5 @@ def make_session(
                       publisher_token=pub_token, kafka=kafka, kafka_token=kafka_token,
                       ledger=ledger)
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
+    RE.subscribe(marks)  # after check_stored: a run not stored stays marked open
     return session

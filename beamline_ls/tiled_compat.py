@@ -1,4 +1,11 @@
-"""Workaround, in one place: keep ``cat.v1`` / ``run.v2`` from changing every catalog.
+"""Workarounds for tiled, in one place.
+
+1. Keep ``cat.v1`` / ``run.v2`` from changing every catalog (below).
+2. :func:`replace_data_source`: tiled's client has no call that replaces a node's data
+   source (its structure), though the server's API has the route
+   (``PUT /api/v1/data_source/{path}``, used by bluesky-tiled-plugins' own writer to
+   extend a stream's arrays). Guarded by the tiled versions pinned (0.2.x).
+
 
 bluesky-tiled-plugins switches a run's API (``CatalogOfBlueskyRuns.v2``/``v3``,
 ``BlueskyRunV3.v2``, used by databroker's ``.v1``) by ``copy.copy`` of the client's
@@ -62,3 +69,19 @@ def structure_clients(kind: str = "numpy") -> Any:
     # discovery, which tiled otherwise does at the first client it makes
     Container.discover_clients_from_entrypoints()
     return _lazy_copy(DEFAULT_STRUCTURE_CLIENT_DISPATCH[kind])
+
+
+def replace_data_source(node: Any, data_source: Any) -> None:
+    """Replace ``node``'s data source (same id) with ``data_source``: its structure,
+    parameters and assets, through the server's data-source route."""
+    import tiled
+    from packaging.version import Version
+    from tiled.client.utils import handle_error
+    from tiled.utils import safe_json_dump
+
+    if not Version("0.2") <= Version(tiled.__version__) < Version("0.3"):
+        raise RuntimeError(f"replace_data_source is written for tiled 0.2.x, this is "
+                           f"{tiled.__version__}: check tiled's client for a public call")
+    handle_error(node.context.http_client.put(
+        node.uri.replace("/metadata/", "/data_source/", 1),
+        content=safe_json_dump({"data_source": data_source})))

@@ -1,6 +1,6 @@
 """The catalog holds a scan's frames while it runs, and keeps them when the process that
-runs it dies: other hosts watch a long scan from the catalog, and a crashed RunEngine
-loses nothing it had collected."""
+runs it dies: other hosts watch a long scan from the catalog, a crashed RunEngine
+loses nothing it had collected, and the next session closes its run as failed."""
 
 from __future__ import annotations
 
@@ -56,5 +56,15 @@ def test_a_running_scans_frames_are_in_the_catalog_and_survive_a_killed_runengin
             on_disk = f["/entry/data/data"][:n]
         np.testing.assert_array_equal(stored, on_disk)  # the frames, not placeholders
         assert stored.std() > 0
+        # the next session to start on this data directory closes the run as failed
+        from beamline_ls.config import load_settings
+        from beamline_ls.session import make_session
+
+        make_session(load_settings(data_dir=ioc.data_dir, prefix="LIVE:"),
+                     progress_bar=False, run_files=False).close()
+        run = tagged_run(session.catalog, tag)
+        assert run.metadata["stop"]["exit_status"] == "fail"
+        assert f"process {proc.pid}" in run.metadata["stop"]["reason"]
+        assert run["primary"].read()["camera_image"].shape[0] >= n
     finally:
         end_scan_in_another_process(proc, scope)

@@ -1,0 +1,96 @@
+"""A RunEngine process that dies mid-run leaves its run open and, when it died between
+two data keys' StreamDatum requests, with keys of different lengths, which
+``run["primary"].read()`` refuses. The next session closes such a run: keys evened up
+from the frame file, a stop document that says it failed and why."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from conftest import PREFIX
+
+MARK_IN_A_PROCESS_THAT_ENDS = r"""
+import json, sys
+from beamline_ls.run_repair import RunMarks
+RunMarks(sys.argv[1])("start", json.loads(sys.argv[2]))
+"""
+
+
+def _replayed_without_its_end(docs, catalog):
+    """The run's documents written to ``catalog`` as a RunEngine that died would have:
+    without the stop, and without the last StreamDatum of ``camera_timestamp``."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    key_of = {d["uid"]: d["data_key"] for n, d in docs if n == "stream_resource"}
+    last = max(i for i, (n, d) in enumerate(docs) if n == "stream_datum"
+               and key_of[d["stream_resource"]] == "camera_timestamp")
+    writer = TiledWriter(catalog, batch_size=1)
+    for i, (name, doc) in enumerate(docs):
+        if i != last and name != "stop":
+            writer(name, doc)
+
+
+@pytest.fixture
+def scan_documents(scope, session):
+    from plans import volumetric_scan
+
+    docs = []
+    session.RE(volumetric_scan(scope.camera, scope.scanboard, 3, 4, 10.0, 40.0, 2.0),
+               lambda name, doc: docs.append((name, copy.deepcopy(doc))))
+    return docs
+
+
+def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
+        scan_documents, settings, tmp_path):
+    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
+    from beamline_ls.config import load_settings
+    from beamline_ls.run_repair import RunMarks, close_abandoned_runs
+    from beamline_ls.session import make_session
+
+    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
+    here.ensure_dirs()
+    catalog, tree = open_embedded_catalog(here, create=True)
+    allow_reading_from(tree, settings.frames_dir)  # the frame files of the real scan
+    _replayed_without_its_end(scan_documents, catalog)
+    start = scan_documents[0][1]
+    run = catalog[start["uid"]]
+    # the fault, as a crash leaves it
+    assert run["primary"]["camera_timestamp"].shape[0] < run["primary"]["camera_image"].shape[0]
+    with pytest.raises(ValueError, match="different left-most dimensions"):
+        run["primary"].read()
+
+    # marked by this process, which lives: not touched
+    marks = RunMarks(here.state_dir / "open-runs")
+    marks("start", start)
+    assert close_abandoned_runs(catalog, marks) == []
+    assert catalog[start["uid"]].metadata.get("stop") is None
+
+    # marked by a process that has ended: the next session closes it
+    writer = subprocess.run([sys.executable, "-c", MARK_IN_A_PROCESS_THAT_ENDS,
+                             str(here.state_dir / "open-runs"),
+                             json.dumps({"uid": start["uid"], "time": start["time"]})],
+                            capture_output=True, text=True, timeout=120)
+    assert writer.returncode == 0, writer.stderr
+    make_session(here, progress_bar=False, run_files=False).close()
+
+    run = catalog[start["uid"]]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "fail"
+    assert "ended without closing the run" in stop["reason"]
+    assert stop["num_events"]["primary"] == 3
+    data = run["primary"].read()
+    assert data["camera_image"].shape[:2] == (3, 4)
+    assert data["camera_timestamp"].shape == (3, 4)
+    path = [d for n, d in scan_documents if n == "stream_resource"][0]["uri"]
+    with h5py.File(path.removeprefix("file://localhost"), "r", swmr=True) as f:
+        np.testing.assert_array_equal(data["camera_timestamp"].values,
+                                      f["/entry/meta/timestamp"][:12].reshape(3, 4))
+        np.testing.assert_array_equal(data["camera_image"].values,
+                                      f["/entry/data/data"][:12].reshape(data["camera_image"].shape))
+    assert not list((here.state_dir / "open-runs").glob("*.json"))
