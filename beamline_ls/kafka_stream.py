@@ -144,7 +144,7 @@ class KafkaPublisher:
         text = err.str() if hasattr(err, "str") else str(err)
         if not self._broker_down_said:
             self._broker_down_said = True
-            logger.warning("Kafka %s: %s (documents are queued for up to %.0f s each)",
+            logger.warning("Kafka %s: %s (documents are queued for up to %.3g s each)",
                            self.settings.bootstrap_servers, text,
                            self.settings.delivery_timeout_s)
         else:
@@ -156,7 +156,7 @@ class KafkaPublisher:
             self._publisher.get_cluster_metadata(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - KafkaException: transport, auth
             logger.warning("Kafka broker %s did not answer within %.0f s (%s): documents "
-                           "will be lost unless it comes up within %.0f s of each",
+                           "will be lost unless it comes up within %.3g s of each",
                            self.settings.bootstrap_servers, timeout, exc,
                            self.settings.delivery_timeout_s)
             return False
