@@ -146,7 +146,8 @@ def test_bounded_queue_refuses_instead_of_growing(roots):
     finally:
         release.set()
     assert m.wait(20)
-    assert m.status()[VERIFIED] == 2
+    # the refused file goes once the queue has room again: the copies went through
+    assert m.status()[VERIFIED] == 3 and m.status()[FAILED] == 0
     m.close(5)
 
 
@@ -278,3 +279,71 @@ def test_the_copy_ledger_is_never_written_through_a_symlink(tmp_path):
         ledger.append(CopyRecord(staging="a", destination="b", destination_root="c",
                                  state="queued"))
     assert victim.read_text() == "precious"
+
+
+class ShareDown:
+    """A share that fails every copy (an I/O error) while ``down`` is set."""
+
+    def __init__(self):
+        self.down = True
+
+    def __call__(self, src, dst):
+        if self.down:
+            raise OSError(112, "Host is down (injected)")
+        copy_and_fsync(src, dst)
+
+
+def test_a_copy_that_failed_goes_again_once_the_destination_answers(roots, caplog):
+    """The share is down longer than the retries last: the file fails, is reported,
+    and is copied after all as soon as a copy to the share succeeds. A file refused for
+    a cause that cannot pass (a different file at its destination) stays failed."""
+    staging, dest = roots
+    a, b, c = staged(staging, "a.h5"), staged(staging, "b.h5"), staged(staging, "c.h5")
+    (dest / "c.h5").parent.mkdir(parents=True, exist_ok=True)
+    (dest / "c.h5").write_bytes(b"another file")
+    share = ShareDown()
+    finished = []
+    m = Mirror(staging, dest, retries=1, backoff_s=0.001, copy_func=share,
+               on_finished=lambda st: finished.append((os.path.basename(st.staging),
+                                                       st.state)))
+    with caplog.at_level(logging.ERROR, logger="beamline_ls.pipeline.mirror"):
+        m.submit(a)
+        assert m.wait(10)
+    assert m.file_status(a).state == FAILED and m.status()[FAILED] == 1
+    assert "tried again once a copy to" in caplog.records[-1].getMessage()
+    share.down = False
+    m.submit(c)  # refused: never overwritten, never tried again
+    assert m.wait(10)
+    m.submit(b)
+    assert m.wait(10)
+    assert m.file_status(a).state == VERIFIED
+    assert (dest / "a.h5").read_bytes() == a.read_bytes()
+    assert m.file_status(c).state == FAILED and m.status()[FAILED] == 1
+    assert finished == [("a.h5", FAILED), ("c.h5", FAILED), ("b.h5", VERIFIED),
+                        ("a.h5", VERIFIED)]
+    m.close(5)
+
+
+def test_a_failed_copy_is_tried_again_alone_while_nothing_else_is_copied(roots):
+    """No other file comes: a failed file is tried again every ``probe_every_s``; tries
+    that fail again are not reported again, the one that succeeds is."""
+    staging, dest = roots
+    a = staged(staging, "a.h5")
+    share = ShareDown()
+    finished = []
+    m = Mirror(staging, dest, retries=0, copy_func=share, probe_every_s=0.1,
+               on_finished=lambda st: finished.append(st.state))
+    m.submit(a)
+    assert m.wait(10)
+    assert m.waiting_to_retry == 1
+    time.sleep(0.5)  # a few tries while the share is still down
+    assert finished == [FAILED] and m.file_status(a).state == FAILED
+    share.down = False
+    deadline = time.monotonic() + 10
+    while m.file_status(a).state != VERIFIED:
+        assert time.monotonic() < deadline, m.file_status(a)
+        time.sleep(0.02)
+    assert m.wait(10) and m.waiting_to_retry == 0
+    assert finished == [FAILED, VERIFIED] and m.file_status(a).rounds >= 2
+    assert m.status()[FAILED] == 0
+    m.close(5)

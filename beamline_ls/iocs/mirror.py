@@ -9,7 +9,10 @@ RunEngine session reads to point the catalog at the verified copy
 (:mod:`beamline_ls.relocation`), and shown here:
 
 - ``MirrorQueued_RBV``: files waiting or being copied
-- ``MirrorVerified_RBV`` / ``MirrorFailed_RBV``: files finished either way
+- ``MirrorVerified_RBV`` / ``MirrorFailed_RBV``: copies finished either way (a file
+  that failed for a cause that can pass, such as a share that is down, is tried again
+  once a copy to the share succeeds, every minute meanwhile, and when the IOC starts
+  again; copied then, it counts in both)
 - ``MirrorMessage_RBV``: the latest outcome, ``MirrorLastCopy_RBV``: latest copy path
 
 The IOC runs with rights a remote client should not borrow, so ``MirrorPath`` may
@@ -103,7 +106,7 @@ class MirrorGroup(PVGroup):
             mirror = self._mirrors.get(root)
             if mirror is None:
                 for other, idle in list(self._mirrors.items()):
-                    if idle.in_flight == 0:
+                    if idle.in_flight == 0 and idle.waiting_to_retry == 0:
                         idle.close(0)
                         del self._mirrors[other]
                 mirror = Mirror(self.staging_root, root,
@@ -136,12 +139,13 @@ class MirrorGroup(PVGroup):
 
     def resume_queued(self) -> int:
         """Hand the copier every file the ledger still lists as queued (a previous run
-        of the IOC stopped before copying it); returns how many were resumed. A file
+        of the IOC stopped before copying it) or as failed for a cause that can pass (the
+        share was down); returns how many were resumed. A file
         whose staging copy is gone, or whose destination is no longer allowed, is
         recorded as failed, with why."""
         resumed = 0
         for rec in self.ledger.latest().values():
-            if rec.state != QUEUED:
+            if rec.state != QUEUED and not (rec.failed and rec.retryable):
                 continue
             why = ""
             if not Path(rec.staging).is_file():
@@ -160,7 +164,8 @@ class MirrorGroup(PVGroup):
             self._queue(rec.destination_root, Path(rec.staging))
             resumed += 1
         if resumed:
-            log.warning("resumed %d copies a previous run of this IOC left queued", resumed)
+            log.warning("resumed %d copies a previous run of this IOC left queued or "
+                        "failed", resumed)
         return resumed
 
     def _record(self, root: str, st: FileStatus) -> None:
@@ -169,7 +174,7 @@ class MirrorGroup(PVGroup):
             self.ledger.append(CopyRecord(
                 staging=st.staging, destination=st.destination, destination_root=root,
                 state=st.state, sha256=st.sha256, size=st.size, attempts=st.attempts,
-                error=st.last_error, time=st.finished_at))
+                error=st.last_error, time=st.finished_at, retryable=st.retryable))
         except OSError as exc:  # staging disk trouble: the PVs still say what happened
             log.error("could not record the copy of %s in %s: %s", st.staging,
                       self.ledger.path, exc)

@@ -7,7 +7,8 @@ object per line, to ``<frames dir>/mirror-ledger.jsonl``. Appending whole lines 
 atomic enough for one writer; readers skip a torn last line and read it next time.
 
 Fields: ``staging``, ``destination``, ``destination_root``, ``state``, ``sha256``,
-``size``, ``attempts``, ``error``, ``time``. ``state`` is ``queued`` when the file is
+``size``, ``attempts``, ``error``, ``time``, ``retryable`` (a failure whose cause can
+pass: the copy is tried again). ``state`` is ``queued`` when the file is
 handed to the copier (so an IOC that stops before copying it resumes it when it starts
 again), then ``verified`` or ``failed``; the newest record of a file is its state.
 """
@@ -40,6 +41,7 @@ class CopyRecord:
     attempts: int = 0
     error: str = ""
     time: float = 0.0
+    retryable: bool = False
 
     @property
     def verified(self) -> bool:

@@ -14,6 +14,11 @@ is copied asynchronously, with retries, until both copies are confirmed.
   name, without ever replacing an existing file.
 - any ``OSError`` or checksum mismatch is retried with exponential backoff; a file that
   still fails is reported (status ``failed``, ERROR log) and its staging copy is kept.
+- a file failed that way is not given up: a share that is down for minutes (a server
+  restart) must not leave files uncopied for good. It is tried again, once, as soon as
+  any copy to the same destination succeeds (the share answers again), and one such
+  file every ``probe_every_s`` (60 s) while nothing else is copied; a try that fails
+  again is only logged (INFO), a success is reported like any verified copy.
 - an existing destination file with different content is never overwritten: the file
   is refused and reported. One with the same content counts as verified.
 - the staging copy is deleted only when ``delete_staging_after_verify=True`` and the
@@ -101,6 +106,8 @@ class FileStatus:
     sha256: str = ""
     submitted_at: float = field(default_factory=time.time)
     finished_at: float = 0.0
+    retryable: bool = False  # failed for a cause that can pass (I/O, checksum, full queue)
+    rounds: int = 0  # times tried again after it had failed
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
@@ -195,6 +202,9 @@ class Mirror:
         (the file is reported ``failed``, the staging copy stays) instead of growing.
     keep_finished:
         How many finished files :meth:`file_status` and :meth:`status` still list.
+    probe_every_s:
+        While files that failed for a cause that can pass wait, one of them is tried
+        again this often; any verified copy sends all of them again at once.
     """
 
     def __init__(
@@ -212,6 +222,7 @@ class Mirror:
         copy_func: CopyFunc | None = None,
         max_pending: int = 10_000,
         keep_finished: int = 1000,
+        probe_every_s: float = 60.0,
     ):
         if retries < 0:
             raise ValueError("retries must be >= 0")
@@ -229,6 +240,10 @@ class Mirror:
         self.copy_func: CopyFunc = copy_func or copy_and_fsync
         self.max_pending = max_pending
         self.keep_finished = keep_finished
+        self.probe_every_s = probe_every_s
+        # failed for a cause that can pass, oldest first: tried again later
+        self._parked: collections.OrderedDict[str, FileStatus] = collections.OrderedDict()
+        self._next_probe: float | None = None
         self._files: dict[str, FileStatus] = {}  # pending or copying
         self._finished: collections.OrderedDict[str, FileStatus] = collections.OrderedDict()
         self._totals = {VERIFIED: 0, FAILED: 0, "bytes_verified": 0}
@@ -272,7 +287,9 @@ class Mirror:
                 st.state = FAILED
                 st.last_error = f"mirror queue full ({self.max_pending} files pending)"
                 st.finished_at = time.time()
+                st.retryable = True
                 self._retire(st)
+                self._park(st)
                 log.error("not mirroring %s: %s; the staging copy is kept", key, st.last_error)
                 return _copy(st)
             self._finished.pop(key, None)
@@ -317,6 +334,42 @@ class Mirror:
         while len(self._finished) > self.keep_finished:
             self._finished.popitem(last=False)
 
+    def _park(self, st: FileStatus) -> None:
+        """Keep a failed file to try again later (call with the lock held)."""
+        self._parked[st.staging] = st
+        if self._next_probe is None:
+            self._next_probe = time.monotonic() + self.probe_every_s
+
+    def _requeue(self, keys: list[str]) -> int:
+        """Queue failed files again, once each (call with the lock held); returns how
+        many went. A file whose staging copy is gone stays failed."""
+        sent = 0
+        for key in keys:
+            if self._active >= self.max_pending:
+                break
+            old = self._parked.pop(key)
+            if not os.path.isfile(key):
+                log.warning("not copying %s again: the staging file is gone", key)
+                continue
+            self._finished.pop(key, None)
+            self._totals[FAILED] -= 1
+            self._files[key] = FileStatus(staging=key, destination=old.destination,
+                                          rounds=old.rounds + 1, last_error=old.last_error)
+            self._active += 1
+            heapq.heappush(self._heap, (time.monotonic(), next(self._order), key))
+            sent += 1
+        if not self._parked:
+            self._next_probe = None
+        if sent:
+            self._cond.notify_all()
+        return sent
+
+    @property
+    def waiting_to_retry(self) -> int:
+        """Failed files that will be tried again (the destination may come back)."""
+        with self._cond:
+            return len(self._parked)
+
     @property
     def in_flight(self) -> int:
         """Files pending or being copied (cheap: a counter, not a scan of all files)."""
@@ -358,13 +411,18 @@ class Mirror:
                     if self._closing:
                         return
                     now = time.monotonic()
+                    if self._next_probe is not None and now >= self._next_probe:
+                        self._next_probe = now + self.probe_every_s
+                        self._requeue([next(iter(self._parked))])  # the oldest
                     if self._heap and self._heap[0][0] <= now:
                         _, _, key = heapq.heappop(self._heap)
                         st = self._files[key]
                         st.state = COPYING
                         st.attempts += 1
                         break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    due = [d for d in (self._heap[0][0] if self._heap else None,
+                                       self._next_probe) if d is not None]
+                    self._cond.wait(max(min(due) - now, 0.0) if due else None)
             try:
                 self._attempt(st)
             except Exception as exc:  # every failure is reported below
@@ -408,6 +466,18 @@ class Mirror:
         retryable = isinstance(exc, OSError | ChecksumMismatch)
         with self._cond:
             st.last_error = error
+            if retryable and st.rounds:  # tried again after failing: once, quietly
+                st.state = FAILED
+                st.finished_at = time.time()
+                st.retryable = True
+                self._retire(st)
+                self._park(st)
+                log.info("copy of %s still fails: %s; tried again after the next copy to "
+                         "%s that succeeds, or in %.3g s", st.staging, error,
+                         self.destination_root, self.probe_every_s)
+                self._active -= 1
+                self._cond.notify_all()
+                return
             if retryable and st.attempts <= self.retries:
                 delay = min(self.backoff_s * 2 ** (st.attempts - 1), self.max_backoff_s)
                 st.state = PENDING
@@ -418,10 +488,15 @@ class Mirror:
                 return
             st.state = FAILED
             st.finished_at = time.time()
+            st.retryable = retryable
             self._retire(st)
+            if retryable:
+                self._park(st)
             # report before waking waiters: whoever waits sees the failure already logged
-            log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy kept",
-                      st.staging, st.destination, st.attempts, error)
+            log.error("mirroring %s to %s failed after %d attempt(s): %s; staging copy "
+                      "kept%s", st.staging, st.destination, st.attempts, error,
+                      f", tried again once a copy to {self.destination_root} succeeds "
+                      f"or in {self.probe_every_s:.3g} s" if retryable else "")
             final = _copy(st)
         self._finish(final)
 
@@ -457,6 +532,11 @@ class Mirror:
             st.finished_at = time.time()
             self._retire(st)
             final = _copy(st)
+            if self._parked:  # the destination answers: what failed goes again
+                n = self._requeue(list(self._parked))
+                if n:
+                    log.info("a copy to %s succeeded: copying %d file(s) again that had "
+                             "failed", self.destination_root, n)
         self._finish(final)
 
 
