@@ -90,13 +90,20 @@ class RunMarks:
                     "process_start": _process_start(os.getpid())}
 
     def __call__(self, name: str, doc: dict) -> None:
-        if name == "start":
-            path = self.directory / f"{doc['uid']}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"uid": doc["uid"], "opened": doc["time"], **self._me}))
-            os.replace(tmp, path)
-        elif name == "stop":
-            (self.directory / f"{doc['run_start']}.json").unlink(missing_ok=True)
+        try:
+            if name == "start":
+                path = self.directory / f"{doc['uid']}.json"
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"uid": doc["uid"], "opened": doc["time"],
+                                           **self._me}))
+                os.replace(tmp, path)
+            elif name == "stop":
+                (self.directory / f"{doc['run_start']}.json").unlink(missing_ok=True)
+        except OSError as exc:  # a full or read-only disk must not abort the scan
+            log.warning("cannot mark run %s %s in %s (%s): were this process to die in "
+                        "it, the next session would not close it", doc.get("uid") or
+                        doc.get("run_start"), "open" if name == "start" else "closed",
+                        self.directory, exc)
 
     def marks(self) -> list[Mark]:
         """Every run marked open, oldest first; unreadable marks are skipped (logged)."""

@@ -94,3 +94,17 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
         np.testing.assert_array_equal(data["camera_image"].values,
                                       f["/entry/data/data"][:12].reshape(data["camera_image"].shape))
     assert not list((here.state_dir / "open-runs").glob("*.json"))
+
+
+def test_a_mark_that_cannot_be_written_does_not_stop_the_run(tmp_path, caplog):
+    """The state directory is unusable (here: a file took its place): the run goes on,
+    and the log says a crash in it would not be cleaned up."""
+    from beamline_ls.run_repair import RunMarks
+
+    marks = RunMarks(tmp_path / "open-runs")
+    (tmp_path / "open-runs").rmdir()
+    (tmp_path / "open-runs").write_text("not a directory")
+    marks("start", {"uid": "u1", "time": 0.0})
+    marks("stop", {"run_start": "u1"})
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "the next session would not close it" in caplog.records[0].getMessage()
