@@ -90,12 +90,19 @@ def parse_kafka(table: Any, where: str) -> KafkaSettings:
     if "bootstrap.servers" in extra:
         raise ValueError(f"{where}: give the brokers as bootstrap_servers, not in "
                          "producer_config")
+    extra = dict(extra)
+    if "delivery.timeout.ms" in extra:  # librdkafka's other name for the same bound
+        if "message.timeout.ms" in extra:
+            raise ValueError(f"{where}: producer_config gives both delivery.timeout.ms and "
+                             "message.timeout.ms, which are one setting")
+        extra["message.timeout.ms"] = extra.pop("delivery.timeout.ms")
     timeout = extra.get("message.timeout.ms", DEFAULT_DELIVERY_TIMEOUT_MS)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
         raise ValueError(f"{where}: producer_config message.timeout.ms must be a positive "
-                         f"number of milliseconds, got {timeout!r}")
+                         f"number of milliseconds (0, forever, would let a broker that "
+                         f"is down hold every run's end), got {timeout!r}")
     return KafkaSettings(bootstrap_servers=",".join(s.strip() for s in servers.split(",")),
-                         topic=topic, producer_config=dict(extra))
+                         topic=topic, producer_config=extra)
 
 
 class _LibrdkafkaLog:

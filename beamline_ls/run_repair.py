@@ -13,16 +13,18 @@ collected, but
   ("different left-most dimensions").
 
 Every session marks the runs it opens (:class:`RunMarks`: one small file per run under
-``<data dir>/state/open-runs``, naming its host, boot, process and that process's start
-time) and removes the mark once the run is stored. When a session starts,
-:func:`close_abandoned_runs` takes every mark whose process is gone: each stream's keys
-are brought to one length (the longest any key registered, or less where a key's file
-holds fewer rows: what a key's file holds beyond that stays in the file), and the run
-gets a stop document with ``exit_status = "fail"`` and a reason naming the process.
+``<data dir>/state/open-runs``, held locked by the process while the run is open) and
+removes the mark once the run is stored. When a session starts,
+:func:`close_abandoned_runs` takes every mark whose lock it can take (its process has
+ended): each stream's keys are brought to one length (the longest any key registered,
+or less where a key's files hold fewer rows: what a key's files hold beyond that stays
+in them), and the run gets a stop document with ``exit_status = "fail"`` and a reason
+naming the process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -30,113 +32,95 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time since boot (clock ticks, /proc), or None when no
-    process has that PID. With the boot id it tells a reused PID from the original."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name may hold spaces
-
-
-@dataclass(frozen=True)
-class Mark:
-    """Who opened a run: enough to tell, later, whether that process still lives."""
-
-    uid: str
-    host: str
-    boot_id: str
-    pid: int
-    process_start: str | None
-    opened: float
-    path: Path
-
-    @property
-    def process_gone(self) -> bool:
-        """True when the process that opened the run has ended (on this host)."""
-        if self.boot_id != _boot_id():
-            return True  # the machine restarted since
-        return _process_start(self.pid) != self.process_start
-
-    def describe(self) -> str:
-        return (f"process {self.pid} on {self.host}, which opened it at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.opened))}")
-
-
 class RunMarks:
-    """RunEngine subscriber: a mark file per open run, removed once the run is stored.
-    Subscribe it after the session's ``check_stored``, so a run whose stop did not
-    reach the catalog keeps its mark and is closed by the next session."""
+    """RunEngine subscriber: a mark file per open run, held locked while the run is
+    open, removed once it is stored.
+
+    The process that opens a run keeps an exclusive ``flock`` on the run's mark; the
+    kernel lets go of it when that process ends, however it ends (kill -9, the OOM
+    killer). A session that can take the lock therefore knows the run's process is
+    gone, whatever PID namespace or container either runs in and whether or not the
+    PID was reused; no guess is made from PIDs. Subscribe it after the session's
+    ``check_stored``, so a run whose stop did not reach the catalog keeps its mark.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._me = {"host": socket.gethostname(), "boot_id": _boot_id(), "pid": os.getpid(),
-                    "process_start": _process_start(os.getpid())}
+        self._held: dict[str, int] = {}  # uid -> descriptor holding the mark's lock
 
     def __call__(self, name: str, doc: dict) -> None:
         try:
             if name == "start":
-                path = self.directory / f"{doc['uid']}.json"
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"uid": doc["uid"], "opened": doc["time"],
-                                           **self._me}))
-                os.replace(tmp, path)
+                self._open(doc)
             elif name == "stop":
-                (self.directory / f"{doc['run_start']}.json").unlink(missing_ok=True)
+                self._close(doc["run_start"])
         except OSError as exc:  # a full or read-only disk must not abort the scan
             log.warning("cannot mark run %s %s in %s (%s): were this process to die in "
                         "it, the next session would not close it", doc.get("uid") or
                         doc.get("run_start"), "open" if name == "start" else "closed",
                         self.directory, exc)
 
-    def marks(self) -> list[Mark]:
-        """Every run marked open, oldest first; unreadable marks are skipped (logged)."""
-        out = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                data = json.loads(path.read_text())
-                out.append(Mark(uid=data["uid"], host=data["host"], boot_id=data["boot_id"],
-                                pid=int(data["pid"]), process_start=data["process_start"],
-                                opened=float(data["opened"]), path=path))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("open-run mark %s cannot be read (%s); left alone", path, exc)
-        return sorted(out, key=lambda m: m.opened)
+    def _open(self, doc: dict) -> None:
+        fd = os.open(self.directory / f"{doc['uid']}.json",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, json.dumps({"uid": doc["uid"], "opened": doc["time"],
+                                     "host": socket.gethostname(),
+                                     "pid": os.getpid()}).encode())
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._held[doc["uid"]] = fd
+
+    def _close(self, uid: str) -> None:
+        fd = self._held.pop(uid, None)
+        try:
+            (self.directory / f"{uid}.json").unlink(missing_ok=True)
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
+
+
+def _describe(info: dict) -> str:
+    """Who opened a run, from its mark (which a power cut can leave empty)."""
+    if "pid" not in info:
+        return "a process that has ended (its mark is empty)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("opened", 0))))
+    return f"process {info['pid']} on {info.get('host', '?')}, which opened it at {when}"
 
 
 def _rows_in_file(node: Any, data_source: Any) -> int | None:
-    """How many rows of ``node``'s shape its HDF5 dataset holds, or None when the file
-    cannot be read (then the key keeps what it registered)."""
+    """How many rows of ``node``'s shape its HDF5 files hold (a capture that rolled
+    over lists every file, in order), or None when one cannot be read (then the key
+    keeps what it registered)."""
     import h5py
     from tiled.utils import path_from_uri
 
     dataset = (data_source.parameters or {}).get("dataset")
-    if data_source.mimetype != "application/x-hdf5" or not dataset or \
-            not data_source.assets:
+    assets = sorted((a for a in data_source.assets if a.parameter == "data_uris"),
+                    key=lambda a: a.num or 0) or list(data_source.assets[:1])
+    if data_source.mimetype != "application/x-hdf5" or not dataset or not assets:
         return None
     per_row = math.prod(node.shape[1:])
-    try:
-        with h5py.File(path_from_uri(data_source.assets[0].data_uri), "r", swmr=True,
-                       locking=False) as f:
-            size = f[dataset].size
-    except (OSError, KeyError) as exc:
-        log.warning("%s: cannot read %s (%s)", node.uri, dataset, exc)
-        return None
+    size = 0
+    for asset in assets:
+        try:
+            with h5py.File(path_from_uri(asset.data_uri), "r", swmr=True,
+                           locking=False) as f:
+                size += f[dataset].size
+        except (OSError, KeyError) as exc:
+            log.warning("%s: cannot read %s of %s (%s)", node.uri, dataset,
+                        asset.data_uri, exc)
+            return None
     return size // per_row if per_row else None
 
 
@@ -211,33 +195,54 @@ def close_run(run: Any, reason: str) -> str:
 
 
 def close_abandoned_runs(catalog: Any, marks: RunMarks) -> list[str]:
-    """Close every run marked open by a process that has ended on this host. Returns
-    the uids closed. Marks of live processes and of other hosts are left alone."""
+    """Close every run whose mark's lock can be taken (the process that opened it has
+    ended). Returns the uids closed. Marks held by live processes are left alone, and
+    so are marks written on another host (a lock on a network file system is not
+    trusted to say that a process there has ended)."""
     closed = []
     here = socket.gethostname()
-    for mark in marks.marks():
-        if mark.host != here or not mark.process_gone:
-            continue
+    paths = sorted(marks.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    for path in paths:
+        uid = path.stem
         try:
-            run = catalog[mark.uid]
-        except KeyError:
-            log.warning("run %s was opened by %s, which ended; its start never reached "
-                        "the catalog, so there is nothing to close", mark.uid,
-                        mark.describe())
-            mark.path.unlink(missing_ok=True)
-            continue
-        if run.metadata.get("stop") is None:
-            reason = (f"the RunEngine process ended without closing the run "
-                      f"({mark.describe()}); closed by process {os.getpid()}")
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue  # closed meanwhile
+        try:
             try:
-                done = close_run(run, reason)
-            except Exception as exc:  # noqa: BLE001 - keep the mark, try next session
-                log.error("run %s, left open by %s, could not be closed: %s", mark.uid,
-                          mark.describe(), exc)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process lives
+            try:
+                info = json.loads(os.read(fd, 65536) or b"{}")
+            except ValueError:
+                info = {}
+            if info.get("host", here) != here:
                 continue
-            log.warning("run %s (scan %s) was left open by %s: closed as failed; %s",
-                        mark.uid, run.metadata["start"].get("scan_id"), mark.describe(),
-                        done)
-            closed.append(mark.uid)
-        mark.path.unlink(missing_ok=True)
+            if _close_if_open(catalog, uid, _describe(info)):
+                closed.append(uid)
+            path.unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - keep the mark, try next session
+            log.error("run %s, left open by a process that has ended, could not be "
+                      "closed: %s", uid, exc)
+        finally:
+            os.close(fd)
     return closed
+
+
+def _close_if_open(catalog: Any, uid: str, who: str) -> bool:
+    """Close run ``uid`` as failed if the catalog has it without a stop; True if so."""
+    try:
+        run = catalog[uid]
+    except KeyError:
+        log.warning("run %s was opened by %s; its start never reached the catalog, so "
+                    "there is nothing to close", uid, who)
+        return False
+    if run.metadata.get("stop") is not None:
+        return False
+    reason = (f"the RunEngine process ended without closing the run ({who}); closed by "
+              f"process {os.getpid()}")
+    done = close_run(run, reason)
+    log.warning("run %s (scan %s) was left open by %s: closed as failed; %s", uid,
+                run.metadata["start"].get("scan_id"), who, done)
+    return True

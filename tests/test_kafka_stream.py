@@ -147,6 +147,8 @@ def test_with_no_broker_the_scan_is_stored_and_the_lost_documents_are_reported(
      'producer_config = { "bootstrap.servers" = "127.0.0.1:1" }', "not in producer_config"),
     ('bootstrap_servers = "127.0.0.1:9092"\n'
      'producer_config = { "message.timeout.ms" = "10s" }', "positive number of milli"),
+    ('bootstrap_servers = "127.0.0.1:9092"\n'
+     'producer_config = { "delivery.timeout.ms" = 0 }', "positive number of milli"),
 ])
 def test_a_kafka_table_that_cannot_work_is_refused_with_the_reason(tmp_path, table, words):
     from beamline_ls.config import load_settings
@@ -156,3 +158,14 @@ def test_a_kafka_table_that_cannot_work_is_refused_with_the_reason(tmp_path, tab
     with pytest.raises(ValueError, match=f"{re.escape(str(path))}: \\[kafka\\].*"
                                          f"{re.escape(words)}"):
         load_settings(path, data_dir=tmp_path)
+
+
+def test_librdkafkas_other_name_for_the_delivery_bound_sets_the_same_bound():
+    """``delivery.timeout.ms`` is librdkafka's alias of ``message.timeout.ms``: the
+    wait at each run's end must follow whichever name the TOML uses."""
+    from beamline_ls.kafka_stream import parse_kafka
+
+    settings = parse_kafka({"bootstrap_servers": "127.0.0.1:9092",
+                            "producer_config": {"delivery.timeout.ms": 3000}}, "test")
+    assert settings.delivery_timeout_s == 3.0
+    assert settings.producer_config == {"message.timeout.ms": 3000}

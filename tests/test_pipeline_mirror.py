@@ -331,13 +331,12 @@ def test_a_failed_copy_is_tried_again_alone_while_nothing_else_is_copied(roots):
     a = staged(staging, "a.h5")
     share = ShareDown()
     finished = []
-    m = Mirror(staging, dest, retries=0, copy_func=share, probe_every_s=0.1,
+    m = Mirror(staging, dest, retries=0, copy_func=share, probe_every_s=0.2,
                on_finished=lambda st: finished.append(st.state))
     m.submit(a)
     assert m.wait(10)
-    assert m.waiting_to_retry == 1
-    time.sleep(0.5)  # a few tries while the share is still down
-    assert finished == [FAILED] and m.file_status(a).state == FAILED
+    time.sleep(1.0)  # a few tries while the share is still down
+    assert finished == [FAILED]
     share.down = False
     deadline = time.monotonic() + 10
     while m.file_status(a).state != VERIFIED:
@@ -346,4 +345,50 @@ def test_a_failed_copy_is_tried_again_alone_while_nothing_else_is_copied(roots):
     assert m.wait(10) and m.waiting_to_retry == 0
     assert finished == [FAILED, VERIFIED] and m.file_status(a).rounds >= 2
     assert m.status()[FAILED] == 0
+    m.close(5)
+
+
+def test_a_file_that_fails_while_the_share_works_is_not_copied_after_every_success(roots):
+    """One file fails for its own reasons (too large for the space left) while small
+    files go through: it is tried again once after a success, then only by the probe,
+    not once per small file."""
+    staging, dest = roots
+    big = staged(staging, "big.h5")
+    tries = []
+
+    def copy(s, d):
+        if s.name == "big.h5":
+            tries.append(s.name)
+            raise OSError(28, "No space left on device (injected)")
+        copy_and_fsync(s, d)
+
+    m = Mirror(staging, dest, retries=0, copy_func=copy, probe_every_s=3600)
+    m.submit(big)
+    assert m.wait(10)
+    for i in range(10):
+        m.submit(staged(staging, f"small{i}.h5"))
+        assert m.wait(10)
+    assert len(tries) == 2  # its first try, and once after the first small copy
+    assert m.status()[VERIFIED] == 10 and m.waiting_to_retry == 1
+    m.close(5)
+
+
+def test_a_failed_file_sent_again_by_hand_is_copied_once(roots):
+    """A caller submits a file again that failed and waits to be tried again: it goes
+    once, and the copier keeps working after it."""
+    staging, dest = roots
+    a, b = staged(staging, "a.h5"), staged(staging, "b.h5")
+    share = ShareDown()
+    m = Mirror(staging, dest, retries=0, copy_func=share, probe_every_s=3600)
+    m.submit(a)
+    assert m.wait(10)
+    m.submit(a)  # by hand, while the share is still down
+    share.down = False
+    m.submit(b)
+    assert m.wait(10)
+    assert m.file_status(a).state == VERIFIED and m.file_status(b).state == VERIFIED
+    assert m.status()[FAILED] == 0 and m.in_flight == 0 and m.waiting_to_retry == 0
+    c = staged(staging, "c.h5")
+    m.submit(c)
+    assert m.wait(10) and m.file_status(c).state == VERIFIED  # the thread still runs
     m.close(5)

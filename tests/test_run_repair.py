@@ -70,6 +70,7 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     marks("start", start)
     assert close_abandoned_runs(catalog, marks) == []
     assert catalog[start["uid"]].metadata.get("stop") is None
+    marks("stop", {"run_start": start["uid"]})  # let go of it
 
     # marked by a process that has ended: the next session closes it
     writer = subprocess.run([sys.executable, "-c", MARK_IN_A_PROCESS_THAT_ENDS,

@@ -16,9 +16,12 @@ is copied asynchronously, with retries, until both copies are confirmed.
   still fails is reported (status ``failed``, ERROR log) and its staging copy is kept.
 - a file failed that way is not given up: a share that is down for minutes (a server
   restart) must not leave files uncopied for good. It is tried again, once, as soon as
-  any copy to the same destination succeeds (the share answers again), and one such
-  file every ``probe_every_s`` (60 s) while nothing else is copied; a try that fails
-  again is only logged (INFO), a success is reported like any verified copy.
+  any copy to the same destination succeeds (the share answers again), and the oldest
+  such file every ``probe_every_s`` (60 s); a try that fails again is only logged
+  (INFO), a success is reported like any verified copy. A file that fails again just
+  after a copy succeeded fails for its own reasons (too large for the space left): it
+  waits for the probe only, so that small copies going through do not copy it again
+  and again.
 - an existing destination file with different content is never overwritten: the file
   is refused and reported. One with the same content counts as verified.
 - the staging copy is deleted only when ``delete_staging_after_verify=True`` and the
@@ -108,6 +111,8 @@ class FileStatus:
     finished_at: float = 0.0
     retryable: bool = False  # failed for a cause that can pass (I/O, checksum, full queue)
     rounds: int = 0  # times tried again after it had failed
+    probe_only: bool = False  # failed again when the destination worked: no wake-ups
+    woken: bool = False  # this try was sent because another copy succeeded
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
@@ -203,8 +208,9 @@ class Mirror:
     keep_finished:
         How many finished files :meth:`file_status` and :meth:`status` still list.
     probe_every_s:
-        While files that failed for a cause that can pass wait, one of them is tried
-        again this often; any verified copy sends all of them again at once.
+        While files that failed for a cause that can pass wait, the oldest is tried
+        again this often; a verified copy sends every one of them that has not failed
+        since a copy succeeded.
     """
 
     def __init__(
@@ -282,6 +288,10 @@ class Mirror:
             current = self._files.get(key)
             if current is not None and current.state in (PENDING, COPYING):
                 return _copy(current)
+            if self._parked.pop(key, None) is not None:  # sent again by hand: not twice
+                self._totals[FAILED] -= 1
+                if not self._parked:
+                    self._next_probe = None
             st = FileStatus(staging=key, destination=str(destination))
             if self._active >= self.max_pending:
                 st.state = FAILED
@@ -340,7 +350,7 @@ class Mirror:
         if self._next_probe is None:
             self._next_probe = time.monotonic() + self.probe_every_s
 
-    def _requeue(self, keys: list[str]) -> int:
+    def _requeue(self, keys: list[str], woken: bool = False) -> int:
         """Queue failed files again, once each (call with the lock held); returns how
         many went. A file whose staging copy is gone stays failed."""
         sent = 0
@@ -354,7 +364,8 @@ class Mirror:
             self._finished.pop(key, None)
             self._totals[FAILED] -= 1
             self._files[key] = FileStatus(staging=key, destination=old.destination,
-                                          rounds=old.rounds + 1, last_error=old.last_error)
+                                          rounds=old.rounds + 1, last_error=old.last_error,
+                                          probe_only=old.probe_only, woken=woken)
             self._active += 1
             heapq.heappush(self._heap, (time.monotonic(), next(self._order), key))
             sent += 1
@@ -416,7 +427,9 @@ class Mirror:
                         self._requeue([next(iter(self._parked))])  # the oldest
                     if self._heap and self._heap[0][0] <= now:
                         _, _, key = heapq.heappop(self._heap)
-                        st = self._files[key]
+                        st = self._files.get(key)
+                        if st is None or st.state != PENDING:
+                            continue  # an entry left by a file that was sent again
                         st.state = COPYING
                         st.attempts += 1
                         break
@@ -470,6 +483,7 @@ class Mirror:
                 st.state = FAILED
                 st.finished_at = time.time()
                 st.retryable = True
+                st.probe_only = st.probe_only or st.woken
                 self._retire(st)
                 self._park(st)
                 log.info("copy of %s still fails: %s; tried again after the next copy to "
@@ -533,7 +547,8 @@ class Mirror:
             self._retire(st)
             final = _copy(st)
             if self._parked:  # the destination answers: what failed goes again
-                n = self._requeue(list(self._parked))
+                n = self._requeue([k for k, p in self._parked.items() if not p.probe_only],
+                                  woken=True)
                 if n:
                     log.info("a copy to %s succeeded: copying %d file(s) again that had "
                              "failed", self.destination_root, n)
