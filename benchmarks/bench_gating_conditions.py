@@ -1,4 +1,4 @@
-"""Gating under conditions the corpus does not vary: heart rate, and dropped frames.
+"""Gating under conditions the corpus does not vary: heart rate, rhythm, dropped frames.
 
 Usage (from the project root):
 
@@ -8,7 +8,10 @@ Usage (from the project root):
         --drop 0.1 --stall 9.0 --fps 80 --seconds 20 --seeds 0,1
 
 ``--rate`` replays a recorded heartbeat at that mean heart rate (Hz) with the corpus's
-live irregularity (`corpus.live_beat`); without it the corpus case is used as it is.
+live irregularity (`corpus.live_beat`); ``--stretch LO,HI`` makes its irregular beats
+last that much longer (the corpus: 0.2,0.3), ``--irregular N`` sets how many there are,
+``--modulation F`` the rate modulation (the corpus: 0.05). Without any of these the
+corpus case is used as it is.
 ``--drop`` removes that fraction of the frames at random, ``--stall`` 0.3 s of frames
 from that time on; the analyzer gets the kept frames with their true times. One line
 per seed: true-phase SD, beats triggered, triggers, early, duplicates, time to lock.
@@ -26,12 +29,12 @@ from beamline_ls.gating.score import score_decisions
 from beamline_ls.sim.videos import RecordedHeart
 
 
-def _video(heart: str, rate: float | None, seed: int, seconds: float):
-    if rate is None:
+def _video(heart: str, rhythm: dict, seed: int, seconds: float):
+    if not rhythm:
         return {c.name: c for c in corpus.hearts()}[heart].make(seed, seconds)
     tif, period = corpus.recorded_periods()[heart]
     rng = np.random.default_rng([seed, 7])
-    return RecordedHeart(tif, period, corpus.live_beat(rng, seconds, mean_rate_hz=rate),
+    return RecordedHeart(tif, period, corpus.live_beat(rng, seconds, **rhythm),
                          corpus.live_camera(rng), seed)
 
 
@@ -39,14 +42,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--heart", default="reference0001")
     ap.add_argument("--rate", type=float, help="mean heart rate (Hz), recorded hearts")
+    ap.add_argument("--stretch", help="LO,HI: irregular beats last 1+LO to 1+HI times "
+                                      "longer (recorded hearts)")
+    ap.add_argument("--irregular", type=int, help="irregular beats in the video")
+    ap.add_argument("--modulation", type=float, help="rate modulation, fraction")
     ap.add_argument("--fps", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--drop", type=float, default=0.0, help="fraction of frames dropped")
     ap.add_argument("--stall", type=float, help="0.3 s without frames from this time (s)")
     args = ap.parse_args()
+    rhythm: dict[str, object] = {}
+    if args.rate is not None:
+        rhythm["mean_rate_hz"] = args.rate
+    if args.stretch:
+        lo, hi = (float(v) for v in args.stretch.split(","))
+        rhythm["irregular_stretch"] = (lo, hi)
+    if args.irregular is not None:
+        rhythm["n_irregular"] = args.irregular
+    if args.modulation is not None:
+        rhythm["modulation_frac"] = args.modulation
     for seed in (int(s) for s in args.seeds.split(",")):
-        video = _video(args.heart, args.rate, seed, args.seconds)
+        video = _video(args.heart, rhythm, seed, args.seconds)
         times = np.arange(int(round(args.seconds * args.fps))) / args.fps
         keep = np.random.default_rng(seed).random(times.size) >= args.drop
         if args.stall is not None:
@@ -55,7 +72,7 @@ def main() -> None:
                   for i in np.flatnonzero(keep))
         decisions, _, an = corpus.gate_frames(frames)
         s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
-        print(f"{args.heart} rate {args.rate or 'as in the corpus'} {args.fps:g} fps "
+        print(f"{args.heart} {rhythm or 'as in the corpus'} {args.fps:g} fps "
               f"drop {args.drop:g} seed {seed}: SD {s.sd_rad:.3f} rad, beats "
               f"{s.beats * 100:.0f} %, {s.n_triggers} triggers, early {s.early}, "
               f"duplicates {s.duplicates}, lock {s.t_lock_s:.2f} s", flush=True)
