@@ -126,7 +126,7 @@ class KafkaPublisher:
 
         self.settings = settings
         self._lock = threading.Lock()  # delivery reports come from flush and poll
-        self.produced = self.delivered = self.lost = 0
+        self.delivered = self.lost = 0
         self._lost_reported = 0
         self.last_error: str | None = None
         self._broker_down_said = False
@@ -144,11 +144,11 @@ class KafkaPublisher:
                 self.delivered += 1
             else:
                 self.lost += 1
-                self.last_error = str(err.str() if hasattr(err, "str") else err)
+                self.last_error = err.str()
 
     def _client_error(self, err) -> None:
         """librdkafka's client-wide errors (every broker down, authentication)."""
-        text = err.str() if hasattr(err, "str") else str(err)
+        text = err.str()
         if not self._broker_down_said:
             self._broker_down_said = True
             logger.warning("Kafka %s: %s (documents are queued for up to %.3g s each)",
@@ -178,8 +178,6 @@ class KafkaPublisher:
             with self._lock:
                 self.lost += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-        else:
-            self.produced += 1
         if name == "stop":
             self.settle(f"run {doc.get('run_start')}")
 

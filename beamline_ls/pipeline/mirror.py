@@ -288,10 +288,7 @@ class Mirror:
             current = self._files.get(key)
             if current is not None and current.state in (PENDING, COPYING):
                 return _copy(current)
-            if self._parked.pop(key, None) is not None:  # sent again by hand: not twice
-                self._totals[FAILED] -= 1
-                if not self._parked:
-                    self._next_probe = None
+            self._unpark(key)  # sent again by hand: not also by a wake-up
             st = FileStatus(staging=key, destination=str(destination))
             if self._active >= self.max_pending:
                 st.state = FAILED
@@ -350,6 +347,17 @@ class Mirror:
         if self._next_probe is None:
             self._next_probe = time.monotonic() + self.probe_every_s
 
+    def _unpark(self, key: str) -> FileStatus | None:
+        """Take a failed file out of those waiting to be tried again, and out of the
+        failed count (call with the lock held); None if it was not waiting."""
+        old = self._parked.pop(key, None)
+        if old is not None:
+            self._finished.pop(key, None)
+            self._totals[FAILED] -= 1
+        if not self._parked:
+            self._next_probe = None
+        return old
+
     def _requeue(self, keys: list[str], woken: bool = False) -> int:
         """Queue failed files again, once each (call with the lock held); returns how
         many went. A file whose staging copy is gone stays failed."""
@@ -357,12 +365,11 @@ class Mirror:
         for key in keys:
             if self._active >= self.max_pending:
                 break
-            old = self._parked.pop(key)
             if not os.path.isfile(key):
+                self._parked.pop(key)  # stays failed, as reported
                 log.warning("not copying %s again: the staging file is gone", key)
                 continue
-            self._finished.pop(key, None)
-            self._totals[FAILED] -= 1
+            old = self._unpark(key)
             self._files[key] = FileStatus(staging=key, destination=old.destination,
                                           rounds=old.rounds + 1, last_error=old.last_error,
                                           probe_only=old.probe_only, woken=woken)
@@ -370,7 +377,7 @@ class Mirror:
             heapq.heappush(self._heap, (time.monotonic(), next(self._order), key))
             sent += 1
         if not self._parked:
-            self._next_probe = None
+            self._next_probe = None  # the last ones may have had no staging file
         if sent:
             self._cond.notify_all()
         return sent
