@@ -140,14 +140,43 @@ def _grid_average(frames: np.ndarray, phases: np.ndarray, n_grid: int
     return (w @ flat).reshape(n_grid, *frames.shape[1:]), w
 
 
-def beat_locked_weight(frames: np.ndarray, phases: np.ndarray, cycle: np.ndarray,
-                       kernel: np.ndarray) -> np.ndarray:
+def fold_residual(frames: np.ndarray, phases: np.ndarray, cycle: np.ndarray,
+                  kernel: np.ndarray) -> np.ndarray:
+    """Per pixel, the variance of the frames about the heart's cycle: what does not
+    repeat with the beat (sensor noise, flicker, tissue drifting or wobbling on its
+    own, blood cells, a beat stronger or weaker than the others).
+
+    The cycle is an average of these same frames (``kernel``: weights of the frames
+    in each grid sample), so each frame is partly fitted by itself and its residual
+    understates the variance: with few frames per sample (a fold over two or three
+    beats), by a third or more. The sum of squared residuals is divided by its
+    expected share of the variance, ``n - 2 tr(H) + |H|^2`` for the linear map ``H``
+    from the frames to the model at their phases, not by ``n``.
+    """
+    n_grid = cycle.shape[0]
+    n = frames.shape[0]
+    flat = frames.reshape(n, -1).astype(np.float64)
+    pos = np.mod(phases, TWO_PI) / TWO_PI * n_grid
+    i0 = np.floor(pos).astype(int) % n_grid
+    a = pos - np.floor(pos)
+    interp = np.zeros((n, n_grid))
+    rows = np.arange(n)
+    interp[rows, i0] = 1.0 - a
+    interp[rows, (i0 + 1) % n_grid] += a
+    model = interp @ cycle.reshape(n_grid, -1)
+    hat = interp @ kernel  # (n, n): frames -> model at each frame's phase
+    dof = n - 2.0 * float(np.trace(hat)) + float((hat * hat).sum())
+    return (((flat - model) ** 2).sum(axis=0) / max(dof, 1.0)).reshape(frames.shape[1:])
+
+
+def beat_locked_weight(resid: np.ndarray, cycle: np.ndarray, kernel: np.ndarray
+                       ) -> np.ndarray:
     """Per pixel, the share of its variance that repeats with the beat, in [0, 1].
 
     What: ``R`` is the variance of the frames about the folded cycle at their phases
-    (sensor noise, flicker, tissue drifting or wobbling on its own, blood cells);
-    ``S`` is the variance of the folded cycle along the phase, less the part of it
-    that is ``R`` averaged into each grid sample. The weight is ``S / (S + R)``.
+    (`fold_residual`); ``S`` is the variance of the folded cycle along the phase, less
+    the part of it that is ``R`` averaged into each grid sample. The weight is
+    ``S / (S + R)``.
 
     Why: only beat-locked change says where in the beat a frame is. A pixel of
     tissue that drifts, or of a faint heart under noise, changes as much from one
@@ -155,19 +184,11 @@ def beat_locked_weight(frames: np.ndarray, phases: np.ndarray, cycle: np.ndarray
     beat (`phase.heartbeat_weight`) cannot tell them apart; over several beats the
     periodic and the non-periodic parts separate.
     """
-    n_grid = cycle.shape[0]
-    flat = frames.reshape(frames.shape[0], -1).astype(np.float64)
-    pos = np.mod(phases, TWO_PI) / TWO_PI * n_grid
-    i0 = np.floor(pos).astype(int) % n_grid
-    a = (pos - np.floor(pos))[:, None]
-    cyc = cycle.reshape(n_grid, -1)
-    model = (1.0 - a) * cyc[i0] + a * cyc[(i0 + 1) % n_grid]
-    resid = ((flat - model) ** 2).mean(axis=0)
     share = float((kernel ** 2).sum(axis=1).mean())  # noise variance kept per grid sample
-    signal = np.maximum(cyc.var(axis=0) - share * resid, 0.0)
+    signal = np.maximum(cycle.var(axis=0) - share * resid, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(signal + resid > 0, signal / (signal + resid), 0.0)
-    return w.reshape(frames.shape[1:]).astype(np.float32)
+    return w.astype(np.float32)
 
 
 def cycle_of(ref: Reference) -> np.ndarray:
@@ -293,7 +314,8 @@ def fold_reference(first: Reference, frames: np.ndarray, times: np.ndarray,
             return None  # the stamps do not advance like this heart: keep the first
         smooth = _smooth_phases(times, u, info / info.max(), period_s)
         cycle, kernel = _grid_average(frames, smooth, n_grid)
-        weight = beat_locked_weight(frames, smooth, cycle, kernel)
+        resid = fold_residual(frames, smooth, cycle, kernel)
+        weight = beat_locked_weight(resid, cycle, kernel)
         if k == passes - 1 and anchor is not None:
             phi = origin_offset(cycle_of(anchor), cycle, anchor.weight)
             if phi is not None and phi != 0.0:
@@ -304,7 +326,9 @@ def fold_reference(first: Reference, frames: np.ndarray, times: np.ndarray,
         pad = first.pad
         idx = np.arange(-pad, n_grid + pad + 1) % n_grid
         padded = np.clip(np.rint(cycle[idx]), 0, np.iinfo(first.frames.dtype).max)
+        rows = kernel[idx]  # the frames averaged into each padded sample
         ref = Reference(np.ascontiguousarray(padded.astype(first.frames.dtype)),
                         float(n_grid), pad, period_s / n_grid, first.ref_id,
-                        first.t_created, first.frame_ids, weight)
+                        first.t_created, first.frame_ids, weight,
+                        (resid.astype(np.float32), rows @ rows.T))
     return ref

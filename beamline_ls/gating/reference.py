@@ -65,6 +65,12 @@ class Reference:
     #: per-pixel share of the variance that repeats with the beat (frame shape), known
     #: once the reference is folded over several beats (`fold`); None before
     weight: np.ndarray | None = None
+    #: a folded reference's sampling noise (`fold.fold_reference`): ``(resid, share)``,
+    #: the per-pixel variance of the folded frames about the fold (frame shape) and the
+    #: (m, m) overlap of the frames averaged into each pair of samples, so sample ``k``
+    #: carries ``share[k, k] * resid`` of noise and samples ``k``, ``l`` share
+    #: ``share[k, l] * resid``; None for a reference of single frames (equal noise)
+    noise: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def period_s(self) -> float:
