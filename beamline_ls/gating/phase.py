@@ -129,6 +129,8 @@ class PhaseEstimator:
         self._gram = (self._rows.reshape(m, -1).astype(np.float64)
                       @ centred.reshape(m, -1).T.astype(np.float64))
         self._noise = self._sample_noise(reference, g)
+        raw = np.diag(self._gram)
+        self._sample_energy = np.maximum(raw - np.diag(self._noise), NOISE_FLOOR * raw)
         # the cost along one cycle at positions b + _GRID (b = pad .. pad+ceil(P)-1) is
         # |x|^2 - 2 lin @ c + quad, with c the frame's products with the reference
         bases = np.arange(reference.pad, reference.pad + int(math.ceil(reference.period)))
@@ -192,7 +194,7 @@ class PhaseEstimator:
         """Squared distances to every reference frame, |x|^2, and products with them."""
         c, xx = centred_products(self._rows, image, self._mean, self.weight, self.margin,
                                  dy, dx)
-        return xx - 2 * c + np.diag(self._gram) - np.diag(self._noise), xx, c
+        return xx - 2 * c + self._sample_energy, xx, c
 
     def estimate(self, image: np.ndarray) -> PhaseResult:
         """Phase of ``image`` (same shape as the reference frames).
