@@ -12,6 +12,8 @@ live irregularity (`corpus.live_beat`); ``--stretch LO,HI`` makes its irregular 
 last that much longer (the corpus: 0.2,0.3), ``--irregular N`` sets how many there are,
 ``--modulation F`` the rate modulation (the corpus: 0.05). Without any of these the
 corpus case is used as it is.
+``--contrast F`` gates a faint tube heart of that contrast and of another shape than
+the corpus's low-contrast heart.
 ``--drop`` removes that fraction of the frames at random, ``--stall`` 0.3 s of frames
 from that time on; the analyzer gets the kept frames with their true times. One line
 per seed: true-phase SD, beats triggered, triggers, early, duplicates, time to lock.
@@ -27,6 +29,16 @@ from beamline_ls.frame import Frame
 from beamline_ls.gating import corpus
 from beamline_ls.gating.score import score_decisions
 from beamline_ls.sim.videos import RecordedHeart
+
+
+def _faint(contrast: float, seed: int, seconds: float):
+    """The corpus's faint heart at another contrast and another tube (shape seed + 100)."""
+    from beamline_ls.sim.procedural import LowContrastHeart
+
+    rng = np.random.default_rng([seed, 999])
+    return LowContrastHeart(beat=corpus.live_beat(rng, seconds),
+                            camera=corpus.live_camera(rng), seed=seed + 100,
+                            contrast=contrast)
 
 
 def _video(heart: str, rhythm: dict, seed: int, seconds: float):
@@ -46,6 +58,10 @@ def main() -> None:
                                       "longer (recorded hearts)")
     ap.add_argument("--irregular", type=int, help="irregular beats in the video")
     ap.add_argument("--modulation", type=float, help="rate modulation, fraction")
+    ap.add_argument("--contrast", type=float,
+                    help="a faint tube heart of this contrast (fraction of the mean; the "
+                         "corpus's low-contrast heart: 0.04), another shape than the "
+                         "corpus's; --heart is ignored")
     ap.add_argument("--fps", type=float, default=20.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--seeds", default="0,1")
@@ -63,7 +79,8 @@ def main() -> None:
     if args.modulation is not None:
         rhythm["modulation_frac"] = args.modulation
     for seed in (int(s) for s in args.seeds.split(",")):
-        video = _video(args.heart, rhythm, seed, args.seconds)
+        video = _faint(args.contrast, seed, args.seconds) if args.contrast is not None \
+            else _video(args.heart, rhythm, seed, args.seconds)
         times = np.arange(int(round(args.seconds * args.fps))) / args.fps
         keep = np.random.default_rng(seed).random(times.size) >= args.drop
         if args.stall is not None:
@@ -72,7 +89,8 @@ def main() -> None:
                   for i in np.flatnonzero(keep))
         decisions, _, an = corpus.gate_frames(frames)
         s = score_decisions(decisions, video.true_phase, an.cfg.latency_s)
-        print(f"{args.heart} {rhythm or 'as in the corpus'} {args.fps:g} fps "
+        heart = f"faint tube {args.contrast:g}" if args.contrast is not None else args.heart
+        print(f"{heart} {rhythm or 'as in the corpus'} {args.fps:g} fps "
               f"drop {args.drop:g} seed {seed}: SD {s.sd_rad:.3f} rad, beats "
               f"{s.beats * 100:.0f} %, {s.n_triggers} triggers, early {s.early}, "
               f"duplicates {s.duplicates}, lock {s.t_lock_s:.2f} s", flush=True)
