@@ -252,7 +252,7 @@ class GatingAnalyzer:
 
     def _adopt(self, ref: Reference, target: float | None) -> None:
         ref = Reference(ref.frames, ref.period, ref.pad, ref.frame_interval,
-                        self._next_ref_id, ref.t_created, ref.frame_ids)
+                        self._next_ref_id, ref.t_created, ref.frame_ids, weight=ref.weight)
         self._next_ref_id += 1
         self.reference = ref
         self.references.append(ref)
@@ -262,8 +262,9 @@ class GatingAnalyzer:
         work = ref
         if self._phase_bin > 1:
             binned = np.stack([bin_image(f, self._phase_bin) for f in ref.frames])
+            weight = None if ref.weight is None else bin_image(ref.weight, self._phase_bin)
             work = Reference(binned, ref.period, ref.pad, ref.frame_interval, ref.ref_id,
-                             ref.t_created, ref.frame_ids)
+                             ref.t_created, ref.frame_ids, weight=weight)
         self._frame_interval = ref.frame_interval  # the camera's, before any folding
         self._fold = None  # a fold of the previous reference is of no use any more
         self._fold_buf = deque(maxlen=self.cfg.fold_max_frames)

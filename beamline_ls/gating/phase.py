@@ -99,8 +99,9 @@ class PhaseEstimator:
     within ``gain_range`` (None: fixed at 1). For each position, ``g`` has a closed
     form from the same inner products the distance needs, so it costs nothing extra.
     The weights per pixel come from the folded reference when it has them
-    (`Reference.weight`: the share of a pixel's variance that repeats with the beat),
-    else from the variance over the one beat of the reference (`heartbeat_weight`).
+    (`Reference.weight`: the share of a pixel's variance that repeats with the beat,
+    from the fold, or at the lock from the period search's buffer), else from the
+    variance over the one beat of the reference (`heartbeat_weight`).
     """
 
     def __init__(self, reference: Reference, max_drift: int = 4,

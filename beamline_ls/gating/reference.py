@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .repeat import repeat_weight, to_frame
 from .sad import bin_image, sad_indexed
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ class Reference:
     ref_id: int
     t_created: float  # absolute time (s) of the newest frame used
     frame_ids: tuple[int, ...] = field(default=())
-    #: per-pixel share of the variance that repeats with the beat (frame shape), known
-    #: once the reference is folded over several beats (`fold`); None before
+    #: per-pixel share of the variance that repeats with the beat (frame shape): from
+    #: the period search's buffer at the lock (`repeat`), then from every fold (`fold`);
+    #: None when neither had enough beats
     weight: np.ndarray | None = None
     #: a folded reference's sampling noise (`fold.fold_reference`): ``(resid, share)``,
     #: the per-pixel variance of the folded frames about the fold (frame shape) and the
@@ -536,9 +538,19 @@ class PeriodFinder:
             self.reason = "waiting for a beat without missing frames to take as reference"
             return None
         ids = tuple(self._ids[i] for i in range(start, start + m))
+        weight = self._repeat_weight(period, frames.shape[1:])
         self._estimates.clear()
         self.reason = ""
         logger.debug("reference %d: period %.3f frames (%.4f s)", ref_id, period,
                      period * dt)
         return Reference(np.ascontiguousarray(frames), period, self.pad, dt, ref_id,
-                         self._times[-1], ids)
+                         self._times[-1], ids, weight=weight)
+
+    def _repeat_weight(self, period: float, shape: tuple[int, int]) -> np.ndarray | None:
+        """Per pixel (frame size), the share of its change that comes back one period
+        later over the newest frames without a hole (`repeat.repeat_weight`); None when
+        they hold too few beats."""
+        slots = list(self._binned)
+        first = max((i + 1 for i, k in enumerate(slots) if k < 0), default=0)
+        w = repeat_weight(self._ring[slots[first:]], period)
+        return None if w is None else to_frame(w, self._bin, shape)
