@@ -8,6 +8,7 @@ import pytest
 import tifffile
 
 from beamline_ls.gating import replay
+from beamline_ls.gating.video_file import load_video
 from beamline_ls.sim.heart import SimHeart
 
 FPS = 40.0
@@ -129,12 +130,14 @@ def test_replay_errors(tmp_path, capsys):
     assert "timestamps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("form", ["rgb", "float 0..1", "int16 background-subtracted"])
+@pytest.mark.parametrize("form", ["rgb", "float 0..1", "int16 background-subtracted",
+                                  "imagej stack without axes"])
 def test_replay_gates_videos_as_other_tools_save_them_and_says_what_it_converted(
         tmp_path, video, capsys, form):
     """Fiji and camera programs save brightfield as RGB, or after processing as float
-    or signed integers; each is gated like the grey stack it holds, and the
-    conversion is printed."""
+    or signed integers, and a stack saved for ImageJ without naming its axis reads
+    as channels; each is gated like the grey stack it holds, and what was done to it
+    is printed."""
     heart, times, v = video
     tif = tmp_path / "v.tif"
     if form == "rgb":  # a warm-tinted colour camera
@@ -144,9 +147,12 @@ def test_replay_gates_videos_as_other_tools_save_them_and_says_what_it_converted
     elif form == "float 0..1":
         tifffile.imwrite(tif, v.astype(np.float32) / 255.0)
         said = "mapped float32 pixels"
-    else:
+    elif form == "int16 background-subtracted":
         tifffile.imwrite(tif, v.astype(np.int16) - int(v.mean()))
         said = "mapped int16 pixels"
+    else:  # tifffile's imagej=True calls the one axis of a 3-D stack channels
+        tifffile.imwrite(tif, v, imagej=True)
+        said = "'channels') as time"
     out = tmp_path / "out.csv"
     assert replay.main([str(tif), "--fps", str(FPS), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -157,3 +163,20 @@ def test_replay_gates_videos_as_other_tools_save_them_and_says_what_it_converted
     assert fires.size >= 10
     tp = heart.true_phase_wrapped(fires)
     assert math.hypot(np.cos(tp).mean(), np.sin(tp).mean()) > 0.97
+
+
+def test_an_uncompressed_recording_is_read_as_replay_goes_not_loaded_first(tmp_path):
+    """A recording of many gigabytes replays without first needing that much memory:
+    uncompressed stacks are memory-mapped read-only; compressed ones are read whole,
+    with the same frames."""
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 4000, (20, 24, 32), dtype=np.uint16)
+    plain, packed = tmp_path / "plain.tif", tmp_path / "packed.tif"
+    tifffile.imwrite(plain, v)
+    tifffile.imwrite(packed, v, compression="zlib")
+    frames, _ = load_video(plain)
+    assert isinstance(frames, np.memmap) and frames.shape == v.shape
+    assert not frames.flags.writeable
+    assert np.array_equal(frames, v)
+    whole, _ = load_video(packed)
+    assert np.array_equal(whole, v)

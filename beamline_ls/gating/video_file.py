@@ -10,7 +10,10 @@ brightfield as 8-bit RGB, as a hyperstack with singleton channel or slice axes, 
 and a careless conversion (floats in 0..1 cast to integers) leaves a black video that
 "finds no heartbeat". What is converted, and how, is printed, never silent:
 - the one axis besides height and width (single-valued axes of a hyperstack do not
-  count) is time;
+  count) is time, also when the file calls it channels (tifffile's ``imagej=True``
+  does so for any 3-D stack);
+- an uncompressed uint8/uint16 stack is memory-mapped read-only, so a recording
+  larger than memory replays frame by frame;
 - RGB(A) samples become luminance (ITU-R BT.601 weights; alpha ignored), in the
   video's own bit depth;
 - other pixel types are mapped linearly from the video's own minimum and maximum onto
@@ -46,10 +49,19 @@ def load_video(path: str | Path) -> tuple[np.ndarray, list[str]]:
         with tifffile.TiffFile(p) as tif:
             series = tif.series[0]
             axes = series.axes.upper()  # single-valued axes already dropped
-            data = series.asarray()
+            data = _mapped(p, series)
+            if data is None:
+                data = series.asarray()
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
         raise VideoError(f"cannot read TIFF {p}: {exc}") from exc
     notes: list[str] = []
+    if axes.count("C") == 1 and len(axes) == 3 and axes.endswith("YX"):
+        # tifffile's imagej=True labels the one axis of a plain 3-D stack as channels,
+        # and ImageJ itself writes a stack without hyperstack tags that way: with no
+        # other axis, it can only be time
+        axes = "T" + axes[1:]
+        notes.append(f"read the file's only axis besides the image ({data.shape[0]} "
+                     "'channels') as time")
     data, axes = _grey(data, axes, notes)
     if axes[-2:] != "YX" or data.ndim != 3:
         raise VideoError(f"expected one stack of 2-D frames; {p.name} has axes {axes!r} "
@@ -58,6 +70,20 @@ def load_video(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if data.shape[0] < 2 or min(data.shape[1:]) < 8:
         raise VideoError(f"video too small: shape {data.shape}")
     return _pixels(data, notes), notes
+
+
+def _mapped(path: Path, series) -> np.ndarray | None:
+    """The series memory-mapped when it is stored uncompressed in one piece as uint8 or
+    uint16 (most camera and Fiji stacks): a recording of many gigabytes is then read
+    frame by frame as replay goes, not into memory first. None otherwise."""
+    if series.dataoffset is None or series.dtype not in (np.uint8, np.uint16):
+        return None
+    import tifffile
+
+    try:  # read-only, and never a copy in a temporary file
+        return tifffile.memmap(path, series=0, mode="r")
+    except ValueError:  # not memory-mappable after all
+        return None
 
 
 def _grey(data: np.ndarray, axes: str, notes: list[str]) -> tuple[np.ndarray, str]:
