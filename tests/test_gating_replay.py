@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from beamline_ls.gating import replay
-from beamline_ls.gating.video_file import load_video
+from beamline_ls.gating.video_file import VideoError, load_video
 from beamline_ls.sim.heart import SimHeart
 
 FPS = 40.0
@@ -180,3 +180,16 @@ def test_an_uncompressed_recording_is_read_as_replay_goes_not_loaded_first(tmp_p
     assert np.array_equal(frames, v)
     whole, _ = load_video(packed)
     assert np.array_equal(whole, v)
+    big_endian = tmp_path / "fiji.tif"  # ImageJ's default byte order
+    tifffile.imwrite(big_endian, v + 700, byteorder=">", imagej=True)
+    frames, notes = load_video(big_endian)
+    assert frames.dtype == np.uint16 and np.array_equal(frames, v + 700)
+    assert not any("mapped" in n for n in notes)  # grey levels as recorded
+
+
+def test_a_few_channels_are_not_taken_for_a_video(tmp_path):
+    """Three colour channels of one image say channels, not time: refused, saying so."""
+    tif = tmp_path / "rgb_channels.tif"
+    tifffile.imwrite(tif, np.zeros((3, 32, 32), np.uint16), imagej=True)
+    with pytest.raises(VideoError, match="3 channels"):
+        load_video(tif)

@@ -10,10 +10,11 @@ brightfield as 8-bit RGB, as a hyperstack with singleton channel or slice axes, 
 and a careless conversion (floats in 0..1 cast to integers) leaves a black video that
 "finds no heartbeat". What is converted, and how, is printed, never silent:
 - the one axis besides height and width (single-valued axes of a hyperstack do not
-  count) is time, also when the file calls it channels (tifffile's ``imagej=True``
-  does so for any 3-D stack);
-- an uncompressed uint8/uint16 stack is memory-mapped read-only, so a recording
-  larger than memory replays frame by frame;
+  count) is time, also when the file calls it channels and has more than
+  `MAX_CHANNELS` of them (tifffile's ``imagej=True`` does so for any 3-D stack);
+- an uncompressed uint8/uint16 stack in the machine's byte order is memory-mapped
+  read-only, so a recording larger than memory replays frame by frame (a big-endian
+  one, ImageJ's default, is read whole into native order);
 - RGB(A) samples become luminance (ITU-R BT.601 weights; alpha ignored), in the
   video's own bit depth;
 - other pixel types are mapped linearly from the video's own minimum and maximum onto
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+#: more "channels" than this on the only axis besides the image are frames in time
+MAX_CHANNELS = 8
 #: ITU-R BT.601 luma weights for R, G, B
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -55,10 +58,11 @@ def load_video(path: str | Path) -> tuple[np.ndarray, list[str]]:
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
         raise VideoError(f"cannot read TIFF {p}: {exc}") from exc
     notes: list[str] = []
-    if axes.count("C") == 1 and len(axes) == 3 and axes.endswith("YX"):
-        # tifffile's imagej=True labels the one axis of a plain 3-D stack as channels,
-        # and ImageJ itself writes a stack without hyperstack tags that way: with no
-        # other axis, it can only be time
+    if axes.count("C") == 1 and len(axes) == 3 and axes.endswith("YX") \
+            and data.shape[0] > MAX_CHANNELS:
+        # tifffile's imagej=True labels the one axis of a plain 3-D stack as channels:
+        # with no other axis, and more of them than any microscope records, it can
+        # only be time (a few channels stay refused below: which one is brightfield?)
         axes = "T" + axes[1:]
         notes.append(f"read the file's only axis besides the image ({data.shape[0]} "
                      "'channels') as time")
@@ -81,9 +85,11 @@ def _mapped(path: Path, series) -> np.ndarray | None:
     import tifffile
 
     try:  # read-only, and never a copy in a temporary file
-        return tifffile.memmap(path, series=0, mode="r")
+        mapped = tifffile.memmap(path, series=0, mode="r")
     except ValueError:  # not memory-mappable after all
         return None
+    # big-endian files (ImageJ's default) map as '>u2': read those into native order
+    return mapped if mapped.dtype.isnative else None
 
 
 def _grey(data: np.ndarray, axes: str, notes: list[str]) -> tuple[np.ndarray, str]:
