@@ -76,11 +76,12 @@ class Hindsight:
         # every error counts, the largest too: a trigger thrown by an irregular beat is
         # the error a user gets, and hindsight measures it (on recorded hearts at 20
         # fps its errors of 0.3 rad matched the true ones to 0.02); leaving them out
-        # read the spread of the triggers at half its true size
+        # read the spread of the triggers at half its true size.
         # Each error is the trigger's plus the hindsight line's own (its frames' noise
-        # through the fit), independent of it: their variances add, so the line's is
-        # taken out; at most three quarters of the spread, as the line's variance is
-        # itself estimated from a dozen frames or so.
+        # through the fit); their variances add, so the line's is taken out. At most
+        # three quarters of the spread: the line's variance is itself estimated from a
+        # dozen frames or so, and the two are not quite independent (the line and the
+        # prediction share the frames before the fire time).
         e = np.array(self.errors)
         spread = float(np.mean((e - e.mean()) ** 2))
         own = float(np.mean(self.line_var))
