@@ -548,9 +548,9 @@ class PeriodFinder:
 
     def _repeat_weight(self, period: float, shape: tuple[int, int]) -> np.ndarray | None:
         """Per pixel (frame size), the share of its change that comes back one period
-        later over the newest frames without a hole (`repeat.repeat_weight`); None when
-        they hold too few beats."""
-        slots = list(self._binned)
-        first = max((i + 1 for i, k in enumerate(slots) if k < 0), default=0)
-        w = repeat_weight(self._ring[slots[first:]], period)
+        later over the buffer (`repeat.repeat_weight`), frames missing from it ignored
+        in their places; None when it holds too few beats."""
+        slots = np.fromiter(self._binned, np.int64, len(self._binned))
+        present = slots >= 0
+        w = repeat_weight(self._ring[np.where(present, slots, 0)], period, present)
         return None if w is None else to_frame(w, self._bin, shape)

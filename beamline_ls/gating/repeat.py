@@ -25,30 +25,44 @@ from scipy import ndimage
 MIN_PAIRS = 8
 
 
-def repeat_weight(binned: np.ndarray, period: float) -> np.ndarray | None:
+def repeat_weight(binned: np.ndarray, period: float,
+                  present: np.ndarray | None = None) -> np.ndarray | None:
     """Per binned pixel, the share of its variance that repeats ``period`` frames on.
 
-    ``binned``: (n, h, w) consecutive frames (no gaps), oldest first; ``period`` in
-    frames. Covariance and variance are summed over 3 x 3 neighbourhoods before the
-    ratio, so a weight from a few beats is not dominated by its own sampling noise.
-    None when the frames hold too few pairs one period apart, or nothing repeats.
+    ``binned``: (n, h, w) frames at consecutive frame times, oldest first; ``period``
+    in frames; ``present``: (n,) False where a frame is missing (its place kept, its
+    pixels ignored; default: all present). Covariance and variance are summed over
+    3 x 3 neighbourhoods before the ratio, so a weight from a few beats is not
+    dominated by its own sampling noise. None when the frames hold too few pairs one
+    period apart, or nothing repeats.
     """
     n = binned.shape[0]
+    ok = np.ones(n, bool) if present is None else np.asarray(present, bool)
     win = max(2, int(round(period)))
     lo = int(math.floor(period))
     frac = period - lo
     if n - win + 1 - (lo + 1) < MIN_PAIRS:
         return None
-    x = binned.astype(np.float64)
-    c = np.cumsum(np.concatenate([np.zeros((1, *x.shape[1:])), x]), axis=0)
-    # each frame less the mean of the period of frames around it
-    mid = (c[win:] - c[:-win]) / win  # mean of frames i .. i+win-1
-    y = x[win // 2: win // 2 + mid.shape[0]] - mid
+    x = binned.astype(np.float64) * ok[:, None, None]
+    zero = np.zeros((1, *x.shape[1:]))
+    c = np.cumsum(np.concatenate([zero, x]), axis=0)
+    k = np.cumsum(np.concatenate([[0], ok.astype(np.int64)]))
+    # each frame less the mean of the period of frames around it (those present)
+    count = k[win:] - k[:-win]
+    mid = (c[win:] - c[:-win]) / np.maximum(count, 1)[:, None, None]
+    sel = slice(win // 2, win // 2 + mid.shape[0])
+    valid = ok[sel] & (2 * count >= win)
+    y = (x[sel] - mid) * valid[:, None, None]
     cov = np.zeros(y.shape[1:])
+    pairs = math.inf
     for lag, share in ((lo, 1.0 - frac), (lo + 1, frac)):
-        if share > 0:
-            cov += share * (y[:-lag] * y[lag:]).mean(axis=0)
-    var = (y * y).mean(axis=0)
+        both = valid[:-lag] & valid[lag:]
+        pairs = min(pairs, int(both.sum()))
+        if share > 0 and both.any():
+            cov += share * (y[:-lag] * y[lag:]).sum(axis=0) / both.sum()
+    if pairs < MIN_PAIRS:
+        return None
+    var = (y * y).sum(axis=0) / valid.sum()
     cov = ndimage.uniform_filter(cov, 3, mode="nearest")
     var = ndimage.uniform_filter(var, 3, mode="nearest")
     with np.errstate(divide="ignore", invalid="ignore"):
