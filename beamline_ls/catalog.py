@@ -120,6 +120,11 @@ def open_embedded_catalog(settings: Settings, create: bool = False,
         context, tree = _SHARED_CONTEXTS[key]
     else:
         tree = catalog_tree(settings, create)
+        # tiled's server module logs its version at INFO through a handler of its own
+        # (on stderr) each time an app starts and again at exit: an embedded catalog
+        # is no server the user started, so a script that only reads runs would end
+        # with "Tiled version ..." twice on its stderr
+        logging.getLogger("tiled.server.app").setLevel(logging.WARNING)
         with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
             context = Context.from_app(build_app(tree))
         if not settings.catalog_is_sqlite:

@@ -32,3 +32,20 @@ def test_a_moved_data_directory_reads_its_frames_in_their_new_place(tmp_path):
     run = open_catalog(there)[uid]
     assert np.array_equal(run["primary"]["image"].read(), written)
     assert run["primary"]["image"][4].sum() == written[4].sum()
+
+
+def test_a_script_that_opens_the_catalog_prints_nothing_of_its_own(tmp_path):
+    """A data user's script that opens the embedded catalog and reads it leaves its
+    stdout and stderr to the script: no server banner, no log lines at exit."""
+    import subprocess
+    import sys
+
+    open_catalog(tmp_path, create=True)
+    script = ("from beamline_ls import open_catalog\n"
+              f"cat = open_catalog({str(tmp_path)!r})\n"
+              "print(len(cat))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "0\n"
+    assert done.stderr == ""
