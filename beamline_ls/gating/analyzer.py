@@ -534,7 +534,9 @@ def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
               drift: tuple[int, int], max_drift: int, anchor: Reference | None
               ) -> PhaseEstimator | None:
     """Fold the frames (as matched: binned) into ``work``, on ``anchor``'s phase origin
-    when given, and build the estimator that matches against the fold (executor job)."""
+    when given, and build the estimator that matches against the fold (executor job).
+    The fold at the lock (no anchor yet) weighs pixels by its own and the
+    reference's repeat weight (`fold_reference`'s ``lock_weight``)."""
     folded = fold_reference(work, np.stack(frames), times, drift=drift, anchor=anchor,
-                            max_drift=max_drift)
+                            max_drift=max_drift, lock_weight=anchor is None)
     return None if folded is None else PhaseEstimator(folded, max_drift)

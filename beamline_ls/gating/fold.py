@@ -286,7 +286,8 @@ def origin_offset(anchor: np.ndarray, cycle: np.ndarray, weight: np.ndarray | No
 
 def fold_reference(first: Reference, frames: np.ndarray, times: np.ndarray,
                    min_samples: int = 32, passes: int = 2, drift: tuple[int, int] = (0, 0),
-                   anchor: Reference | None = None, max_drift: int = 4) -> Reference | None:
+                   anchor: Reference | None = None, max_drift: int = 4,
+                   lock_weight: bool = False) -> Reference | None:
     """A multi-beat, finely sampled reference in ``first``'s phase coordinates.
 
     ``frames`` (n, h, w) and ``times`` (n,) are recent frames in time order covering
@@ -294,6 +295,18 @@ def fold_reference(first: Reference, frames: np.ndarray, times: np.ndarray,
     they do not (the caller keeps ``first``). ``anchor``: an earlier fold of the same
     reference whose phase origin this one is put back on (`origin_offset`).
     ``max_drift``: the live estimator's drift search, which ``drift`` lies within.
+
+    ``lock_weight``: the fold at the lock. It averages the 2-3 beats of the period
+    search's buffer, whose repeat weight (`repeat`: each pixel's covariance with
+    itself a period later) the reference carries; the fold's own beat-locked weight
+    reads the same share from those few beats, sharper (at the matching's binning,
+    not the search's) but noisier. A pixel then counts by the geometric mean of the
+    two, so as much as both readings agree it repeats. Measured on the faint tube
+    heart (80 fps, seed 0): with the beat-locked weight alone, frames read against
+    the fold at the lock were off by a wave of +-0.2 rad over the cycle from where
+    later folds read them and its first four triggers 0.11-0.37 rad early (true-phase
+    SD 0.072 rad); with the repeat weight alone 0.057, but a crisp tube heart went
+    from 0.013 to 0.044 (seed 0); with both 0.060 and 0.010.
     """
     period_s = first.period_s
     if frames.shape[1:] != first.frames.shape[1:] or times[-1] - times[0] < 2 * period_s:
@@ -316,6 +329,8 @@ def fold_reference(first: Reference, frames: np.ndarray, times: np.ndarray,
         cycle, kernel = _grid_average(frames, smooth, n_grid)
         resid = fold_residual(frames, smooth, cycle, kernel)
         weight = beat_locked_weight(resid, cycle, kernel)
+        if lock_weight and first.weight is not None:
+            weight = np.sqrt(weight * first.weight)
         if k == passes - 1 and anchor is not None:
             phi = origin_offset(cycle_of(anchor), cycle, anchor.weight)
             if phi is not None and phi != 0.0:

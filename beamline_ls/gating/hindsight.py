@@ -26,6 +26,12 @@ from .predict import PhaseHistory, weighted_line
 #: around the trigger that were phased wrongly, e.g. just after a lock); an irregular
 #: beat that lasts 30 % longer runs at 0.77 of it and is kept
 RATE_RANGE = 1.5
+#: half-widths (in periods) of the hindsight line's window, tried shortest first
+HALF_WINDOWS = (0.3, 0.5)
+#: frames a shorter window needs on each side of the fire time: a line through fewer
+#: reads its own noise (at 20-27 frames/s, +-0.3 period holds 2-3 a side, and the
+#: estimate read 0.6x the truth); the widest window is used with whatever it holds
+MIN_PER_SIDE = 4
 
 
 class Hindsight:
@@ -42,31 +48,36 @@ class Hindsight:
         self._pending.append((fire_time, goal, ref_id))
 
     def update(self, hist: PhaseHistory, period_s: float) -> None:
-        """Resolve pending triggers that now have frames on both sides."""
+        """Resolve pending triggers that now have frames on both sides.
+
+        The line through the frames around the fire time spans +-``HALF_WINDOWS`` of a
+        period, the shortest that holds a line at the heart's rate: a longer one bends
+        with the rate and with the reference's own unevenness over the beat, which it
+        reads as trigger error (sim heart at 80 fps: hindsight spread 0.0080 rad over
+        +-0.5 period, 0.0050 over +-0.3, true 0.0054); a wider one is needed where the
+        fire time lies in a quiet stretch, whose frames say little of the phase, and
+        at low frame rates (`MIN_PER_SIDE`)."""
         if not self._pending or len(hist) < 3:
             return
         t = np.fromiter(hist.t, float, len(hist))
-        half = 0.5 * period_s  # reaches moving frames even from a quiet diastole
+        phase = np.fromiter(hist.phase, float, len(hist))
+        weight = np.fromiter(hist.weight, float, len(hist))
         still = []
         for fire, goal, ref_id in self._pending:
             if ref_id != hist.ref_id:
                 continue  # the phase coordinates changed: this one cannot be judged
-            if t[-1] < fire + half:
+            if t[-1] < fire + HALF_WINDOWS[-1] * period_s:
                 still.append((fire, goal, ref_id))
                 continue
-            sel = np.abs(t - fire) <= half
-            if sel.sum() < 3 or not (t[sel].min() < fire < t[sel].max()):
-                continue
-            u = np.fromiter(hist.phase, float, len(hist))[sel]
-            w = np.fromiter(hist.weight, float, len(hist))[sel]
-            if not w.max() > 0:
-                continue
-            tt, ww = t[sel] - fire, np.maximum(w / w.max(), 1e-4)
-            slope, icpt, res = weighted_line(tt, u, ww)
-            if not 1.0 / RATE_RANGE <= slope * period_s / (2.0 * math.pi) <= RATE_RANGE:
-                continue  # the line failed (frames it cannot phase), not the trigger
-            self.errors.append(math.remainder(icpt - goal, 2.0 * math.pi))  # circular
-            self.line_var.append(_intercept_variance(tt, ww, res))
+            for i, half in enumerate(HALF_WINDOWS):
+                per_side = MIN_PER_SIDE if i < len(HALF_WINDOWS) - 1 else 1
+                found = _line_at(t, phase, weight, fire, half * period_s, period_s,
+                                 per_side)
+                if found is not None:
+                    icpt, var = found
+                    self.errors.append(math.remainder(icpt - goal, 2.0 * math.pi))
+                    self.line_var.append(var)
+                    break
         self._pending = still
 
     def estimate(self, fallback: float) -> float:
@@ -86,6 +97,27 @@ class Hindsight:
         spread = float(np.mean((e - e.mean()) ** 2))
         own = float(np.mean(self.line_var))
         return math.sqrt(max(spread - own, 0.25 * spread))
+
+
+def _line_at(t: np.ndarray, u: np.ndarray, w: np.ndarray, fire: float, half: float,
+             period_s: float, per_side: int) -> tuple[float, float] | None:
+    """(phase at ``fire``, its variance) from the weighted line through the frames
+    within ``half`` s of it, or None when fewer than ``per_side`` lie on either side
+    (3 in all at least) or the line does not run at the heart's rate (frames it
+    could not phase)."""
+    sel = np.abs(t - fire) <= half
+    before = int(np.count_nonzero(sel & (t < fire)))
+    after = int(np.count_nonzero(sel & (t > fire)))
+    if sel.sum() < 3 or min(before, after) < per_side:
+        return None
+    ws = w[sel]
+    if not ws.max() > 0:
+        return None
+    tt, ww = t[sel] - fire, np.maximum(ws / ws.max(), 1e-4)
+    slope, icpt, res = weighted_line(tt, u[sel], ww)
+    if not 1.0 / RATE_RANGE <= slope * period_s / (2.0 * math.pi) <= RATE_RANGE:
+        return None
+    return icpt, _intercept_variance(tt, ww, res)
 
 
 def _intercept_variance(t: np.ndarray, w: np.ndarray, res: np.ndarray) -> float:
