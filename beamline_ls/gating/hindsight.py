@@ -59,16 +59,18 @@ class Hindsight:
         at low frame rates (`MIN_PER_SIDE`)."""
         if not self._pending or len(hist) < 3:
             return
+        newest, wait = hist.t[-1], HALF_WINDOWS[-1] * period_s
+        # the phase coordinates changed for a trigger of another reference: it cannot
+        # be judged; one whose widest window has not passed yet waits
+        pending = [p for p in self._pending if p[2] == hist.ref_id]
+        ready = [p for p in pending if newest >= p[0] + wait]
+        self._pending = [p for p in pending if newest < p[0] + wait]
+        if not ready:  # most frames: no history copied
+            return
         t = np.fromiter(hist.t, float, len(hist))
         phase = np.fromiter(hist.phase, float, len(hist))
         weight = np.fromiter(hist.weight, float, len(hist))
-        still = []
-        for fire, goal, ref_id in self._pending:
-            if ref_id != hist.ref_id:
-                continue  # the phase coordinates changed: this one cannot be judged
-            if t[-1] < fire + HALF_WINDOWS[-1] * period_s:
-                still.append((fire, goal, ref_id))
-                continue
+        for fire, goal, _ in ready:
             for i, half in enumerate(HALF_WINDOWS):
                 per_side = MIN_PER_SIDE if i < len(HALF_WINDOWS) - 1 else 1
                 found = _line_at(t, phase, weight, fire, half * period_s, period_s,
@@ -78,7 +80,6 @@ class Hindsight:
                     self.errors.append(math.remainder(icpt - goal, 2.0 * math.pi))
                     self.line_var.append(var)
                     break
-        self._pending = still
 
     def estimate(self, fallback: float) -> float:
         """SD (rad) of the recent hindsight errors; ``fallback`` until there are enough."""
