@@ -147,6 +147,30 @@ def test_stop_spmg_tweak_and_jog(x):
     assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
 
 
+def test_a_new_target_during_a_move_is_done_only_when_that_move_is(x):
+    """ophyd's EpicsMotor given a new target mid-move stops the first move (STOP) and
+    puts the new VAL at once; the second status must end at the new target, not when
+    the halt of the first move ends (which left the axis moving, DMOV 1 with MOVN 1)."""
+    first = x.set(3000.0)
+    time.sleep(0.2)  # 400 um on its way
+    second = x.set(500.0)
+    second.wait(timeout=30)
+    assert ca.caget(f"{PREFIX}stage:X.MOVN", use_monitor=False) == 0
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(500.0, abs=0.05)
+    assert x.user_setpoint.get(use_monitor=False) == pytest.approx(500.0)
+    with pytest.raises(Exception):  # noqa: B017 - ophyd fails it as it likes
+        first.wait(timeout=1)
+    # the same with raw Channel Access, no waits between STOP and VAL
+    ca.caput(f"{PREFIX}stage:X.VAL", 3000.0)
+    time.sleep(0.2)
+    ca.caput(f"{PREFIX}stage:X.STOP", 1)
+    ca.caput(f"{PREFIX}stage:X.VAL", 1000.0, wait=True, timeout=30)
+    assert ca.caget(f"{PREFIX}stage:X.MOVN", use_monitor=False) == 0
+    assert ca.caget(f"{PREFIX}stage:X.RBV", use_monitor=False) == pytest.approx(1000.0,
+                                                                               abs=0.05)
+    assert ca.caget(f"{PREFIX}stage:X.VAL", use_monitor=False) == pytest.approx(1000.0)
+
+
 def test_velo_sets_the_speed_of_the_move(x):
     """EpicsMotor.velocity changes how long a move takes; out of range is refused."""
     vmax = x.velocity.get()

@@ -90,6 +90,10 @@ class MotorGroup(PVGroup):
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._done.set()
+        #: a halt and a move start one after the other, never interleaved: STOP then a
+        #: new VAL at once otherwise ended the new move's DMOV with the halt
+        self._motion_lock = asyncio.Lock()
+        self._starts_waiting = 0  # moves waiting for a halt to end (see `_halt_now`)
         self._worker = DeviceWorker(self.prefix.rstrip(":") or "motor")
         self._fault = ""
 
@@ -233,7 +237,20 @@ class MotorGroup(PVGroup):
 
     # ------------------------------------------------------------------- moves
     async def _start_move(self, instance, user: float) -> None:
-        """Check the limits, start the move (not waiting for it), show it started."""
+        """Check the limits, start the move (not waiting for it), show it started; after
+        any halt in progress has ended (its DMOV belongs to the move it stopped)."""
+        self._starts_waiting += 1
+        waiting = True
+        try:
+            async with self._motion_lock:
+                self._starts_waiting -= 1
+                waiting = False
+                await self._start_move_now(instance, user)
+        finally:
+            if waiting:  # cancelled before its turn
+                self._starts_waiting -= 1
+
+    async def _start_move_now(self, instance, user: float) -> None:
         f = instance.field_inst
         await self._check_limits(instance, user)
         dial = self.cal.clamp_dial(self.cal.dial(user))
@@ -290,7 +307,11 @@ class MotorGroup(PVGroup):
             await f.done_moving_to_value.write(1)
         raise ValueError(f"{instance.pvname}: {why}")
 
-    async def _finished(self, instance) -> None:
+    async def _finished(self, instance, announce: bool = True) -> None:
+        """The move is over. ``announce`` False: a new move follows at once (a target
+        put while this one was being halted), so MOVN, MSTA and DMOV are left showing
+        motion, as a motor record does, and a client waiting for DMOV waits for that
+        move."""
         self._moving = False
         if self._jogging or self._homing:  # back to VELO after a jog or a homing run
             try:
@@ -300,14 +321,19 @@ class MotorGroup(PVGroup):
         self._jogging = False
         if self._homing:
             self._homing, self._homed = False, not self._fault
-        await self._publish_status(instance, False)  # MSTA before DMOV: clients read it then
-        await instance.field_inst.motor_is_moving.write(0)
-        await instance.field_inst.done_moving_to_value.write(1)
+        if announce:
+            await self._publish_status(instance, False)  # MSTA before DMOV: read then
+            await instance.field_inst.motor_is_moving.write(0)
+            await instance.field_inst.done_moving_to_value.write(1)
         self._done.set()
 
     async def _halt(self, instance, keep_target: bool = False) -> None:
         """Stop the axis; unless ``keep_target`` (SPMG Pause), VAL becomes where it
         stopped, as on any motor record."""
+        async with self._motion_lock:
+            await self._halt_now(instance, keep_target)
+
+    async def _halt_now(self, instance, keep_target: bool) -> None:
         await self._worker.call(self.driver.stop)
         dial = await self._worker.call(self.driver.position)
         await self._publish_position(instance, dial)
@@ -315,7 +341,7 @@ class MotorGroup(PVGroup):
             await instance.field_inst.dial_desired_value.write(dial, verify_value=False)
             await instance.write(self.cal.user(dial), verify_value=False)
         if self._moving:
-            await self._finished(instance)
+            await self._finished(instance, announce=not self._starts_waiting)
 
     @motor.putter
     async def motor(self, instance, value):
