@@ -102,6 +102,7 @@ class HDF5Writer(Device):
     num_capture = Cpt(EpicsSignal, "NumCapture", limits=True, put_complete=True,
                       kind="omitted")
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
+    num_flushed = Cpt(EpicsSignalRO, "NumFlushed_RBV", kind="omitted")
     frames_per_volume = Cpt(EpicsSignal, "FramesPerVolume", limits=True, put_complete=True,
                             kind="omitted")
     extra_fields = Cpt(TextSignal, "ExtraFields", put_complete=True,
@@ -321,6 +322,8 @@ class Camera(Device):
         self._first_file = Path()
         self._shape = (0, 0)
         self._written_seen = 0
+        self._flushed_seen = 0
+        self._facts = None
         self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
@@ -408,14 +411,17 @@ class Camera(Device):
             """Frames written or reported lost; the last known count when the IOC
             cannot be read (then `_write_error` reports the lost contact)."""
             try:
-                if self._first_file == Path():  # named in fault messages
-                    self._first_file = Path(self.hdf.full_file_name.get(use_monitor=False))
+                if self._facts is None:  # named in fault messages, needed to collect
+                    self._facts = self._capture_facts()
+                    self._first_file = self._facts[0]
                 written = int(self.hdf.num_captured.get(use_monitor=False))
                 dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
+                flushed = int(self.hdf.num_flushed.get(use_monitor=False))
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out
                 self._note_failed_read(exc)
                 return self._written_seen
             self._written_seen = written
+            self._flushed_seen = flushed
             return written + dropped
 
         def done() -> bool:
@@ -429,11 +435,12 @@ class Camera(Device):
         self._contact_error = ""
         status = ProgressStatus(
             self, target=acq.n_frames // per, unit=unit, stall_timeout=acq.stall_timeout,
-            done_check=done, error_check=self._write_error,
+            done_check=done, error_check=self._write_error, stall_cause=self._stall_cause,
         )
 
         def on_change(value=None, **kwargs):
-            status.update(accounted() // per)
+            frames = accounted()  # any frame is progress, not only a whole volume
+            status.update(frames // per, activity=frames)
 
         # Monitor caches may still hold the previous capture's counts: progress comes
         # from fresh reads, triggered by the (always newer) monitor events.
@@ -445,11 +452,49 @@ class Camera(Device):
                 sig.unsubscribe(cid)
 
         status.add_callback(cleanup)
-        status.update(accounted() // per)
+        frames = accounted()
+        status.update(frames // per, activity=frames)
         self._completing = status
         return status
 
     _completing: ProgressStatus | None = None  # the capture being completed
+    _facts: tuple[Path, int, tuple[int, int]] | None = None  # see `_capture_facts`
+    _flushed_seen = 0  # frames the IOC last said were on disk (`HDF1:NumFlushed_RBV`)
+
+    def _capture_facts(self) -> tuple[Path, int, tuple[int, int]]:
+        """(first file, frames per file, frame shape) of the open capture, read once
+        while the IOC answers: collecting what is on disk after the IOC is lost needs
+        them."""
+        return (Path(self.hdf.full_file_name.get(use_monitor=False)),
+                int(self.hdf.file_frames.get(use_monitor=False)), self.frame_shape)
+
+    def _stall_cause(self) -> str:
+        """Why no frame came (the stall watchdog's thread): the IOC not answering, or
+        how far the camera and the writer got, in frames."""
+        acq = self._acq
+        try:
+            written = int(self.hdf.num_captured.get(use_monitor=False, timeout=2.0))
+            taken = int(self.cam.array_counter.get(use_monitor=False, timeout=2.0))
+            missed = int(self.cam.triggers_missed.get(use_monitor=False, timeout=2.0))
+            dropped = int(self.hdf.dropped_frames.get(use_monitor=False, timeout=2.0))
+        except Exception as exc:  # noqa: BLE001 - that is the cause
+            self._contact_error = f"{type(exc).__name__}: {exc}"
+            if not self._writer_connected():
+                return (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
+                        f"disconnected); it had written {self._written_seen} frames")
+            return (f"the camera IOC does not answer ({type(exc).__name__}: frozen, or too "
+                    f"busy to serve Channel Access); it had written {self._written_seen} "
+                    "frames")
+        n = acq.n_frames if acq else 0
+        why = (f"the camera took {taken} frames, {written} of {n} are written"
+               + (f", {missed} triggers came while it was still busy"
+                  if missed else ""))
+        if taken > written + dropped:
+            why += (f": {taken - written - dropped} frames taken are not written yet (the "
+                    "writer is behind)")
+        elif acq is not None and acq.trigger_mode != "Internal" and taken < n and not missed:
+            why += ": no trigger reached it in that time"
+        return why
     _kickoff_status: Status | None = None  # this acquisition's kickoff
 
     def pause(self) -> None:
@@ -525,8 +570,7 @@ class Camera(Device):
         if self._contact_error or not self._writer_connected():
             n = self._acq.n_frames if self._acq else 0
             if self._writer_connected():
-                cause = (f"the camera IOC did not answer for {IOC_PATIENCE_S:g} s "
-                         f"({self._contact_error})")
+                cause = f"the camera IOC stopped answering ({self._contact_error})"
             else:
                 cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
                          "disconnected: IOC stopped or network down)")
@@ -562,8 +606,15 @@ class Camera(Device):
         """Units (volumes or frames) accounted for: written, or lost and left as holes
         at their place in the file (so later frames keep their plane)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
-        accounted = self._ask(lambda: int(self.hdf.num_captured.get(use_monitor=False))
-                              + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        try:
+            accounted = self._ask(lambda: int(self.hdf.num_captured.get(use_monitor=False))
+                                  + int(self.hdf.dropped_frames.get(use_monitor=False)))
+        except RuntimeError:
+            if not self._contact_error or self._facts is None:
+                raise
+            # the IOC is gone: what it last said was on disk is (whole volumes are
+            # flushed before they are counted), so the run keeps those frames
+            return self._flushed_seen // per
         return accounted // per
 
     def _ask(self, read: Callable[[], T]) -> T:
@@ -572,7 +623,8 @@ class Camera(Device):
         ``IOC_PATIENCE_S``. When the IOC is gone (channels disconnected) or does not
         answer in that time, raise that, with what it had written, not which channel
         happened to time out."""
-        deadline = time.monotonic() + IOC_PATIENCE_S
+        # an IOC already found not answering (`_stall_cause`) is not waited for again
+        deadline = time.monotonic() + (2.0 if self._contact_error else IOC_PATIENCE_S)
         while True:
             try:
                 return read()
@@ -621,9 +673,9 @@ class Camera(Device):
             return
         per = acq.frames_per_volume or 1
         if not self._bundles:
-            self._first_file, file_frames, self._shape = self._ask(lambda: (
-                Path(self.hdf.full_file_name.get(use_monitor=False)),
-                int(self.hdf.file_frames.get(use_monitor=False)), self.frame_shape))
+            if self._facts is None:
+                self._facts = self._ask(self._capture_facts)
+            self._first_file, file_frames, self._shape = self._facts
             self._units_per_file = (file_frames // per if file_frames >= per
                                     else max(1, acq.n_frames // per))
         part, offset = divmod(self._index, self._units_per_file)

@@ -16,11 +16,16 @@ class ProgressStatus(DeviceStatus):
     Implements ``watch`` so :class:`bluesky.utils.ProgressBarManager` draws a bar.
     ``hold()``/``release()`` suspend the stall watchdog while the RunEngine is paused
     (no progress is then expected); released, the stall clock starts again.
+    ``update(current, activity)``: ``activity`` (e.g. frames, where ``current`` counts
+    whole volumes) also counts as progress, so a slow volume is not a stall.
+    ``stall_cause()`` (on the watchdog's thread, may block briefly) says why nothing
+    moved; its words are added to the stall's error.
     """
 
     def __init__(self, device, target: int, unit: str, stall_timeout: float,
                  done_check: Callable[[], bool] = lambda: True,
-                 error_check: Callable[[], str] = lambda: ""):
+                 error_check: Callable[[], str] = lambda: "",
+                 stall_cause: Callable[[], str] = lambda: ""):
         super().__init__(device)
         self.target = target
         self.unit = unit
@@ -31,6 +36,8 @@ class ProgressStatus(DeviceStatus):
         self._last_progress = self._t0
         self._done_check = done_check
         self._error_check = error_check
+        self._stall_cause = stall_cause
+        self._activity: object = None
         self._stall_timeout = stall_timeout
         self._held = False
         self._watchdog = threading.Thread(target=self._watch_stall, daemon=True)
@@ -49,11 +56,13 @@ class ProgressStatus(DeviceStatus):
         self._watchers.append(func)
         self._notify()
 
-    def update(self, current: int) -> None:
+    def update(self, current: int, activity: object = None) -> None:
         if self.done:
             return
-        if current != self.current:
+        if current != self.current or (activity is not None and activity != self._activity):
             self._last_progress = time.monotonic()
+        if activity is not None:
+            self._activity = activity
         self.current = current
         self._notify()
         # Channel Access reads happen outside the lock: holding it while reading would
@@ -96,11 +105,16 @@ class ProgressStatus(DeviceStatus):
             if self._held:
                 self._last_progress = time.monotonic()
             elif time.monotonic() - self._last_progress > self._stall_timeout:
+                try:
+                    cause = self._stall_cause()
+                except Exception as exc:  # noqa: BLE001 - the stall is still reported
+                    cause = f"its cause could not be read: {exc}"
                 with self._finish_lock:
                     if not self.done:
                         self.set_exception(TimeoutError(
                             f"{self.device.name}: no progress for {self._stall_timeout:.1f} s "
-                            f"at {self.current}/{self.target} {self.unit}"))
+                            f"at {self.current}/{self.target} {self.unit}"
+                            + (f": {cause}" if cause else "")))
                 return
             # re-check completion conditions that do not come with a counter change
             self.update(self.current)

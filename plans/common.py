@@ -56,10 +56,28 @@ def ensure_idle(camera, scanboard=None):
                            + "; nothing was changed or stopped")
 
 
+#: seconds a cleanup put may take: an IOC that does not complete it by then is frozen
+#: or gone, and waiting on (Channel Access calls it gone only after ~30 s) delays the
+#: error the user is owed
+CLEANUP_TIMEOUT_S = 10.0
+
+
+def put_in_cleanup(signal, value):
+    """Set ``signal`` and wait for it, for at most `CLEANUP_TIMEOUT_S` (then
+    bluesky's ``wait`` raises, and `with_cleanup` logs it)."""
+    group = f"cleanup-{uuid.uuid4().hex[:8]}"
+    yield from bps.abs_set(signal, value, group=group)
+    yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
+
+
 def abort_camera(camera):
-    """Stop camera and writer at once if either is busy (plans' cleanup)."""
+    """Stop camera and writer at once if either is busy, and leave the writer as a
+    stock areaDetector client expects it (plans' cleanup): ``HDF1:FramesPerVolume``
+    back to 0, or the next capture of a client that knows nothing of volumes (3
+    frames, say) is refused as "not a whole number of 10-plane volumes"."""
     if (yield from camera_busy(camera)):
-        yield from bps.abs_set(camera.cam.camera_mode, "Abort", wait=True)
+        yield from put_in_cleanup(camera.cam.camera_mode, "Abort")
+    yield from put_in_cleanup(camera.hdf.frames_per_volume, 0)
 
 
 #: the Event stream of the camera's capture summary (a row per volume, or per block of

@@ -26,6 +26,7 @@ from plans.common import (
     declare_summary,
     ensure_idle,
     file_name_for,
+    put_in_cleanup,
     summary_hints,
     with_cleanup,
     with_real_cause,
@@ -98,7 +99,7 @@ def _wait_until(when: float, step: float = 0.5):
 
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
-    yield from bps.abs_set(gating.arm, 0, wait=True)
+    yield from put_in_cleanup(gating.arm, 0)
     yield from abort_camera(camera)
 
 

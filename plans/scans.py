@@ -29,6 +29,7 @@ from plans.common import (
     ensure_idle,
     file_name_for,
     focus_limits,
+    put_in_cleanup,
     summary_hints,
     with_cleanup,
     with_real_cause,
@@ -53,7 +54,7 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 
 def _cleanup(camera: Camera, scanboard: ScanBoard):
     """Leave the hardware idle whatever happened (no-op after a clean finish)."""
-    yield from bps.abs_set(scanboard.stop_cmd, 1, wait=True)
+    yield from put_in_cleanup(scanboard.stop_cmd, 1)
     yield from abort_camera(camera)
 
 

@@ -144,3 +144,81 @@ def test_an_ioc_that_stops_answering_for_a_while_is_waited_for(ioc, scope, sessi
     assert len(frozen) == 2, "the IOC was never frozen"
     assert result.exit_status == "success", result.reason
     assert int(hdf.num_captured.get(use_monitor=False)) == 200
+
+
+def test_a_killed_ioc_leaves_every_whole_volume_on_disk_in_the_catalog(doomed):
+    """Killed in the middle of a volumetric scan, the IOC had flushed whole volumes the
+    plan had not collected yet (it collects every 0.5 s): the catalog must hold every
+    whole volume the frame file holds, not only those collected before the kill."""
+    import numpy as np
+
+    from plans import volumetric_scan
+
+    ioc, scope, session = doomed
+    hdf = scope.camera.hdf
+
+    def kill_after_four_volumes() -> None:
+        captured_at_least(hdf, 40)
+        time.sleep(0.15)  # the plan hears of the 4th volume; the 5th is under way
+        ioc.proc.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_four_volumes, daemon=True)
+    killer.start()
+    with pytest.raises(RuntimeError, match="lost contact with the camera IOC"):
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 40, 10, 10.0, 80.0, 2.0))
+    killer.join(5)
+    session.flush()
+    run = session.catalog[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    files = list((ioc.data_dir / "frames").rglob("volumetric_*.h5"))
+    assert len(files) == 1
+    with h5py.File(files[0], "r", swmr=True) as f:
+        stamps = f["/entry/meta/timestamp"][...]
+    whole = int(np.all(stamps >= 0, axis=1).sum())
+    assert whole >= 4
+    assert run["primary"]["camera_image"].shape[:2] == (whole, 10)
+    ioc.proc.wait(10)
+
+
+def test_an_ioc_that_stays_frozen_is_named_as_the_cause(doomed):
+    """Frozen for good mid-scan (SIGSTOP; its channels stay connected, so Channel Access
+    does not call it gone), the camera IOC is named as the cause, not a bare "no
+    progress" (the cause only reached a WARNING before), in bounded time; thawed, it
+    answers again and stops its capture when told."""
+    from plans import planar_scan
+
+    ioc, scope, session = doomed
+    hdf = scope.camera.hdf
+
+    def freeze_while_writing() -> None:
+        captured_at_least(hdf, 50)
+        ioc.proc.send_signal(signal.SIGSTOP)
+
+    freezer = threading.Thread(target=freeze_while_writing, daemon=True)
+    freezer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises((TimeoutError, RuntimeError)) as failed:
+            session.RE(planar_scan(scope.camera, scope.scanboard, 5000, 40.0, 0.002,
+                                   frame_rate=100.0))
+        elapsed = time.monotonic() - t0
+    finally:
+        freezer.join(5)
+        ioc.proc.send_signal(signal.SIGCONT)
+    message = str(failed.value)
+    assert "the camera IOC does not answer" in message
+    assert "no progress for 10.0 s" in message
+    assert elapsed < 60.0  # stall timeout, cleanup puts refused by time, collection
+    session.flush()
+    assert "the camera IOC does not answer" in session.catalog[-1].metadata["stop"]["reason"]
+    # thawed, the IOC answers again; the cleanup's Abort never reached it, so it goes
+    # on capturing until told to stop, as the next scan's refusal would say
+    import epics  # pyepics: fresh channels, as a user's caget/caput
+
+    cam1 = scope.camera.cam.prefix
+    wait_for(lambda: epics.caget(f"{cam1}DetectorState_RBV", timeout=2) is not None, 60,
+             "the thawed IOC answering")
+    assert epics.caput(f"{cam1}CameraMode", "Abort", wait=True, timeout=30)
+    hdf1 = scope.camera.hdf.prefix
+    wait_for(lambda: epics.caget(f"{hdf1}Capture_RBV", use_monitor=False, timeout=2) == 0,
+             30, "the capture closed")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import math
 import threading
@@ -40,6 +41,7 @@ from beamline_ls.iocs.ad_plugin import (
     NO_YES,
     PortGroup,
 )
+from beamline_ls.iocs.autosave import write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 
@@ -62,15 +64,28 @@ def preview_image(image: np.ndarray, size: int = PREVIEW_SIZE) -> np.ndarray:
     return out
 
 
+#: settings the camera keeps across IOC restarts (as ADCore's ADBase_settings.req), in
+#: the order they are restored: binning, then the size, the origin, the size again (a
+#: saved origin may not fit the full-frame size an IOC starts with)
+AUTOSAVED = ("BinX", "BinY", "SizeX", "SizeY", "MinX", "MinY", "SizeX", "SizeY",
+             "AcquireTime", "AcquirePeriod")
+
+
 class DriverGroup(PortGroup):
-    """ADBase on a :class:`~beamline_ls.hardware.camera.CameraDriver` (the parent's)."""
+    """ADBase on a :class:`~beamline_ls.hardware.camera.CameraDriver` (the parent's).
+
+    Binning, ROI, exposure and period are kept in ``autosave`` (set by the camera's
+    group) whenever they change, and restored when the IOC starts: a restarted IOC
+    otherwise came back at full frame, and the session's next scan, planned for the
+    ROI it had set, could not keep up."""
 
     port = CAMERA_PORT
+    autosave = None  # Path of the JSON file, or None: nothing kept
 
     acquire = pvproperty(name="Acquire", value="Done", dtype=ChannelType.ENUM,
                          enum_strings=["Done", "Acquire"],
                          doc="busy: a put of Acquire completes when the acquisition ends")
-    acquire_rbv = readback("Acquire_RBV", "Done", enum_strings=["Done", "Acquire"])
+    acquire_rbv = readback("Acquire_RBV", "Done", enum_strings=["Done", "Acquiring"])
     acquire_busy = readback("AcquireBusy", "Done", enum_strings=["Done", "Acquiring"])
     wait_for_plugins = pvproperty(name="WaitForPlugins", value="No", dtype=ChannelType.ENUM,
                                   enum_strings=NO_YES,
@@ -151,11 +166,18 @@ class DriverGroup(PortGroup):
     shutter_close_epics = fixed("ShutterCloseEPICS", 0, NO_SHUTTER, rbv=False)
     shutter_control_epics = fixed("ShutterControlEPICS", 0, NO_SHUTTER, rbv=False)
     shutter_fanout = fixed("ShutterFanout", 0, NO_SHUTTER, rbv=False)
-    manufacturer = readback("Manufacturer_RBV", "", text=True)
-    model = readback("Model_RBV", "", text=True)
-    serial_number = readback("SerialNumber_RBV", "", text=True)
-    firmware_version = readback("FirmwareVersion_RBV", "", text=True)
-    sdk_version = readback("SDKVersion_RBV", "", text=True)
+    # strings (DBR_STRING, 39 characters) as ADCore's stringin records: ophyd reads a
+    # char waveform as an array of bytes and describes the camera with it
+    manufacturer = readback("Manufacturer_RBV", "")
+    model = readback("Model_RBV", "")
+    serial_number = readback("SerialNumber_RBV", "")
+    firmware_version = readback("FirmwareVersion_RBV", "")
+    sdk_version = readback("SDKVersion_RBV", "")
+    # NDArrayBase's per-frame readbacks, which ADCore serves on the driver too
+    unique_id = readback("UniqueId_RBV", 0, doc="camera frame id of the newest frame")
+    array_size0 = readback("ArraySize0_RBV", 0, doc="frame width (x)")
+    array_size1 = readback("ArraySize1_RBV", 0, doc="frame height (y)")
+    array_size2 = readback("ArraySize2_RBV", 0, doc="0: one colour plane")
     frame_fields = readback("FrameFields_RBV", "", text=True,
                             doc="per-frame fields this camera adds to every frame "
                                 "(comma-separated; e.g. its own timestamp)")
@@ -204,6 +226,7 @@ class DriverGroup(PortGroup):
         self.latest = None
         self.preview_mode = False
         self._published: CameraSettings | None = None
+        self._saved: dict | None = None  # what autosave holds; None: not restored yet
         self.background: Background | None = None
         self.accumulator: BackgroundAccumulator | None = None
         self.background_done = threading.Event()
@@ -356,7 +379,7 @@ class DriverGroup(PortGroup):
                  "preview" if preview else "acquire", n or "continuous", settings.trigger_mode)
         await self.publish_geometry(settings)
         await self.detector_state.write("Acquire")
-        await self.acquire_rbv.write("Acquire")
+        await self.acquire_rbv.write("Acquiring")
         await self.acquire_busy.write("Acquiring")
         await self.status_message.write("previewing" if preview else "acquiring")
 
@@ -364,6 +387,8 @@ class DriverGroup(PortGroup):
         h, w = settings.frame_shape
         await self.array_size_x.write(w)
         await self.array_size_y.write(h)
+        await self.array_size0.write(w)
+        await self.array_size1.write(h)
         await self.array_size.write(w * h * 2)
         await self.readout_time.write(self.driver.readout_time_s(settings))
         self.parent.prime_plugins((h, w))
@@ -515,8 +540,49 @@ class DriverGroup(PortGroup):
                           (self.serial_number, "serial_number"),
                           (self.firmware_version, "firmware_version"),
                           (self.sdk_version, "sdk_version")):
-            await pv.write(str(getattr(self.driver, value, "")))
+            await pv.write(str(getattr(self.driver, value, ""))[:39])
         await self.frame_fields.write(",".join(self.driver.frame_fields))
+        await self._restore_settings()
+
+    def _autosaved_values(self) -> dict:
+        return {name: self.pvdb[f"{self.prefix}{name}"].value for name in AUTOSAVED}
+
+    async def _restore_settings(self) -> None:
+        """The settings saved before the last restart, each through its PV (a value
+        today's sensor or limits refuse is skipped, with a warning)."""
+        path = self.autosave
+        saved: dict = {}
+        if path is not None:
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring the saved camera settings %s (%s)", path, exc)
+        for name in AUTOSAVED:
+            if name in saved and saved[name] != self.pvdb[f"{self.prefix}{name}"].value:
+                try:
+                    await self.pvdb[f"{self.prefix}{name}"].write(saved[name])
+                except Exception as exc:  # noqa: BLE001 - out of range on this sensor
+                    log.warning("camera: saved %s = %r not restored: %s", name,
+                                saved[name], exc)
+        if saved:
+            log.info("camera settings restored from %s", path)
+        self._saved = self._autosaved_values()
+
+    async def _save_settings(self) -> None:
+        """Keep the settings when they changed (off the event loop; a failure to save
+        is logged, the settings are in use either way)."""
+        if self.autosave is None or self._saved is None:
+            return
+        values = self._autosaved_values()
+        if values == self._saved:
+            return
+        self._saved = values
+        try:
+            await asyncio.to_thread(write_json_atomic, self.autosave, values)
+        except OSError as exc:
+            log.error("camera: could not save its settings to %s: %s", self.autosave, exc)
 
     @temperature_actual.startup
     async def temperature_actual(self, instance, async_lib):
@@ -542,6 +608,7 @@ class DriverGroup(PortGroup):
             # while acquiring, the geometry stays that of the frames being delivered
             self._published = settings
             await self.publish_geometry(settings)
+            await self._save_settings()
             if self.background is not None and not self.background.matches(
                     self.settings_key(settings)):
                 log.info("background invalidated: exposure, binning or ROI changed")
@@ -590,6 +657,8 @@ class DriverGroup(PortGroup):
             self._preview_t = time.monotonic()
             await self.preview.write(preview_image(latest.image).ravel().tolist())
             await self.preview_counter.write(self.preview_counter.value + 1)
+        if latest is not None:
+            await write_if_changed(self.unique_id, int(latest.frame_id))
         name = DTYPE_NAMES.get(latest.image.dtype.name) if latest is not None else None
         if name is not None and name != self.data_type_rbv.value:
             await self.data_type_rbv.write(name)

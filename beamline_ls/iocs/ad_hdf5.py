@@ -130,8 +130,9 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     file_path, file_path_rbv = setting(
         "FilePath", "", text=True,
         doc="directory inside the IOC's data root (relative paths are taken from it)")
-    file_path_exists = readback("FilePathExists_RBV", 0,
-                                doc="1: FilePath can take a capture (writable, room)")
+    file_path_exists = readback("FilePathExists_RBV", "No", enum_strings=NO_YES,
+                                record="bi",
+                                doc="Yes: FilePath can take a capture (writable, room)")
     file_name, file_name_rbv = setting("FileName", "", text=True)
     file_number, file_number_rbv = setting("FileNumber", 0, lower_ctrl_limit=0,
                                            upper_ctrl_limit=2**31 - 1)
@@ -160,6 +161,10 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         "NumCapture", 1, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
         doc="frames per capture; 0: until Capture is set to Done")
     num_captured = readback("NumCaptured_RBV", 0)
+    num_flushed = readback(
+        "NumFlushed_RBV", 0,
+        doc="frames of the capture on disk (flushed; whole volumes when volumetric, holes "
+            "of lost frames included): what a reader can count on if the IOC dies")
     write_file, write_file_rbv = setting(
         "WriteFile", "Done", enum_strings=["Done", "Write"],
         doc="Single mode: write the last frame to the next file")
@@ -209,8 +214,8 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     fill_value, fill_value_rbv = fixed("FillValue", 0.0, "lost frames read as 0")
     num_frames_flush, num_frames_flush_rbv = fixed(
         "NumFramesFlush", 0, "the writer flushes every 0.5 s and whenever frames stop")
-    flush_now = fixed("FlushNow", 0, "the writer flushes every 0.5 s and whenever frames "
-                      "stop", rbv=False)
+    flush_now = fixed("FlushNow", "Done", "the writer flushes every 0.5 s and whenever "
+                      "frames stop", enum_strings=["Done", "Flush"], rbv=False)
     num_extra_dims, num_extra_dims_rbv = fixed(
         "NumExtraDims", 0, "volumes use HDF1:FramesPerVolume (a 4-D dataset)")
     store_attr, store_attr_rbv = fixed("StoreAttr", "No", NO_ATTRIBUTES,
@@ -284,6 +289,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         self._open = False  # a capture was opened and has not been reported closed
         self._aborted = False
         self._opened_at = 0.0
+        self._unit_frames = 1  # frames per unit of the recorder's flushed count
         self._number_lock = threading.Lock()
         self._next_number = 0  # Single mode: the number the next file takes
         self._single = SingleFileWriter(self._single_path)
@@ -386,7 +392,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         elif self.write_message.value == self._path_problem_said:
             await self.write_message.write("")  # that path's problem is gone with it
         self._path_problem_said = problem[:500] if problem else None
-        await self.file_path_exists.write(0 if problem else 1)
+        await self.file_path_exists.write("No" if problem else "Yes")
         return value
 
     @file_write_mode.putter
@@ -468,6 +474,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         self.recorder.buffer_frames = int(self.buffer_frames.value)
         self.recorder.write_delay_s = float(self.sim_write_delay.value)
         planes = int(self.frames_per_volume.value)
+        self._unit_frames = max(planes, 1)  # frames per unit of the writer's count
         per_file = self._frames_per_file(settings.frame_shape, planes, n_frames)
         self.recorder.start(path, settings.frame_shape, n_frames, planes, attrs, extra, bg,
                             max_frames_per_file=per_file, on_file_closed=self.mirror.submit)
@@ -508,6 +515,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         await self.file_frames.write(per_file)
         await self.file_count.write(1)
         await self.num_captured.write(0)
+        await self.num_flushed.write(0)
         await self.swmr_cb_counter.write(0)
         await self.dropped_frames.write(0)
         await self.lost_frames.write(0)
@@ -550,6 +558,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             return
         st = self.recorder.status
         await write_if_changed(self.num_captured, st.frames_written)
+        await write_if_changed(self.num_flushed, st.complete_units * self._unit_frames)
         await write_if_changed(self.swmr_cb_counter, st.flushes)
         not_stored = st.frames_dropped + st.frames_missing
         if not_stored != self.dropped_frames.value:

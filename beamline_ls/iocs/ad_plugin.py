@@ -26,7 +26,7 @@ from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_change
 # areaDetector's enumerations, in its order, so clients reading numbers agree
 ND_DATA_TYPES = ["Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
                  "Float32", "Float64"]
-ND_COLOR_MODES = ["Mono", "Bayer", "RGB1", "RGB2", "RGB3", "YUV444", "YUV422", "YUV411"]
+ND_COLOR_MODES = ["Mono", "Bayer", "RGB1", "RGB2", "RGB3", "YUV444", "YUV422", "YUV421"]
 BAYER_PATTERNS = ["RGGB", "GBRG", "GRBG", "BGGR"]
 NO_YES = ["No", "Yes"]
 DISABLE_ENABLE = ["Disable", "Enable"]

@@ -42,9 +42,11 @@ class CameraGroup(PVGroup):
     def __init__(self, *args, driver: CameraDriver, data_root: Path,
                  annotate: Callable[[Frame], None] | None = None,
                  mirror_root: str | Path | None = None,
-                 mirror_roots: Sequence[str | Path] = (), **kwargs):
+                 mirror_roots: Sequence[str | Path] = (), autosave: Path | None = None,
+                 **kwargs):
         self.driver = driver
         super().__init__(*args, **kwargs)
+        self.cam.autosave = autosave  # binning, ROI, exposure, period across restarts
         self.annotate = annotate  # adds per-frame metadata known elsewhere (gating)
         self.hdf.configure(Path(data_root), mirror_root, mirror_roots)
 

@@ -47,7 +47,8 @@ def build_groups(settings: Settings, drivers: Drivers) -> list[PVGroup]:
     camera = CameraGroup(prefix=prefix, driver=drivers.camera, data_root=data_root,
                          annotate=gating.annotate if gating else None,
                          mirror_root=settings.mirror_dir,
-                         mirror_roots=settings.allowed_mirror_roots)
+                         mirror_roots=settings.allowed_mirror_roots,
+                         autosave=settings.autosave_dir / "camera.json")
     focus = FocusPositioner(drivers.scanboard, drivers.piezo, scan.calibrations)
     piezo = MotorGroup(prefix=f"{prefix}piezo", driver=focus,
                        autosave=settings.autosave_dir / "piezo.json")

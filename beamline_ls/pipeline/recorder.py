@@ -383,8 +383,13 @@ class Recorder:
                 st.error = (f"{st.error} ({st.frames_written} of {st.frames_expected} "
                             f"frames stored, {st.frames_lost} lost)")
                 log.error("capture to %s failed: %s", writer.path, st.error)
+            elif st.frames_lost:  # stopped early, or frames dropped: not a success
+                log.warning("wrote %d of %d frames to %s: %d lost (%d dropped, %d never "
+                            "delivered by the camera, %d not taken: the capture was "
+                            "stopped)", writer.frames_written, st.frames_expected,
+                            writer.path, st.frames_lost, st.frames_dropped,
+                            st.frames_missing, st.frames_lost - st.frames_dropped
+                            - st.frames_missing)
             else:
-                success(log, "wrote %d frames to %s (%d dropped, %d never delivered by "
-                        "the camera)", writer.frames_written, writer.path, st.frames_dropped,
-                        st.frames_missing)
+                success(log, "wrote %d frames to %s", writer.frames_written, writer.path)
             st.capturing = False
