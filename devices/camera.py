@@ -495,6 +495,7 @@ class Camera(Device):
         elif acq is not None and acq.trigger_mode != "Internal" and taken < n and not missed:
             why += ": no trigger reached it in that time"
         return why
+
     _kickoff_status: Status | None = None  # this acquisition's kickoff
 
     def pause(self) -> None:

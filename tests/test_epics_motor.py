@@ -171,6 +171,25 @@ def test_a_new_target_during_a_move_is_done_only_when_that_move_is(x):
     assert ca.caget(f"{PREFIX}stage:X.VAL", use_monitor=False) == pytest.approx(1000.0)
 
 
+def test_descriptors_and_screens_get_the_motor_records_metadata(x):
+    """EpicsMotor.describe() (every bluesky descriptor) takes its limits from RBV, and
+    screens their units and precision from each field: as a motor record serves them,
+    not 0 to 0 and unitless."""
+    lo = ca.caget(f"{PREFIX}stage:X.LLM", use_monitor=False)
+    hi = ca.caget(f"{PREFIX}stage:X.HLM", use_monitor=False)
+    described = x.describe()[x.name]
+    assert (described["lower_ctrl_limit"], described["upper_ctrl_limit"]) == (lo, hi)
+    egu = ca.caget(f"{PREFIX}stage:X.EGU", use_monitor=False)
+    prec = ca.caget(f"{PREFIX}stage:X.PREC", use_monitor=False)
+    # pyepics' cached PVs: one collected later on another thread crashes libca
+    drbv = ca.get_pv(f"{PREFIX}stage:X.DRBV", form="ctrl").get_ctrlvars(timeout=5)
+    assert (drbv["lower_ctrl_limit"], drbv["upper_ctrl_limit"]) == (
+        ca.caget(f"{PREFIX}stage:X.DLLM", use_monitor=False),
+        ca.caget(f"{PREFIX}stage:X.DHLM", use_monitor=False))
+    velo = ca.get_pv(f"{PREFIX}stage:X.VELO", form="ctrl").get_ctrlvars(timeout=5)
+    assert velo["units"] == f"{egu}/sec" and velo["precision"] == prec
+
+
 def test_velo_sets_the_speed_of_the_move(x):
     """EpicsMotor.velocity changes how long a move takes; out of range is refused."""
     vmax = x.velocity.get()

@@ -155,7 +155,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     capture = pvproperty(name="Capture", value="Done", dtype=ChannelType.ENUM,
                          enum_strings=["Done", "Capture"],
                          doc="Capture opens the file; Done finishes and closes it")
-    capture_rbv = readback("Capture_RBV", "Done", enum_strings=["Done", "Capture"],
+    capture_rbv = readback("Capture_RBV", "Done", enum_strings=["Done", "Capturing"],
                            doc="Capture while a file is open")
     num_capture, num_capture_rbv = setting(
         "NumCapture", 1, lower_ctrl_limit=0, upper_ctrl_limit=100_000_000,
@@ -524,7 +524,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         await self.write_message.write("capturing")
         await self.swmr_active.write("Active")
         await self.parent.summary.publish(self.recorder.summary)  # no rows of the last
-        await self.capture_rbv.write("Capture")
+        await self.capture_rbv.write("Capturing")
 
     def abort(self) -> bool:
         """Stop the capture after the frame being written (the rest count as lost);

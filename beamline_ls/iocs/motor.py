@@ -112,6 +112,9 @@ class MotorGroup(PVGroup):
         await f.motor_step_size.write(self.resolution)
         await f.engineering_units.write(self.driver.units)
         velocity = self.driver.velocity or 0.0
+        for field in (f.velocity, f.jog_velocity, f.home_velocity, f.max_velocity,
+                      f.base_velocity):
+            await field.write_metadata(units=f"{self.driver.units}/sec", precision=p)
         for field in (f.velocity, f.jog_velocity, f.home_velocity):
             await field.write(velocity, verify_value=False)
         await f.max_velocity.write(self.driver.max_velocity, verify_value=False)
@@ -220,7 +223,17 @@ class MotorGroup(PVGroup):
         await f.dial_high_limit.write(self.cal.dial_high, verify_value=False)
         await f.user_low_limit.write(lo, verify_value=False)
         await f.user_high_limit.write(hi, verify_value=False)
-        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi)
+        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi,
+                                      lower_disp_limit=lo, upper_disp_limit=hi)
+        # as the motor record serves them: RBV within the user limits, DRBV and DVAL
+        # within the dial limits (ophyd's EpicsMotor.describe() reads RBV's)
+        dlo, dhi = self.cal.dial_low, self.cal.dial_high
+        await f.user_readback_value.write_metadata(
+            lower_ctrl_limit=lo, upper_ctrl_limit=hi, lower_disp_limit=lo, upper_disp_limit=hi)
+        await f.dial_readback_value.write_metadata(
+            lower_ctrl_limit=dlo, upper_ctrl_limit=dhi, lower_disp_limit=dlo,
+            upper_disp_limit=dhi)
+        await f.dial_desired_value.write_metadata(lower_disp_limit=dlo, upper_disp_limit=dhi)
         await f.user_readback_value.write(self.cal.user(self._dial))
 
     async def _calibration_changed(self, instance) -> None:

@@ -459,7 +459,7 @@ function updatePanels() {
   const runs = state.runs.runs;
   const active = runs.find((r) => r.exit_status === "running");
   const n = v["HDF1:NumCapture_RBV"], got = v["HDF1:NumCaptured_RBV"];
-  const capturing = v["HDF1:Capture_RBV"] === "Capture";
+  const capturing = v["HDF1:Capture_RBV"] === "Capturing";
   setText("run-now", active ? `scan ${active.scan_id} ${active.plan_name} running` +
     (capturing ? `: ${got} of ${n} frames` : "") : (capturing ? `capturing ${got} of ${n} frames` : "no run in progress"));
   $("run-progress").value = capturing && n > 0 ? got / n : 0;
