@@ -105,3 +105,15 @@ def test_a_run_that_fails_to_reach_the_catalog_fails_loudly_once(session):
     uid = session.RE(count([det], 1)).run_start_uids[0]
     session.flush()
     assert session.catalog[uid].metadata["stop"]["exit_status"] == "success"
+
+
+def test_a_volumetric_scan_leaves_the_writer_as_stock_clients_expect(scope, session):
+    """HDF1:FramesPerVolume is this project's own PV: left at a scan's 10 planes, the
+    next capture of a stock areaDetector client (3 frames, say) was refused as "not a
+    whole number of 10-plane volumes". The scan puts it back to 0."""
+    from plans import volumetric_scan
+
+    result = session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 10, 10.0, 40.0,
+                                        2.0))
+    assert result.exit_status == "success"
+    assert int(scope.camera.hdf.frames_per_volume.get(use_monitor=False)) == 0
