@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import math
 import threading
@@ -41,7 +40,7 @@ from beamline_ls.iocs.ad_plugin import (
     NO_YES,
     PortGroup,
 )
-from beamline_ls.iocs.autosave import write_json_atomic
+from beamline_ls.iocs.autosave import read_saved, restore_pvs, write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 
@@ -550,24 +549,10 @@ class DriverGroup(PortGroup):
     async def _restore_settings(self) -> None:
         """The settings saved before the last restart, each through its PV (a value
         today's sensor or limits refuse is skipped, with a warning)."""
-        path = self.autosave
-        saved: dict = {}
-        if path is not None:
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                pass
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring the saved camera settings %s (%s)", path, exc)
-        for name in AUTOSAVED:
-            if name in saved and saved[name] != self.pvdb[f"{self.prefix}{name}"].value:
-                try:
-                    await self.pvdb[f"{self.prefix}{name}"].write(saved[name])
-                except Exception as exc:  # noqa: BLE001 - out of range on this sensor
-                    log.warning("camera: saved %s = %r not restored: %s", name,
-                                saved[name], exc)
+        saved = read_saved(self.autosave, "camera settings")
+        await restore_pvs(self.pvdb, self.prefix, AUTOSAVED, saved, "camera")
         if saved:
-            log.info("camera settings restored from %s", path)
+            log.info("camera settings restored from %s", self.autosave)
         self._saved = self._autosaved_values()
 
     async def _save_settings(self) -> None:

@@ -30,7 +30,6 @@ and not for the scans.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from caproto import ChannelType
 from caproto.server import PVGroup, pvproperty
 
 from beamline_ls.hardware.scanboard import ScanBoardDriver
-from beamline_ls.iocs.autosave import write_json_atomic
+from beamline_ls.iocs.autosave import read_saved, restore_pvs, write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.waveforms import (
     PIEZO_TRAVEL_UM,
@@ -301,24 +300,12 @@ class ScanBoardGroup(PVGroup):
     async def _restore(self) -> None:
         """The calibration saved before the last restart, value by value (one the
         limits now refuse is skipped, with a warning)."""
-        if self.autosave is None:
-            return
-        try:
-            saved = json.loads(self.autosave.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the saved scan board calibration %s (%s)", self.autosave, exc)
+        saved = read_saved(self.autosave, "scan board calibration")
+        if not saved:
             return
         self._restoring = True
         try:
-            for name in AUTOSAVED:
-                if name in saved:
-                    try:
-                        await self.pvdb[self.prefix + name].write(float(saved[name]))
-                    except Exception as exc:  # out of today's limits, not a number
-                        log.warning("scan board: saved %s = %r not restored: %s", name,
-                                    saved[name], exc)
+            await restore_pvs(self.pvdb, self.prefix, AUTOSAVED, saved, "scan board")
         finally:
             self._restoring = False
         log.info("scan board calibration restored from %s", self.autosave)
