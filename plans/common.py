@@ -6,7 +6,7 @@ import uuid
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.utils import FailedStatus
+from bluesky.utils import FailedStatus, short_uid
 
 from devices.scanboard import PIEZO_TRAVEL_UM
 
@@ -65,7 +65,7 @@ CLEANUP_TIMEOUT_S = 10.0
 def put_in_cleanup(signal, value):
     """Set ``signal`` and wait for it, for at most `CLEANUP_TIMEOUT_S` (then
     bluesky's ``wait`` raises, and `with_cleanup` logs it)."""
-    group = f"cleanup-{uuid.uuid4().hex[:8]}"
+    group = short_uid("cleanup")
     yield from bps.abs_set(signal, value, group=group)
     yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
 
