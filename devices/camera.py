@@ -479,12 +479,7 @@ class Camera(Device):
             dropped = int(self.hdf.dropped_frames.get(use_monitor=False, timeout=2.0))
         except Exception as exc:  # noqa: BLE001 - that is the cause
             self._contact_error = f"{type(exc).__name__}: {exc}"
-            if not self._writer_connected():
-                return (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
-                        f"disconnected); it had written {self._written_seen} frames")
-            return (f"the camera IOC does not answer ({type(exc).__name__}: frozen, or too "
-                    f"busy to serve Channel Access); it had written {self._written_seen} "
-                    "frames")
+            return self._write_error()
         n = acq.n_frames if acq else 0
         why = (f"the camera took {taken} frames, {written} of {n} are written"
                + (f", {missed} triggers came while it was still busy"
@@ -567,11 +562,12 @@ class Camera(Device):
         """The writer's own words when the capture failed (areaDetector's WriteStatus
         says whether; WriteMessage says why, with what was stored and lost), or that
         the IOC is gone (its channels disconnected: stopped, killed, network down) or
-        stopped answering for ``IOC_PATIENCE_S``."""
+        does not answer (for ``IOC_PATIENCE_S``, or when a stall is looked into)."""
         if self._contact_error or not self._writer_connected():
             n = self._acq.n_frames if self._acq else 0
             if self._writer_connected():
-                cause = f"the camera IOC stopped answering ({self._contact_error})"
+                cause = ("the camera IOC does not answer (frozen, or too busy to serve "
+                         f"Channel Access: {self._contact_error})")
             else:
                 cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
                          "disconnected: IOC stopped or network down)")
