@@ -3,6 +3,8 @@ bound to 127.0.0.1 only (read from the kernel's socket tables, as `ss -l` does).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import h5py
@@ -186,3 +188,18 @@ def test_a_bad_access_table_is_refused_with_its_key():
     policy = AccessPolicy.from_config({"pvs": {"laser:*": {"write_hosts": []}}})
     assert not policy.rule_for("laser:Power").allows("localhost", "root")
     assert policy.rule_for("scan:Start").allows("localhost", "root")
+
+
+def test_an_ioc_refusing_its_configuration_creates_nothing(tmp_path):
+    """A mistyped access table stops the IOC with the key named, before it creates the
+    data directories (a refused start leaves no tree behind to clean up)."""
+    config = tmp_path / "ioc.toml"
+    config.write_text('[access]\nwrite_host = ["localhost"]\n')
+    data = tmp_path / "data"
+    done = subprocess.run(
+        [sys.executable, "-m", "beamline_ls.cli", "ioc", "--prefix", "REFUSED:",
+         "--config", str(config), "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "unknown keys ['write_host']" in done.stderr
+    assert not data.exists()

@@ -176,13 +176,13 @@ def serve(settings: Settings) -> None:
     # 5 ms switch interval made each client round trip wait tens of ms during acquisition.
     sys.setswitchinterval(0.0005)
     low_latency_monitors()
-    settings.ensure_dirs()
     prefix, data_root = settings.prefix, settings.frames_dir
     access = AccessPolicy.from_config(settings.access)  # a bad table fails before any port opens
     stop_on_sigterm()  # until the event loop runs and takes both signals over
     drivers = build_drivers(settings.hardware)
     groups: list[PVGroup] = []
     try:
+        settings.ensure_dirs()  # once the configuration is accepted: a refused one leaves none
         groups = build_groups(settings, drivers)
         pvdb = build_pvdb(groups)
         access.apply(pvdb, prefix)

@@ -379,6 +379,13 @@ class Recorder:
             st.frames_written = writer.frames_written
             st.complete_units = writer.complete_units
             st.files = len(writer.parts)
+            gone = [p for p in writer.parts if p.removed]
+            if gone:  # what was written into them is not stored
+                st.frames_written -= writer.frames_removed
+                st.complete_units = min(st.complete_units, writer.units_before_removed)
+                removed = (f"{', '.join(p.path for p in gone)} removed while being "
+                           f"written ({writer.frames_removed} frames went with it)")
+                st.error = f"{st.error}; {removed}" if st.error else removed
             if st.error:
                 st.error = (f"{st.error} ({st.frames_written} of {st.frames_expected} "
                             f"frames stored, {st.frames_lost} lost)")

@@ -46,12 +46,28 @@ def frames_per_file(frame_shape: tuple[int, int], planes_per_volume: int = 0,
 @dataclass
 class FilePart:
     """One file of a capture, starting at capture position ``first_frame``; ``frames``
-    counts the frames stored in it (lost frames leave holes, not counted)."""
+    counts the frames stored in it (lost frames leave holes, not counted).
+
+    ``identity`` is the file's (device, inode) when it was created; ``removed`` is set
+    at its close when its name no longer leads to that file (deleted, or replaced,
+    while it was written: a writer keeps writing into an unlinked file without error,
+    and those frames vanish with it)."""
 
     path: str
     first_frame: int
     frames: int = 0
     closed: bool = False
+    identity: tuple[int, int] | None = None
+    removed: bool = False
+
+    def check_still_there(self) -> None:
+        """Set :attr:`removed` if the name no longer leads to the file written."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.removed = True
+            return
+        self.removed = self.identity is not None and (st.st_dev, st.st_ino) != self.identity
 
 
 class RollingFileWriter:
@@ -100,6 +116,8 @@ class RollingFileWriter:
         writer = FrameFileWriter(path, self.frame_shape, planes_per_volume=self.planes,
                                  attrs=attrs, extra_fields=self.extra_fields,
                                  volume_offset=first // self.planes if self.planes else 0)
+        st = os.stat(path)
+        part.identity = (st.st_dev, st.st_ino)
         for dpath, data, dattrs in self._early:
             writer.add_dataset(dpath, data, dattrs)
         self.parts.append(part)
@@ -108,6 +126,20 @@ class RollingFileWriter:
     @property
     def frames_written(self) -> int:
         return self._closed_frames + self._current.frames_written
+
+    @property
+    def frames_removed(self) -> int:
+        """Frames written into files that were removed while being written (known
+        once those files are closed)."""
+        return sum(p.frames for p in self.parts if p.removed)
+
+    @property
+    def units_before_removed(self) -> int | None:
+        """Whole volumes (or frames) before the first removed file, or None."""
+        for p in self.parts:
+            if p.removed:
+                return p.first_frame // self.planes if self.planes else p.first_frame
+        return None
 
     @property
     def positions(self) -> int:
@@ -147,15 +179,20 @@ class RollingFileWriter:
         """Fill the current file to its size (holes), close it, hand it on, open the next."""
         done = self._current
         done.pad_to(self.max_frames_per_file)
+        self.parts[-1].check_still_there()
         done.close()
         self.parts[-1].closed = True
         self._closed_frames += done.frames_written
         self._closed_positions += done.positions
         self._closed_units += done.complete_units
         self._closed_flushes += done.flushes
-        log.info("file %s full (%d frames); continuing in the next file", done.path,
-                 done.frames_written)
-        self._hand_on(done.path)
+        if self.parts[-1].removed:
+            log.error("%s was removed while being written: its %d frames are lost",
+                      done.path, done.frames_written)
+        else:
+            log.info("file %s full (%d frames); continuing in the next file", done.path,
+                     done.frames_written)
+            self._hand_on(done.path)
         self._current = self._open(part_path(self.path, len(self.parts)))
 
     def _hand_on(self, path: Path) -> None:
@@ -176,12 +213,15 @@ class RollingFileWriter:
     def close(self, attrs: dict[str, Any] | None = None) -> None:
         if self.parts[-1].closed:
             return
+        self.parts[-1].check_still_there()
         self._current.close({**(attrs or {}), "files_in_capture": len(self.parts)})
         self.parts[-1].closed = True
         self.parts[-1].frames = self._current.frames_written
-        self._hand_on(self._current.path)
+        if not self.parts[-1].removed:  # nothing left to copy otherwise
+            self._hand_on(self._current.path)
 
     def abandon(self) -> None:
         """Let go of the current file after a failed close (never raises)."""
+        self.parts[-1].check_still_there()
         self._current.abandon()
         self.parts[-1].closed = True
