@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from devices import ca_recovery
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
 from devices.laser import Laser
 from devices.positioners import Galvo, Piezo, Stage
 from devices.scanboard import ScanBoard
+
+ca_recovery.install()  # before any signal exists: each binds its callbacks when made
 
 
 @dataclass

@@ -222,3 +222,60 @@ def test_an_ioc_that_stays_frozen_is_named_as_the_cause(doomed):
     hdf1 = scope.camera.hdf.prefix
     wait_for(lambda: epics.caget(f"{hdf1}Capture_RBV", use_monitor=False, timeout=2) == 0,
              30, "the capture closed")
+
+
+# a session's client: ophyd signals and a motor on the IOC, waiting out an outage
+_OUTAGE_CLIENT = """
+import sys, time
+import devices  # noqa: F401 - what a session imports
+from ophyd import EpicsMotor, EpicsSignal
+
+prefix = sys.argv[1]
+rate = EpicsSignal(prefix + "scan:VolumeRate", name="rate")
+x = EpicsMotor(prefix + "stage:X", name="x")
+rate.wait_for_connection(30)
+x.wait_for_connection(30)
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while rate.connected and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("unresponsive" if not rate.connected else "never lost", flush=True)
+while not (rate.connected and x.connected) and time.monotonic() < deadline + 60:
+    time.sleep(0.05)
+time.sleep(0.5)
+rate.put(4.0, wait=True, timeout=10)
+x.move(0.5, wait=True, timeout=30)
+print("wrote", rate.get(use_monitor=False), round(x.position, 3), flush=True)
+"""
+
+
+def test_a_session_writes_again_once_an_unresponsive_ioc_answers(doomed, epics):
+    """An IOC silent for longer than EPICS_CA_CONN_TMO (frozen here; a network outage
+    or an overloaded host does the same) makes libca call the circuit unresponsive and
+    drop the channels' access rights; when it answers again, the session's ophyd
+    signals and motors write again without a restart (they raised ReadOnlyError
+    before). The client waits 2 s before calling a silent IOC unresponsive instead of
+    30, to keep the test short."""
+    import os
+    import subprocess
+    import sys
+
+    ioc, _, _ = doomed
+    env = {**os.environ, "EPICS_CA_CONN_TMO": "2"}
+    client = subprocess.Popen([sys.executable, "-c", _OUTAGE_CLIENT, "DOOM:"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "ready"
+        ioc.proc.send_signal(signal.SIGSTOP)
+        try:
+            said = client.stdout.readline().strip()
+        finally:
+            ioc.proc.send_signal(signal.SIGCONT)
+        assert said == "unresponsive"
+        out, err = client.communicate(timeout=120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(30)
+    assert client.returncode == 0, err[-2000:]
+    assert out.split() == ["wrote", "4.0", "0.5"]
