@@ -620,13 +620,15 @@ class Camera(Device):
         ``IOC_PATIENCE_S``. When the IOC is gone (channels disconnected) or does not
         answer in that time, raise that, with what it had written, not which channel
         happened to time out."""
-        # an IOC already found not answering (`_stall_cause`) is not waited for again
-        deadline = time.monotonic() + (2.0 if self._contact_error else IOC_PATIENCE_S)
+        started = time.monotonic()
         while True:
             try:
                 return read()
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
-                if self._note_failed_read(exc) and time.monotonic() < deadline:
+                # an IOC found not answering (`_stall_cause`, before or while this
+                # waits) is not waited for any longer: the run fails on that anyway
+                patience = 2.0 if self._contact_error else IOC_PATIENCE_S
+                if self._note_failed_read(exc) and time.monotonic() - started < patience:
                     time.sleep(0.1)
                     continue
                 self._contact_error = f"{type(exc).__name__}: {exc}"
