@@ -73,11 +73,42 @@ SCREENS["HDF1:"] = {
 }
 
 
+# state names as ADCore's records word them (ZNAM/ONAM, ZRST...): screens show them
+# and clients put them as strings; some readbacks word a state differently
+STATES = {
+    "cam1:Acquire": "Done Acquire",
+    "cam1:PreAllocBuffers": "Done Allocate",
+    "cam1:ShutterControlEPICS": "Closed Open",
+    "cam1:ShutterMode": "None|EPICS PV|Detector output",
+    "cam1:ShutterMode_RBV": "None|EPICS PV|Camera output",
+    "HDF1:Capture": "Done Capture",
+    "HDF1:Capture_RBV": "Done Capturing",
+    "HDF1:WriteFile": "Done Write",
+    "HDF1:WriteFile_RBV": "Done Writing",
+    "HDF1:ReadFile": "Done Read",
+    "HDF1:ReadFile_RBV": "Done Reading",
+    "HDF1:FreeCapture": "Done Free",
+    "HDF1:WriteStatus": "Write OK|Write error",
+    "HDF1:FilePathExists_RBV": "No Yes",
+    "HDF1:FileWriteMode": "Single Capture Stream",
+    "HDF1:Compression": "None N-bit szip zlib Blosc BSLZ4 LZ4 JPEG",
+    "HDF1:BloscCompressor": "BloscLZ LZ4 LZ4HC SNAPPY ZLIB ZSTD",
+    "HDF1:BloscCompressor_RBV": "BloscLZ LZ4 LZ4HC SNAPPY ZLIB ZSTD",
+    "HDF1:BloscShuffle": "None Byte Bit",
+    "HDF1:BloscShuffle_RBV": "None Byte Bit",
+    "HDF1:SWMRSupported_RBV": "Not Supported|Supported",
+}
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> set[str]:
+def group(tmp_path_factory) -> CameraGroup:
+    return CameraGroup(prefix=PREFIX, driver=SimCamera(SimMicroscope()),
+                       data_root=tmp_path_factory.mktemp("frames"))
+
+
+@pytest.fixture(scope="module")
+def served(group) -> set[str]:
     """Every name a client can reach on the camera IOC: PVs and record fields."""
-    group = CameraGroup(prefix=PREFIX, driver=SimCamera(SimMicroscope()),
-                        data_root=tmp_path_factory.mktemp("frames"))
     names = set(group.pvdb)
     for name, instance in group.pvdb.items():
         for field in getattr(instance, "fields", {}) or {}:
@@ -117,3 +148,34 @@ def test_adcore_screens_find_their_pvs(served, plugin, screen):
     wanted = [PREFIX + plugin + name for name in SCREENS[plugin][screen].split()]
     missing = [name for name in wanted if name not in served]
     assert len(missing) <= 0.1 * len(wanted), missing
+
+
+def test_states_are_named_as_adcore_names_them(group):
+    for name, words in STATES.items():
+        wanted = words.split("|") if "|" in words else words.split()
+        assert list(group.pvdb[PREFIX + name].enum_strings) == wanted, name
+
+
+def test_a_readback_shows_the_setting_in_its_own_words():
+    """A setting whose readback words its states differently (areaDetector's WriteFile
+    "Write" reads back "Writing") shows each state, by position, in the readback's."""
+    import asyncio
+
+    from caproto.server import PVGroup
+
+    from beamline_ls.iocs.ad_params import setting
+
+    class Group(PVGroup):
+        write_file, write_file_rbv = setting("WriteFile", "Done", enum_strings=["Done", "Write"],
+                                             rbv_enum_strings=["Done", "Writing"])
+
+    g = Group(prefix="T:")
+
+    async def put_and_read() -> list[str]:
+        seen = []
+        for state in ("Write", "Done"):
+            await g.write_file.write(state)
+            seen.append(g.write_file_rbv.value)
+        return seen
+
+    assert asyncio.run(put_and_read()) == ["Writing", "Done"]

@@ -151,8 +151,9 @@ class DriverGroup(PortGroup):
         "Temperature", math.nan, "the sensor temperature is not controlled through this IOC")
     temperature_actual = readback("TemperatureActual", math.nan,
                                   doc="NaN: the sensor does not report it here")
-    shutter_mode, shutter_mode_rbv = fixed("ShutterMode", "None", NO_SHUTTER,
-                                           enum_strings=["None", "EPICS PV", "Detector output"])
+    shutter_mode, shutter_mode_rbv = fixed(
+        "ShutterMode", "None", NO_SHUTTER, enum_strings=["None", "EPICS PV", "Detector output"],
+        rbv_enum_strings=["None", "EPICS PV", "Camera output"])  # ADBase's two wordings
     shutter_control, shutter_control_rbv = fixed("ShutterControl", "Close", NO_SHUTTER,
                                                  enum_strings=["Close", "Open"])
     shutter_status = readback("ShutterStatus_RBV", "Closed", enum_strings=["Closed", "Open"])
@@ -163,7 +164,8 @@ class DriverGroup(PortGroup):
                                                          NO_SHUTTER)
     shutter_open_epics = fixed("ShutterOpenEPICS", 0, NO_SHUTTER, rbv=False)
     shutter_close_epics = fixed("ShutterCloseEPICS", 0, NO_SHUTTER, rbv=False)
-    shutter_control_epics = fixed("ShutterControlEPICS", 0, NO_SHUTTER, rbv=False)
+    shutter_control_epics = fixed("ShutterControlEPICS", "Closed", NO_SHUTTER, rbv=False,
+                                  enum_strings=["Closed", "Open"])
     shutter_fanout = fixed("ShutterFanout", 0, NO_SHUTTER, rbv=False)
     # strings (DBR_STRING, 39 characters) as ADCore's stringin records: ophyd reads a
     # char waveform as an array of bytes and describes the camera with it
@@ -187,9 +189,11 @@ class DriverGroup(PortGroup):
     empty_free_list = pvproperty(name="EmptyFreeList", value=0,
                                  doc="put 1: free the frame buffer's memory (not while "
                                      "capturing)")
-    pre_alloc_buffers = pvproperty(name="PreAllocBuffers", value=0,
-                                   doc="put 1: allocate the frame buffer now for the "
-                                       "current frame size")
+    pre_alloc_buffers = pvproperty(name="PreAllocBuffers", value="Done",
+                                   enum_strings=["Done", "Allocate"], record="bo",
+                                   dtype=ChannelType.ENUM,
+                                   doc="put Allocate (1): allocate the frame buffer now for "
+                                       "the current frame size")
     num_pre_alloc_buffers = pvproperty(name="NumPreAllocBuffers", value=0, lower_ctrl_limit=0,
                                        upper_ctrl_limit=100_000,
                                        doc="frames the buffer holds: sets HDF1:BufferFrames "
@@ -509,9 +513,9 @@ class DriverGroup(PortGroup):
 
     @pre_alloc_buffers.putter
     async def pre_alloc_buffers(self, instance, value):
-        if value:
+        if value == "Allocate":
             await self.parent.hdf.allocate_buffer(self.parent.frame_shape())
-        return 0
+        return "Done"
 
     @num_pre_alloc_buffers.putter
     async def num_pre_alloc_buffers(self, instance, value):

@@ -55,8 +55,8 @@ LAYOUT = ("frames are stored uncompressed, one chunk per frame with a fletcher32
           "checksum (beamline_ls.pipeline.hdf5_writer)")
 WRITE_MODES = ["Single", "Capture", "Stream"]
 COMPRESSIONS = ["None", "N-bit", "szip", "zlib", "Blosc", "BSLZ4", "LZ4", "JPEG"]
-BLOSC_COMPRESSORS = ["BloscLZ", "LZ4", "LZ4HC", "Snappy", "ZLIB", "ZSTD"]
-BLOSC_SHUFFLES = ["None", "ByteShuffle", "BitShuffle"]
+BLOSC_COMPRESSORS = ["BloscLZ", "LZ4", "LZ4HC", "SNAPPY", "ZLIB", "ZSTD"]
+BLOSC_SHUFFLES = ["None", "Byte", "Bit"]
 
 
 def format_file_name(template: str, directory: str, name: str, number: int) -> str:
@@ -167,10 +167,11 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             "of lost frames included): what a reader can count on if the IOC dies")
     write_file, write_file_rbv = setting(
         "WriteFile", "Done", enum_strings=["Done", "Write"],
+        rbv_enum_strings=["Done", "Writing"],
         doc="Single mode: write the last frame to the next file")
     read_file, read_file_rbv = fixed(
         "ReadFile", "Done", "reading files back into the IOC is not supported",
-        enum_strings=["Done", "Read"])
+        enum_strings=["Done", "Read"], rbv_enum_strings=["Done", "Reading"])
     delete_driver_file, delete_driver_file_rbv = fixed(
         "DeleteDriverFile", "No", "the camera writes no files of its own",
         enum_strings=NO_YES)
@@ -184,8 +185,9 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     temp_suffix, temp_suffix_rbv = fixed(
         "TempSuffix", "", "files are written under their final name (readers follow "
         "them live over SWMR)", text=True)
-    free_capture = pvproperty(name="FreeCapture", value=0,
-                              doc="put 1: release the frame buffer's memory")
+    free_capture = pvproperty(name="FreeCapture", value="Done", enum_strings=["Done", "Free"],
+                              dtype=ChannelType.ENUM, record="bo",
+                              doc="put Free (1): release the frame buffer's memory")
     write_status = readback("WriteStatus", "Write OK", enum_strings=["Write OK", "Write error"],
                             doc="Write error: the last capture failed (see WriteMessage)")
     write_message = readback("WriteMessage", "", text=True)
@@ -226,7 +228,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
     swmr_mode, swmr_mode_rbv = fixed("SWMRMode", "On", "files are always written SWMR "
                                      "(readable while written)", enum_strings=["Off", "On"])
     swmr_supported = readback("SWMRSupported_RBV", "Supported",
-                              enum_strings=["Not supported", "Supported"])
+                              enum_strings=["Not Supported", "Supported"])
     swmr_active = readback("SWMRActive_RBV", "Off", enum_strings=["Off", "Active"])
     swmr_cb_counter = readback("SWMRCbCounter_RBV", 0,
                                doc="flushes of this capture's files so far (each one "
@@ -433,9 +435,9 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
 
     @free_capture.putter
     async def free_capture(self, instance, value):
-        if value:
+        if value == "Free":
             await self.free_buffer()
-        return 0
+        return "Done"
 
     async def free_buffer(self) -> None:
         """Release the frame buffer's memory (refused while capturing)."""

@@ -37,7 +37,12 @@ class _WritesReadback:
         await super().write(value, *args, **kwargs)
         twin = self.group.pvdb.get(self.pvname + "_RBV")
         if twin is not None and twin is not self:
-            await twin.write(self.value)
+            held, shown = getattr(self, "enum_strings", None), getattr(twin, "enum_strings",
+                                                                       None)
+            value = self.value
+            if held and shown and list(held) != list(shown):  # the readback's own words
+                value = shown[list(held).index(value)]
+            await twin.write(value)
 
 
 class _HeldAt:
@@ -134,15 +139,19 @@ def readback(name: str, value: Any, *, enum_strings: Sequence[str] | None = None
 
 
 def setting(name: str, value: Any, *, enum_strings: Sequence[str] | None = None,
-            text: bool = False, doc: str = "", **kwargs) -> tuple[pvproperty, pvproperty]:
-    """``name`` and ``name_RBV``; every value ``name`` takes shows on ``name_RBV``.
+            rbv_enum_strings: Sequence[str] | None = None, text: bool = False,
+            doc: str = "", **kwargs) -> tuple[pvproperty, pvproperty]:
+    """``name`` and ``name_RBV``; every value ``name`` takes shows on ``name_RBV``
+    (in ``rbv_enum_strings``, state by state, where areaDetector's readback words its
+    states its own way: WriteFile "Write" reads back "Writing").
 
     Use it as ``gain, gain_rbv = setting("Gain", 1.0)``; a putter on the first still
     runs before the value is taken (and can refuse it).
     """
     kind = _kind(value, enum_strings, text)
     shaped = _shape(kind, enum_strings, kwargs)
-    rbv_shaped = {k: v for k, v in shaped.items()
+    rbv_shaped = {k: v for k, v in _shape(kind, rbv_enum_strings or enum_strings,
+                                          kwargs).items()
                   if k not in ("lower_ctrl_limit", "upper_ctrl_limit")}
     return (pvproperty(name=name, value=value, dtype=_SETTING[kind], doc=doc, **shaped),
             pvproperty(name=name + "_RBV", value=value, dtype=_READBACK[kind],
@@ -150,11 +159,12 @@ def setting(name: str, value: Any, *, enum_strings: Sequence[str] | None = None,
 
 
 def fixed(name: str, value: Any, reason: str, *, allowed: Sequence[Any] = (),
-          enum_strings: Sequence[str] | None = None, text: bool = False,
+          enum_strings: Sequence[str] | None = None,
+          rbv_enum_strings: Sequence[str] | None = None, text: bool = False,
           rbv: bool = True, **kwargs) -> Any:
     """A setting this hardware holds at ``value`` (or one of ``allowed``): other
     values are refused with ``reason``. Returns ``(setting, readback)`` when ``rbv``,
-    else the setting alone."""
+    else the setting alone (``rbv_enum_strings``: as for :func:`setting`)."""
     kind = _kind(value, enum_strings, text)
     shaped = _shape(kind, enum_strings, kwargs)
     held = pvproperty(name=name, value=value, dtype=_HELD[kind], doc=reason,
@@ -162,7 +172,8 @@ def fixed(name: str, value: Any, reason: str, *, allowed: Sequence[Any] = (),
     if not rbv:
         return held
     return held, pvproperty(name=name + "_RBV", value=value, dtype=_READBACK[kind],
-                            read_only=True, doc=f"what {name} holds", **shaped)
+                            read_only=True, doc=f"what {name} holds",
+                            **_shape(kind, rbv_enum_strings or enum_strings, kwargs))
 
 
 async def write_if_changed(pv, value: Any) -> None:
