@@ -187,6 +187,45 @@ def test_an_uncompressed_recording_is_read_as_replay_goes_not_loaded_first(tmp_p
     assert not any("mapped" in n for n in notes)  # grey levels as recorded
 
 
+def test_a_video_written_frame_by_frame_is_read_as_one_stack(tmp_path):
+    """tifffile's ``append=True`` (the usual way to stream frames to disk) stores each
+    frame as a series of its own; its pages are the video, uncompressed ones
+    memory-mapped, compressed ones read whole; RGB frames the same way."""
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 4000, (12, 24, 32), dtype=np.uint16)
+    plain, packed, colour = (tmp_path / f"{n}.tif" for n in ("plain", "packed", "colour"))
+    for frame in v:
+        tifffile.imwrite(plain, frame, append=True)
+        tifffile.imwrite(packed, frame, append=True, compression="zlib")
+    with tifffile.TiffWriter(colour) as writer:
+        for frame in v:
+            writer.write(np.repeat((frame // 16).astype(np.uint8)[..., None], 3, axis=2),
+                         photometric="rgb")
+    frames, notes = load_video(plain)
+    assert any("12 single-page series" in n for n in notes)
+    assert frames.shape == v.shape and np.array_equal(frames, v)
+    assert not frames.flags.writeable  # a read-only map of the file, not a copy
+    assert np.array_equal(load_video(packed)[0], v)
+    grey, notes = load_video(colour)
+    assert grey.shape == v.shape and grey.dtype == np.uint8
+    assert np.array_equal(np.asarray(grey), (v // 16).astype(np.uint8))
+
+
+def test_conversions_are_made_frame_by_frame_from_the_memory_map(tmp_path):
+    """Float, big-endian and RGB recordings are memory-mapped too and converted one
+    frame at a time as they are read (a recording larger than memory replays)."""
+    rng = np.random.default_rng(2)
+    v = rng.normal(0.0, 1.0, (10, 16, 24)).astype(np.float32)
+    tif = tmp_path / "float.tif"
+    tifffile.imwrite(tif, v)
+    frames, notes = load_video(tif)
+    assert not isinstance(frames, np.ndarray)  # nothing converted yet
+    lo, hi = float(v.min()), float(v.max())
+    expect = np.rint((v[3].astype(np.float64) - lo) * 65535.0 / (hi - lo))
+    assert frames.dtype == np.uint16 and np.array_equal(frames[3], expect)
+    assert any("mapped float32" in n for n in notes)
+
+
 def test_a_few_channels_are_not_taken_for_a_video(tmp_path):
     """Three colour channels of one image say channels, not time: refused, saying so."""
     tif = tmp_path / "rgb_channels.tif"
