@@ -128,6 +128,23 @@ def test_replay_errors(tmp_path, capsys):
     np.savetxt(tsf, np.arange(5.0))
     assert replay.main([str(tif), "--fps", "40", "--timestamps", str(tsf), "--out", out]) == 2
     assert "timestamps" in capsys.readouterr().err
+    assert replay.main([str(tmp_path), "--fps", "40", "--out", out]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    # a plot that could not be written is found out before the replay, not after it
+    plot = tmp_path / "no-such-dir" / "lock.png"
+    assert replay.main([str(tif), "--fps", "40", "--out", out, "--plot", str(plot)]) == 2
+    assert "no directory" in capsys.readouterr().err
+
+
+def test_a_latency_longer_than_half_a_beat_is_warned_about(tmp_path, video, capsys):
+    _, _, frames = video
+    tif = tmp_path / "v.tif"
+    tifffile.imwrite(tif, frames.astype(np.uint16))
+    out = str(tmp_path / "o.csv")
+    assert replay.main([str(tif), "--fps", str(FPS), "--out", out]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert replay.main([str(tif), "--fps", str(FPS), "--out", out, "--latency", "0.6"]) == 0
+    assert "beats ahead" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("form", ["rgb", "float 0..1", "int16 background-subtracted",

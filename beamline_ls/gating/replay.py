@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ts = np.arange(n) / args.fps
         truth = load_truth(args.truth, n) if args.truth else None
+        if args.plot:  # found out now, not after the whole replay
+            folder = Path(args.plot).resolve().parent
+            if not folder.is_dir():
+                raise ReplayError(f"--plot {args.plot}: no directory {folder}")
     except ReplayError as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
@@ -190,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"period: {ref.period:.3f} frames = {ref.period_s:.4f} s "
               f"({1.0 / ref.period_s:.3f} Hz)")
+        if args.latency > 0.5 * ref.period_s:
+            print(f"warning: the trigger latency {args.latency:g} s is more than half a "
+                  f"beat ({ref.period_s:.3f} s): each trigger is predicted "
+                  f"{args.latency / ref.period_s:.1f} beats ahead, where beat-to-beat "
+                  "changes of rate move it off the target phase")
     print(f"triggers: {analyzer.n_triggers}")
     why = why_no_lock(analyzer, reasons, latest)
     if why:
@@ -200,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         if sc.n_triggers:
             eff = effective_fire_times(decisions, args.latency)
             true_at_fire = np.interp(eff[eff <= ts[-1]], ts, truth)
-            print(f"true phase at the triggers: circular SD {sc.sd_rad:.4f} rad (the "
-                  f"analyzer's own estimate: {sc.est_err_rad:.4f} rad); beats triggered "
+            spread = (f"circular SD {sc.sd_rad:.4f} rad (the analyzer's own estimate: "
+                      f"{sc.est_err_rad:.4f} rad)" if sc.n_triggers > 1
+                      else "one trigger, no spread to measure")
+            print(f"true phase at the triggers: {spread}; beats triggered "
                   f"{sc.beats * 100:.1f} %, {sc.duplicates} duplicate, {sc.early} early")
     print(f"processing per frame: p50 {np.percentile(proc, 50) * 1e3:.3f} ms, "
           f"p99 {np.percentile(proc, 99) * 1e3:.3f} ms ({n} frames)")
