@@ -313,8 +313,12 @@ class Camera(Device):
         own = [f for f in str(self.cam.frame_fields.get()).split(",")
                if f and f not in value.extra_fields]
         value = replace(value, extra_fields=tuple(value.extra_fields) + tuple(own))
+        # a new acquisition: kicked off and completed afresh (see kickoff, complete). The
+        # last one's completion may still be waiting (a run stopped while paused): it
+        # ends now, and its callbacks no longer touch this acquisition's state
+        if self._completing is not None:
+            self._completing.abandon("its acquisition was replaced by a new one")
         self._acq = value
-        # a new acquisition: kicked off and completed afresh (see kickoff, complete)
         self._kickoff_status = self._completing = None
         self.summary.start_capture(bool(value.frames_per_volume))
         self._bundles = {}
@@ -409,7 +413,11 @@ class Camera(Device):
 
         def accounted() -> int:
             """Frames written or reported lost; the last known count when the IOC
-            cannot be read (then `_write_error` reports the lost contact)."""
+            cannot be read (then `_write_error` reports the lost contact). Nothing of a
+            newer acquisition's state is read or set (FullFileName_RBV still names this
+            one's file until the next capture opens)."""
+            if self._acq is not acq:
+                return 0
             try:
                 if self._facts is None:  # named in fault messages, needed to collect
                     self._facts = self._capture_facts()
@@ -425,6 +433,8 @@ class Camera(Device):
             return written + dropped
 
         def done() -> bool:
+            if self._acq is not acq:
+                return False
             try:
                 closed = int(self.hdf.capture.get(use_monitor=False)) == 0
             except Exception as exc:  # noqa: BLE001 - as above

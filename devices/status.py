@@ -52,6 +52,13 @@ class ProgressStatus(DeviceStatus):
         self._last_progress = time.monotonic()
         self._held = False
 
+    def abandon(self, reason: str) -> None:
+        """Fail now with ``reason`` unless already done (the acquisition it watched was
+        replaced: it must not linger and report on the next one)."""
+        with self._finish_lock:
+            if not self.done:
+                self.set_exception(RuntimeError(f"{self.device.name}: {reason}"))
+
     def watch(self, func: Callable) -> None:
         self._watchers.append(func)
         self._notify()

@@ -357,3 +357,40 @@ def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, s
         if session.RE.state == "paused":
             session.RE.abort()
         scope.gating.enable.set("Off").wait(10)
+
+
+def test_a_completion_left_waiting_by_a_stopped_run_does_not_name_the_next_runs_file(
+        scope):
+    """A run stopped while paused leaves its camera completion waiting (its capture
+    closed short of its frames). Its monitor callbacks went on reading the IOC: a
+    Capture event after the next acquisition was prepared, before that one's file
+    opened, made it record the old file (FullFileName_RBV still named it) as the new
+    capture's, and the new run's frames were linked to the old run's file in the
+    catalog (seen through the queue server: 5 of 40 runs). Preparing the next
+    acquisition now ends the old completion, and its callbacks leave the new one alone."""
+    from devices import Acquisition
+    from plans.common import file_name_for
+
+    cam = scope.camera
+    directory, first = file_name_for("stopped")
+    cam.prepare(Acquisition(n_frames=5000, file_name=first, trigger_mode="Internal",
+                            file_path=directory)).wait(30)
+    cam.kickoff().wait(30)
+    left = cam.complete()
+    wait_for(lambda: int(cam.hdf.num_captured.get(use_monitor=False)) > 5, 30, "frames")
+    cam.cam.camera_mode.set("Abort").wait(30)
+    wait_for(lambda: int(cam.hdf.capture.get(use_monitor=False)) == 0, 30, "closed")
+    assert not left.done  # short of its frames: it waits, as after a stopped run
+
+    _, second = file_name_for("next")
+    cam.prepare(Acquisition(n_frames=20, file_name=second, trigger_mode="Internal",
+                            file_path=directory)).wait(30)
+    assert left.done and not left.success  # ended, naming why
+    assert "replaced" in str(left.exception())
+    cam.hdf.capture.set(0).wait(30)  # a Capture event before the new file opens
+    time.sleep(0.5)  # the old callbacks (if any) have run
+    cam.kickoff().wait(30)
+    cam.complete().wait(60)
+    docs = list(cam.collect_asset_docs())
+    uris = {d["uri"] for name, d in docs if name == "stream_resource"}
+    assert uris and all(second in uri for uri in uris), uris
