@@ -166,6 +166,9 @@ def test_every_plan_has_documented_parameters_and_the_shipped_list_is_current(qu
             assert p.get("default") == shipped_params[pname].get("default"), pname
     devices = http_api(queue).devices_existing()["devices_existing"]
     assert {"camera", "scanboard", "gating", "piezo", "laser"} <= set(devices)
+    # every signal too: the queue validates items against this file, so a signal
+    # missing from it cannot be used in a plan's arguments
+    assert devices == shipped["existing_devices"]
 
 
 def test_the_operator_console_shows_the_queue_and_starts_it(queue):
