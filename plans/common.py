@@ -48,9 +48,14 @@ def ensure_idle(camera, scanboard=None):
     if capture or (state != "Idle" and mode != "Preview"):
         busy.append(f"the camera is {'writing a file' if capture else 'acquiring'} "
                     f"(putting Abort to {camera.cam.camera_mode.pvname} stops it)")
-    if scanboard is not None and (yield from bps.rd(scanboard.running, default_value=0)):
-        busy.append(f"the scan board is running (putting 1 to {scanboard.stop_cmd.pvname} "
-                    "stops it)")
+    if scanboard is not None:
+        running = yield from bps.rd(scanboard.running, default_value=0)
+        # a paused board is a scan waiting to resume (or left by a halted run, which
+        # skips every cleanup): its triggers never come to the next scan's camera
+        paused = yield from bps.rd(scanboard.paused, default_value=0)
+        if running or paused:
+            busy.append(f"the scan board is {'paused' if paused and not running else 'running'}"
+                        f" (putting 1 to {scanboard.stop_cmd.pvname} stops it)")
     if busy:
         raise RuntimeError("another scan is using the hardware: " + "; ".join(busy)
                            + "; nothing was changed or stopped")

@@ -394,3 +394,30 @@ def test_a_completion_left_waiting_by_a_stopped_run_does_not_name_the_next_runs_
     docs = list(cam.collect_asset_docs())
     uris = {d["uri"] for name, d in docs if name == "stream_resource"}
     assert uris and all(second in uri for uri in uris), uris
+
+
+def test_a_halted_run_leaves_the_next_scan_told_what_is_still_running(scope, session):
+    """``RE.halt()`` (qserver's ``re halt``) skips every cleanup: the board stays paused
+    and the camera writing. The next scan is refused before it changes anything,
+    naming both; it checked only that the board was running, so with the camera
+    stopped by hand the next scan waited for triggers the paused board never sent and
+    failed 10 s later on "no trigger reached it"."""
+    from plans import planar_scan, volumetric_scan
+
+    pause_a_volumetric_scan(scope, session)
+    session.RE.halt()
+    board, cam = scope.scanboard, scope.camera
+    try:
+        with pytest.raises(RuntimeError, match="another scan is using the hardware") as no:
+            session.RE(planar_scan(cam, board, 5, 40.0, 0.002))
+        assert "the scan board is paused" in str(no.value)
+        assert "the camera is writing a file" in str(no.value)
+        cam.cam.camera_mode.set("Abort").wait(30)  # the camera stopped by hand only
+        wait_for(lambda: int(cam.hdf.capture.get(use_monitor=False)) == 0, 30, "closed")
+        with pytest.raises(RuntimeError, match="the scan board is paused"):
+            session.RE(volumetric_scan(cam, board, 2, 4, 20.0, 60.0, 2.0))
+    finally:
+        board.stop_cmd.set(1).wait(30)
+        cam.cam.camera_mode.set("Abort").wait(30)
+        wait_for(lambda: int(board.paused.get(use_monitor=False)) == 0, 30, "board idle")
+    assert session.RE(planar_scan(cam, board, 5, 40.0, 0.002)).exit_status == "success"
