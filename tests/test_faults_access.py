@@ -3,9 +3,11 @@ bound to 127.0.0.1 only (read from the kernel's socket tables, as `ss -l` does).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import pytest
@@ -203,3 +205,28 @@ def test_an_ioc_refusing_its_configuration_creates_nothing(tmp_path):
     assert done.returncode != 0
     assert "unknown keys ['write_host']" in done.stderr
     assert not data.exists()
+
+
+def test_a_second_ioc_on_the_same_prefix_or_data_directory_is_refused(epics, tmp_path):
+    """Started twice (a second terminal, a service started again), the second IOC
+    served the same PVs beside the first and clients read either at random; it now
+    refuses to start, naming what is already there, and the first goes on serving."""
+    import epics as ca
+
+    first = tmp_path / "first"
+
+    def second(prefix: str, data: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, **epics.for_server(epics.extra_server_ports[0]).env()}
+        return subprocess.run(
+            [sys.executable, "-m", "beamline_ls.cli", "ioc", "--prefix", prefix,
+             "--data-dir", str(data)], env=env, capture_output=True, text=True, timeout=120)
+
+    with private_microscope(epics, "CLM:", first):
+        same_prefix = second("CLM:", tmp_path / "other")
+        assert same_prefix.returncode == 2, same_prefix.stderr[-2000:]
+        assert "CLM:cam1:Acquire is already served by 127.0.0.1:" in same_prefix.stderr
+        same_dir = second("CLM2:", first)
+        assert same_dir.returncode == 2, same_dir.stderr[-2000:]
+        assert f"serves the data directory {first}" in same_dir.stderr
+        assert "prefix CLM:" in same_dir.stderr  # which IOC holds it
+        assert ca.caget("CLM:cam1:ArrayCounter_RBV", timeout=10) is not None

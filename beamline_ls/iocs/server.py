@@ -25,6 +25,7 @@ from beamline_ls.hardware.positioner import FocusPositioner
 from beamline_ls.iocs.access import AccessPolicy
 from beamline_ls.iocs.ca_ordering import order_replies
 from beamline_ls.iocs.camera import CameraGroup
+from beamline_ls.iocs.claim import claim_data_dir, refuse_if_served
 from beamline_ls.iocs.enum_puts import explain_choices
 from beamline_ls.iocs.gating import GatingGroup
 from beamline_ls.iocs.laser import LaserGroup
@@ -178,17 +179,21 @@ def serve(settings: Settings) -> None:
     low_latency_monitors()
     prefix, data_root = settings.prefix, settings.frames_dir
     access = AccessPolicy.from_config(settings.access)  # a bad table fails before any port opens
+    interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
+    port = int(os.environ.get("EPICS_CA_SERVER_PORT", "5064"))
+    refuse_if_served(f"{prefix}cam1:Acquire", interfaces, port)  # before any hardware opens
     stop_on_sigterm()  # until the event loop runs and takes both signals over
     drivers = build_drivers(settings.hardware)
     groups: list[PVGroup] = []
+    claim = None
     try:
         settings.ensure_dirs()  # once the configuration is accepted: a refused one leaves none
+        claim = claim_data_dir(settings.state_dir, prefix)  # held while serving
         groups = build_groups(settings, drivers)
         pvdb = build_pvdb(groups)
         access.apply(pvdb, prefix)
         explain_choices(pvdb)  # a put naming no state is refused with the states
-        interfaces = os.environ["EPICS_CAS_INTF_ADDR_LIST"].split()
-        warn_if_port_shared(interfaces, int(os.environ.get("EPICS_CA_SERVER_PORT", "5064")))
+        warn_if_port_shared(interfaces, port)
         success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
                 len(pvdb), prefix, interfaces,
                 os.environ.get("EPICS_CA_SERVER_PORT", "5064"), data_root)
@@ -200,4 +205,6 @@ def serve(settings: Settings) -> None:
         for g in groups:
             if isinstance(g, CameraGroup) and g.recorder.capturing:
                 g.recorder.stop()
+        if claim is not None:
+            claim.close()
         log.info("IOC stopped")
