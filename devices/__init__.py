@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ophyd.utils.errors import DisconnectedError
+
 from devices import ca_recovery
 from devices.camera import Acquisition, Camera
 from devices.gating import GatingTrigger
@@ -57,5 +59,5 @@ def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
     return scope
 
 
-__all__ = ["Acquisition", "Camera", "GatingTrigger", "Galvo", "Laser", "Microscope", "Piezo",
-           "ScanBoard", "Stage", "connect_microscope"]
+__all__ = ["Acquisition", "Camera", "DisconnectedError", "GatingTrigger", "Galvo", "Laser",
+           "Microscope", "Piezo", "ScanBoard", "Stage", "connect_microscope"]

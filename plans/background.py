@@ -4,10 +4,11 @@ import bluesky.plan_stubs as bps
 
 from devices.camera import Camera
 from devices.laser import Laser
-from plans.common import with_cleanup, with_real_cause
+from plans.common import names_a_silent_ioc, with_cleanup, with_real_cause
 from plans.validation import check_int
 
 
+@names_a_silent_ioc
 def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
     """Average ``n`` frames with the excitation off as the camera's background.
 

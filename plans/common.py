@@ -1,5 +1,6 @@
 """Small helpers shared by plans."""
 
+import functools
 import logging
 import time
 import uuid
@@ -8,6 +9,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus, short_uid
 
+from devices import DisconnectedError
 from devices.scanboard import PIEZO_TRAVEL_UM
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,24 @@ def collect_stored(camera, stream_name: str = "primary"):
     except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
         log.warning("%s: frames written before the run ended could not all be "
                     "collected: %s", camera.name, exc)
+
+
+def names_a_silent_ioc(plan_function):
+    """Decorate a plan: a device channel that is not connected (its IOC stopped,
+    starting up, or unreachable) fails the plan saying so, not only "camera_cam_..._time
+    is not connected", which is all ophyd says. The plan's signature is kept (the queue
+    server reads it)."""
+    @functools.wraps(plan_function)
+    def plan(*args, **kwargs):
+        try:
+            return (yield from plan_function(*args, **kwargs))
+        except DisconnectedError as exc:
+            raise DisconnectedError(
+                f"{exc}: its IOC does not answer (stopped, starting up, or unreachable); "
+                "its channels connect again within seconds of it being up: run the plan "
+                "again then") from None
+
+    return plan
 
 
 def with_real_cause(plan):

@@ -26,6 +26,7 @@ from plans.common import (
     declare_summary,
     ensure_idle,
     file_name_for,
+    names_a_silent_ioc,
     put_in_cleanup,
     summary_hints,
     with_cleanup,
@@ -178,6 +179,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, gating))))
 
 
+@names_a_silent_ioc
 def gated_scan(
     camera: Camera,
     gating: GatingTrigger,
@@ -226,6 +228,7 @@ def gated_scan(
                             False, lock_timeout, "gated_scan", args, md))
 
 
+@names_a_silent_ioc
 def gated_timelapse(
     camera: Camera,
     gating: GatingTrigger,

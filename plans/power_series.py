@@ -27,6 +27,7 @@ from plans.common import (
     abort_camera,
     collect_all,
     ensure_idle,
+    names_a_silent_ioc,
     with_cleanup,
     with_real_cause,
 )
@@ -60,6 +61,7 @@ def check_powers(powers: object, max_power_mw: float) -> list[float]:
     return out
 
 
+@names_a_silent_ioc
 def power_series(
     camera: Camera,
     laser: Laser,

@@ -29,6 +29,7 @@ from plans.common import (
     ensure_idle,
     file_name_for,
     focus_limits,
+    names_a_silent_ioc,
     put_in_cleanup,
     summary_hints,
     with_cleanup,
@@ -143,6 +144,7 @@ def loss_report(camera: Camera):
     return {"exit_status": "fail", "reason": "; ".join(parts)}
 
 
+@names_a_silent_ioc
 def volumetric_scan(
     camera: Camera,
     scanboard: ScanBoard,
@@ -267,6 +269,7 @@ def volumetric_scan(
     return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))
 
 
+@names_a_silent_ioc
 def planar_scan(
     camera: Camera,
     scanboard: ScanBoard,

@@ -279,3 +279,15 @@ def test_a_session_writes_again_once_an_unresponsive_ioc_answers(doomed, epics):
             client.wait(30)
     assert client.returncode == 0, err[-2000:]
     assert out.split() == ["wrote", "4.0", "0.5"]
+
+
+def test_a_plan_on_a_stopped_ioc_says_its_ioc_does_not_answer(doomed):
+    """A plan started while the IOC is down (stopped, or restarting after a crash)
+    failed on "scanboard_flyback_settle is not connected" and nothing more."""
+    from plans import volumetric_scan
+
+    ioc, scope, session = doomed
+    ioc.stop()
+    with pytest.raises(Exception, match="its IOC does not answer") as failed:
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 20.0, 60.0, 2.0))
+    assert "is not connected" in str(failed.value)  # which signal, as ophyd says
