@@ -421,3 +421,18 @@ def test_a_halted_run_leaves_the_next_scan_told_what_is_still_running(scope, ses
         cam.cam.camera_mode.set("Abort").wait(30)
         wait_for(lambda: int(board.paused.get(use_monitor=False)) == 0, 30, "board idle")
     assert session.RE(planar_scan(cam, board, 5, 40.0, 0.002)).exit_status == "success"
+
+
+def test_a_run_stopped_after_a_pause_has_a_summary_row_for_every_volume(scope, session):
+    """The summary row of the last volume before the pause was finished only when a
+    later volume began, which never came: a run stopped there had one row fewer than
+    volumes (qserver's ``re stop``: 5 rows for 6 volumes, 3 times in 3)."""
+    done, _ = pause_a_volumetric_scan(scope, session)
+    result = session.RE.stop()
+    assert result.exit_status == "success"
+    session.flush()
+    run = session.catalog[result.run_start_uids[0]]
+    volumes = run["primary"]["camera_image"].shape[0]
+    assert volumes == done
+    rows = run["summary"].read()
+    assert len(rows["time"]) == volumes, rows

@@ -3,11 +3,13 @@ tables and catalogs: fly scans store frames as stream assets and emit no Events,
 without it LiveTable, BestEffortCallback and ``.v1`` ``table()`` have nothing to show.
 
 The writer thread adds each frame after writing it (the frames summarised are the
-frames stored, background subtracted); a row is finished when a frame of a later unit
-arrives or the capture ends, so frames lost in between only make its ``frames`` count
-smaller. Per frame this costs one ``max`` and one exact sum (~0.1 + 1.4 ms for a
-2048 x 2048 frame on this 2-core machine): the mean and maximum are of every pixel, so
-a saturated spot is never missed by sampling.
+frames stored, background subtracted); a row is finished when its unit's last frame
+is stored, or else (that frame lost) when a frame of a later unit arrives or the capture
+ends, so frames lost in between only make its ``frames`` count smaller. (Finished only
+by a later unit, the last volume before a pause stayed open, and a run stopped there
+had one summary row fewer than volumes.) Per frame this costs one ``max`` and one exact
+sum (~0.1 + 1.4 ms for a 2048 x 2048 frame on this 2-core machine): the mean and
+maximum are of every pixel, so a saturated spot is never missed by sampling.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class CaptureSummary:
         if not math.isnan(z):
             self._z_min = min(self._z_min, z)
             self._z_max = max(self._z_max, z)
+        if position % self.frames_per_row == self.frames_per_row - 1:
+            self._finish()  # the unit's last frame: nothing more can come to this row
 
     def close(self) -> None:
         """The capture ended: finish the row in progress."""
