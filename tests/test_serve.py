@@ -176,6 +176,10 @@ def test_export_from_a_server_takes_its_api_key(served, tmp_path):
     assert refused.returncode == 2
     assert "give --api-key, or set TILED_API_KEY" in refused.stderr + refused.stdout
     assert "Traceback" not in refused.stderr
+    wrong = export("--api-key", "not-the-key")
+    assert wrong.returncode == 2
+    assert "the server did not accept the API key given" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
     done = export("--api-key", KEY)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "run.h5").is_file()

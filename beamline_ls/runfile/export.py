@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 catalog = open_catalog(uri=args.catalog, api_key=args.api_key)
             except RuntimeError as exc:  # tiled: the server wants a key it did not get
-                raise ValueError(f"{args.catalog}: {exc} (give --api-key, or set "
-                                 "TILED_API_KEY)") from None
+                given = args.api_key or os.environ.get("TILED_API_KEY")
+                raise ValueError(
+                    f"{args.catalog}: the server did not accept the API key given"
+                    if given else f"{args.catalog}: {exc} (give --api-key, or set "
+                    "TILED_API_KEY)") from None
+            except httpx.HTTPStatusError as exc:  # refused: a wrong key, or no catalog
+                code = exc.response.status_code
+                hint = " (is --api-key the server's key?)" if code in (401, 403) else ""
+                raise ValueError(f"{args.catalog} refused the catalog: HTTP {code} "
+                                 f"{exc.response.reason_phrase}{hint}") from None
         else:
             catalog = open_catalog(args.catalog)
         run = find_run(catalog, args.run)
