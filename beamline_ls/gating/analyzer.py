@@ -40,7 +40,7 @@ from scipy import ndimage
 from ..frame import Frame
 from .adaptive import AdaptiveReferenceUpdater
 from .executors import Executor, ImmediateExecutor, finished_result
-from .fold import fold_reference, register_shift
+from .fold import fold_reference, origin_offset, register_shift
 from .hindsight import Hindsight
 from .phase import PhaseEstimator, PhaseResult
 from .predict import PhaseHistory, Predictor
@@ -414,14 +414,23 @@ class GatingAnalyzer:
         """The target phase in ``new``'s coordinates: where the heart looks as it did at
         the target in ``previous``, so a new reference (after a loss or a refresh)
         keeps triggering the same heart phase rather than re-applying a rule whose
-        outcome shifts with the frame sampling."""
+        outcome shifts with the frame sampling.
+
+        The heart may have moved since ``previous`` was taken (a jolt of the stage, or
+        the larva moving its heart within a still field, which is what lost the lock).
+        The two references' whole cycles are compared (`origin_offset`): each minus
+        its own mean over the cycle, so what does not beat (a still background the
+        heart moved against) takes no part, after moving the old cycle by the shift
+        between the two (measured on the beat's own pattern, the SD over the cycle).
+        Where the cycles do not match, the old target image alone is phased against
+        the new reference, moved by that shift."""
+        n = max(8, int(round(min(previous.period, new.period))))
+        offset = origin_offset(_cycle(previous, n), _cycle(new, n), new.weight,
+                               max_offset=math.pi)
+        if offset is not None:
+            return float((self.target_phase + offset) % TWO_PI)
         image = previous.image_at(self.target_phase)
-        # the sample may have moved since ``previous`` was taken (a jolt of the stage,
-        # which is what lost the lock): beyond the estimator's drift search the match
-        # below would phase a displaced heart; the shift between the two references'
-        # mean images (the same at every phase, blind to the beat) puts it back
-        d = register_shift(previous.frames.mean(axis=0), new.frames.mean(axis=0),
-                           previous.weight)
+        d = register_shift(previous.frames.std(axis=0), new.frames.std(axis=0))
         if max(abs(d[0]), abs(d[1])) >= 0.5:
             moved = ndimage.shift(image.astype(np.float64), d, order=1, mode="nearest")
             image = np.rint(moved).astype(image.dtype)
@@ -540,3 +549,13 @@ def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
     folded = fold_reference(work, np.stack(frames), times, drift=drift, anchor=anchor,
                             max_drift=max_drift, lock_weight=anchor is None)
     return None if folded is None else PhaseEstimator(folded, max_drift)
+
+
+def _cycle(ref: Reference, n: int) -> np.ndarray:
+    """One period of ``ref`` at ``n`` equally spaced phases (float, full size): sample
+    ``k`` is the heart at phase ``2 pi k / n`` of ``ref``'s coordinates."""
+    pos = ref.pad + np.arange(n) * (ref.period / n)
+    i0 = np.minimum(np.floor(pos).astype(int), ref.frames.shape[0] - 2)
+    w = (pos - i0)[:, None, None]
+    f = ref.frames.astype(np.float64)
+    return f[i0] * (1.0 - w) + f[i0 + 1] * w

@@ -249,7 +249,7 @@ def origin_offset(anchor: np.ndarray, cycle: np.ndarray, weight: np.ndarray | No
     n = anchor.shape[0]
     if cycle.shape != anchor.shape or n < 4:
         return None
-    d = register_shift(anchor.mean(axis=0), cycle.mean(axis=0), weight)
+    d = register_shift(anchor.std(axis=0), cycle.std(axis=0))
     g = int(math.ceil(max(abs(d[0]), abs(d[1])))) + 2
     h, w = anchor.shape[1:]
     if 2 * g >= min(h, w) - 4:

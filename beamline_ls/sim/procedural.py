@@ -415,7 +415,9 @@ class SmallHeart(HeartVideo):
     Options: ``heart_radius_px`` (relaxed chamber radius at 128 px), ``depth``
     (fractional radius change of a typical beat), ``rock_px`` (lateral rocking), and
     ``drift_px``/``drift_s`` (background drift (x, y) over that time; it continues at the
-    same rate afterwards, up to the texture margin).
+    same rate afterwards, up to the texture margin), ``move`` (``(t_s, (dy, dx))``: at
+    ``t_s`` the heart moves by whole pixels within the field, which stays where it is:
+    the larva twitches; default none).
     """
 
     name = "small-heart"
@@ -424,8 +426,10 @@ class SmallHeart(HeartVideo):
     def __init__(self, shape: tuple[int, int] = (128, 160), beat: BeatProcess | None = None,
                  camera: Camera | None = None, seed: int = 0, *,
                  heart_radius_px: float = 12.0, depth: float = 0.35, rock_px: float = 1.5,
-                 drift_px: tuple[float, float] = (3.0, -2.0), drift_s: float = 40.0) -> None:
+                 drift_px: tuple[float, float] = (3.0, -2.0), drift_s: float = 40.0,
+                 move: tuple[float, tuple[int, int]] | None = None) -> None:
         super().__init__(shape, _default_beat(beat, seed), camera, seed)
+        self._move = move
         rng = np.random.default_rng(seed + 6737)
         h, w = self.shape
         k = min(h, w) / 128.0
@@ -532,10 +536,21 @@ class SmallHeart(HeartVideo):
         mask[self._win] = win
         return mask
 
+    def _window(self, t: float) -> tuple[slice, slice]:
+        """Where the heart's window lies at ``t`` (moved by ``move`` once it happened,
+        kept inside the frame)."""
+        ys, xs = self._win
+        if self._move is None or t < self._move[0]:
+            return ys, xs
+        h, w = self.shape
+        dy = int(np.clip(self._move[1][0], -ys.start, h - ys.stop))
+        dx = int(np.clip(self._move[1][1], -xs.start, w - xs.stop))
+        return slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
+
     def clean(self, phase: float, amplitude: float, t: float) -> np.ndarray:
         img = self._background(t)
         lumen, outer = self._heart_layers(phase, amplitude)
-        sub = img[self._win]
+        sub = img[self._window(t)]
         sub += self._peri * (176.0 - sub)
         sub += outer * (self._wall_win - sub)
         sub += lumen * (self._blood_win - sub)
