@@ -59,11 +59,52 @@ def devices(settings) -> dict[str, Any]:
     return {"scope": scope, **scope.as_dict()}
 
 
-def plans() -> dict[str, Any]:
+def plans(namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """bluesky's ``bp`` and ``bps`` and this project's plans; with the profile's
+    ``namespace`` (its devices), each plan's device parameters name the devices they
+    take, so the queue server refuses a wrong one when the plan is queued
+    (`queue_annotated`)."""
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
 
     import plans as bls_plans
 
     names = {name: getattr(bls_plans, name) for name in bls_plans.__all__}
+    if namespace is not None:
+        names = {name: queue_annotated(plan, namespace) for name, plan in names.items()}
     return {"bp": bp, "bps": bps, **names}
+
+
+def queue_annotated(plan, namespace: dict[str, Any]):
+    """``plan`` with bluesky-queueserver's parameter annotation for each parameter
+    typed as a device class (``camera: Camera``, ``laser: Laser | None``): its value
+    must be the name of a device of that class in ``namespace``. Without it the queue
+    took any string there ("nosuchdevice", or camera and scan board swapped) and the
+    plan failed when it ran, on "'str' object has no attribute 'z_low_limit'". Called
+    as before from IPython: the annotation only describes the plan."""
+    import inspect
+    import types
+    import typing
+
+    from bluesky_queueserver import parameter_annotation_decorator
+
+    hints = typing.get_type_hints(plan)
+    parameters: dict[str, Any] = {}
+    for name in inspect.signature(plan).parameters:
+        hint = hints.get(name)
+        classes = [c for c in (typing.get_args(hint) if isinstance(hint, types.UnionType)
+                               or typing.get_origin(hint) is typing.Union else (hint,))
+                   if isinstance(c, type) and c.__module__.startswith("devices")]
+        if len(classes) != 1:
+            continue
+        cls = classes[0]
+        found = sorted(k for k, v in namespace.items()
+                       if isinstance(v, cls) and not k.startswith("_"))
+        if found:
+            enum = f"{cls.__name__}Devices"
+            optional = type(None) in typing.get_args(hint)
+            parameters[name] = {"annotation": f"typing.Optional[{enum}]" if optional
+                                else enum, "devices": {enum: found}}
+    if not parameters:
+        return plan
+    return parameter_annotation_decorator({"parameters": parameters})(plan)

@@ -136,6 +136,16 @@ def test_bad_parameters_are_refused_when_queued_and_say_which(queue):
                            2.0))
     with pytest.raises(api.RequestFailedError, match="not in the list of allowed plans"):
         api.item_add(BPlan("no_such_plan"))
+    # a device that is not there, or of the wrong kind: refused when queued, not
+    # taken as a string the plan fails on when it runs
+    for wrong in (("camera", "nosuchdevice"), ("scanboard", "camera")):
+        with pytest.raises(api.RequestFailedError, match=wrong[1]):
+            api.item_add(BPlan("volumetric_scan", *wrong, 2, 10, 10.0, 50.0, 2.0))
+    with pytest.raises(api.RequestFailedError, match="laser"):
+        api.item_add(BPlan("acquire_background", "camera", 5, "piezo"))
+    api.item_add(BPlan("acquire_background", "camera", 5))  # the laser may be left out
+    api.item_add(BPlan("acquire_background", "camera", 5, "laser"))
+    api.queue_clear()
     assert api.queue_get()["items"] == []
 
 
