@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+
+logger = logging.getLogger(__name__)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -27,11 +30,17 @@ def stop_on_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def cancel_on_stop_signals(task: asyncio.Task) -> Iterator[None]:
+def cancel_on_stop_signals(task: asyncio.Task,
+                           before: Callable[[], Awaitable[None]] | None = None,
+                           before_timeout: float = 15.0) -> Iterator[None]:
     """While inside, SIGTERM and SIGINT cancel ``task``, the main task of the running
     event loop; a second signal raises KeyboardInterrupt out of the loop (a shutdown
     that hangs can still be ended). On the way out `stop_on_sigterm` holds again, for
     the event loop's own cleanup and whatever the caller closes after it.
+
+    ``before``: a coroutine function run (for at most ``before_timeout`` s) between the
+    signal and the cancel, while clients are still served (the IOC closes an open
+    capture and says why).
 
     Why not `stop_on_sigterm` while the loop runs: a KeyboardInterrupt raised wherever
     the main thread happens to be lands inside whichever coroutine step is running. In
@@ -42,11 +51,22 @@ def cancel_on_stop_signals(task: asyncio.Task) -> Iterator[None]:
     (started in the background of a script) stays ignored.
     """
     loop = task.get_loop()
+    stopping: list[asyncio.Task] = []
+
+    async def wind_down() -> None:
+        try:
+            await asyncio.wait_for(before(), before_timeout)
+        except Exception:  # noqa: BLE001 - the stop goes on whatever happened
+            logger.exception("closing down before the stop failed")
+        task.cancel()
 
     def stop() -> None:
-        if task.done() or task.cancelling():
+        if task.done() or task.cancelling() or stopping:
             raise KeyboardInterrupt  # out of the loop: the caller's finally runs
-        task.cancel()
+        if before is None:
+            task.cancel()
+        else:
+            stopping.append(loop.create_task(wind_down()))
 
     signals = [signal.SIGTERM]
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:

@@ -291,3 +291,34 @@ def test_a_plan_on_a_stopped_ioc_says_its_ioc_does_not_answer(doomed):
     with pytest.raises(Exception, match="its IOC does not answer") as failed:
         session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 20.0, 60.0, 2.0))
     assert "is not connected" in str(failed.value)  # which signal, as ophyd says
+
+
+def test_an_ioc_stopped_mid_scan_ends_it_saying_so_with_its_file_closed(doomed):
+    """SIGTERM (a service manager, Ctrl-C in the IOC's terminal) while a scan writes:
+    the IOC closes the capture while its clients are still connected and says why,
+    so the scan ends with that cause and what the file holds. It ended on "lost
+    contact" with advice to wait for a restart or clear the file with h5clear,
+    although the IOC had closed it cleanly."""
+    from plans import planar_scan
+
+    ioc, scope, session = doomed
+    hdf = scope.camera.hdf
+
+    def stop_while_writing() -> None:
+        captured_at_least(hdf, 50)
+        ioc.proc.send_signal(signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_while_writing, daemon=True)
+    stopper.start()
+    with pytest.raises((RuntimeError, TimeoutError)) as failed:
+        session.RE(planar_scan(scope.camera, scope.scanboard, 5000, 40.0, 0.002,
+                               frame_rate=100.0))
+    stopper.join(5)
+    message = str(failed.value)
+    assert "the camera IOC was stopped during the capture" in message, message
+    assert "h5clear" not in message
+    ioc.proc.wait(30)
+    path = message.split("capture: ")[1].split(" was closed")[0]
+    written = int(message.split("closed with ")[1].split(" of ")[0])
+    with h5py.File(path, "r") as f:  # a plain reader: no SWMR mark left to clear
+        assert f["/entry/data/data"].shape[0] >= written >= 50

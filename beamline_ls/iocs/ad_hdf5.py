@@ -290,6 +290,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         self._path_problem_said: str | None = None  # WriteMessage of the last FilePath
         self._open = False  # a capture was opened and has not been reported closed
         self._aborted = False
+        self._ioc_stopping = False  # the IOC is stopping: the capture is closed for it
         self._opened_at = 0.0
         self._unit_frames = 1  # frames per unit of the recorder's flushed count
         self._number_lock = threading.Lock()
@@ -528,6 +529,21 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         await self.parent.summary.publish(self.recorder.summary)  # no rows of the last
         await self.capture_rbv.write("Capturing")
 
+    async def close_for_ioc_stop(self, timeout: float = 10.0) -> None:
+        """The IOC is stopping (SIGTERM, Ctrl-C): close an open capture while clients
+        are still connected and say so in WriteMessage/WriteStatus, so a client's scan
+        ends with that cause and what the file holds, not with "lost contact" and
+        advice to clear a file the IOC closed cleanly."""
+        if not self._open:
+            return
+        self._ioc_stopping = True
+        # after the frame being written: the camera may go on delivering frames, and
+        # the frames still queued would keep the writer from ever finishing
+        self.recorder.request_stop(discard=True)
+        deadline = time.monotonic() + timeout
+        while self._open and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # the status loop reports the close (`_closed`)
+
     def abort(self) -> bool:
         """Stop the capture after the frame being written (the rest count as lost);
         False when nothing was capturing."""
@@ -603,11 +619,17 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
             f"({st.frames_dropped} dropped, {st.frames_missing} never delivered by the "
             f"camera, {st.frames_lost} lost)")
-        self._aborted = False
+        stopped = self._ioc_stopping and st.frames_lost > 0
+        if stopped:
+            msg = (f"the camera IOC was stopped during the capture: {st.path} was closed "
+                   f"with {st.frames_written} of {st.frames_expected or st.frames_offered} "
+                   f"frames ({st.frames_lost} not taken), readable by any HDF5 reader"
+                   + (f"; {st.error}" if st.error else ""))
+        self._aborted = self._ioc_stopping = False
         await self._save_concurrence_log(Path(st.path))
         await self.lost_frames.write(st.frames_lost)
         await self.write_message.write(msg[:500])
-        if st.error:  # after the message: a client seeing the error finds its cause
+        if st.error or stopped:  # after the message: a client seeing it finds its cause
             await self.write_status.write("Write error")
         await self.swmr_active.write("Off")
         await self.parent.summary.publish(self.recorder.summary)  # its last rows first

@@ -105,14 +105,15 @@ class NoDelayContext(AsyncioContext):
         await asyncio.start_server(new_client, sock=sock)
 
 
-def run(pvdb: dict, interfaces: list[str]) -> None:
+def run(pvdb: dict, interfaces: list[str], before_stop=None) -> None:
     """Serve ``pvdb`` until SIGTERM or SIGINT (caproto's ``run`` with
-    :class:`NoDelayContext`); either goes through the server's own shutdown."""
+    :class:`NoDelayContext`); either goes through the server's own shutdown, after
+    ``before_stop()`` (a coroutine function) while clients are still served."""
 
     async def main() -> None:
         context = NoDelayContext(pvdb, interfaces)
         order_replies(context)  # a put's completion after the monitor updates it caused
-        with cancel_on_stop_signals(asyncio.current_task()):
+        with cancel_on_stop_signals(asyncio.current_task(), before_stop):
             await context.run(log_pv_names=False)  # returns after its shutdown if cancelled
 
     try:
@@ -197,7 +198,15 @@ def serve(settings: Settings) -> None:
         success(log, "IOC serving %d PVs with prefix %r on %s port %s; frames under %s",
                 len(pvdb), prefix, interfaces,
                 os.environ.get("EPICS_CA_SERVER_PORT", "5064"), data_root)
-        run(pvdb, interfaces)
+        cameras = [g for g in groups if isinstance(g, CameraGroup)]
+
+        async def close_captures() -> None:
+            """Open captures closed, and said so, while clients are connected."""
+            await asyncio.gather(*(g.hdf.close_for_ioc_stop() for g in cameras))
+            if any(g.hdf.write_status.value == "Write error" for g in cameras):
+                await asyncio.sleep(0.3)  # the last monitor updates reach the clients
+
+        run(pvdb, interfaces, close_captures)
     except KeyboardInterrupt:
         pass
     finally:
