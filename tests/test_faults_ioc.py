@@ -36,6 +36,18 @@ def captured_at_least(hdf, n: int, timeout: float = 60.0) -> int | None:
     return None
 
 
+def signal_once_writing(ioc, hdf, sig: int) -> threading.Thread:
+    """Send ``sig`` to the IOC (by its PID) once its writer has 50 frames, from a
+    thread of its own while the RunEngine runs the scan on this one."""
+    def send() -> None:
+        captured_at_least(hdf, 50)
+        ioc.proc.send_signal(sig)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sender
+
+
 def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     from plans import planar_scan
 
@@ -188,14 +200,7 @@ def test_an_ioc_that_stays_frozen_is_named_as_the_cause(doomed):
     from plans import planar_scan
 
     ioc, scope, session = doomed
-    hdf = scope.camera.hdf
-
-    def freeze_while_writing() -> None:
-        captured_at_least(hdf, 50)
-        ioc.proc.send_signal(signal.SIGSTOP)
-
-    freezer = threading.Thread(target=freeze_while_writing, daemon=True)
-    freezer.start()
+    freezer = signal_once_writing(ioc, scope.camera.hdf, signal.SIGSTOP)
     t0 = time.monotonic()
     try:
         with pytest.raises((TimeoutError, RuntimeError)) as failed:
@@ -302,14 +307,7 @@ def test_an_ioc_stopped_mid_scan_ends_it_saying_so_with_its_file_closed(doomed):
     from plans import planar_scan
 
     ioc, scope, session = doomed
-    hdf = scope.camera.hdf
-
-    def stop_while_writing() -> None:
-        captured_at_least(hdf, 50)
-        ioc.proc.send_signal(signal.SIGTERM)
-
-    stopper = threading.Thread(target=stop_while_writing, daemon=True)
-    stopper.start()
+    stopper = signal_once_writing(ioc, scope.camera.hdf, signal.SIGTERM)
     with pytest.raises((RuntimeError, TimeoutError)) as failed:
         session.RE(planar_scan(scope.camera, scope.scanboard, 5000, 40.0, 0.002,
                                frame_rate=100.0))
