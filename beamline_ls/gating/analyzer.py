@@ -425,7 +425,7 @@ class GatingAnalyzer:
         Where the cycles do not match, the old target image alone is phased against
         the new reference, moved by that shift."""
         n = max(8, int(round(min(previous.period, new.period))))
-        offset = origin_offset(previous.cycle(n), new.cycle(n), new.weight,
+        offset = origin_offset(_cycle(previous, n), _cycle(new, n), new.weight,
                                max_offset=math.pi)
         if offset is not None:
             return float((self.target_phase + offset) % TWO_PI)
@@ -550,3 +550,12 @@ def _fold_job(work: Reference, frames: list[np.ndarray], times: np.ndarray,
                             max_drift=max_drift, lock_weight=anchor is None)
     return None if folded is None else PhaseEstimator(folded, max_drift)
 
+
+def _cycle(ref: Reference, n: int) -> np.ndarray:
+    """One period of ``ref`` at ``n`` equally spaced phases (float, full size): sample
+    ``k`` is the heart at phase ``2 pi k / n`` of ``ref``'s coordinates."""
+    pos = ref.pad + np.arange(n) * (ref.period / n)
+    i0 = np.minimum(np.floor(pos).astype(int), ref.frames.shape[0] - 2)
+    w = (pos - i0)[:, None, None]
+    f = ref.frames.astype(np.float64)
+    return f[i0] * (1.0 - w) + f[i0 + 1] * w

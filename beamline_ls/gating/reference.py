@@ -93,15 +93,6 @@ class Reference:
         img = (1 - a) * self.frames[i].astype(float) + a * self.frames[i + 1]
         return np.rint(img).astype(self.frames.dtype)
 
-    def cycle(self, n: int) -> np.ndarray:
-        """One period at ``n`` equally spaced phases, cross-faded as `image_at` but
-        kept in float: sample ``k`` is the heart at phase ``2 pi k / n``."""
-        pos = self.pad + np.arange(n) * (self.period / n)
-        i0 = np.minimum(np.floor(pos).astype(int), self.frames.shape[0] - 2)
-        w = (pos - i0)[:, None, None]
-        f = self.frames.astype(np.float64)
-        return f[i0] * (1.0 - w) + f[i0 + 1] * w
-
     def frame_changes(self) -> np.ndarray:
         """SAD between consecutive reference frames over one cycle (len floor(period))."""
         n = int(math.floor(self.period))

@@ -529,13 +529,13 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         await self.parent.summary.publish(self.recorder.summary)  # no rows of the last
         await self.capture_rbv.write("Capturing")
 
-    async def close_for_ioc_stop(self, timeout: float = 10.0) -> bool:
+    async def close_for_ioc_stop(self, timeout: float = 10.0) -> None:
         """The IOC is stopping (SIGTERM, Ctrl-C): close an open capture while clients
         are still connected and say so in WriteMessage/WriteStatus, so a client's scan
         ends with that cause and what the file holds, not with "lost contact" and
-        advice to clear a file the IOC closed cleanly. True when one was open."""
+        advice to clear a file the IOC closed cleanly."""
         if not self._open:
-            return False
+            return
         self._ioc_stopping = True
         # after the frame being written: the camera may go on delivering frames, and
         # the frames still queued would keep the writer from ever finishing
@@ -543,7 +543,6 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         deadline = time.monotonic() + timeout
         while self._open and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # the status loop reports the close (`_closed`)
-        return True
 
     def abort(self) -> bool:
         """Stop the capture after the frame being written (the rest count as lost);

@@ -202,8 +202,8 @@ def serve(settings: Settings) -> None:
 
         async def close_captures() -> None:
             """Open captures closed, and said so, while clients are connected."""
-            closed = await asyncio.gather(*(g.hdf.close_for_ioc_stop() for g in cameras))
-            if any(closed):
+            await asyncio.gather(*(g.hdf.close_for_ioc_stop() for g in cameras))
+            if any(g.hdf.write_status.value == "Write error" for g in cameras):
                 await asyncio.sleep(0.3)  # the last monitor updates reach the clients
 
         run(pvdb, interfaces, close_captures)
