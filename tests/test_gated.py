@@ -19,6 +19,16 @@ import pytest
 
 TWO_PI = 2 * math.pi
 
+#: The simulated heart's mean rate, and how far the period of the beats a reference was
+#: folded from may lie from 1/mean: the rate is modulated +-5 % (7 s cycle) times an
+#: Ornstein-Uhlenbeck wander of SD 2 %, so at a modulation trough with a 4-SD wander the
+#: period is 1/(0.95 * 0.92) = 1.144 of the mean. When the scan starts within the heart's
+#: history depends on the machine's speed, so a tighter bound fails at random (9.3 % was
+#: seen on a CI machine). A gating error this check is for, locking on a harmonic, is off
+#: by 50 % or 100 %; the 1 %-of-truth check of the period is in test_gating_analyzer.
+MEAN_RATE_HZ = 2.33
+RATE_ENVELOPE = 0.15
+
 
 def circ_mean_sd(a: np.ndarray) -> tuple[float, float]:
     c = np.exp(1j * np.ravel(a)).mean()
@@ -69,10 +79,7 @@ def test_gated_frames_carry_trigger_time_phase_period_and_reference(gated):
     assert np.all(np.isfinite(t_trig))  # every frame was exposed by a fired gating trigger
     assert np.all(np.diff(t_trig.ravel()) > 0.2)  # at most one trigger per heartbeat-ish
     period = prim["camera_period_s"].read()
-    # The simulated heart's rate is modulated +-5 % (7 s) with 2 % wander, so the beat
-    # the reference was taken on may differ from the 2.33 Hz mean by up to ~7 %; the
-    # 1 %-of-truth check against the local true period is in test_gating_analyzer.
-    assert np.all(np.abs(period * 2.33 - 1) < 0.09)
+    assert np.all(np.abs(period * MEAN_RATE_HZ - 1) < RATE_ENVELOPE)
     # predicted phase at each trigger: the target, except a panic trigger (fired at
     # now + latency) sits up to one latency (~15 ms, ~0.25 rad) after it
     phase = prim["camera_gating_phase"].read()
@@ -108,8 +115,7 @@ def test_remote_clients_see_the_gating_state(gated, prefix):
     assert out.returncode == 0, out.stderr
     values = dict(line.split("=", 1) for line in out.stdout.strip().splitlines())
     assert "Locked" in values[pvs[0]]
-    # within the heart's rate modulation envelope (see the period test above)
-    assert abs(float(values[pvs[1]].strip("[]")) * 2.33 - 1) < 0.09
+    assert abs(float(values[pvs[1]].strip("[]")) * MEAN_RATE_HZ - 1) < RATE_ENVELOPE
     assert int(values[pvs[2]].strip("[]")) >= 8
 
 
