@@ -1,12 +1,13 @@
 """The ring buffer keeps order, counts every refused frame, and flushes stale ones."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from beamline_ls.frame import Frame
-from beamline_ls.pipeline.ring import FrameRing
+from beamline_ls.pipeline.ring import FrameRing, populate_pages
 
 
 def frame(i, shape=(4, 6)):
@@ -121,3 +122,29 @@ def test_capacity_for_matches_for_memory():
     assert FrameRing.capacity_for(64 * 2**20, (2048, 2048)) == 8
     assert FrameRing.capacity_for(2 << 30, (1024, 1024)) == 1024
     assert FrameRing.capacity_for(1 << 40, (4, 4)) == 4096
+
+
+@pytest.mark.skipif(not populate_pages(np.empty(1 << 16, np.uint8)),
+                    reason="this kernel cannot populate pages (MADV_POPULATE_WRITE)")
+def test_prefault_of_a_new_ring_stops_at_the_frames_a_capture_needs():
+    """Faulting in a fresh ring stalls the whole process's allocations; a capture of 3
+    frames has the pages of 3 slots put in place, the rest once it asks again."""
+    ring = FrameRing(64, (256, 256))  # 128 KiB slots: 16 per populate step
+    ring.want_pages(3)
+    t = ring.prefault_in_background()
+    deadline = time.monotonic() + 10
+    while ring.slots_in_place < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ring.slots_in_place == 3 and t.is_alive()
+    ring.want_pages(ring.capacity)
+    t.join(10)
+    assert ring.prefaulted.is_set() and ring.slots_in_place == 64
+
+
+def test_closing_a_ring_ends_its_waiting_prefault():
+    ring = FrameRing(8, (64, 64))
+    ring.want_pages(1)
+    t = ring.prefault_in_background()
+    ring.close()
+    t.join(10)
+    assert not t.is_alive() and ring.prefaulted.is_set()

@@ -238,11 +238,11 @@ def origin_offset(anchor: np.ndarray, cycle: np.ndarray, weight: np.ndarray | No
     part below ``min_match``) or the offset exceeds ``max_offset``: then the fold keeps
     the origin it was stamped to.
 
-    The sample may have moved between the two: the shift is measured on the cycle
-    means (the same at every phase, so blind to the beat), weighted like the
-    comparison by ``weight`` (the beat-locked share: the heart, not tissue that moves
-    on its own), and the anchor moved onto the new position before the cycles are
-    compared. The offset is the maximum of the
+    The sample, or the heart within it, may have moved between the two: the shift is
+    measured on the cycles' SD images (the beat's own pattern: a still field around
+    the heart has none), and the anchor moved onto the new position before the
+    cycles, each minus its mean over the cycle, are compared, weighted by ``weight``
+    (the beat-locked share at ``cycle``'s position). The offset is the maximum of the
     cyclic cross-correlation along the phase, evaluated between samples through the
     cycles' Fourier series (they are band-limited: folds are kernel averages).
     """

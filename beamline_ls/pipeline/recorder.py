@@ -113,11 +113,14 @@ class Recorder:
         return FrameRing.capacity_for(ring_budget_bytes(held), frame_shape, dtype)
 
     def prepare(self, frame_shape: tuple[int, int], wait: bool = False,
-                dtype: str = "<u2") -> FrameRing:
+                dtype: str = "<u2", frames: int = 0) -> FrameRing:
         """The ring for frames of ``frame_shape``: the current one if its shape and
         capacity still fit, otherwise a new one whose pages are faulted in by a
         background thread (``wait``: block until that is done). Call it when the
-        camera is armed so the first capture does not pay for fresh memory."""
+        camera is armed so the first capture does not pay for fresh memory.
+        ``frames``: a capture of that many frames is about to start: a new ring has
+        the pages of their slots faulted in, no more (`FrameRing.prefault`); 0: all
+        (an explicit allocation, PreAllocBuffers)."""
         if self.capturing:
             raise RuntimeError("cannot change the buffer while capturing")
         shape = tuple(int(n) for n in frame_shape)
@@ -125,10 +128,15 @@ class Recorder:
         ring = self._ring
         if (ring is None or ring.shape != shape or ring.capacity != capacity
                 or ring.images.dtype != np.dtype(dtype)):
+            if ring is not None:
+                ring.close()
             self._ring = None  # let the old buffer go before allocating the new one
             ring = FrameRing(capacity, shape, dtype)
             self._ring = ring
+            ring.want_pages(frames or capacity)
             self._prefault_thread = ring.prefault_in_background()
+        else:
+            ring.want_pages(max(ring.pages_wanted, frames or capacity))
         if wait and self._prefault_thread is not None:
             self._prefault_thread.join()
         return ring
@@ -137,6 +145,8 @@ class Recorder:
         """Free the ring's memory (it is otherwise kept for the next capture)."""
         if self.capturing:
             raise RuntimeError("cannot free the buffer while capturing")
+        if self._ring is not None:
+            self._ring.close()
         self._ring = None
         self._prefault_thread = None
 
@@ -190,7 +200,9 @@ class Recorder:
         self._writer = writer
         self._background = background
         try:
-            ring = self.prepare(frame_shape)
+            ring = self.prepare(frame_shape, frames=n_frames)
+            # an earlier request for the whole buffer waits until this capture is over
+            ring.limit_pages(n_frames if 0 < n_frames < ring.capacity else None)
         except BaseException:
             writer.close()
             guard.release()
@@ -400,3 +412,4 @@ class Recorder:
             else:
                 success(log, "wrote %d frames to %s", writer.frames_written, writer.path)
             st.capturing = False
+            ring.limit_pages(None)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beamline_ls.frame import Frame
+from beamline_ls.thread_priority import run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +34,30 @@ MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault pages in writable, contents unc
 _libc: ctypes.CDLL | None = None
 
 
-POPULATE_STEP_BYTES = 8 << 20
+#: Pages are populated a huge page (2 MiB) at a time with a pause between steps. The
+#: kernel holds the process's memory-map lock while it populates, and a thread that
+#: needs it meanwhile (an allocation, often while holding the GIL) waits: with 8 MiB
+#: steps back to back, a fresh VM's slow first touch held it 30-80 ms per step, and the
+#: whole IOC stalled that long (a gating trigger fired 39 ms late, brightfield frames
+#: were lost) during the first scan after the IOC started.
+POPULATE_STEP_BYTES = 2 << 20
+POPULATE_PAUSE_S = 0.001
 
 
-def populate_pages(buf: np.ndarray) -> bool:
-    """Fault in every page of ``buf`` for writing, without changing its contents.
+def populate_pages(buf: np.ndarray, start: int = 0, stop: int | None = None) -> bool:
+    """Fault in every page of bytes ``[start, stop)`` of ``buf`` (default: all of it)
+    for writing, without changing its contents.
 
     Uses ``madvise(MADV_POPULATE_WRITE)``, which releases the GIL (ctypes) and is safe
     while another thread writes into ``buf``. Returns False where unsupported (not
     Linux, kernel < 5.14); the pages then fault in on first use, as before.
     """
     global _libc
-    if not sys.platform.startswith("linux") or buf.nbytes == 0:
+    stop = buf.nbytes if stop is None else min(stop, buf.nbytes)
+    if not sys.platform.startswith("linux"):
         return False
+    if stop <= start:
+        return True
     try:
         if _libc is None:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -55,17 +67,15 @@ def populate_pages(buf: np.ndarray) -> bool:
         page = mmap.PAGESIZE
         # the pages holding the first and last byte belong to this allocation, so
         # rounding outwards to page boundaries stays inside mapped memory
-        start = buf.ctypes.data // page * page
-        end = -(-(buf.ctypes.data + buf.nbytes) // page) * page
-        # In steps: the kernel holds the process's memory-map lock while it populates,
-        # and one 2 GB call blocked every allocation in the process (opening an HDF5
-        # file, numpy temporaries) for ~5 s on a VM; 8 MiB steps hold it ~20 ms at most.
-        for at in range(start, end, POPULATE_STEP_BYTES):
+        first = (buf.ctypes.data + start) // page * page
+        end = -(-(buf.ctypes.data + stop) // page) * page
+        for at in range(first, end, POPULATE_STEP_BYTES):  # see POPULATE_STEP_BYTES
             size = min(POPULATE_STEP_BYTES, end - at)
             if _libc.madvise(at, size, MADV_POPULATE_WRITE) != 0:
                 log.debug("madvise(MADV_POPULATE_WRITE) failed: errno %d",
                           ctypes.get_errno())
                 return False
+            time.sleep(POPULATE_PAUSE_S)
     except (OSError, AttributeError):
         return False
     return True
@@ -100,26 +110,97 @@ class FrameRing:
         self.stats = RingStats()
         self.prefaulted = threading.Event()  # set once prefault() has finished
         self.prefault_s = 0.0  # how long prefault() took
+        self._pages = threading.Condition()  # guards the three below
+        self._pages_wanted = capacity  # slots whose pages prefault() puts in place
+        self._pages_limit = capacity  # ... at most, for now (a capture is running)
+        self._pages_done = 0  # slots whose pages are in place
+        self._closed = False
 
     @property
     def nbytes(self) -> int:
         return int(self.images.nbytes)
 
     def prefault(self) -> bool:
-        """Fault in every page of the buffer now, so pushes never pay first-touch page
-        faults. Contents are not modified: safe to call from a background thread while
-        frames are pushed. Returns False when the OS cannot (see :func:`populate_pages`).
+        """Fault in the pages of the buffer, slot by slot in ring order, so pushes never
+        pay first-touch page faults. Contents are not modified: safe to call from a
+        background thread while frames are pushed. Returns False when the OS cannot
+        (see :func:`populate_pages`) or the ring was closed first.
+
+        It goes as far as :meth:`want_pages` asks (and :meth:`limit_pages` lets it
+        for now) and waits there for more. Why: while the kernel populates, it holds
+        the process's memory-map lock, and every thread of the process that allocates
+        meanwhile waits (see ``POPULATE_STEP_BYTES``). A capture of 8 gated frames into
+        a fresh 512 MiB ring had the IOC stall 30-90 ms at a time for seconds, and its
+        triggers fired late; it needs the pages of 8 slots.
         """
         t0 = time.perf_counter()
+        slot = self.images.nbytes // self.capacity
+        step = max(1, POPULATE_STEP_BYTES // slot)
+        ok = True
         try:
-            return populate_pages(self.images)
+            while True:
+                with self._pages:
+                    while (not self._closed and self._pages_done < self.capacity
+                           and self._pages_done >= self._pages_target()):
+                        self._pages.wait(0.5)
+                    if self._closed or self._pages_done >= self.capacity:
+                        return ok and not self._closed
+                    a = self._pages_done
+                    b = min(self._pages_target(), a + step)
+                ok = populate_pages(self.images, a * slot, b * slot)
+                with self._pages:
+                    self._pages_done = b if ok else self.capacity
         finally:
             self.prefault_s = time.perf_counter() - t0
             self.prefaulted.set()
 
+    @property
+    def slots_in_place(self) -> int:
+        """Slots whose pages :meth:`prefault` has put in place so far."""
+        with self._pages:
+            return self._pages_done
+
+    @property
+    def pages_wanted(self) -> int:
+        """Slots whose pages :meth:`prefault` is to put in place (:meth:`want_pages`)."""
+        with self._pages:
+            return self._pages_wanted
+
+    def want_pages(self, slots: int) -> None:
+        """Have :meth:`prefault` put the pages of the first ``slots`` slots in place
+        (``capacity``: all) and wait there; pages already in place stay."""
+        with self._pages:
+            self._pages_wanted = max(1, min(self.capacity, int(slots)))
+            self._pages.notify_all()
+
+    def limit_pages(self, slots: int | None) -> None:
+        """While a capture of ``slots`` frames runs, :meth:`prefault` goes no further
+        than its slots (None: the capture has ended, or it fills the ring)."""
+        with self._pages:
+            self._pages_limit = self.capacity if slots is None else max(1, int(slots))
+            self._pages.notify_all()
+
+    def _pages_target(self) -> int:
+        return min(self._pages_wanted, self._pages_limit, self.capacity)
+
+    def close(self) -> None:
+        """End a waiting :meth:`prefault` (the ring is being let go)."""
+        with self._pages:
+            self._closed = True
+            self._pages.notify_all()
+
     def prefault_in_background(self) -> threading.Thread:
-        """Start :meth:`prefault` in a daemon thread and return the thread."""
-        t = threading.Thread(target=self.prefault, name="ring-prefault", daemon=True)
+        """Start :meth:`prefault` in a daemon thread and return the thread.
+
+        The thread runs at background priority (`run_in_background`): faulting in a
+        large ring takes seconds of kernel time on a VM, which the camera, gating and
+        Channel Access threads of the same process need more."""
+
+        def run() -> None:
+            run_in_background()
+            self.prefault()
+
+        t = threading.Thread(target=run, name="ring-prefault", daemon=True)
         t.start()
         return t
 
