@@ -21,13 +21,17 @@ log = logging.getLogger(__name__)
 BACKGROUND_NICE = 10
 
 
-def run_in_background() -> None:
-    """Lower the calling thread's CPU priority to ``BACKGROUND_NICE`` (Linux; elsewhere
-    nothing happens: the priority applies to the whole process there)."""
+def lower_this_thread_priority() -> None:
+    """Lower the calling thread's CPU priority to nice ``BACKGROUND_NICE``, or leave
+    it where it is if already lower (Linux; elsewhere nothing happens: the priority
+    applies to the whole process there)."""
     if not sys.platform.startswith("linux"):
         return
+    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        # never above the process's own (a process started with nice 15 stays there)
+        nice = max(os.getpriority(os.PRIO_PROCESS, tid), BACKGROUND_NICE)
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
         log.debug("could not lower the priority of thread %s: %s",
                   threading.current_thread().name, exc)

@@ -36,7 +36,7 @@ from beamline_ls.gating.warmup import warm_up
 from beamline_ls.hardware.brightfield import FrameSource
 from beamline_ls.hardware.trigger_output import TriggerOutput
 from beamline_ls.sim.trigger_line import TriggerLine
-from beamline_ls.thread_priority import run_in_background
+from beamline_ls.thread_priority import lower_this_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class GatingSystem(GatingDriver):
         self._pending_target: float | None | object = _NO_REQUEST
         self._refresh = False
         self._executor = ThreadPoolExecutor(  # refolds may wait; triggers may not
-            1, thread_name_prefix="gating-adaptive", initializer=run_in_background)
+            1, thread_name_prefix="gating-adaptive", initializer=lower_this_thread_priority)
         self.analyzer = self._new_analyzer()
         self._late_streak = 0
         self._queue: collections.deque[Frame] = collections.deque()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beamline_ls.frame import Frame
-from beamline_ls.thread_priority import run_in_background
+from beamline_ls.thread_priority import lower_this_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,12 @@ class FrameRing:
     def prefault_in_background(self) -> threading.Thread:
         """Start :meth:`prefault` in a daemon thread and return the thread.
 
-        The thread runs at background priority (`run_in_background`): faulting in a
+        The thread runs at background priority (`lower_this_thread_priority`): faulting in a
         large ring takes seconds of kernel time on a VM, which the camera, gating and
         Channel Access threads of the same process need more."""
 
         def run() -> None:
-            run_in_background()
+            lower_this_thread_priority()
             self.prefault()
 
         t = threading.Thread(target=run, name="ring-prefault", daemon=True)
