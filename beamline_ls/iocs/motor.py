@@ -90,10 +90,10 @@ class MotorGroup(PVGroup):
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._done.set()
-        #: a halt and a move start one after the other, never interleaved: STOP then a
-        #: new VAL at once otherwise ended the new move's DMOV with the halt
+        #: a halt and a move start one after the other, never interleaved, and a move
+        #: ends only when neither is under way (see `_halt_now`, `_update`)
         self._motion_lock = asyncio.Lock()
-        self._starts_waiting = 0  # moves waiting for a halt to end (see `_halt_now`)
+        self._starts_waiting = 0  # moves waiting for a halt to end
         self._worker = DeviceWorker(self.prefix.rstrip(":") or "motor")
         self._fault = ""
 
@@ -169,7 +169,10 @@ class MotorGroup(PVGroup):
         await self._publish_position(instance, dial)
         if moving != bool(f.motor_is_moving.value):
             await f.motor_is_moving.write(int(moving))
-        if self._moving and not moving:
+        # a move ends when the axis reports it has stopped, unless a new one is being
+        # started (it holds the motion lock, or waits for a halt to hand it over)
+        if (self._moving and not moving and not self._starts_waiting
+                and not self._motion_lock.locked()):
             self._dial = await self._worker.call(self.driver.position)  # settled value
             await self._publish_position(instance, self._dial)
             await self._finished(instance)
@@ -320,11 +323,8 @@ class MotorGroup(PVGroup):
             await f.done_moving_to_value.write(1)
         raise ValueError(f"{instance.pvname}: {why}")
 
-    async def _finished(self, instance, announce: bool = True) -> None:
-        """The move is over. ``announce`` False: a new move follows at once (a target
-        put while this one was being halted), so MOVN, MSTA and DMOV are left showing
-        motion, as a motor record does, and a client waiting for DMOV waits for that
-        move."""
+    async def _finished(self, instance) -> None:
+        """The move is over: MSTA, MOVN, then DMOV say so; put completions end."""
         self._moving = False
         if self._jogging or self._homing:  # back to VELO after a jog or a homing run
             try:
@@ -334,10 +334,9 @@ class MotorGroup(PVGroup):
         self._jogging = False
         if self._homing:
             self._homing, self._homed = False, not self._fault
-        if announce:
-            await self._publish_status(instance, False)  # MSTA before DMOV: read then
-            await instance.field_inst.motor_is_moving.write(0)
-            await instance.field_inst.done_moving_to_value.write(1)
+        await self._publish_status(instance, False)  # MSTA before DMOV: read then
+        await instance.field_inst.motor_is_moving.write(0)
+        await instance.field_inst.done_moving_to_value.write(1)
         self._done.set()
 
     async def _halt(self, instance, keep_target: bool = False) -> None:
@@ -347,14 +346,18 @@ class MotorGroup(PVGroup):
             await self._halt_now(instance, keep_target)
 
     async def _halt_now(self, instance, keep_target: bool) -> None:
+        """Tell the axis to stop. The move ends (DMOV 1) when the poll loop sees the
+        axis stopped, as on a motor record, whose DMOV follows the controller's done
+        status: a real axis decelerates after the stop command, and a client that
+        sends STOP and a new VAL at once (ophyd's EpicsMotor given a new target
+        mid-move) must not see the halt end as its new move's end (it did, in 4 of 25
+        tries, when the VAL came just after the halt had announced DMOV 1)."""
         await self._worker.call(self.driver.stop)
         dial = await self._worker.call(self.driver.position)
         await self._publish_position(instance, dial)
         if not keep_target:
             await instance.field_inst.dial_desired_value.write(dial, verify_value=False)
             await instance.write(self.cal.user(dial), verify_value=False)
-        if self._moving:
-            await self._finished(instance, announce=not self._starts_waiting)
 
     @motor.putter
     async def motor(self, instance, value):
