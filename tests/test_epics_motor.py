@@ -28,7 +28,7 @@ def x(microscope):
     """The session's own stage X, a plain ophyd EpicsMotor. Not a new one: ophyd shares
     the channels of a second EpicsMotor on the same record in a process, and that
     one's first DMOV/RBV callbacks then sometimes never come (its connection timed out
-    with "Pending operations: _move_changed subscription" in 4 of 9 runs)."""
+    with "Pending operations: _move_changed subscription" in about half the runs)."""
     _data, (_ioc, scope, _session) = microscope
     m = scope.stage.x
     assert type(m) is EpicsMotor
