@@ -2,10 +2,11 @@
 
 An IOC process runs threads that must act on time (the gating analysis, the trigger
 scheduler, the cameras, Channel Access) beside threads whose work may wait (faulting
-in a new frame ring, folding a new gating reference). On a 2-core machine the latter
-took the cores the former needed: triggers fired 14-39 ms late during the first scan
-after an IOC started. Linux gives each thread its own nice value, so a background
-thread lowers only its own priority.
+in a new frame ring, folding a new gating reference), on two cores. The late triggers
+of the first gated scan after an IOC start came from the frame ring's page faulting
+holding the memory-map lock (`beamline_ls.pipeline.ring`); lowering these threads'
+priority is a precaution beside that fix, its effect not measured on its own. Linux
+gives each thread its own nice value, so a background thread lowers only its own.
 """
 
 from __future__ import annotations
