@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ def one_scan() -> dict:
     from beamline_ls import log as bls_log
     from beamline_ls.config import load_settings
     from beamline_ls.epics_env import loopback_ioc
+    from beamline_ls.gating.score import circular_sd
 
     bls_log.configure("WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="bench-gated-"))
@@ -62,10 +62,9 @@ def one_scan() -> dict:
             true = np.ravel(prim["camera_true_phase"].read())
         finally:
             session.close()
-    c = np.exp(1j * true).mean()
     return {"late_max_ms": float(np.max(late)) * 1e3,
             "late_median_ms": float(np.median(late)) * 1e3,
-            "true_phase_sd_rad": float(math.sqrt(-2 * math.log(abs(c)))),
+            "true_phase_sd_rad": circular_sd(true),
             "brightfield_lost": int(lost), "brightfield_skipped": int(skipped),
             "wall_s": wall}
 

@@ -1,10 +1,10 @@
 """The ring buffer keeps order, counts every refused frame, and flushes stale ones."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline.ring import FrameRing, populate_pages
@@ -132,9 +132,7 @@ def test_prefault_of_a_new_ring_stops_at_the_frames_a_capture_needs():
     ring = FrameRing(64, (256, 256))  # 128 KiB slots: 16 per populate step
     ring.want_pages(3)
     t = ring.prefault_in_background()
-    deadline = time.monotonic() + 10
-    while ring.slots_in_place < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: ring.slots_in_place >= 3, 10, "3 slots in place")
     assert ring.slots_in_place == 3 and t.is_alive()
     ring.want_pages(ring.capacity)
     t.join(10)

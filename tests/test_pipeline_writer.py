@@ -6,6 +6,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
@@ -270,14 +271,6 @@ def test_a_frame_file_opens_in_the_hdf5_1_10_tools_data_users_have(tmp_path):
     assert "DATASPACE  SIMPLE { ( 2, 3, 8, 10 )" in dump("-H", "-d", "/entry/data/data")
 
 
-def _slots_reach(ring, n, timeout=10.0):
-    """Slots in place once the background prefault has put at least ``n`` there."""
-    deadline = time.monotonic() + timeout
-    while ring.slots_in_place < n and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return ring.slots_in_place
-
-
 def test_a_short_capture_faults_in_only_its_own_slots_of_a_fresh_buffer(tmp_path):
     """Faulting in a fresh buffer stalls the camera IOC's other threads (the gating
     triggers came 26-39 ms late); a capture of 3 frames has only 3 slots put in
@@ -291,8 +284,10 @@ def test_a_short_capture_faults_in_only_its_own_slots_of_a_fresh_buffer(tmp_path
     ring = rec._ring
     assert all(rec.submit(f) for f in frames(3, (256, 256)))
     _wait_done(rec)
-    assert _slots_reach(ring, 3) == 3  # one populate step would have taken 16
+    wait_for(lambda: ring.slots_in_place >= 3, 10, "3 slots in place")
+    assert ring.slots_in_place == 3  # one populate step would have taken 16
     with h5py.File(tmp_path / "short.h5") as f:
         assert [int(f["/entry/data/data"][i, 0, 0]) for i in range(3)] == [0, 1, 2]
     rec.prepare((256, 256))
-    assert _slots_reach(ring, 64) == 64
+    wait_for(lambda: ring.slots_in_place >= 64, 10, "all 64 slots in place")
+    assert ring.slots_in_place == 64

@@ -1,9 +1,9 @@
 import os
 import sys
 import threading
-import time
 
 import pytest
+from conftest import wait_for
 
 from beamline_ls.pipeline.ring import FrameRing
 from beamline_ls.thread_priority import BACKGROUND_NICE
@@ -18,9 +18,7 @@ def test_the_ring_prefault_runs_below_the_threads_that_keep_time():
     ring.want_pages(1)  # the thread waits there, so its priority can be read
     t = ring.prefault_in_background()
     try:
-        deadline = time.monotonic() + 10
-        while ring.slots_in_place < 1 and time.monotonic() < deadline:  # it has begun
-            time.sleep(0.01)
+        wait_for(lambda: ring.slots_in_place >= 1, 10, "the prefault begun")
         seen["thread"] = os.getpriority(os.PRIO_PROCESS, t.native_id)
         seen["caller"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     finally:
