@@ -65,3 +65,38 @@ def test_real_time_scheduler_fires_without_blocking_caller():
         assert call_time < 1.0  # scheduling returned long before the fire times passed
     finally:
         s.stop()
+
+
+class _Wall:
+    """A wall clock that runs with the monotonic one until someone steps it."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.step
+
+
+def test_real_time_clock_follows_a_wall_clock_step(caplog):
+    wall = _Wall()
+    clock = RealTimeClock(wall=wall)
+    before = clock.now()
+    wall.step = 18.4  # what NTP's first sync did on a CI machine after the IOC started
+    after = clock.now()
+    assert abs(after - wall()) < 0.05  # frames stamped now agree with time.time() again
+    assert after - before > 18.0
+    assert "stepped by +18.4" in caplog.text
+
+
+def test_real_time_clock_slews_a_small_correction_without_going_backwards():
+    wall = _Wall()
+    clock = RealTimeClock(wall=wall)
+    wall.step = -0.1  # under the step threshold: NTP-sized
+    first_error = clock.now() - wall()
+    assert first_error > 0.09  # not jumped: the correction is slewed in
+    values = []
+    for _ in range(200):
+        values.append(clock.now())
+        time.sleep(0.001)
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))  # never backwards
+    assert 0 < clock.now() - wall() < first_error - 1e-4  # and it is being taken up
