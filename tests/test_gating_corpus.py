@@ -168,6 +168,32 @@ def test_a_slow_heart_is_gated_from_its_first_beats():
     _assert_holds(s, 0.05)
 
 
+def test_a_heart_that_starts_after_a_still_stretch_locks_as_soon_as_it_beats():
+    """A recorded heart, still for the first 3 s (the camera started before the heart,
+    or the heart paused), then beating. The still frames flattened the period
+    search's window against the beating ones, so the lock waited for them to leave
+    it: 2.9 s (40 fps) and 3.3 s (20 fps) after the heart started. A heart that beats
+    from the first frame locks in 1.0-1.5 s; the still stretch must not delay that by
+    more than about half a second."""
+    from beamline_ls.sim.videos import RecordedHeart
+
+    start, fps = 3.0, 20.0
+    tif, period = corpus.recorded_periods()["reference0002"]
+    rng = np.random.default_rng(3)
+    still = RecordedHeart(tif, period, corpus.live_beat(rng, SECONDS, stop_s=0.0,
+                                                        n_irregular=0),
+                          corpus.live_camera(rng), 0)
+    heart = _case("reference0002").make(0, SECONDS)
+
+    def image(t: float) -> np.ndarray:
+        return still.frame(t) if t < start else heart.frame(t)
+
+    _, _, s = _gate(heart, np.arange(int(SECONDS * fps)) / fps, image=image)
+    assert s.t_lock_s - start <= 2.0, s
+    assert s.beats >= 0.95 and s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= SD_BOUND[fps], s
+
+
 @pytest.mark.parametrize("fps", [80.0, 20.0])
 def test_a_camera_that_drops_one_frame_in_ten_is_gated_from_the_first_beats(fps):
     """A busy camera bus, or a live analysis that skips frames when it falls behind.

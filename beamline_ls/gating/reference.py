@@ -163,6 +163,7 @@ class NoPeriod:
     reason: str
     contrast: float = math.nan
     significance: float = math.nan
+    best_lag: float = math.nan  # frames: the strongest repeat, too weak to count
 
 
 def _apex(d: np.ndarray, i: int) -> tuple[float, float]:
@@ -228,7 +229,7 @@ def estimate_period(d: np.ndarray, min_period: int, min_significance: float = 10
     if significance < min_significance:
         return NoPeriod(f"repeat too weak: the best is {significance:.1f}x the noise, "
                         f"{min_significance:g}x needed; contrast {contrast:.3f}",
-                        contrast, significance)
+                        contrast, significance, best[0])
     real = [c for c in cands if c[2] / noise >= min_significance]
     lo = min(v for _, v, _ in real)
     top = max(v + dp for _, v, dp in real)
@@ -315,6 +316,7 @@ class PeriodFinder:
         self.reason = "no frames yet"
         self._interval_key: tuple[int, float] = (0, math.nan)
         self._interval = math.nan
+        self._still_until = -math.inf  # frames before this time showed a still scene
 
     def reset(self, keep_buffer: bool = False) -> None:
         """Forget estimates (and optionally the frame buffer)."""
@@ -322,6 +324,7 @@ class PeriodFinder:
         if not keep_buffer:
             for q in (self._frames, self._binned, self._times, self._ids, self._rows):
                 q.clear()
+            self._still_until = -math.inf
 
     def frame_interval(self) -> float:
         """Median of the last 31 frame intervals (s), nan with fewer than 2 frames."""
@@ -347,8 +350,9 @@ class PeriodFinder:
         return t - self._times[-1]
 
     def recent(self, n: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """The newest ``n`` frames of the buffer (time order) and their times."""
-        k = min(n, len(self._frames))
+        """The newest ``n`` frames of the buffer (time order) and their times; none of
+        a still stretch before the heart beat (`_still_prefix`)."""
+        k = min(n, len(self._frames) - self._n_still())
         keep = [i for i in range(len(self._frames) - k, len(self._frames))
                 if self._frames[i] is not None]  # holes left by missing frames: none
         return [self._frames[i] for i in keep], np.array([self._times[i] for i in keep])
@@ -437,11 +441,9 @@ class PeriodFinder:
         self._next_slot = slot + 1
         return slot
 
-    def _curve(self) -> tuple[np.ndarray, float]:
-        """Mean per-pixel SAD vs lag over all pairs in the buffer, and its noise.
-
-        Rows of frames pushed while locked are computed here when a search resumes.
-        """
+    def _fill_rows(self) -> None:
+        """Each frame's SAD against every earlier frame of the buffer (per pixel).
+        Rows of frames pushed while locked are computed here when a search resumes."""
         n = len(self._binned)
         ring = self._ring
         npx = ring.shape[1] * ring.shape[2]
@@ -454,11 +456,55 @@ class PeriodFinder:
                 if slots[j] >= 0 and seen.any():
                     row[seen] = sad_indexed(ring, back[seen], ring[slots[j]]) / npx
                 self._rows[j] = row
+
+    #: a frame differs from the first frame of a still stretch by at most this many
+    #: times the stretch's frame-to-frame difference (pure noise; the SAD of 64 x 64
+    #: binned pixels scatters by ~2 % between pairs, so 1.3 is far beyond chance)
+    STILL_RATIO = 1.3
+
+    def _still_prefix(self) -> int:
+        """How many frames at the start of the buffer to leave out of the search: a
+        still scene that lasted longer than the slowest beat (no heart is still that
+        long), up to its last frame; 0 when there is none.
+
+        Why: the difference curve averages every pair of the window. When a heart
+        starts beating (or beats again) after a still stretch, the still pairs flatten
+        the older half of the window against the newer, and that difference is the
+        curve's noise: the beat stays "too weak" until the still frames have left the
+        window, 2-3 s later. Still means every frame of the stretch is as close to its
+        first frame as neighbouring frames are to each other (sensor noise only). Once
+        seen, the stretch stays out while its frames are in the buffer, also after its
+        first frames have left and what remains of it is shorter than a beat.
+        """
+        n = len(self._binned)
+        rows = self._rows
+        times = self._times
+        if n > 2 and all(rows[j] is not None for j in (1, n - 1)):
+            lag1 = np.array([rows[j][0] for j in range(1, n)])
+            to_first = np.array([rows[j][j - 1] for j in range(1, n)])
+            noise = np.cumsum(lag1) / np.arange(1, n)
+            moved = ~(to_first <= self.STILL_RATIO * noise)  # NaN (a hole) ends it too
+            p = int(np.argmax(moved)) if moved.any() else n - 1  # last still frame
+            if p < n - 1 and times[p] - times[0] > self.max_period_s:
+                self._still_until = max(self._still_until, times[p])
+        return self._n_still()
+
+    def _n_still(self) -> int:
+        """Frames at the start of the buffer that belong to a known still stretch."""
+        k, n = 0, len(self._times)
+        while k < n and self._times[k] < self._still_until:
+            k += 1
+        return k
+
+    def _curve(self, start: int = 0) -> tuple[np.ndarray, float]:
+        """Mean per-pixel SAD vs lag over all pairs of the buffer from frame ``start``
+        on, and its noise."""
+        n = len(self._binned) - start
         kmax = n // 2  # lag k needs >= k pairs
         mat = np.zeros((n, kmax))  # mat[j, k-1]: frame j against the frame k back
         for j in range(1, n):
             m = min(j, kmax)
-            mat[j, :m] = self._rows[j][:m]
+            mat[j, :m] = self._rows[start + j][:m]
         jj = np.arange(n)[:, None]
         kk = np.arange(1, kmax + 1)[None, :]
         valid = (kk <= jj) & ~np.isnan(mat)  # the partner is in the buffer, no hole
@@ -483,14 +529,26 @@ class PeriodFinder:
             self._estimates.append(None)
             self.reason = "collecting frames"
             return None
-        d, noise = self._curve()
+        self._fill_rows()
+        start = self._still_prefix()
+        if n - start < 2 * (self.min_period_frames + 2):
+            self._estimates.append(None)
+            self.reason = "no repeating change: the scene is still"
+            return None
+        d, noise = self._curve(start)
         est = estimate_period(d, self.min_period_frames, self.min_significance, noise)
         self.last_contrast = est.contrast
         self.last_significance = est.significance
         if isinstance(est, NoPeriod):
             self._estimates.append(None)
             self.reason = est.reason
-            if est.reason.startswith(("no repeating change", "repeat too weak")):
+            if est.best_lag * dt < self.min_period_s:
+                # a weak repeat faster than any heart: most likely frame times that are
+                # wrong (a --fps several times too high), as the user can check
+                self.reason += (f"; the strongest repeat, every {est.best_lag * dt * 1e3:.0f}"
+                                f" ms at {1.0 / dt:.4g} frames/s, is too fast for a heart: "
+                                "is the frame rate right?")
+            elif est.reason.startswith(("no repeating change", "repeat too weak")):
                 # the scale it looked at: a heart slower than that shows no repeat
                 self.reason += (f"; looked for a repeat within {self.max_period_s:g} s at "
                                 f"{1.0 / dt:.4g} frames/s")
