@@ -107,6 +107,30 @@ def test_user_limits_are_enforced_and_read_back_as_enforced(x):
     assert ca.caget(f"{PREFIX}stage:X.HLM", use_monitor=False) == pytest.approx(10_000.0)
 
 
+def test_a_motor_left_beyond_a_lowered_limit_refuses_further_out_and_comes_back(x):
+    """HLM lowered below where the motor stands (a facility narrowing the range after a
+    crash). The motor record takes the limit, refuses a target further out (LVIO,
+    DMOV back to 1) and moves a target inside the limits, its put completing at the
+    target. The readback's own limits refused the IOC's readback writes: the HLM put
+    failed while taking effect, DMOV stayed 0 for good after the refused move, and
+    the move back completed at once with RBV still out."""
+    x.move(900.0, wait=True, timeout=30)
+    assert not put_is_refused(f"{PREFIX}stage:X.HLM", 700.0)
+    assert ca.caget(f"{PREFIX}stage:X.HLM", use_monitor=False) == pytest.approx(700.0)
+    assert put_is_refused(f"{PREFIX}stage:X.VAL", 950.0)
+    assert ca.caget(f"{PREFIX}stage:X.LVIO", use_monitor=False) == 1
+    deadline = time.monotonic() + 5
+    while ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) != 1:
+        assert time.monotonic() < deadline, "DMOV stayed 0 after a refused move"
+        time.sleep(0.05)
+    assert not put_is_refused(f"{PREFIX}stage:X.VAL", 100.0)  # completes with the move
+    assert ca.caget(f"{PREFIX}stage:X.RBV", use_monitor=False) == pytest.approx(100.0)
+    assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
+    for field in ("SEVR", "LVIO"):
+        assert ca.caget(f"{PREFIX}stage:X.{field}", use_monitor=False) == 0, field
+    ca.caput(f"{PREFIX}stage:X.HLM", 10_000.0, wait=True, timeout=10)
+
+
 def test_put_completion_on_val_ends_with_the_move(x):
     """caput -c and pyepics wait=True return when the move is done (DMOV = 1 at the
     target), not when it started."""

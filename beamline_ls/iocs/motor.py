@@ -184,9 +184,9 @@ class MotorGroup(PVGroup):
         quantum = 10 ** -(self.driver.precision + 2)
         user = self.cal.user(dial)
         if abs(user - f.user_readback_value.value) > quantum:
-            await f.user_readback_value.write(user)
+            await f.user_readback_value.write(user, verify_value=False)
         if abs(dial - f.dial_readback_value.value) > quantum:
-            await f.dial_readback_value.write(dial)
+            await f.dial_readback_value.write(dial, verify_value=False)
             await f.raw_readback_value.write(int(round(dial / self.resolution)))
             await f.difference_dval_drbv.write(f.dial_desired_value.value - dial)
 
@@ -237,7 +237,7 @@ class MotorGroup(PVGroup):
             lower_ctrl_limit=dlo, upper_ctrl_limit=dhi, lower_disp_limit=dlo,
             upper_disp_limit=dhi)
         await f.dial_desired_value.write_metadata(lower_disp_limit=dlo, upper_disp_limit=dhi)
-        await f.user_readback_value.write(self.cal.user(self._dial))
+        await f.user_readback_value.write(self.cal.user(self._dial), verify_value=False)
 
     async def _calibration_changed(self, instance) -> None:
         """Publish, keep VAL the user value of the dial target, and save."""
@@ -278,7 +278,7 @@ class MotorGroup(PVGroup):
             self._refused = False
             rbv = f.user_readback_value
             await rbv.write(rbv.value, status=AlarmStatus.NO_ALARM,
-                            severity=AlarmSeverity.NO_ALARM)
+                            severity=AlarmSeverity.NO_ALARM, verify_value=False)
             if instance.alarm.status == AlarmStatus.WRITE:  # caproto's, on the refused put
                 await instance.alarm.write(status=AlarmStatus.NO_ALARM,
                                            severity=AlarmSeverity.NO_ALARM)
@@ -317,7 +317,8 @@ class MotorGroup(PVGroup):
             # 0 go out before the 1, or clients never see the pulse
             await asyncio.sleep(0.1)
         rbv = f.user_readback_value
-        await rbv.write(rbv.value, status=AlarmStatus.SOFT, severity=AlarmSeverity.MINOR_ALARM)
+        await rbv.write(rbv.value, status=AlarmStatus.SOFT, severity=AlarmSeverity.MINOR_ALARM,
+                        verify_value=False)
         self._refused = True
         if not self._moving:
             await f.done_moving_to_value.write(1)
