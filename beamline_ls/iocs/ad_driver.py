@@ -46,6 +46,9 @@ from beamline_ls.pipeline.background import Background, BackgroundAccumulator
 
 log = logging.getLogger(__name__)
 
+#: the longest the end of an acquisition waits for the file writer to catch up (s)
+PLUGIN_WAIT_S = 10.0
+
 PREVIEW_SIZE = 128
 # areaDetector's DetectorState order, so clients reading the number agree
 AD_DETECTOR_STATES = ["Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting", "Error",
@@ -401,7 +404,28 @@ class DriverGroup(PortGroup):
         self.preview_mode = False
         await self._ended_with(message)
 
+    async def _plugins_caught_up(self) -> None:
+        """Before Acquire says Done: the file writer has the acquisition's frames when
+        asked to (WaitForPlugins) or when its callbacks block (what ophyd's HDF5 plugin
+        stages; in areaDetector the driver's thread then writes each frame itself),
+        and every plugin's counters (ArrayCounter_RBV, NumCaptured_RBV ..., otherwise
+        published at 5 Hz) count them, so a client that reads them when Acquire goes
+        Done (ophyd's SingleTrigger) or its put completes sees every frame. A writer
+        stuck on its disk holds the end for at most `PLUGIN_WAIT_S`."""
+        hdf = self.parent.hdf
+        if self.wait_for_plugins.value == "Yes" or hdf.blocking_callbacks.value == "Yes":
+            try:
+                await asyncio.wait_for(hdf.drained(), PLUGIN_WAIT_S)
+            except TimeoutError:
+                log.warning("the file writer still holds %d frame(s) %g s after the "
+                            "acquisition ended; Acquire ends without them",
+                            hdf.queue_state()[1], PLUGIN_WAIT_S)
+        for plugin in self.parent.plugins:
+            await plugin.publish()
+        await hdf.refresh()
+
     async def _ended_with(self, message: str) -> None:
+        await self._plugins_caught_up()
         await self.detector_state.write("Idle")
         await self.status_message.write(message)
         await self.acquire.write("Done", verify_value=False)
@@ -437,13 +461,6 @@ class DriverGroup(PortGroup):
         ended = self._ended
         if ended is not None:
             await ended.wait()  # busy: the put completes when the acquisition ends
-        if self.wait_for_plugins.value == "Yes":
-            await self.parent.hdf.drained()
-        # the plugins' counters (ArrayCounter_RBV ...) are published at 5 Hz; a client
-        # reading them when its put completes must see every frame of the acquisition,
-        # as areaDetector's blocking callbacks show them
-        for plugin in self.parent.plugins:
-            await plugin.publish()
         return "Done"
 
     @camera_mode.putter

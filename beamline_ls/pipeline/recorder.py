@@ -340,12 +340,14 @@ class Recorder:
                 writer.write(frame, position)
                 unflushed = True
                 summary.add(stored_at, frame)  # before release: the ring reuses the image
-                ring.release()
-                concurrence.record_queue("write end", ring, frame.frame_id)
+                # counted before the slot is released: a client told the writer holds
+                # nothing unwritten (`len(ring) == 0`) must find this frame counted
                 st.frames_written = writer.frames_written
                 st.complete_units = writer.complete_units
                 st.files = len(writer.parts)
                 st.flushes = writer.flushes
+                ring.release()
+                concurrence.record_queue("write end", ring, frame.frame_id)
             else:
                 finished = True
         except Exception as exc:  # the file or disk failed: report, keep the file readable
