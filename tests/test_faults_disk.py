@@ -155,6 +155,17 @@ def test_a_capture_on_a_full_disk_is_refused_before_any_file_exists(small_disk):
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler.bin"]
 
 
+def test_a_capture_on_a_small_read_only_disk_is_refused_for_what_it_is(tmp_path):
+    """A 1 MiB read-only disk: too small and not writable. The refusal said "disk
+    full", which sends the user to delete files instead of remounting."""
+    disk = mount_tmpfs(tmp_path / "ro", 1, "ro")
+    try:
+        with pytest.raises(PermissionError, match="file path not writable: .*read-only"):
+            Recorder().start(disk / "run.h5", SHAPE, n_frames=10)
+    finally:
+        unmount(disk)
+
+
 def day_directory(scope) -> Path:
     """Where today's scans write: the plans' date directory in the IOC's data root."""
     from plans.common import file_name_for

@@ -298,6 +298,34 @@ def test_a_plan_on_a_stopped_ioc_says_its_ioc_does_not_answer(doomed):
     assert "is not connected" in str(failed.value)  # which signal, as ophyd says
 
 
+def test_an_ioc_stopped_during_a_capture_until_stopped_says_so(doomed):
+    """A capture with NumCapture 0 (until stopped: what ophyd's HDF5 plugin stages)
+    cut by the IOC's stop: WriteMessage and WriteStatus say so, as they do for a
+    capture of a fixed count. It was reported as a normal finish ("wrote 194 frames",
+    Write OK), because no frame of an open-ended capture counts as lost."""
+    ioc, scope, _ = doomed
+    cam, hdf = scope.camera.cam, scope.camera.hdf
+    said: list[tuple[str, str]] = []
+    hdf.write_message.subscribe(lambda value, **_: said.append(("message", value)),
+                                run=False)
+    hdf.write_status.subscribe(lambda value, **_: said.append(("status", value)),
+                               run=False)
+    hdf.file_path.set(hdf.data_root.get()).wait(10)
+    hdf.file_name.set("until_stopped").wait(10)
+    hdf.num_capture.set(0).wait(10)
+    cam.image_mode.set("Continuous").wait(10)
+    cam.acquire_period.set(0.2).wait(10)  # the writer waits for each frame: none queued
+    hdf.capture.put(1, use_complete=False)
+    wait_for(lambda: hdf.capture.get(use_monitor=False) == 1, 10, "capture started")
+    cam.acquire.put("Acquire", use_complete=False)
+    assert captured_at_least(hdf, 5) is not None
+    ioc.proc.send_signal(signal.SIGTERM)
+    ioc.proc.wait(30)
+    messages = [v for k, v in said if k == "message"]
+    assert any("the camera IOC was stopped during the capture" in m for m in messages), said
+    assert ("status", "Write error") in said, said
+
+
 def test_an_ioc_stopped_mid_scan_ends_it_saying_so_with_its_file_closed(doomed):
     """SIGTERM (a service manager, Ctrl-C in the IOC's terminal) while a scan writes:
     the IOC closes the capture while its clients are still connected and says why,

@@ -391,9 +391,13 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         problem = await loop.run_in_executor(None, self._path_problem, value, h * w * 2)
         if problem:  # the cause first: a client seeing 0 finds it
             await self.write_message.write(problem[:500])
+            await self.write_status.write("Write error")  # the message's status with it
             log.error("HDF1:FilePath %r: %s", value, problem)
         elif self.write_message.value == self._path_problem_said:
-            await self.write_message.write("")  # that path's problem is gone with it
+            # that path's problem is gone with it (a capture's error stays until the
+            # next capture, as in areaDetector)
+            await self.write_message.write("")
+            await self.write_status.write("Write OK")
         self._path_problem_said = problem[:500] if problem else None
         await self.file_path_exists.write("No" if problem else "Yes")
         return value
@@ -619,7 +623,10 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
             f"({st.frames_dropped} dropped, {st.frames_missing} never delivered by the "
             f"camera, {st.frames_lost} lost)")
-        stopped = self._ioc_stopping and st.frames_lost > 0
+        # cut short by the IOC's stop, unless it had every frame it was asked for: a
+        # capture "until stopped" (NumCapture 0) always is
+        complete = bool(st.frames_expected) and st.frames_written >= st.frames_expected
+        stopped = self._ioc_stopping and (st.frames_lost > 0 or not complete)
         if stopped:
             msg = (f"the camera IOC was stopped during the capture: {st.path} was closed "
                    f"with {st.frames_written} of {st.frames_expected or st.frames_offered} "

@@ -100,6 +100,9 @@ class SpaceGuard:
     def open(self) -> None:
         """Take the reserve; refuse (`DiskFullError`) when it and one frame do not fit."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.directory, os.W_OK | os.X_OK):  # the cause before the room
+            raise PermissionError(f"file path not writable: {self.directory} (read-only "
+                                  "or no permission)")
         need = self.reserve_bytes + self.frame_bytes + self.margin_bytes
         free = free_bytes(self.directory)
         if free < need:
