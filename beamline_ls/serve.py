@@ -21,9 +21,11 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from beamline_ls import log as bls_log
 from beamline_ls.argtypes import tcp_port
+from beamline_ls.catalog import DOCUMENT_STREAM
 from beamline_ls.config import Settings, check_database, load_settings, parse_path_map
 
 logger = logging.getLogger("beamline_ls.serve")
@@ -46,6 +48,58 @@ def build_server_app(settings: Settings, api_key: str | None, public: bool = Fal
     return build_app(tree, authentication=auth)
 
 
+def tiled_tree(data_dir: str, database: str | None = None,
+               path_map: dict[str, str] | None = None, config: str | None = None) -> Any:
+    """The catalog's tree for tiled's own server (``tiled serve config FILE``), as
+    ``beamline-ls serve`` builds it: a facility that runs tiled with its own
+    authentication, access policy or proxy names this in its configuration
+    (:func:`tiled_config` writes one). ``config``: a beamline-ls TOML (its
+    ``[path_map]`` and ``catalog_database``); ``database`` and ``path_map`` add to it."""
+    from beamline_ls.catalog import catalog_tree
+
+    settings = _settings(data_dir, config, database, path_map or {})
+    if settings.catalog_is_sqlite and not settings.catalog_dir.joinpath("catalog.db").exists():
+        raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the data "
+                                "directory of a deployment?")
+    return catalog_tree(settings)
+
+
+def tiled_config(settings: Settings, config: Path | None = None) -> str:
+    """A configuration for ``tiled serve config`` serving this data directory's catalog
+    (YAML): the tree from :func:`tiled_tree`, the JSON-sequence exporter that
+    ``BlueskyRun.documents()`` reads. The API key comes from tiled's own ``--api-key``
+    or ``TILED_SINGLE_USER_API_KEY``; a facility adds its ``authentication`` section."""
+    import yaml
+
+    args: dict[str, Any] = {"data_dir": str(settings.data_dir)}
+    if config is not None:
+        args["config"] = str(Path(config).resolve())
+    if not settings.catalog_is_sqlite:
+        args["database"] = settings.catalog_database
+    if settings.path_map:
+        args["path_map"] = {str(a): str(b) for a, b in settings.path_map.items()}
+    doc = {
+        "trees": [{"path": "/", "tree": "beamline_ls.serve:tiled_tree", "args": args}],
+        "media_types": {"BlueskyRun": {
+            DOCUMENT_STREAM: "bluesky_tiled_plugins.exporters:json_seq_exporter"}},
+    }
+    head = ("# tiled's own server over the beamline-ls catalog of "
+            f"{settings.data_dir} (written by `beamline-ls serve --write-tiled-config`):\n"
+            "#   tiled serve config THIS_FILE --host 127.0.0.1 --port 8000 --api-key KEY\n"
+            "# Add an `authentication` section for your facility's log-in.\n")
+    return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _settings(data_dir: str | Path | None, config: str | Path | None,
+              database: str | None, path_map: dict[str, str]) -> Settings:
+    """Settings of the served data directory: the TOML, then these options."""
+    settings = load_settings(config, data_dir=data_dir)
+    if database is not None:
+        settings.catalog_database = check_database(database, "--database")
+    settings.path_map.update(parse_path_map(path_map, "--map-path"))
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="beamline-ls serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,22 +120,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map-path", action="append", default=[], metavar="ACQ=HERE",
                    help="the acquisition host's directory ACQ is HERE on this host "
                    "(repeatable; adds to the TOML's [path_map])")
+    p.add_argument("--write-tiled-config", type=Path, default=None, metavar="FILE",
+                   help="write a configuration for tiled's own `tiled serve config FILE` "
+                   "over this catalog (with the --database and --map-path given) and exit")
     args = p.parse_args(argv)
     try:
-        settings = load_settings(args.config, data_dir=args.data_dir)
-        if args.database is not None:
-            settings.catalog_database = check_database(args.database, "--database")
         extra = dict(item.split("=", 1) for item in args.map_path if "=" in item)
         if len(extra) != len(args.map_path):
             raise ValueError("--map-path takes ACQ=HERE, e.g. "
                              "/data/lightsheet=/mnt/lightsheet")
-        settings.path_map.update(parse_path_map(extra, "--map-path"))
+        settings = _settings(args.data_dir, args.config, args.database, extra)
+        if args.write_tiled_config is not None:
+            if settings.catalog_is_sqlite and \
+                    not settings.catalog_dir.joinpath("catalog.db").exists():
+                raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the "
+                                        "data directory of a deployment?")
+            args.write_tiled_config.write_text(tiled_config(settings, args.config))
+            bls_log.success(logger, "wrote %s: serve it with `tiled serve config %s`",
+                            args.write_tiled_config, args.write_tiled_config)
+            return 0
         key = args.api_key or os.environ.get("TILED_SINGLE_USER_API_KEY")
         generated = key is None
         if generated:
             key = secrets.token_hex(16)
         app = build_server_app(settings, key, public=args.public)
-    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+    except (ValueError, OSError) as exc:  # a missing catalog, an unreachable database
         logger.error("%s", exc)
         return 2
     import uvicorn

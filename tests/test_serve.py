@@ -27,14 +27,21 @@ KEY = "servekey42"
 class Server:
     """``beamline-ls serve`` as a child process, stopped by its PID."""
 
-    def __init__(self, data_dir: Path, *extra: str, key: str = KEY):
+    def __init__(self, data_dir: Path, *extra: str, key: str = KEY,
+                 tiled_config: Path | None = None):
+        """``tiled_config``: tiled's own ``tiled serve config`` with that file instead."""
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"serve-{self.port}.log"
+        if tiled_config is None:
+            command = [sys.executable, "-m", "beamline_ls.cli", "serve", "--data-dir",
+                       str(data_dir), *extra]
+        else:
+            command = [str(Path(sys.executable).with_name("tiled")), "serve", "config",
+                       str(tiled_config), "--host", "127.0.0.1"]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "beamline_ls.cli", "serve", "--data-dir",
-                 str(data_dir), "--port", str(self.port), "--api-key", key, *extra],
+                [*command, "--port", str(self.port), "--api-key", key],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -133,6 +140,35 @@ def test_a_data_user_gets_the_bluesky_run_api_over_http(served):
     # ... and using it leaves this and every later catalog on the current API
     assert "camera_image" in cat[served_run]["primary"]
     assert "camera_image" in remote(served["server"])[served_run]["primary"]
+
+
+def test_tileds_own_server_serves_the_catalog_from_a_written_config(served, data_dir,
+                                                                    tmp_path):
+    """A facility that runs tiled itself (its own log-in, proxy, access policy) serves
+    the catalog with ``tiled serve config``, from the configuration ``beamline-ls
+    serve --write-tiled-config`` writes; a stock tiled client gets the bluesky runs."""
+    from tiled.client import from_uri
+    from tiled.queries import Key
+
+    config = tmp_path / "tiled.yml"
+    written = subprocess.run(
+        [sys.executable, "-m", "beamline_ls.cli", "serve", "--data-dir", str(data_dir),
+         *served["args"], "--write-tiled-config", str(config)],
+        capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr[-2000:]
+    server = Server(data_dir, tiled_config=config)
+    try:
+        cat = from_uri(server.uri, api_key=KEY)
+        uid = served["uid"]
+        assert type(cat).__name__ == "CatalogOfBlueskyRuns"
+        assert uid in cat.search(Key("sample_name") == "served fish")
+        run = cat[uid]
+        embedded = served["embedded"][uid]["primary"]["camera_image"]
+        assert np.array_equal(run["primary"]["camera_image"][1, 4], embedded[1, 4])
+        names = [name for name, _ in run.documents()]
+        assert names[0] == "start" and names[-1] == "stop"
+    finally:
+        server.stop()
 
 
 def test_lazy_catalogs_give_dask_arrays_equal_to_the_eager_read(served):
