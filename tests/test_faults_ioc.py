@@ -286,24 +286,17 @@ def test_a_session_writes_again_once_an_unresponsive_ioc_answers(doomed, epics):
     assert out.split() == ["wrote", "4.0", "0.5"]
 
 
-def test_a_plan_on_a_stopped_ioc_says_its_ioc_does_not_answer(doomed):
-    """A plan started while the IOC is down (stopped, or restarting after a crash)
-    failed on "scanboard_flyback_settle is not connected" and nothing more."""
+def test_a_stopped_ioc_says_it_cut_an_open_capture_and_then_that_it_does_not_answer(
+        doomed):
+    """The IOC stopped (SIGTERM) during a capture with NumCapture 0 (until stopped: what
+    ophyd's HDF5 plugin stages): WriteMessage and WriteStatus say so, as they do for a
+    capture of a fixed count. It was reported as a normal finish ("wrote 194 frames",
+    Write OK), because no frame of an open-ended capture counts as lost. A plan
+    started on the stopped IOC then failed on "scanboard_flyback_settle is not
+    connected" and nothing more."""
     from plans import volumetric_scan
 
     ioc, scope, session = doomed
-    ioc.stop()
-    with pytest.raises(Exception, match="its IOC does not answer") as failed:
-        session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 20.0, 60.0, 2.0))
-    assert "is not connected" in str(failed.value)  # which signal, as ophyd says
-
-
-def test_an_ioc_stopped_during_a_capture_until_stopped_says_so(doomed):
-    """A capture with NumCapture 0 (until stopped: what ophyd's HDF5 plugin stages)
-    cut by the IOC's stop: WriteMessage and WriteStatus say so, as they do for a
-    capture of a fixed count. It was reported as a normal finish ("wrote 194 frames",
-    Write OK), because no frame of an open-ended capture counts as lost."""
-    ioc, scope, _ = doomed
     cam, hdf = scope.camera.cam, scope.camera.hdf
     said: list[tuple[str, str]] = []
     hdf.write_message.subscribe(lambda value, **_: said.append(("message", value)),
@@ -319,11 +312,14 @@ def test_an_ioc_stopped_during_a_capture_until_stopped_says_so(doomed):
     wait_for(lambda: hdf.capture.get(use_monitor=False) == 1, 10, "capture started")
     cam.acquire.put("Acquire", use_complete=False)
     assert captured_at_least(hdf, 5) is not None
-    ioc.proc.send_signal(signal.SIGTERM)
-    ioc.proc.wait(30)
+    ioc.stop()
     messages = [v for k, v in said if k == "message"]
     assert any("the camera IOC was stopped during the capture" in m for m in messages), said
     assert ("status", "Write error") in said, said
+
+    with pytest.raises(Exception, match="its IOC does not answer") as failed:
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 20.0, 60.0, 2.0))
+    assert "is not connected" in str(failed.value)  # which signal, as ophyd says
 
 
 def test_an_ioc_stopped_mid_scan_ends_it_saying_so_with_its_file_closed(doomed):
