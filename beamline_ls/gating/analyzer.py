@@ -233,8 +233,8 @@ class GatingAnalyzer:
         res = self.estimator.estimate(work_img)
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
-        advance = TWO_PI * gap / self.reference.period_s if gap > 0 else None
-        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
+        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information,
+                             self._advance(t_mid))
         self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
 
@@ -249,6 +249,18 @@ class GatingAnalyzer:
             self._t_last_trigger += gap - self.finder.frame_interval()
             logger.debug("frames missing: %.3f s since the previous frame", gap)
         return gap
+
+    def _advance(self, t: float) -> float | None:
+        """The phase the beat advances from the newest phase of the history to ``t``
+        (rad, at the reference's rate), which `PhaseHistory.add` unwraps the phase at
+        ``t`` next to; None for the first. Why not the wrapped step alone: a frame
+        misread by 1.2 rad backwards wrapped to 5 rad forwards, a whole cycle ahead of
+        the frames after it, and no line fitted across that jump for the next 5
+        frames (a stiff-walled heart at 80 frames/s lost 1 beat in 6 that way)."""
+        hist = self.history
+        if not len(hist) or self.reference is None:
+            return None
+        return TWO_PI * max(t - hist.t[-1], 0.0) / self.reference.period_s
 
     def _adopt(self, ref: Reference, target: float | None) -> None:
         ref = Reference(ref.frames, ref.period, ref.pad, ref.frame_interval,
@@ -393,7 +405,7 @@ class GatingAnalyzer:
             if img.shape[0] // self._phase_bin != self._work.frames.shape[1]:
                 continue
             res = self.estimator.estimate(bin_image(img, self._phase_bin))
-            self.history.add(float(t), res.phase, -1, res.information)
+            self.history.add(float(t), res.phase, -1, res.information, self._advance(t))
 
     def _refine(self) -> None:
         """Fold the reference again over the frames seen since the lock. A lock forms
@@ -461,7 +473,11 @@ class GatingAnalyzer:
                    > self.cfg.loss_periods_without_prediction * ref.period_s)
         idle = t - self._t_last_trigger > self.cfg.loss_periods_without_trigger * ref.period_s
         if self._n_bad > max(3, ref.period / 2) or stalled or idle:
-            if stalled:
+            still = self.finder.still_for() if stalled or idle else 0.0
+            if still > ref.period_s:
+                why = (f"the heart stopped: the frames have not changed for {still:.1f} s "
+                       "(sensor noise only)")
+            elif stalled:
                 why = (f"heartbeat stopped or unreadable: no usable phase advance for "
                        f"{self.cfg.loss_periods_without_prediction:g} periods")
             elif idle:

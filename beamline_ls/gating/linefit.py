@@ -40,6 +40,11 @@ def choose_window(t, ph, w, lows, nominal, max_gap_phase, rate_tolerance, t_from
     from its own residuals sees that bend only as scatter; the shorter windows, which
     hold only the new rate, show it as a disagreement. ``quantiles`` empty: no check.
 
+    Each window's line is fitted without its outliers (`line_without_outliers`, the
+    rule `Predictor._fit` applies to the chosen window), so a frame the reference
+    misplaced does not decide which window is taken, nor reject the short windows
+    for an implausible rate while the frames around it hold a steady one.
+
     Each window's scatter is taken as no less than the frames' own phase noise
     (`_noise_scale`, from consecutive frames over the longest window). Why: a short
     window's scatter from a few degrees of freedom is small by chance as often as
@@ -64,30 +69,20 @@ def choose_window(t, ph, w, lows, nominal, max_gap_phase, rate_tolerance, t_from
         if lo < n - 1 and (dmin <= 0 or dmax * nominal > max_gap_phase):
             reject = reject or 1
             continue
-        sw = st = sp = stt = stp = spp = 0.0
-        for i in range(lo, n):
-            tc, pc, wi = t[i] - t_end, ph[i] - p_end, w[i]
-            sw += wi
-            st += wi * tc
-            sp += wi * pc
-            stt += wi * tc * tc
-            stp += wi * tc * pc
-            spp += wi * pc * pc
-        tm, pm = st / sw, sp / sw
-        sxx = stt - sw * tm * tm
+        if n - lo < 2:
+            reject = reject or 2
+            continue
+        slope, icpt, sw, rss, tm, sxx, kept = line_without_outliers(
+            t[lo:] - t_end, ph[lo:] - p_end, w[lo:], 3)
         if not sxx > 0:
             reject = reject or 2
             continue
-        sxy = stp - sw * tm * pm
-        slope = sxy / sxx
         if not abs(slope / nominal - 1) < rate_tolerance:
             reject = reject or 3
             continue
-        rss = max(spp - sw * pm * pm - slope * sxy, 0.0)
-        icpt = pm - slope * tm
         k = math.ceil((icpt + slope * (t_from - t_end) + p_end - target) / (2 * math.pi))
         h = (target + 2 * math.pi * k - p_end - icpt) / slope - tm
-        dof = max(n - lo - 2, 1)
+        dof = max(kept - 2, 1)
         se = math.sqrt(max(rss / dof, floor) * (1.0 / sw + h * h / sxx))
         if quantiles.size:
             q = quantiles[min(dof, quantiles.size) - 1]

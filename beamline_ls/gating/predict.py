@@ -75,8 +75,10 @@ class PhaseHistory:
             advance: float | None = None) -> float:
         """Append a phase and its relative inverse variance; returns it unwrapped.
 
-        ``advance`` (rad): the expected advance since the previous phase, given after
-        missing frames; the phase is then unwrapped to the cycle nearest to it.
+        ``advance`` (rad): the expected advance since the previous phase (the time
+        since it at the beat's rate); the phase is then unwrapped to the cycle that
+        puts it nearest to the previous phase plus that advance. Without it, a step
+        back of more than half a cycle counts as a new cycle.
         """
         if not self.phase:
             u = wrapped_phase

@@ -405,8 +405,9 @@ class PeriodFinder:
         if self._bin == 0 or not self._frames:
             self._bin = max(1, int(min(image.shape) // self.search_size))
         b = bin_image(image, self._bin)
+        slot = self._store(b)  # before taking the deque: a ring that grows replaces it
         self._frames.append(image)
-        self._binned.append(self._store(b))
+        self._binned.append(slot)
         self._times.append(t)
         self._ids.append(frame_id)
         self._rows.append(None)
@@ -488,6 +489,25 @@ class PeriodFinder:
             if p < n - 1 and times[p] - times[0] > self.max_period_s:
                 self._still_until = max(self._still_until, times[p])
         return self._n_still()
+
+    def still_for(self) -> float:
+        """Seconds the newest frames have shown a still scene: each as close to the
+        newest frame as neighbouring frames are to each other (sensor noise only);
+        0 when the newest frames move. What a heart that stopped looks like."""
+        slots = [k for k in self._binned if k >= 0]
+        times = [t for t, k in zip(self._times, self._binned, strict=True) if k >= 0]
+        if len(slots) < 3:
+            return 0.0
+        ring = self._ring
+        idx = np.array(slots[::-1], np.int64)  # newest first
+        npx = ring.shape[1] * ring.shape[2]
+        to_newest = sad_indexed(ring, idx[1:], ring[idx[0]]) / npx
+        lag1 = np.array([sad_indexed(ring, idx[i + 1:i + 2], ring[idx[i]])[0]
+                         for i in range(idx.size - 1)]) / npx
+        noise = np.cumsum(lag1) / np.arange(1, lag1.size + 1)
+        moved = ~(to_newest <= self.STILL_RATIO * noise)
+        first_moved = int(np.argmax(moved)) if moved.any() else lag1.size
+        return float(times[-1] - times[-1 - first_moved])
 
     def _n_still(self) -> int:
         """Frames at the start of the buffer that belong to a known still stretch."""

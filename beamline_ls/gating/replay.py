@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import math
 import sys
@@ -199,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"beat ({ref.period_s:.3f} s): each trigger is predicted "
                   f"{args.latency / ref.period_s:.1f} beats ahead, where beat-to-beat "
                   "changes of rate move it off the target phase")
+    first = next((d for d in decisions if d.state == "locked"), None)
+    if first is not None:
+        losses = sum(a.state == "locked" and b.state != "locked"
+                     for a, b in itertools.pairwise(decisions))
+        print(f"lock: taken at {first.timestamp - ts[0]:.2f} s (frame {first.frame_id})"
+              + (f"; lost {losses} time(s)" if losses else ""))
     print(f"triggers: {analyzer.n_triggers}")
     why = why_no_lock(analyzer, reasons, latest)
     if why:
