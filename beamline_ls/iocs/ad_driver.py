@@ -402,9 +402,11 @@ class DriverGroup(PortGroup):
     async def stop(self, message: str) -> None:
         await self._driver_worker.call(self.driver.stop)
         self.preview_mode = False
-        await self._ended_with(message)
+        # stopped by a client (Acquire 0, Abort, Pause): ends at once, not after the
+        # writer's queue (an Abort must not wait for a stalled disk)
+        await self._ended_with(message, drain=False)
 
-    async def _plugins_caught_up(self) -> None:
+    async def _plugins_caught_up(self, drain: bool = True) -> None:
         """Before Acquire says Done: the file writer has the acquisition's frames when
         asked to (WaitForPlugins) or when its callbacks block (what ophyd's HDF5 plugin
         stages; in areaDetector the driver's thread then writes each frame itself),
@@ -413,7 +415,8 @@ class DriverGroup(PortGroup):
         Done (ophyd's SingleTrigger) or its put completes sees every frame. A writer
         stuck on its disk holds the end for at most `PLUGIN_WAIT_S`."""
         hdf = self.parent.hdf
-        if self.wait_for_plugins.value == "Yes" or hdf.blocking_callbacks.value == "Yes":
+        if drain and (self.wait_for_plugins.value == "Yes"
+                      or hdf.blocking_callbacks.value == "Yes"):
             try:
                 await asyncio.wait_for(hdf.drained(), PLUGIN_WAIT_S)
             except TimeoutError:
@@ -424,8 +427,8 @@ class DriverGroup(PortGroup):
             await plugin.publish()
         await hdf.refresh()
 
-    async def _ended_with(self, message: str) -> None:
-        await self._plugins_caught_up()
+    async def _ended_with(self, message: str, drain: bool = True) -> None:
+        await self._plugins_caught_up(drain)
         await self.detector_state.write("Idle")
         await self.status_message.write(message)
         await self.acquire.write("Done", verify_value=False)
