@@ -24,7 +24,10 @@ RunMarks(sys.argv[1])("start", json.loads(sys.argv[2]))
 
 def _replayed_without_its_end(docs, catalog):
     """The run's documents written to ``catalog`` as a RunEngine that died would have:
-    without the stop, and without the last StreamDatum of ``camera_timestamp``."""
+    without the stop, and with the last StreamDatum of ``camera_timestamp`` cut to half
+    its rows (or left out when it has one). Cut, not dropped: a scan whose frames all
+    came in one collect (a loaded machine) has only one, and without it the key is
+    missing instead of short."""
     from bluesky_tiled_plugins import TiledWriter
 
     key_of = {d["uid"]: d["data_key"] for n, d in docs if n == "stream_resource"}
@@ -32,8 +35,16 @@ def _replayed_without_its_end(docs, catalog):
                and key_of[d["stream_resource"]] == "camera_timestamp")
     writer = TiledWriter(catalog, batch_size=1)
     for i, (name, doc) in enumerate(docs):
-        if i != last and name != "stop":
-            writer(name, doc)
+        if name == "stop":
+            continue
+        if i == last:
+            doc = copy.deepcopy(doc)
+            keep = (doc["indices"]["stop"] - doc["indices"]["start"]) // 2
+            if keep == 0:
+                continue
+            doc["indices"]["stop"] = doc["indices"]["start"] + keep
+            doc["seq_nums"]["stop"] = doc["seq_nums"]["start"] + keep
+        writer(name, doc)
 
 
 @pytest.fixture
