@@ -483,9 +483,7 @@ class PeriodFinder:
         if n > 2 and all(rows[j] is not None for j in (1, n - 1)):
             lag1 = np.array([rows[j][0] for j in range(1, n)])
             to_first = np.array([rows[j][j - 1] for j in range(1, n)])
-            noise = np.cumsum(lag1) / np.arange(1, n)
-            moved = ~(to_first <= self.STILL_RATIO * noise)  # NaN (a hole) ends it too
-            p = int(np.argmax(moved)) if moved.any() else n - 1  # last still frame
+            p = self._still_run(to_first, lag1)  # the last still frame
             if p < n - 1 and times[p] - times[0] > self.max_period_s:
                 self._still_until = max(self._still_until, times[p])
         return self._n_still()
@@ -504,10 +502,16 @@ class PeriodFinder:
         to_newest = sad_indexed(ring, idx[1:], ring[idx[0]]) / npx
         lag1 = np.array([sad_indexed(ring, idx[i + 1:i + 2], ring[idx[i]])[0]
                          for i in range(idx.size - 1)]) / npx
+        return float(times[-1] - times[-1 - self._still_run(to_newest, lag1)])
+
+    def _still_run(self, to_end: np.ndarray, lag1: np.ndarray) -> int:
+        """How many frames, counted from one end of a run of frames, show a still scene:
+        ``to_end[i]`` is frame ``i + 1``'s distance to the end frame, ``lag1[i]`` its
+        distance to its neighbour towards the end. Still while each frame is within
+        `STILL_RATIO` of the mean neighbour distance so far (a NaN, a hole, ends it)."""
         noise = np.cumsum(lag1) / np.arange(1, lag1.size + 1)
-        moved = ~(to_newest <= self.STILL_RATIO * noise)
-        first_moved = int(np.argmax(moved)) if moved.any() else lag1.size
-        return float(times[-1] - times[-1 - first_moved])
+        moved = ~(to_end <= self.STILL_RATIO * noise)
+        return int(np.argmax(moved)) if moved.any() else lag1.size
 
     def _n_still(self) -> int:
         """Frames at the start of the buffer that belong to a known still stretch."""
