@@ -38,9 +38,7 @@ def build_server_app(settings: Settings, api_key: str | None, public: bool = Fal
 
     from beamline_ls.catalog import catalog_tree
 
-    if settings.catalog_is_sqlite and not settings.catalog_dir.joinpath("catalog.db").exists():
-        raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the data "
-                                "directory of a deployment?")
+    _require_catalog(settings)
     if api_key is not None and not api_key.isalnum():
         raise ValueError("the API key must be letters and digits only (tiled refuses others)")
     tree = catalog_tree(settings)
@@ -58,9 +56,7 @@ def tiled_tree(data_dir: str, database: str | None = None,
     from beamline_ls.catalog import catalog_tree
 
     settings = _settings(data_dir, config, database, path_map or {})
-    if settings.catalog_is_sqlite and not settings.catalog_dir.joinpath("catalog.db").exists():
-        raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the data "
-                                "directory of a deployment?")
+    _require_catalog(settings)
     return catalog_tree(settings)
 
 
@@ -88,6 +84,14 @@ def tiled_config(settings: Settings, config: Path | None = None) -> str:
             "#   tiled serve config THIS_FILE --host 127.0.0.1 --port 8000 --api-key KEY\n"
             "# Add an `authentication` section for your facility's log-in.\n")
     return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _require_catalog(settings: Settings) -> None:
+    """Refuse a data directory whose SQLite catalog does not exist (a mistyped path
+    must not be served, or configured, as an empty catalog)."""
+    if settings.catalog_is_sqlite and not settings.catalog_dir.joinpath("catalog.db").exists():
+        raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the data "
+                                "directory of a deployment?")
 
 
 def _settings(data_dir: str | Path | None, config: str | Path | None,
@@ -131,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                              "/data/lightsheet=/mnt/lightsheet")
         settings = _settings(args.data_dir, args.config, args.database, extra)
         if args.write_tiled_config is not None:
-            if settings.catalog_is_sqlite and \
-                    not settings.catalog_dir.joinpath("catalog.db").exists():
-                raise FileNotFoundError(f"no catalog under {settings.data_dir}: is it the "
-                                        "data directory of a deployment?")
+            _require_catalog(settings)
             args.write_tiled_config.write_text(tiled_config(settings, args.config))
             bls_log.success(logger, "wrote %s: serve it with `tiled serve config %s`",
                             args.write_tiled_config, args.write_tiled_config)
