@@ -68,14 +68,24 @@ def nearest_existing(directory: Path) -> Path:
     return d
 
 
+def writable(directory: Path) -> bool:
+    """Whether files can be created in ``directory`` (a read-only mount says no even
+    to root)."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def not_writable(directory: Path) -> str:
+    return f"file path not writable: {directory} (read-only or no permission)"
+
+
 def capture_problem(directory: str | Path, frame_bytes: int) -> str:
     """Why a capture into ``directory`` would fail at once, or "" (checked when the
     file path is set, so a plan fails before it opens a run): the directory cannot be
     created or written (read-only filesystem, permissions), or its filesystem has no
     room for a frame, the reserve and closing the file."""
     where = nearest_existing(Path(directory))
-    if not where.is_dir() or not os.access(where, os.W_OK | os.X_OK):
-        return f"file path not writable: {where} (read-only or no permission)"
+    if not where.is_dir() or not writable(where):
+        return not_writable(where)
     need = RESERVE_BYTES + MARGIN_BYTES + int(frame_bytes)
     free = free_bytes(where)
     if free < need:
@@ -100,9 +110,8 @@ class SpaceGuard:
     def open(self) -> None:
         """Take the reserve; refuse (`DiskFullError`) when it and one frame do not fit."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(self.directory, os.W_OK | os.X_OK):  # the cause before the room
-            raise PermissionError(f"file path not writable: {self.directory} (read-only "
-                                  "or no permission)")
+        if not writable(self.directory):  # the cause before the room
+            raise PermissionError(not_writable(self.directory))
         need = self.reserve_bytes + self.frame_bytes + self.margin_bytes
         free = free_bytes(self.directory)
         if free < need:
