@@ -1,5 +1,6 @@
 """Adaptive long-term reference updating keeps the locked TRUE heart phase."""
 
+import functools
 import math
 
 import numpy as np
@@ -52,6 +53,7 @@ def test_alignment_of_two_references_matches_truth():
     assert resample_period(ra).shape[0] == 80
 
 
+@functools.cache  # deterministic: the 90 s run with alignment serves two tests
 def _run(adaptive: bool, seed: int = 32):
     heart = SimHeart(seed=seed, duration_s=95, growth_frac_per_s=0.0015,
                      drift_px_per_s=(0.04, -0.03))

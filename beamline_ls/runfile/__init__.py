@@ -24,14 +24,24 @@ and for any stored run by ``beamline-ls export``. Layout (details in docs/RUNFIL
                                configuration of every device, from the descriptor
 """
 
+import importlib
+from typing import Any
+
 from beamline_ls.runfile.embed import embed_frames, missing_frame_files, open_run_file
 from beamline_ls.runfile.runfile import LAYOUT, RunFile
-from beamline_ls.runfile.writer import (
-    InvalidDocumentError,
-    RunFileWriter,
-    default_run_path,
-    validate_document,
-)
+
+#: loaded on first use: the writer normalises documents with bluesky-tiled-plugins,
+#: whose import (xarray, dask, pandas) is ~2.5 s that reading or verifying a file
+#: (``beamline-ls verify``) does not need
+_WRITER_NAMES = ("InvalidDocumentError", "RunFileWriter", "default_run_path",
+                 "validate_document")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WRITER_NAMES:
+        return getattr(importlib.import_module("beamline_ls.runfile.writer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LAYOUT", "InvalidDocumentError", "RunFile", "RunFileWriter", "default_run_path",
            "embed_frames", "missing_frame_files", "open_run_file", "validate_document"]

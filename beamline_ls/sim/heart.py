@@ -182,14 +182,15 @@ class SimHeart:
         """Sum of plane waves at (u, v) with u of shape (1, w) and v of shape (h, 1).
 
         Separable form sin(a u + b v + c) = sin(a u) cos(b v + c) + cos(a u) sin(b v + c)
-        costs O(h + w) trigonometry per wave instead of O(h * w).
+        costs O(h + w) trigonometry per wave instead of O(h * w), and the sum over the
+        waves of those products is one matrix product, (h, 2n) @ (2n, w).
         """
-        out = np.zeros((v.shape[0], u.shape[1]))
-        for kx, ky, ph, amp in tex:
-            au = kx * u
-            bv = ky * v + ph
-            out += (amp * np.sin(au)) * np.cos(bv) + (amp * np.cos(au)) * np.sin(bv)
-        return out
+        kx, ky, ph, amp = tex.T
+        au = kx[:, None] * u  # (n, w)
+        bv = v * ky[None, :] + ph[None, :]  # (h, n)
+        left = np.hstack([np.cos(bv), np.sin(bv)])  # (h, 2n)
+        right = np.vstack([amp[:, None] * np.sin(au), amp[:, None] * np.cos(au)])  # (2n, w)
+        return left @ right
 
     def _grid(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         g = self._grid_cache.get(shape)
