@@ -197,7 +197,8 @@ class PhaseEstimator:
                                  dy, dx)
         return xx - 2 * c + self._sample_energy, xx, c
 
-    def estimate(self, image: np.ndarray) -> PhaseResult:
+    def estimate(self, image: np.ndarray,
+                 prior: tuple[float, float] | None = None) -> PhaseResult:
         """Phase of ``image`` (same shape as the reference frames).
 
         The cost along the whole cycle is turned into a likelihood,
@@ -210,6 +211,14 @@ class PhaseEstimator:
         puts such a frame in the middle of the stretch with the uncertainty of its
         whole width, so it barely pulls the prediction. Two similar-looking phases
         (contraction and relaxation) likewise give a wide, honest spread.
+
+        ``prior = (phase, kappa)``: where the beat's motion puts this frame (the
+        previous frame's phase plus the advance since), as a von Mises weight of
+        concentration ``kappa``. It picks the phase among images that look alike (a
+        heart whose relaxation retraces its contraction, a faint heart whose noise
+        draws a far phase) and barely moves a frame its image places well; the
+        information reported is the image's own, so the prediction does not count
+        the motion twice.
         """
         ref = self.ref
         if image.shape != ref.frames.shape[1:]:
@@ -228,8 +237,13 @@ class PhaseEstimator:
         like = np.exp(-(curve - curve[k]) / tau)
         z = complex(np.dot(like, self._unit)) / float(like.sum())
         r = min(abs(z), 1.0)
-        phase = float(np.mod(np.angle(z), TWO_PI))
         var = max(-2.0 * math.log(max(r, 1e-12)), self._min_var)
+        if prior is not None:
+            mu, kappa = prior
+            post = like * np.exp(kappa * ((self._unit * complex(math.cos(mu), -math.sin(mu))
+                                           ).real - 1.0))
+            z = complex(np.dot(post, self._unit)) / max(float(post.sum()), 1e-300)
+        phase = float(np.mod(np.angle(z), TWO_PI))
         pos = ref.phase_to_index(phase)
         if self.track_drift:
             self._update_drift(image, pos)
