@@ -235,11 +235,11 @@ class GatingAnalyzer:
             # frame before; over a gap of more than a beat that guess is unsafe
             self._fold_buf.clear()
         self._fold_buf.append((work_img, t_mid))
-        res = self.estimator.estimate(work_img, self._motion_prior(t_mid))
+        advance = self._advance(t_mid)
+        res = self.estimator.estimate(work_img, self._motion_prior(advance))
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason="lock lost")
-        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information,
-                             self._advance(t_mid))
+        u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
         self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
 
@@ -267,11 +267,10 @@ class GatingAnalyzer:
             return None
         return TWO_PI * max(t - hist.t[-1], 0.0) / self.reference.period_s
 
-    def _motion_prior(self, t: float) -> tuple[float, float] | None:
-        """Where the beat's motion puts the frame at ``t``: the newest phase plus the
-        advance since (`_advance`), with a concentration ``motion_kappa`` (see
+    def _motion_prior(self, advance: float | None) -> tuple[float, float] | None:
+        """Where the beat's motion puts the next frame: the newest phase plus
+        ``advance`` (`_advance`), with a concentration ``motion_kappa`` (see
         `PhaseEstimator.estimate`); None before the first phase of this reference."""
-        advance = self._advance(t)
         kappa = self.cfg.motion_kappa
         if advance is None or not kappa:
             return None
