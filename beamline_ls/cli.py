@@ -131,6 +131,11 @@ def _cmd_queue(args: argparse.Namespace) -> int:
         if not key_given:
             print(f"API key (generated; pass --api-key to choose one): {config.api_key}",
                   flush=True)
+        waiting = server.queued()
+        if waiting:  # kept from before (an aborted plan goes back to the front)
+            logger.warning("the queue holds %d plan(s) from before; they run at the next "
+                           "'queue start', front first:\n  %s", len(waiting),
+                           "\n  ".join(waiting))
         print("Ctrl-C stops the HTTP server, the RE Manager and Redis.", flush=True)
         server.wait()
     except QueueError as exc:

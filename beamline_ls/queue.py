@@ -65,6 +65,7 @@ class QueueConfig:
     config_file: Path | None = None  # microscope TOML for the worker (BEAMLINE_LS_CONFIG)
     open_environment: bool = True
     environment_timeout: float = 300.0
+    abort_timeout: float = 60.0  # a running plan's pause and abort, at stop
 
     @property
     def zmq_control_addr(self) -> str:
@@ -376,7 +377,14 @@ class QueueServer:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop in reverse order: HTTP server, RE Manager (worker first), Redis."""
+        """Stop in reverse order: HTTP server, RE Manager (worker first), Redis. A plan
+        still running is aborted first (`abort_running_plan`)."""
+        manager = next((c for c in self.children if c.name == "RE Manager"), None)
+        if manager is not None and manager.alive():
+            try:
+                self.abort_running_plan()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop without waiting for it
+                logger.warning("not waiting for the running plan to end")
         for child in reversed(self.children):
             if child.name == "RE Manager" and child.alive():
                 self._stop_manager(child)
@@ -386,6 +394,55 @@ class QueueServer:
             with contextlib.suppress(Exception):
                 self._manager_api.close()
             self._manager_api = None
+
+    def queued(self) -> list[str]:
+        """One line per plan waiting in the queue (name and arguments), front first."""
+        items = self.manager_api().queue_get()["items"]
+        return [f"{item.get('name')} {item.get('args', [])} {item.get('kwargs', {})}"
+                for item in items]
+
+    def abort_running_plan(self, timeout: float | None = None) -> str | None:
+        """Abort the plan the worker is running, if any; what happened, in a sentence.
+
+        Why: stopping the manager with a plan running kills the worker in the middle
+        of it. The run then gets no stop document and the camera, armed for the whole
+        scan, goes on acquiring by itself. Paused at once and aborted instead, the plan
+        runs its cleanup (the camera is stopped, the run is closed as aborted). The
+        queue server puts an aborted plan back at the front of the queue, and it would
+        run first at the next ``queue start``; the message says so.
+        """
+        api = self.manager_api()
+        status = api.status()
+        if status.get("manager_state") not in ("executing_queue", "paused"):
+            return None
+        timeout = self.config.abort_timeout if timeout is None else timeout
+        name = "the running plan"
+        with contextlib.suppress(Exception):
+            name = f"the running plan {api.queue_get()['running_item']['name']!r}"
+        logger.warning("%s is aborted before the queue server stops (up to %.0f s; "
+                       "Ctrl-C again not to wait)", name, timeout)
+        try:
+            if status.get("manager_state") == "executing_queue":
+                api.re_pause(option="immediate")
+                api.wait_for_idle_or_paused(timeout=timeout)
+            if api.status().get("manager_state") == "paused":
+                api.re_abort()
+            api.wait_for_idle(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the stop goes on
+            message = (f"{name} could not be aborted ({exc}); the worker is stopped "
+                       "with it: its run is marked failed when a session next opens the "
+                       "catalog")
+            logger.error("%s", message)
+            return message
+        history = api.history_get()["items"]
+        last = history[-1] if history else {}
+        runs = ", ".join(last.get("result", {}).get("run_uids", [])) or "none"
+        message = (f"{name} was aborted (run {runs}, stored with exit status 'abort'); "
+                   "the queue server keeps it at the front of the queue, where it runs "
+                   "first at the next 'queue start' (remove it with 'qserver queue item "
+                   "remove --pos front' or REManagerAPI.item_remove)")
+        logger.warning("%s", message)
+        return message
 
     def _stop_manager(self, child: _Child) -> None:
         """Ask the manager to close the worker and exit (a SIGTERM alone would leave the

@@ -215,16 +215,64 @@ def test_the_operator_console_shows_the_queue_and_starts_it(queue):
         assert reply.status_code == 400 and "must be one of" in reply.json()["error"]
 
 
-def test_sigterm_stops_all_three_parts_and_keeps_the_queue_on_disk(queue):
-    """Last in this module: it ends the queue server the others used."""
+def test_ctrl_c_during_a_plan_aborts_it_stops_the_camera_and_the_next_start_says_it_waits(
+        queue):
+    """Last in this module: it ends the queue server the others used. Ctrl-C while a
+    scan runs used to kill the worker in the middle of it: the run got no stop document
+    and the camera, armed for the whole scan, went on acquiring; the plan the queue
+    server then kept at the front of the queue ran first at the next start, unannounced.
+    Now the plan is aborted first (its run stored as aborted, the camera stopped), all
+    three parts stop and free their ports, and the next start names what still waits."""
+    from bluesky_queueserver_api import BPlan
+    from caproto.sync.client import read
+
+    from beamline_ls.catalog import open_catalog
+
+    api = http_api(queue)
+    api.item_add(BPlan("volumetric_scan", "camera", "scanboard", 300, 10, 10.0, 50.0, 2.0))
+    api.queue_start()
+
+    def captured() -> int:
+        return int(read(f"{PREFIX}HDF1:NumCaptured_RBV", timeout=5,
+                        repeater=False).data[0])
+
+    wait_for(lambda: captured() >= 20, 120, "the queued scan writing frames")
     proc = queue["proc"]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(90) == 0, queue["log"].read_text()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 0, queue["log"].read_text()
+    out = queue["log"].read_text()
+    assert "the running plan 'volumetric_scan' was aborted" in out, out[-3000:]
     for part in ("http", "control", "redis"):
         assert not _listening(queue[part]), f"{part} port still open after stop"
-    assert (queue["data"] / "queue" / "redis.rdb").is_file()
     manager_log = (queue["data"] / "logs" / "queue" / "re-manager.log").read_text()
     assert "Run Engine environment was closed successfully" in manager_log
+    run = open_catalog(queue["data"])[-1]
+    assert run.metadata["start"]["plan_name"] == "volumetric_scan"
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    assert read(f"{PREFIX}cam1:Acquire_RBV", timeout=5, repeater=False).data[0] == b"Done"
+    stopped_at = captured()
+    assert 20 <= stopped_at < 3000
+
+    # the queue is kept on disk, and the aborted plan waits at its front: said at start
+    assert (queue["data"] / "queue" / "redis.rdb").is_file()
+    log = queue["data"] / "queue-again.out"
+    cmd = [sys.executable, "-m", "beamline_ls.cli", "queue", "--prefix", PREFIX,
+           "--data-dir", str(queue["data"]), "--api-key", KEY, "--no-open",
+           "--port", str(queue["http"]), "--zmq-control-port", str(queue["control"]),
+           "--zmq-info-port", str(queue["info"]), "--redis-port", str(queue["redis"])]
+    with open(log, "wb") as out_file:
+        again = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_file,
+                                 stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "queue server ready" in log.read_text() or again.poll() is not None,
+                 timeout=120, what="the queue server again")
+        text = log.read_text()
+        assert "the queue holds 1 plan(s) from before" in text, text
+        assert "volumetric_scan ['camera', 'scanboard', 300, 10" in text, text
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(90) == 0, log.read_text()
+    assert captured() == stopped_at  # nothing ran: the queue is not started by itself
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
