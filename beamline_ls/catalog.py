@@ -73,11 +73,13 @@ def open_catalog(
     Parameters
     ----------
     data_dir:
-        Data directory of the deployment (default from configuration).
+        Data directory of the deployment (default from configuration), or a server's
+        ``http://`` or ``https://`` URI (the same as ``uri=``).
     uri:
-        A tiled server URI (``beamline-ls serve``); when given, ``data_dir`` is ignored.
+        A tiled server URI (``beamline-ls serve``); give it or ``data_dir``, not both.
     api_key:
-        The server's API key (default: tiled's ``TILED_API_KEY`` environment variable).
+        The server's API key (default: tiled's ``TILED_API_KEY`` environment variable);
+        only for a server: an embedded catalog has no key to check.
     create:
         Create an empty catalog if none exists (the session does this; data users get
         a clear error instead of an empty new catalog at a mistyped path).
@@ -96,6 +98,17 @@ def open_catalog(
     >>> volumes = open_catalog("/data/lightsheet", lazy=True)[-1]["primary"][
     ...     "camera_image"].read()                        # dask array
     """
+    if uri is None and isinstance(data_dir, str) and \
+            data_dir.partition("://")[0].lower() in ("http", "https"):
+        uri, data_dir = data_dir, None  # open_catalog("http://host:port") reads as meant
+    if uri is not None and data_dir is not None:
+        raise ValueError(f"open_catalog: give a data directory ({data_dir}) or a server "
+                         f"URI ({uri}), not both")
+    if uri is None and api_key is not None:
+        raise ValueError("open_catalog: api_key is for a server (open_catalog(uri=...) or "
+                         "open_catalog('http://host:port', api_key=...)); the embedded "
+                         f"catalog at {data_dir or 'the configured data directory'} takes "
+                         "none")
     if uri is not None:
         _quiet_imports()
         from tiled.client import from_uri

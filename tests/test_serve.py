@@ -198,6 +198,21 @@ def test_without_the_api_key_nothing_is_served(served):
 
 
 @pytest.mark.parametrize("served", ["sqlite"], indirect=True)
+def test_a_servers_address_given_where_a_data_directory_goes_opens_the_server(served):
+    """``open_catalog("http://host:port", api_key=...)``, the form a data user writes
+    first, was read as a directory named "http:" (FileNotFoundError after 4.6 s, the key
+    silently dropped). A key for an embedded catalog, which checks none, is refused."""
+    from beamline_ls.catalog import open_catalog
+
+    cat = open_catalog(served["server"].uri, api_key=KEY)
+    assert cat[-1].start["uid"] == served["uid"]
+    with pytest.raises(ValueError, match="api_key is for a server"):
+        open_catalog(served["settings"].data_dir, api_key=KEY)
+    with pytest.raises(ValueError, match="not both"):
+        open_catalog(served["settings"].data_dir, uri=served["server"].uri)
+
+
+@pytest.mark.parametrize("served", ["sqlite"], indirect=True)
 def test_export_from_a_server_takes_its_api_key(served, tmp_path):
     """``beamline-ls export --catalog http://...`` needs the server's key: without it,
     one line saying how to give it; with ``--api-key``, the run file."""
