@@ -162,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"API key (generated; pass --api-key to choose one): {key}", flush=True)
     print(f'from beamline_ls import open_catalog; cat = open_catalog(uri="{url}", '
           'api_key=...)', flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down on Ctrl-C by itself, then raises the signal again for its
+        # caller: the stop was asked for, so no traceback
+        pass
+    bls_log.success(logger, "stopped serving the catalog of %s", settings.data_dir)
     return 0
 
 

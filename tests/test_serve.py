@@ -39,6 +39,7 @@ class Server:
         else:
             command = [str(Path(sys.executable).with_name("tiled")), "serve", "config",
                        str(tiled_config), "--host", "127.0.0.1"]
+        self.ours = tiled_config is None
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [*command, "--port", str(self.port), "--api-key", key],
@@ -55,9 +56,16 @@ class Server:
         raise AssertionError(f"server did not answer: {self.log.read_text()}")
 
     def stop(self) -> None:
+        """Ctrl-C, as a user stops ``beamline-ls serve`` (SIGTERM for tiled's own): it
+        must end cleanly, without a traceback (it printed uvicorn's re-raised
+        KeyboardInterrupt)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT if self.ours else signal.SIGTERM)
             self.proc.wait(30)
+            if self.ours:
+                text = self.log.read_text()
+                assert self.proc.returncode == 0 and "Traceback" not in text, text
+                assert "stopped serving the catalog" in text, text
 
 
 def run_one_scan(session, scope) -> str:
