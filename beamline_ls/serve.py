@@ -27,6 +27,7 @@ from beamline_ls import log as bls_log
 from beamline_ls.argtypes import tcp_port
 from beamline_ls.catalog import DOCUMENT_STREAM
 from beamline_ls.config import Settings, check_database, load_settings, parse_path_map
+from beamline_ls.damage import DamagedFrameFile
 
 logger = logging.getLogger("beamline_ls.serve")
 
@@ -43,7 +44,24 @@ def build_server_app(settings: Settings, api_key: str | None, public: bool = Fal
         raise ValueError("the API key must be letters and digits only (tiled refuses others)")
     tree = catalog_tree(settings)
     auth = Authentication(single_user_api_key=api_key, allow_anonymous_access=public)
-    return build_app(tree, authentication=auth)
+    app = build_app(tree, authentication=auth)
+    app.add_exception_handler(DamagedFrameFile, _frame_file_error)
+    return app
+
+
+async def _frame_file_error(request: Any, exc: Exception) -> Any:
+    """A frame file the server cannot read, told to the remote user as the embedded
+    catalog tells it (the file and the cause), at once.
+
+    Why: tiled answers any other exception with a bare 500, which its client retries
+    for about 28 s and then reports as "Internal Server Error" with a correlation ID.
+    A 4xx carries the message and is not retried: 404 when the file is missing, 422
+    when it is there but damaged."""
+    from starlette.responses import JSONResponse
+
+    missing = isinstance(exc.__cause__, FileNotFoundError)
+    logger.warning("%s", exc)
+    return JSONResponse(status_code=404 if missing else 422, content={"detail": str(exc)})
 
 
 def tiled_tree(data_dir: str, database: str | None = None,

@@ -221,6 +221,40 @@ def test_a_servers_address_given_where_a_data_directory_goes_opens_the_server(se
 
 
 @pytest.mark.parametrize("served", ["sqlite"], indirect=True)
+def test_a_frame_file_the_server_cannot_read_is_named_to_the_remote_user(served, scope,
+                                                                         session):
+    """A missing or damaged frame file reached the remote user as a bare "500 Internal
+    Server Error" with a correlation ID, after tiled's client had retried it for 28 s;
+    the embedded catalog names the file. Over HTTP now too, and not retried."""
+    from tiled.client.utils import ClientError
+
+    from plans import planar_scan
+
+    (uid,) = session.RE(planar_scan(scope.camera, scope.scanboard, 6, 40.0,
+                                    0.002)).run_start_uids
+    session.flush()
+    path = Path(scope.camera.hdf.full_file_name.get(use_monitor=False))
+    image = remote(served["server"])[uid]["primary"]["camera_image"]
+    kept = path.with_name(path.name + ".kept")
+    shutil.copy2(path, kept)
+    try:
+        path.unlink()
+        with pytest.raises(ClientError) as missing:
+            image[2]
+        with open(kept, "rb") as whole, open(path, "wb") as cut:
+            cut.write(whole.read()[:os.path.getsize(kept) * 2 // 3])
+        with pytest.raises(ClientError) as damaged:
+            image.read()
+    finally:
+        shutil.move(kept, path)
+    assert missing.value.response.status_code == 404
+    assert f"cannot read frame file {path}" in str(missing.value)
+    assert damaged.value.response.status_code == 422
+    assert f"frame file {path} is damaged" in str(damaged.value)
+    assert image[5].any()  # restored, it reads again
+
+
+@pytest.mark.parametrize("served", ["sqlite"], indirect=True)
 def test_export_from_a_server_takes_its_api_key(served, tmp_path):
     """``beamline-ls export --catalog http://...`` needs the server's key: without it,
     one line saying how to give it; with ``--api-key``, the run file."""
