@@ -67,7 +67,7 @@ def _cmd_screens(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from beamline_ls.runfile.verify import NotARunFile, verify_run_file
+    from beamline_ls.runfile.verify import NotARunFile, run_status, verify_run_file
 
     def show(result) -> None:
         if result.ok:
@@ -90,6 +90,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     frame_files = [r for r in results if r.file != args.run_file]
     own = " and the run file's own datasets" if len(frame_files) < len(results) else ""
     print(f"{len(frame_files)} frame file(s){own} checked, {len(bad)} missing or damaged")
+    status, reason = run_status(args.run_file)
+    if status:
+        print(f"run status: {status}" + (f" ({reason})" if reason else ""))
+    if status == "running":
+        print("  the run is still going, or its process ended without closing it; the "
+              "next session that opens the catalog closes such a run as failed")
     return 1 if bad else 0
 
 

@@ -170,9 +170,9 @@ def _even_up(stream: Any) -> tuple[int | None, dict[str, int]]:
     return target, before
 
 
-def close_run(run: Any, reason: str) -> str:
+def close_run(run: Any, reason: str) -> tuple[str, dict]:
     """Even up a stream-ragged run and add a failed stop document; returns what was
-    done, in one line."""
+    done, in one line, and the stop document."""
     kept = []
     num_events = {}
     for name, stream in run.items():
@@ -191,14 +191,16 @@ def close_run(run: Any, reason: str) -> str:
     stop = {"uid": str(uuid.uuid4()), "time": time.time(), "run_start": start["uid"],
             "exit_status": "fail", "reason": reason, "num_events": num_events}
     run.update_metadata(metadata={"stop": stop}, drop_revision=True)
-    return "; ".join(kept) or "every stream's keys were of one length"
+    return "; ".join(kept) or "every stream's keys were of one length", stop
 
 
-def close_abandoned_runs(catalog: Any, marks: RunMarks) -> list[str]:
+def close_abandoned_runs(catalog: Any, marks: RunMarks,
+                         runs_dir: Path | None = None) -> list[str]:
     """Close every run whose mark's lock can be taken (the process that opened it has
     ended). Returns the uids closed. Marks held by live processes are left alone, and
     so are marks written on another host (a lock on a network file system is not
-    trusted to say that a process there has ended)."""
+    trusted to say that a process there has ended). ``runs_dir``: where the live run
+    files are; each closed run's file gets the same stop document."""
     closed = []
     here = socket.gethostname()
     paths = sorted(marks.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -219,7 +221,7 @@ def close_abandoned_runs(catalog: Any, marks: RunMarks) -> list[str]:
                 info = {}
             if info.get("host", here) != here:
                 continue
-            if _close_if_open(catalog, uid, _describe(info)):
+            if _close_if_open(catalog, uid, _describe(info), runs_dir):
                 closed.append(uid)
             path.unlink(missing_ok=True)
         except Exception as exc:  # noqa: BLE001 - keep the mark, try next session
@@ -230,8 +232,9 @@ def close_abandoned_runs(catalog: Any, marks: RunMarks) -> list[str]:
     return closed
 
 
-def _close_if_open(catalog: Any, uid: str, who: str) -> bool:
-    """Close run ``uid`` as failed if the catalog has it without a stop; True if so."""
+def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = None) -> bool:
+    """Close run ``uid`` as failed if the catalog has it without a stop, and its run
+    file under ``runs_dir`` if that says it is running; True if the run was closed."""
     try:
         run = catalog[uid]
     except KeyError:
@@ -242,7 +245,25 @@ def _close_if_open(catalog: Any, uid: str, who: str) -> bool:
         return False
     reason = (f"the RunEngine process ended without closing the run ({who}); closed by "
               f"process {os.getpid()}")
-    done = close_run(run, reason)
+    done, stop = close_run(run, reason)
     log.warning("run %s (scan %s) was left open by %s: closed as failed; %s", uid,
                 run.metadata["start"].get("scan_id"), who, done)
+    if runs_dir is not None:
+        _close_run_file(runs_dir, run.metadata["start"], stop)
     return True
+
+
+def _close_run_file(runs_dir: Path, start: dict, stop: dict) -> None:
+    """The run file's side of `_close_if_open` (a run whose session wrote none, or a
+    file damaged by the crash, is said and left)."""
+    from beamline_ls.runfile.runfile import close_left_open
+    from beamline_ls.runfile.writer import default_run_path
+
+    path = default_run_path(runs_dir, start)
+    if not path.is_file():
+        return
+    try:
+        if close_left_open(path, stop):
+            log.warning("run file %s closed as failed too", path)
+    except OSError as exc:
+        log.error("run file %s of the run left open could not be closed: %s", path, exc)

@@ -180,7 +180,8 @@ def make_session(
     settings.ensure_dirs()
     catalog, tree = open_embedded_catalog(settings, create=True)
     marks = RunMarks(settings.state_dir / "open-runs")
-    close_abandoned_runs(catalog, marks)  # runs of RunEngine processes that died in them
+    # runs of RunEngine processes that died in them (their run files too)
+    close_abandoned_runs(catalog, marks, settings.runs_dir)
     md = SharedRunMetadata(settings.state_dir / "runengine-md.sqlite",
                            legacy_dir=settings.state_dir / "runengine-md")
     RE = RunEngine({}, call_returns_result=True, scan_id_source=md.next_scan_id)

@@ -139,6 +139,7 @@ def test_verify_names_the_damaged_and_the_missing_frame_files_of_a_run_file(
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert ("3 frame file(s) and the run file's own datasets checked, 0 missing or "
             "damaged") in intact.stdout
+    assert "run status: success" in intact.stdout  # what the run file says of the run
 
     # a self-contained copy (export --embed): its own chunks are checked too
     embedded = tmp_path / "embedded.h5"

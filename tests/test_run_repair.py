@@ -15,6 +15,17 @@ import numpy as np
 import pytest
 from conftest import PREFIX
 
+# a session's run-file writer in a process that dies in the run (no stop, nothing closed)
+RUN_FILE_OF_A_PROCESS_THAT_DIES = r"""
+import json, os, sys
+from beamline_ls.runfile.writer import RunFileWriter
+writer = RunFileWriter(sys.argv[1])
+for name, doc in json.load(open(sys.argv[2])):
+    if name != "stop":
+        writer(name, doc)
+os._exit(0)
+"""
+
 MARK_IN_A_PROCESS_THAT_ENDS = r"""
 import json, sys
 from beamline_ls.run_repair import RunMarks
@@ -83,6 +94,17 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     assert catalog[start["uid"]].metadata.get("stop") is None
     marks("stop", {"run_start": start["uid"]})  # let go of it
 
+    # its run file, as the dead process left it: "running"
+    dumped = tmp_path / "docs.json"
+    dumped.write_text(json.dumps(scan_documents, default=lambda o: o.tolist()))
+    died = subprocess.run([sys.executable, "-c", RUN_FILE_OF_A_PROCESS_THAT_DIES,
+                           str(here.runs_dir), str(dumped)],
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == 0, died.stderr
+    (run_file,) = here.runs_dir.rglob("*.h5")
+    with h5py.File(run_file, "r") as f:
+        assert f.attrs["exit_status"] == "running"
+
     # marked by a process that has ended: the next session closes it
     writer = subprocess.run([sys.executable, "-c", MARK_IN_A_PROCESS_THAT_ENDS,
                              str(here.state_dir / "open-runs"),
@@ -106,6 +128,12 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
         np.testing.assert_array_equal(data["camera_image"].values,
                                       f["/entry/data/data"][:12].reshape(data["camera_image"].shape))
     assert not list((here.state_dir / "open-runs").glob("*.json"))
+    # and its run file says the same (it said "running" for good)
+    with h5py.File(run_file, "r") as f:
+        assert f.attrs["exit_status"] == "fail"
+        assert f.attrs["reason"] == stop["reason"]
+        assert json.loads(f["stop"].attrs["document"])["uid"] == stop["uid"]
+        assert f["entry"].attrs["NX_class"] == "NXentry"
 
 
 def test_a_mark_that_cannot_be_written_does_not_stop_the_run(tmp_path, caplog):

@@ -195,13 +195,7 @@ class RunFile:
 
     # -- the end ----------------------------------------------------------------------
     def stop(self, doc: dict) -> None:
-        doc = {k: v for k, v in doc.items() if k != "_run_normalizer_notes"}
-        group = self._f.create_group("stop")
-        write_attrs(group, doc)
-        group.attrs["document"] = to_json(doc)
-        self._f.attrs["exit_status"] = doc.get("exit_status", "")
-        self._f.attrs["reason"] = doc.get("reason", "")
-        write_nexus(self._f, self._start, doc)
+        _write_stop(self._f, self._start, doc)
         self.close()
 
     def close(self) -> None:
@@ -214,6 +208,34 @@ class RunFile:
             write_nexus(self._f, self._start, None)
         self._f.flush()
         self._f.close()
+
+
+def _write_stop(f: h5py.File, start: dict, doc: dict) -> None:
+    """The stop document into ``/stop`` and the root's exit status and reason."""
+    doc = {k: v for k, v in doc.items() if k != "_run_normalizer_notes"}
+    group = f.create_group("stop")
+    write_attrs(group, doc)
+    group.attrs["document"] = to_json(doc)
+    f.attrs["exit_status"] = doc.get("exit_status", "")
+    f.attrs["reason"] = doc.get("reason", "")
+    write_nexus(f, start, doc)
+
+
+def close_left_open(path: str | Path, stop: dict) -> bool:
+    """Write ``stop`` into a run file whose process died while the run went (it says
+    ``running`` and has no ``/stop``); True if it did. The catalog's repair gives the
+    run a stop document (`beamline_ls.run_repair`); without this, the run file went on
+    saying ``running`` for good, and every h5py or MATLAB reader believed it."""
+    import json
+
+    with h5py.File(path, "r+") as f:
+        status = f.attrs.get("exit_status", "")
+        if isinstance(status, bytes):
+            status = status.decode()
+        if status != RUNNING or "stop" in f:
+            return False
+        _write_stop(f, json.loads(f["start"].attrs["document"]), stop)
+    return True
 
 
 def _rel(res: SourceResource, run_dir: Path) -> str:

@@ -124,6 +124,17 @@ def _check_embedded(run_file: Path, names: list[str]) -> SourceCheck:
     return SourceCheck(run_file, tuple(names), tuple(names), frames=rows)
 
 
+def run_status(run_file: str | Path) -> tuple[str, str]:
+    """The run's exit status and reason as its run file says them ("" if unreadable)."""
+    try:
+        with h5py.File(run_file, "r") as f:
+            values = [f.attrs.get(key, "") for key in ("exit_status", "reason")]
+    except OSError:
+        return "", ""
+    status, reason = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
+    return status, reason
+
+
 def verify_run_file(run_file: str | Path,
                     progress: Callable[[SourceCheck], None] | None = None
                     ) -> list[SourceCheck]:
