@@ -17,11 +17,21 @@ runs when `devices` is imported, before any signal exists (each signal binds its
 connection callback when created); signals of stock ophyd devices made later in the
 session are covered too. On an ophyd other than 1.x, or without the private methods,
 it does nothing and says so.
+
+Reading the rights asks libca about the channel, from ophyd's dispatcher thread, while
+the session's own thread may be destroying the signal: ophyd then clears the channel
+(``release_pvs``), and libca read freed memory. A CI run died of it (a segmentation
+fault: one thread in ``ca.write_access``, the other in ``ca.clear_channel``, as a
+private microscope's devices were destroyed after its IOC had restarted). So channels
+are read and cleared under one lock (`_CHANNELS`: ophyd's ``cl.release_pvs`` is wrapped
+too), and a channel already cleared is not read. Calling ``ophyd.set_cl`` again after
+this module was imported drops that wrapper.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import ophyd
 from ophyd.signal import EpicsSignalBase
@@ -29,6 +39,8 @@ from ophyd.signal import EpicsSignalBase
 log = logging.getLogger(__name__)
 
 _MARK = "_beamline_ls_restores_rights"
+#: held while a channel's rights are read and while ophyd clears channels
+_CHANNELS = threading.RLock()
 
 
 def _rights_now(pv) -> tuple[bool, bool] | None:
@@ -60,12 +72,32 @@ def install() -> bool:
 
     def _pv_connected(self, pvname, conn, pv):
         original(self, pvname, conn, pv)
-        if conn and not self._destroyed:
+        if not conn:
+            return
+        with _CHANNELS:  # the channel cannot be cleared while it is read
+            if self._destroyed or getattr(pv, "chid", None) is None:
+                return
             rights = _rights_now(pv)
-            if rights is not None:
-                self._pv_access_callback(*rights, pv)
+        if rights is not None:
+            self._pv_access_callback(*rights, pv)
 
     _pv_connected.__doc__ = original.__doc__
     EpicsSignalBase._pv_connected = _pv_connected
+    _guard_release(ophyd.cl)
     setattr(EpicsSignalBase, _MARK, True)
     return True
+
+
+def _guard_release(cl) -> None:
+    """Make ``cl.release_pvs`` (ophyd's control layer: where signals clear their
+    channels) hold `_CHANNELS`."""
+    release = getattr(cl, "release_pvs", None)
+    if release is None or getattr(release, _MARK, False):
+        return
+
+    def release_pvs(*pvs):
+        with _CHANNELS:
+            return release(*pvs)
+
+    setattr(release_pvs, _MARK, True)
+    cl.release_pvs = release_pvs

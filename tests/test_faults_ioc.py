@@ -286,6 +286,45 @@ def test_a_session_writes_again_once_an_unresponsive_ioc_answers(doomed, epics):
     assert out.split() == ["wrote", "4.0", "0.5"]
 
 
+def test_a_signal_destroyed_while_its_rights_are_read_keeps_its_channel_until_then(
+        ioc, prefix, monkeypatch):
+    """The rights read at a reconnection (above) asks libca about the channel from
+    ophyd's dispatcher thread; a session destroying its devices at that moment cleared
+    the channel under it, and the test process died of a segmentation fault in CI.
+    Here the read is held open: the destroy must wait for it, not free the channel."""
+    from ophyd import EpicsSignal
+
+    from devices import ca_recovery
+
+    sig = EpicsSignal(f"{prefix}scan:VolumeRate", name="rate")
+    sig.wait_for_connection(30)
+    pv = sig._read_pv
+    inside, go, seen = threading.Event(), threading.Event(), []
+    real = ca_recovery._rights_now
+
+    def held_open(channel):
+        inside.set()
+        go.wait(30)
+        seen.append(channel.chid)
+        return real(channel)
+
+    monkeypatch.setattr(ca_recovery, "_rights_now", held_open)
+    reader = threading.Thread(target=sig._pv_connected, args=(pv.pvname, True, pv),
+                              daemon=True)
+    reader.start()
+    assert inside.wait(30)
+    destroyer = threading.Thread(target=sig.destroy, daemon=True)
+    destroyer.start()
+    destroyer.join(1.0)
+    waited = destroyer.is_alive()
+    go.set()
+    reader.join(30)
+    destroyer.join(30)
+    assert waited, "the channel was released while its rights were being read"
+    assert seen and seen[0] is not None  # the read saw a live channel
+    assert not destroyer.is_alive() and not reader.is_alive()
+
+
 def test_a_stopped_ioc_says_it_cut_an_open_capture_and_then_that_it_does_not_answer(
         doomed):
     """The IOC stopped (SIGTERM) during a capture with NumCapture 0 (until stopped: what
