@@ -270,3 +270,27 @@ def test_a_configuration_of_real_devices_builds_no_simulator(tmp_path):
         build_drivers({"camera": {"backend": "pylablib", "sdk": "pco"}})
     with pytest.raises(ValueError, match=r"hardware.camera.exposure: unknown key"):
         build_drivers({"camera": {"backend": "pylablib", "sdk": "dcam", "exposure": 1}})
+
+
+def test_a_camera_whose_vendor_library_is_missing_names_the_library_and_the_setting(
+        tmp_path):
+    """pylablib's real DCAM class, on this Linux machine without the vendor SDK. It
+    failed with "DLLs are not available on non-Windows platform" whatever was
+    installed: pylablib 1.4 refuses every load off Windows when ``only_windows_dlls``
+    is False, which this driver set. Now the load is tried (in ``library_dir`` too)
+    and the failure names the sdk key, the library and where it is looked for."""
+    camera = PylablibCamera("dcam", library_dir=str(tmp_path))  # an empty folder
+    with pytest.raises(OSError) as failed:
+        camera.open()
+    message = str(failed.value)
+    assert "sdk = 'dcam'" in message and "dcamapi.dll" in message, message
+    assert "library_dir" in message, message
+    assert "not available on non-Windows" not in message, message
+
+
+def test_an_andor_camera_off_windows_says_pylablib_cannot_load_its_sdk_there():
+    """pylablib loads Andor SDK3 with the stdcall convention, which ctypes has only
+    on Windows (here it raised AttributeError: module 'ctypes' has no attribute
+    'windll'): said as such, naming the way out."""
+    with pytest.raises(OSError, match="stdcall convention.*sdk = 'dcam'"):
+        PylablibCamera("andor3").open()

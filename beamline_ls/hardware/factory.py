@@ -317,7 +317,8 @@ def build_camera(cfg: dict[str, Any], opener: Callable[[int], Any] | None = None
     camera = PylablibCamera(
         sdk=t.str("sdk", None, tuple(SDKS)), index=t.int("index", 0, 0, 63),
         readout_speed=t.str("readout_speed", ""),
-        buffer_frames=t.int("buffer_frames", 200, 2, 100_000), clock=clock, opener=opener)
+        buffer_frames=t.int("buffer_frames", 200, 2, 100_000), clock=clock, opener=opener,
+        library_dir=t.str("library_dir", ""))
     t.finish()
     return camera
 

@@ -9,8 +9,15 @@ buffer; the camera's frame index is the frame id (a gap is a frame the camera lo
 say the buffer overflowed before it was read) and the camera's timestamp, mapped onto
 the host clock (:class:`~beamline_ls.hardware.stamps.StampMap`), is the frame's time.
 
-pylablib loads vendor libraries on Linux only with
-``pylablib.par["devices/only_windows_dlls"] = False``, which :func:`camera_class` sets.
+Vendor libraries on Linux: pylablib 1.4 refuses every library load on a non-Windows
+system when ``pylablib.par["devices/only_windows_dlls"]`` is False (``load_lib``:
+"DLLs are not available on non-Windows platform"), whatever its name suggests; it
+must stay True (its default), which :func:`camera_class` makes sure of. pylablib then
+loads the library by its Windows name (``dcamapi.dll``, ``atcore.dll``) from the folder
+in ``pylablib.par["devices/dlls", "dcamapi" | "andor_sdk3"]`` or the library path, so
+on Linux that folder holds a link of that name to the vendor's ``.so``: set it with
+``[hardware.camera] library_dir``. A camera that cannot be opened says so naming the
+``sdk`` key, the library and that setting.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import platform
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 #: sdk key -> (pylablib module, camera class)
 SDKS = {"dcam": ("pylablib.devices.DCAM", "DCAMCamera"),
         "andor3": ("pylablib.devices.Andor", "AndorSDK3Camera")}
+#: sdk key -> (the library's name as pylablib loads it, its ``devices/dlls`` parameter)
+LIBRARIES = {"dcam": ("dcamapi.dll", "dcamapi"), "andor3": ("atcore.dll", "andor_sdk3")}
 #: our trigger modes -> each SDK's (trigger mode, DCAM "TRIGGER ACTIVE" or None)
 TRIGGERS = {
     "dcam": {"Internal": ("int", None), "External": ("ext", "edge"),
@@ -46,15 +56,27 @@ READOUT_TIME_ATTRIBUTE = {"dcam": "TIMING READOUT TIME", "andor3": "ReadoutTime"
 TEMPERATURE_ATTRIBUTE = {"dcam": "SENSOR TEMPERATURE", "andor3": "SensorTemperature"}
 
 
-def camera_class(sdk: str) -> type:
-    """pylablib's camera class for ``sdk`` (vendor libraries loadable on Linux)."""
+def camera_class(sdk: str, library_dir: str = "") -> type:
+    """pylablib's camera class for ``sdk``, with vendor libraries loadable on Linux
+    (from ``library_dir`` when given; see the module's docstring)."""
     if sdk not in SDKS:
         raise ValueError(f"hardware.camera.sdk must be one of {list(SDKS)}, got {sdk!r}")
     import pylablib
 
-    pylablib.par["devices/only_windows_dlls"] = False
+    pylablib.par["devices/only_windows_dlls"] = True  # False forbids loads off Windows
+    if library_dir:
+        pylablib.par["devices/dlls", LIBRARIES[sdk][1]] = str(library_dir)
     module, name = SDKS[sdk]
     return getattr(importlib.import_module(module), name)
+
+
+def _open_failure(sdk: str, index: int, exc: BaseException) -> str:
+    """Why camera ``index`` of ``sdk`` did not open, with what to set."""
+    lib, par = LIBRARIES[sdk]
+    return (f"{sdk} camera {index} did not open ([hardware.camera] sdk = {sdk!r}): "
+            f"{type(exc).__name__}: {exc}. pylablib loads the vendor library as {lib} "
+            f"from [hardware.camera] library_dir (pylablib.par['devices/dlls', {par!r}]) "
+            "or the library path: on Linux a link of that name to the vendor's .so")
 
 
 class PylablibCamera(CameraDriver):
@@ -66,8 +88,9 @@ class PylablibCamera(CameraDriver):
 
     def __init__(self, sdk: str, index: int = 0, readout_speed: str = "",
                  buffer_frames: int = 200, clock: Clock | None = None,
-                 opener: Callable[[int], Any] | None = None) -> None:
-        self.cls = camera_class(sdk)
+                 opener: Callable[[int], Any] | None = None,
+                 library_dir: str = "") -> None:
+        self.cls = camera_class(sdk, library_dir)
         self.sdk = sdk
         self.index = index
         self.readout_speed = readout_speed
@@ -92,7 +115,19 @@ class PylablibCamera(CameraDriver):
 
     def _open(self) -> Any:
         if self._cam is None:
-            cam = self._opener(self.index)
+            if self.sdk == "andor3" and self._opener is self.cls \
+                    and platform.system() != "Windows":
+                import pylablib
+
+                raise OSError(
+                    f"andor3 camera {self.index} cannot be opened on {platform.system()}: "
+                    f"pylablib {pylablib.__version__} loads Andor SDK3 (atcore) with the "
+                    "stdcall convention, which Python's ctypes has only on Windows. Run "
+                    "the Andor camera from Windows, or use sdk = 'dcam' (Hamamatsu)")
+            try:
+                cam = self._opener(self.index)
+            except OSError as exc:  # the vendor library did not load, or no camera
+                raise OSError(_open_failure(self.sdk, self.index, exc)) from exc
             info = cam.get_device_info()
             if self.sdk == "dcam":
                 self.manufacturer, self.model = info.vendor, info.model
