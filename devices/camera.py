@@ -282,6 +282,9 @@ class Camera(Device):
         height = height or width
         sensor_w = int(self.cam.max_size_x.get())
         sensor_h = int(self.cam.max_size_y.get())
+        if sensor_w == 0 or sensor_h == 0:  # no sensor: the camera did not open
+            raise RuntimeError(f"{self.name}: no sensor (0x0): "
+                               f"{self.cam.status_message.get(use_monitor=False)}")
         if not (0 < width <= sensor_w and 0 < height <= sensor_h):
             raise ValueError(f"ROI {width}x{height} does not fit the {sensor_w}x{sensor_h} sensor")
         # start before size: the IOC holds a region to the sensor as each PV is put

@@ -76,7 +76,7 @@ def scope(ioc):
 
 @contextlib.contextmanager
 def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
-                       config: Path | None = None, roi: int = 128):
+                       config: Path | None = None, roi: int | None = 128):
     """A second simulated microscope: its own IOC on the spare port (``prefix``, data
     under ``data``, optional hardware TOML), devices and session; all of it stopped
     on the way out, whatever happened. Yields ``(ioc, scope, session)``."""

@@ -286,6 +286,26 @@ def test_a_session_writes_again_once_an_unresponsive_ioc_answers(doomed, epics):
     assert out.split() == ["wrote", "4.0", "0.5"]
 
 
+def test_a_scan_on_a_camera_that_did_not_open_says_why_it_did_not(epics, tmp_path):
+    """An sCMOS named in the TOML whose vendor library is not installed (this machine
+    has no DCAM-API): the IOC serves anyway, and a scan failed with "capture refused:
+    roi (...) does not fit the 0x0 sensor", the camera's own reason only in its
+    StatusMessage_RBV. The scan must say the camera did not open and why."""
+    from plans import planar_scan
+
+    config = tmp_path / "ioc.toml"
+    config.write_text('[hardware.camera]\nbackend = "pylablib"\nsdk = "dcam"\n')
+    with private_microscope(epics, "NOCAM:", tmp_path / "data", config=config,
+                            roi=None) as (_, scope, session):
+        with pytest.raises(RuntimeError) as no_roi:
+            scope.camera.set_centered_roi(128)
+        with pytest.raises(RuntimeError) as failed:
+            session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+    for said in (str(no_roi.value), str(failed.value)):
+        assert "camera did not open" in said and "dcamapi.dll" in said, said
+    assert "0x0 sensor" not in str(failed.value), str(failed.value)
+
+
 def test_a_signal_destroyed_while_its_rights_are_read_keeps_its_channel_until_then(
         ioc, prefix, monkeypatch):
     """The rights read at a reconnection (above) asks libca about the channel from

@@ -357,9 +357,21 @@ class DriverGroup(PortGroup):
         return None
 
     # -- starting and stopping -------------------------------------------------------------
+    async def ensure_open(self) -> None:
+        """Open the camera if it is not (one that was away, or did not open at start),
+        on its worker; a failure is raised as the camera's own reason. Why: with the
+        camera unopened its sensor is 0 x 0, and every capture was refused as "roi does
+        not fit the 0x0 sensor", the real cause only in StatusMessage_RBV."""
+        try:
+            await self._driver_worker.call(self.driver.open)
+        except Exception as exc:  # noqa: BLE001 - any driver's failure, told as such
+            message = f"camera did not open: {exc}"
+            await self.status_message.write(message[:500])
+            raise RuntimeError(message) from exc
+
     async def start(self, preview: bool) -> None:
         settings = self.settings()
-        await self._driver_worker.call(self.driver.open)  # a camera that was away
+        await self.ensure_open()  # a camera that was away
         settings.validate(self.driver.sensor_shape)
         if self.driver.running:
             await self._driver_worker.call(self.driver.stop)
@@ -493,7 +505,7 @@ class DriverGroup(PortGroup):
         if self.driver.running:
             raise RuntimeError("camera is acquiring; stop it before taking a background")
         settings = self.settings()
-        await self._driver_worker.call(self.driver.open)
+        await self.ensure_open()
         settings.validate(self.driver.sensor_shape)
         settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
                                   "Internal", 0.0)

@@ -497,6 +497,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
                                  "it arrives (AutoSave Yes); Capture is for Stream/Capture")
             n = int(self.num_capture.value)
             try:
+                await self.parent.cam.ensure_open()  # its sensor decides the frame size
                 # paths are resolved and the file and its disk reserve created on the
                 # file worker: a slow or hung disk must not freeze every PV
                 path, per_file = await self._file_worker.call(self._open_capture, n)
