@@ -8,6 +8,7 @@ analyzer, scheduler) lives in the gating IOC, next to the cameras.
 from __future__ import annotations
 
 import json
+import threading
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Signal
@@ -54,8 +55,39 @@ class GatingTrigger(Device):
     lock = Cpt(LockWaiter, value=30.0, kind="omitted")
 
     def trigger(self) -> Status:
-        """Fire one trigger at the target phase; done when its exposure is over."""
-        return self.arm.set(1, timeout=30)
+        """Fire one trigger at the target phase; done when its exposure is over.
+
+        Fails, with the gating's own words, when no trigger fired: the IOC refuses the
+        Arm put then (the lock lost, a trigger output that fails every trigger), but
+        Channel Access clients such as pyepics complete a refused put all the same, so
+        the plan went on to wait for an exposure that never came (the camera's 60 s
+        stall, blaming the camera). TriggersFired_RBV is current when Arm completes."""
+        before = int(self.fired.get(use_monitor=False))
+        done = Status(obj=self)
+        armed = self.arm.set(1, timeout=30)
+
+        def verify() -> None:  # a CA read: not on the thread that completed the put
+            try:
+                fired = int(self.fired.get(use_monitor=False))
+                why = self.message.get(use_monitor=False)
+            except Exception as exc:  # noqa: BLE001 - the status carries it
+                done.set_exception(exc)
+                return
+            if fired > before:
+                done.set_finished()
+            else:
+                done.set_exception(RuntimeError(f"{self.name}: no trigger fired: {why}"))
+
+        def check(status: Status) -> None:
+            if not status.success:
+                done.set_exception(status.exception()
+                                   or RuntimeError(f"{self.name}: arming failed"))
+                return
+            threading.Thread(target=verify, name="gating-trigger-check",
+                             daemon=True).start()
+
+        armed.add_callback(check)
+        return done
 
     def wait_for_lock(self, timeout: float = 30.0) -> Status:
         """Status that finishes once the analyzer is locked (fails after ``timeout``)."""

@@ -109,16 +109,24 @@ def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
         yield from bps.abs_set(gating.lock, lock_timeout, wait=True)
     except FailedStatus:
         state = yield from bps.rd(gating.state, default_value="")
+        why = yield from bps.rd(gating.message, default_value="")
+        said = f"; the gating says: {why}" if why else ""
         raise TimeoutError(
-            f"gating did not lock onto a heartbeat within {lock_timeout:g} s (state: {state}); "
-            "check that the heart is in the brightfield field of view and beating"
-        ) from None
+            f"gating did not lock onto a heartbeat within {lock_timeout:g} s (state: "
+            f"{state}{said}); check that the heart is in the brightfield field of view and "
+            "beating") from None
 
 
 def _start_gating(gating: GatingTrigger, target_phase: float | None, lock_timeout: float):
     yield from bps.mv(gating.target_phase, -1.0 if target_phase is None else target_phase)
     if (yield from bps.rd(gating.enable, default_value="Off")) != "On":
         yield from bps.mv(gating.enable, "On")
+        # a refused Enable (a brightfield camera that does not open) completes the put
+        # all the same: without this the plan waited out the lock timeout and blamed
+        # the heart
+        if (yield from bps.rd(gating.enable, default_value="Off")) != "On":
+            why = yield from bps.rd(gating.message, default_value="")
+            raise RuntimeError(f"gating could not be enabled: {why or 'refused'}")
     yield from _wait_for_lock(gating, lock_timeout)
 
 

@@ -50,8 +50,9 @@ class RecordingSink:
 class TriggerReport:
     t_requested: float
     t_at_request: float  # clock time when schedule() was called
-    status: str  # "accepted" | "late"
+    status: str  # "accepted" | "late" | "error" (the output failed: ``detail`` says how)
     tag: object = None
+    detail: str = ""
 
 
 class TriggerScheduler:

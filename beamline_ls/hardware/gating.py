@@ -90,6 +90,9 @@ class GatingStatus:
     fired: int = 0  # pulses that left the output
     late: int = 0
     armed: int = 0
+    #: the trigger output failed this many times in a row (``OUTPUT_FAILURES``) with no
+    #: pulse leaving since: its name and last error; "" while it works
+    output_error: str = ""
 
 
 class GatingDriver(ABC):
@@ -149,6 +152,9 @@ class GatingSystem(GatingDriver):
     """
 
     MATCH_TOLERANCE_S = 0.002  # a frame belongs to the trigger fired within 2 ms of it
+    #: consecutive failed triggers (no pulse between) after which the output is called
+    #: failed: one is a glitch retried on the next beat, three a broken output
+    OUTPUT_FAILURES = 3
     QUEUE_FRAMES = 1000  # frames waiting for analysis, at most (older ones are skipped)
 
     def __init__(self, source: FrameSource, output: TriggerOutput, clock: Clock,
@@ -172,6 +178,7 @@ class GatingSystem(GatingDriver):
             1, thread_name_prefix="gating-adaptive", initializer=lower_this_thread_priority)
         self.analyzer = self._new_analyzer()
         self._late_streak = 0
+        self._failures = 0  # failed triggers since the last pulse left
         self._queue: collections.deque[Frame] = collections.deque()
         self._ready = threading.Condition()
         self._last_id = -1
@@ -331,6 +338,11 @@ class GatingSystem(GatingDriver):
                 self._late_streak += 1
                 log.info("%s trigger for %.6f (decided at %.6f): re-armed", report.status,
                          report.t_requested, report.t_at_request)
+            if report.status == "error":
+                self._failures += 1
+                if self._failures >= self.OUTPUT_FAILURES:
+                    self._status.output_error = (f"{self.output.name}: "
+                                                 f"{report.detail or 'the trigger failed'}")
             self._records[report.t_requested] = rec
             while len(self._records) > 10_000:
                 self._records.popitem(last=False)
@@ -339,6 +351,8 @@ class GatingSystem(GatingDriver):
         """From the output: the pulse left at ``t_actual``."""
         with self._lock:
             self._status.fired += 1
+            self._failures = 0
+            self._status.output_error = ""
             rec = self._records.get(t_scheduled)
             if rec is not None:
                 self._records[t_scheduled] = replace(rec, fired_at=t_actual)

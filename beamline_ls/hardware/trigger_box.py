@@ -142,7 +142,8 @@ class TriggerBox:
             self.schedule(t_scheduled, tag)
         except SerialDeviceError as exc:
             log.error("trigger at %.6f not sent: %s", t_scheduled, exc)
-            self._record(TriggerReport(t_scheduled, self.clock.now(), "error", tag))
+            self._record(TriggerReport(t_scheduled, self.clock.now(), "error", tag,
+                                       str(exc)))
 
     def _record(self, rep: TriggerReport) -> None:
         self.reports.append(rep)

@@ -102,6 +102,8 @@ class ScheduledOutput(TriggerOutput):
                 self.pulse()
             except Exception as exc:  # noqa: BLE001 - reported, the scan sees no exposure
                 log.error("%s: the trigger pulse failed: %s", self._name, exc)
+                self._report(TriggerReport(t_scheduled, self.clock.now(), "error", tag,
+                                           f"the trigger pulse failed: {exc}"), "software")
                 return
         # the edge has left by the time the output call returns: its latest moment
         self._fired(t_scheduled, self.clock.now(), tag)
@@ -129,7 +131,7 @@ class BoxOutput(TriggerOutput):
             report = self.box.schedule(t_fire, tag)
         except RuntimeError as exc:  # serial fault: reported, retried on the next beat
             log.error("trigger box: %s", exc)
-            report = TriggerReport(t_fire, self.clock.now(), "error", tag)
+            report = TriggerReport(t_fire, self.clock.now(), "error", tag, str(exc))
         self._report(report, "trigger box")
         if report.status == "accepted":
             self._fired(t_fire, t_fire, tag)  # the box fires on its clock at t_fire

@@ -150,6 +150,11 @@ class GatingGroup(PVGroup):
                 self.driver.arm(0)
                 await self.message.write(f"lock {st.state} while armed")
                 raise RuntimeError(f"gating {st.state} while armed")
+            if st.output_error:  # the box or line fails every trigger: say so now
+                self.driver.arm(0)
+                msg = f"the trigger output fails: {st.output_error}"
+                await self.message.write(msg[:500])
+                raise RuntimeError(msg)
             if asyncio.get_running_loop().time() > deadline:
                 self.driver.arm(0)
                 await self.message.write(f"only {st.fired - start} of {n} triggers fired")
@@ -162,6 +167,7 @@ class GatingGroup(PVGroup):
             wait = fired + self.exposure_after_trigger() - time.time()
             if wait > 0:
                 await asyncio.sleep(wait + 0.002)
+        await self._publish()  # completion implies TriggersFired_RBV counts these
         return 0
 
     @state.startup
