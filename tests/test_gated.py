@@ -163,10 +163,15 @@ def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, sess
     # phase in reference coordinates maps onto heart phase up to rate modulation (5 %)
     assert circ_dist(true, (base_true + math.pi) % TWO_PI) < 0.35
 
-    # target_phase=None goes back to the automatic target, not the last user value
+    # target_phase=None goes back to the automatic target, not the last user value,
+    # and by the rule the lock used: on the same reference, the same heart phase (the
+    # raw one-beat reference's rule moved it by 0.33 rad of true phase)
     result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [50.0]))
-    auto, _ = circ_mean_sd(stream(session, result)["camera_gating_phase"].read())
+    back = stream(session, result)
+    auto, _ = circ_mean_sd(back["camera_gating_phase"].read())
     assert circ_dist(auto, new_target) > 1.0
+    if np.all(back["camera_reference_id"].read() == prim["camera_reference_id"].read()[0, 0]):
+        assert circ_dist(auto, base_target) < 0.15, (auto, base_target)
 
 
 @pytest.mark.slow

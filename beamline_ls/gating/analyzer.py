@@ -169,6 +169,8 @@ class GatingAnalyzer:
         #: the first fold of the current reference: later folds keep its phase origin
         self._anchor: Reference | None = None
         self._target_pending = False  # default target waits for the first fold
+        #: (reference id, phase) of the target the default rule placed last
+        self._auto_target: tuple[int, float] | None = None
 
     # ----------------------------------------------------------------- public API
     def set_target_phase(self, phase: float) -> None:
@@ -176,6 +178,24 @@ class GatingAnalyzer:
         self.target_phase = float(phase) % TWO_PI
         if self.adaptive is not None and self.reference is not None:
             self.adaptive.start(self.reference, self.target_phase)
+
+    def use_default_target(self) -> None:
+        """Back to the default target: the one the default rule placed on this
+        reference, if it did; else the rule a lock uses (`_settle_target`) on the
+        reference matched now (the fold, when there is one). A fold still running
+        places it when done. Why: scans that ask for the default target expect the
+        heart phase the earlier ones had. ``Reference.default_target_phase()`` on the
+        raw one-beat reference picked another (0.33 rad of true phase between two
+        scans, measured through the IOC), and the rule on a later fold may move it by
+        a sample."""
+        if self._target_pending or self._work is None or self.estimator is None \
+                or self.reference is None:
+            return
+        if self._auto_target is not None and self._auto_target[0] == self.reference.ref_id:
+            self.set_target_phase(self._auto_target[1])
+            return
+        self.set_target_phase(self._work.default_target_phase(self.estimator.step_costs()))
+        self._auto_target = (self.reference.ref_id, self.target_phase)
 
     def request_refresh(self) -> None:
         """Ask for a new reference while staying locked on the current one."""
@@ -315,6 +335,7 @@ class GatingAnalyzer:
             self.target_phase = self.cfg.target_phase % TWO_PI
         else:
             self.target_phase = work.default_target_phase(self.estimator.step_costs())
+            self._auto_target = (ref.ref_id, self.target_phase)
             # a fold is running: place the target on it (`_settle_target`)
             self._target_pending = self._fold is not None
         if self.adaptive is not None and not self.adaptive.started \
@@ -401,6 +422,8 @@ class GatingAnalyzer:
         self._target_pending = False
         if folded is not None:
             self.target_phase = folded.ref.default_target_phase(folded.step_costs())
+            if self.reference is not None:
+                self._auto_target = (self.reference.ref_id, self.target_phase)
             logger.info("target placed on the folded reference: %.3f rad",
                         self.target_phase)
         if self.adaptive is not None and not self.adaptive.started \

@@ -419,11 +419,10 @@ class GatingSystem(GatingDriver):
         with self._lock:
             target, self._pending_target = self._pending_target, _NO_REQUEST
             refresh, self._refresh = self._refresh, False
-        if target is None:  # back to automatic: the default rule on the current reference
-            self.config.target_phase = None
-            ref = self.analyzer.reference
-            if ref is not None:
-                self.analyzer.set_target_phase(ref.default_target_phase())
+        if target is None:  # automatic: the default rule on the current reference
+            if self.config.target_phase is not None:  # already automatic: kept as is
+                self.config.target_phase = None
+                self.analyzer.use_default_target()
         elif target is not _NO_REQUEST:
             self.config.target_phase = float(target)
             self.analyzer.set_target_phase(float(target))
