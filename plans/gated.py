@@ -123,8 +123,8 @@ def _start_gating(gating: GatingTrigger, target_phase: float | None, lock_timeou
         yield from bps.mv(gating.enable, "On")
         # a refused Enable (a brightfield camera that does not open) completes the put
         # all the same: without this the plan waited out the lock timeout and blamed
-        # the heart
-        if (yield from bps.rd(gating.enable, default_value="Off")) != "On":
+        # the heart (a plan simulator, reading nothing, takes the put as done)
+        if (yield from bps.rd(gating.enable, default_value="On")) != "On":
             why = yield from bps.rd(gating.message, default_value="")
             raise RuntimeError(f"gating could not be enabled: {why or 'refused'}")
     yield from _wait_for_lock(gating, lock_timeout)
