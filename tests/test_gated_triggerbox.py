@@ -3,6 +3,8 @@ to the box emulator, which keeps its own clock and answers accepted or late; the
 answers are stored with each frame. A second IOC runs with that hardware config."""
 
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -48,3 +50,44 @@ def test_gated_scan_fires_through_the_trigger_box(box_setup):
     assert math.sqrt(-2 * math.log(abs(c))) < 0.06
     records = scope.gating.records()
     assert records and all(r["source"] == "trigger box" for r in records)
+
+
+def test_a_box_that_stops_answering_for_a_second_does_not_end_the_scan(box_setup):
+    """The box goes silent for 1.5 s in the middle of a gated scan (as a host stalled
+    by a loaded machine sees it): the triggers of those beats fail with the serial
+    timeout and are retried on later beats, and the scan completes with every frame.
+    Three failures in a row used to end the scan as a broken trigger output."""
+    from plans import gated_scan
+
+    scope, session, emulator = box_setup
+    planes = [30.0, 45.0]
+    late_before = int(scope.gating.late.get(use_monitor=False))
+    fires_before = sum(c.startswith("FIRE") for c in emulator.commands)
+    silenced = threading.Event()
+
+    def silence_after_the_first_fire() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(c.startswith("FIRE") for c in emulator.commands) > fires_before:
+                emulator.mute = True
+                silenced.set()
+                time.sleep(1.5)
+                emulator.mute = False
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=silence_after_the_first_fire, daemon=True)
+    thread.start()
+    try:
+        result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, planes,
+                                       frames_per_plane=3))
+    finally:
+        thread.join(70)
+        emulator.mute = False
+    assert silenced.is_set()
+    assert result.exit_status == "success"
+    session.flush()
+    prim = session.catalog[result.run_start_uids[0]]["primary"]
+    assert prim["camera_image"].shape == (3, 2, 128, 128)
+    # the silent beats were counted as triggers that did not fire
+    assert int(scope.gating.late.get(use_monitor=False)) - late_before >= 2

@@ -90,8 +90,9 @@ class GatingStatus:
     fired: int = 0  # pulses that left the output
     late: int = 0
     armed: int = 0
-    #: the trigger output failed this many times in a row (``OUTPUT_FAILURES``) with no
-    #: pulse leaving since: its name and last error; "" while it works
+    #: the trigger output failed every trigger (at least ``OUTPUT_FAILURES`` of them, over
+    #: at least ``OUTPUT_FAILING_S``) with no pulse leaving since: its name and last
+    #: error; "" while it works
     output_error: str = ""
 
 
@@ -152,9 +153,13 @@ class GatingSystem(GatingDriver):
     """
 
     MATCH_TOLERANCE_S = 0.002  # a frame belongs to the trigger fired within 2 ms of it
-    #: consecutive failed triggers (no pulse between) after which the output is called
-    #: failed: one is a glitch retried on the next beat, three a broken output
+    #: the output is called failed once this many triggers in a row failed (no pulse
+    #: between) over at least ``OUTPUT_FAILING_S``: one failure is a glitch retried on
+    #: the next beat, and a host stalled for a second (a loaded machine, a swap storm)
+    #: fails a few in a row without the box being broken; a dead box or line fails every
+    #: trigger, so the scan still hears of it within a few seconds
     OUTPUT_FAILURES = 3
+    OUTPUT_FAILING_S = 2.0
     QUEUE_FRAMES = 1000  # frames waiting for analysis, at most (older ones are skipped)
 
     def __init__(self, source: FrameSource, output: TriggerOutput, clock: Clock,
@@ -179,6 +184,7 @@ class GatingSystem(GatingDriver):
         self.analyzer = self._new_analyzer()
         self._late_streak = 0
         self._failures = 0  # failed triggers since the last pulse left
+        self._failing_since = math.nan  # host time of the first of those failures
         self._queue: collections.deque[Frame] = collections.deque()
         self._ready = threading.Condition()
         self._last_id = -1
@@ -339,8 +345,11 @@ class GatingSystem(GatingDriver):
                 log.info("%s trigger for %.6f (decided at %.6f): re-armed", report.status,
                          report.t_requested, report.t_at_request)
             if report.status == "error":
+                if self._failures == 0:
+                    self._failing_since = report.t_at_request
                 self._failures += 1
-                if self._failures >= self.OUTPUT_FAILURES:
+                if (self._failures >= self.OUTPUT_FAILURES
+                        and report.t_at_request - self._failing_since >= self.OUTPUT_FAILING_S):
                     self._status.output_error = (f"{self.output.name}: "
                                                  f"{report.detail or 'the trigger failed'}")
             self._records[report.t_requested] = rec
