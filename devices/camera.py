@@ -76,6 +76,9 @@ class CamControls(Device):
                           kind="omitted")
     detector_state = Cpt(EpicsSignalRO, "DetectorState_RBV", string=True, kind="omitted")
     status_message = Cpt(TextSignalRO, "StatusMessage_RBV", kind="omitted")
+    #: areaDetector's ReadStatus: the IOC reads the camera now (one that did not open is
+    #: tried again)
+    read_status = Cpt(EpicsSignal, "ReadStatus", put_complete=True, kind="omitted")
     background_acquire = Cpt(EpicsSignal, "BackgroundAcquire", put_complete=True,
                              kind="omitted")
     background_enable = Cpt(EpicsSignal, "BackgroundEnable", string=True, put_complete=True,

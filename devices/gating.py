@@ -46,6 +46,7 @@ class GatingTrigger(Device):
     armed = Cpt(EpicsSignalRO, "Armed_RBV", kind="omitted")
     fired = Cpt(EpicsSignalRO, "TriggersFired_RBV", kind="omitted")
     late = Cpt(EpicsSignalRO, "TriggersLate_RBV", kind="omitted")
+    left_late = Cpt(EpicsSignalRO, "TriggersLeftLate_RBV", kind="omitted")
     last_triggers = Cpt(TextSignalRO, "LastTriggers_RBV", kind="omitted")
     message = Cpt(TextSignalRO, "Message_RBV", kind="omitted")
     source = Cpt(TextSignalRO, "Source_RBV", kind="config")

@@ -28,12 +28,33 @@ def focus_limits(scanboard):
     return float(lo), float(hi)
 
 
+#: areaDetector's DetectorState of a camera that is not acquiring
+NOT_ACQUIRING = ("Idle", "Disconnected")
+
+
 def camera_busy(camera):
     """True when the camera acquires or its writer holds a file open (read with
     ``bps.rd``; simulators, which answer no reads, see an idle camera)."""
     capture = yield from bps.rd(camera.hdf.capture, default_value=0)
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
-    return bool(capture) or state != "Idle"
+    return bool(capture) or state not in NOT_ACQUIRING
+
+
+def ensure_open(camera):
+    """Refuse to start on a camera that is not there (its SDK or cable; the IOC says
+    "Disconnected" as areaDetector does), before a run is opened: the IOC is asked to
+    try it once more (``ReadStatus``), and the refusal carries the driver's own
+    reason. Without this the run was opened, and stored as failed, on a camera that
+    could never have taken a frame."""
+    state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
+    if state != "Disconnected":
+        return
+    yield from bps.mv(camera.cam.read_status, 1)
+    state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
+    if state == "Disconnected":
+        why = yield from bps.rd(camera.cam.status_message, default_value="")
+        raise RuntimeError(f"{camera.name}: {why or 'the camera is disconnected'}; "
+                           "no run was started")
 
 
 def ensure_idle(camera, scanboard=None):
@@ -43,11 +64,12 @@ def ensure_idle(camera, scanboard=None):
     failed on busy hardware would stop a scan that is not its own. The camera's live
     preview is not a scan: plans take the camera over from it. (Read with ``bps.rd``;
     plan simulators see idle hardware.)"""
+    yield from ensure_open(camera)
     busy = []
     capture = yield from bps.rd(camera.hdf.capture, default_value=0)
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
     mode = yield from bps.rd(camera.cam.camera_mode, default_value="Paused")
-    if capture or (state != "Idle" and mode != "Preview"):
+    if capture or (state not in NOT_ACQUIRING and mode != "Preview"):
         busy.append(f"the camera is {'writing a file' if capture else 'acquiring'} "
                     f"(putting Abort to {camera.cam.camera_mode.pvname} stops it)")
     if scanboard is not None:

@@ -7,6 +7,7 @@ frame carries its trigger time, the predicted phase at that time, the period and
 reference id (and on the simulator the heart's true phase) as per-frame metadata.
 """
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from plans.common import (
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
 from plans.validation import check_float, check_int, check_md
+
+log = logging.getLogger(__name__)
 
 MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
 
@@ -157,6 +160,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from declare_summary(camera)
         yield from bps.kickoff(camera, wait=True)
         late_before = int((yield from bps.rd(gating.late, default_value=0)))
+        left_late_before = int((yield from bps.rd(gating.left_late, default_value=0)))
         t0 = time.time()
         try:
             for i in range(n_stacks):
@@ -176,11 +180,16 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         yield from collect_all(camera, "primary")
         yield from collect_summary(camera)
         late = int((yield from bps.rd(gating.late, default_value=0))) - late_before
+        left_late = int((yield from bps.rd(gating.left_late, default_value=0))) - left_late_before
         report = yield from loss_report(camera)
+        said = [report["reason"]] if report["reason"] else []
         if late:
-            report["reason"] = "; ".join(
-                r for r in (report["reason"], f"{late} trigger(s) came late and were retried")
-                if r)
+            said.append(f"{late} trigger(s) came late and were retried")
+        if left_late:
+            said.append(f"{left_late} pulse(s) left the trigger output late, their frames "
+                        "off the target phase (camera_fired_at after camera_trigger_time)")
+            log.warning("%s", said[-1])
+        report["reason"] = "; ".join(said)
         return (yield from bps.close_run(**report))
 
     yield from ensure_idle(camera)  # before the cleanup can stop anything

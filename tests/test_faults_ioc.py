@@ -291,19 +291,30 @@ def test_a_scan_on_a_camera_that_did_not_open_says_why_it_did_not(epics, tmp_pat
     has no DCAM-API): the IOC serves anyway, and a scan failed with "capture refused:
     roi (...) does not fit the 0x0 sensor", the camera's own reason only in its
     StatusMessage_RBV. The scan must say the camera did not open and why."""
+    import epics as pyepics
+
     from plans import planar_scan
 
     config = tmp_path / "ioc.toml"
     config.write_text('[hardware.camera]\nbackend = "pylablib"\nsdk = "dcam"\n')
     with private_microscope(epics, "NOCAM:", tmp_path / "data", config=config,
                             roi=None) as (_, scope, session):
+        # a stock client (and ADCore's screens) sees areaDetector's "not there" state
+        state = pyepics.caget("NOCAM:cam1:DetectorState_RBV", as_string=True, timeout=10)
         with pytest.raises(RuntimeError) as no_roi:
             scope.camera.set_centered_roi(128)
+        starts: list[dict] = []
+        session.RE.subscribe(lambda name, doc: starts.append(doc) if name == "start"
+                             else None)
         with pytest.raises(RuntimeError) as failed:
             session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+    assert state == "Disconnected", state
     for said in (str(no_roi.value), str(failed.value)):
         assert "camera did not open" in said and "dcamapi.dll" in said, said
     assert "0x0 sensor" not in str(failed.value), str(failed.value)
+    # refused before a run was opened: nothing in the catalog for a scan that never was
+    assert "no run was started" in str(failed.value), str(failed.value)
+    assert starts == []
 
 
 def test_a_signal_destroyed_while_its_rights_are_read_keeps_its_channel_until_then(

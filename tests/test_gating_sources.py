@@ -277,6 +277,25 @@ def test_the_simulated_camera_exposes_when_a_slow_output_actually_fires():
     assert np.allclose(wrap_pm_pi(true - at_exposure), 0, atol=1e-9)
 
 
+def test_pulses_that_leave_late_are_counted_as_off_phase():
+    """An output whose pulse leaves 40 ms after its time (a loaded host's timer, a slow
+    output call): every trigger fires, and every one is counted as having left late
+    (TriggersLeftLate_RBV), since 40 ms is ~0.6 rad of this heart's beat. They were
+    counted as fired on time, only the frames' fired_at said otherwise."""
+    from beamline_ls.hardware.factory import build_drivers
+
+    drivers = build_drivers()
+    system = drivers.gating
+    system.output = ScheduledOutput(drivers.microscope.clock, pulse=lambda: time.sleep(0.04))
+    try:
+        _gate(system, 6)
+    finally:
+        drivers.close()
+    st = system.status()
+    assert st.fired >= 6
+    assert st.left_late == st.fired, (st.left_late, st.fired)
+
+
 # -- NI trigger output at the nidaqmx seam ------------------------------------------------
 class FakeNI:
     """Tasks built with create_autospec from the real nidaqmx classes."""

@@ -89,6 +89,10 @@ class GatingStatus:
     failure: str = ""  # why the brightfield source stopped on its own (its words)
     fired: int = 0  # pulses that left the output
     late: int = 0
+    #: pulses that left the output later than their time by more than
+    #: ``GatingSystem.LEFT_LATE_RAD`` of the heartbeat (a loaded host's software timer,
+    #: a slow output call): they fired, but their frames are off the target phase
+    left_late: int = 0
     armed: int = 0
     #: the trigger output failed every trigger (at least ``OUTPUT_FAILURES`` of them, over
     #: at least ``OUTPUT_FAILING_S``) with no pulse leaving since: its name and last
@@ -160,6 +164,9 @@ class GatingSystem(GatingDriver):
     #: trigger, so the scan still hears of it within a few seconds
     OUTPUT_FAILURES = 3
     OUTPUT_FAILING_S = 2.0
+    #: a pulse that leaves this much of a heartbeat after its time has moved its frame
+    #: off the target phase by more than the gating's own accuracy at 40 frames/s
+    LEFT_LATE_RAD = 0.05
     QUEUE_FRAMES = 1000  # frames waiting for analysis, at most (older ones are skipped)
 
     def __init__(self, source: FrameSource, output: TriggerOutput, clock: Clock,
@@ -358,8 +365,17 @@ class GatingSystem(GatingDriver):
 
     def _on_fired(self, t_scheduled: float, t_actual: float, tag: object) -> None:
         """From the output: the pulse left at ``t_actual``."""
+        period_s = getattr(tag, "period_s", math.nan)
+        delay_s = t_actual - t_scheduled
+        left_late = (math.isfinite(period_s)
+                     and delay_s > self.LEFT_LATE_RAD / (2 * math.pi) * period_s)
+        if left_late:
+            log.info("trigger for %.6f left %.1f ms late (%.2f rad of the beat): its frame "
+                     "is off phase", t_scheduled, delay_s * 1e3,
+                     2 * math.pi * delay_s / period_s)
         with self._lock:
             self._status.fired += 1
+            self._status.left_late += left_late
             self._failures = 0
             self._status.output_error = ""
             rec = self._records.get(t_scheduled)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import threading
@@ -366,8 +367,31 @@ class DriverGroup(PortGroup):
             await self._driver_worker.call(self.driver.open)
         except Exception as exc:  # noqa: BLE001 - any driver's failure, told as such
             message = f"camera did not open: {exc}"
-            await self.status_message.write(message[:500])
+            await self._not_open(message)
             raise RuntimeError(message) from exc
+        if self.detector_state.value == "Disconnected":  # it opened now, not at start
+            await self._publish_sensor()
+            await self.detector_state.write("Idle")
+            await self.status_message.write(f"camera opened: {self.driver.name}"[:500])
+            log.info("camera opened: %s", self.driver.name)
+
+    async def _not_open(self, message: str) -> None:
+        """areaDetector's way of saying the camera is not there: DetectorState_RBV
+        "Disconnected" (stock screens show it; plans refuse to start on it) and the
+        driver's reason in StatusMessage_RBV."""
+        await self.status_message.write(message[:500])
+        await self.detector_state.write("Disconnected")
+
+    async def _publish_sensor(self) -> None:
+        """The sensor size and the camera's identity, as the driver knows them."""
+        h, w = self.driver.sensor_shape
+        await self.max_size_x.write(w)
+        await self.max_size_y.write(h)
+        for pv, value in ((self.manufacturer, "manufacturer"), (self.model, "model"),
+                          (self.serial_number, "serial_number"),
+                          (self.firmware_version, "firmware_version"),
+                          (self.sdk_version, "sdk_version")):
+            await pv.write(str(getattr(self.driver, value, ""))[:39])
 
     async def start(self, preview: bool) -> None:
         settings = self.settings()
@@ -556,7 +580,12 @@ class DriverGroup(PortGroup):
 
     @read_status.putter
     async def read_status(self, instance, value):
+        """areaDetector's ReadStatus: read the camera's state now; a camera that did
+        not open is tried again (plans put this before they refuse to start on it)."""
         if value:
+            if self.detector_state.value == "Disconnected":
+                with contextlib.suppress(RuntimeError):  # said in StatusMessage_RBV
+                    await self.ensure_open()
             await self.refresh()
         return 0
 
@@ -567,15 +596,8 @@ class DriverGroup(PortGroup):
             await self._driver_worker.call(self.driver.open)
         except Exception as exc:  # noqa: BLE001 - served anyway; acquiring retries
             log.error("camera did not open: %s", exc)
-            await self.status_message.write(f"camera did not open: {exc}"[:500])
-        h, w = self.driver.sensor_shape
-        await self.max_size_x.write(w)
-        await self.max_size_y.write(h)
-        for pv, value in ((self.manufacturer, "manufacturer"), (self.model, "model"),
-                          (self.serial_number, "serial_number"),
-                          (self.firmware_version, "firmware_version"),
-                          (self.sdk_version, "sdk_version")):
-            await pv.write(str(getattr(self.driver, value, ""))[:39])
+            await self._not_open(f"camera did not open: {exc}")
+        await self._publish_sensor()
         await self.frame_fields.write(",".join(self.driver.frame_fields))
         await self._restore_settings()
 

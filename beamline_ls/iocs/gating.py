@@ -60,7 +60,12 @@ class GatingGroup(PVGroup):
                          "completes after the last exposure")
     armed = pvproperty(name="Armed_RBV", value=0, read_only=True)
     fired = pvproperty(name="TriggersFired_RBV", value=0, read_only=True)
-    late = pvproperty(name="TriggersLate_RBV", value=0, read_only=True)
+    late = pvproperty(name="TriggersLate_RBV", value=0, read_only=True,
+                      doc="triggers that did not fire (too late to send, or the output "
+                          "failed) and were retried on a later beat")
+    left_late = pvproperty(name="TriggersLeftLate_RBV", value=0, read_only=True,
+                           doc="pulses that fired more than 0.05 rad of the beat after "
+                               "their time: their frames are off phase")
     last_triggers = pvproperty(name="LastTriggers_RBV", value="[]", dtype=ChannelType.CHAR,
                                max_length=2048, string_encoding="utf-8", read_only=True,
                                doc="JSON list of the last 5 trigger records")
@@ -205,6 +210,7 @@ class GatingGroup(PVGroup):
         await self._set(self.armed, st.armed)
         await self._set(self.fired, st.fired)
         await self._set(self.late, st.late)
+        await self._set(self.left_late, st.left_late)
         await self._set(self.source, self.driver.description[:250])
         await self._set(self.frames_lost, st.frames_lost)
         await self._set(self.frames_skipped, st.frames_skipped)
