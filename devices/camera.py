@@ -16,7 +16,7 @@ from typing import TypeVar
 from event_model import compose_stream_resource
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO
-from ophyd.status import Status
+from ophyd.status import Status, SubscriptionStatus
 
 from beamline_ls.pipeline.parts import part_path
 from devices.status import ProgressStatus
@@ -100,8 +100,11 @@ class HDF5Writer(Device):
     file_name = Cpt(TextSignal, "FileName", put_complete=True, kind="omitted")
     full_file_name = Cpt(TextSignalRO, "FullFileName_RBV", auto_monitor=True,
                          kind="omitted")
+    #: a busy record (as ADCore's): a put with completion completes when the capture
+    #: has ended; Capture_RBV says when the file is open
     capture = Cpt(EpicsSignal, "Capture", put_complete=True, auto_monitor=True,
                   kind="omitted")
+    capture_rbv = Cpt(EpicsSignalRO, "Capture_RBV", auto_monitor=True, kind="omitted")
     num_capture = Cpt(EpicsSignal, "NumCapture", limits=True, put_complete=True,
                       kind="omitted")
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", auto_monitor=True, kind="omitted")
@@ -388,11 +391,22 @@ class Camera(Device):
                 not last.done or (last.success and int(self.hdf.capture.get()))):
             return last
         status = self._kickoff_status = Status(obj=self)
+        # Capture is a busy record: its put completes when the capture ends, and fails
+        # at once when the IOC refuses it; the file is open when Capture_RBV says so
+        opened = SubscriptionStatus(self.hdf.capture_rbv,
+                                    lambda *, value, **_: int(value) == 1)
+
+        def refused(st) -> None:
+            if st.success or opened.done:
+                return
+            msg = self.hdf.write_message.get()
+            err = RuntimeError(f"{self.name}: {msg}")
+            opened.set_exception(err)  # and stop watching Capture_RBV
+            if not status.done:
+                status.set_exception(err)
 
         def arm_camera(st) -> None:
-            if not st.success:
-                msg = self.hdf.write_message.get()
-                status.set_exception(RuntimeError(f"{self.name}: {msg}"))
+            if not st.success or status.done:
                 return
             # CameraMode completes once the camera runs (Acquire, a busy record,
             # completes only when the acquisition ends)
@@ -400,7 +414,8 @@ class Camera(Device):
                 lambda s: status.set_finished() if s.success else status.set_exception(
                     RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
 
-        self.hdf.capture.set(1).add_callback(arm_camera)
+        opened.add_callback(arm_camera)
+        self.hdf.capture.set(1).add_callback(refused)
         return status
 
     def complete(self) -> ProgressStatus:

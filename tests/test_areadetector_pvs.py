@@ -179,3 +179,27 @@ def test_a_readback_shows_the_setting_in_its_own_words():
         return seen
 
     assert asyncio.run(put_and_read()) == ["Writing", "Done"]
+
+
+def test_a_plugin_counts_a_dropped_array_as_dropped_not_as_processed(tmp_path):
+    """ADCore's plugins count in ArrayCounter the arrays they processed and in
+    DroppedArrays the ones they could not: the two add up to the arrays sent. image1
+    counted every array in both (100 frames: ArrayCounter +100, DroppedArrays +79)."""
+    import asyncio
+
+    import numpy as np
+
+    from beamline_ls.frame import Frame
+
+    group = CameraGroup(prefix="DROP:", driver=SimCamera(SimMicroscope()), data_root=tmp_path)
+    image1 = group.image
+
+    async def send_ten_then_publish() -> tuple[int, int]:
+        await image1.min_callback_time.write(0.0)  # every array offered to the plugin
+        for i in range(10):  # no live view sends meanwhile: each replaces the unsent one
+            image1.receive(Frame(np.zeros((4, 4), np.uint16), i, float(i), 0.001))
+        await image1.publish()
+        return image1.array_counter_rbv.value, image1.dropped_arrays_rbv.value
+
+    processed, dropped = asyncio.run(send_ten_then_publish())
+    assert (processed, dropped) == (1, 9)

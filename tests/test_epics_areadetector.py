@@ -162,6 +162,69 @@ def test_write_file_after_a_capture_mode_capture_completes_with_the_file_written
         det.cam.num_images.set(N_IMAGES).wait(10)
 
 
+def test_a_capture_put_with_completion_returns_when_the_file_is_whole(det, settings):
+    """Capture is a busy record in ADCore: ``caput -c HDF1:Capture 1`` returns when the
+    capture has ended, so a script can read the file next. It returned as soon as the
+    file opened (33 ms, nothing captured yet)."""
+    import threading
+
+    import epics  # pyepics, as such a script
+
+    hdf = det.hdf1
+    hdf.file_path.set(str(settings.frames_dir) + "/").wait(10)
+    hdf.file_name.set("busy_capture").wait(10)
+    hdf.file_template.set("%s%s_%6.6d.h5").wait(10)
+    hdf.file_write_mode.set("Stream").wait(10)
+    hdf.num_capture.set(3).wait(10)
+    det.cam.image_mode.set("Multiple").wait(10)
+    det.cam.num_images.set(3).wait(10)
+    returned: list[float] = []
+    put = threading.Thread(target=lambda: returned.append(
+        epics.caput(hdf.capture.setpoint_pvname, 1, wait=True, timeout=60) and time.monotonic()))
+    try:
+        put.start()
+        wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 1, 30, "the file open")
+        time.sleep(0.5)
+        assert not returned  # open, nothing captured: the put is still pending
+        acquired_at = time.monotonic()
+        EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True).set(1).wait(30)
+        put.join(60)
+        assert returned and returned[0] > acquired_at
+        # when it returns the file is whole and closed
+        assert int(hdf.capture.get(use_monitor=False)) == 0
+        with h5py.File(hdf.full_file_name.get(use_monitor=False), "r") as f:
+            assert f["/entry/data/data"].shape[0] == 3
+    finally:
+        if put.is_alive():
+            hdf.capture.set(0).wait(10)
+            put.join(30)
+        det.cam.num_images.set(N_IMAGES).wait(10)
+
+
+def test_a_second_acquire_put_completes_when_the_acquisition_ends(det):
+    """Acquire is a busy record: a put of 1 with completion while the camera acquires
+    completes when that acquisition ends, as the first one does. It completed at once
+    (2 ms into a 1.3 s acquisition)."""
+    import threading
+
+    import epics  # pyepics, as a second client's script
+
+    n = 200
+    det.cam.image_mode.set("Multiple").wait(10)
+    det.cam.num_images.set(n).wait(10)
+    pv = det.cam.acquire.setpoint_pvname
+    first = threading.Thread(target=lambda: epics.caput(pv, 1, wait=True, timeout=60))
+    try:
+        first.start()
+        wait_for(lambda: det.cam.detector_state.get(use_monitor=False) == 1, 30, "acquiring")
+        assert epics.caput(pv, 1, wait=True, timeout=60)
+        assert det.cam.detector_state.get(use_monitor=False) == 0  # Idle: it had ended
+        assert int(det.cam.num_images_counter.get(use_monitor=False)) == n
+    finally:
+        first.join(60)
+        det.cam.num_images.set(N_IMAGES).wait(10)
+
+
 def test_single_mode_writes_a_file_per_frame(scope, prefix, settings):
     """ophyd's FileStoreHDF5Single: FileWriteMode Single, AutoSave, a file per frame
     named by the template and FileNumber (a plain RunEngine: the catalog does not read

@@ -124,6 +124,11 @@ class CameraDriver(ABC):
 class SimCamera(CameraDriver):
     """Renders each exposure from the simulated microscope at its absolute time."""
 
+    #: what the IOC shows in Manufacturer_RBV / Model_RBV (stock clients list them)
+    manufacturer = "beamline-ls"
+    model = "simulated sCMOS"
+    name = "simulated sCMOS"
+
     def __init__(self, microscope: SimMicroscope):
         self.microscope = microscope
         self._thread: threading.Thread | None = None

@@ -372,8 +372,9 @@ class DriverGroup(PortGroup):
         if self.detector_state.value == "Disconnected":  # it opened now, not at start
             await self._publish_sensor()
             await self.detector_state.write("Idle")
-            await self.status_message.write(f"camera opened: {self.driver.name}"[:500])
-            log.info("camera opened: %s", self.driver.name)
+            label = getattr(self.driver, "name", type(self.driver).__name__)
+            await self.status_message.write(f"camera opened: {label}"[:500])
+            log.info("camera opened: %s", label)
 
     async def _not_open(self, message: str) -> None:
         """areaDetector's way of saying the camera is not there: DetectorState_RBV
@@ -493,6 +494,10 @@ class DriverGroup(PortGroup):
                 await self.stop("stopped")
             return "Done"
         if self.acquiring:
+            ended = self._ended
+            if ended is not None and not self.preview_mode:
+                await ended.wait()  # busy: a second Acquire=1 completes with the first
+                return "Done"
             return "Acquire"
         await self._start_acquiring()
         await instance.write("Acquire", verify_value=False)

@@ -289,6 +289,8 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         self._file_worker = DeviceWorker("camera-files")  # file creation, logs
         self._path_problem_said: str | None = None  # WriteMessage of the last FilePath
         self._open = False  # a capture was opened and has not been reported closed
+        self._no_capture = asyncio.Event()  # set while no capture is open
+        self._no_capture.set()
         self._aborted = False
         self._ioc_stopping = False  # the IOC is stopping: the capture is closed for it
         self._opened_at = 0.0
@@ -489,9 +491,15 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
 
     @capture.putter
     async def capture(self, instance, value):
+        """Capture is a busy record, as in ADCore: a put of Capture with completion
+        completes when the capture has ended and its file is closed (a refused one
+        fails at once, with the reason in WriteMessage), so ``caput -c ... Capture 1``
+        returns with the file whole. Clients that need the file open watch
+        Capture_RBV ("Capturing")."""
         if value == "Capture":
-            if self.recorder.capturing:
-                return value
+            if self.recorder.capturing or self._open:
+                await self._no_capture.wait()  # a second Capture waits for the same end
+                return "Done"
             if self.file_write_mode.value == "Single":
                 raise ValueError("in Single mode each frame is written to its own file as "
                                  "it arrives (AutoSave Yes); Capture is for Stream/Capture")
@@ -506,8 +514,12 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
                 await self.write_status.write("Write error")
                 log.error("capture refused: %s", exc)
                 raise
+            self._no_capture.clear()
             await self._opened(path, per_file)
-        elif self.recorder.capturing:  # the loop reports when the file has closed
+            await instance.write("Capture", verify_value=False)  # busy: 1 until it ends
+            await self._no_capture.wait()
+            return "Done"
+        if self.recorder.capturing:  # the loop reports when the file has closed
             self.recorder.request_stop()
         return value
 
@@ -643,6 +655,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         await self.parent.summary.publish(self.recorder.summary)  # its last rows first
         await self.capture.write("Done", verify_value=False)
         await self.capture_rbv.write("Done")
+        self._no_capture.set()  # completes the Capture put (busy record)
 
     async def _save_concurrence_log(self, data_file: Path) -> None:
         """Save the capture's concurrence log next to the data (if it was on)."""

@@ -22,6 +22,7 @@ from caproto.server import PVGroup, pvproperty
 from beamline_ls import __version__
 from beamline_ls.frame import Frame
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
+from beamline_ls.iocs.alarms import RecordAlarms
 
 # areaDetector's enumerations, in its order, so clients reading numbers agree
 ND_DATA_TYPES = ["Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
@@ -51,7 +52,7 @@ def dims_of(shape: tuple[int, int]) -> list[int]:
     return [w, h] + [0] * (MAX_DIMS - 2)
 
 
-class PortGroup(PVGroup):
+class PortGroup(RecordAlarms):
     """What every areaDetector port (the camera driver and each plugin) shows: its
     name, versions, asyn record, and the camera's frame buffer as the NDArray pool."""
 
@@ -243,9 +244,12 @@ class PluginGroup(PortGroup, ArrayDimensionPVs):
             self._stamps.append(now)
             self._shape = frame.image.shape
             self._dtype = frame.image.dtype.name
-        if not self.take(frame):
+        if not self.take(frame):  # one array (this one, or the one it replaced) is lost
             with self._lock:
                 self._dropped += 1
+                # ADCore counts in ArrayCounter the arrays a plugin processed, and in
+                # DroppedArrays the ones it did not: together, the arrays it was sent
+                self._received -= 1
         self._seconds = time.perf_counter() - t0
 
     def take(self, frame: Frame) -> bool:

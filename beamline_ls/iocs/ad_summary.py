@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
 from beamline_ls.iocs.ad_params import write_if_changed
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline.summary import COLUMNS, KEEP_ROWS, CaptureSummary
 
@@ -25,7 +26,7 @@ from beamline_ls.pipeline.summary import COLUMNS, KEEP_ROWS, CaptureSummary
 NO_ROWS = np.array([-1.0] + [np.nan] * (len(COLUMNS) - 1))
 
 
-class SummaryGroup(PVGroup):
+class SummaryGroup(RecordAlarms):
     """The capture summary's PVs; :meth:`publish` brings a recorder's rows to them."""
 
     rows = pvproperty(name="Rows_RBV", value=NO_ROWS, dtype=ChannelType.DOUBLE,

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from caproto.server import PVGroup, SubGroup, pvproperty
+from caproto.server import SubGroup, pvproperty
 
 from beamline_ls.frame import Frame
 from beamline_ls.hardware.camera import CameraDriver
@@ -24,12 +24,13 @@ from beamline_ls.iocs.ad_driver import DriverGroup
 from beamline_ls.iocs.ad_hdf5 import HDF5FileGroup
 from beamline_ls.iocs.ad_stdarrays import StdArraysGroup
 from beamline_ls.iocs.ad_summary import SummaryGroup
+from beamline_ls.iocs.alarms import RecordAlarms
 
 REFRESH_S = 0.02
 PUBLISH_EVERY = 10
 
 
-class CameraGroup(PVGroup):
+class CameraGroup(RecordAlarms):
     """``cam1:``, ``image1:``, ``HDF1:`` and ``VOL1:`` of one camera."""
 
     cam = SubGroup(DriverGroup, prefix="cam1:")

@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
 from beamline_ls.frame import bin_down
 from beamline_ls.hardware.gating import HISTORY_FRAMES, GatingDriver
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.blocking import DeviceWorker
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ IMAGE_SIDE = 256
 IMAGE_EVERY = 4
 
 
-class GatingGroup(PVGroup):
+class GatingGroup(RecordAlarms):
     enable = pvproperty(name="Enable", value="Off", dtype=ChannelType.ENUM,
                         enum_strings=["Off", "On"])
     frame_rate = pvproperty(name="FrameRate", value=80.0, units="Hz", precision=1,

@@ -6,15 +6,16 @@ import asyncio
 import logging
 
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
 from beamline_ls.hardware.laser import LaserDriver
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.blocking import DeviceWorker
 
 log = logging.getLogger(__name__)
 
 
-class LaserGroup(PVGroup):
+class LaserGroup(RecordAlarms):
     power = pvproperty(name="Power", value=0.0, units="mW", precision=2,
                        doc="output power setpoint")
     power_rbv = pvproperty(name="Power_RBV", value=0.0, units="mW", precision=2, read_only=True)

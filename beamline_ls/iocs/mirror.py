@@ -33,8 +33,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.text import text_pv
 from beamline_ls.pipeline.copy_ledger import QUEUED, CopyLedger, CopyRecord
 from beamline_ls.pipeline.mirror import FAILED, VERIFIED, FileStatus, Mirror
@@ -46,7 +47,7 @@ def _string(name: str, read_only: bool = False, doc: str = ""):
     return text_pv(name, read_only=read_only, max_length=1024, doc=doc)
 
 
-class MirrorGroup(PVGroup):
+class MirrorGroup(RecordAlarms):
     """Copy closed files from ``staging_root`` to ``MirrorPath`` (empty: no copies)."""
 
     mirror_path = _string("MirrorPath", doc="absolute destination root; empty: no copies")

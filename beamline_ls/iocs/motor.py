@@ -35,9 +35,10 @@ import logging
 from pathlib import Path
 
 from caproto import AlarmSeverity, AlarmStatus
-from caproto.server import PVGroup, PvpropertyDouble, pvproperty
+from caproto.server import PvpropertyDouble, pvproperty
 
 from beamline_ls.hardware.positioner import PositionerDriver
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.iocs.motor_calibration import MotorCalibration
 
@@ -66,7 +67,7 @@ class MotorTarget(PvpropertyDouble):
         return value
 
 
-class MotorGroup(PVGroup):
+class MotorGroup(RecordAlarms):
     motor = pvproperty(value=0.0, name="", record="motor", precision=3, dtype=MotorTarget)
 
     def __init__(self, *args, driver: PositionerDriver, autosave: Path | None = None,
@@ -525,11 +526,25 @@ class MotorGroup(PVGroup):
         if velocity == self.driver.velocity:
             return
         if not self.driver.max_velocity:
+            if not self.driver.velocity:  # a piezo: each position is reached as it settles
+                raise ValueError(f"{self.prefix}.{name}: this axis has no speed to set; it "
+                                 "goes to each position in one step and settles there")
             raise ValueError(f"{self.prefix}.{name}: this axis's speed is fixed at "
                              f"{self.driver.velocity:g} {self.driver.units}/s")
         if not 0 < velocity <= self.driver.max_velocity:
             raise ValueError(f"{self.prefix}.{name} = {velocity:g} outside (0, "
                              f"{self.driver.max_velocity:g}] {self.driver.units}/s (VMAX)")
+
+    @motor.fields.motor_step_size.putter
+    async def _mres(fields, instance, value):
+        """MRES is the driver's step (its precision); a put that would change it is
+        refused, not taken and then ignored (RBV and RRBV would disagree)."""
+        group = fields.parent.group
+        if float(value) != group.resolution:
+            raise ValueError(f"{group.prefix}.MRES is {group.resolution:g} "
+                             f"{group.driver.units} per step, set by the axis's driver; "
+                             "it cannot be changed")
+        return value
 
     @motor.fields.velocity.putter
     async def _velo(fields, instance, value):

@@ -35,9 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from caproto import ChannelType
-from caproto.server import PVGroup, pvproperty
+from caproto.server import pvproperty
 
 from beamline_ls.hardware.scanboard import ScanBoardDriver
+from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.autosave import read_saved, restore_pvs, write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.waveforms import (
@@ -68,7 +69,7 @@ async def _remember(group: ScanBoardGroup, instance, value):
 AUTOSAVED = ("Galvo1Offset", "Galvo1Slope", "Galvo2Offset", "Galvo2Slope", "PiezoLag")
 
 
-class ScanBoardGroup(PVGroup):
+class ScanBoardGroup(RecordAlarms):
     mode = pvproperty(name="Mode", value="Volumetric", dtype=ChannelType.ENUM,
                       enum_strings=["Volumetric", "Planar"])
     volume_rate = _float("VolumeRate", 5.0, "Hz", 0.01, 100.0, doc="volumes per second")
