@@ -397,9 +397,12 @@ class Camera(Device):
                                     lambda *, value, **_: int(value) == 1)
 
         def refused(st) -> None:
-            if st.success or opened.done:
+            # the put completed before the file was open: the IOC refused it (pyepics
+            # reports a refused put as completed; the camera is not armed before the
+            # file is open, so no capture can have begun and ended in between)
+            if opened.done:
                 return
-            msg = self.hdf.write_message.get()
+            msg = self.hdf.write_message.get(use_monitor=False)
             err = RuntimeError(f"{self.name}: {msg}")
             opened.set_exception(err)  # and stop watching Capture_RBV
             if not status.done:

@@ -39,7 +39,8 @@ def test_abort_during_a_stalled_write_leaves_the_ioc_responsive(scope, slow_disk
     hdf.frames_per_volume.set(0).wait(5)
     hdf.file_path.set(".").wait(5)
     hdf.file_name.set(f"stall_{uuid.uuid4().hex[:8]}").wait(5)
-    hdf.capture.set(1).wait(10)
+    capturing = hdf.capture.set(1)  # a busy record: completes when the capture ends
+    wait_until(lambda: int(hdf.capture_rbv.get(use_monitor=False)) == 1, 10)
     cam.acquire.set("Acquire").wait(30)  # the camera is done; the disk is not
     wait_until(lambda: int(hdf.num_captured.get(use_monitor=False)) >= 1, 10)
 
@@ -54,6 +55,7 @@ def test_abort_during_a_stalled_write_leaves_the_ioc_responsive(scope, slow_disk
     assert abort_s < 2.0 and stop_s < 2.0, (abort_s, stop_s)
 
     wait_until(lambda: int(hdf.capture.get(use_monitor=False)) == 0, 10)
+    capturing.wait(10)  # the aborted capture's put completed
     written = int(hdf.num_captured.get(use_monitor=False))
     assert 1 <= written < n
     assert int(hdf.lost_frames.get(use_monitor=False)) == n - written
