@@ -7,6 +7,7 @@ reads it once). Every process started here is stopped here, by PID.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import warnings
@@ -142,7 +143,16 @@ def scan_in_another_process(data_dir: Path, prefix: str, tag: str, volumes: int)
     import sys
 
     return subprocess.Popen([sys.executable, "-c", _SCAN_PROCESS, str(data_dir), prefix,
-                             tag, str(volumes)])
+                             tag, str(volumes)], env=private_tmpdir(data_dir))
+
+
+def private_tmpdir(under: Path) -> dict[str, str]:
+    """The environment for a process a test may kill: its temporary files (tiled's
+    and the libraries' own) go under ``under``, which the test removes, instead of
+    staying in /tmp after the kill (found there after CI runs)."""
+    tmp = under / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "TMPDIR": str(tmp)}
 
 
 def tagged_run(catalog, tag: str):

@@ -13,7 +13,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import PREFIX
+from conftest import PREFIX, private_tmpdir
 
 # a session's run-file writer in a process that dies in the run (no stop, nothing closed)
 RUN_FILE_OF_A_PROCESS_THAT_DIES = r"""
@@ -99,7 +99,8 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     dumped.write_text(json.dumps(scan_documents, default=lambda o: o.tolist()))
     died = subprocess.run([sys.executable, "-c", RUN_FILE_OF_A_PROCESS_THAT_DIES,
                            str(here.runs_dir), str(dumped)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env=private_tmpdir(tmp_path))
     assert died.returncode == 0, died.stderr
     (run_file,) = here.runs_dir.rglob("*.h5")
     with h5py.File(run_file, "r") as f:
