@@ -391,8 +391,8 @@ class Camera(Device):
                 not last.done or (last.success and int(self.hdf.capture.get()))):
             return last
         status = self._kickoff_status = Status(obj=self)
-        # Capture is a busy record: its put completes when the capture ends, and fails
-        # at once when the IOC refuses it; the file is open when Capture_RBV says so
+        # Capture is a busy record: its put completes when the capture ends, and at
+        # once when the IOC refuses it; the file is open when Capture_RBV says so
         opened = SubscriptionStatus(self.hdf.capture_rbv,
                                     lambda *, value, **_: int(value) == 1)
 
