@@ -132,6 +132,19 @@ def test_a_stock_trigger_finds_its_frames_counted_by_the_file_writer(det):
     assert behind == []  # (frames acquired, NumCaptured_RBV when the trigger ended)
 
 
+def _three_frame_capture(det, settings, name: str, write_mode: str) -> None:
+    """Set up a 3-frame capture into ``name`` (FileWriteMode ``write_mode``) and a
+    3-image acquisition, as a stock client would; the capture itself is the caller's."""
+    hdf = det.hdf1
+    hdf.file_path.set(str(settings.frames_dir) + "/").wait(10)
+    hdf.file_name.set(name).wait(10)
+    hdf.file_template.set("%s%s_%6.6d.h5").wait(10)
+    hdf.file_write_mode.set(write_mode).wait(10)
+    hdf.num_capture.set(3).wait(10)
+    det.cam.image_mode.set("Multiple").wait(10)
+    det.cam.num_images.set(3).wait(10)
+
+
 def test_write_file_after_a_capture_mode_capture_completes_with_the_file_written(
         det, settings):
     """ADCore's Capture mode: NumCapture frames, then WriteFile (AutoSave off) writes
@@ -139,14 +152,8 @@ def test_write_file_after_a_capture_mode_capture_completes_with_the_file_written
     from caproto.sync.client import write
 
     hdf = det.hdf1
-    hdf.file_path.set(str(settings.frames_dir) + "/").wait(10)
-    hdf.file_name.set("capture_mode").wait(10)
-    hdf.file_template.set("%s%s_%6.6d.h5").wait(10)
     hdf.auto_save.set("No").wait(10)
-    hdf.file_write_mode.set("Capture").wait(10)
-    hdf.num_capture.set(3).wait(10)
-    det.cam.image_mode.set("Multiple").wait(10)
-    det.cam.num_images.set(3).wait(10)
+    _three_frame_capture(det, settings, "capture_mode", "Capture")
     try:
         hdf.capture.set(1).wait(10)  # completes once the file is open
         EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True).set(1).wait(30)
@@ -171,13 +178,7 @@ def test_a_capture_put_with_completion_returns_when_the_file_is_whole(det, setti
     import epics  # pyepics, as such a script
 
     hdf = det.hdf1
-    hdf.file_path.set(str(settings.frames_dir) + "/").wait(10)
-    hdf.file_name.set("busy_capture").wait(10)
-    hdf.file_template.set("%s%s_%6.6d.h5").wait(10)
-    hdf.file_write_mode.set("Stream").wait(10)
-    hdf.num_capture.set(3).wait(10)
-    det.cam.image_mode.set("Multiple").wait(10)
-    det.cam.num_images.set(3).wait(10)
+    _three_frame_capture(det, settings, "busy_capture", "Stream")
     returned: list[float] = []
     put = threading.Thread(target=lambda: returned.append(
         epics.caput(hdf.capture.setpoint_pvname, 1, wait=True, timeout=60) and time.monotonic()))

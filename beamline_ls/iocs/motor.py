@@ -38,7 +38,7 @@ from caproto import AlarmSeverity, AlarmStatus
 from caproto.server import PvpropertyDouble, pvproperty
 
 from beamline_ls.hardware.positioner import PositionerDriver
-from beamline_ls.iocs.alarms import RecordAlarms
+from beamline_ls.iocs.alarms import RecordAlarms, clear_write_alarm
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.iocs.motor_calibration import MotorCalibration
 
@@ -280,9 +280,7 @@ class MotorGroup(RecordAlarms):
             rbv = f.user_readback_value
             await rbv.write(rbv.value, status=AlarmStatus.NO_ALARM,
                             severity=AlarmSeverity.NO_ALARM, verify_value=False)
-            if instance.alarm.status == AlarmStatus.WRITE:  # caproto's, on the refused put
-                await instance.alarm.write(status=AlarmStatus.NO_ALARM,
-                                           severity=AlarmSeverity.NO_ALARM)
+            await clear_write_alarm(instance)  # caproto's, on the refused put
         self._direction = 1 if dial >= self._dial else -1
         await f.direction_of_travel.write(1 if self._direction * self.cal.direction > 0 else 0)
         self._moving = True
