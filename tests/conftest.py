@@ -196,6 +196,23 @@ def session(settings):
     s.close()
 
 
+#: fixtures that start or share the session's IOC and servers on fixed ports: a test
+#: marked ``compute`` (run on every core at once by `make test`) must not use them
+_SHARED_FIXTURES = {"epics", "ioc", "scope", "session", "settings"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Refuse a ``compute`` test that would start the shared IOC in each worker."""
+    for item in items:
+        if item.get_closest_marker("compute") is None:
+            continue
+        shared = _SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if shared:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked compute but uses {sorted(shared)}: "
+                "compute tests run in parallel and may not share the IOC")
+
+
 def pytest_unconfigure(config) -> None:
     """After the session: name the threads that would hold up exit (not daemons) and
     the child processes the tests left behind, and turn a hang at interpreter exit

@@ -12,6 +12,8 @@ from beamline_ls.gating.evaluate import circular_mean, run_sim, wrap_pm_pi
 from beamline_ls.gating.reference import Reference
 from beamline_ls.sim.heart import SimHeart
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 TWO_PI = 2 * math.pi
 
 

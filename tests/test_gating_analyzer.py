@@ -23,6 +23,8 @@ from beamline_ls.gating.analyzer import GatingAnalyzer, GatingConfig
 from beamline_ls.gating.evaluate import circular_mean, circular_sd, run_sim, wrap_pm_pi
 from beamline_ls.sim.heart import SimHeart
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 SHAPE = (64, 64)
 TWO_PI = 2 * math.pi
 

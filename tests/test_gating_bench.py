@@ -8,6 +8,8 @@ import pytest
 from beamline_ls.gating import bench
 from beamline_ls.gating.score import Score
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 def _score(sd: float, beats: float, triggers: int) -> Score:
     return Score(n_frames=1600, n_triggers=triggers, sd_rad=sd, beats=beats, n_beats=96,

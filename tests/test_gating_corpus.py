@@ -31,6 +31,8 @@ from beamline_ls.gating.score import (
     wrap_pm_pi,
 )
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 SECONDS = 12.0
 SD_BOUND = {80.0: 0.05, 20.0: 0.15}
 

@@ -29,6 +29,8 @@ from beamline_ls.gating.score import wrap_pm_pi
 from beamline_ls.sim.procedural import SmallHeart
 from beamline_ls.sim.videos import Camera, HeartVideo
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 def _frames(video: HeartVideo, fps: float, seconds: float) -> tuple[np.ndarray, np.ndarray]:
     times = np.arange(int(round(seconds * fps))) / fps

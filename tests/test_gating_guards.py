@@ -4,11 +4,14 @@ loss of lock. All scored against the simulator's true phase where phase matters.
 import math
 
 import numpy as np
+import pytest
 
 from beamline_ls.frame import Frame
 from beamline_ls.gating.analyzer import GatingAnalyzer, GatingConfig
 from beamline_ls.gating.evaluate import circular_mean, run_sim, wrap_pm_pi
 from beamline_ls.sim.heart import SimHeart
+
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
 
 SHAPE = (64, 64)
 TWO_PI = 2 * math.pi

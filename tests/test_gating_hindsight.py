@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from beamline_ls.gating.hindsight import Hindsight
 from beamline_ls.gating.predict import PhaseHistory
+
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
 
 FPS = 20.0
 PERIOD_S = 0.5

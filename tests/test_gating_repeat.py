@@ -10,12 +10,15 @@ one period later.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from beamline_ls.frame import Frame
 from beamline_ls.gating.analyzer import GatingAnalyzer
 from beamline_ls.gating.phase import heartbeat_weight
 from beamline_ls.gating.reference import PeriodFinder
 from beamline_ls.gating.repeat import repeat_weight
+
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
 
 H, W = 48, 96
 PERIOD = 10.4  # frames: 20 fps at 1.92 Hz, not a whole number of frames

@@ -11,6 +11,8 @@ from beamline_ls.gating import replay
 from beamline_ls.gating.video_file import VideoError, load_video
 from beamline_ls.sim.heart import SimHeart
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 FPS = 40.0
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from beamline_ls.sim.heart import SimHeart
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 def test_phase_monotonic_and_mean_rate():
     h = SimHeart(seed=1, duration_s=60)

@@ -9,6 +9,8 @@ from beamline_ls.gating.predict import PhaseHistory, Predictor, unwrap_step
 from beamline_ls.gating.reference import NoPeriod, PeriodEstimate, estimate_period, v_fit
 from beamline_ls.gating.sad import bin_image, sad_indexed, sad_stack
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_sad_matches_numpy(dtype):

@@ -4,6 +4,8 @@ import pytest
 
 from beamline_ls.runfile.export import find_run
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 class FakeCatalog(dict):
     """Indexing like the bluesky catalog: int scan_id / negative index, or uid prefix."""

@@ -9,6 +9,8 @@ from beamline_ls.sim.microscope import Roi, SimMicroscope
 from beamline_ls.sim.specimen import Specimen
 from beamline_ls.waveforms import GalvoCalibration, VolumeScan
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 ROI = Roi(896, 896, 256, 256)
 
 

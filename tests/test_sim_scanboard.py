@@ -11,6 +11,8 @@ from beamline_ls.sim.heart import SimHeart
 from beamline_ls.sim.microscope import Roi, SimMicroscope
 from beamline_ls.waveforms import VolumeScan
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 SCAN = VolumeScan(5.0, 20, 10.0, 80.0, 0.006, 5, 1, piezo_lag_s=0.008)
 
 

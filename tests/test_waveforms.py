@@ -6,6 +6,8 @@ import pytest
 from beamline_ls.sim.actuator import FirstOrderActuator
 from beamline_ls.waveforms import GalvoCalibration, VolumeScan
 
+pytestmark = pytest.mark.compute  # CPU only: `make test` runs these on every core
+
 
 def make(**kw):
     args = dict(volume_rate_hz=5.0, n_planes=20, z_start_um=10.0, z_stop_um=80.0,
