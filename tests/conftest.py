@@ -90,6 +90,15 @@ def private_microscope(epics: LoopbackEpics, prefix: str, data: Path,
         yield microscope
 
 
+def plain_detector(name: str = "det"):
+    """A readable ophyd signal for a plan that needs a detector and no hardware (bluesky's
+    ``count``). Not ``ophyd.sim.det``: importing ``ophyd.sim`` makes a temporary
+    directory (its image signal's ``mkdtemp``) that nothing removes."""
+    from ophyd import Signal
+
+    return Signal(name=name, value=1.0)
+
+
 def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -223,8 +232,14 @@ def pytest_unconfigure(config) -> None:
     import sys
     import threading
 
+    # dask's shared scheduler pool (tiled's table reads compute through it) is idle
+    # and ends at exit with the interpreter's other executors: not one of ours
+    dask_threaded = sys.modules.get("dask.threaded")
+    pool = getattr(dask_threaded, "default_pool", None)
+    dask_pool = set(getattr(pool, "_threads", ()))
     threads = [t for t in threading.enumerate()
-               if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+               if t is not threading.main_thread() and t.is_alive() and not t.daemon
+               and t not in dask_pool]
     children = _child_processes(os.getpid())
     if threads or children:
         lines = [f"  thread {t.name!r}" for t in threads]

@@ -115,7 +115,8 @@ def test_with_no_broker_the_scan_is_stored_and_the_lost_documents_are_reported(
     scan runs and is stored in the catalog, and at its end an ERROR says how many
     documents did not reach Kafka and why, after at most the delivery timeout."""
     from bluesky.plans import count
-    from ophyd.sim import det
+    from conftest import plain_detector
+    det = plain_detector()
 
     caplog.set_level(logging.WARNING, logger="beamline_ls.kafka")
     table = {"bootstrap_servers": f"127.0.0.1:{free_port()}",

@@ -94,7 +94,8 @@ def test_a_run_that_fails_to_reach_the_catalog_fails_loudly_once(session):
     object the catalog cannot hold: the run itself raises, naming it and the cause;
     the next flush does not repeat it and the session keeps working."""
     from bluesky.plans import count
-    from ophyd.sim import det
+    from conftest import plain_detector
+    det = plain_detector()
 
     session.flush()
     with pytest.raises(RuntimeError, match=r"run \S+ is not fully stored: .* failed to reach "

@@ -12,12 +12,13 @@ import h5py
 import numpy as np
 import pytest
 from bluesky.plans import count
-from conftest import wait_for
-from ophyd.sim import det
+from conftest import plain_detector, wait_for
 
 from beamline_ls.config import load_settings
 from beamline_ls.run_ledger import RunLedger
 from beamline_ls.session import make_session
+
+det = plain_detector()
 
 
 @pytest.fixture(scope="module")

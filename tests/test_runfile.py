@@ -384,7 +384,8 @@ def _pausing_plan(det):
 
 def test_an_aborted_run_file_says_aborted_and_why(session, tmp_path):
     from bluesky.utils import RunEngineInterrupted
-    from ophyd.sim import det
+    from conftest import plain_detector
+    det = plain_detector()
 
     rec = Recorder()
     token = session.RE.subscribe(rec)

@@ -19,7 +19,8 @@ def test_a_closed_writer_has_processed_what_was_queued_and_flush_says_so():
 
 def test_a_session_closed_twice_stores_its_run_once(tmp_path):
     from bluesky.plans import count
-    from ophyd.sim import det
+    from conftest import plain_detector
+    det = plain_detector()
 
     from beamline_ls.config import load_settings
     from beamline_ls.session import make_session
