@@ -392,9 +392,11 @@ class Camera(Device):
             return last
         status = self._kickoff_status = Status(obj=self)
         # Capture is a busy record: its put completes when the capture ends, and at
-        # once when the IOC refuses it; the file is open when Capture_RBV says so
+        # once when the IOC refuses it; the file is open when Capture_RBV says so in
+        # an update that comes after this put (not the value held from before: the
+        # last capture's 0 may still be on its way, monitors being batched)
         opened = SubscriptionStatus(self.hdf.capture_rbv,
-                                    lambda *, value, **_: int(value) == 1)
+                                    lambda *, value, **_: int(value) == 1, run=False)
 
         def refused(st) -> None:
             # the put completed before the file was open: the IOC refused it (pyepics

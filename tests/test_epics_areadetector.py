@@ -294,6 +294,30 @@ def test_stop_ends_a_continuous_acquisition_and_its_pending_put(det):
     det.cam.image_mode.set("Multiple").wait(10)
 
 
+def test_a_preview_taking_over_an_acquisition_completes_its_pending_put(det):
+    """CameraMode Preview (the operator's live view) while an Acquire put with
+    completion waits: that acquisition is over, and so is its put; it waited forever
+    on an acquisition that was gone."""
+    import epics  # pyepics, as the console's or a second client's script
+
+    mode = f"{det.cam.prefix}CameraMode"
+    det.cam.image_mode.set("Continuous").wait(10)
+    acquire = EpicsSignal(det.cam.acquire.setpoint_pvname, put_complete=True)
+    status = acquire.set(1)
+    try:
+        wait_for(lambda: int(det.cam.num_images_counter.get(use_monitor=False)) > 5,
+                 what="frames of the acquisition")
+        assert not status.done
+        assert epics.caput(mode, "Preview", wait=True, timeout=30)
+        status.wait(30)
+        assert det.cam.detector_state.get(as_string=True, use_monitor=False) == "Acquire"
+    finally:
+        epics.caput(mode, "Paused", wait=True, timeout=30)
+        wait_for(lambda: det.cam.detector_state.get(as_string=True, use_monitor=False)
+                 == "Idle", 30, "the preview stopped")
+        det.cam.image_mode.set("Multiple").wait(10)
+
+
 def test_image_plugin_shows_the_newest_frame_it_took(det):
     det.image.enable.set(1).wait(10)
     det.cam.array_callbacks.set(1).wait(10)

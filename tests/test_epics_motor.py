@@ -244,6 +244,23 @@ def test_velo_sets_the_speed_of_the_move(x):
         x.velocity.set(vmax).wait(10)
 
 
+def test_a_refused_speed_leaves_no_alarm_that_fails_the_next_move(x):
+    """A speed beyond VMAX is refused; it must not leave RBV in alarm: ophyd's EpicsMotor
+    calls a move failed when RBV is in alarm as it ends, so one mistyped VELO on a
+    screen failed every later move on the axis."""
+    vmax = x.velocity.get()
+    assert put_is_refused(f"{PREFIX}stage:X.VELO", vmax * 10)
+    x.move(300.0, wait=True, timeout=30)  # raises if ophyd calls it failed
+    assert x.position == pytest.approx(300.0)
+    rbv = ca.get_pv(f"{PREFIX}stage:X.RBV", form="time")  # pyepics keeps it (a PV
+    # object collected after its IOC stopped crashed the process in libca)
+    assert rbv.get_with_metadata(use_monitor=False, timeout=10)["severity"] == 0
+    # a refused field put, then an accepted one: the record is out of alarm again
+    assert put_is_refused(f"{PREFIX}stage:X.MRES", 0.5)
+    x.velocity.set(vmax).wait(10)
+    assert rbv.get_with_metadata(use_monitor=False, timeout=10)["severity"] == 0
+
+
 def test_piezo_speed_is_fixed_and_says_so(microscope):
     _data, (_ioc, scope, _session) = microscope
     assert isinstance(scope.piezo, EpicsMotor) and scope.piezo.connected

@@ -296,6 +296,38 @@ def test_pulses_that_leave_late_are_counted_as_off_phase():
     assert st.left_late == st.fired, (st.left_late, st.fired)
 
 
+def test_failures_before_a_pause_make_no_streak_with_one_after_it():
+    """The output is called broken only when every trigger failed for 2 s (at least 3
+    of them). Two that failed before a pause (Arm 0) and one seconds after the resume
+    are no such streak: counted as one, resuming a paused gated scan after a glitch
+    ended it at once as "the trigger output fails". Without the pause, the same three
+    are one."""
+    from beamline_ls.gating.analyzer import Decision
+    from beamline_ls.gating.scheduler import TriggerReport
+    from beamline_ls.hardware.factory import build_drivers
+
+    drivers = build_drivers()
+    system = drivers.gating
+    # what the output reports back (the callback it is started with) for a failed FIRE
+    failed = [TriggerReport(t, t, "error", Decision(frame_id=0, timestamp=t, state="locked",
+                                                     period_s=0.4), "no reply within 0.2 s")
+              for t in (100.0, 100.4, 105.0)]
+    try:
+        system.arm(1)
+        for report in failed[:2]:
+            system._on_report(report)
+        system.arm(0)  # the RunEngine pauses
+        system.arm(1)  # and resumes
+        system._on_report(failed[2])
+        assert system.status().output_error == ""
+        system.arm(1)
+        for report in failed:
+            system._on_report(report)
+        assert "no reply within 0.2 s" in system.status().output_error
+    finally:
+        drivers.close()
+
+
 # -- NI trigger output at the nidaqmx seam ------------------------------------------------
 class FakeNI:
     """Tasks built with create_autospec from the real nidaqmx classes."""
@@ -316,6 +348,7 @@ class FakeNI:
         for what in ("start", "stop", "close"):
             getattr(t, what).side_effect = (
                 lambda w: lambda: self.events.append((w, time.perf_counter())))(what)
+        t.control.side_effect = lambda action: self.events.append(("control", action))
         t.write.side_effect = lambda data, **kw: self.events.append(("write", data))
         self.tasks.append(t)
         return t
@@ -350,6 +383,12 @@ def test_an_ni_output_sends_one_pulse_per_trigger_at_its_time(output):
             "Dev2/ctr3", low_time=1e-4, high_time=1e-4, initial_delay=0.0)
         starts = [e for e in ni.events if e[0] == "start"]
         assert len(starts) == 3  # one single-pulse generation per trigger
+        # committed once, before the first: a start then only re-arms the counter
+        from nidaqmx.constants import TaskMode
+
+        assert [e for e in ni.events if e[0] == "control"] == [("control",
+                                                                TaskMode.TASK_COMMIT)]
+        assert ni.events.index(("control", TaskMode.TASK_COMMIT)) < ni.events.index(starts[0])
     else:
         task.do_channels.add_do_chan.assert_called_once_with("Dev2/port1/line4")
         writes = [e[1] for e in ni.events if e[0] == "write"]

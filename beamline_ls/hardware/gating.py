@@ -223,6 +223,7 @@ class GatingSystem(GatingDriver):
             with self._lock:
                 self._status = GatingStatus(enabled=True, state="searching")
                 self._history.clear()
+                self._reset_failures()
             with self._ready:
                 self._queue.clear()
                 self._last_id = -1
@@ -263,6 +264,8 @@ class GatingSystem(GatingDriver):
             raise ValueError("n must be >= 0")
         with self._lock:
             self._status.armed = n
+            # failures before a pause or a new scan are no streak with those after it
+            self._reset_failures()
         if n == 0:
             self.output.clear()
             if self.camera_line is not None:
@@ -363,6 +366,12 @@ class GatingSystem(GatingDriver):
             while len(self._records) > 10_000:
                 self._records.popitem(last=False)
 
+    def _reset_failures(self) -> None:
+        """Forget the failed triggers counted towards calling the output broken
+        (caller holds ``_lock``)."""
+        self._failures = 0
+        self._failing_since = math.nan
+
     def _on_fired(self, t_scheduled: float, t_actual: float, tag: object) -> None:
         """From the output: the pulse left at ``t_actual``."""
         period_s = getattr(tag, "period_s", math.nan)
@@ -376,7 +385,7 @@ class GatingSystem(GatingDriver):
         with self._lock:
             self._status.fired += 1
             self._status.left_late += left_late
-            self._failures = 0
+            self._reset_failures()
             self._status.output_error = ""
             rec = self._records.get(t_scheduled)
             if rec is not None:

@@ -183,9 +183,15 @@ class NidaqPulse:
         task = self._new_task("bls-gating-trigger")
         try:
             if self.config.output == "counter":
+                from nidaqmx.constants import TaskMode
+
                 width = self.config.pulse_width_s
                 task.co_channels.add_co_pulse_chan_time(
                     self.terminal, low_time=width, high_time=width, initial_delay=0.0)
+                # committed once: each trigger's stop/start then only re-arms the counter
+                # (an uncommitted task is verified and reserved again at every start,
+                # milliseconds that count as the pulse leaving late)
+                task.control(TaskMode.TASK_COMMIT)
             else:
                 task.do_channels.add_do_chan(self.terminal)
                 task.start()

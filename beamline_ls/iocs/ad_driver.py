@@ -41,6 +41,7 @@ from beamline_ls.iocs.ad_plugin import (
     NO_YES,
     PortGroup,
 )
+from beamline_ls.iocs.alarms import clear_write_alarm
 from beamline_ls.iocs.autosave import read_saved, restore_pvs, write_json_atomic
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.pipeline.background import Background, BackgroundAccumulator
@@ -242,6 +243,7 @@ class DriverGroup(PortGroup):
         self._counted_base = 0  # ArrayCounter at the start of this acquisition
         self._frame_base = 0  # the same, fixed until the next start (frame ids)
         self._ended: asyncio.Event | None = None  # set when the acquisition ends
+        self._starting: str | None = None  # "acquire" or "preview" while one starts
         self._started_at = 0.0
         self._n_frames: int | None = None
 
@@ -371,6 +373,8 @@ class DriverGroup(PortGroup):
             raise RuntimeError(message) from exc
         if self.detector_state.value == "Disconnected":  # it opened now, not at start
             await self._publish_sensor()
+            if self._saved is None:  # not restored at start, against a 0 x 0 sensor
+                await self._restore_settings()
             await self.detector_state.write("Idle")
             label = getattr(self.driver, "name", type(self.driver).__name__)
             await self.status_message.write(f"camera opened: {label}"[:500])
@@ -395,6 +399,22 @@ class DriverGroup(PortGroup):
             await pv.write(str(getattr(self.driver, value, ""))[:39])
 
     async def start(self, preview: bool) -> None:
+        """Start the camera (``preview``: free-running, for the viewers only). Whatever
+        waits on the acquisition this one replaces (an Acquire put when a Preview takes
+        over) is told it ended; an Acquire put while this one starts waits with it."""
+        previous, self._ended = self._ended, asyncio.Event()
+        if previous is not None:
+            previous.set()
+        self._starting = "preview" if preview else "acquire"
+        try:
+            await self._start(preview)
+        except BaseException:
+            self._ended.set()  # nothing to wait for
+            raise
+        finally:
+            self._starting = None
+
+    async def _start(self, preview: bool) -> None:
         settings = self.settings()
         await self.ensure_open()  # a camera that was away
         settings.validate(self.driver.sensor_shape)
@@ -414,7 +434,6 @@ class DriverGroup(PortGroup):
             settings = CameraSettings(settings.exposure_s, settings.binning, settings.roi,
                                       "Internal", settings.period_s)
             n = None
-        self._ended = asyncio.Event()
         self._n_frames = n
         self._started_at = time.monotonic()
         await self._driver_worker.call(self.driver.start, settings, n, self.parent.on_frame)
@@ -493,6 +512,9 @@ class DriverGroup(PortGroup):
             if self.acquiring:
                 await self.stop("stopped")
             return "Done"
+        if self._starting == "acquire":  # a second Acquire=1: completes with the first
+            await self._ended.wait()
+            return "Done"
         if self.acquiring:
             ended = self._ended
             if ended is not None and not self.preview_mode:
@@ -500,6 +522,7 @@ class DriverGroup(PortGroup):
                 return "Done"
             return "Acquire"
         await self._start_acquiring()
+        await clear_write_alarm(instance)  # accepted: a refusal before is over now
         await instance.write("Acquire", verify_value=False)
         await self.camera_mode.write("Acquire", verify_value=False)
         ended = self._ended
@@ -604,7 +627,10 @@ class DriverGroup(PortGroup):
             await self._not_open(f"camera did not open: {exc}")
         await self._publish_sensor()
         await self.frame_fields.write(",".join(self.driver.frame_fields))
-        await self._restore_settings()
+        if self.detector_state.value != "Disconnected":
+            # restored against the sensor's size (clamped to a 0 x 0 sensor they would
+            # be lost, and then saved so); a camera that opens later restores them then
+            await self._restore_settings()
 
     def _autosaved_values(self) -> dict:
         return {name: self.pvdb[f"{self.prefix}{name}"].value for name in AUTOSAVED}

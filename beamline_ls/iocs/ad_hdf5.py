@@ -39,6 +39,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from beamline_ls.frame import Frame
 from beamline_ls.iocs.ad_params import fixed, readback, setting, write_if_changed
 from beamline_ls.iocs.ad_plugin import NO_ATTRIBUTES, NO_YES, PluginGroup
+from beamline_ls.iocs.alarms import clear_write_alarm
 from beamline_ls.iocs.blocking import DeviceWorker
 from beamline_ls.iocs.mirror import MirrorGroup
 from beamline_ls.iocs.text import text_pv
@@ -497,25 +498,32 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
         returns with the file whole. Clients that need the file open watch
         Capture_RBV ("Capturing")."""
         if value == "Capture":
-            if self.recorder.capturing or self._open:
-                await self._no_capture.wait()  # a second Capture waits for the same end
+            if self.recorder.capturing or self._open or not self._no_capture.is_set():
+                # a second Capture (also while the first opens its file) waits for the
+                # same end
+                await self._no_capture.wait()
                 return "Done"
             if self.file_write_mode.value == "Single":
                 raise ValueError("in Single mode each frame is written to its own file as "
                                  "it arrives (AutoSave Yes); Capture is for Stream/Capture")
             n = int(self.num_capture.value)
+            self._no_capture.clear()
             try:
                 await self.parent.cam.ensure_open()  # its sensor decides the frame size
                 # paths are resolved and the file and its disk reserve created on the
                 # file worker: a slow or hung disk must not freeze every PV
                 path, per_file = await self._file_worker.call(self._open_capture, n)
             except (ValueError, RuntimeError, OSError) as exc:
+                self._no_capture.set()
                 await self.write_message.write(f"capture refused: {exc}"[:500])
                 await self.write_status.write("Write error")
                 log.error("capture refused: %s", exc)
                 raise
-            self._no_capture.clear()
+            except BaseException:
+                self._no_capture.set()
+                raise
             await self._opened(path, per_file)
+            await clear_write_alarm(instance)  # accepted: a refusal before is over now
             await instance.write("Capture", verify_value=False)  # busy: 1 until it ends
             await self._no_capture.wait()
             return "Done"
