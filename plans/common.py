@@ -99,14 +99,33 @@ def put_in_cleanup(signal, value):
     yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
 
 
+def every_step(*steps):
+    """Run each cleanup step (a plan) even when one before it failed, then raise the
+    first failure (`with_cleanup` logs it). Why: a scan board or gating IOC that does
+    not answer its stop must not leave the camera capturing with its file open (the
+    next scan would be refused as "hardware in use")."""
+    failure: Exception | None = None
+    for step in steps:
+        try:
+            yield from step
+        except Exception as exc:  # noqa: BLE001 - raised below, once every step ran
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _abort_if_busy(camera):
+    if (yield from camera_busy(camera)):
+        yield from put_in_cleanup(camera.cam.camera_mode, "Abort")
+
+
 def abort_camera(camera):
     """Stop camera and writer at once if either is busy, and leave the writer as a
     stock areaDetector client expects it (plans' cleanup): ``HDF1:FramesPerVolume``
     back to 0, or the next capture of a client that knows nothing of volumes (3
     frames, say) is refused as "not a whole number of 10-plane volumes"."""
-    if (yield from camera_busy(camera)):
-        yield from put_in_cleanup(camera.cam.camera_mode, "Abort")
-    yield from put_in_cleanup(camera.hdf.frames_per_volume, 0)
+    yield from every_step(_abort_if_busy(camera),
+                          put_in_cleanup(camera.hdf.frames_per_volume, 0))
 
 
 #: the Event stream of the camera's capture summary (a row per volume, or per block of

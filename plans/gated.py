@@ -26,6 +26,7 @@ from plans.common import (
     collect_summary,
     declare_summary,
     ensure_idle,
+    every_step,
     file_name_for,
     names_a_silent_ioc,
     put_in_cleanup,
@@ -103,8 +104,7 @@ def _wait_until(when: float, step: float = 0.5):
 
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
-    yield from put_in_cleanup(gating.arm, 0)
-    yield from abort_camera(camera)
+    yield from every_step(put_in_cleanup(gating.arm, 0), abort_camera(camera))
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):

@@ -27,6 +27,7 @@ from plans.common import (
     collect_summary,
     declare_summary,
     ensure_idle,
+    every_step,
     file_name_for,
     focus_limits,
     names_a_silent_ioc,
@@ -55,8 +56,7 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 
 def _cleanup(camera: Camera, scanboard: ScanBoard):
     """Leave the hardware idle whatever happened (no-op after a clean finish)."""
-    yield from put_in_cleanup(scanboard.stop_cmd, 1)
-    yield from abort_camera(camera)
+    yield from every_step(put_in_cleanup(scanboard.stop_cmd, 1), abort_camera(camera))
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,
@@ -316,8 +316,11 @@ def planar_scan(
         period = 1.0 / frame_rate
     directory, name = file_name_for("planar")
     expected_s = n_frames * max(period, exposure + readout)
+    # no frame for this long is a stall; a slow frame rate (down to 0.01 Hz) waits
+    # longer than 10 s between frames by design
     acquisition = Acquisition(n_frames=n_frames, file_name=name, trigger_mode="Internal",
-                              file_path=directory, stall_timeout=max(10.0, 20 * exposure))
+                              file_path=directory,
+                              stall_timeout=max(10.0, 20 * exposure, 3 * period))
     _md = {
         "plan_name": "planar_scan",
         "plan_args": {"n_frames": n_frames, "z": z, "exposure": exposure,

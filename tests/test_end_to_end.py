@@ -98,3 +98,19 @@ def test_planar_scan_stores_frames_at_one_plane(scope, session):
     assert np.abs(z - 33.0).max() < 0.1
     dt = np.diff(prim["camera_timestamp"].read())
     assert np.allclose(dt, 1 / 50.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_planar_scan_slower_than_a_frame_per_10_s_waits_for_its_frames(scope, session):
+    """A frame every 12.5 s (the plan takes frame rates down to 0.01 Hz): the scan waits
+    for them. It ended 'fail' with "no progress for 10.0 s" after the first frame."""
+    from plans import planar_scan
+
+    result = session.RE(planar_scan(scope.camera, scope.scanboard, 2, 33.0, 0.002,
+                                    frame_rate=0.08))
+    session.flush()
+    run = session.catalog[result.run_start_uids[0]]
+    assert run.metadata["stop"]["exit_status"] == "success", run.metadata["stop"]
+    prim = run["primary"]
+    assert prim["camera_image"].shape == (2, 256, 256)
+    assert np.diff(prim["camera_timestamp"].read()) == pytest.approx([12.5], abs=1e-3)

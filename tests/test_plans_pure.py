@@ -63,3 +63,28 @@ def test_check_limits_runs_every_plan(scope, session, which):
     """(check_limits runs in the RunEngine's event loop, as in the profile.)"""
     check_limits(plans_to_simulate(scope)[which])
 
+
+
+def test_a_cleanup_step_that_fails_does_not_skip_the_ones_after_it():
+    """A scan's cleanup stops the board (or disarms the gating), then aborts the camera.
+    A board IOC that does not answer made the first step time out and the camera was
+    never aborted: left capturing, its file open, so the next scan was refused. Every
+    step runs; the first failure is raised after them."""
+    from bluesky import RunEngine
+    from bluesky import plan_stubs as bps
+    from ophyd import Signal
+
+    from plans.common import every_step
+
+    board_stop = Signal(name="board_stop", value=0)
+    camera_abort = Signal(name="camera_abort", value=0)
+
+    def board_does_not_answer():
+        yield from bps.null()
+        raise TimeoutError("board_stop: no reply within 10 s")
+
+    RE = RunEngine({})
+    with pytest.raises(TimeoutError, match="board_stop: no reply"):
+        RE(every_step(board_does_not_answer(), bps.mv(camera_abort, 1),
+                      bps.mv(board_stop, 1)))
+    assert (camera_abort.get(), board_stop.get()) == (1, 1)
