@@ -19,8 +19,8 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	@# CPU-only tests on every core (one BLAS thread each: numpy's own threads would
-	@# make the workers wait on each other), then the rest one at a time (their IOCs use
-	@# fixed ports, and their timing must not compete for the cores); both always run
+	@# make the workers wait on each other), then the rest one at a time (they share the
+	@# session's IOC, and their timing must not compete for the cores); both always run
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(BIN)/python -m pytest -q -ra --durations=10 -m compute -n auto --dist load; \
 	first=$$?; \
