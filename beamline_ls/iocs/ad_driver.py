@@ -244,6 +244,7 @@ class DriverGroup(PortGroup):
         self._frame_base = 0  # the same, fixed until the next start (frame ids)
         self._ended: asyncio.Event | None = None  # set when the acquisition ends
         self._starting: str | None = None  # "acquire" or "preview" while one starts
+        self._stop_when_started = False  # a stop asked for while it started
         self._started_at = 0.0
         self._n_frames: int | None = None
 
@@ -406,6 +407,7 @@ class DriverGroup(PortGroup):
         if previous is not None:
             previous.set()
         self._starting = "preview" if preview else "acquire"
+        self._stop_when_started = False
         try:
             await self._start(preview)
         except BaseException:
@@ -413,6 +415,8 @@ class DriverGroup(PortGroup):
             raise
         finally:
             self._starting = None
+        if self._stop_when_started:  # Acquire 0 came while it started: not lost
+            await self.stop("stopped")
 
     async def _start(self, preview: bool) -> None:
         settings = self.settings()
@@ -509,7 +513,9 @@ class DriverGroup(PortGroup):
     @acquire.putter
     async def acquire(self, instance, value):
         if value != "Acquire":
-            if self.acquiring:
+            if self._starting is not None:
+                self._stop_when_started = True
+            elif self.acquiring:
                 await self.stop("stopped")
             return "Done"
         if self._starting == "acquire":  # a second Acquire=1: completes with the first
@@ -523,6 +529,8 @@ class DriverGroup(PortGroup):
             return "Acquire"
         await self._start_acquiring()
         await clear_write_alarm(instance)  # accepted: a refusal before is over now
+        if self._ended is not None and self._ended.is_set():
+            return "Done"  # stopped as it started (Acquire 0 meanwhile)
         await instance.write("Acquire", verify_value=False)
         await self.camera_mode.write("Acquire", verify_value=False)
         ended = self._ended
