@@ -244,7 +244,7 @@ class DriverGroup(PortGroup):
         self._frame_base = 0  # the same, fixed until the next start (frame ids)
         self._ended: asyncio.Event | None = None  # set when the acquisition ends
         self._starting: str | None = None  # "acquire" or "preview" while one starts
-        self._stop_when_started = False  # a stop asked for while it started
+        self._stop_when_started: str | None = None  # a stop's message, asked meanwhile
         self._started_at = 0.0
         self._n_frames: int | None = None
 
@@ -407,7 +407,7 @@ class DriverGroup(PortGroup):
         if previous is not None:
             previous.set()
         self._starting = "preview" if preview else "acquire"
-        self._stop_when_started = False
+        self._stop_when_started = None
         try:
             await self._start(preview)
         except BaseException:
@@ -415,8 +415,8 @@ class DriverGroup(PortGroup):
             raise
         finally:
             self._starting = None
-        if self._stop_when_started:  # Acquire 0 came while it started: not lost
-            await self.stop("stopped")
+        if self._stop_when_started is not None:  # asked while it started: not lost
+            await self.stop(self._stop_when_started)
 
     async def _start(self, preview: bool) -> None:
         settings = self.settings()
@@ -460,6 +460,11 @@ class DriverGroup(PortGroup):
         self.parent.prime_plugins((h, w))
 
     async def stop(self, message: str) -> None:
+        if self._starting is not None:
+            # Acquire 0, Pause or Abort while the camera starts: it would start after
+            # this stop (one worker runs both) and run on; stopped once it has started
+            self._stop_when_started = message
+            return
         await self._driver_worker.call(self.driver.stop)
         self.preview_mode = False
         # stopped by a client (Acquire 0, Abort, Pause): ends at once, not after the
@@ -513,9 +518,7 @@ class DriverGroup(PortGroup):
     @acquire.putter
     async def acquire(self, instance, value):
         if value != "Acquire":
-            if self._starting is not None:
-                self._stop_when_started = True
-            elif self.acquiring:
+            if self.acquiring or self._starting is not None:
                 await self.stop("stopped")
             return "Done"
         if self._starting == "acquire":  # a second Acquire=1: completes with the first
