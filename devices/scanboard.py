@@ -139,9 +139,17 @@ class ScanBoard(Device):
                 int(self.running.get(use_monitor=False))
                 or int(self.paused.get(use_monitor=False))))):
             return last
+        # what ``complete`` needs, read now while the board is known to answer: read
+        # there, an IOC that dies as the scan starts made that read's CA failure the
+        # scan's error in place of the camera's report of the lost contact
+        # (the period to within one sample: Period_RBV is written only at the start)
+        volumes = 0 if self.mode.get() == "Planar" else int(self.num_volumes.get())
+        self._scan = (volumes, 1.0 / max(float(self.volume_rate.get()), 1e-6))
         self._kickoff_status = self._command(self.start_cmd, "start")
         self._flying = None  # a new scan: its completion is still to be asked for
         return self._kickoff_status
+
+    _scan: tuple[int, float] = (0, 0.0)  # volumes (0: planar or endless), period (s)
 
     _kickoff_status: Status | None = None
 
@@ -152,21 +160,26 @@ class ScanBoard(Device):
         checkpoint: a pause loses the RunEngine's wait groups, not the device's)."""
         if self._flying is not None:
             return self._flying
-        if self.mode.get() == "Planar" or int(self.num_volumes.get()) == 0:
+        target, period = self._scan
+        if target == 0:
             st = Status(obj=self)
             st.set_finished()
             # kept too: asked again, no read of the IOC (which may be gone: the
             # camera's failure, not this read's, must end the scan)
             self._flying = st
             return st
-        target = int(self.num_volumes.get())
         status = ProgressStatus(self, target=target, unit="volumes",
-                                stall_timeout=max(10.0, 5 * float(self.period.get())))
+                                stall_timeout=max(10.0, 5 * period))
         self._flying = status
         cid = self.volumes_done.subscribe(lambda value, **_: status.update(int(value)),
                                           run=False)
         status.add_callback(lambda _: self.volumes_done.unsubscribe(cid))
-        status.update(int(self.volumes_done.get(use_monitor=False)))
+        try:
+            status.update(int(self.volumes_done.get(use_monitor=False)))
+        except Exception:  # noqa: BLE001 - the IOC is gone (a timeout, or pyepics'
+            # ChannelAccessGetFailure): the camera, which lost it too, reports the
+            # cause, or else the stall timeout ends the wait
+            pass
         return status
 
     def stop(self, *, success: bool = False) -> None:

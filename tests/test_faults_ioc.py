@@ -414,3 +414,23 @@ def test_an_ioc_stopped_mid_scan_ends_it_saying_so_with_its_file_closed(doomed):
     written = int(message.split("closed with ")[1].split(" of ")[0])
     with h5py.File(path, "r") as f:  # a plain reader: no SWMR mark left to clear
         assert f["/entry/data/data"].shape[0] >= written >= 50
+
+
+def test_a_board_whose_ioc_dies_after_its_kickoff_leaves_the_cause_to_the_camera(doomed):
+    """The IOC dies between the scan board's kickoff and the plan's first ``complete``
+    (CI caught it so: the kill came while the plan declared its stream). ``complete``
+    read the board's mode from the dead IOC, and that read's "Get failed" became the
+    scan's error in place of the camera's report of the lost contact and the frames
+    written. It must hand back a status without asking the IOC."""
+    ioc, scope, _ = doomed
+    board = scope.scanboard
+    for signal_, value in ((board.mode, "Volumetric"), (board.num_volumes, 1000),
+                           (board.volume_rate, 5.0)):
+        signal_.set(value).wait(10)
+    board.kickoff().wait(30)
+    ioc.proc.send_signal(signal.SIGKILL)
+    ioc.proc.wait(10)
+    wait_for(lambda: not board.connected, 30, "the client noticing the IOC is gone")
+    status = board.complete()  # raised "Get failed" from the dead IOC
+    assert not status.done  # 1000 volumes at 5 Hz: the scan was still under way
+    assert board.complete() is status
