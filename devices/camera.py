@@ -19,7 +19,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status, SubscriptionStatus
 
 from beamline_ls.pipeline.parts import part_path
-from devices.status import ProgressStatus
+from devices.status import ProgressStatus, ioc_silence, settle, within
 from devices.text import TextSignal, TextSignalRO
 
 log = logging.getLogger(__name__)
@@ -362,22 +362,38 @@ class Camera(Device):
                 ok = int(self.hdf.file_path_exists.get(use_monitor=False)) == 1
                 why = "" if ok else self.hdf.write_message.get(use_monitor=False)
             except Exception as exc:  # noqa: BLE001 - delivered to the plan
-                result.set_exception(exc)
+                settle(result, exc)
                 return
-            if ok:
-                result.set_finished()
-            else:
-                result.set_exception(RuntimeError(f"{self.name}: {why}"))
+            settle(result, None if ok else RuntimeError(f"{self.name}: {why}"))
 
         def check(st) -> None:
             if not st.success:
-                result.set_exception(st.exception() or RuntimeError(f"{self.name}: prepare"))
+                settle(result, st.exception() or RuntimeError(f"{self.name}: prepare"))
             else:  # Channel Access reads must not run on the callback thread
                 threading.Thread(target=verify, name=f"{self.name}-path-check",
                                  daemon=True).start()
 
         settings.add_callback(check)
-        return result
+        return within(result, self.setup_timeout, lambda: self._late(
+            "did not take the capture's settings (trigger mode, counts, file name)"))
+
+    #: seconds the IOC has to take a capture's settings (``prepare``) and to open its
+    #: file and start the camera (``kickoff``): a real sCMOS arms in a few seconds; one
+    #: that takes longer hangs (its SDK, or a file open on a dead network share)
+    setup_timeout: float = 60.0
+
+    def _late(self, what: str) -> str:
+        """Why the IOC has not done ``what`` in ``setup_timeout`` (a deadline's thread:
+        reads the IOC's own words, or finds it silent)."""
+        try:
+            said = [str(sig.get(use_monitor=False, timeout=2.0)) for sig in
+                    (self.cam.status_message, self.hdf.write_message)]
+        except Exception as exc:  # noqa: BLE001 - that is the cause
+            return f"{self.name}: {ioc_silence('camera', exc)}; it {what} in " \
+                f"{self.setup_timeout:g} s"
+        words = "; ".join(w for w in said if w) or "nothing"
+        return (f"{self.name}: the camera IOC {what} in {self.setup_timeout:g} s (its "
+                f"driver or file system does not return; the IOC says: {words})")
 
     # -- flying -----------------------------------------------------------------------
     def kickoff(self) -> Status:
@@ -406,9 +422,8 @@ class Camera(Device):
                 return
             msg = self.hdf.write_message.get(use_monitor=False)
             err = RuntimeError(f"{self.name}: {msg}")
-            opened.set_exception(err)  # and stop watching Capture_RBV
-            if not status.done:
-                status.set_exception(err)
+            settle(opened, err)  # and stop watching Capture_RBV
+            settle(status, err)
 
         def arm_camera(st) -> None:
             if not st.success or status.done:
@@ -416,12 +431,20 @@ class Camera(Device):
             # CameraMode completes once the camera runs (Acquire, a busy record,
             # completes only when the acquisition ends)
             self.cam.camera_mode.set("Acquire").add_callback(
-                lambda s: status.set_finished() if s.success else status.set_exception(
-                    RuntimeError(f"{self.name}: {self.cam.status_message.get()}")))
+                lambda s: settle(status, None if s.success else RuntimeError(
+                    f"{self.name}: {self.cam.status_message.get()}")))
+
+        def forget(st) -> None:  # failed otherwise (a deadline): stop watching
+            if not opened.done:
+                settle(opened, st.exception())
 
         opened.add_callback(arm_camera)
+        status.add_callback(forget)
         self.hdf.capture.set(1).add_callback(refused)
-        return status
+        file_name = self._acq.file_name
+        return within(status, self.setup_timeout, lambda: self._late(
+            "did not start the camera" if opened.done and opened.success
+            else f"did not open the capture's file {file_name}"))
 
     def complete(self) -> ProgressStatus:
         """Done when every frame is accounted for (written, or lost and reported) and the
@@ -602,8 +625,7 @@ class Camera(Device):
         if self._contact_error or not self._writer_connected():
             n = self._acq.n_frames if self._acq else 0
             if self._writer_connected():
-                cause = ("the camera IOC does not answer (frozen, or too busy to serve "
-                         f"Channel Access: {self._contact_error})")
+                cause = ioc_silence("camera", self._contact_error)
             else:
                 cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
                          "disconnected: IOC stopped or network down)")

@@ -21,7 +21,7 @@ from beamline_ls.waveforms import (
     VolumeScan,
     check_focus_limits,
 )
-from devices.status import ProgressStatus
+from devices.status import ProgressStatus, ioc_silence, settle, within
 from devices.text import TextSignalRO
 
 # the waveform model the board plays and its focal-plane limits, for plans that check
@@ -80,13 +80,27 @@ class ScanBoard(Device):
 
         def done(st) -> None:
             message = str(self.message.get(use_monitor=False))
-            if st.success and not message.startswith(f"{verb} refused"):
-                status.set_finished()
-            else:
-                status.set_exception(RuntimeError(f"{self.name}: {message}"))
+            settle(status, None if st.success and not message.startswith(f"{verb} refused")
+                   else RuntimeError(f"{self.name}: {message}"))
 
         signal.set(1).add_callback(done)
-        return status
+        return within(status, self.command_timeout,
+                      lambda: self._late(verb, self.command_timeout))
+
+    def _late(self, verb: str, seconds: float) -> str:
+        """Why the board did not ``verb`` in ``seconds`` (a deadline's thread: reads
+        the board's own words, or finds its IOC silent)."""
+        try:
+            said = self.message.get(use_monitor=False, timeout=2.0)
+        except Exception as exc:  # noqa: BLE001 - that is the cause
+            return f"{self.name}: {ioc_silence('scan board', exc)}; it did not {verb} " \
+                f"in {seconds:g} s"
+        return (f"{self.name}: the scan board did not {verb} in {seconds:g} s (its "
+                f"driver does not return; the board says: {said or 'nothing'})")
+
+    #: seconds the board has to start (the NI tasks armed and started, or the focal
+    #: plane settled): it takes well under one; one that takes this long hangs
+    command_timeout: float = 30.0
 
     def prepare(self, timeout: float = 10.0) -> Status:
         """Volumetric mode: compute the waveforms of the scan the board's PVs describe and
@@ -99,17 +113,15 @@ class ScanBoard(Device):
         the IOC), so reads from this client are not held up meanwhile.
         """
         request = random.randrange(1, 2**31 - 1)
-        status = Status(obj=self, timeout=timeout)
+        status = Status(obj=self)
         once = threading.Lock()  # the monitor and the put callback may both see the id
 
         def finish() -> None:
             if not once.acquire(blocking=False) or status.done:  # done: timed out
                 return
             state = self.prepare_state.get(use_monitor=False)
-            if state == "Ready":
-                status.set_finished()
-            else:
-                status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
+            settle(status, None if state == "Ready"
+                   else RuntimeError(f"{self.name}: {self.message.get()}"))
 
         def on_id(value, **_) -> None:
             if int(value) == request:
@@ -120,13 +132,13 @@ class ScanBoard(Device):
 
         def put_done(st) -> None:
             if not st.success:
-                if once.acquire(blocking=False) and not status.done:
-                    status.set_exception(RuntimeError(f"{self.name}: {self.message.get()}"))
+                if once.acquire(blocking=False):
+                    settle(status, RuntimeError(f"{self.name}: {self.message.get()}"))
             elif int(self.prepared_id.get(use_monitor=False)) == request:
                 finish()  # finished before its monitor update could arrive
 
         self.prepare_cmd.set(request).add_callback(put_done)
-        return status
+        return within(status, timeout, lambda: self._late("prepare the scan", timeout))
 
     def kickoff(self) -> Status:
         """Arm and start; fails with the board's own message if it refuses.

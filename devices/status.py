@@ -1,12 +1,15 @@
-"""A Status that reports progress to bluesky's progress bar and fails on stalls."""
+"""Statuses that end in bounded time: progress with a stall watchdog (bluesky's progress
+bar draws it), and a deadline for any status with its cause in words."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 
-from ophyd.status import DeviceStatus
+from ophyd.status import DeviceStatus, Status
+from ophyd.utils import InvalidState
 
 
 class ProgressStatus(DeviceStatus):
@@ -125,3 +128,47 @@ class ProgressStatus(DeviceStatus):
                 return
             # re-check completion conditions that do not come with a counter change
             self.update(self.current)
+
+
+def within(status: Status, seconds: float, cause: Callable[[], str]) -> Status:
+    """Fail ``status`` with ``TimeoutError(cause())`` unless it is done within
+    ``seconds``; return it. ``cause`` runs on a thread of its own (Channel Access reads
+    are allowed there) and says what was asked and what the IOC says of it.
+
+    Why: a put with completion waits for the IOC's answer without end, and an IOC
+    whose worker hangs (a vendor SDK that never returns, a file open on a dead network
+    share) or that is frozen answers no put; a scan waiting on one hung forever,
+    unless the user pressed Ctrl-C, without a word on why."""
+    def expire() -> None:
+        if status.done:
+            return
+        try:
+            why = cause()
+        except Exception as exc:  # noqa: BLE001 - the timeout is still reported
+            why = f"did not finish in {seconds:g} s (its cause could not be read: {exc})"
+        with contextlib.suppress(InvalidState):  # finished while the cause was read
+            status.set_exception(TimeoutError(why))
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    status.add_callback(lambda _: timer.cancel())
+    return status
+
+
+def settle(status: Status, exc: Exception | None = None) -> None:
+    """Finish ``status`` (failed with ``exc`` if given) unless it already is: a
+    deadline (:func:`within`) may have failed it while its IOC's answer was on the way."""
+    with contextlib.suppress(InvalidState):
+        if exc is None:
+            status.set_finished()
+        else:
+            status.set_exception(exc)
+
+
+def ioc_silence(ioc: str, exc: Exception | str) -> str:
+    """Words for a read that failed while its IOC's channels stay connected: the IOC
+    does not answer (frozen, or too busy to serve Channel Access)."""
+    detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return (f"the {ioc} IOC does not answer (frozen, or too busy to serve Channel "
+            f"Access: {detail})")

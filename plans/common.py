@@ -40,6 +40,11 @@ def camera_busy(camera):
     return bool(capture) or state not in NOT_ACQUIRING
 
 
+#: seconds a camera that is not open has to open when a plan asks (a real sCMOS opens
+#: in a few seconds)
+OPEN_TIMEOUT_S = 60.0
+
+
 def ensure_open(camera):
     """Refuse to start on a camera that is not there (its SDK or cable; the IOC says
     "Disconnected" as areaDetector does), before a run is opened: the IOC is asked to
@@ -49,7 +54,15 @@ def ensure_open(camera):
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
     if state != "Disconnected":
         return
-    yield from bps.mv(camera.cam.read_status, 1)
+    asked = yield from bps.abs_set(camera.cam.read_status, 1, group=(group := short_uid()))
+    # bounded: opening a camera takes seconds; an SDK call that never returns held
+    # the plan (and the queue behind it) for good
+    yield from bps.wait(group=group, timeout=OPEN_TIMEOUT_S, error_on_timeout=False)
+    if asked is not None and not asked.done:
+        raise TimeoutError(f"{camera.name}: the camera IOC was asked to open the camera "
+                           f"({camera.cam.read_status.pvname}) and did not answer in "
+                           f"{OPEN_TIMEOUT_S:g} s (its driver does not return: see the "
+                           "IOC's log); no run was started")
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
     if state == "Disconnected":
         why = yield from bps.rd(camera.cam.status_message, default_value="")
@@ -97,6 +110,31 @@ def put_in_cleanup(signal, value):
     group = short_uid("cleanup")
     yield from bps.abs_set(signal, value, group=group)
     yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
+
+
+#: seconds an IOC has to take a setting (a put with completion): an exposure or a
+#: waveform parameter is applied in milliseconds; a driver call that never returns
+#: (a hung vendor SDK) held the plan, and the queue behind it, for good
+SETTINGS_TIMEOUT_S = 30.0
+
+
+def set_settings(*args):
+    """``bps.mv(*args)`` for settings (not moves, which take their own time), bounded
+    by `SETTINGS_TIMEOUT_S`: a setting left unanswered ends the plan naming its PV and
+    value, before anything is started."""
+    group = short_uid("settings")
+    pairs = list(zip(args[::2], args[1::2], strict=True))
+    statuses = []
+    for signal, value in pairs:
+        statuses.append((yield from bps.abs_set(signal, value, group=group)))
+    yield from bps.wait(group=group, timeout=SETTINGS_TIMEOUT_S, error_on_timeout=False)
+    late = [f"{getattr(signal, 'pvname', signal.name)} = {value!r}"
+            for (signal, value), st in zip(pairs, statuses, strict=True)
+            if st is not None and not st.done]
+    if late:
+        raise TimeoutError(f"the IOC did not take {', '.join(late)} in "
+                           f"{SETTINGS_TIMEOUT_S:g} s (frozen, or its driver does not "
+                           "return: see the IOC's log); nothing was started")
 
 
 def every_step(*steps):

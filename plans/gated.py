@@ -30,6 +30,7 @@ from plans.common import (
     file_name_for,
     names_a_silent_ioc,
     put_in_cleanup,
+    set_settings,
     summary_hints,
     with_cleanup,
     with_real_cause,
@@ -151,7 +152,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
            **md}
 
     def inner():
-        yield from bps.mv(camera.cam.acquire_time, exposure)
+        yield from set_settings(camera.cam.acquire_time, exposure)
         yield from _start_gating(gating, target_phase, lock_timeout)
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, gating)

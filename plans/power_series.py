@@ -28,6 +28,7 @@ from plans.common import (
     collect_all,
     ensure_idle,
     names_a_silent_ioc,
+    set_settings,
     with_cleanup,
     with_real_cause,
 )
@@ -116,7 +117,8 @@ def power_series(
     def inner():
         saved["enable"] = yield from bps.rd(laser.enable, default_value="Off")
         saved["power"] = float((yield from bps.rd(laser.power, default_value=0.0)))
-        yield from bps.mv(camera.cam.acquire_time, exposure, camera.cam.acquire_period, 0.0)
+        yield from set_settings(camera.cam.acquire_time, exposure, camera.cam.acquire_period,
+                                0.0)
         yield from bps.mv(laser.enable, "On")
         _md["settings"] = yield from device_settings(camera, laser)
         yield from bps.open_run(_md)

@@ -32,6 +32,7 @@ from plans.common import (
     focus_limits,
     names_a_silent_ioc,
     put_in_cleanup,
+    set_settings,
     summary_hints,
     with_cleanup,
     with_real_cause,
@@ -248,7 +249,7 @@ def volumetric_scan(
     }
 
     def inner():
-        yield from bps.mv(
+        yield from set_settings(
             scanboard.mode, "Volumetric", scanboard.volume_rate, volume_rate,
             scanboard.num_planes, n_planes, scanboard.z_start, z_start, scanboard.z_stop, z_stop,
             scanboard.skip_start, skip[0], scanboard.skip_end, skip[1],
@@ -333,8 +334,9 @@ def planar_scan(
     }
 
     def inner():
-        yield from bps.mv(scanboard.mode, "Planar", scanboard.plane_z, z,
-                          camera.cam.acquire_time, exposure, camera.cam.acquire_period, period)
+        yield from set_settings(scanboard.mode, "Planar", scanboard.plane_z, z,
+                                camera.cam.acquire_time, exposure,
+                                camera.cam.acquire_period, period)
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))

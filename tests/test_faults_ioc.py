@@ -434,3 +434,44 @@ def test_a_board_whose_ioc_dies_after_its_kickoff_leaves_the_cause_to_the_camera
     status = board.complete()  # raised "Get failed" from the dead IOC
     assert not status.done  # 1000 volumes at 5 Hz: the scan was still under way
     assert board.complete() is status
+
+
+def test_a_scan_start_the_ioc_never_answers_fails_naming_it_in_bounded_time(
+        doomed, monkeypatch):
+    """The IOC freezes as a scan starts (SIGSTOP; a hung vendor SDK or a file open on
+    a dead network share is the same to the client: the put's answer never comes).
+    The camera's kickoff (file open, camera start) and the board's prepare waited for
+    that answer without end: the scan hung, and the queue behind it, with no word on
+    why. Each now fails within its deadline, naming the silent IOC and what it had
+    not done; so do the settings a plan puts before it starts anything."""
+    import plans.common
+    from devices import Acquisition
+    from plans.common import file_name_for, set_settings
+
+    monkeypatch.setattr(plans.common, "SETTINGS_TIMEOUT_S", 3.0)  # 30 s by default
+    ioc, scope, session = doomed
+    cam, board = scope.camera, scope.scanboard
+    cam.setup_timeout = 3.0  # 60 s by default: room for a real camera to arm
+    directory, name = file_name_for("frozen")
+    cam.prepare(Acquisition(n_frames=50, file_name=name, trigger_mode="Internal",
+                            file_path=directory)).wait(30)
+    board.mode.set("Volumetric").wait(10)
+    ioc.proc.send_signal(signal.SIGSTOP)
+    try:
+        started, prepared = cam.kickoff(), board.prepare(timeout=3.0)
+        for status in (started, prepared):
+            with pytest.raises(TimeoutError) as failed:
+                status.wait(30)  # its own deadline ends it, not this bound
+            assert "IOC does not answer" in str(failed.value), failed.value
+        assert f"did not open the capture's file {name}" in str(started.exception())
+        assert "did not prepare the scan" in str(prepared.exception())
+        with pytest.raises(TimeoutError, match="did not take DOOM:scan:VolumeRate = 4.0"):
+            session.RE(set_settings(board.volume_rate, 4.0))
+    finally:
+        ioc.proc.send_signal(signal.SIGCONT)
+    # thawed, the puts it had not answered are done late: the file opened by the
+    # late Capture is closed when asked, and the camera was never started
+    wait_for(lambda: int(cam.hdf.capture_rbv.get(use_monitor=False)) == 1, 30,
+             "the late capture open")
+    cam.hdf.capture.set(0).wait(30)
+    assert cam.cam.detector_state.get(use_monitor=False) == "Idle"
