@@ -18,13 +18,14 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
-	@# CPU-only tests on every core (one BLAS thread each: numpy's own threads would
-	@# make the workers wait on each other), then the rest one at a time (they share the
-	@# session's IOC, and their timing must not compete for the cores); both always run
+	@# CPU-only and IOC-free tests on every core (one BLAS thread each: numpy's own
+	@# threads would make the workers wait on each other), then the rest one at a time
+	@# (they share the session's IOC, and their timing must not compete for the
+	@# cores); both always run
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-	$(BIN)/python -m pytest -q -ra --durations=10 -m compute -n auto --dist load; \
+	$(BIN)/python -m pytest -q -ra --durations=10 -m "compute or offline" -n auto --dist load; \
 	first=$$?; \
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute"; \
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute and not offline"; \
 	second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 

@@ -206,20 +206,23 @@ def session(settings):
 
 
 #: fixtures that start or share the session's IOC and servers on fixed ports: a test
-#: marked ``compute`` (run on every core at once by `make test`) must not use them
+#: marked ``compute`` or ``offline`` (run on every core at once by `make test`) must
+#: not use them
 _SHARED_FIXTURES = {"epics", "ioc", "scope", "session", "settings"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Refuse a ``compute`` test that would start the shared IOC in each worker."""
+    """Refuse a parallel (``compute``, ``offline``) test that would start the shared
+    IOC in each worker."""
     for item in items:
-        if item.get_closest_marker("compute") is None:
+        marker = item.get_closest_marker("compute") or item.get_closest_marker("offline")
+        if marker is None:
             continue
         shared = _SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if shared:
             raise pytest.UsageError(
-                f"{item.nodeid} is marked compute but uses {sorted(shared)}: "
-                "compute tests run in parallel and may not share the IOC")
+                f"{item.nodeid} is marked {marker.name} but uses {sorted(shared)}: "
+                "these tests run in parallel and may not share the IOC")
 
 
 def pytest_unconfigure(config) -> None:

@@ -16,6 +16,9 @@ from beamline_ls.hardware.camera import SimCamera
 from beamline_ls.iocs.camera import CameraGroup
 from beamline_ls.sim.microscope import SimMicroscope
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 PREFIX = "PV:"
 SCREENS = {
     "cam1:": {

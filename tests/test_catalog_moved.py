@@ -6,11 +6,15 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from test_run_ledger import _fly_run
 
 from beamline_ls.catalog import open_catalog
 from beamline_ls.config import load_settings
 from beamline_ls.session import make_session
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 
 def test_a_moved_data_directory_reads_its_frames_in_their_new_place(tmp_path):

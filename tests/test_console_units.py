@@ -14,6 +14,9 @@ from beamline_ls.console.phaselock import PhaseLockTrace, phase_at
 from beamline_ls.console.slot import LatestSlot
 from beamline_ls.console.waveform_view import waveform_view
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))

@@ -7,10 +7,14 @@ from __future__ import annotations
 import threading
 
 import event_model as em
+import pytest
 from conftest import wait_for
 
 from beamline_ls.callbacks import BackgroundCallback
 from beamline_ls.doc_coalesce import coalesce
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 
 def _documents(collects: int, gap_after: int | None = None):

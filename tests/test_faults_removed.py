@@ -13,10 +13,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_faults_disk import wait_until
 
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline.recorder import Recorder
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 SHAPE = (32, 32)
 

@@ -10,6 +10,9 @@ from tiled.ndslice import NDSlice
 
 from beamline_ls.frame_stack import FrameStack
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 DATASET = "/entry/data/data"
 
 

@@ -25,6 +25,9 @@ from beamline_ls.hardware.scanboard import SimScanBoard
 from beamline_ls.hardware.serial_laser import SerialLaser
 from beamline_ls.hardware.trigger_box import TriggerBox
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "microscope.toml"
 
 

@@ -30,6 +30,9 @@ from beamline_ls.hardware.nidaq_positioner import NidaqAxis
 from beamline_ls.hardware.nidaq_scanboard import NidaqBoardConfig, NidaqError, NidaqScanBoard
 from beamline_ls.waveforms import GalvoCalibration, VolumeScan
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 UM_PER_V = 40.0
 OFFSET_V = 0.25
 

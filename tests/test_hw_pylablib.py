@@ -20,6 +20,9 @@ from beamline_ls.hardware.factory import build_drivers
 from beamline_ls.hardware.pylablib_camera import PylablibCamera, camera_class
 from beamline_ls.pipeline.recorder import Recorder
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 class Sensor:
     """A camera behind a pylablib class: settings as the hardware takes them, and a

@@ -14,6 +14,9 @@ from tiled.server.app import build_app
 from beamline_ls import lazy_arrays
 from beamline_ls.catalog import catalog_clients
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 VOLUMES = np.arange(6 * 4 * 64 * 64, dtype=np.uint16).reshape(6, 4, 64, 64)  # 8 KiB planes
 
 

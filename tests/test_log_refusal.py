@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from beamline_ls.log import OneLineRefusal
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 
 def test_a_refused_write_is_one_line_with_the_reason(caplog):

@@ -7,6 +7,9 @@ import pytest
 
 from beamline_ls.pipeline import bench
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 KEYS = {"mb_per_s", "raw_mb_per_s", "frames_expected", "frames_written", "frames_dropped",
         "cpu_s", "raw_cpu_s", "demand_mb_per_s", "keeps_up", "ratio_to_raw", "producer_fps",
         "ratio_to_achievable", "buffer_warm", "buffer_prepare_s", "settle_s"}

@@ -16,6 +16,9 @@ from beamline_ls.pipeline.mirror import (
     sha256_file,
 )
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 @pytest.fixture
 def roots(tmp_path):

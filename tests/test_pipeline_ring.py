@@ -9,6 +9,9 @@ from conftest import wait_for
 from beamline_ls.frame import Frame
 from beamline_ls.pipeline.ring import FrameRing, populate_pages
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 def frame(i, shape=(4, 6)):
     return Frame(np.full(shape, i, np.uint16), i, 10.0 + i, 0.001, float(i))

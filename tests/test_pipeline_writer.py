@@ -12,6 +12,9 @@ from beamline_ls.frame import Frame
 from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
 from beamline_ls.pipeline.recorder import Recorder
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 def frames(n, shape=(8, 10)):
     for i in range(n):

@@ -14,6 +14,9 @@ import pytest
 
 from beamline_ls.pipeline.recovery import clear_write_flags, lookup3
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 # a SWMR writer that dies with its file open (no close, no atexit)
 DIES_WRITING = """
 import os, sys

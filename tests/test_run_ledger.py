@@ -18,6 +18,9 @@ from beamline_ls.config import load_settings
 from beamline_ls.run_ledger import RunLedger
 from beamline_ls.session import make_session
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 det = plain_detector()
 
 

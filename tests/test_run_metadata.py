@@ -7,10 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
 
 from beamline_ls.run_metadata import SharedRunMetadata
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 
 def run_engine(path) -> RunEngine:

@@ -10,8 +10,12 @@ import textwrap
 
 import h5py
 import numpy as np
+import pytest
 
 from beamline_ls.runfile.nexus import write_nexus
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 # a writer that dies with its file open for SWMR writing: HDF5's flags stay set, and
 # a plain reader is refused ("file is already open for write/SWMR write")

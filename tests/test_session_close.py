@@ -4,7 +4,12 @@ instead of waiting out a writer thread that has already ended."""
 
 from __future__ import annotations
 
+import pytest
+
 from beamline_ls.callbacks import BackgroundCallback
+
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
 
 
 def test_a_closed_writer_has_processed_what_was_queued_and_flush_says_so():

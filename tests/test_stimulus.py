@@ -18,6 +18,9 @@ from beamline_ls.stimulus import (
     volumes_for,
 )
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 def free_port() -> int:
     with socket.socket() as s:

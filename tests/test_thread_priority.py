@@ -8,6 +8,9 @@ from conftest import wait_for
 from beamline_ls.pipeline.ring import FrameRing
 from beamline_ls.thread_priority import BACKGROUND_NICE
 
+# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
+pytestmark = pytest.mark.offline
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
 def test_the_ring_prefault_runs_below_the_threads_that_keep_time():
