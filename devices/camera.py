@@ -337,6 +337,7 @@ class Camera(Device):
         self._written_seen = 0
         self._flushed_seen = 0
         self._facts = None
+        self._stopped_for_pause = False  # a run stopped while paused left it set
         self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
@@ -557,11 +558,19 @@ class Camera(Device):
         scan board, the gating) pauses. Internal trigger: the camera stops after the
         frame in progress. Either way the capture stays open (whole volumes are on
         disk already: the writer flushes at each volume's end and every 0.5 s), and a
-        stall is not an error until ``resume``."""
-        status, acq = self._completing, self._acq
-        if status is None or status.done or acq is None:
+        stall is not an error until ``resume``.
+
+        Also between kickoff and the first ``complete``: a Ctrl-C while a scan starts
+        takes effect at the plan's first checkpoint, before it asks for completion,
+        and the camera took its frames on through the pause."""
+        status, acq, started = self._completing, self._acq, self._kickoff_status
+        if acq is None or (status is not None and status.done):
             return
-        status.hold()
+        if status is None:
+            if started is None or not started.done or not started.success:
+                return  # not running yet (a kickoff in flight is asked again on resume)
+        else:
+            status.hold()
         if acq.trigger_mode == "Internal":
             self.cam.acquire.set("Done").wait(30)
             self._stopped_for_pause = True
@@ -569,7 +578,7 @@ class Camera(Device):
     def resume(self) -> None:
         """RunEngine resume: an internally triggered capture takes the frames left."""
         status, acq = self._completing, self._acq
-        if status is None or status.done or acq is None:
+        if acq is None or (status is not None and status.done):
             return
         if self._stopped_for_pause:
             self._stopped_for_pause = False
@@ -577,7 +586,8 @@ class Camera(Device):
             if left > 0:
                 self.cam.num_images.set(left).wait(10)
                 self.cam.camera_mode.set("Acquire").wait(30)
-        status.release()
+        if status is not None:
+            status.release()
 
     _stopped_for_pause = False
 

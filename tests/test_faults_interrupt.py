@@ -174,6 +174,47 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
     assert np.sum(gaps > 0.5) == 1  # one pause
 
 
+def test_a_ctrl_c_as_a_planar_scan_starts_pauses_its_camera(scope, session):
+    """One Ctrl-C while the scan starts (here: as the camera is kicked off) takes
+    effect at the plan's first checkpoint, before it asks the camera for completion.
+    The camera paused only a capture being completed, so it took every frame while
+    the RunEngine sat paused. It stops now, and resume takes the frames left."""
+    from plans import planar_scan
+
+    n = 250  # 5 s at 50 Hz
+    cam, hdf = scope.camera, scope.camera.hdf
+    seen: list[str] = []
+    kicked = threading.Event()
+
+    def hook(msg) -> None:
+        seen.append(msg.command)
+        if msg.command == "kickoff" and msg.obj is cam:
+            kicked.set()
+
+    sender = ctrl_c_when(kicked.is_set)
+    previous, session.RE.msg_hook = session.RE.msg_hook, hook
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(planar_scan(cam, scope.scanboard, n, 40.0, 0.002, frame_rate=50.0))
+    finally:
+        session.RE.msg_hook = previous
+    sender.join(5)
+    assert session.RE.state == "paused"
+    assert "complete" not in seen  # paused where it was meant to: before completion
+    wait_for(lambda: cam.cam.detector_state.get(use_monitor=False) == "Idle", 30,
+             "the camera stopped for the pause")
+    time.sleep(0.5)
+    stored = int(hdf.num_captured.get(use_monitor=False))
+    time.sleep(1.0)  # 50 frame periods: a running camera would have added frames
+    assert int(hdf.num_captured.get(use_monitor=False)) == stored < n
+
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        assert f["/entry/data/data"].shape[0] == n
+
+
 @pytest.fixture
 def gating_off(scope, session):
     """After the test, whatever happened: the scan ended, then gating switched off (the
