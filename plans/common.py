@@ -104,14 +104,6 @@ def ensure_idle(camera, scanboard=None):
 CLEANUP_TIMEOUT_S = 10.0
 
 
-def put_in_cleanup(signal, value):
-    """Set ``signal`` and wait for it, for at most `CLEANUP_TIMEOUT_S` (then
-    bluesky's ``wait`` raises, and `with_cleanup` logs it)."""
-    group = short_uid("cleanup")
-    yield from bps.abs_set(signal, value, group=group)
-    yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
-
-
 #: seconds an IOC has to take a setting (a put with completion): an exposure or a
 #: waveform parameter is applied in milliseconds; a driver call that never returns
 #: (a hung vendor SDK) held the plan, and the queue behind it, for good
@@ -137,33 +129,42 @@ def set_settings(*args):
                            "return: see the IOC's log); nothing was started")
 
 
-def every_step(*steps):
-    """Run each cleanup step (a plan) even when one before it failed, then raise the
-    first failure (`with_cleanup` logs it). Why: a scan board or gating IOC that does
-    not answer its stop must not leave the camera capturing with its file open (the
-    next scan would be refused as "hardware in use")."""
+def _send(pairs, group: str):
+    """Set each ``(signal, value)`` in order into ``group``; a put that cannot be sent
+    (its IOC gone) does not keep the ones after it from being sent. Returns the first
+    such failure, or None."""
     failure: Exception | None = None
-    for step in steps:
+    for signal, value in pairs:
         try:
-            yield from step
-        except Exception as exc:  # noqa: BLE001 - raised below, once every step ran
+            yield from bps.abs_set(signal, value, group=group)
+        except Exception as exc:  # noqa: BLE001 - returned, once every put was sent
             failure = failure or exc
+    return failure
+
+
+def abort_camera(camera, *also):
+    """Plans' cleanup: the puts ``also`` (``(signal, value)``: the board's stop, the
+    gating's disarm, a setting to restore) first, then stop camera and writer at once
+    if either is busy, and leave the writer as a stock areaDetector client expects it:
+    ``HDF1:FramesPerVolume`` back to 0, or the next capture of a client that knows
+    nothing of volumes (3 frames, say) is refused as "not a whole number of 10-plane
+    volumes". Every put is sent whatever failed before it (a board IOC that does not
+    answer its stop must not leave the camera capturing with its file open: the next
+    scan would be refused as "hardware in use"), then all are waited for together for
+    at most `CLEANUP_TIMEOUT_S` (then bluesky's ``wait`` raises, and `with_cleanup`
+    logs it): an IOC that does not answer costs the user one timeout, not one per put."""
+    group = short_uid("cleanup")
+    failure = yield from _send(also, group)
+    try:
+        busy = yield from camera_busy(camera)
+    except Exception:  # noqa: BLE001 - no answer: asked to abort all the same
+        busy = True
+    puts = [(camera.cam.camera_mode, "Abort")] if busy else []
+    later = yield from _send([*puts, (camera.hdf.frames_per_volume, 0)], group)
+    failure = failure or later
+    yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
     if failure is not None:
         raise failure
-
-
-def _abort_if_busy(camera):
-    if (yield from camera_busy(camera)):
-        yield from put_in_cleanup(camera.cam.camera_mode, "Abort")
-
-
-def abort_camera(camera):
-    """Stop camera and writer at once if either is busy, and leave the writer as a
-    stock areaDetector client expects it (plans' cleanup): ``HDF1:FramesPerVolume``
-    back to 0, or the next capture of a client that knows nothing of volumes (3
-    frames, say) is refused as "not a whole number of 10-plane volumes"."""
-    yield from every_step(_abort_if_busy(camera),
-                          put_in_cleanup(camera.hdf.frames_per_volume, 0))
 
 
 #: the Event stream of the camera's capture summary (a row per volume, or per block of

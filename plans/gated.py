@@ -26,10 +26,8 @@ from plans.common import (
     collect_summary,
     declare_summary,
     ensure_idle,
-    every_step,
     file_name_for,
     names_a_silent_ioc,
-    put_in_cleanup,
     set_settings,
     summary_hints,
     with_cleanup,
@@ -105,7 +103,7 @@ def _wait_until(when: float, step: float = 0.5):
 
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
-    yield from every_step(put_in_cleanup(gating.arm, 0), abort_camera(camera))
+    yield from abort_camera(camera, (gating.arm, 0))
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):

@@ -140,10 +140,9 @@ def power_series(
         return (yield from bps.close_run(exit_status=status, reason=reason))
 
     def cleanup():
-        yield from abort_camera(camera)
-        if "power" in saved:
-            yield from bps.abs_set(laser.power, saved["power"], wait=True)
-            yield from bps.abs_set(laser.enable, saved["enable"], wait=True)
+        restore = [(laser.power, saved["power"]), (laser.enable, saved["enable"])] \
+            if "power" in saved else []
+        yield from abort_camera(camera, *restore)
 
     yield from ensure_idle(camera)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), cleanup())))

@@ -27,11 +27,9 @@ from plans.common import (
     collect_summary,
     declare_summary,
     ensure_idle,
-    every_step,
     file_name_for,
     focus_limits,
     names_a_silent_ioc,
-    put_in_cleanup,
     set_settings,
     summary_hints,
     with_cleanup,
@@ -57,7 +55,7 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 
 def _cleanup(camera: Camera, scanboard: ScanBoard):
     """Leave the hardware idle whatever happened (no-op after a clean finish)."""
-    yield from every_step(put_in_cleanup(scanboard.stop_cmd, 1), abort_camera(camera))
+    yield from abort_camera(camera, (scanboard.stop_cmd, 1))
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,
