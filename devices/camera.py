@@ -279,6 +279,10 @@ class Camera(Device):
         self._written_seen = 0  # frames written, as last read from the IOC
         self._contact_error = ""  # why the IOC could not be read during complete()
         self._units_per_file = 1
+        # a pause that came while the camera started (stops it once started), and the
+        # lock that keeps that stop and a resume in order
+        self._pausing = False
+        self._pause_lock = threading.Lock()
 
     # -- configuration ------------------------------------------------------------
     def set_centered_roi(self, width: int, height: int | None = None,
@@ -337,7 +341,7 @@ class Camera(Device):
         self._written_seen = 0
         self._flushed_seen = 0
         self._facts = None
-        self._stopped_for_pause = False  # a run stopped while paused left it set
+        self._stopped_for_pause = self._pausing = False  # a run stopped while paused
         self._contact_error = ""
         st = self.cam.trigger_mode.set(value.trigger_mode)
         for sig, v in (
@@ -421,8 +425,11 @@ class Camera(Device):
             # file is open, so no capture can have begun and ended in between)
             if opened.done:
                 return
-            msg = self.hdf.write_message.get(use_monitor=False)
-            err = RuntimeError(f"{self.name}: {msg}")
+            try:
+                err: Exception = RuntimeError(
+                    f"{self.name}: {self.hdf.write_message.get(use_monitor=False)}")
+            except Exception as exc:  # noqa: BLE001 - the IOC went away: that is the end
+                err = exc
             settle(opened, err)  # and stop watching Capture_RBV
             settle(status, err)
 
@@ -560,32 +567,60 @@ class Camera(Device):
         disk already: the writer flushes at each volume's end and every 0.5 s), and a
         stall is not an error until ``resume``.
 
-        Also between kickoff and the first ``complete``: a Ctrl-C while a scan starts
-        takes effect at the plan's first checkpoint, before it asks for completion,
-        and the camera took its frames on through the pause."""
+        Also before the first ``complete``: a Ctrl-C while a scan starts takes effect
+        at the plan's first checkpoint, before it asks for completion, and two (an
+        immediate pause) may land while the camera starts; either way the camera took
+        its frames on through the pause. Started, it stops; still starting, it stops
+        once started (unless resumed first)."""
         status, acq, started = self._completing, self._acq, self._kickoff_status
         if acq is None or (status is not None and status.done):
             return
-        if status is None:
-            if started is None or not started.done or not started.success:
-                return  # not running yet (a kickoff in flight is asked again on resume)
-        else:
+        if status is not None:
             status.hold()
-        if acq.trigger_mode == "Internal":
-            self.cam.acquire.set("Done").wait(30)
-            self._stopped_for_pause = True
+        elif started is None or (started.done and not started.success):
+            return  # nothing started
+        internal = acq.trigger_mode == "Internal"
+        if status is None and not started.done:
+            if internal:
+                self._pausing = True
+                started.add_callback(self._stop_once_started)
+            return
+        if internal:
+            with self._pause_lock:
+                self._stop_for_pause()
+
+    def _stop_for_pause(self) -> None:
+        """Stop the internally triggered camera after the frame in progress (the
+        capture stays open); ``resume`` takes the frames left. Under ``_pause_lock``."""
+        self.cam.acquire.set("Done").wait(30)
+        self._stopped_for_pause = True
+
+    def _stop_once_started(self, started: Status) -> None:
+        """The kickoff a pause came during has ended: stop the camera it started,
+        unless the RunEngine resumed meanwhile (or the start failed). On a thread of
+        its own: this callback runs on ophyd's put-completion thread, which the stop's
+        own put completion needs (waited for there, it timed out)."""
+        def stop() -> None:
+            with self._pause_lock:
+                if started.success and self._pausing:
+                    self._stop_for_pause()
+                self._pausing = False
+
+        threading.Thread(target=stop, name=f"{self.name}-pause", daemon=True).start()
 
     def resume(self) -> None:
         """RunEngine resume: an internally triggered capture takes the frames left."""
         status, acq = self._completing, self._acq
-        if acq is None or (status is not None and status.done):
-            return
-        if self._stopped_for_pause:
-            self._stopped_for_pause = False
-            left = acq.n_frames - self._settled_count()
-            if left > 0:
-                self.cam.num_images.set(left).wait(10)
-                self.cam.camera_mode.set("Acquire").wait(30)
+        with self._pause_lock:
+            self._pausing = False
+            if acq is None or (status is not None and status.done):
+                return
+            if self._stopped_for_pause:
+                self._stopped_for_pause = False
+                left = acq.n_frames - self._settled_count()
+                if left > 0:
+                    self.cam.num_images.set(left).wait(10)
+                    self.cam.camera_mode.set("Acquire").wait(30)
         if status is not None:
             status.release()
 

@@ -79,7 +79,11 @@ class ScanBoard(Device):
         status = Status(obj=self)
 
         def done(st) -> None:
-            message = str(self.message.get(use_monitor=False))
+            try:
+                message = str(self.message.get(use_monitor=False))
+            except Exception as exc:  # noqa: BLE001 - the IOC went away: that is the end
+                settle(status, exc)
+                return
             settle(status, None if st.success and not message.startswith(f"{verb} refused")
                    else RuntimeError(f"{self.name}: {message}"))
 
@@ -119,9 +123,13 @@ class ScanBoard(Device):
         def finish() -> None:
             if not once.acquire(blocking=False) or status.done:  # done: timed out
                 return
-            state = self.prepare_state.get(use_monitor=False)
-            settle(status, None if state == "Ready"
-                   else RuntimeError(f"{self.name}: {self.message.get()}"))
+            try:
+                ready = self.prepare_state.get(use_monitor=False) == "Ready"
+                why = "" if ready else self.message.get(use_monitor=False)
+            except Exception as exc:  # noqa: BLE001 - the IOC went away: that is the end
+                settle(status, exc)
+                return
+            settle(status, None if ready else RuntimeError(f"{self.name}: {why}"))
 
         def on_id(value, **_) -> None:
             if int(value) == request:
@@ -131,11 +139,14 @@ class ScanBoard(Device):
         status.add_callback(lambda _: self.prepared_id.unsubscribe(cid))
 
         def put_done(st) -> None:
-            if not st.success:
-                if once.acquire(blocking=False):
-                    settle(status, RuntimeError(f"{self.name}: {self.message.get()}"))
-            elif int(self.prepared_id.get(use_monitor=False)) == request:
-                finish()  # finished before its monitor update could arrive
+            try:
+                if not st.success:
+                    if once.acquire(blocking=False):
+                        settle(status, RuntimeError(f"{self.name}: {self.message.get()}"))
+                elif int(self.prepared_id.get(use_monitor=False)) == request:
+                    finish()  # finished before its monitor update could arrive
+            except Exception as exc:  # noqa: BLE001 - the IOC went away: that is the end
+                settle(status, exc)
 
         self.prepare_cmd.set(request).add_callback(put_done)
         return within(status, timeout, lambda: self._late("prepare the scan", timeout))

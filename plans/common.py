@@ -110,6 +110,13 @@ CLEANUP_TIMEOUT_S = 10.0
 SETTINGS_TIMEOUT_S = 30.0
 
 
+def _pv_of(signal) -> str:
+    """The PV a put goes to (an EpicsSignal's setpoint, not its readback), or the
+    name of a signal that has none."""
+    return getattr(signal, "setpoint_pvname", None) or getattr(signal, "pvname", None) \
+        or signal.name
+
+
 def set_settings(*args):
     """``bps.mv(*args)`` for settings (not moves, which take their own time), bounded
     by `SETTINGS_TIMEOUT_S`: a setting left unanswered ends the plan naming its PV and
@@ -120,7 +127,7 @@ def set_settings(*args):
     for signal, value in pairs:
         statuses.append((yield from bps.abs_set(signal, value, group=group)))
     yield from bps.wait(group=group, timeout=SETTINGS_TIMEOUT_S, error_on_timeout=False)
-    late = [f"{getattr(signal, 'pvname', signal.name)} = {value!r}"
+    late = [f"{_pv_of(signal)} = {value!r}"
             for (signal, value), st in zip(pairs, statuses, strict=True)
             if st is not None and not st.done]
     if late:
@@ -142,25 +149,28 @@ def _send(pairs, group: str):
     return failure
 
 
-def abort_camera(camera, *also):
+def abort_camera(camera, *also, then=()):
     """Plans' cleanup: the puts ``also`` (``(signal, value)``: the board's stop, the
-    gating's disarm, a setting to restore) first, then stop camera and writer at once
-    if either is busy, and leave the writer as a stock areaDetector client expects it:
+    gating's disarm), then stop camera and writer at once if either is busy, then the
+    puts ``then`` (settings to restore once the camera takes no more frames, such as
+    the laser's power). The writer is left as a stock areaDetector client expects it:
     ``HDF1:FramesPerVolume`` back to 0, or the next capture of a client that knows
     nothing of volumes (3 frames, say) is refused as "not a whole number of 10-plane
     volumes". Every put is sent whatever failed before it (a board IOC that does not
     answer its stop must not leave the camera capturing with its file open: the next
     scan would be refused as "hardware in use"), then all are waited for together for
     at most `CLEANUP_TIMEOUT_S` (then bluesky's ``wait`` raises, and `with_cleanup`
-    logs it): an IOC that does not answer costs the user one timeout, not one per put."""
+    logs it): an IOC that does not answer costs the user one timeout, not one per put.
+    The first failure is raised after the wait."""
     group = short_uid("cleanup")
     failure = yield from _send(also, group)
     try:
         busy = yield from camera_busy(camera)
-    except Exception:  # noqa: BLE001 - no answer: asked to abort all the same
-        busy = True
+    except Exception as exc:  # noqa: BLE001 - no answer (or a put above failed late)
+        busy = True  # asked to abort all the same
+        failure = failure or exc
     puts = [(camera.cam.camera_mode, "Abort")] if busy else []
-    later = yield from _send([*puts, (camera.hdf.frames_per_volume, 0)], group)
+    later = yield from _send([*puts, (camera.hdf.frames_per_volume, 0), *then], group)
     failure = failure or later
     yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
     if failure is not None:

@@ -119,12 +119,12 @@ def power_series(
         saved["power"] = float((yield from bps.rd(laser.power, default_value=0.0)))
         yield from set_settings(camera.cam.acquire_time, exposure, camera.cam.acquire_period,
                                 0.0)
-        yield from bps.mv(laser.enable, "On")
+        yield from set_settings(laser.enable, "On")
         _md["settings"] = yield from device_settings(camera, laser)
         yield from bps.open_run(_md)
         dropped = 0
         for i, p in enumerate(powers):
-            yield from bps.mv(laser, p, step, i, setpoint, p)
+            yield from set_settings(laser.power, p, step, i, setpoint, p)
             yield from bps.trigger_and_read([step, setpoint, laser], name=STEPS_STREAM)
             acquisition = Acquisition(n_frames=frames_per_step, file_name=f"{base}_s{i:03d}",
                                       trigger_mode="Internal", file_path=directory,
@@ -142,7 +142,7 @@ def power_series(
     def cleanup():
         restore = [(laser.power, saved["power"]), (laser.enable, saved["enable"])] \
             if "power" in saved else []
-        yield from abort_camera(camera, *restore)
+        yield from abort_camera(camera, then=restore)
 
     yield from ensure_idle(camera)  # before the cleanup can stop anything
     return (yield from with_real_cause(with_cleanup(inner(), cleanup())))

@@ -174,11 +174,13 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
     assert np.sum(gaps > 0.5) == 1  # one pause
 
 
-def test_a_ctrl_c_as_a_planar_scan_starts_pauses_its_camera(scope, session):
-    """One Ctrl-C while the scan starts (here: as the camera is kicked off) takes
-    effect at the plan's first checkpoint, before it asks the camera for completion.
-    The camera paused only a capture being completed, so it took every frame while
-    the RunEngine sat paused. It stops now, and resume takes the frames left."""
+@pytest.mark.parametrize("pause", ["one Ctrl-C", "immediate"])
+def test_a_pause_as_a_planar_scan_starts_pauses_its_camera(scope, session, pause):
+    """A pause while the scan starts (here: as the camera is kicked off). One Ctrl-C
+    takes effect at the plan's first checkpoint, before it asks the camera for
+    completion; an immediate pause (two Ctrl-C) lands while the camera starts. The
+    camera paused only a capture being completed, so it took every frame while the
+    RunEngine sat paused. It stops now, and resume takes the frames left."""
     from plans import planar_scan
 
     n = 250  # 5 s at 50 Hz
@@ -191,7 +193,8 @@ def test_a_ctrl_c_as_a_planar_scan_starts_pauses_its_camera(scope, session):
         if msg.command == "kickoff" and msg.obj is cam:
             kicked.set()
 
-    sender = ctrl_c_when(kicked.is_set)
+    sender = ctrl_c_when(kicked.is_set) if pause == "one Ctrl-C" else \
+        when(kicked.is_set, session.RE.request_pause)  # as the second Ctrl-C does
     previous, session.RE.msg_hook = session.RE.msg_hook, hook
     try:
         with pytest.raises(RunEngineInterrupted):

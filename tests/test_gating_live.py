@@ -19,9 +19,6 @@ from beamline_ls.gating import GatingAnalyzer, InlineExecutor
 from beamline_ls.gating.evaluate import circular_sd, run_sim
 from beamline_ls.sim.heart import SimHeart
 
-# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
-pytestmark = pytest.mark.offline
-
 SHAPE = (64, 64)
 FPS = 80.0
 

@@ -2,17 +2,12 @@
 
 import time
 
-import pytest
-
 from beamline_ls.gating.scheduler import (
     RealTimeClock,
     RecordingSink,
     TriggerScheduler,
     VirtualClock,
 )
-
-# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
-pytestmark = pytest.mark.offline
 
 
 def test_virtual_clock_accepted_late_and_order():

@@ -22,9 +22,6 @@ import pytest
 import tifffile
 from conftest import wait_for
 
-# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
-pytestmark = pytest.mark.offline
-
 os.environ.setdefault("PYLON_CAMEMU", "1")  # before pylon initialises
 
 from beamline_ls.clock import RealTimeClock  # noqa: E402

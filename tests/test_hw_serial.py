@@ -30,9 +30,6 @@ from beamline_ls.hardware.serial_link import (
 )
 from beamline_ls.hardware.trigger_box import TriggerBox
 
-# no IOC, nothing on a fixed port: run beside the compute tests (see the Makefile)
-pytestmark = pytest.mark.offline
-
 TIMEOUT = 0.3
 BOUND = TIMEOUT + 1.5  # generous: a clear error, never a hang
 
