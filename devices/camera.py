@@ -19,7 +19,7 @@ from ophyd import Device, EpicsSignal, EpicsSignalRO
 from ophyd.status import Status, SubscriptionStatus
 
 from beamline_ls.pipeline.parts import part_path
-from devices.status import ProgressStatus, ioc_silence, settle, within
+from devices.status import ProgressStatus, ioc_silence, late, settle, within
 from devices.text import TextSignal, TextSignalRO
 
 log = logging.getLogger(__name__)
@@ -382,23 +382,15 @@ class Camera(Device):
         return within(result, self.setup_timeout, lambda: self._late(
             "did not take the capture's settings (trigger mode, counts, file name)"))
 
+    def _late(self, what: str) -> str:
+        """Why the camera IOC has not done ``what`` within ``setup_timeout``."""
+        return late(self, "camera", what, self.setup_timeout,
+                    [self.cam.status_message, self.hdf.write_message])
+
     #: seconds the IOC has to take a capture's settings (``prepare``) and to open its
     #: file and start the camera (``kickoff``): a real sCMOS arms in a few seconds; one
     #: that takes longer hangs (its SDK, or a file open on a dead network share)
     setup_timeout: float = 60.0
-
-    def _late(self, what: str) -> str:
-        """Why the IOC has not done ``what`` in ``setup_timeout`` (a deadline's thread:
-        reads the IOC's own words, or finds it silent)."""
-        try:
-            said = [str(sig.get(use_monitor=False, timeout=2.0)) for sig in
-                    (self.cam.status_message, self.hdf.write_message)]
-        except Exception as exc:  # noqa: BLE001 - that is the cause
-            return f"{self.name}: {ioc_silence('camera', exc)}; it {what} in " \
-                f"{self.setup_timeout:g} s"
-        words = "; ".join(w for w in said if w) or "nothing"
-        return (f"{self.name}: the camera IOC {what} in {self.setup_timeout:g} s (its "
-                f"driver or file system does not return; the IOC says: {words})")
 
     # -- flying -----------------------------------------------------------------------
     def kickoff(self) -> Status:

@@ -21,7 +21,7 @@ from beamline_ls.waveforms import (
     VolumeScan,
     check_focus_limits,
 )
-from devices.status import ProgressStatus, ioc_silence, settle, within
+from devices.status import ProgressStatus, late, settle, within
 from devices.text import TextSignalRO
 
 # the waveform model the board plays and its focal-plane limits, for plans that check
@@ -88,19 +88,8 @@ class ScanBoard(Device):
                    else RuntimeError(f"{self.name}: {message}"))
 
         signal.set(1).add_callback(done)
-        return within(status, self.command_timeout,
-                      lambda: self._late(verb, self.command_timeout))
-
-    def _late(self, verb: str, seconds: float) -> str:
-        """Why the board did not ``verb`` in ``seconds`` (a deadline's thread: reads
-        the board's own words, or finds its IOC silent)."""
-        try:
-            said = self.message.get(use_monitor=False, timeout=2.0)
-        except Exception as exc:  # noqa: BLE001 - that is the cause
-            return f"{self.name}: {ioc_silence('scan board', exc)}; it did not {verb} " \
-                f"in {seconds:g} s"
-        return (f"{self.name}: the scan board did not {verb} in {seconds:g} s (its "
-                f"driver does not return; the board says: {said or 'nothing'})")
+        return within(status, self.command_timeout, lambda: late(
+            self, "scan board", f"did not {verb}", self.command_timeout, [self.message]))
 
     #: seconds the board has to start (the NI tasks armed and started, or the focal
     #: plane settled): it takes well under one; one that takes this long hangs
@@ -149,7 +138,8 @@ class ScanBoard(Device):
                 settle(status, exc)
 
         self.prepare_cmd.set(request).add_callback(put_done)
-        return within(status, timeout, lambda: self._late("prepare the scan", timeout))
+        return within(status, timeout, lambda: late(
+            self, "scan board", "did not prepare the scan", timeout, [self.message]))
 
     def kickoff(self) -> Status:
         """Arm and start; fails with the board's own message if it refuses.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ophyd.status import DeviceStatus, Status
 from ophyd.utils import InvalidState
@@ -164,6 +164,19 @@ def settle(status: Status, exc: Exception | None = None) -> None:
             status.set_finished()
         else:
             status.set_exception(exc)
+
+
+def late(device, ioc: str, what: str, seconds: float, words: Sequence) -> str:
+    """Why ``device``'s IOC has not done ``what`` in ``seconds`` (for :func:`within`,
+    on its thread): the IOC's own words (the signals ``words``, read fresh), or that it
+    does not answer."""
+    try:
+        said = [str(sig.get(use_monitor=False, timeout=2.0)) for sig in words]
+    except Exception as exc:  # noqa: BLE001 - that is the cause
+        return f"{device.name}: {ioc_silence(ioc, exc)}; it {what} in {seconds:g} s"
+    text = "; ".join(w for w in said if w) or "nothing"
+    return (f"{device.name}: the {ioc} IOC {what} in {seconds:g} s (a driver call or "
+            f"file operation there does not return; the IOC says: {text})")
 
 
 def ioc_silence(ioc: str, exc: Exception | str) -> str:
