@@ -92,3 +92,58 @@ def test_a_cleanup_put_that_fails_does_not_skip_the_ones_after_it():
     with pytest.raises(DisconnectedError, match="board_stop is not connected"):
         RE(abort_camera(camera, (board_stop, 1)))
     assert (cam.camera_mode.get(), hdf.frames_per_volume.get()) == ("Abort", 0)
+
+
+def test_a_camera_whose_driver_never_returns_from_opening_is_refused_in_bounded_time(
+        monkeypatch):
+    """A camera IOC asked to re-open a disconnected camera whose SDK call never
+    returns: the plan is refused, naming the PV it asked and the bound, before any
+    run is opened (the queue behind it is not held for good)."""
+    import time
+    from types import SimpleNamespace
+
+    from bluesky import RunEngine
+    from ophyd import Signal
+    from ophyd.status import Status
+
+    import plans.common
+    from plans.common import ensure_open
+
+    class NeverAnswers(Signal):  # the IOC took the put; its driver never returns
+        pvname = "LS:CAM:ReadStatus"
+
+        def set(self, *args, **kwargs):
+            return Status(self)
+
+    cam = SimpleNamespace(detector_state=Signal(name="state", value="Disconnected"),
+                          read_status=NeverAnswers(name="cam_read_status", value=0),
+                          status_message=Signal(name="message", value=""))
+    documents = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: documents.append(name))
+    monkeypatch.setattr(plans.common, "OPEN_TIMEOUT_S", 0.5)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"\(LS:CAM:ReadStatus\) and did not answer in "
+                                           r"0\.5 s .*no run was started"):
+        RE(ensure_open(SimpleNamespace(name="camera", cam=cam)))
+    assert time.monotonic() - t0 < 30.0
+    assert documents == []
+
+
+def test_a_camera_that_stays_disconnected_is_refused_with_the_drivers_reason():
+    from types import SimpleNamespace
+
+    from bluesky import RunEngine
+    from ophyd import Signal
+
+    from plans.common import ensure_open
+
+    cam = SimpleNamespace(detector_state=Signal(name="state", value="Disconnected"),
+                          read_status=Signal(name="cam_read_status", value=0),
+                          status_message=Signal(name="message",
+                                                value="no camera with serial 0815"))
+    with pytest.raises(RuntimeError, match="camera: no camera with serial 0815; no run "
+                                           "was started"):
+        RunEngine({})(ensure_open(SimpleNamespace(name="camera", cam=cam)))
+    cam.detector_state.put("Idle")  # it opened: the plan goes on
+    RunEngine({})(ensure_open(SimpleNamespace(name="camera", cam=cam)))
