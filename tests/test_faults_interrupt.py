@@ -167,8 +167,12 @@ def test_one_ctrl_c_pauses_a_planar_scan_at_a_frame_boundary(scope, session):
     with h5py.File(path, "r") as f:
         data = f["/entry/data/data"]
         stamps = f["/entry/meta/timestamp"][...]
+        ids = f["/entry/meta/frame_id"][...].ravel()
         assert data.shape[0] == n
         assert data[n - 1].max() > 0 and data[stored].max() > 0  # no holes
+    # the camera's frame numbers go on across the pause: none taken twice (the first
+    # frame after resume once got the last one's before the pause)
+    np.testing.assert_array_equal(ids, np.arange(n))
     gaps = np.diff(stamps)
     assert np.all(gaps > 0)  # every frame after the one before it
     assert np.sum(gaps > 0.5) == 1  # one pause
@@ -219,6 +223,7 @@ def test_a_pause_as_a_planar_scan_starts_pauses_its_camera(scope, session, pause
     path = Path(hdf.full_file_name.get(use_monitor=False))
     with h5py.File(path, "r") as f:
         assert f["/entry/data/data"].shape[0] == n
+        np.testing.assert_array_equal(f["/entry/meta/frame_id"][...].ravel(), np.arange(n))
 
 
 @pytest.fixture

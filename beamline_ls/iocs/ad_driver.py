@@ -492,7 +492,17 @@ class DriverGroup(PortGroup):
             await plugin.publish()
         await hdf.refresh()
 
+    async def _publish_counts(self, frames: int) -> None:
+        await write_if_changed(self.num_images_counter, frames)
+        await write_if_changed(self.num_exposures_counter, frames)
+        await write_if_changed(self.array_counter_rbv, self._counted_base + frames)
+
     async def _ended_with(self, message: str, drain: bool = True) -> None:
+        if self.acquiring:
+            # the final counts: published at 5 Hz while it ran, the frames after the
+            # last refresh were not counted, and the next acquisition numbers its
+            # frames on from ArrayCounter_RBV (a pause and resume took an id twice)
+            await self._publish_counts(self.driver.frames_acquired)
         await self._plugins_caught_up(drain)
         await self.detector_state.write("Idle")
         await self.status_message.write(message)
@@ -706,9 +716,7 @@ class DriverGroup(PortGroup):
         running = self.driver.running
         frames = self.driver.frames_acquired
         if self.acquiring:
-            await write_if_changed(self.num_images_counter, frames)
-            await write_if_changed(self.num_exposures_counter, frames)
-            await write_if_changed(self.array_counter_rbv, self._counted_base + frames)
+            await self._publish_counts(frames)
             await self._refresh_time_remaining(frames)
         await write_if_changed(self.num_queued_arrays, self.parent.hdf.queue_state()[1])
         stamps = list(self._stamps)
