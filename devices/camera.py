@@ -696,18 +696,36 @@ class Camera(Device):
     # -- stream assets ------------------------------------------------------------------
     def get_index(self) -> int:
         """Units (volumes or frames) accounted for: written, or lost and left as holes
-        at their place in the file (so later frames keep their plane)."""
+        at their place in the file (so later frames keep their plane).
+
+        A volume (or gated pass) that a capture closed part-way through, aborted or
+        failed, counts too once the capture has closed: the file holds it, the planes
+        never taken as holes (``frame_id`` -1), and nothing more will be written to it.
+        Counting whole volumes only, an abort mid-pass left the frames of that pass out
+        of the run (7 frames on disk, none in the catalog)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
+        kicked = self._kickoff_status
+        started = kicked is not None and kicked.done and kicked.success
+        if not started:  # nothing captured yet (the counts are the last capture's)
+            return self._index
+
+        def read() -> tuple[bool, int]:
+            # closed first: once it is, the counts read after it are final
+            # (not after a write error: the file may not hold that volume whole)
+            closed = per > 1 and self.hdf.capture_rbv.get(use_monitor=False) in (
+                "Done", 0) and self.hdf.write_status.get(use_monitor=False) != "Write error"
+            return closed, (int(self.hdf.num_captured.get(use_monitor=False))
+                            + int(self.hdf.dropped_frames.get(use_monitor=False)))
+
         try:
-            accounted = self._ask(lambda: int(self.hdf.num_captured.get(use_monitor=False))
-                                  + int(self.hdf.dropped_frames.get(use_monitor=False)))
+            closed, accounted = self._ask(read)
         except RuntimeError:
             if not self._contact_error or self._facts is None:
                 raise
             # the IOC is gone: what it last said was on disk is (whole volumes are
             # flushed before they are counted), so the run keeps those frames
             return self._flushed_seen // per
-        return accounted // per
+        return -(-accounted // per) if closed else accounted // per
 
     def _ask(self, read: Callable[[], T]) -> T:
         """``read()`` from the IOC during collection. A read that fails while the

@@ -225,6 +225,26 @@ def collect_stored(camera, stream_name: str = "primary"):
                     "collected: %s", camera.name, exc)
 
 
+def collect_cut_short(camera, stream_name: str = "primary"):
+    """In an interrupted run's cleanup, once the camera was stopped: the volume (or
+    gated pass) the stop cut short goes into the run too, as the file holds it (the
+    planes never taken as holes), once the capture has closed (waited for at most
+    `CLEANUP_TIMEOUT_S`). Only whole volumes are collected while a capture runs, so
+    without this an abort mid-pass left that pass's frames out of the run. Logged,
+    not raised: the run ends with what interrupted it."""
+    try:
+        for _ in range(int(CLEANUP_TIMEOUT_S / 0.1)):
+            capture = yield from bps.rd(camera.hdf.capture_rbv, default_value=0)
+            if capture in ("Done", 0):
+                break
+            yield from bps.sleep(0.1)
+        yield from collect_all(camera, stream_name)
+        yield from collect_summary(camera)
+    except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
+        log.warning("%s: the frames of the volume the stop cut short could not be "
+                    "collected: %s", camera.name, exc)
+
+
 def names_a_silent_ioc(plan_function):
     """Decorate a plan: a device channel that is not connected (its IOC stopped,
     starting up, or unreachable) fails the plan saying so, not only "camera_cam_..._time

@@ -22,6 +22,7 @@ from devices.positioners import Piezo
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_cut_short,
     collect_stored,
     collect_summary,
     declare_summary,
@@ -104,6 +105,7 @@ def _wait_until(when: float, step: float = 0.5):
 
 def _cleanup(camera: Camera, gating: GatingTrigger):
     yield from abort_camera(camera, (gating.arm, 0))
+    yield from collect_cut_short(camera)
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):

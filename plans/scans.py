@@ -23,6 +23,7 @@ from devices.scanboard import (
 from plans.common import (
     abort_camera,
     collect_all,
+    collect_cut_short,
     collect_stored,
     collect_summary,
     declare_summary,
@@ -54,8 +55,10 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
 
 
 def _cleanup(camera: Camera, scanboard: ScanBoard):
-    """Leave the hardware idle whatever happened (no-op after a clean finish)."""
+    """Leave the hardware idle whatever happened (no-op after a clean finish); a run
+    cut short keeps the volume in progress (`collect_cut_short`)."""
     yield from abort_camera(camera, (scanboard.stop_cmd, 1))
+    yield from collect_cut_short(camera)
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,

@@ -290,6 +290,49 @@ def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, sess
     assert frames.shape[0] == stored
 
 
+@pytest.mark.parametrize("pause", ["one Ctrl-C", "immediate"])
+def test_a_gated_stack_aborted_mid_pass_keeps_that_pass_in_the_run(scope, session,
+                                                                   gating_off, pause):
+    """Four planes, three passes, aborted after a pause part-way through a pass: the
+    frames of that pass are in the file and must be in the run too, the planes not
+    taken as holes (frame_id -1), as for frames lost. (Only whole passes were
+    collected: 7 frames on disk left none in the catalog.)"""
+    planes, passes = [30.0, 45.0, 60.0, 75.0], 3
+    hdf = scope.camera.hdf
+    gating = scope.gating
+    # counted by the triggers this run fired: the writer's count is the last
+    # capture's until this one's first refresh
+    starts, fired_before = [], []
+
+    def note_start(name, doc):
+        if name == "start":
+            starts.append(doc["uid"])
+            fired_before.append(int(gating.fired.get(use_monitor=False)))
+
+    def fired() -> int:
+        return int(gating.fired.get(use_monitor=False)) - fired_before[0] if starts else 0
+
+    pause_a_gated_scan(scope, session, planes, passes, 0, 10**6,
+                       pause=lambda: session.RE.request_pause(defer=pause == "one Ctrl-C"),
+                       also=lambda: 5 <= fired() < 7, subs=[note_start])
+    result = session.RE.abort("operator ended the stack")
+    assert result.exit_status == "abort"
+    wait_for(lambda: int(hdf.capture.get(use_monitor=False)) == 0,
+             what="the capture to close")
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        on_disk = f["/entry/meta/frame_id"][...]
+    taken = on_disk[on_disk >= 0]
+    assert 5 <= taken.size < len(planes) * passes and taken.size % len(planes), on_disk
+    session.flush()
+    run = session.catalog[starts[0]]
+    ids = np.asarray(run["primary"]["camera_frame_id"].read())
+    assert ids.shape == (-(-taken.size // len(planes)), len(planes))
+    np.testing.assert_array_equal(ids, on_disk)
+    frames = np.asarray(run["primary"]["camera_image"].read())
+    assert all(frames[v, p].max() > 0 for v, p in np.argwhere(ids >= 0))
+
+
 def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, session,
                                                                         gating_off):
     """Paused at once while a trigger waits for its heart phase, then held for several
