@@ -40,6 +40,11 @@ def base() -> dict[str, Any]:
     # at exit: documents still queued reach the catalog and run files, and the 0MQ
     # publisher is closed in bounded time (left to the garbage collector it can block)
     atexit.register(session.close)
+    # ... and a run left paused is aborted as the main thread ends, while the catalog
+    # can still take its documents (atexit comes after the executors have stopped)
+    from beamline_ls.shutdown import at_main_thread_exit
+
+    at_main_thread_exit(session.abort_paused_run)
     if interactive:
         from bluesky.utils import install_kicker
 

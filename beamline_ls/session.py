@@ -110,13 +110,29 @@ class Session:
         if problems:
             raise RuntimeError(f"run {uid} is not fully stored: " + "; ".join(problems))
 
+    def abort_paused_run(self) -> None:
+        """A session closed (or a Python that exits) with its RunEngine paused: the run
+        is aborted first, so its cleanup stops the hardware and what was stored goes
+        into the catalog. Left paused, the camera kept capturing and the board stayed
+        paused with no one to resume them, and every later scan, from any session,
+        was refused as "hardware in use"."""
+        if self.RE.state != "paused":
+            return
+        log.warning("the session ends with the RunEngine paused: aborting the run (its "
+                    "hardware is stopped; what was stored is kept)")
+        try:
+            self.RE.abort("the session ended while the run was paused")
+        except Exception as exc:  # noqa: BLE001 - the run's own failure: said, then close
+            log.error("aborting the paused run failed: %s", exc)
+
     def close(self) -> None:
         """Flush and stop the catalog and run-file writer threads, close the 0MQ
         publisher, deliver what is queued for Kafka. Closing again does nothing (the
-        profile also closes at exit)."""
+        profile also closes at exit). A run left paused is aborted first."""
         if self._closed:
             return
         self._closed = True
+        self.abort_paused_run()
         if self.publisher is not None:
             from beamline_ls.zmq_stream import close_publisher
 

@@ -531,3 +531,65 @@ def test_a_run_stopped_after_a_pause_has_a_summary_row_for_every_volume(scope, s
     assert volumes == done
     rows = run["summary"].read()
     assert len(rows["time"]) == volumes, rows
+
+
+LEAVES_PAUSED = """
+import runpy, sys, threading, time
+from pathlib import Path
+from bluesky.utils import RunEngineInterrupted
+ns = {}
+for f in sorted(Path(sys.argv[1]).glob("*.py")):
+    ns = runpy.run_path(str(f), init_globals=ns)
+RE, board = ns["RE"], ns["scanboard"]
+flying = threading.Event()  # the scan collects: started, its stream declared
+RE.msg_hook = lambda msg: flying.set() if msg.command == "collect" else None
+def mid_scan():
+    return (flying.is_set() and RE.state == "running"
+            and 2 <= int(board.volumes_done.get(use_monitor=False)) < 10)
+def pause_mid_scan():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if mid_scan():
+            RE.request_pause(defer=False)
+            return
+        time.sleep(0.01)
+threading.Thread(target=pause_mid_scan, daemon=True).start()
+try:
+    RE(ns["volumetric_scan"](ns["camera"], board, 25, 10, 20.0, 60.0, 5.0))
+except RunEngineInterrupted:
+    print("PAUSED", RE.state, flush=True)
+# and the user leaves (Ctrl-D, exit): nothing else is called
+"""
+
+
+def test_a_session_that_exits_while_paused_leaves_the_hardware_idle(ioc, prefix, scope,
+                                                                    session):
+    """A user who leaves IPython with the RunEngine paused: the run is aborted on the
+    way out, so the camera stops capturing and the board is released, and the run is
+    in the catalog as aborted with every frame stored. (The camera went on capturing
+    and the board stayed paused; every later scan was refused.)"""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, BEAMLINE_LS_DATA_DIR=str(ioc.data_dir),
+               BEAMLINE_LS_PREFIX=prefix)
+    out = subprocess.run([sys.executable, "-c", LEAVES_PAUSED,
+                          str(root / "profile_collection" / "startup")],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "PAUSED paused" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "aborting the run" in out.stderr
+    cam, hdf, board = scope.camera.cam, scope.camera.hdf, scope.scanboard
+    assert cam.detector_state.get(use_monitor=False) == "Idle"
+    assert int(hdf.capture_rbv.get(use_monitor=False)) == 0
+    assert int(board.paused.get(use_monitor=False)) == 0
+    assert int(board.running.get(use_monitor=False)) == 0
+    run = session.catalog[-1]
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    assert "session ended" in run.metadata["stop"]["reason"]
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        stored = f["/entry/data/data"].shape[0]
+    assert 2 <= stored < N_VOLUMES
+    assert run["primary"]["camera_image"].shape[0] == stored
