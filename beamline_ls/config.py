@@ -118,8 +118,26 @@ class Settings:
         return self.data_dir / "state"
 
     def ensure_dirs(self) -> None:
+        """Create the data directory's folders; a data directory that cannot hold them
+        (read-only, not permitted, a file in the way) is refused naming the folder and
+        the cause, not with a traceback from the first write."""
         for d in (self.frames_dir, self.catalog_dir, self.state_dir, self.autosave_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RuntimeError(f"the data directory {self.data_dir} cannot be used: "
+                                   f"{d} cannot be created ({exc.strerror or exc})") from exc
+            if not os.access(d, os.W_OK | os.X_OK):
+                why = "a read-only file system" if _read_only(d) else "no write permission"
+                raise RuntimeError(f"the data directory {self.data_dir} cannot be used: "
+                                   f"{d} is not writable ({why})")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def parse_path_map(table: Any, where: str) -> dict[Path, Path]:

@@ -41,6 +41,8 @@ from plans.validation import check_float, check_int, check_md
 log = logging.getLogger(__name__)
 
 MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
+#: the longest wait for a heartbeat lock a plan accepts (a lock takes 1-3 s)
+MAX_LOCK_TIMEOUT_S = 3600.0
 
 
 def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
@@ -230,7 +232,7 @@ def gated_scan(
     exposure : float, optional
         Fluorescence exposure (s), at most 50 ms.
     lock_timeout : float, optional
-        How long to wait for a heartbeat lock before failing (s).
+        How long to wait for a heartbeat lock before failing (s, up to an hour).
     md : dict, optional
         Extra metadata for the start document.
 
@@ -240,6 +242,8 @@ def gated_scan(
     md = check_md(md)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
+    lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,
+                               lo_open=True)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
             "exposure": exposure}
     return (yield from _run(camera, gating, piezo, zs, fpp, target_phase, exposure, 1, 0.0,
@@ -293,13 +297,15 @@ def gated_timelapse(
     refresh_reference : bool, optional
         Take a new reference heartbeat before each later stack (aligned to the first).
     lock_timeout : float, optional
-        How long to wait for a heartbeat lock before failing (s).
+        How long to wait for a heartbeat lock before failing (s, up to an hour).
     md : dict, optional
         Extra metadata for the start document.
     """
     md = check_md(md)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
+    lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,
+                               lo_open=True)
     n = check_int("n_timepoints", n_timepoints, 1, 1_000_000)
     interval_s = check_float("interval_s", interval_s, 0.0, 7 * 24 * 3600.0)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,

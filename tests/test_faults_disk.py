@@ -265,3 +265,31 @@ def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
         assert len(ids) == len(set(ids)) == stored + 1
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("initialised", [False, True])
+def test_an_ioc_on_a_read_only_data_directory_is_refused_in_one_line(tmp_path, initialised):
+    """``beamline-ls ioc`` on a read-only data directory, empty or one a session had
+    set up: one line naming the folder and the cause, exit status 2 (it printed a
+    Python traceback of the first write)."""
+    import sys
+
+    disk = mount_tmpfs(tmp_path / "ro", 4, "" if initialised else "ro")
+    try:
+        if initialised:
+            for sub in ("frames", "catalog", "state"):
+                (disk / sub).mkdir()
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EPICS_")}
+        out = subprocess.run([sys.executable, "-m", "beamline_ls.cli", "ioc", "--data-dir",
+                              str(disk), "--prefix", "ROTEST:"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        unmount(disk)
+    said = out.stderr.strip()
+    assert out.returncode == 2, said
+    assert "Traceback" not in said, said
+    expected = (f"{disk}/frames is not writable (a read-only file system)" if initialised
+                else f"{disk}/frames cannot be created (Read-only file system)")
+    assert said.endswith(expected), said
+    assert len(said.splitlines()) == 1, said

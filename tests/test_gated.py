@@ -207,11 +207,20 @@ def test_no_lock_means_no_frames_and_a_clear_error(scope, session):
     (dict(frames_per_plane=0), "frames_per_plane"),
     (dict(target_phase=7.0), "target_phase"),
     (dict(exposure=0.2), "exposure"),
+    (dict(lock_timeout=-5), "lock_timeout"),
+    (dict(lock_timeout=0), "lock_timeout"),
+    (dict(lock_timeout=float("nan")), "lock_timeout"),
+    (dict(lock_timeout="x"), "lock_timeout"),
 ])
 def test_gated_scan_rejects_bad_arguments(scope, session, kwargs, param):
+    """Refused, naming the parameter, before anything is switched or moved (a bad
+    lock_timeout was taken as the time the heart had to lock, after the gating had
+    been switched on, and the error blamed the heart)."""
     from plans import gated_scan
 
+    scope.gating.enable.set("Off").wait(5)
     args = dict(z_positions=[40.0, 50.0])
     args.update(kwargs)
     with pytest.raises(ValueError, match=param):
         session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, **args))
+    assert scope.gating.enable.get(use_monitor=False) == "Off"
