@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ophyd.signal import ReadTimeoutError
 from ophyd.utils.errors import DisconnectedError
 
 from devices import ca_recovery
@@ -60,4 +61,5 @@ def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
 
 
 __all__ = ["Acquisition", "Camera", "DisconnectedError", "GatingTrigger", "Galvo", "Laser",
-           "Microscope", "Piezo", "ScanBoard", "Stage", "connect_microscope"]
+           "Microscope", "Piezo", "ReadTimeoutError", "ScanBoard", "Stage",
+           "connect_microscope"]

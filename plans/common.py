@@ -9,7 +9,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.utils import FailedStatus, short_uid
 
-from devices import DisconnectedError
+from devices import DisconnectedError, ReadTimeoutError
 from devices.scanboard import PIEZO_TRAVEL_UM
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def collect_stored(camera, stream_name: str = "primary"):
         yield from collect_summary(camera)
     except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
         log.warning("%s: frames written before the run ended could not all be "
-                    "collected: %s", camera.name, exc)
+                    "collected: %s", camera.name, cause_of(exc))
 
 
 def collect_cut_short(camera, stream_name: str = "primary"):
@@ -242,13 +242,15 @@ def collect_cut_short(camera, stream_name: str = "primary"):
         yield from collect_summary(camera)
     except Exception as exc:  # noqa: BLE001 - the interrupting exception wins
         log.warning("%s: the frames of the volume the stop cut short could not be "
-                    "collected: %s", camera.name, exc)
+                    "collected: %s", camera.name, cause_of(exc))
 
 
 def names_a_silent_ioc(plan_function):
     """Decorate a plan: a device channel that is not connected (its IOC stopped,
     starting up, or unreachable) fails the plan saying so, not only "camera_cam_..._time
-    is not connected", which is all ophyd says. The plan's signature is kept (the queue
+    is not connected", which is all ophyd says; so does a read that times out on a
+    connected channel (the IOC frozen or swamped: ophyd says only "Failed to read ...
+    within 2.00 sec"). The plan's signature is kept (the queue
     server reads it)."""
     @functools.wraps(plan_function)
     def plan(*args, **kwargs):
@@ -259,8 +261,20 @@ def names_a_silent_ioc(plan_function):
                 f"{exc}: its IOC does not answer (stopped, starting up, or unreachable); "
                 "its channels connect again within seconds of it being up: run the plan "
                 "again then") from None
+        except ReadTimeoutError as exc:  # connected, silent: a frozen or swamped IOC
+            raise ReadTimeoutError(
+                f"{exc}: its IOC is connected but does not answer (stopped by a debugger "
+                "or the system, or overloaded: see its log and its host's load); run the "
+                "plan again once it answers") from None
 
     return plan
+
+
+def cause_of(exc: Exception) -> Exception:
+    """What failed: a failed status's own exception (bluesky's ``FailedStatus`` says
+    only "ProgressStatus(device=camera, done=True, success=False)"), else ``exc``."""
+    cause = exc.__cause__ if isinstance(exc, FailedStatus) else None
+    return cause if isinstance(cause, Exception) else exc
 
 
 def with_real_cause(plan):
@@ -271,8 +285,8 @@ def with_real_cause(plan):
     try:
         return (yield from plan)
     except FailedStatus as exc:
-        cause = exc.__cause__
-        if isinstance(cause, Exception):
+        cause = cause_of(exc)
+        if cause is not exc:
             raise cause from None
         raise
 

@@ -475,3 +475,25 @@ def test_a_scan_start_the_ioc_never_answers_fails_naming_it_in_bounded_time(
              "the late capture open")
     cam.hdf.capture.set(0).wait(30)
     assert cam.cam.detector_state.get(use_monitor=False) == "Idle"
+
+
+def test_a_plan_started_on_a_frozen_ioc_says_the_ioc_does_not_answer(doomed):
+    """An IOC frozen before the plan starts (SIGSTOP; its channels stay connected): the
+    plan's first read times out, and the user is told the IOC is there but silent,
+    not only ophyd's "Failed to read ... within 2.00 sec"; thawed, scans work again."""
+    from devices import ReadTimeoutError
+    from plans import volumetric_scan
+
+    ioc, scope, session = doomed
+    cam, board = scope.camera, scope.scanboard
+    ioc.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ReadTimeoutError,
+                           match=r"DOOM:.*its IOC is connected but does not answer"):
+            session.RE(volumetric_scan(cam, board, 2, 5, 20.0, 60.0, 4.0))
+        assert time.monotonic() - t0 < 60.0
+    finally:
+        ioc.proc.send_signal(signal.SIGCONT)
+    result = session.RE(volumetric_scan(cam, board, 2, 5, 20.0, 60.0, 4.0))
+    assert result.exit_status == "success", result.reason

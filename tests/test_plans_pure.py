@@ -147,3 +147,24 @@ def test_a_camera_that_stays_disconnected_is_refused_with_the_drivers_reason():
         RunEngine({})(ensure_open(SimpleNamespace(name="camera", cam=cam)))
     cam.detector_state.put("Idle")  # it opened: the plan goes on
     RunEngine({})(ensure_open(SimpleNamespace(name="camera", cam=cam)))
+
+
+def test_a_failed_status_is_told_by_its_cause():
+    """What plans log and raise for a failed device status: the device's own words
+    (bluesky's FailedStatus says only "ProgressStatus(device=camera, done=True,
+    success=False)", which a disk-full volumetric scan logged)."""
+    from bluesky.utils import FailedStatus
+
+    from plans.common import cause_of
+
+    try:
+        try:
+            raise RuntimeError("camera: disk full: 4.20 MiB left (62 of 400 frames stored)")
+        except RuntimeError as exc:
+            raise FailedStatus("ProgressStatus(device=camera, done=True, "
+                               "success=False)") from exc
+    except FailedStatus as failed:
+        assert str(cause_of(failed)).startswith("camera: disk full")
+    plain = ValueError("n_volumes must be in [1, 10000], got 0")
+    assert cause_of(plain) is plain
+    assert "ProgressStatus" in str(cause_of(FailedStatus("ProgressStatus(...)")))
