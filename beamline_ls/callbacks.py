@@ -31,6 +31,7 @@ class BackgroundCallback:
         self.coalesce = coalesce
         self.errors = 0
         self.last_error: BaseException | None = None
+        self._said: set[str] = set()  # failures already logged in full (this run)
         self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._closed = False
@@ -95,10 +96,19 @@ class BackgroundCallback:
         if name == "__flush__":
             doc["event"].set()
             return
+        if name == "start":  # each run says each of its failures once
+            self._said.clear()
         try:
             self.target(name, doc)
         except Exception as exc:  # keep going: later documents may still land
             self.errors += 1
             self.last_error = exc
-            log.error("%s failed on a %s document: %s", type(self.target).__name__,
-                      name, exc, exc_info=True)
+            # the first of each failure in full; its repeats (a full disk fails every
+            # document of the run, 330 traceback lines each) at DEBUG: the run's end
+            # counts them all (`Session.check_stored`)
+            said = f"{name}: {type(exc).__name__}: {exc}"
+            first = said not in self._said
+            self._said.add(said)
+            log.log(logging.ERROR if first else logging.DEBUG,
+                    "%s failed on a %s document: %s%s", type(self.target).__name__, name,
+                    exc, "" if first else " (again)", exc_info=first)

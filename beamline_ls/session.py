@@ -193,6 +193,8 @@ def make_session(
     from bluesky.utils import ProgressBarManager
     from bluesky_tiled_plugins import TiledWriter
 
+    from beamline_ls.store_check import refuse_unstorable
+
     settings.ensure_dirs()
     catalog, tree = open_embedded_catalog(settings, create=True)
     marks = RunMarks(settings.state_dir / "open-runs")
@@ -259,6 +261,8 @@ def make_session(
                       run_file_feed=run_feed, copy_watcher=watcher, publisher=pub,
                       publisher_token=pub_token, kafka=kafka, kafka_token=kafka_token,
                       ledger=ledger)
+    # before a plan moves anything: a run that could not be stored is not started
+    RE.preprocessors.append(refuse_unstorable(settings, run_files))
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
     RE.subscribe(marks)  # after check_stored: a run not stored stays marked open
     return session

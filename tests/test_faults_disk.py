@@ -239,9 +239,8 @@ def test_a_scan_that_fills_the_disk_fails_with_the_real_cause(scope, session,
 
 def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
     """The data directory's disk is full (another program filled it): the scan itself
-    raises with the real error instead of ending 'success' into nothing. The first
-    write of a run is its scan_id (kept under the data directory beside the catalog),
-    so the scan fails there, before anything is acquired, naming the store."""
+    raises with the real error instead of ending 'success' into nothing, as it opens
+    its run (before anything is acquired), naming the stores and the space left."""
     from beamline_ls.config import load_settings
     from beamline_ls.session import make_session
     from plans import planar_scan
@@ -252,12 +251,17 @@ def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
         session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         filler = fill(small_disk)
         stored = len(session.catalog)
-        with pytest.raises(OSError) as failed:
+        captured = int(scope.camera.hdf.num_captured.get(use_monitor=False))
+        with pytest.raises(RuntimeError) as failed:
             session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         message = str(failed.value)
-        assert "cannot store the next scan_id" in message
-        assert "full" in message  # sqlite's "database or disk is full"
+        assert message.startswith("no run was started: the run's scan_id and marks "
+                                  f"cannot be written: {small_disk / 'data'}"), message
+        assert "MiB free, a run needs at least 8 MiB" in message
+        assert f"the catalog cannot be written: {small_disk / 'data' / 'catalog'}" in message
         assert len(session.catalog) == stored  # no run that ended in nothing
+        assert int(scope.camera.hdf.num_captured.get(use_monitor=False)) == captured
+        assert scope.camera.cam.detector_state.get(use_monitor=False) == "Idle"
         filler.unlink()
         result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         assert result.exit_status == "success"
@@ -293,3 +297,26 @@ def test_an_ioc_on_a_read_only_data_directory_is_refused_in_one_line(tmp_path, i
                 else f"{disk}/frames cannot be created (Read-only file system)")
     assert said.endswith(expected), said
     assert len(said.splitlines()) == 1, said
+
+
+def test_stores_on_a_read_only_disk_are_named_before_a_run_opens(tmp_path):
+    """What the session checks as a plan opens its run: every store it writes during
+    the run, each named with why it cannot be written."""
+    from beamline_ls.config import load_settings
+    from beamline_ls.store_check import store_problems
+
+    disk = mount_tmpfs(tmp_path / "ro", 16)
+    try:
+        settings = load_settings(data_dir=disk)
+        settings.ensure_dirs()
+        assert store_problems(settings) == []
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        problems = store_problems(settings)
+    finally:
+        unmount(disk)
+    assert problems == [
+        f"the run's scan_id and marks cannot be written: {settings.state_dir} is "
+        "read-only or not permitted",
+        f"the catalog cannot be written: {settings.catalog_dir} is read-only or not "
+        "permitted",
+        f"the run files cannot be written: {disk} is read-only or not permitted"]

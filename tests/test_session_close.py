@@ -37,3 +37,34 @@ def test_a_session_closed_twice_stores_its_run_once(tmp_path):
     session.close()
     assert session.catalog[uid].metadata["stop"]["exit_status"] == "success"
     assert len(session.catalog[uid]["primary"].read()["det"]) == 3
+
+
+def test_a_store_that_fails_every_document_says_so_once_per_run(caplog):
+    """A full disk fails every document of a run the same way: logged in full once,
+    not once per document (a catalog that filled mid-run wrote 35,000 log lines of
+    tracebacks); another failure is logged in full too, and a new run says it again.
+    Every failure is still counted for the run's end."""
+    import logging
+
+    def store(name, doc):
+        if name == "event":
+            raise OSError(28, "database or disk is full")
+        if name == "stop":
+            raise ValueError("stop refused")
+
+    feed = BackgroundCallback(store)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="beamline_ls.callbacks"):
+            for run in range(2):
+                feed("start", {"uid": f"run{run}"})
+                for i in range(40):
+                    feed("event", {"seq_num": i})
+                feed("stop", {})
+            assert feed.flush(30)
+    finally:
+        feed.close()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(r.getMessage(), r.exc_info is not None) for r in errors] == [
+        ("function failed on a event document: [Errno 28] database or disk is full", True),
+        ("function failed on a stop document: stop refused", True)] * 2
+    assert feed.errors == 2 * 41
