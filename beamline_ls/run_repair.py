@@ -81,6 +81,23 @@ class RunMarks:
             raise
         self._held[doc["uid"]] = fd
 
+    def note_unstored(self, uid: str, why: str) -> None:
+        """The run ended but its end did not reach the catalog (``why``): kept in its
+        mark, so the session that closes it later records that cause, not a process
+        that died. (A disk too full for this too: the mark stays as it was.)"""
+        fd = self._held.get(uid)
+        if fd is None:
+            return
+        try:
+            info = json.loads(os.pread(fd, 65536, 0) or b"{}")
+            data = json.dumps({**info, "unstored": why[:2000]}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot note in the mark of run %s why it was not stored: %s",
+                        uid, exc)
+
     def _close(self, uid: str) -> None:
         fd = self._held.pop(uid, None)
         try:
@@ -221,7 +238,8 @@ def close_abandoned_runs(catalog: Any, marks: RunMarks,
                 info = {}
             if info.get("host", here) != here:
                 continue
-            if _close_if_open(catalog, uid, _describe(info), runs_dir):
+            if _close_if_open(catalog, uid, _describe(info), runs_dir,
+                              info.get("unstored")):
                 closed.append(uid)
             path.unlink(missing_ok=True)
         except Exception as exc:  # noqa: BLE001 - keep the mark, try next session
@@ -232,9 +250,11 @@ def close_abandoned_runs(catalog: Any, marks: RunMarks,
     return closed
 
 
-def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = None) -> bool:
+def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = None,
+                   unstored: str | None = None) -> bool:
     """Close run ``uid`` as failed if the catalog has it without a stop, and its run
-    file under ``runs_dir`` if that says it is running; True if the run was closed."""
+    file under ``runs_dir`` if that says it is running; True if the run was closed.
+    ``unstored``: why its own session could not store its end, when it ended so."""
     try:
         run = catalog[uid]
     except KeyError:
@@ -243,8 +263,12 @@ def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = Non
         return False
     if run.metadata.get("stop") is not None:
         return False
-    reason = (f"the RunEngine process ended without closing the run ({who}); closed by "
-              f"process {os.getpid()}")
+    if unstored:
+        reason = (f"the run ended, but its end could not be stored in the catalog "
+                  f"({unstored}; {who}); closed by process {os.getpid()}")
+    else:
+        reason = (f"the RunEngine process ended without closing the run ({who}); closed "
+                  f"by process {os.getpid()}")
     done, stop = close_run(run, reason)
     log.warning("run %s (scan %s) was left open by %s: closed as failed; %s", uid,
                 run.metadata["start"].get("scan_id"), who, done)

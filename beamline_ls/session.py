@@ -37,6 +37,7 @@ class Session:
     kafka_token: int | None = None
     store_timeout_s: float = 60.0  # how long a run's end waits for the writers
     ledger: RunLedger | None = None  # what each run emitted (read-back after failures)
+    marks: RunMarks | None = None  # open runs' marks (a run not stored keeps its cause)
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
     _closed: bool = False
 
@@ -108,7 +109,10 @@ class Session:
             if self.ledger is not None:
                 self.ledger.forget(uid)
         if problems:
-            raise RuntimeError(f"run {uid} is not fully stored: " + "; ".join(problems))
+            said = f"run {uid} is not fully stored: " + "; ".join(problems)
+            if self.marks is not None:
+                self.marks.note_unstored(uid, said)
+            raise RuntimeError(said)
 
     def abort_paused_run(self) -> None:
         """A session closed (or a Python that exits) with its RunEngine paused: the run
@@ -260,7 +264,7 @@ def make_session(
                       bec=bec, catalog_feed=feed, run_file_writer=run_writer,
                       run_file_feed=run_feed, copy_watcher=watcher, publisher=pub,
                       publisher_token=pub_token, kafka=kafka, kafka_token=kafka_token,
-                      ledger=ledger)
+                      ledger=ledger, marks=marks)
     # before a plan moves anything: a run that could not be stored is not started
     RE.preprocessors.append(refuse_unstorable(settings, run_files))
     RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop

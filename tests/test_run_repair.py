@@ -29,8 +29,14 @@ os._exit(0)
 MARK_IN_A_PROCESS_THAT_ENDS = r"""
 import json, sys
 from beamline_ls.run_repair import RunMarks
-RunMarks(sys.argv[1])("start", json.loads(sys.argv[2]))
+marks = RunMarks(sys.argv[1])
+start = json.loads(sys.argv[2])
+marks("start", start)
+if sys.argv[3]:  # its session could not store the run's end, and said why
+    marks.note_unstored(start["uid"], sys.argv[3])
 """
+UNSTORED = ("run 1 is not fully stored: the catalog writer failed on 2 document(s): "
+            "(sqlite3.OperationalError) database or disk is full")
 
 
 def _replayed_without_its_end(docs, catalog):
@@ -68,8 +74,12 @@ def scan_documents(scope, session):
     return docs
 
 
+@pytest.mark.parametrize("ended", ["died", "unstored"])
 def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
-        scan_documents, settings, tmp_path):
+        scan_documents, settings, tmp_path, ended):
+    """``unstored``: the process lived to the run's end, but the end did not reach
+    the catalog (a full disk); the run is closed later with that cause, not as if
+    its process had died."""
     from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
     from beamline_ls.config import load_settings
     from beamline_ls.run_repair import RunMarks, close_abandoned_runs
@@ -109,7 +119,8 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     # marked by a process that has ended: the next session closes it
     writer = subprocess.run([sys.executable, "-c", MARK_IN_A_PROCESS_THAT_ENDS,
                              str(here.state_dir / "open-runs"),
-                             json.dumps({"uid": start["uid"], "time": start["time"]})],
+                             json.dumps({"uid": start["uid"], "time": start["time"]}),
+                             UNSTORED if ended == "unstored" else ""],
                             capture_output=True, text=True, timeout=120)
     assert writer.returncode == 0, writer.stderr
     make_session(here, progress_bar=False, run_files=False).close()
@@ -117,7 +128,11 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     run = catalog[start["uid"]]
     stop = run.metadata["stop"]
     assert stop["exit_status"] == "fail"
-    assert "ended without closing the run" in stop["reason"]
+    if ended == "unstored":
+        assert stop["reason"].startswith("the run ended, but its end could not be stored "
+                                         f"in the catalog ({UNSTORED}; process ")
+    else:
+        assert "ended without closing the run" in stop["reason"]
     assert stop["num_events"]["primary"] == 3
     data = run["primary"].read()
     assert data["camera_image"].shape[:2] == (3, 4)
