@@ -5,7 +5,7 @@ import bluesky.plan_stubs as bps
 from devices.camera import Camera
 from devices.laser import Laser
 from plans.common import names_a_silent_ioc, with_cleanup, with_real_cause
-from plans.validation import check_int
+from plans.validation import check_device, check_int
 
 
 @names_a_silent_ioc
@@ -25,6 +25,9 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
         If given, switched off for the background and restored afterwards.
     """
     n = check_int("n", n, 1, 10_000)
+    check_device("camera", camera, Camera)
+    if laser is not None:
+        check_device("laser", laser, Laser)
     restore = None
     if laser is not None:
         restore = yield from bps.rd(laser.enable, default_value=None)

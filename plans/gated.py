@@ -36,7 +36,7 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
-from plans.validation import check_float, check_int, check_md
+from plans.validation import check_device, check_float, check_int, check_md
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,9 @@ def gated_scan(
     single plane.
     """
     md = check_md(md)
+    check_device("camera", camera, Camera)
+    check_device("gating", gating, GatingTrigger)
+    check_device("piezo", piezo, Piezo)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
     lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,
@@ -302,6 +305,9 @@ def gated_timelapse(
         Extra metadata for the start document.
     """
     md = check_md(md)
+    check_device("camera", camera, Camera)
+    check_device("gating", gating, GatingTrigger)
+    check_device("piezo", piezo, Piezo)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
     lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,

@@ -34,7 +34,7 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.scans import collect_while_flying
-from plans.validation import check_float, check_int, check_md
+from plans.validation import check_device, check_float, check_int, check_md
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 MAX_STEPS = 1000
@@ -92,6 +92,8 @@ def power_series(
     Every argument is checked before anything moves.
     """
     md = check_md(md)
+    check_device("camera", camera, Camera)
+    check_device("laser", laser, Laser)
     max_power = float((yield from bps.rd(laser.max_power, default_value=math.inf)))
     powers = check_powers(powers, max_power)
     frames_per_step = check_int("frames_per_step", frames_per_step, 1, 1_000_000)

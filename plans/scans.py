@@ -37,7 +37,7 @@ from plans.common import (
     with_real_cause,
 )
 from plans.metadata import device_settings, software_versions
-from plans.validation import check_float, check_int, check_md, check_skip
+from plans.validation import check_device, check_float, check_int, check_md, check_skip
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 
@@ -190,6 +190,8 @@ def volumetric_scan(
     Frames are stored as (volumes, planes, y, x) with per-frame metadata.
     """
     md = check_md(md)
+    check_device("camera", camera, Camera)
+    check_device("scanboard", scanboard, ScanBoard)
     n_volumes = check_int("n_volumes", n_volumes, 1, 1_000_000)
     n_planes = check_int("n_planes", n_planes, 2, 1000)
     lo, hi = PIEZO_TRAVEL_UM
@@ -306,6 +308,8 @@ def planar_scan(
         Extra metadata for the start document (e.g. ``{"sample_name": "fish 3"}``).
     """
     md = check_md(md)
+    check_device("camera", camera, Camera)
+    check_device("scanboard", scanboard, ScanBoard)
     n_frames = check_int("n_frames", n_frames, 1, MAX_FRAMES)
     z = check_float("z", z, *PIEZO_TRAVEL_UM)
     check_focus_limits(z, z, (yield from focus_limits(scanboard)), "z: the focal plane")

@@ -1,5 +1,6 @@
 """Argument checks shared by plans: every bad value raises ValueError naming the
-parameter and the allowed range, before anything moves."""
+parameter and the allowed range (a device of the wrong kind, TypeError), before
+anything moves."""
 
 import json
 import math
@@ -86,3 +87,14 @@ def check_md(md: object) -> dict[str, Any]:
             where = "md keys"
         raise ValueError(f"{where}: {exc.message}") from None
     return out
+
+
+def check_device(name: str, value: object, kind: type) -> Any:
+    """``value`` is a ``kind`` device: a device passed in the wrong place (camera and
+    scan board swapped) is refused naming the parameter, before anything moves,
+    instead of an AttributeError from deep inside the plan."""
+    if not isinstance(value, kind):
+        what = getattr(value, "name", None)
+        got = f"{what!r} ({type(value).__name__})" if isinstance(what, str) else repr(value)
+        raise TypeError(f"{name} must be a {kind.__name__} device, got {got}")
+    return value

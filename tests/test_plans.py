@@ -47,6 +47,24 @@ def test_volumetric_scan_rejects_bad_arguments_before_moving(scope, session, kwa
     assert len(session.catalog) == n_runs
 
 
+def test_devices_passed_in_the_wrong_places_are_named(scope, session):
+    """Camera and scan board swapped, or a plan given a name instead of a device: the
+    parameter and what it got are named before anything moves (it was an
+    AttributeError, 'flyback_settle', from inside the plan)."""
+    from plans import gated_scan, planar_scan, volumetric_scan
+
+    before = board_state(scope)
+    with pytest.raises(TypeError, match=r"camera must be a Camera device, got 'scanboard' "
+                                        r"\(ScanBoard\)"):
+        session.RE(volumetric_scan(scope.scanboard, scope.camera, 2, 10, 10.0, 50.0, 2.0))
+    with pytest.raises(TypeError, match="scanboard must be a ScanBoard device, got 'sb'"):
+        session.RE(planar_scan(scope.camera, "sb", 5, 40.0, 0.002))
+    with pytest.raises(TypeError, match="gating must be a GatingTrigger device, got "
+                                        "'piezo'"):
+        session.RE(gated_scan(scope.camera, scope.piezo, scope.gating, [40.0]))
+    assert board_state(scope) == before
+
+
 @pytest.mark.parametrize("kwargs, param", [
     (dict(n_frames=0), "n_frames"),
     (dict(z=401.0), "z"),
