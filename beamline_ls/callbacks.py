@@ -106,7 +106,9 @@ class BackgroundCallback:
             # the first of each failure in full; its repeats (a full disk fails every
             # document of the run, 330 traceback lines each) at DEBUG: the run's end
             # counts them all (`Session.check_stored`)
-            said = f"{name}: {type(exc).__name__}: {exc}"
+            # by its first line: a database error goes on with the statement and its
+            # parameters, different for every document
+            said = f"{name}: {type(exc).__name__}: {str(exc).partition(chr(10))[0][:200]}"
             first = said not in self._said
             self._said.add(said)
             log.log(logging.ERROR if first else logging.DEBUG,

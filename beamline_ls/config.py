@@ -117,17 +117,19 @@ class Settings:
         """Persisted RunEngine metadata (scan_id survives restarts)."""
         return self.data_dir / "state"
 
-    def ensure_dirs(self) -> None:
+    def ensure_dirs(self, writable: tuple[Path, ...] = ()) -> None:
         """Create the data directory's folders; a data directory that cannot hold them
         (read-only, not permitted, a file in the way) is refused naming the folder and
-        the cause, not with a traceback from the first write."""
+        the cause, not with a traceback from the first write. ``writable``: the folders
+        the caller itself writes (the IOC: frames, state, autosave), checked too; the
+        IOC and the sessions may run as different users."""
         for d in (self.frames_dir, self.catalog_dir, self.state_dir, self.autosave_dir):
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise RuntimeError(f"the data directory {self.data_dir} cannot be used: "
                                    f"{d} cannot be created ({exc.strerror or exc})") from exc
-            if not os.access(d, os.W_OK | os.X_OK):
+            if d in writable and not os.access(d, os.W_OK | os.X_OK):
                 why = "a read-only file system" if _read_only(d) else "no write permission"
                 raise RuntimeError(f"the data directory {self.data_dir} cannot be used: "
                                    f"{d} is not writable ({why})")

@@ -91,8 +91,11 @@ class RunMarks:
         try:
             info = json.loads(os.pread(fd, 65536, 0) or b"{}")
             data = json.dumps({**info, "unstored": why[:2000]}).encode()
-            os.ftruncate(fd, 0)
+            # written over the old, then cut to length: the new text holds the old, so
+            # a write a full disk refuses, or a crash between the two, leaves a mark
+            # that still says who opened the run
             os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
             os.fsync(fd)
         except (OSError, ValueError) as exc:
             log.warning("cannot note in the mark of run %s why it was not stored: %s",

@@ -67,7 +67,11 @@ def refuse_unstorable(settings: Settings, run_files: bool = True
                 return done.value
             error, response = None, None
             if msg.command == "open_run":
-                problems = store_problems(settings, run_files)
+                try:
+                    problems = store_problems(settings, run_files)
+                except OSError as exc:  # a store that cannot even be looked at
+                    problems = [f"the data directory {settings.data_dir} cannot be "
+                                f"checked: {exc}"]
                 if problems:
                     error = RuntimeError("no run was started: " + "; ".join(problems))
                     continue

@@ -698,11 +698,13 @@ class Camera(Device):
         """Units (volumes or frames) accounted for: written, or lost and left as holes
         at their place in the file (so later frames keep their plane).
 
-        A volume (or gated pass) that a capture closed part-way through, aborted or
-        failed, counts too once the capture has closed: the file holds it, the planes
-        never taken as holes (``frame_id`` -1), and nothing more will be written to it.
-        Counting whole volumes only, an abort mid-pass left the frames of that pass out
-        of the run (7 frames on disk, none in the catalog)."""
+        A volume (or gated pass) that a stop or abort cut short counts too once the
+        capture has closed: the file holds it, the planes never taken as holes
+        (``frame_id`` -1), and nothing more will be written to it. Counting whole
+        volumes only, an abort mid-pass left the frames of that pass out of the run (7
+        frames on disk, none in the catalog). Not after a write error (the file may not
+        hold that volume whole) nor when frames were lost (the lost ones after the last
+        written are counted but hold no place in the file)."""
         per = (self._acq.frames_per_volume if self._acq else 0) or 1
         kicked = self._kickoff_status
         started = kicked is not None and kicked.done and kicked.success
@@ -711,11 +713,11 @@ class Camera(Device):
 
         def read() -> tuple[bool, int]:
             # closed first: once it is, the counts read after it are final
-            # (not after a write error: the file may not hold that volume whole)
             closed = per > 1 and self.hdf.capture_rbv.get(use_monitor=False) in (
                 "Done", 0) and self.hdf.write_status.get(use_monitor=False) != "Write error"
-            return closed, (int(self.hdf.num_captured.get(use_monitor=False))
-                            + int(self.hdf.dropped_frames.get(use_monitor=False)))
+            dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
+            return closed and not dropped, \
+                int(self.hdf.num_captured.get(use_monitor=False)) + dropped
 
         try:
             closed, accounted = self._ask(read)

@@ -105,9 +105,11 @@ def _wait_until(when: float, step: float = 0.5):
         yield from bps.sleep(min(left, step))
 
 
-def _cleanup(camera: Camera, gating: GatingTrigger):
+def _cleanup(camera: Camera, gating: GatingTrigger, interrupted: list[bool]):
+    """Disarm and stop; a run ``interrupted`` while open keeps the pass in progress."""
     yield from abort_camera(camera, (gating.arm, 0))
-    yield from collect_cut_short(camera)
+    if interrupted:
+        yield from collect_cut_short(camera)
 
 
 def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
@@ -178,6 +180,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
             # stopped, aborted or failed: every pass already stored goes into the run
             # (collected otherwise only at the end of each stack)
             yield from collect_stored(camera)
+            interrupted.append(True)  # the cleanup collects the pass cut short
             raise
         yield from bps.complete(camera, wait=True)
         yield from collect_all(camera, "primary")
@@ -195,8 +198,10 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         report["reason"] = "; ".join(said)
         return (yield from bps.close_run(**report))
 
+    interrupted: list[bool] = []
     yield from ensure_idle(camera)  # before the cleanup can stop anything
-    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, gating))))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, gating,
+                                                                      interrupted))))
 
 
 @names_a_silent_ioc

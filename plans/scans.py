@@ -54,15 +54,17 @@ def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tupl
     )
 
 
-def _cleanup(camera: Camera, scanboard: ScanBoard):
+def _cleanup(camera: Camera, scanboard: ScanBoard, interrupted: list[bool]):
     """Leave the hardware idle whatever happened (no-op after a clean finish); a run
-    cut short keeps the volume in progress (`collect_cut_short`)."""
+    ``interrupted`` while open keeps the volume in progress (`collect_cut_short`)."""
     yield from abort_camera(camera, (scanboard.stop_cmd, 1))
-    yield from collect_cut_short(camera)
+    if interrupted:
+        yield from collect_cut_short(camera)
 
 
 def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period: float,
-         board_first: bool, board_prepared: str | None = None):
+         board_first: bool, board_prepared: str | None = None,
+         interrupted: list[bool] | None = None):
     """Open the run, start camera and board in the right order, stream assets, close.
 
     ``board_prepared``: group of a board ``prepare`` still in flight, awaited just
@@ -93,6 +95,8 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
         # RunEngine closes it (a stop or abort after a pause otherwise left the
         # catalog without every volume written since the last collect)
         yield from collect_stored(camera)
+        if interrupted is not None:  # the cleanup collects the volume cut short
+            interrupted.append(True)
         raise
     yield from collect_all(camera, "primary")
     yield from collect_summary(camera)
@@ -267,10 +271,12 @@ def volumetric_scan(
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, scanboard)
         return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=False,
-                                board_prepared=board_ready))
+                                board_prepared=board_ready, interrupted=interrupted))
 
+    interrupted: list[bool] = []
     yield from ensure_idle(camera, scanboard)  # before the cleanup can stop anything
-    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard,
+                                                                      interrupted))))
 
 
 @names_a_silent_ioc
@@ -344,7 +350,10 @@ def planar_scan(
                                 camera.cam.acquire_period, period)
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, scanboard)
-        return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True))
+        return (yield from _fly(camera, scanboard, _md, flush_period=0.5, board_first=True,
+                                interrupted=interrupted))
 
+    interrupted: list[bool] = []
     yield from ensure_idle(camera, scanboard)  # before the cleanup can stop anything
-    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard))))
+    return (yield from with_real_cause(with_cleanup(inner(), _cleanup(camera, scanboard,
+                                                                      interrupted))))

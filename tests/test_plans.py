@@ -136,3 +136,18 @@ def test_a_volumetric_scan_leaves_the_writer_as_stock_clients_expect(scope, sess
                                         2.0))
     assert result.exit_status == "success"
     assert int(scope.camera.hdf.frames_per_volume.get(use_monitor=False)) == 0
+
+
+def test_a_scan_that_ends_well_warns_of_nothing(scope, session, caplog):
+    """The cleanup after a scan that ended well collects nothing and says nothing: a
+    cut-short volume is looked for only in a run that was interrupted (the cleanup is
+    shared by the volumetric and planar scans)."""
+    import logging
+
+    from plans import planar_scan
+
+    with caplog.at_level(logging.WARNING, logger="plans"):
+        assert session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0,
+                                      0.002)).exit_status == "success"
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("plans")]
+    assert said == []

@@ -64,7 +64,7 @@ def _replayed_without_its_end(docs, catalog):
         writer(name, doc)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # read only: one scan serves every test here
 def scan_documents(scope, session):
     from plans import volumetric_scan
 
@@ -85,6 +85,7 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     from beamline_ls.run_repair import RunMarks, close_abandoned_runs
     from beamline_ls.session import make_session
 
+    scan_documents = copy.deepcopy(scan_documents)  # shared by the module's tests
     here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
     here.ensure_dirs()
     catalog, tree = open_embedded_catalog(here, create=True)

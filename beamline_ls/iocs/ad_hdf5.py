@@ -600,15 +600,7 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             await self._refresh_single()
             return
         st = self.recorder.status
-        await write_if_changed(self.num_captured, st.frames_written)
-        await write_if_changed(self.num_flushed, st.complete_units * self._unit_frames)
-        await write_if_changed(self.swmr_cb_counter, st.flushes)
-        not_stored = st.frames_dropped + st.frames_missing
-        if not_stored != self.dropped_frames.value:
-            await self.dropped_frames.write(not_stored)
-            first = min(st.dropped_ids[:1] + st.missing_ids[:1], default=-1)
-            if first >= 0 and self.first_dropped.value < 0:
-                await self.first_dropped.write(int(first))
+        await self._publish_counts()
         if st.files and st.files != self.file_count.value:
             await self.file_count.write(st.files)
         waiting = self.queue_state()[1]
@@ -636,10 +628,25 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             await self.write_message.write(st.error[:500])
             await self.write_status.write("Write error")
 
+    async def _publish_counts(self) -> None:
+        st = self.recorder.status
+        await write_if_changed(self.num_captured, st.frames_written)
+        await write_if_changed(self.num_flushed, st.complete_units * self._unit_frames)
+        await write_if_changed(self.swmr_cb_counter, st.flushes)
+        not_stored = st.frames_dropped + st.frames_missing
+        if not_stored != self.dropped_frames.value:
+            await self.dropped_frames.write(not_stored)
+            first = min(st.dropped_ids[:1] + st.missing_ids[:1], default=-1)
+            if first >= 0 and self.first_dropped.value < 0:
+                await self.first_dropped.write(int(first))
+
     async def _closed(self) -> None:
         self.recorder.stop()
         st = self.recorder.status
         self._open = False
+        # final before Capture_RBV says Done: a client reading them then (the plans'
+        # last collect) must not find a frame that landed after the last refresh
+        await self._publish_counts()
         msg = st.error or (
             f"{'aborted after' if self._aborted else 'wrote'} {st.frames_written} frames "
             f"({st.frames_dropped} dropped, {st.frames_missing} never delivered by the "

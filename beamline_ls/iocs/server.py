@@ -188,7 +188,9 @@ def serve(settings: Settings) -> None:
     groups: list[PVGroup] = []
     claim = None
     try:
-        settings.ensure_dirs()  # once the configuration is accepted: a refused one leaves none
+        # once the configuration is accepted: a refused one leaves none
+        settings.ensure_dirs(writable=(settings.frames_dir, settings.state_dir,
+                                       settings.autosave_dir))
         claim = claim_data_dir(settings.state_dir, prefix)  # held while serving
         groups = build_groups(settings, drivers)
         pvdb = build_pvdb(groups)
