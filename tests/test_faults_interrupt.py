@@ -290,10 +290,10 @@ def test_a_gated_movie_aborted_after_a_pause_keeps_every_frame_taken(scope, sess
     assert frames.shape[0] == stored
 
 
-@pytest.mark.parametrize("pause", ["one Ctrl-C", "immediate"])
 def test_a_gated_stack_aborted_mid_pass_keeps_that_pass_in_the_run(scope, session,
-                                                                   gating_off, pause):
-    """Four planes, three passes, aborted after a pause part-way through a pass: the
+                                                                   gating_off):
+    """Four planes, three passes, aborted after an immediate pause (two Ctrl-C, the
+    probe's case; one Ctrl-C pauses at the same checkpoint) part-way through a pass: the
     frames of that pass are in the file and must be in the run too, the planes not
     taken as holes (frame_id -1), as for frames lost. (Only whole passes were
     collected: 7 frames on disk left none in the catalog.)"""
@@ -313,7 +313,7 @@ def test_a_gated_stack_aborted_mid_pass_keeps_that_pass_in_the_run(scope, sessio
         return int(gating.fired.get(use_monitor=False)) - fired_before[0] if starts else 0
 
     pause_a_gated_scan(scope, session, planes, passes, 0, 10**6,
-                       pause=lambda: session.RE.request_pause(defer=pause == "one Ctrl-C"),
+                       pause=lambda: session.RE.request_pause(defer=False),
                        also=lambda: 5 <= fired() < 7, subs=[note_start])
     result = session.RE.abort("operator ended the stack")
     assert result.exit_status == "abort"

@@ -192,13 +192,16 @@ def test_a_killed_ioc_leaves_every_whole_volume_on_disk_in_the_catalog(doomed):
     ioc.proc.wait(10)
 
 
-def test_an_ioc_that_stays_frozen_is_named_as_the_cause(doomed):
+def test_an_ioc_that_stays_frozen_is_named_as_the_cause(doomed, monkeypatch):
     """Frozen for good mid-scan (SIGSTOP; its channels stay connected, so Channel Access
     does not call it gone), the camera IOC is named as the cause, not a bare "no
     progress" (the cause only reached a WARNING before), in bounded time; thawed, it
     answers again and stops its capture when told."""
+    import plans.common
     from plans import planar_scan
 
+    # the cleanup's puts to the frozen IOC wait this long (10 s by default)
+    monkeypatch.setattr(plans.common, "CLEANUP_TIMEOUT_S", 3.0)
     ioc, scope, session = doomed
     freezer = signal_once_writing(ioc, scope.camera.hdf, signal.SIGSTOP)
     t0 = time.monotonic()
