@@ -264,7 +264,8 @@ def test_ctrl_c_during_a_plan_aborts_it_stops_the_camera_and_the_next_start_says
         again = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_file,
                                  stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "queue server ready" in log.read_text() or again.poll() is not None,
+        # "ready" is said before the queue is read; the Ctrl-C hint comes after it
+        wait_for(lambda: "Ctrl-C stops" in log.read_text() or again.poll() is not None,
                  timeout=120, what="the queue server again")
         text = log.read_text()
         assert "the queue holds 1 plan(s) from before" in text, text
