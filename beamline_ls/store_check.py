@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from beamline_ls.config import Settings
-from beamline_ls.pipeline.diskspace import free_bytes, nearest_existing, writable
+from beamline_ls.pipeline.diskspace import MiB, free_bytes, nearest_existing, writable
 
-MiB = 1 << 20
 #: free space a run's documents need at the least (a catalog run of thousands of
 #: frames takes a few MiB in SQLite with its journal; a run file about as much)
 MIN_FREE_BYTES = 8 * MiB
