@@ -19,13 +19,13 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	@# CPU-only and IOC-free tests on every core (one BLAS thread each: numpy's own
-	@# threads would make the workers wait on each other), then the rest one at a time
-	@# (they share the session's IOC, and their timing must not compete for the
-	@# cores); both always run
+	@# threads would make the workers wait on each other), then the rest in two
+	@# processes, each with an IOC of its own on its own loopback ports and a whole
+	@# module at a time (module fixtures share runs and servers); both always run
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(BIN)/python -m pytest -q -ra --durations=10 -m "compute or offline" -n auto --dist load; \
 	first=$$?; \
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute and not offline"; \
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute and not offline" -n 2 --dist loadfile; \
 	second=$$?; \
 	test $$first -eq 0 -a $$second -eq 0
 

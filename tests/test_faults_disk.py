@@ -271,6 +271,88 @@ def test_a_run_the_catalog_cannot_store_fails_loudly(scope, small_disk, prefix):
         session.close()
 
 
+def test_room_held_past_a_files_end_is_written_after_the_disk_fills(small_disk):
+    """What keeps HDF5 off a full disk (`RoomPastEnd`): the blocks held past the end
+    take writes after another program filled the disk, without showing in the file's
+    size; topping the room up then says the disk is full; release gives the unused
+    blocks back."""
+    from beamline_ls.pipeline.diskspace import MiB, RoomPastEnd
+
+    path = small_disk / "file.h5"
+    path.write_bytes(b"h" * 4096)
+    room = RoomPastEnd(path, 2 * MiB)
+    room.hold()
+    assert path.stat().st_size == 4096
+    filler = fill(small_disk)
+    with open(path, "ab") as f:  # as HDF5 appends its next objects
+        f.write(b"m" * MiB)
+        f.flush()
+        os.fsync(f.fileno())
+    with pytest.raises(DiskFullError):
+        room.hold()
+    free_before = diskspace.free_bytes(small_disk)
+    room.release()
+    assert path.stat().st_size == 4096 + MiB
+    assert diskspace.free_bytes(small_disk) - free_before >= MiB - 64 * 1024
+    filler.unlink()
+
+
+def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_catalog(
+        scope, tmp_path, prefix):
+    """Another program fills the run files' disk while a scan writes its run file.
+    Before, HDF5 crashed the whole session (segmentation fault in the run file's
+    flush, the RunEngine with it). Now the scan ends with the cause and the command
+    that writes the file again, the catalog has every frame, the run file reads back
+    marked incomplete with the cause, and once there is room that command makes it
+    whole; the next scan's file is written as usual."""
+    from beamline_ls.cli import main as cli_main
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+    from plans import planar_scan
+
+    settings = load_settings(data_dir=tmp_path / "data", prefix=prefix)
+    settings.ensure_dirs()
+    disk = mount_tmpfs(settings.runs_dir, 9)
+    session = make_session(settings, progress_bar=False)
+    filled: list[Path] = []
+
+    def fill_the_disk(name: str, doc: dict) -> None:  # while the run file writes
+        if name == "descriptor" and not filled:
+            filled.append(fill(disk))
+
+    try:
+        session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        token = session.RE.subscribe(fill_the_disk)
+        with pytest.raises(RuntimeError) as failed:
+            session.RE(planar_scan(scope.camera, scope.scanboard, 300, 100.0, 0.002))
+        session.RE.unsubscribe(token)
+        message = str(failed.value)
+        run = session.catalog[-1]
+        scan_id = run.metadata["start"]["scan_id"]
+        path = next(disk.rglob(f"{scan_id}-*.h5"))
+        assert "the run file stopped being written: disk full" in message, message
+        command = f"beamline-ls export {scan_id} --to {path} --overwrite"
+        assert command in message
+        assert run["primary"]["camera_image"].shape[0] == 300  # the run itself is whole
+        with h5py.File(path, "r") as f:
+            assert f.attrs["exit_status"] == "incomplete"
+            assert "disk full" in f.attrs["reason"]
+
+        filled[0].unlink()
+        assert cli_main(command.split()[1:] + ["--catalog", str(settings.data_dir)]) == 0
+        with h5py.File(path, "r") as f:
+            assert f.attrs["exit_status"] == "success"
+            assert f["streams/primary/data/camera_image"].shape[0] == 300
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        assert result.exit_status == "success"
+        session.flush()
+        with h5py.File(next(disk.rglob(f"{scan_id + 1}-*.h5")), "r") as f:
+            assert f.attrs["exit_status"] == "success"
+    finally:
+        session.close()
+        unmount(disk)
+
+
 @pytest.mark.parametrize("initialised", [False, True])
 def test_an_ioc_on_a_read_only_data_directory_is_refused_in_one_line(tmp_path, initialised):
     """``beamline-ls ioc`` on a read-only data directory, empty or one a session had

@@ -209,6 +209,18 @@ class RunFile:
         self._f.flush()
         self._f.close()
 
+    def abandon(self, reason: str) -> None:
+        """Close after a failed write (its disk filled): the file says ``incomplete``
+        and ``reason``; no more is written to it."""
+        if self.closed:
+            return
+        try:
+            self._f.attrs["exit_status"] = INCOMPLETE
+            self._f.attrs["reason"] = reason
+            self._f.flush()
+        finally:
+            self._f.close()
+
 
 def _write_stop(f: h5py.File, start: dict, doc: dict) -> None:
     """The stop document into ``/stop`` and the root's exit status and reason."""

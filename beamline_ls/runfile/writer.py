@@ -24,6 +24,7 @@ from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
 from event_model import DocumentNames, DocumentRouter, schema_validators
 
 from beamline_ls import log as bls_log
+from beamline_ls.pipeline.diskspace import DiskFullError, MiB, RoomPastEnd, free_bytes, is_disk_full
 from beamline_ls.runfile.runfile import RunFile
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,37 @@ def default_run_path(runs_dir: str | Path, start: dict) -> Path:
     return Path(runs_dir) / day / f"{scan_id}-{start['uid'][:8]}.h5"
 
 
+#: disk room a run file holds past its end while it is written (`RoomPastEnd`): one
+#: document's writes and the close fit many times over (a demo run's whole file is
+#: 0.26 MiB)
+RUN_FILE_ROOM = 2 * MiB
+
+
+class RunFileAbandoned(DiskFullError):
+    """A run file stopped being written (its disk filled); later documents of its run
+    are refused with this, so every document lost is counted."""
+
+
 class _Run:
-    """One run in progress: its normaliser and, once started, its file."""
+    """One run in progress: its normaliser, its file once started, and the disk room
+    the file holds past its end (`RoomPastEnd`: HDF5 crashed the process when the
+    disk filled under a run file). When the room cannot be topped up before a
+    document, the file is closed on what it holds, saying it is incomplete and why.
+    """
 
     def __init__(self, path: Path, overwrite: bool, written_by: str):
         self.path, self.overwrite, self.written_by = path, overwrite, written_by
         self.file: RunFile | None = None
+        self.abandoned: RunFileAbandoned | None = None
+        self.run_id: str | int = ""
+        self._room: RoomPastEnd | None = None
         self._error: BaseException | None = None
         self.normalizer = RunNormalizer()
         self.normalizer.subscribe(self._sink)
 
     def feed(self, name: str, doc: dict) -> None:
+        if self.abandoned is not None:
+            raise self.abandoned
         self._error = None
         getattr(self.normalizer, name)(doc)
         if self._error is not None:
@@ -77,12 +98,51 @@ class _Run:
         try:
             name = getattr(name, "name", name)
             if name == "start":
-                self.file = RunFile(self.path, doc, overwrite=self.overwrite,
-                                    written_by=self.written_by)
+                self._start(doc)
             elif self.file is not None:
+                self._room.hold()
                 getattr(self.file, name)(doc)
         except Exception as exc:
-            self._error = exc
+            self._error = self._abandon(exc) if is_disk_full(exc) else exc
+
+    def _start(self, doc: dict) -> None:
+        self.run_id = doc.get("scan_id", doc["uid"])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        free = free_bytes(self.path.parent)
+        if free < 2 * RUN_FILE_ROOM:
+            raise DiskFullError(f"disk full: {free / MiB:.2f} MiB free in "
+                                f"{self.path.parent}, a run file needs at least "
+                                f"{2 * RUN_FILE_ROOM / MiB:.0f} MiB to start")
+        self.file = RunFile(self.path, doc, overwrite=self.overwrite,
+                            written_by=self.written_by)
+        self._room = RoomPastEnd(self.path, RUN_FILE_ROOM)
+        self._room.hold()
+
+    def _abandon(self, exc: BaseException) -> RunFileAbandoned:
+        """Close the file on the room it holds, marked incomplete with the cause; an
+        error for this and every later document of the run."""
+        reason = f"run file incomplete: {exc}"
+        if self.file is not None:
+            try:
+                self.file.abandon(reason)
+                kept = f"{self.path} is closed, marked incomplete"
+            except Exception as close_exc:  # noqa: BLE001 - an unreadable file goes
+                log.error("run file %s could not be closed (%s): removed", self.path,
+                          close_exc)
+                self.path.unlink(missing_ok=True)
+                kept = f"{self.path} could not be closed and was removed"
+        else:
+            kept = f"{self.path} was not created"
+        self.abandoned = RunFileAbandoned(
+            f"the run file stopped being written: {exc}; {kept}; the catalog has the "
+            f"run: 'beamline-ls export {self.run_id} --to {self.path} --overwrite' "
+            "writes the file again once there is room")
+        return self.abandoned
+
+    def release(self) -> None:
+        """Give back the disk room not used (once the file is closed)."""
+        if self._room is not None:
+            self._room.release()
 
 
 class RunFileWriter(DocumentRouter):
@@ -180,15 +240,18 @@ class RunFileWriter(DocumentRouter):
             self._owner = {k: v for k, v in self._owner.items() if v != uid}
             if self._current == uid:
                 self._current = None
-            if run is not None and run.file is not None:
-                run.file.close()
-        if run is not None:
+            if run is not None:
+                if run.file is not None and run.abandoned is None:
+                    run.file.close()
+                run.release()
+        if run is not None and run.abandoned is None:
             bls_log.success(log, "run file %s (%s)", run.path, doc.get("exit_status"))
 
     def close(self) -> None:
         """Close files of runs still open (they say ``exit_status=incomplete``)."""
         for uid, run in list(self._runs.items()):
-            if run.file is not None:
+            if run.file is not None and run.abandoned is None:
                 log.info("run file %s closed without a stop document", run.path)
                 run.file.close()
+            run.release()
             self._runs.pop(uid, None)
