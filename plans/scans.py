@@ -6,6 +6,7 @@ StreamDatum per batch of complete volumes), so camera-rate data never becomes on
 Event per frame. Every argument is validated before anything moves.
 """
 
+import logging
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -21,7 +22,9 @@ from devices.scanboard import (
     check_focus_limits,
 )
 from plans.common import (
+    SUMMARY_STREAM,
     abort_camera,
+    cause_of,
     collect_all,
     collect_cut_short,
     collect_stored,
@@ -38,6 +41,8 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.validation import check_device, check_float, check_int, check_md, check_skip
+
+log = logging.getLogger(__name__)
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
 
@@ -81,19 +86,22 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     """
     yield from bps.open_run({**md, "hints": summary_hints(camera)})
     yield from bps.checkpoint()
-    for device in (scanboard, camera) if board_first else (camera, scanboard):
-        if device is scanboard and board_prepared is not None:
-            yield from bps.wait(group=board_prepared)
-        yield from bps.kickoff(device, wait=True)
-    yield from bps.declare_stream(camera, name="primary", collect=True)
-    yield from declare_summary(camera)
+    declared: list[str] = []
     try:
+        for device in (scanboard, camera) if board_first else (camera, scanboard):
+            if device is scanboard and board_prepared is not None:
+                yield from bps.wait(group=board_prepared)
+            yield from bps.kickoff(device, wait=True)
+        yield from _declare_streams(camera, declared)
         yield from collect_while_flying([camera, scanboard], camera, flush_period,
                                         "primary", summary=True)
     except Exception:
         # stopped, aborted or failed: the frames on disk go into the run before the
         # RunEngine closes it (a stop or abort after a pause otherwise left the
-        # catalog without every volume written since the last collect)
+        # catalog without every volume written since the last collect). Also when
+        # it came while the scan started: an immediate pause there, then abort, left
+        # the run without its streams and the 60 frames taken meanwhile out of it.
+        yield from _declare_streams(camera, declared, quiet=True)
         yield from collect_stored(camera)
         if interrupted is not None:  # the cleanup collects the volume cut short
             interrupted.append(True)
@@ -101,6 +109,24 @@ def _fly(camera: Camera, scanboard: ScanBoard, md: dict[str, Any], flush_period:
     yield from collect_all(camera, "primary")
     yield from collect_summary(camera)
     return (yield from bps.close_run(**(yield from loss_report(camera))))
+
+
+def _declare_streams(camera: Camera, declared: list[str], quiet: bool = False):
+    """Declare the frame and summary streams not yet in ``declared`` (and add them).
+    ``quiet``: on the way out of an interrupted run, a failure is logged, not raised
+    (the run ends with what interrupted it)."""
+    try:
+        if "primary" not in declared:
+            yield from bps.declare_stream(camera, name="primary", collect=True)
+            declared.append("primary")
+        if SUMMARY_STREAM not in declared:
+            yield from declare_summary(camera)
+            declared.append(SUMMARY_STREAM)
+    except Exception as exc:
+        if not quiet:
+            raise
+        log.warning("%s: the run's streams could not be declared, so frames written "
+                    "before it ended are not in it: %s", camera.name, cause_of(exc))
 
 
 def collect_while_flying(flyers: list, camera: Camera, flush_period: float,

@@ -399,6 +399,46 @@ def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     assert frames.shape[:2] == (N_VOLUMES, N_PLANES)
 
 
+def test_an_immediate_pause_while_a_scan_starts_then_abort_keeps_its_frames(scope,
+                                                                            session):
+    """Paused at once while the scan starts (camera and board running, the run's
+    streams not yet declared), then aborted: every volume the file holds is in the
+    run. Before, the run ended with no streams at all and the ~90 frames taken
+    meanwhile only in the file."""
+    from plans import volumetric_scan
+
+    board, hdf = scope.scanboard, scope.camera.hdf
+
+    def pause_as_the_streams_are_declared(msg) -> None:
+        if msg.command == "declare_stream" and not asked:
+            asked.append(msg)
+            # from another thread, as Ctrl-C's handler asks; it lands during this
+            # message, which the RunEngine holds up while frames are taken
+            threading.Thread(target=session.RE.request_pause, kwargs={"defer": False},
+                             daemon=True).start()
+            time.sleep(1.0)
+
+    asked: list = []
+    session.RE.msg_hook = pause_as_the_streams_are_declared
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0,
+                                       60.0, RATE))
+    finally:
+        session.RE.msg_hook = None
+    assert session.RE.state == "paused"
+    session.RE.abort("as the scan started")
+    session.flush()
+    run = session.catalog[-1]
+    with h5py.File(Path(hdf.full_file_name.get(use_monitor=False)), "r") as f:
+        on_disk = int((f["/entry/meta/frame_id"][...] >= 0).sum())
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    assert on_disk >= N_PLANES  # the pause came after frames were taken
+    frames = run["primary"]["camera_image"]
+    assert frames.shape[0] == -(-on_disk // N_PLANES)  # every volume, whole or cut short
+    assert np.asarray(frames[-1]).max() > 0
+
+
 def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, session):
     """A gated time-lapse spends most of its time waiting between stacks. One Ctrl-C
     there pauses within about a second, not at the end of the interval (a single long
