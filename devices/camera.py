@@ -741,8 +741,9 @@ class Camera(Device):
                 return read()
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out, destroyed
                 # an IOC found not answering (`_stall_cause`, before or while this
-                # waits) is not waited for any longer: the run fails on that anyway
-                patience = 2.0 if self._contact_error else IOC_PATIENCE_S
+                # waits) is asked once more, not waited for: the run fails on that
+                # anyway (retrying cost the frozen-IOC error 2 s per read)
+                patience = 0.0 if self._contact_error else IOC_PATIENCE_S
                 if self._note_failed_read(exc) and time.monotonic() - started < patience:
                     time.sleep(0.1)
                     continue

@@ -104,6 +104,11 @@ def ensure_idle(camera, scanboard=None):
 CLEANUP_TIMEOUT_S = 10.0
 
 
+#: seconds a cleanup waits on the puts to a camera IOC that has just let a read time
+#: out (frozen or swamped): they are sent all the same
+SILENT_IOC_WAIT_S = 2.0
+
+
 #: seconds an IOC has to take a setting (a put with completion): an exposure or a
 #: waveform parameter is applied in milliseconds; a driver call that never returns
 #: (a hung vendor SDK) held the plan, and the queue behind it, for good
@@ -161,18 +166,24 @@ def abort_camera(camera, *also, then=()):
     scan would be refused as "hardware in use"), then all are waited for together for
     at most `CLEANUP_TIMEOUT_S` (then bluesky's ``wait`` raises, and `with_cleanup`
     logs it): an IOC that does not answer costs the user one timeout, not one per put.
+    A camera IOC that has just let a read time out is frozen or swamped: its puts are
+    still sent (they take effect if it answers again) but waited for only
+    `SILENT_IOC_WAIT_S` (a frozen camera IOC delayed the error by the full timeout).
     The first failure is raised after the wait."""
     group = short_uid("cleanup")
     failure = yield from _send(also, group)
+    silent = False
     try:
         busy = yield from camera_busy(camera)
     except Exception as exc:  # noqa: BLE001 - no answer (or a put above failed late)
         busy = True  # asked to abort all the same
         failure = failure or exc
+        silent = isinstance(exc, ReadTimeoutError)
     puts = [(camera.cam.camera_mode, "Abort")] if busy else []
     later = yield from _send([*puts, (camera.hdf.frames_per_volume, 0), *then], group)
     failure = failure or later
-    yield from bps.wait(group=group, timeout=CLEANUP_TIMEOUT_S)
+    yield from bps.wait(group=group,
+                        timeout=SILENT_IOC_WAIT_S if silent else CLEANUP_TIMEOUT_S)
     if failure is not None:
         raise failure
 
