@@ -157,15 +157,23 @@ class _Child:
                          f"{self.log_file}:\n{_tail(self.log_file)}")
 
     def stop(self, timeout: float = 20.0) -> None:
-        if not self.alive():
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s (pid %d) did not stop in %.0f s; killed", self.name, self.pid,
-                           timeout)
-            self.proc.kill()
+        """SIGTERM, up to ``timeout`` s to exit, then SIGKILL; what it started and left
+        behind in its process group (a worker whose manager died) goes too."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s (pid %d) did not stop in %.0f s; killed", self.name,
+                               self.pid, timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to the part's process group (its own session: what it started, such
+        as the RE Manager's worker, goes with it), then reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
 
 
@@ -379,16 +387,16 @@ class QueueServer:
     def stop(self) -> None:
         """Stop in reverse order: HTTP server, RE Manager (worker first), Redis. A plan
         still running is aborted first (`abort_running_plan`)."""
+        hurry = False  # after a further Ctrl-C (or SIGTERM): no waiting on requests
         manager = next((c for c in self.children if c.name == "RE Manager"), None)
         if manager is not None and manager.alive():
             try:
                 self.abort_running_plan()
             except KeyboardInterrupt:  # a second Ctrl-C: stop without waiting for it
+                hurry = True
                 logger.warning("not waiting for the running plan to end")
         for child in reversed(self.children):
-            if child.name == "RE Manager" and child.alive():
-                self._stop_manager(child)
-            child.stop()
+            hurry = self._stop_child(child, hurry)
         self.children.clear()
         if self._manager_api is not None:
             with contextlib.suppress(Exception):
@@ -443,6 +451,31 @@ class QueueServer:
                    "remove --pos front' or REManagerAPI.item_remove)")
         logger.warning("%s", message)
         return message
+
+    def _stop_child(self, child: _Child, hurry: bool) -> bool:
+        """Stop one part, however often Ctrl-C (or SIGTERM) comes meanwhile; whether
+        the stop is now hurried.
+
+        Why: three quick Ctrl-C (or a service manager's repeated SIGTERM) used to end
+        this command in the middle of its stop, leaving Redis, the RE Manager with its
+        worker and the HTTP server running without it, their ports taken. Now a further
+        interrupt hurries the stop instead: no request to the manager, 5 s per part
+        after SIGTERM; one more kills the part (its whole process group: the manager's
+        worker with it)."""
+        while child.alive():
+            try:
+                if not hurry and child.name == "RE Manager":
+                    self._stop_manager(child)
+                child.stop(5.0 if hurry else 20.0)
+            except KeyboardInterrupt:
+                if hurry:
+                    logger.warning("killing %s (pid %d)", child.name, child.pid)
+                    child.kill()
+                else:
+                    logger.warning("not waiting for %s (pid %d) to stop by itself",
+                                   child.name, child.pid)
+                hurry = True
+        return hurry
 
     def _stop_manager(self, child: _Child) -> None:
         """Ask the manager to close the worker and exit (a SIGTERM alone would leave the

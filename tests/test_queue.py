@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,44 @@ def test_without_an_ioc_the_queue_says_to_start_it_and_leaves_nothing_running(
     assert f"start it first (beamline-ls ioc --prefix NOIOC: --data-dir {tmp_path})" in out
     for part in ("http", "control", "info", "redis"):
         assert not _listening(ports[part]), f"{part} port still open after the failure"
+
+
+def test_ctrl_c_pressed_again_and_again_still_stops_every_part(tmp_path):
+    """Three quick SIGTERMs (an impatient Ctrl-C, a service manager insisting): the
+    command used to end in the middle of its stop, leaving Redis, the RE Manager with
+    its worker and the HTTP server running without it, their ports taken. Now each
+    further one hurries the stop, and nothing it started is left."""
+    import psutil
+
+    ports = {"http": free_port(), "control": free_port(), "info": free_port(),
+             "redis": free_port()}
+    log = tmp_path / "queue.out"
+    cmd = [sys.executable, "-m", "beamline_ls.cli", "queue", "--no-open",
+           "--prefix", "NOIOC:", "--data-dir", str(tmp_path), "--api-key", KEY,
+           "--port", str(ports["http"]), "--zmq-control-port", str(ports["control"]),
+           "--zmq-info-port", str(ports["info"]), "--redis-port", str(ports["redis"])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
+    started: list = []
+    try:
+        wait_for(lambda: "Ctrl-C stops" in log.read_text() or proc.poll() is not None,
+                 timeout=240, what="the queue server")
+        assert proc.poll() is None, log.read_text()
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert len(started) >= 4  # Redis, RE Manager, its worker, HTTP server
+        for _ in range(3):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    left = [(p, p.name()) for p in started
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p, _ in left:  # the test's own leftovers, ended before it fails
+        p.kill()
+    assert not left, f"left running: {[(p.pid, name) for p, name in left]}"
+    for part in ("http", "control", "info", "redis"):
+        assert not _listening(ports[part]), f"{part} port still open after the stop"
