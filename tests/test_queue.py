@@ -321,7 +321,7 @@ def test_ctrl_c_pressed_again_and_again_still_stops_every_part(tmp_path):
     command used to end in the middle of its stop, leaving Redis, the RE Manager with
     its worker and the HTTP server running without it, their ports taken. Now each
     further one hurries the stop, and nothing it started is left."""
-    import psutil
+    from conftest import _child_processes
 
     ports = {"http": free_port(), "control": free_port(), "info": free_port(),
              "redis": free_port()}
@@ -338,7 +338,7 @@ def test_ctrl_c_pressed_again_and_again_still_stops_every_part(tmp_path):
         wait_for(lambda: "Ctrl-C stops" in log.read_text() or proc.poll() is not None,
                  timeout=240, what="the queue server")
         assert proc.poll() is None, log.read_text()
-        started = psutil.Process(proc.pid).children(recursive=True)
+        started = _child_processes(proc.pid)
         assert len(started) >= 4  # Redis, RE Manager, its worker, HTTP server
         for _ in range(3):
             proc.send_signal(signal.SIGTERM)
@@ -348,10 +348,20 @@ def test_ctrl_c_pressed_again_and_again_still_stops_every_part(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    left = [(p, p.name()) for p in started
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for p, _ in left:  # the test's own leftovers, ended before it fails
-        p.kill()
-    assert not left, f"left running: {[(p.pid, name) for p, name in left]}"
+    left = [(pid, command) for pid, command in started if _running(pid, command)]
+    for pid, _ in left:  # the test's own leftovers, ended before it fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"left running: {left}"
     for part in ("http", "control", "info", "redis"):
         assert not _listening(ports[part]), f"{part} port still open after the stop"
+
+
+def _running(pid: int, command: str) -> bool:
+    """Whether ``pid`` still runs ``command`` (not a zombie, not a reused PID)."""
+    proc = Path("/proc") / str(pid)
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        now = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return False
+    return state != "Z" and now == command
