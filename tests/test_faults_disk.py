@@ -338,8 +338,12 @@ def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_cata
             assert f.attrs["exit_status"] == "incomplete"
             assert "disk full" in f.attrs["reason"]
 
+        export = command.split()[1:] + ["--catalog", str(settings.data_dir)]
+        assert cli_main(export) == 2  # still full: refused, the incomplete file kept
+        with h5py.File(path, "r") as f:
+            assert f.attrs["exit_status"] == "incomplete"
         filled[0].unlink()
-        assert cli_main(command.split()[1:] + ["--catalog", str(settings.data_dir)]) == 0
+        assert cli_main(export) == 0
         with h5py.File(path, "r") as f:
             assert f.attrs["exit_status"] == "success"
             assert f["streams/primary/data/camera_image"].shape[0] == 300

@@ -103,7 +103,8 @@ class _Run:
                 self._room.hold()
                 getattr(self.file, name)(doc)
         except Exception as exc:
-            self._error = self._abandon(exc) if is_disk_full(exc) else exc
+            # a file that was never created is refused as it is: nothing to close
+            self._error = self._abandon(exc) if is_disk_full(exc) and self.file else exc
 
     def _start(self, doc: dict) -> None:
         self.run_id = doc.get("scan_id", doc["uid"])
@@ -121,18 +122,15 @@ class _Run:
     def _abandon(self, exc: BaseException) -> RunFileAbandoned:
         """Close the file on the room it holds, marked incomplete with the cause; an
         error for this and every later document of the run."""
-        reason = f"run file incomplete: {exc}"
-        if self.file is not None:
-            try:
-                self.file.abandon(reason)
-                kept = f"{self.path} is closed, marked incomplete"
-            except Exception as close_exc:  # noqa: BLE001 - an unreadable file goes
-                log.error("run file %s could not be closed (%s): removed", self.path,
-                          close_exc)
-                self.path.unlink(missing_ok=True)
-                kept = f"{self.path} could not be closed and was removed"
-        else:
-            kept = f"{self.path} was not created"
+        try:
+            self.file.abandon(f"run file incomplete: {exc}")
+            kept = f"{self.path} is closed, marked incomplete"
+        except Exception as close_exc:  # noqa: BLE001 - an unreadable file goes
+            log.error("run file %s could not be closed (%s): removed", self.path,
+                      close_exc)
+            self.path.unlink(missing_ok=True)
+            kept = f"{self.path} could not be closed and was removed"
+        self.release()
         self.abandoned = RunFileAbandoned(
             f"the run file stopped being written: {exc}; {kept}; the catalog has the "
             f"run: 'beamline-ls export {self.run_id} --to {self.path} --overwrite' "
