@@ -101,6 +101,30 @@ class RunMarks:
             log.warning("cannot note in the mark of run %s why it was not stored: %s",
                         uid, exc)
 
+    def close_unstored(self, catalog: Any, runs_dir: Path | None = None) -> list[str]:
+        """Close this session's runs whose end could not be stored (`note_unstored`),
+        now that storing works again: as failed, saying why. Left to the next session,
+        they showed in the catalog as running for as long as this one lasted. A run
+        that still cannot be closed keeps its mark. Returns the uids closed."""
+        closed = []
+        for uid, fd in list(self._held.items()):
+            try:
+                why = json.loads(os.pread(fd, 65536, 0) or b"{}").get("unstored")
+            except (OSError, ValueError):
+                continue
+            if not why:
+                continue  # a run still open, or one stored after all
+            try:
+                if _close_if_open(catalog, uid, f"this session, process {os.getpid()}",
+                                  runs_dir, why):
+                    closed.append(uid)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next run's end
+                log.info("run %s, whose end could not be stored, cannot be closed yet: "
+                         "%s", uid, exc)
+                continue
+            self._close(uid)
+        return closed
+
     def _close(self, uid: str) -> None:
         fd = self._held.pop(uid, None)
         try:

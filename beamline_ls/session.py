@@ -113,6 +113,8 @@ class Session:
             if self.marks is not None:
                 self.marks.note_unstored(uid, said)
             raise RuntimeError(said)
+        if self.marks is not None:  # storing works (again): earlier failures are closed
+            self.marks.close_unstored(self.catalog, self.settings.runs_dir)
 
     def abort_paused_run(self) -> None:
         """A session closed (or a Python that exits) with its RunEngine paused: the run

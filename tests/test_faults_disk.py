@@ -357,6 +357,51 @@ def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_cata
         unmount(disk)
 
 
+def test_a_run_the_catalogs_full_disk_cut_short_is_closed_once_storing_works_again(
+        scope, tmp_path, prefix):
+    """Another program fills the catalog's disk while a scan runs: the scan ends with
+    the real cause, saying what the catalog lacks. Once there is room, the next scan
+    is stored, and the run cut short is closed as failed with that cause; before, it
+    showed in the catalog as running until another session started."""
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+    from plans import planar_scan, volumetric_scan
+
+    settings = load_settings(data_dir=tmp_path / "data", prefix=prefix)
+    settings.ensure_dirs()
+    disk = mount_tmpfs(settings.catalog_dir, 12)
+    session = make_session(settings, progress_bar=False)
+    filled: list[Path] = []
+
+    def fill_the_disk(name: str, doc: dict) -> None:
+        if name == "descriptor" and not filled:
+            filled.append(fill(disk))
+
+    try:
+        session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        token = session.RE.subscribe(fill_the_disk)
+        with pytest.raises(RuntimeError) as failed:
+            session.RE(volumetric_scan(scope.camera, scope.scanboard, 10, 10, 20.0, 60.0,
+                                       5.0))
+        session.RE.unsubscribe(token)
+        message = str(failed.value)
+        assert "failed to reach the catalog" in message and "disk is full" in message
+        uid = message.split()[1]
+        assert session.catalog[uid].metadata.get("stop") is None  # its end was lost
+
+        filled[0].unlink()
+        result = session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
+        assert result.exit_status == "success"
+        stop = session.catalog[uid].metadata["stop"]
+        assert stop["exit_status"] == "fail"
+        assert "its end could not be stored in the catalog" in stop["reason"]
+        assert "disk is full" in stop["reason"]
+        assert not (settings.state_dir / "open-runs" / f"{uid}.json").exists()
+    finally:
+        session.close()
+        unmount(disk)
+
+
 @pytest.mark.parametrize("initialised", [False, True])
 def test_an_ioc_on_a_read_only_data_directory_is_refused_in_one_line(tmp_path, initialised):
     """``beamline-ls ioc`` on a read-only data directory, empty or one a session had
