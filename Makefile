@@ -21,13 +21,16 @@ test: setup
 	@# CPU-only and IOC-free tests on every core (one BLAS thread each: numpy's own
 	@# threads would make the workers wait on each other), then the rest in two
 	@# processes, each with an IOC of its own on its own loopback ports and a whole
-	@# module at a time (module fixtures share runs and servers); both always run
+	@# module at a time (module fixtures share runs and servers), then the tests whose
+	@# assertions are about load (marked alone) by themselves; all three always run
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(BIN)/python -m pytest -q -ra --durations=10 -m "compute or offline" -n auto --dist load; \
 	first=$$?; \
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute and not offline" -n 2 --dist loadfile; \
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not compute and not offline and not alone" -n 2 --dist loadfile; \
 	second=$$?; \
-	test $$first -eq 0 -a $$second -eq 0
+	$(BIN)/python -m pytest -q -ra -m "alone"; \
+	third=$$?; \
+	test $$first -eq 0 -a $$second -eq 0 -a $$third -eq 0
 
 lint: setup
 	$(BIN)/ruff check .

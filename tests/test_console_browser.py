@@ -26,7 +26,9 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()) and not os.environ.get("CI"
     pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run "
                 "installs them)", allow_module_level=True)
 
-pytestmark = pytest.mark.slow
+# alone: what it asserts (no frame dropped while three browsers watch) is about load;
+# a second test process beside it on 2 cores dropped 62 preview arrays
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def caread(suffix: str):
