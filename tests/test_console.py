@@ -9,6 +9,10 @@ import pytest
 from conftest import PREFIX, wait_for
 from starlette.testclient import TestClient
 
+# alone: with the second test process beside it on 2 cores, a Channel Access search of
+# the session IOC from this module's console timed out (10 s) once in five runs
+pytestmark = pytest.mark.alone
+
 KEY = "console-test-key"
 
 
