@@ -8,6 +8,7 @@ space is freed, without restarting anything. Mounting needs root (CI runs as roo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -297,6 +298,32 @@ def test_room_held_past_a_files_end_is_written_after_the_disk_fills(small_disk):
     filler.unlink()
 
 
+@contextlib.contextmanager
+def session_on_a_small_disk(tmp_path: Path, prefix: str, store: str, size_mb: int):
+    """A session whose ``store`` (a Settings directory: ``runs_dir``, ``catalog_dir``)
+    is a ``size_mb`` tmpfs; yields ``(settings, disk, session, filled, fill_the_disk)``:
+    subscribed, ``fill_the_disk`` fills that disk at the next descriptor (another
+    program filling it while the run writes) and appends the filler to ``filled``."""
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+
+    settings = load_settings(data_dir=tmp_path / "data", prefix=prefix)
+    settings.ensure_dirs()
+    disk = mount_tmpfs(getattr(settings, store), size_mb)
+    session = make_session(settings, progress_bar=False)
+    filled: list[Path] = []
+
+    def fill_the_disk(name: str, doc: dict) -> None:
+        if name == "descriptor" and not filled:
+            filled.append(fill(disk))
+
+    try:
+        yield settings, disk, session, filled, fill_the_disk
+    finally:
+        session.close()
+        unmount(disk)
+
+
 def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_catalog(
         scope, tmp_path, prefix):
     """Another program fills the run files' disk while a scan writes its run file.
@@ -306,21 +333,10 @@ def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_cata
     marked incomplete with the cause, and once there is room that command makes it
     whole; the next scan's file is written as usual."""
     from beamline_ls.cli import main as cli_main
-    from beamline_ls.config import load_settings
-    from beamline_ls.session import make_session
     from plans import planar_scan
 
-    settings = load_settings(data_dir=tmp_path / "data", prefix=prefix)
-    settings.ensure_dirs()
-    disk = mount_tmpfs(settings.runs_dir, 9)
-    session = make_session(settings, progress_bar=False)
-    filled: list[Path] = []
-
-    def fill_the_disk(name: str, doc: dict) -> None:  # while the run file writes
-        if name == "descriptor" and not filled:
-            filled.append(fill(disk))
-
-    try:
+    with session_on_a_small_disk(tmp_path, prefix, "runs_dir", 9) as (
+            settings, disk, session, filled, fill_the_disk):
         session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         token = session.RE.subscribe(fill_the_disk)
         with pytest.raises(RuntimeError) as failed:
@@ -352,9 +368,6 @@ def test_a_disk_filled_under_a_run_file_leaves_it_closed_and_the_run_in_the_cata
         session.flush()
         with h5py.File(next(disk.rglob(f"{scan_id + 1}-*.h5")), "r") as f:
             assert f.attrs["exit_status"] == "success"
-    finally:
-        session.close()
-        unmount(disk)
 
 
 def test_a_run_the_catalogs_full_disk_cut_short_is_closed_once_storing_works_again(
@@ -363,21 +376,10 @@ def test_a_run_the_catalogs_full_disk_cut_short_is_closed_once_storing_works_aga
     the real cause, saying what the catalog lacks. Once there is room, the next scan
     is stored, and the run cut short is closed as failed with that cause; before, it
     showed in the catalog as running until another session started."""
-    from beamline_ls.config import load_settings
-    from beamline_ls.session import make_session
     from plans import planar_scan, volumetric_scan
 
-    settings = load_settings(data_dir=tmp_path / "data", prefix=prefix)
-    settings.ensure_dirs()
-    disk = mount_tmpfs(settings.catalog_dir, 12)
-    session = make_session(settings, progress_bar=False)
-    filled: list[Path] = []
-
-    def fill_the_disk(name: str, doc: dict) -> None:
-        if name == "descriptor" and not filled:
-            filled.append(fill(disk))
-
-    try:
+    with session_on_a_small_disk(tmp_path, prefix, "catalog_dir", 12) as (
+            settings, disk, session, filled, fill_the_disk):
         session.RE(planar_scan(scope.camera, scope.scanboard, 5, 40.0, 0.002))
         token = session.RE.subscribe(fill_the_disk)
         with pytest.raises(RuntimeError) as failed:
@@ -397,9 +399,6 @@ def test_a_run_the_catalogs_full_disk_cut_short_is_closed_once_storing_works_aga
         assert "its end could not be stored in the catalog" in stop["reason"]
         assert "disk is full" in stop["reason"]
         assert not (settings.state_dir / "open-runs" / f"{uid}.json").exists()
-    finally:
-        session.close()
-        unmount(disk)
 
 
 @pytest.mark.parametrize("initialised", [False, True])
