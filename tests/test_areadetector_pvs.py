@@ -48,7 +48,7 @@ PLUGIN_BASE = (
     "DriverVersion_RBV DroppedArrays DroppedArrays_RBV EnableCallbacks EnableCallbacks_RBV "
     "ExecutionTime_RBV MinCallbackTime MinCallbackTime_RBV NDArrayAddress NDArrayAddress_RBV "
     "NDArrayPort NDArrayPort_RBV NDimensions_RBV PluginType_RBV PortName_RBV ProcessPlugin "
-    "QueueFree QueueSize TimeStamp_RBV UniqueId_RBV")
+    "QueueFree QueueSize TimeStamp_RBV UniqueId_RBV Codec_RBV CompressedSize_RBV")
 SCREENS["image1:"] = {"NDPluginBase": PLUGIN_BASE}
 SCREENS["HDF1:"] = {
     "NDPluginBase": PLUGIN_BASE,

@@ -4,6 +4,7 @@ watching change nothing in an acquisition."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -12,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import EPICS, PREFIX, wait_for
+from conftest import EPICS, PREFIX, private_tmpdir, wait_for
 
 from beamline_ls.console.pvs import MONITORED
 
@@ -79,11 +80,14 @@ def console_url(scope, data_dir):  # scope: the session camera at its test ROI
 
 
 @pytest.fixture(scope="module")
-def browsers():
+def browsers(tmp_path_factory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opened = []
+    # chromium keeps its singleton socket in a directory of its own under TMPDIR and
+    # leaves it behind when chromedriver ends it: kept under the test's directory
+    env = private_tmpdir(tmp_path_factory.mktemp("browsers"))
 
     def open_browser():
         options = webdriver.ChromeOptions()
@@ -94,13 +98,15 @@ def browsers():
                     "--disable-dev-shm-usage", "--window-size=1500,1700"):
             options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), env=env),
+                                  options=options)
         opened.append(driver)
         return driver
 
     yield open_browser
     for d in opened:
         d.quit()
+    shutil.rmtree(env["TMPDIR"], ignore_errors=True)
 
 
 def load(driver, url: str) -> None:

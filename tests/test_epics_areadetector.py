@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import put_is_refused, wait_for
 from ophyd import ADComponent as ADC
-from ophyd import EpicsSignal, do_not_wait_for_lazy_connection
+from ophyd import EpicsSignal, EpicsSignalRO, do_not_wait_for_lazy_connection
 from ophyd.areadetector.cam import AreaDetectorCam
 from ophyd.areadetector.detectors import DetectorBase
 from ophyd.areadetector.filestore_mixins import (
@@ -254,6 +254,12 @@ def test_single_mode_writes_a_file_per_frame(scope, prefix, settings):
         assert int(det.hdf1.file_number.get(use_monitor=False)) == 6
         assert [d["spec"] for n, d in docs if n == "resource"] == ["AD_HDF5_SINGLE"]
         assert det.hdf1.write_status.get(as_string=True, use_monitor=False) == "Write OK"
+        # Capture has no meaning in Single mode: refused, and WriteMessage says why (as
+        # ADCore's "capture not supported in Single mode"), not the last file's news
+        det.hdf1.file_write_mode.set("Single").wait(10)  # unstaged: back to Stream
+        assert put_is_refused(prefix + "HDF1:Capture", 1)
+        assert "in Single mode" in det.hdf1.write_message.get(use_monitor=False)
+        assert det.hdf1.write_status.get(as_string=True, use_monitor=False) == "Write error"
     finally:
         EpicsSignal(prefix + "HDF1:FileWriteMode").put("Stream", wait=True)
         det.destroy()
@@ -443,9 +449,13 @@ def test_a_new_file_path_is_created_at_the_put_as_create_directory_allows(det, s
     made = settings.frames_dir / "probe-new" / "day1"
     refused = settings.frames_dir / "probe-deep" / "day1"
     try:
-        hdf.file_path.put(f"{made}/", wait=True)  # default -20: the last 20 levels
+        hdf.file_path.put(f"{made}", wait=True)  # default -20: the last 20 levels
         wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 1, 10, "created")
         assert made.is_dir()
+        # the path held ends with the separator, as areaDetector's (checkPath):
+        # scripts name files FilePath_RBV + FileName
+        rbv = EpicsSignalRO(hdf.prefix + "FilePath_RBV", name="rbv", string=True)
+        assert rbv.get(use_monitor=False) == f"{made}/"
         create.put(-1, wait=True)  # the last level only: two are missing
         hdf.file_path.put(f"{refused}/", wait=True)
         wait_for(lambda: hdf.file_path_exists.get(use_monitor=False) == 0, 10, "refused")

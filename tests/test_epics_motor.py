@@ -225,6 +225,52 @@ def test_descriptors_and_screens_get_the_motor_records_metadata(x):
         ca.caget(f"{PREFIX}stage:X.DHLM", use_monitor=False))
     velo = ca.get_pv(f"{PREFIX}stage:X.VELO", form="ctrl").get_ctrlvars(timeout=5)
     assert velo["units"] == f"{egu}/sec" and velo["precision"] == prec
+    for field in ("MRES", "ACCL", "RDBD", "BDST"):  # ACCL 0.2 s is not shown as "0"
+        ctrl = ca.get_pv(f"{PREFIX}stage:X.{field}", form="ctrl").get_ctrlvars(timeout=5)
+        assert ctrl["precision"] == prec, field
+
+
+def test_a_jog_that_runs_into_a_limit_leaves_val_there_and_says_so(x):
+    """The motor record ends a jog with VAL = RBV: a tweak after a jog that the soft
+    limit stopped starts from the limit (it went back from the jog's start: a move of
+    the whole way plus the step)."""
+    ca.caput(f"{PREFIX}stage:X.HLM", 300.0, wait=True, timeout=10)
+    ca.caput(f"{PREFIX}stage:X.JOGF", 1, wait=True)
+    deadline = time.monotonic() + 20
+    while ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) != 1 or \
+            x.user_readback.get(use_monitor=False) < 299.9:
+        assert time.monotonic() < deadline, "the jog did not reach the limit"
+        time.sleep(0.05)
+    ca.caput(f"{PREFIX}stage:X.JOGF", 0, wait=True)
+    assert ca.caget(f"{PREFIX}stage:X.VAL", use_monitor=False) == pytest.approx(300.0)
+    assert ca.caget(f"{PREFIX}stage:X.DVAL", use_monitor=False) == pytest.approx(300.0)
+    assert ca.caget(f"{PREFIX}stage:X.LVIO", use_monitor=False) == 1
+    assert x.user_setpoint.get(use_monitor=False) == pytest.approx(300.0)
+    ca.caput(f"{PREFIX}stage:X.TWV", 50.0, wait=True)
+    ca.caput(f"{PREFIX}stage:X.TWR", 1, wait=True, timeout=10)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(250.0, abs=0.05)
+    assert ca.caget(f"{PREFIX}stage:X.LVIO", use_monitor=False) == 0
+    ca.caput(f"{PREFIX}stage:X.HLM", 10_000.0, wait=True, timeout=10)
+
+
+def test_set_keeps_dval_and_moves_only_the_offset(microscope):
+    """SET then VAL: OFF = VAL - DVAL * DIR with DVAL as it was (the motor record's
+    rule). Taking the piezo's settling readback instead moved DVAL by its settling
+    error, and recalibrating there and back left an offset behind."""
+    piezo = f"{PREFIX}piezo"
+    ca.caput(f"{piezo}.VAL", 140.0, wait=True, timeout=30)
+    dval = ca.caget(f"{piezo}.DVAL", use_monitor=False)
+    ca.caput(f"{piezo}.SET", 1, wait=True)
+    try:
+        ca.caput(f"{piezo}.VAL", 200.0, wait=True, timeout=10)
+        assert ca.caget(f"{piezo}.DVAL", use_monitor=False) == dval
+        assert ca.caget(f"{piezo}.OFF", use_monitor=False) == pytest.approx(200.0 - dval,
+                                                                           abs=1e-12)
+        ca.caput(f"{piezo}.VAL", dval, wait=True, timeout=10)
+        assert ca.caget(f"{piezo}.OFF", use_monitor=False) == 0.0
+    finally:
+        ca.caput(f"{piezo}.SET", 0, wait=True)
+        ca.caput(f"{piezo}.OFF", 0.0, wait=True)
 
 
 def test_velo_sets_the_speed_of_the_move(x):

@@ -403,12 +403,16 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
             await self.write_status.write("Write OK")
         self._path_problem_said = problem[:500] if problem else None
         await self.file_path_exists.write("No" if problem else "Yes")
-        return value
+        # areaDetector ends the path it holds with the separator (checkPath), and
+        # clients build names as FilePath_RBV + FileName
+        return value if not value or value.endswith("/") else value + "/"
 
     @file_write_mode.putter
     async def file_write_mode(self, instance, value):
         if self.recorder.capturing:
             raise ValueError("FileWriteMode cannot change while capturing")
+        if self._open:  # a capture that ended since the last refresh: report it now
+            await self._closed()  # (Single mode's refresh would never close it)
         if value == "Single":
             self._single_base = self._single.status.written
             self._single_failed = self._single.status.failed
@@ -504,8 +508,11 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
                 await self._no_capture.wait()
                 return "Done"
             if self.file_write_mode.value == "Single":
-                raise ValueError("in Single mode each frame is written to its own file as "
-                                 "it arrives (AutoSave Yes); Capture is for Stream/Capture")
+                why = ("in Single mode each frame is written to its own file as it "
+                       "arrives (AutoSave Yes); Capture is for Stream/Capture")
+                await self.write_message.write(f"capture refused: {why}")
+                await self.write_status.write("Write error")
+                raise ValueError(why)
             n = int(self.num_capture.value)
             self._no_capture.clear()
             try:

@@ -144,6 +144,9 @@ class PluginGroup(PortGroup, ArrayDimensionPVs):
                               doc="time the camera thread spent handing the last frame "
                                   "to this plugin")
     ndimensions = readback("NDimensions_RBV", 2)
+    codec = readback("Codec_RBV", "", doc="codec of the frames it takes: none (empty)")
+    compressed_size = readback("CompressedSize_RBV", 0,
+                               doc="bytes of the last frame as taken (not compressed)")
     dimensions = pvproperty(name="Dimensions_RBV", value=[0] * MAX_DIMS,
                             dtype=ChannelType.LONG, max_length=MAX_DIMS, read_only=True)
     data_type = readback("DataType_RBV", "UInt16", enum_strings=ND_DATA_TYPES)
@@ -328,6 +331,7 @@ class PluginGroup(PortGroup, ArrayDimensionPVs):
             await self.epics_ts_sec.write(int(epics_s))
             await self.epics_ts_nsec.write(int(round((epics_s % 1.0) * 1e9)) % 1_000_000_000)
             await write_if_changed(self.array_size_bytes, int(last.image.nbytes))
+            await write_if_changed(self.compressed_size, int(last.image.nbytes))
         rate = 0.0
         if len(stamps) >= 2 and stamps[-1] > stamps[0] and time.monotonic() - stamps[-1] < 2:
             rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])

@@ -108,6 +108,13 @@ class MotorGroup(RecordAlarms):
                       f.dial_low_limit, f.user_offset, f.tweak_step_size,
                       f.difference_dval_drbv):
             await field.write_metadata(precision=p, units=self.driver.units)
+        # the motor record shows every other double field at PREC too (screens would
+        # show ACCL = 0.2 s or MRES = 0.001 as "0")
+        for field in (f.motor_step_size, f.encoder_step_size, f.readback_step_size,
+                      f.egu_s_per_revolution, f.bl_distance, f.retry_deadband,
+                      f.setpoint_deadband, f.seconds_to_velocity, f.bl_seconds_to_velocity,
+                      f.bl_velocity, f.readback_settle_time, f.jog_accel):
+            await field.write_metadata(precision=p)
         await instance.write_metadata(units=self.driver.units, precision=p)
         await f.display_precision.write(p)
         await f.motor_step_size.write(self.resolution)
@@ -331,6 +338,8 @@ class MotorGroup(RecordAlarms):
                 await self._speed(float(instance.field_inst.velocity.value))
             except Exception as exc:  # the move is over either way; say why VELO is off
                 log.error("%s: could not return to VELO: %s", instance.pvname, exc)
+        if self._jogging:  # a jog that ran into a limit: VAL is where it stopped
+            await self._jog_ended(instance)
         self._jogging = False
         if self._homing:
             self._homing, self._homed = False, not self._fault
@@ -367,10 +376,12 @@ class MotorGroup(RecordAlarms):
             if _enum(f.offset_freeze_switch) == "Frozen":
                 raise ValueError(f"{instance.pvname}: the offset is frozen (FOFF); "
                                  "cannot recalibrate")
-            self.cal.offset = value - self.cal.direction * self._dial
+            # as the motor record: OFF = VAL - DVAL * DIR, DVAL kept (the readback of an
+            # axis still settling would move DVAL by its settling error)
+            dval = float(f.dial_desired_value.value)
+            self.cal.offset = value - self.cal.direction * dval
             log.info("%s: recalibrated, %g now reads %g (offset %g); nothing moved",
-                     instance.pvname, self._dial, value, self.cal.offset)
-            await f.dial_desired_value.write(self._dial, verify_value=False)
+                     instance.pvname, dval, value, self.cal.offset)
             await self._calibration_changed(instance)  # publish, VAL = user(DVAL), save
             return value
         mode = _enum(f.stop_pause_move_go)
@@ -483,6 +494,16 @@ class MotorGroup(RecordAlarms):
         if value:
             await fields.parent.group._tweak(fields.parent, -1)
         return 0
+
+    async def _jog_ended(self, instance) -> None:
+        """A jog stopped by itself at a soft limit: as the motor record, VAL and DVAL
+        become where the axis is (a tweak after it starts from there) and LVIO says the
+        limit stopped it."""
+        f = instance.field_inst
+        await f.dial_desired_value.write(self._dial, verify_value=False)
+        await instance.write(self.cal.user(self._dial), verify_value=False)
+        if not self.cal.within_limits(self.cal.user(self._dial), -self.tolerance):
+            await f.limit_violation.write(1)
 
     async def _jog(self, instance, forward: bool, on: bool) -> None:
         if not on:
