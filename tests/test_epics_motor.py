@@ -253,6 +253,31 @@ def test_a_jog_that_runs_into_a_limit_leaves_val_there_and_says_so(x):
     ca.caput(f"{PREFIX}stage:X.HLM", 10_000.0, wait=True, timeout=10)
 
 
+def disp() -> int:
+    """The X axis's DISP (a CHAR field: a 0 reads as an empty string)."""
+    from caproto.sync.client import read
+
+    data = read(f"{PREFIX}stage:X.DISP", timeout=10, repeater=False).data
+    return int(data[0]) if len(data) else 0
+
+
+def test_the_screens_disable_refuses_every_put_until_enabled(x):
+    """motorx's Enable/Disable (``_able``, which writes DISP): disabled, a move, a
+    tweak and a limit change are refused at once, with the reason; enabled, they go."""
+    ca.caput(f"{PREFIX}stage:X_able", "Disable", wait=True)
+    try:
+        assert disp() == 1
+        for field, value in (("", 100.0), (".TWF", 1), (".HLM", 500.0), (".JOGF", 1)):
+            assert put_is_refused(f"{PREFIX}stage:X{field}", value), field
+        assert x.user_readback.get(use_monitor=False) == pytest.approx(0.0, abs=0.05)
+        assert ca.caget(f"{PREFIX}stage:X.DESC", use_monitor=False) == "stage:X"
+    finally:
+        ca.caput(f"{PREFIX}stage:X_able", "Enable", wait=True)
+    assert disp() == 0
+    x.move(100.0, wait=True, timeout=30)
+    assert x.user_readback.get(use_monitor=False) == pytest.approx(100.0, abs=0.05)
+
+
 def test_set_keeps_dval_and_moves_only_the_offset(microscope):
     """SET then VAL: OFF = VAL - DVAL * DIR with DVAL as it was (the motor record's
     rule). Taking the piezo's settling readback instead moved DVAL by its settling

@@ -34,7 +34,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from caproto import AlarmSeverity, AlarmStatus
+from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PvpropertyDouble, pvproperty
 
 from beamline_ls.hardware.positioner import PositionerDriver
@@ -69,6 +69,10 @@ class MotorTarget(PvpropertyDouble):
 
 class MotorGroup(RecordAlarms):
     motor = pvproperty(value=0.0, name="", record="motor", precision=3, dtype=MotorTarget)
+    #: the motor screens' Enable/Disable (motor's ``asyn_motor.db`` ``$(P)$(M)_able``,
+    #: a bo writing the record's DISP): Disable refuses every put to the record
+    able = pvproperty(value="Enable", name="_able", enum_strings=("Enable", "Disable"),
+                      dtype=ChannelType.ENUM, doc="Disable: the motor takes no puts")
 
     def __init__(self, *args, driver: PositionerDriver, autosave: Path | None = None,
                  poll_s: float = 0.02, idle_poll_s: float = 0.2, **kwargs):
@@ -138,6 +142,9 @@ class MotorGroup(RecordAlarms):
         await self._publish_calibration(instance)
         await instance.write(self.cal.user(self._dial), verify_value=False)
         await f.dial_desired_value.write(self._dial, verify_value=False)
+        # screens title the motor with DESC: the axis's name after the IOC prefix
+        await f.description.write(instance.pvname.partition(":")[2][:40] or instance.pvname)
+        self._guard_disabled_puts(instance)
         # caproto's motor record starts with LVIO = 1; the target (here) is in limits
         await f.limit_violation.write(
             int(not self.cal.within_limits(instance.value, self.tolerance / 10)))
@@ -461,6 +468,35 @@ class MotorGroup(RecordAlarms):
     @motor.fields.dial_low_limit.putter
     async def _dllm(fields, instance, value):
         return await fields.parent.group._set_limit(fields.parent, True, False, value)
+
+    # ------------------------------------------------------------ DISP / _able
+    def _guard_disabled_puts(self, instance) -> None:
+        """As EPICS does for a record whose DISP is 1: every client put to it or its
+        fields (DISP itself excepted) is refused, with the reason. Only client puts
+        are guarded (``write_from_dbr``): the record's own updates go on."""
+        disp = instance.field_inst.disable_putfield
+
+        def guard(data):
+            original = data.write_from_dbr
+
+            async def write_from_dbr(*args, **kwargs):
+                if disp.value:
+                    raise ValueError(f"{data.pvname}: puts are disabled (DISP = 1; put "
+                                     f"Enable to {instance.pvname}_able to allow them)")
+                return await original(*args, **kwargs)
+
+            data.write_from_dbr = write_from_dbr
+
+        guard(instance)
+        for name, data in (instance.fields or {}).items():
+            if name != "DISP":
+                guard(data)
+
+    @able.putter
+    async def able(self, instance, value):
+        disabled = value in ("Disable", 1)
+        await self.motor.field_inst.disable_putfield.write(int(disabled))
+        return value
 
     # ------------------------------------------------------- stop, tweak, jog, home
     @motor.fields.stop.putter
