@@ -115,6 +115,12 @@ class Session:
             raise RuntimeError(said)
         if self.marks is not None:  # storing works (again): earlier failures are closed
             self.marks.close_unstored(self.catalog, self.settings.runs_dir)
+        if doc.get("exit_status") == "fail":
+            # a plan that keeps what it took (frames dropped or never triggered: holes
+            # in the run) returns normally; its RunEngineResult says "success" (the
+            # plan raised nothing), so the stop document's verdict is said here
+            log.warning("run %s stored as failed: %s", uid, doc.get("reason") or
+                        "no reason given")
 
     def abort_paused_run(self) -> None:
         """A session closed (or a Python that exits) with its RunEngine paused: the run

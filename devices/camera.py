@@ -711,23 +711,31 @@ class Camera(Device):
         if not started:  # nothing captured yet (the counts are the last capture's)
             return self._index
 
-        def read() -> tuple[bool, int]:
+        def read() -> tuple[bool, int, int]:
             # closed first: once it is, the counts read after it are final
             closed = per > 1 and self.hdf.capture_rbv.get(use_monitor=False) in (
                 "Done", 0) and self.hdf.write_status.get(use_monitor=False) != "Write error"
             dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
+            flushed = int(self.hdf.num_flushed.get(use_monitor=False))
             return closed and not dropped, \
-                int(self.hdf.num_captured.get(use_monitor=False)) + dropped
+                int(self.hdf.num_captured.get(use_monitor=False)) + dropped, flushed
 
         try:
-            closed, accounted = self._ask(read)
+            closed, accounted, flushed = self._ask(read)
         except RuntimeError:
             if not self._contact_error or self._facts is None:
                 raise
             # the IOC is gone: what it last said was on disk is (whole volumes are
             # flushed before they are counted), so the run keeps those frames
             return self._flushed_seen // per
-        return -(-accounted // per) if closed else accounted // per
+        if closed:
+            return -(-accounted // per)
+        # only what is on disk (NumFlushed_RBV, holes included): frames the writer has
+        # taken but not flushed are not in the file yet, and if the IOC dies they never
+        # will be (a planar run advertised 221 rows of a file that kept 200, and every
+        # read of it failed)
+        self._flushed_seen = max(self._flushed_seen, flushed)
+        return min(accounted, flushed) // per
 
     def _ask(self, read: Callable[[], T]) -> T:
         """``read()`` from the IOC during collection. A read that fails while the

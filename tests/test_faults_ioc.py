@@ -97,6 +97,13 @@ def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
         assert f["/entry/data/data"].shape[0] == stored
     log = ioc.log_file.read_text()
     assert f"{files[0]} was left open by an IOC that stopped without closing it" in log
+    # the catalog holds only frames the file kept (frames the writer had taken but
+    # not flushed died with it): every row it advertises reads
+    primary = session.catalog[-1]["primary"]
+    ids = primary["camera_frame_id"].read()
+    assert 0 < len(ids) <= stored
+    assert primary["camera_image"].shape[0] == len(ids)
+    assert primary["camera_image"][len(ids) - 1].mean() > 0
 
 
 def test_a_camera_that_fails_mid_scan_ends_it_with_that_cause(scope, session):

@@ -28,14 +28,16 @@ def test_every_frame_id_appears_once_in_order_after_a_sustained_run(scope, sessi
     np.testing.assert_array_equal(ids, np.arange(400))
 
 
-def test_a_slow_disk_loses_frames_and_the_run_says_so(scope, session):
+def test_a_slow_disk_loses_frames_and_the_run_says_so(scope, session, caplog):
     from plans import planar_scan
 
     hdf = scope.camera.hdf
     hdf.buffer_frames.set(8).wait(5)
     hdf.sim_write_delay.set(0.03).wait(5)  # ~33 frames/s disk against ~250 frames/s
     try:
-        result = session.RE(planar_scan(scope.camera, scope.scanboard, 80, 40.0, 0.002))
+        with caplog.at_level("WARNING", logger="beamline_ls.session"):
+            result = session.RE(planar_scan(scope.camera, scope.scanboard, 80, 40.0,
+                                            0.002))
     finally:
         hdf.buffer_frames.set(0).wait(5)
         hdf.sim_write_delay.set(0.0).wait(5)
@@ -54,6 +56,9 @@ def test_a_slow_disk_loses_frames_and_the_run_says_so(scope, session):
     assert sorted(np.concatenate([kept, lost]).tolist()) == list(range(80))
     assert np.all(np.diff(kept) > 0) and len(lost) == dropped and np.all(lost_t > 0)
     assert f"first lost frame id {int(lost[0])}" in stop["reason"]
+    # the plan returned normally (RE's result says success): the session says it failed
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("stored as failed" in m and "dropped by the writer" in m for m in said), said
 
 
 def test_background_is_subtracted_until_the_settings_change(scope, session):
