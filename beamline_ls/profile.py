@@ -45,6 +45,14 @@ def base() -> dict[str, Any]:
     from beamline_ls.shutdown import at_main_thread_exit
 
     at_main_thread_exit(session.abort_paused_run)
+    # SIGTERM and SIGHUP (a closed terminal or SSH connection) end the session as
+    # Ctrl-C and leaving do; a queue server's worker has its own shutdown
+    from bluesky_queueserver import is_re_worker_active
+
+    if not is_re_worker_active():
+        from beamline_ls.signals import end_session_on_signals
+
+        end_session_on_signals(session)
     if interactive:
         from bluesky.utils import install_kicker
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 logger = logging.getLogger(__name__)
@@ -79,3 +82,59 @@ def cancel_on_stop_signals(task: asyncio.Task,
         for sig in signals:
             loop.remove_signal_handler(sig)
         stop_on_sigterm()
+
+
+#: how long a run may take to reach its pause after SIGTERM/SIGHUP before the session
+#: ends anyway (its run then aborted on the way out, as for any paused run)
+PAUSE_PATIENCE_S = 30.0
+
+
+def end_session_on_signals(session, signals=(signal.SIGTERM, signal.SIGHUP)) -> None:
+    """SIGTERM (systemd, a batch scheduler, ``kill``) and SIGHUP (the terminal or the
+    SSH connection closed) end an interactive session the way Ctrl-C and leaving do:
+    a running plan is paused at once (as by two Ctrl-C), then the session ends, its
+    paused run aborted on the way out (`Session.abort_paused_run`: camera and scan
+    board stopped, what was stored kept, the run closed as aborted). Their default
+    ended Python at once: the camera went on capturing, the scan board scanning, and
+    the run stayed open until another session found it.
+
+    A signal raised while the RunEngine runs cannot end the main thread there
+    (bluesky waits for its plan in the main thread and takes an exception there as a
+    panic), so the pause is requested and the signal is raised again once the plan
+    has stopped. Call from the main thread; a queue server's worker has its own
+    shutdown and is left alone."""
+    ending: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread
+    from beamline_ls.shutdown import at_main_thread_exit
+
+    # once the main thread ends (a script's last line, or its exception), the exit
+    # hooks abort and store a paused run: a signal then must not cut them short
+    at_main_thread_exit(lambda: ending.append("exit"))
+
+    def end(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if session._closed or ending:  # already on the way out
+            return
+        if session.RE.state == "running":
+            logger.warning("%s: pausing the run now; the session then ends and aborts "
+                           "it (hardware stopped, what was stored kept)", name)
+            session.RE.request_pause(defer=False)
+            threading.Thread(target=_raise_again_when_stopped, args=(session, signum),
+                             daemon=True, name="end-on-signal").start()
+            return
+        ending.append(name)
+        logger.warning("%s: the session ends", name)
+        raise SystemExit(128 + signum)
+
+    for sig in signals:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            signal.signal(sig, end)
+
+
+def _raise_again_when_stopped(session, signum: int) -> None:
+    deadline = time.monotonic() + PAUSE_PATIENCE_S
+    while session.RE.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the main thread leaves the RunEngine's call
+    os.kill(os.getpid(), signum)

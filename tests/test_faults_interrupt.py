@@ -602,6 +602,46 @@ except RunEngineInterrupted:
 """
 
 
+SIGNALLED = LEAVES_PAUSED.replace(
+    "RE.request_pause(defer=False)", "os.kill(os.getpid(), int(sys.argv[2]))").replace(
+    "import runpy, sys", "import os, runpy, sys").replace(
+    "# and the user leaves (Ctrl-D, exit): nothing else is called",
+    "time.sleep(60)  # at the prompt, as IPython would be\nprint('STILL HERE')")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_a_session_ended_by_a_signal_stops_the_hardware_and_stores_the_run(
+        ioc, prefix, scope, session, sig):
+    """SIGTERM (systemd, a scheduler, kill) or SIGHUP (the terminal or SSH connection
+    closed) mid-scan: the run pauses at once, the session ends and aborts it on the way
+    out, as Ctrl-C and leaving do. (Both ended Python at once: the camera and the
+    board went on, the run stayed open with a few of its volumes.)"""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, BEAMLINE_LS_DATA_DIR=str(ioc.data_dir),
+               BEAMLINE_LS_PREFIX=prefix)
+    out = subprocess.run([sys.executable, "-c", SIGNALLED,
+                          str(root / "profile_collection" / "startup"), str(int(sig))],
+                         capture_output=True, text=True, timeout=180, env=env)
+    said = out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.returncode == 128 + sig, said
+    assert "PAUSED" in out.stdout and "STILL HERE" not in out.stdout, said
+    assert f"{signal.Signals(sig).name}: pausing the run now" in out.stderr, said
+    cam, hdf, board = scope.camera.cam, scope.camera.hdf, scope.scanboard
+    assert cam.detector_state.get(use_monitor=False) == "Idle"
+    assert int(hdf.capture_rbv.get(use_monitor=False)) == 0
+    assert int(board.running.get(use_monitor=False)) == 0
+    run = session.catalog[-1]
+    assert run.metadata["stop"]["exit_status"] == "abort"
+    path = Path(hdf.full_file_name.get(use_monitor=False))
+    with h5py.File(path, "r") as f:
+        stored = f["/entry/data/data"].shape[0]
+    assert 2 <= stored < N_VOLUMES
+    assert run["primary"]["camera_image"].shape[0] == stored
+
+
 def test_a_session_that_exits_while_paused_leaves_the_hardware_idle(ioc, prefix, scope,
                                                                     session):
     """A user who leaves IPython with the RunEngine paused: the run is aborted on the
