@@ -69,7 +69,17 @@ def devices(settings) -> dict[str, Any]:
     from devices import connect_microscope
 
     scope = connect_microscope(settings.prefix)
+    scope.camera.catalog_roots = catalog_roots(settings)
     return {"scope": scope, **scope.as_dict()}
+
+
+def catalog_roots(settings) -> tuple[str, ...]:
+    """Where this session's catalog reads frames: its frames directory, the copies'
+    destinations and the acquisition-host paths it maps (`beamline_ls.catalog`)."""
+    from beamline_ls.catalog import readable_storage
+
+    return tuple(dict.fromkeys([*readable_storage(settings),
+                                *(str(src) for src in settings.path_map)]))
 
 
 def plans(namespace: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -366,6 +366,9 @@ class Camera(Device):
             try:
                 ok = int(self.hdf.file_path_exists.get(use_monitor=False)) == 1
                 why = "" if ok else self.hdf.write_message.get(use_monitor=False)
+                if ok and self.catalog_roots:
+                    why = self._unreadable_root(self.hdf.data_root.get(use_monitor=False))
+                    ok = not why
             except Exception as exc:  # noqa: BLE001 - delivered to the plan
                 settle(result, exc)
                 return
@@ -381,6 +384,24 @@ class Camera(Device):
         settings.add_callback(check)
         return within(result, self.setup_timeout, lambda: self._late(
             "did not take the capture's settings (trigger mode, counts, file name)"))
+
+    #: directories the session's catalog reads frames from (set by the session; empty:
+    #: not checked): a capture whose IOC writes elsewhere is refused before its run
+    #: opens, as its run would be stored with frames no one could read through it
+    catalog_roots: tuple[str, ...] = ()
+
+    def _unreadable_root(self, root: str) -> str:
+        """Why frames written under the IOC's data root ``root`` could not be read
+        through the session's catalog, or ""."""
+        where = Path(root).resolve()
+        for allowed in (Path(r).resolve() for r in self.catalog_roots):
+            if where == allowed or allowed in where.parents:
+                return ""
+        return (f"the camera IOC writes frames under {root} (HDF1:DataRoot_RBV), where "
+                f"this session's catalog does not read ({', '.join(self.catalog_roots)}): "
+                "its runs would be stored with frames no one can load. Start the IOC "
+                "with the session's data directory (beamline-ls ioc --data-dir, "
+                "BEAMLINE_LS_DATA_DIR), or map its path ([path_map] in the TOML)")
 
     def _late(self, what: str) -> str:
         """Why the camera IOC has not done ``what`` within ``setup_timeout``."""

@@ -100,6 +100,31 @@ def test_scans_keep_to_the_piezos_limits_and_refuse_before_moving(scope, session
     assert len(session.catalog) == n_runs
 
 
+def test_a_camera_ioc_writing_where_the_catalog_does_not_read_is_refused_before_a_run(
+        scope, session, tmp_path):
+    """An IOC started on another data directory than the session's (a leftover IOC):
+    its runs would be stored with frames the catalog refuses to serve. The scan is
+    refused before its run opens, naming both places and the fix."""
+    from beamline_ls.profile import catalog_roots
+    from plans import planar_scan
+
+    assert catalog_roots(session.settings) == (str(session.settings.frames_dir),)
+    n_runs = len(session.catalog)
+    scope.camera.catalog_roots = (str(tmp_path / "frames"),)
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            session.RE(planar_scan(scope.camera, scope.scanboard, 3, 35.0, 0.005))
+    finally:
+        scope.camera.catalog_roots = catalog_roots(session.settings)
+    message = str(refused.value)
+    assert "HDF1:DataRoot_RBV" in message and str(tmp_path / "frames") in message
+    assert "--data-dir" in message
+    session.flush()
+    assert len(session.catalog) == n_runs
+    # where they agree, the scan goes
+    session.RE(planar_scan(scope.camera, scope.scanboard, 3, 35.0, 0.005))
+
+
 def test_the_range_is_named_in_the_message(scope, session):
     from plans import volumetric_scan
 
