@@ -181,6 +181,9 @@ def _read_toml(path: Path) -> dict:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; this is some other file
+        raise ValueError(f"{path}: not valid TOML: not UTF-8 text (byte "
+                         f"{exc.start}: {exc.reason})") from None
     unknown = sorted(set(doc) - set(TOP_LEVEL))
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)} (allowed at "

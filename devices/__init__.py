@@ -5,6 +5,7 @@ Import this only after the EPICS environment is set (see beamline_ls.epics_env).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 
 from ophyd.signal import ReadTimeoutError
@@ -56,8 +57,23 @@ def connect_microscope(prefix: str, timeout: float = 10.0) -> Microscope:
         gating=GatingTrigger(f"{prefix}gating:", name="gating"),
     )
     for dev in scope.all():
-        dev.wait_for_connection(timeout=timeout)
+        try:
+            dev.wait_for_connection(timeout=timeout)
+        except TimeoutError as exc:  # ophyd lists ~70 PVs; say what to do first
+            raise TimeoutError(_no_answer(prefix, dev.name, timeout, str(exc))) from None
     return scope
+
+
+def _no_answer(prefix: str, device: str, timeout: float, detail: str) -> str:
+    """Why the devices did not connect, in the words a user acts on."""
+    env = {k: os.environ.get(k, "(unset)") for k in ("EPICS_CA_ADDR_LIST",
+                                                     "EPICS_CA_SERVER_PORT")}
+    return (f"{device}: its IOC did not answer within {timeout:g} s (prefix {prefix!r}, "
+            f"EPICS_CA_ADDR_LIST={env['EPICS_CA_ADDR_LIST']}, EPICS_CA_SERVER_PORT="
+            f"{env['EPICS_CA_SERVER_PORT']}). Is it running with that prefix? Start it "
+            f"with `beamline-ls ioc --prefix {prefix} --data-dir DIR` (the session's data "
+            f"directory), or set BEAMLINE_LS_PREFIX to the prefix it serves. "
+            f"ophyd: {detail[:300]}{'...' if len(detail) > 300 else ''}")
 
 
 __all__ = ["Acquisition", "Camera", "DisconnectedError", "GatingTrigger", "Galvo", "Laser",

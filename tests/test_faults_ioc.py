@@ -505,3 +505,15 @@ def test_a_plan_started_on_a_frozen_ioc_says_the_ioc_does_not_answer(doomed):
         ioc.proc.send_signal(signal.SIGCONT)
     result = session.RE(volumetric_scan(cam, board, 2, 5, 20.0, 60.0, 4.0))
     assert result.exit_status == "success", result.reason
+
+
+def test_a_session_started_with_no_ioc_says_which_prefix_and_how_to_start_it(epics):
+    """The profile connecting its devices when no IOC serves the prefix: the error
+    leads with what to do (ophyd alone lists some 70 unconnected PVs)."""
+    from devices import connect_microscope
+
+    with pytest.raises(TimeoutError) as failed:
+        connect_microscope("NOBODY:", timeout=1.0)
+    message = str(failed.value)
+    assert message.startswith("camera: its IOC did not answer within 1 s (prefix 'NOBODY:'")
+    assert "beamline-ls ioc --prefix NOBODY:" in message and "BEAMLINE_LS_PREFIX" in message

@@ -99,6 +99,7 @@ def test_bad_configuration_names_the_key(hardware, message):
     ("data_dir = 42\n", r"data_dir must be a string, got 42"),
     ('hardware = "sim"\n', r"hardware must be a table \(\[hardware\]\)"),
     ('data_dir = "/tmp/x\n', r"not valid TOML: .*line 1"),
+    (b'data_dir = "/tmp/\xff\xfe"\n', r"not valid TOML: not UTF-8 text \(byte 17"),
 ])
 def test_a_configuration_file_with_a_misspelt_or_mistyped_setting_is_refused(
         tmp_path, text, message):
@@ -106,7 +107,7 @@ def test_a_configuration_file_with_a_misspelt_or_mistyped_setting_is_refused(
     from beamline_ls.config import load_settings
 
     path = tmp_path / "microscope.toml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=str(path) + ": " + message):
         load_settings(path)
 
