@@ -40,6 +40,10 @@ class Session:
     marks: RunMarks | None = None  # open runs' marks (a run not stored keeps its cause)
     _reported: dict[str, int] = field(default_factory=dict)  # errors already raised
     _closed: bool = False
+    #: the RunEngine subscription of `check_stored`, a bound method: bluesky holds it
+    #: by weak reference, whose clean-up at interpreter exit printed "Exception ignored
+    #: in _BoundMethodProxy._destroy" after every session; `close` lets it go in time
+    _check_token: int | None = None
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until the catalog and the run files hold every document emitted so far.
@@ -164,6 +168,9 @@ class Session:
             self.run_file_feed.flush()
             self.run_file_feed.close()
             self.run_file_writer.close()
+        if self._check_token is not None:
+            self.RE.unsubscribe(self._check_token)
+            self._check_token = None
         if isinstance(self.RE.md, SharedRunMetadata):
             # let go of the shared store; a RunEngine used after close keeps a copy
             store = self.RE.md
@@ -207,7 +214,10 @@ def make_session(
 
     from beamline_ls.store_check import refuse_unstorable
 
-    settings.ensure_dirs()
+    # a session writes its scan ids (state) and, with SQLite, the catalog: refused at
+    # once naming the folder, not with sqlite's "unable to open database file"
+    settings.ensure_dirs(writable=(settings.state_dir,) + (
+        (settings.catalog_dir,) if settings.catalog_is_sqlite else ()))
     catalog, tree = open_embedded_catalog(settings, create=True)
     marks = RunMarks(settings.state_dir / "open-runs")
     # runs of RunEngine processes that died in them (their run files too)
@@ -275,6 +285,7 @@ def make_session(
                       ledger=ledger, marks=marks)
     # before a plan moves anything: a run that could not be stored is not started
     RE.preprocessors.append(refuse_unstorable(settings, run_files))
-    RE.subscribe(session.check_stored, "stop")  # after the writers: they have the stop
+    # after the writers: they have the stop
+    session._check_token = RE.subscribe(session.check_stored, "stop")
     RE.subscribe(marks)  # after check_stored: a run not stored stays marked open
     return session

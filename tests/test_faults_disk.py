@@ -429,6 +429,32 @@ def test_an_ioc_on_a_read_only_data_directory_is_refused_in_one_line(tmp_path, i
     assert len(said.splitlines()) == 1, said
 
 
+def test_a_session_on_a_read_only_data_directory_a_session_had_set_up_says_so(tmp_path):
+    """A session (the profile) started on a data directory remounted read-only after
+    an earlier session: refused naming the folder and the cause (it failed with
+    sqlite's "unable to open database file" from the scan-id store)."""
+    import sys
+
+    from beamline_ls.config import load_settings
+    from beamline_ls.session import make_session
+
+    disk = mount_tmpfs(tmp_path / "ro", 16)
+    try:
+        # an earlier session set it up (in a process of its own: its catalog keeps
+        # its files open until the process ends)
+        subprocess.run([sys.executable, "-c", "import sys; from beamline_ls.config import "
+                        "load_settings; from beamline_ls.session import make_session; "
+                        "make_session(load_settings(data_dir=sys.argv[1])).close()",
+                        str(disk)], check=True, timeout=120, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        with pytest.raises(RuntimeError) as refused:
+            make_session(load_settings(data_dir=disk))
+    finally:
+        unmount(disk)
+    assert str(refused.value) == (f"the data directory {disk} cannot be used: "
+                                  f"{disk}/catalog is not writable (a read-only file system)")
+
+
 def test_stores_on_a_read_only_disk_are_named_before_a_run_opens(tmp_path):
     """What the session checks as a plan opens its run: every store it writes during
     the run, each named with why it cannot be written."""
