@@ -195,13 +195,17 @@ def _even_up(stream: Any) -> tuple[int | None, dict[str, int]]:
     before = {key: int(node.shape[0]) for key, (node, _) in nodes.items()}
     if not nodes:
         return None, before
-    if len(set(before.values())) == 1:
-        return next(iter(before.values())), before
-    longest = max(before, key=before.get)
-    target = before[longest]
+    # what the files hold decides: less than registered (a key cut short), or more
+    # (the IOC went on writing after the process that collected died: those rows are
+    # on disk, whole, and the run had them not)
+    target = None
     for key, (node, source) in nodes.items():
         held = _rows_in_file(node, source)
-        target = min(target, before[key] if held is None else max(held, 0))
+        rows = before[key] if held is None else max(held, 0)
+        target = rows if target is None else min(target, rows)
+    if all(n == target for n in before.values()):
+        return target, before
+    longest = max(before, key=before.get)
     reference = nodes[longest][1].structure["chunks"][0]
     for key, (node, source) in nodes.items():
         if before[key] == target:
@@ -228,9 +232,9 @@ def close_run(run: Any, reason: str) -> tuple[str, dict]:
             continue
         if rows is not None:
             num_events[name] = rows  # of the streams of registered frames
-        if len(set(before.values())) > 1:
-            kept.append(f"{name} keeps {rows} rows of each key (had "
-                        + ", ".join(f"{k} {n}" for k, n in before.items()) + ")")
+        if any(n != rows for n in before.values()):
+            kept.append(f"{name} keeps {rows} rows of each key, as its files hold them "
+                        "(had " + ", ".join(f"{k} {n}" for k, n in before.items()) + ")")
     start = run.metadata["start"]
     stop = {"uid": str(uuid.uuid4()), "time": time.time(), "run_start": start["uid"],
             "exit_status": "fail", "reason": reason, "num_events": num_events}

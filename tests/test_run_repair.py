@@ -153,6 +153,54 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
         assert f["entry"].attrs["NX_class"] == "NXentry"
 
 
+def test_rows_the_files_got_after_the_process_died_join_the_closed_run(
+        scan_documents, settings, tmp_path):
+    """The session died before its last collect while the IOC finished the capture:
+    the files hold every volume, the catalog had the run without the last ones. The
+    next session closes it with every volume its files hold (they stayed in the frame
+    file only, 4 of 20 volumes in the catalog against 20 on disk)."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
+    from beamline_ls.config import load_settings
+    from beamline_ls.run_repair import RunMarks, close_abandoned_runs
+
+    docs = copy.deepcopy(scan_documents)
+    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
+    here.ensure_dirs()
+    catalog, tree = open_embedded_catalog(here, create=True)
+    allow_reading_from(tree, settings.frames_dir)
+    last = {}
+    for i, (name, doc) in enumerate(docs):
+        if name == "stream_datum":
+            last[doc["stream_resource"]] = i
+    writer = TiledWriter(catalog, batch_size=1)
+    for i, (name, doc) in enumerate(docs):
+        if name != "stop" and i not in last.values():
+            writer(name, doc)
+    start = docs[0][1]
+    short = catalog[start["uid"]]["primary"]["camera_image"].shape[0]
+    assert short < 3
+
+    marks = RunMarks(here.state_dir / "open-runs")
+    ended = subprocess.run([sys.executable, "-c", MARK_IN_A_PROCESS_THAT_ENDS,
+                            str(marks.directory),
+                            json.dumps({"uid": start["uid"], "time": start["time"]}), ""],
+                           capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 0, ended.stderr
+    assert close_abandoned_runs(catalog, marks) == [start["uid"]]
+    run = catalog[start["uid"]]
+    assert run.metadata["stop"]["num_events"]["primary"] == 3
+    data = run["primary"].read()
+    path = [d for n, d in docs if n == "stream_resource"][0]["uri"]
+    with h5py.File(path.removeprefix("file://localhost"), "r", swmr=True) as f:
+        np.testing.assert_array_equal(data["camera_frame_id"].values,
+                                      f["/entry/meta/frame_id"][:12].reshape(3, 4))
+        np.testing.assert_array_equal(data["camera_image"].values,
+                                      f["/entry/data/data"][:12].reshape(
+                                          data["camera_image"].shape))
+
+
 def test_a_mark_that_cannot_be_written_does_not_stop_the_run(tmp_path, caplog):
     """The state directory is unusable (here: a file took its place): the run goes on,
     and the log says a crash in it would not be cleaned up."""
