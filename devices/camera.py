@@ -682,15 +682,18 @@ class Camera(Device):
         does not answer (for ``IOC_PATIENCE_S``, or when a stall is looked into)."""
         if self._contact_error or not self._writer_connected():
             n = self._acq.n_frames if self._acq else 0
-            if self._writer_connected():
+            if self._writer_connected():  # frozen: it may answer, and write, again
                 cause = ioc_silence("camera", self._contact_error)
+                later = ("; if the IOC answers again it writes on and closes the file "
+                         "itself, the frames it writes then in the file, not in this run")
             else:
                 cause = (f"lost contact with the camera IOC ({self.hdf.capture.pvname} "
                          "disconnected: IOC stopped or network down)")
+                later = (", by other HDF5 readers once the restarted IOC releases the "
+                         "file or after `h5clear -s` on it")
             return (f"{cause}; it had written {self._written_seen} of {n} frames to "
                     f"{self._first_file_name()} (all but the last half second are "
-                    "readable: through the catalog now, by other HDF5 readers once the "
-                    "restarted IOC releases the file or after `h5clear -s` on it)")
+                    f"readable: through the catalog now{later})")
         if self.hdf.write_status.get() != "Write error":
             return ""
         return self.hdf.write_message.get() or "the file writer reported an error"
