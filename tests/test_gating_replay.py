@@ -251,3 +251,20 @@ def test_a_few_channels_are_not_taken_for_a_video(tmp_path):
     tifffile.imwrite(tif, np.zeros((3, 32, 32), np.uint16), imagej=True)
     with pytest.raises(VideoError, match="3 channels"):
         load_video(tif)
+
+
+@pytest.mark.parametrize("odd", [np.zeros((16, 40), np.uint8), np.zeros((32, 40), np.uint16)],
+                         ids=["smaller", "uint16"])
+def test_a_stack_with_one_odd_page_names_that_page(tmp_path, odd):
+    """A page of another size or type saved into the stack (a thumbnail, a mask, a
+    frame of another camera setting): the message names it, not the axes it split
+    the file into."""
+    tif = tmp_path / "odd.tif"
+    with tifffile.TiffWriter(tif) as w:
+        for k in range(10):
+            w.write(np.full((32, 40), k, np.uint8))
+        w.write(odd)
+    shape = "x".join(map(str, odd.shape))
+    with pytest.raises(VideoError, match=f"odd.tif: page 10 is {shape} {odd.dtype}, the "
+                                         "pages before it 32x40 uint8"):
+        load_video(tif)

@@ -62,9 +62,18 @@ def load_video(path: str | Path) -> tuple[np.ndarray | FrameView, list[str]]:
             if data is None:
                 series = tif.series[0]
                 axes = series.axes.upper()  # single-valued axes already dropped
+                grey = axes.replace("S", "")
+                if not (grey[-2:] == "YX" and len(grey) == 3):
+                    # not one stack: pages of different sizes or types split the file
+                    # into series (each page read only now: a long video is not)
+                    mixed = _odd_page(tif)
+                    if mixed:
+                        raise VideoError(f"{p.name}: {mixed}")
                 data = _mapped(p, series)
                 if data is None:
                     data = series.asarray()
+    except VideoError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is bad input
         raise VideoError(f"cannot read TIFF {p}: {exc}") from exc
     if axes.count("C") == 1 and len(axes) == 3 and axes.endswith("YX") \
@@ -114,6 +123,23 @@ class FrameView:
     def __array__(self, dtype=None, copy=None):
         out = np.stack([self[i] for i in range(len(self))])
         return out if dtype is None else out.astype(dtype)
+
+
+def _odd_page(tif) -> str:
+    """Why the file's pages are not one video's frames: the first page whose size or
+    type differs from the first page's (a frame of another camera setting, a thumbnail
+    or a mask saved into the stack), or "" when every page is alike."""
+    pages = tif.pages
+    if len(pages) < 2:
+        return ""
+    first = pages.first
+    for k in range(1, len(pages)):
+        page = pages[k]
+        if page.shape != first.shape or page.dtype != first.dtype:
+            return (f"page {k} is {'x'.join(map(str, page.shape))} {page.dtype}, the "
+                    f"pages before it {'x'.join(map(str, first.shape))} {first.dtype}: "
+                    "every frame of a video has the first frame's size and type")
+    return ""
 
 
 def _pages_as_frames(path: Path, tif, notes: list[str]) -> tuple[np.ndarray | None, str]:
