@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+from h5py import h5s
 
 from beamline_ls.damage import describe_failure
 
@@ -55,17 +56,54 @@ def virtual_sources(run_file: str | Path) -> dict[Path, list[tuple[str, str]]]:
     return found
 
 
+def mapped_rows(run_file: str | Path) -> dict[tuple[Path, str], int]:
+    """For each (source file, source dataset) the run file's virtual datasets read,
+    how many leading rows they map from it (HDF5 reads rows the source lacks as fill
+    values, with no error)."""
+    run_file = Path(run_file)
+    rows: dict[tuple[Path, str], int] = {}
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            for vs in obj.virtual_sources():
+                src = Path(vs.file_name)
+                if not src.is_absolute():
+                    src = run_file.parent / src
+                try:
+                    if vs.src_space.get_select_type() == h5s.SEL_ALL:
+                        # the whole source, as many rows as it fills in the dataset
+                        if vs.vspace.get_select_type() == h5s.SEL_ALL:
+                            n = int(obj.shape[0])
+                        else:
+                            first, last = vs.vspace.get_select_bounds()
+                            n = int(last[0]) - int(first[0]) + 1
+                    else:
+                        n = int(vs.src_space.get_select_bounds()[1][0]) + 1
+                except (ValueError, RuntimeError, IndexError):  # unlimited, empty
+                    continue
+                key = (src.resolve(), vs.dset_name)
+                rows[key] = max(rows.get(key, 0), n)
+
+    with h5py.File(run_file, "r") as f:
+        f.visititems(visit)
+    return rows
+
+
 def check_source(src: Path, pairs: list[tuple[str, str]],
-                 read_chunks: bool = True) -> SourceCheck:
+                 read_chunks: bool = True,
+                 rows_mapped: dict[tuple[Path, str], int] | None = None) -> SourceCheck:
     """Read every chunk of every dataset used from ``src`` (HDF5 checks each chunk's
     checksum on read); with ``read_chunks`` False only that the file exists, opens and
-    holds those datasets (the quick check ``export`` makes)."""
+    holds those datasets (the quick check ``export`` makes). ``rows_mapped`` (from
+    `mapped_rows`): a dataset that holds fewer rows than the run file maps from it is
+    a problem (a writer that died before it flushed them)."""
     used_by = tuple(dict.fromkeys(u for u, _ in pairs))
     datasets = tuple(dict.fromkeys(d for _, d in pairs))
     if not src.exists():
         return SourceCheck(src, datasets, used_by, problem=(
             f"frame file {src} is missing: {', '.join(used_by)} read fill values there"))
     frames = 0
+    short: list[str] = []
     try:
         with h5py.File(src, "r") as f:
             for name in datasets:
@@ -76,8 +114,15 @@ def check_source(src: Path, pairs: list[tuple[str, str]],
                     for chunk in data.iter_chunks():
                         data[chunk]
                 frames = max(frames, int(data.shape[0]) if data.shape else 1)
+                need = (rows_mapped or {}).get((src.resolve(), name), 0)
+                if data.shape and need > data.shape[0]:
+                    short.append(f"{name} holds {data.shape[0]} rows, the run maps {need}")
     except (OSError, KeyError, RuntimeError) as exc:
         return SourceCheck(src, datasets, used_by, problem=describe_failure([str(src)], exc))
+    if short:
+        return SourceCheck(src, datasets, used_by, frames=frames, problem=(
+            f"frame file {src} is short: {'; '.join(short)} (the rows it lacks read as "
+            f"fill values in {', '.join(used_by)})"))
     return SourceCheck(src, datasets, used_by, frames=frames)
 
 
@@ -85,7 +130,8 @@ def sources_present(run_file: str | Path) -> list[SourceCheck]:
     """The quick check of every frame file ``run_file`` reads (no chunk is read, so
     checksums are not checked: that is :func:`verify_run_file`). For ``export``, which
     must not call a run whose frames are gone exported and fine."""
-    return [check_source(src, pairs, read_chunks=False)
+    rows = mapped_rows(run_file)
+    return [check_source(src, pairs, read_chunks=False, rows_mapped=rows)
             for src, pairs in virtual_sources(run_file).items()]
 
 
@@ -167,7 +213,8 @@ def verify_run_file(run_file: str | Path,
         raise NotARunFile(f"{run_file} is not a beamline-ls run file (its layout attribute "
                           f"is {layout!r}, not {LAYOUT!r}); verify checks the files under "
                           "<data dir>/runs and those `beamline-ls export` writes")
-    checks = [lambda s=src, p=pairs: check_source(s, p)
+    rows = mapped_rows(run_file)
+    checks = [lambda s=src, p=pairs: check_source(s, p, rows_mapped=rows)
               for src, pairs in virtual_sources(run_file).items()]
     if own:
         checks.append(lambda: _check_embedded(run_file, own))
