@@ -92,9 +92,10 @@ def _group_rows(group: PVGroup, prefix: str) -> tuple[Row, ...]:
 
 
 def _motor_rows(group: PVGroup, prefix: str) -> tuple[Row, ...]:
-    ((name, record),) = group.pvdb.items()
+    name = group.prefix  # the motor record (beside it: ``_able``, the screens' switch)
+    record = group.pvdb[name]
     fields = record.fields
-    rows = []
+    rows = [Row(f"{name[len(prefix):]}_able", True, True, False)]
     for field in MOTOR_FIELDS:
         instance = fields.get(field)
         if instance is None:

@@ -422,7 +422,7 @@ class Camera(Device):
         # replays the scan's start): the capture already open is this one
         last = self._kickoff_status
         if last is not None and (
-                not last.done or (last.success and int(self.hdf.capture.get()))):
+                not last.done or (last.success and int(self.hdf.capture_rbv.get()))):
             return last
         status = self._kickoff_status = Status(obj=self)
         # Capture is a busy record: its put completes when the capture ends, and at

@@ -35,7 +35,7 @@ NOT_ACQUIRING = ("Idle", "Disconnected")
 def camera_busy(camera):
     """True when the camera acquires or its writer holds a file open (read with
     ``bps.rd``; simulators, which answer no reads, see an idle camera)."""
-    capture = yield from bps.rd(camera.hdf.capture, default_value=0)
+    capture = yield from bps.rd(camera.hdf.capture_rbv, default_value=0)
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
     return bool(capture) or state not in NOT_ACQUIRING
 
@@ -79,7 +79,10 @@ def ensure_idle(camera, scanboard=None):
     plan simulators see idle hardware.)"""
     yield from ensure_open(camera)
     busy = []
-    capture = yield from bps.rd(camera.hdf.capture, default_value=0)
+    # Capture_RBV, the IOC's own word on an open capture: Capture, the busy record a
+    # client puts, reads back in ophyd as the value last put (before the IOC has
+    # answered), and a put the IOC refused left it "Capture" for every later scan
+    capture = yield from bps.rd(camera.hdf.capture_rbv, default_value=0)
     state = yield from bps.rd(camera.cam.detector_state, default_value="Idle")
     mode = yield from bps.rd(camera.cam.camera_mode, default_value="Paused")
     if capture or (state not in NOT_ACQUIRING and mode != "Preview"):
