@@ -218,9 +218,10 @@ def _even_up(stream: Any) -> tuple[int | None, dict[str, int]]:
     return target, before
 
 
-def close_run(run: Any, reason: str) -> tuple[str, dict]:
+def close_run(run: Any, reason: str, replaces: dict | None = None) -> tuple[str, dict]:
     """Even up a stream-ragged run and add a failed stop document; returns what was
-    done, in one line, and the stop document."""
+    done, in one line, and the stop document. ``replaces``: the stop document it
+    stands in for (its uid and time are kept)."""
     kept = []
     num_events = {}
     for name, stream in run.items():
@@ -238,6 +239,9 @@ def close_run(run: Any, reason: str) -> tuple[str, dict]:
     start = run.metadata["start"]
     stop = {"uid": str(uuid.uuid4()), "time": time.time(), "run_start": start["uid"],
             "exit_status": "fail", "reason": reason, "num_events": num_events}
+    if replaces is not None:
+        stop.update(uid=replaces.get("uid", stop["uid"]), time=replaces.get("time",
+                                                                            stop["time"]))
     run.update_metadata(metadata={"stop": stop}, drop_revision=True)
     return "; ".join(kept) or "every stream's keys were of one length", stop
 
@@ -292,17 +296,28 @@ def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = Non
         log.warning("run %s was opened by %s; its start never reached the catalog, so "
                     "there is nothing to close", uid, who)
         return False
-    if run.metadata.get("stop") is not None:
+    stored_stop = run.metadata.get("stop")
+    # a stop that reached the catalog closes the run, unless its session found rows
+    # missing after it (a catalog write failed mid-run): then it said "success" of a
+    # run the catalog does not hold whole, and is replaced
+    amend = bool(unstored) and stored_stop is not None and \
+        stored_stop.get("exit_status") == "success"
+    if stored_stop is not None and not amend:
         return False
-    if unstored:
+    if amend:
+        reason = (f"the run ended, but not all of it reached the catalog ({unstored}; "
+                  f"{who}); marked failed by process {os.getpid()}")
+    elif unstored:
         reason = (f"the run ended, but its end could not be stored in the catalog "
                   f"({unstored}; {who}); closed by process {os.getpid()}")
     else:
         reason = (f"the RunEngine process ended without closing the run ({who}); closed "
                   f"by process {os.getpid()}")
-    done, stop = close_run(run, reason)
-    log.warning("run %s (scan %s) was left open by %s: closed as failed; %s", uid,
-                run.metadata["start"].get("scan_id"), who, done)
+    done, stop = close_run(run, reason, stored_stop if amend else None)
+    log.warning("run %s (scan %s) %s: %s as failed; %s", uid,
+                run.metadata["start"].get("scan_id"),
+                "was not stored whole" if amend else f"was left open by {who}",
+                "marked" if amend else "closed", done)
     if runs_dir is not None:
         _close_run_file(runs_dir, run.metadata["start"], stop)
     return True

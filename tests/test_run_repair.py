@@ -64,6 +64,32 @@ def _replayed_without_its_end(docs, catalog):
         writer(name, doc)
 
 
+def _replayed_short(docs, catalog, with_stop: bool) -> None:
+    """The run's documents written to ``catalog`` without the last rows of every key
+    (each key's last StreamDatum cut to half its rows, or left out when it has one
+    row and others before it): what the catalog holds when the process that collected
+    died before its last collect, or when a write of the last rows failed."""
+    from bluesky_tiled_plugins import TiledWriter
+
+    last = {}
+    for i, (name, doc) in enumerate(docs):
+        if name == "stream_datum":
+            last[doc["stream_resource"]] = i
+    writer = TiledWriter(catalog, batch_size=1)
+    for i, (name, doc) in enumerate(docs):
+        if name == "stop" and not with_stop:
+            continue
+        if i in last.values():
+            doc = copy.deepcopy(doc)
+            rows = doc["indices"]["stop"] - doc["indices"]["start"]
+            if rows == 1 and doc["indices"]["start"] > 0:
+                continue
+            keep = max(rows // 2, 1)
+            doc["indices"]["stop"] = doc["indices"]["start"] + keep
+            doc["seq_nums"]["stop"] = doc["seq_nums"]["start"] + keep
+        writer(name, doc)
+
+
 @pytest.fixture(scope="module")  # read only: one scan serves every test here
 def scan_documents(scope, session):
     from plans import volumetric_scan
@@ -159,8 +185,6 @@ def test_rows_the_files_got_after_the_process_died_join_the_closed_run(
     the files hold every volume, the catalog had the run without the last ones. The
     next session closes it with every volume its files hold (they stayed in the frame
     file only, 4 of 20 volumes in the catalog against 20 on disk)."""
-    from bluesky_tiled_plugins import TiledWriter
-
     from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
     from beamline_ls.config import load_settings
     from beamline_ls.run_repair import RunMarks, close_abandoned_runs
@@ -170,14 +194,7 @@ def test_rows_the_files_got_after_the_process_died_join_the_closed_run(
     here.ensure_dirs()
     catalog, tree = open_embedded_catalog(here, create=True)
     allow_reading_from(tree, settings.frames_dir)
-    last = {}
-    for i, (name, doc) in enumerate(docs):
-        if name == "stream_datum":
-            last[doc["stream_resource"]] = i
-    writer = TiledWriter(catalog, batch_size=1)
-    for i, (name, doc) in enumerate(docs):
-        if name != "stop" and i not in last.values():
-            writer(name, doc)
+    _replayed_short(docs, catalog, with_stop=False)
     start = docs[0][1]
     short = catalog[start["uid"]]["primary"]["camera_image"].shape[0]
     assert short < 3
@@ -199,6 +216,37 @@ def test_rows_the_files_got_after_the_process_died_join_the_closed_run(
         np.testing.assert_array_equal(data["camera_image"].values,
                                       f["/entry/data/data"][:12].reshape(
                                           data["camera_image"].shape))
+
+
+def test_a_stored_success_is_marked_failed_when_its_session_found_rows_missing(
+        scan_documents, settings, tmp_path):
+    """The catalog took the stop ("success") but not the last collect's rows (a write
+    that failed mid-run, the disk full for a moment): the session raised and noted why
+    in the run's mark; once storing works, the run says failed with that cause, its
+    rows what its files hold (it said success of a run the catalog did not hold)."""
+    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
+    from beamline_ls.config import load_settings
+    from beamline_ls.run_repair import RunMarks
+
+    docs = copy.deepcopy(scan_documents)
+    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
+    here.ensure_dirs()
+    catalog, tree = open_embedded_catalog(here, create=True)
+    allow_reading_from(tree, settings.frames_dir)
+    _replayed_short(docs, catalog, with_stop=True)
+    start, stored = docs[0][1], docs[-1][1]
+    assert catalog[start["uid"]].metadata["stop"]["exit_status"] == "success"
+
+    marks = RunMarks(here.state_dir / "open-runs")
+    marks("start", start)
+    marks.note_unstored(start["uid"], "run 1 is not fully stored: primary lacks rows")
+    assert marks.close_unstored(catalog) == [start["uid"]]
+    run = catalog[start["uid"]]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "fail" and "primary lacks rows" in stop["reason"]
+    assert (stop["uid"], stop["time"]) == (stored["uid"], stored["time"])
+    assert stop["num_events"]["primary"] == 3
+    assert run["primary"].read()["camera_image"].shape[:2] == (3, 4)
 
 
 def test_a_mark_that_cannot_be_written_does_not_stop_the_run(tmp_path, caplog):
