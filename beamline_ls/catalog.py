@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from beamline_ls.catalog_origin import record_origin, with_origin_map
+from beamline_ls.catalog_origin import moved_from, record_origin, with_origin_map
 from beamline_ls.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,13 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
             tiled_initialises = True
     elif not settings.catalog_is_sqlite:  # tiled connects lazily: say now if it cannot
         catalog_db.check_reachable(settings.catalog_uri)
+    if settings.catalog_is_sqlite:
+        origin = moved_from(cdir, settings.data_dir)
+        if origin is not None:  # the event tables are read where they are now
+            from beamline_ls.tiled_compat import alias_storage
+
+            made_in = origin / cdir.relative_to(settings.data_dir) / "storage.sqlite"
+            alias_storage(f"sqlite:///{made_in}", tables)
     with contextlib.redirect_stdout(io.StringIO()):  # tiled prints banners on stdout
         return catalog_from_uri(
             settings.catalog_uri,

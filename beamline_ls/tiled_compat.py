@@ -5,6 +5,11 @@
    source (its structure), though the server's API has the route
    (``PUT /api/v1/data_source/{path}``, used by bluesky-tiled-plugins' own writer to
    extend a stream's arrays). Guarded by the tiled versions pinned (0.2.x).
+3. :func:`alias_storage`: tiled finds the storage of a table (the summary stream's
+   Events, in ``catalog/storage.sqlite``) by the URI its asset recorded, which names
+   the directory the catalog was made in; a copied or moved data directory has it
+   elsewhere, and tiled has no public way to say so (its registry keys storages by
+   their own URI). Guarded by the registry tiled 0.2.x has.
 
 
 bluesky-tiled-plugins switches a run's API (``CatalogOfBlueskyRuns.v2``/``v3``,
@@ -85,3 +90,19 @@ def replace_data_source(node: Any, data_source: Any) -> None:
     handle_error(node.context.http_client.put(
         node.uri.replace("/metadata/", "/data_source/", 1),
         content=safe_json_dump({"data_source": data_source})))
+
+
+def alias_storage(recorded_uri: str, uri: str) -> bool:
+    """Let assets recorded under ``recorded_uri`` (where the catalog was made) be read
+    from the storage registered at ``uri`` (where it is now). False, with nothing
+    changed, where tiled's registry is not the one this was written for."""
+    import tiled.storage as storage
+
+    registry = getattr(storage, "_STORAGE", None)
+    key = getattr(storage, "storage_registry_key", None)
+    if not isinstance(registry, dict) or key is None:
+        return False
+    target = storage.parse_storage(uri)  # the instance tiled itself uses for it
+    storage.register_storage(target)
+    registry[key(storage.parse_storage(recorded_uri).uri)] = target
+    return True

@@ -27,6 +27,7 @@ def test_a_moved_data_directory_reads_its_frames_in_their_new_place(tmp_path):
             session.catalog_feed(name, doc)
         assert session.catalog_feed.flush(30)
         written = session.catalog[uid]["primary"]["image"].read()
+        means = session.catalog[uid]["summary"].read()["mean"].values.tolist()
     finally:
         session.close()
 
@@ -36,6 +37,19 @@ def test_a_moved_data_directory_reads_its_frames_in_their_new_place(tmp_path):
     run = open_catalog(there)[uid]
     assert np.array_equal(run["primary"]["image"].read(), written)
     assert run["primary"]["image"][4].sum() == written[4].sum()
+    # the event streams too, read by a process that never saw the old place: their
+    # tables are in the catalog's own storage, which it recorded under the old
+    # directory (every read and export of them failed)
+    import subprocess
+    import sys
+
+    script = ("import sys; from beamline_ls import open_catalog\n"
+              "run = open_catalog(sys.argv[1])[sys.argv[2]]\n"
+              "print(run['summary'].read()['mean'].values.tolist())\n")
+    done = subprocess.run([sys.executable, "-c", script, str(there), uid],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(means) == "[1.0, 2.0, 1.0, 2.0]"
 
 
 def test_a_script_that_opens_the_catalog_prints_nothing_of_its_own(tmp_path):
