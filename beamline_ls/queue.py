@@ -394,7 +394,13 @@ class QueueServer:
                 self.abort_running_plan()
             except KeyboardInterrupt:  # a second Ctrl-C: stop without waiting for it
                 hurry = True
-                logger.warning("not waiting for the running plan to end")
+                logger.warning("not waiting for the running plan to end: its worker is "
+                               "stopped with it, the plan is not put back in the queue, "
+                               "and its run is marked failed when a session next opens "
+                               "the catalog")
+                with contextlib.suppress(KeyboardInterrupt):
+                    for line in stop_hardware(self.config.prefix):
+                        logger.warning("%s", line)
         for child in reversed(self.children):
             hurry = self._stop_child(child, hurry)
         self.children.clear()
@@ -494,3 +500,24 @@ class QueueServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+
+
+def stop_hardware(prefix: str, timeout: float = 3.0) -> list[str]:
+    """Stop the camera (capture with it) and the scan board a plan was using when the
+    stop could not wait for its cleanup; what happened, a line each.
+
+    Why: a worker stopped in the middle of a plan leaves both running (the camera
+    armed for the whole scan wrote on, its capture open, and every later scan was
+    refused as "another scan is using the hardware"). The same puts the refusal names.
+    Each is bounded by ``timeout``; one that fails is said, not raised."""
+    from caproto.sync.client import write
+
+    said = []
+    for pv, value, what in ((f"{prefix}cam1:CameraMode", "Abort", "the camera and its capture"),
+                            (f"{prefix}scan:Stop", 1, "the scan board")):
+        try:
+            write(pv, value, notify=True, timeout=timeout, repeater=False)
+            said.append(f"{what} stopped ({pv} = {value})")
+        except Exception as exc:  # noqa: BLE001 - the stop goes on; said with the fix
+            said.append(f"{what} not stopped ({pv} = {value} failed: {exc}); put it by hand")
+    return said

@@ -50,3 +50,30 @@ def test_a_scan_on_busy_hardware_is_refused_and_the_running_scan_goes_on(shared)
         assert run["primary"]["camera_image"].shape[:2] == (VOLUMES, 5)
     finally:
         end_scan_in_another_process(other, scope)
+
+
+def test_what_a_killed_worker_left_running_is_stopped_so_the_next_scan_goes(shared):
+    """A queue stopped without waiting for its plan (Ctrl-C twice) kills the worker in
+    the middle of a scan: its camera capture and scan board went on, and every later
+    scan was refused as busy. ``stop_hardware`` (what that stop now does) ends both."""
+    from beamline_ls.queue import stop_hardware
+    from plans import volumetric_scan
+
+    ioc, scope, session = shared
+    other = scan_in_another_process(ioc.data_dir, "SHRD:", f"killed {uuid.uuid4().hex[:8]}",
+                                    VOLUMES)
+    try:
+        hdf = scope.camera.hdf
+        wait_for(lambda: int(hdf.num_captured.get(use_monitor=False)) >= 20, 120,
+                 "the other session's scan writing frames")
+        other.kill()  # the worker, killed mid-scan: the IOC goes on without it
+        other.wait(30)
+        said = stop_hardware("SHRD:")
+        assert said == ["the camera and its capture stopped (SHRD:cam1:CameraMode = Abort)",
+                        "the scan board stopped (SHRD:scan:Stop = 1)"]
+        wait_for(lambda: int(hdf.capture_rbv.get(use_monitor=False)) == 0
+                 and int(scope.scanboard.running.get(use_monitor=False)) == 0, 30,
+                 "the capture closed and the board stopped")
+        session.RE(volumetric_scan(scope.camera, scope.scanboard, 2, 4, 20.0, 60.0, 2.0))
+    finally:
+        end_scan_in_another_process(other, scope)
