@@ -319,19 +319,36 @@ def _close_if_open(catalog: Any, uid: str, who: str, runs_dir: Path | None = Non
                 "was not stored whole" if amend else f"was left open by {who}",
                 "marked" if amend else "closed", done)
     if runs_dir is not None:
-        _close_run_file(runs_dir, run.metadata["start"], stop)
+        _close_run_file(runs_dir, run.metadata["start"], stop, catalog[uid])
     return True
 
 
-def _close_run_file(runs_dir: Path, start: dict, stop: dict) -> None:
-    """The run file's side of `_close_if_open` (a run whose session wrote none, or a
-    file damaged by the crash, is said and left)."""
+def _close_run_file(runs_dir: Path, start: dict, stop: dict, run: Any = None) -> None:
+    """The run file's side of `_close_if_open`: written again from the closed catalog
+    run (into a new file that then replaces it), so its rows and stop are the
+    catalog's; else, if that fails, just closed. (A run file left as its dead process
+    had it kept 600 frames of a run the catalog holds with 629.) A run whose session
+    wrote none, or a file damaged by the crash, is said and left."""
     from beamline_ls.runfile.runfile import close_left_open
     from beamline_ls.runfile.writer import default_run_path
 
     path = default_run_path(runs_dir, start)
     if not path.is_file():
         return
+    if run is not None:
+        from beamline_ls.runfile.export import export_run
+
+        again = path.with_name(f".{path.stem}.repair.h5")
+        try:
+            export_run(run, again, overwrite=True)
+            os.replace(again, path)
+            log.warning("run file %s written again from the catalog (closed as failed)",
+                        path)
+            return
+        except Exception as exc:  # noqa: BLE001 - the plain close below still holds
+            again.unlink(missing_ok=True)
+            log.error("run file %s could not be written again from the catalog (%s); "
+                      "closed as it was", path, exc)
     try:
         if close_left_open(path, stop):
             log.warning("run file %s closed as failed too", path)
