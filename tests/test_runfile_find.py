@@ -29,3 +29,9 @@ def test_an_all_digit_uid_prefix_is_found_when_no_scan_id_matches():
     assert find_run(cat, "-1") == "latest"
     with pytest.raises(LookupError, match="no run '99'"):
         find_run(cat, "99")
+
+
+def test_a_uid_prefix_too_short_says_so():
+    cat = FakeCatalog({"15029497-aaaa": "by uid"})
+    with pytest.raises(LookupError, match=r"no run '1502' .*: Partial uid '1502' is too short"):
+        find_run(cat, "1502")

@@ -38,13 +38,16 @@ def find_run(catalog: Any, run: str) -> Any:
         pass
     if not run.startswith("-"):
         keys.append(run)
+    why = ""
     for key in keys:
         try:
             return catalog[key]
-        except (KeyError, ValueError):  # ValueError: a uid prefix too short to look up
+        except KeyError:
             continue
+        except ValueError as exc:  # a uid prefix too short, or one of several runs'
+            why = f": {exc}"
     raise LookupError(f"no run {run!r} in the catalog (give a scan_id, -1, or a uid "
-                      "prefix)")
+                      f"prefix){why}")
 
 
 def export_run(run: Any, path: str | Path, *, overwrite: bool = False,
