@@ -40,10 +40,26 @@ CLOSE_LINGER_MS = 2000  # documents still queued get this long to leave at close
 
 def publisher(address: str):
     """bluesky's Publisher to the proxy's input (subscribe it to a RunEngine); end it
-    with :func:`close_publisher`."""
+    with :func:`close_publisher`. A proxy that does not answer there is said at
+    WARNING: 0MQ drops what no one takes, without a word."""
     from bluesky.callbacks.zmq import Publisher
 
+    if not proxy_answers(address):
+        logger.warning("no 0MQ proxy answers at %s: documents are dropped until one "
+                       "runs there (beamline-ls proxy --in %s)", address, address)
     return Publisher(address)
+
+
+def proxy_answers(address: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def close_publisher(pub) -> None:

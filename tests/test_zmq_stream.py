@@ -126,3 +126,22 @@ def test_a_session_publishing_to_no_proxy_closes_and_is_dropped_in_bounded_time(
                            f"127.0.0.1:{free_port()}"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "DONE" in done.stdout, done.stderr[-2000:]
+
+
+def test_publishing_where_no_proxy_answers_is_said(caplog):
+    """0MQ drops what no one takes without a word: a session publishing to an
+    address where no proxy runs says so when it starts."""
+    from beamline_ls.zmq_stream import close_publisher, publisher
+
+    port = free_port()
+    with caplog.at_level("WARNING", logger="beamline_ls.zmq_stream"):
+        close_publisher(publisher(f"127.0.0.1:{port}"))
+    assert f"no 0MQ proxy answers at 127.0.0.1:{port}" in caplog.text
+    caplog.clear()
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        with caplog.at_level("WARNING", logger="beamline_ls.zmq_stream"):
+            close_publisher(publisher(address))
+    assert "no 0MQ proxy" not in caplog.text
