@@ -90,6 +90,19 @@ def _replayed_short(docs, catalog, with_stop: bool) -> None:
         writer(name, doc)
 
 
+def _catalog_of_its_own(settings, tmp_path):
+    """(settings, catalog) of a data directory under ``tmp_path`` whose catalog reads
+    the frame files of the module's scan (written under ``settings``)."""
+    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
+    from beamline_ls.config import load_settings
+
+    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
+    here.ensure_dirs()
+    catalog, tree = open_embedded_catalog(here, create=True)
+    allow_reading_from(tree, settings.frames_dir)
+    return here, catalog
+
+
 @pytest.fixture(scope="module")  # read only: one scan serves every test here
 def scan_documents(scope, session):
     from plans import volumetric_scan
@@ -185,15 +198,10 @@ def test_rows_the_files_got_after_the_process_died_join_the_closed_run(
     the files hold every volume, the catalog had the run without the last ones. The
     next session closes it with every volume its files hold (they stayed in the frame
     file only, 4 of 20 volumes in the catalog against 20 on disk)."""
-    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
-    from beamline_ls.config import load_settings
     from beamline_ls.run_repair import RunMarks, close_abandoned_runs
 
     docs = copy.deepcopy(scan_documents)
-    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
-    here.ensure_dirs()
-    catalog, tree = open_embedded_catalog(here, create=True)
-    allow_reading_from(tree, settings.frames_dir)
+    here, catalog = _catalog_of_its_own(settings, tmp_path)
     _replayed_short(docs, catalog, with_stop=False)
     start = docs[0][1]
     short = catalog[start["uid"]]["primary"]["camera_image"].shape[0]
@@ -224,15 +232,10 @@ def test_a_stored_success_is_marked_failed_when_its_session_found_rows_missing(
     that failed mid-run, the disk full for a moment): the session raised and noted why
     in the run's mark; once storing works, the run says failed with that cause, its
     rows what its files hold (it said success of a run the catalog did not hold)."""
-    from beamline_ls.catalog import allow_reading_from, open_embedded_catalog
-    from beamline_ls.config import load_settings
     from beamline_ls.run_repair import RunMarks
 
     docs = copy.deepcopy(scan_documents)
-    here = load_settings(data_dir=tmp_path / "data", prefix=PREFIX)
-    here.ensure_dirs()
-    catalog, tree = open_embedded_catalog(here, create=True)
-    allow_reading_from(tree, settings.frames_dir)
+    here, catalog = _catalog_of_its_own(settings, tmp_path)
     _replayed_short(docs, catalog, with_stop=True)
     start, stored = docs[0][1], docs[-1][1]
     assert catalog[start["uid"]].metadata["stop"]["exit_status"] == "success"

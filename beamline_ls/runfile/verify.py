@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 from h5py import h5s
@@ -34,25 +35,34 @@ class SourceCheck:
         return not self.problem
 
 
-def virtual_sources(run_file: str | Path) -> dict[Path, list[tuple[str, str]]]:
-    """Every source file the run file's virtual datasets read, with ``(virtual
-    dataset, source dataset)`` pairs; source paths resolved as HDF5 does (relative to
+def _each_mapping(run_file: Path, use: Callable[[str, h5py.Dataset, Any, Path], None]
+                  ) -> None:
+    """Call ``use(name, dataset, mapping, source path)`` for every mapping of every
+    virtual dataset of ``run_file``; source paths resolved as HDF5 does (relative to
     the run file's directory)."""
-    run_file = Path(run_file)
-    found: dict[Path, list[tuple[str, str]]] = {}
-
     def visit(name: str, obj) -> None:
         if isinstance(obj, h5py.Dataset) and obj.is_virtual:
             for vs in obj.virtual_sources():
                 src = Path(vs.file_name)
                 if not src.is_absolute():
                     src = run_file.parent / src
-                pairs = found.setdefault(src.resolve(), [])
-                if (name, vs.dset_name) not in pairs:
-                    pairs.append((name, vs.dset_name))
+                use(name, obj, vs, src.resolve())
 
     with h5py.File(run_file, "r") as f:
         f.visititems(visit)
+
+
+def virtual_sources(run_file: str | Path) -> dict[Path, list[tuple[str, str]]]:
+    """Every source file the run file's virtual datasets read, with ``(virtual
+    dataset, source dataset)`` pairs."""
+    found: dict[Path, list[tuple[str, str]]] = {}
+
+    def note(name: str, dataset: h5py.Dataset, vs: Any, src: Path) -> None:
+        pairs = found.setdefault(src, [])
+        if (name, vs.dset_name) not in pairs:
+            pairs.append((name, vs.dset_name))
+
+    _each_mapping(Path(run_file), note)
     return found
 
 
@@ -60,32 +70,25 @@ def mapped_rows(run_file: str | Path) -> dict[tuple[Path, str], int]:
     """For each (source file, source dataset) the run file's virtual datasets read,
     how many leading rows they map from it (HDF5 reads rows the source lacks as fill
     values, with no error)."""
-    run_file = Path(run_file)
     rows: dict[tuple[Path, str], int] = {}
 
-    def visit(name: str, obj) -> None:
-        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-            for vs in obj.virtual_sources():
-                src = Path(vs.file_name)
-                if not src.is_absolute():
-                    src = run_file.parent / src
-                try:
-                    if vs.src_space.get_select_type() == h5s.SEL_ALL:
-                        # the whole source, as many rows as it fills in the dataset
-                        if vs.vspace.get_select_type() == h5s.SEL_ALL:
-                            n = int(obj.shape[0])
-                        else:
-                            first, last = vs.vspace.get_select_bounds()
-                            n = int(last[0]) - int(first[0]) + 1
-                    else:
-                        n = int(vs.src_space.get_select_bounds()[1][0]) + 1
-                except (ValueError, RuntimeError, IndexError):  # unlimited, empty
-                    continue
-                key = (src.resolve(), vs.dset_name)
-                rows[key] = max(rows.get(key, 0), n)
+    def note(name: str, dataset: h5py.Dataset, vs: Any, src: Path) -> None:
+        try:
+            if vs.src_space.get_select_type() == h5s.SEL_ALL:
+                # the whole source, as many rows as it fills in the dataset
+                if vs.vspace.get_select_type() == h5s.SEL_ALL:
+                    n = int(dataset.shape[0])
+                else:
+                    first, last = vs.vspace.get_select_bounds()
+                    n = int(last[0]) - int(first[0]) + 1
+            else:
+                n = int(vs.src_space.get_select_bounds()[1][0]) + 1
+        except (ValueError, RuntimeError, IndexError):  # unlimited, empty
+            return
+        key = (src, vs.dset_name)
+        rows[key] = max(rows.get(key, 0), n)
 
-    with h5py.File(run_file, "r") as f:
-        f.visititems(visit)
+    _each_mapping(Path(run_file), note)
     return rows
 
 
