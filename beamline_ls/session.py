@@ -45,6 +45,11 @@ class Session:
     #: in _BoundMethodProxy._destroy" after every session; `close` lets it go in time
     _check_token: int | None = None
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has begun (the session is on its way out)."""
+        return self._closed
+
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until the catalog and the run files hold every document emitted so far.
 

@@ -114,7 +114,7 @@ def end_session_on_signals(session, signals=(signal.SIGTERM, signal.SIGHUP)) -> 
 
     def end(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if session._closed or ending:  # already on the way out
+        if session.closed or ending:  # already on the way out
             return
         if session.RE.state == "running":
             logger.warning("%s: pausing the run now; the session then ends and aborts "
