@@ -507,15 +507,13 @@ class HDF5FileGroup(PluginGroup, ExtraDimensionPVs):
                 # same end
                 await self._no_capture.wait()
                 return "Done"
-            if self.file_write_mode.value == "Single":
-                why = ("in Single mode each frame is written to its own file as it "
-                       "arrives (AutoSave Yes); Capture is for Stream/Capture")
-                await self.write_message.write(f"capture refused: {why}")
-                await self.write_status.write("Write error")
-                raise ValueError(why)
             n = int(self.num_capture.value)
             self._no_capture.clear()
             try:
+                if self.file_write_mode.value == "Single":
+                    raise ValueError("in Single mode each frame is written to its own "
+                                     "file as it arrives (AutoSave Yes); Capture is for "
+                                     "Stream/Capture")
                 await self.parent.cam.ensure_open()  # its sensor decides the frame size
                 # paths are resolved and the file and its disk reserve created on the
                 # file worker: a slow or hung disk must not freeze every PV
