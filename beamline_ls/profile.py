@@ -103,8 +103,10 @@ def queue_annotated(plan, namespace: dict[str, Any]):
     typed as a device class (``camera: Camera``, ``laser: Laser | None``): its value
     must be the name of a device of that class in ``namespace``. Without it the queue
     took any string there ("nosuchdevice", or camera and scan board swapped) and the
-    plan failed when it ran, on "'str' object has no attribute 'z_low_limit'". Called
-    as before from IPython: the annotation only describes the plan."""
+    plan failed when it ran, on "'str' object has no attribute 'z_low_limit'". Each
+    number with a fixed range (``plan.parameter_ranges``) gets it as min and max, so
+    an item out of range is refused when it is queued. Called as before from IPython:
+    the annotation only describes the plan."""
     import inspect
     import types
     import typing
@@ -113,6 +115,10 @@ def queue_annotated(plan, namespace: dict[str, Any]):
 
     hints = typing.get_type_hints(plan)
     parameters: dict[str, Any] = {}
+    # the plan's fixed ranges (`plans.validation.ranged`): the queue refuses an item
+    # out of them when it is added, naming the parameter and the range
+    for name, (lo, hi) in getattr(plan, "parameter_ranges", {}).items():
+        parameters[name] = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
     for name in inspect.signature(plan).parameters:
         hint = hints.get(name)
         classes = [c for c in (typing.get_args(hint) if isinstance(hint, types.UnionType)
@@ -127,7 +133,8 @@ def queue_annotated(plan, namespace: dict[str, Any]):
             enum = f"{cls.__name__}Devices"
             optional = type(None) in typing.get_args(hint)
             parameters[name] = {"annotation": f"typing.Optional[{enum}]" if optional
-                                else enum, "devices": {enum: found}}
+                                else enum, "devices": {enum: found},
+                                **parameters.get(name, {})}
     if not parameters:
         return plan
     return parameter_annotation_decorator({"parameters": parameters})(plan)

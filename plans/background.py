@@ -5,10 +5,14 @@ import bluesky.plan_stubs as bps
 from devices.camera import Camera
 from devices.laser import Laser
 from plans.common import names_a_silent_ioc, with_cleanup, with_real_cause
-from plans.validation import check_device, check_int
+from plans.validation import check_device, check_int, ranged
+
+#: frames a background may average (checked by the plan and the queue server)
+BACKGROUND_RANGES = {"n": (1, 10_000)}
 
 
 @names_a_silent_ioc
+@ranged(BACKGROUND_RANGES)
 def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
     """Average ``n`` frames with the excitation off as the camera's background.
 
@@ -24,7 +28,7 @@ def acquire_background(camera: Camera, n: int = 50, laser: Laser | None = None):
     laser : Laser, optional
         If given, switched off for the background and restored afterwards.
     """
-    n = check_int("n", n, 1, 10_000)
+    n = check_int("n", n, *BACKGROUND_RANGES["n"])
     check_device("camera", camera, Camera)
     if laser is not None:
         check_device("laser", laser, Laser)

@@ -36,13 +36,20 @@ from plans.common import (
 )
 from plans.metadata import device_settings, software_versions
 from plans.scans import loss_report
-from plans.validation import check_device, check_float, check_int, check_md
+from plans.validation import check_device, check_float, check_int, check_md, ranged
 
 log = logging.getLogger(__name__)
 
 MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbeat
 #: the longest wait for a heartbeat lock a plan accepts (a lock takes 1-3 s)
 MAX_LOCK_TIMEOUT_S = 3600.0
+#: the fixed ranges of the gated plans' numbers: checked by the plans and, when an item
+#: is queued, by the queue server (`ranged`); the focal positions are checked against
+#: the piezo's own limits when the plan runs
+GATED_RANGES = {"frames_per_plane": (1, 1000), "target_phase": (0.0, 2 * math.pi),
+                "exposure": (1e-5, MAX_EXPOSURE_S), "lock_timeout": (0.0, MAX_LOCK_TIMEOUT_S)}
+TIMELAPSE_RANGES = {**GATED_RANGES, "n_timepoints": (1, 1_000_000),
+                    "interval_s": (0.0, 7 * 24 * 3600.0)}
 
 
 def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
@@ -59,11 +66,12 @@ def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
     if lo is None or hi is None or lo == hi:  # no limits known (0, 0 on a motor record)
         lo, hi = -math.inf, math.inf
     zs = [check_float(f"z_positions[{i}]", z, lo, hi) for i, z in enumerate(z_positions)]
-    fpp = check_int("frames_per_plane", frames_per_plane, 1, 1000)
+    fpp = check_int("frames_per_plane", frames_per_plane, *GATED_RANGES["frames_per_plane"])
     if target_phase is not None:
-        target_phase = check_float("target_phase", target_phase, 0.0, 2 * math.pi)
+        target_phase = check_float("target_phase", target_phase,
+                                   *GATED_RANGES["target_phase"])
         target_phase %= 2 * math.pi
-    exposure = check_float("exposure", exposure, 1e-5, MAX_EXPOSURE_S)
+    exposure = check_float("exposure", exposure, *GATED_RANGES["exposure"])
     return zs, fpp, target_phase, exposure
 
 
@@ -205,6 +213,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
 
 
 @names_a_silent_ioc
+@ranged(GATED_RANGES)
 def gated_scan(
     camera: Camera,
     gating: GatingTrigger,
@@ -250,7 +259,7 @@ def gated_scan(
     check_device("piezo", piezo, Piezo)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
-    lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,
+    lock_timeout = check_float("lock_timeout", lock_timeout, *GATED_RANGES["lock_timeout"],
                                lo_open=True)
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
             "exposure": exposure}
@@ -259,6 +268,7 @@ def gated_scan(
 
 
 @names_a_silent_ioc
+@ranged(TIMELAPSE_RANGES)
 def gated_timelapse(
     camera: Camera,
     gating: GatingTrigger,
@@ -315,10 +325,10 @@ def gated_timelapse(
     check_device("piezo", piezo, Piezo)
     zs, fpp, target_phase, exposure = yield from _validate(
         piezo, z_positions, frames_per_plane, target_phase, exposure)
-    lock_timeout = check_float("lock_timeout", lock_timeout, 0.0, MAX_LOCK_TIMEOUT_S,
+    lock_timeout = check_float("lock_timeout", lock_timeout, *GATED_RANGES["lock_timeout"],
                                lo_open=True)
-    n = check_int("n_timepoints", n_timepoints, 1, 1_000_000)
-    interval_s = check_float("interval_s", interval_s, 0.0, 7 * 24 * 3600.0)
+    n = check_int("n_timepoints", n_timepoints, *TIMELAPSE_RANGES["n_timepoints"])
+    interval_s = check_float("interval_s", interval_s, *TIMELAPSE_RANGES["interval_s"])
     args = {"z_positions": zs, "frames_per_plane": fpp, "target_phase": target_phase,
             "exposure": exposure, "n_timepoints": n, "interval_s": interval_s,
             "refresh_reference": bool(refresh_reference)}

@@ -33,12 +33,16 @@ from plans.common import (
     with_real_cause,
 )
 from plans.metadata import device_settings, software_versions
-from plans.scans import collect_while_flying
-from plans.validation import check_device, check_float, check_int, check_md
+from plans.scans import EXPOSURE_RANGE_S, collect_while_flying
+from plans.validation import check_device, check_float, check_int, check_md, ranged
 
-EXPOSURE_RANGE_S = (1e-5, 10.0)
 MAX_STEPS = 1000
 STEPS_STREAM = "power_steps"
+#: the fixed ranges of the series' numbers: checked by the plan and, when an item is
+#: queued, by the queue server (`ranged`); each power is checked against the laser's
+#: maximum when the plan runs
+POWER_SERIES_RANGES = {"powers": (0.0, None), "frames_per_step": (1, 1_000_000),
+                       "exposure": EXPOSURE_RANGE_S}
 
 
 def step_stream(i: int) -> str:
@@ -58,11 +62,13 @@ def check_powers(powers: object, max_power_mw: float) -> list[float]:
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p):
             raise ValueError(f"powers[{i}] must be a finite number in [0, "
                              f"{max_power_mw:g}] mW, got {p!r}")
-        out.append(check_float(f"powers[{i}]", float(p), 0.0, max_power_mw))
+        out.append(check_float(f"powers[{i}]", float(p), POWER_SERIES_RANGES["powers"][0],
+                               max_power_mw))
     return out
 
 
 @names_a_silent_ioc
+@ranged(POWER_SERIES_RANGES)
 def power_series(
     camera: Camera,
     laser: Laser,
@@ -96,8 +102,9 @@ def power_series(
     check_device("laser", laser, Laser)
     max_power = float((yield from bps.rd(laser.max_power, default_value=math.inf)))
     powers = check_powers(powers, max_power)
-    frames_per_step = check_int("frames_per_step", frames_per_step, 1, 1_000_000)
-    exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
+    frames_per_step = check_int("frames_per_step", frames_per_step,
+                                *POWER_SERIES_RANGES["frames_per_step"])
+    exposure = check_float("exposure", exposure, *POWER_SERIES_RANGES["exposure"])
 
     directory = time.strftime("%Y/%m/%d")
     base = f"power_series_{time.strftime('%H%M%S')}_{uuid.uuid4().hex[:8]}"

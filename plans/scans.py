@@ -40,16 +40,32 @@ from plans.common import (
     with_real_cause,
 )
 from plans.metadata import device_settings, software_versions
-from plans.validation import check_device, check_float, check_int, check_md, check_skip
+from plans.validation import (
+    SKIP_RANGE,
+    check_device,
+    check_float,
+    check_int,
+    check_md,
+    check_skip,
+    ranged,
+)
 
 log = logging.getLogger(__name__)
 
 EXPOSURE_RANGE_S = (1e-5, 10.0)
+#: the fixed ranges of the scans' numbers: checked by the plans and, when an item is
+#: queued, by the queue server (`ranged`)
+VOLUMETRIC_RANGES = {"n_volumes": (1, 1_000_000), "n_planes": (2, 1000),
+                     "z_start": PIEZO_TRAVEL_UM, "z_stop": PIEZO_TRAVEL_UM,
+                     "volume_rate": (0.01, 100.0), "skip_planes": SKIP_RANGE,
+                     "exposure": EXPOSURE_RANGE_S}
+PLANAR_RANGES = {"n_frames": (1, MAX_FRAMES), "z": PIEZO_TRAVEL_UM,
+                 "exposure": EXPOSURE_RANGE_S, "frame_rate": (0.01, None)}
 
 
 def _skip_for_settle(settle_s: float, volume_rate: float, n_planes: int) -> tuple[int, int]:
     """Fewest start slots whose duration covers ``settle_s`` (one slot at the end)."""
-    for start in range(0, 51):
+    for start in range(SKIP_RANGE[0], SKIP_RANGE[1] + 1):
         slot = 1.0 / (volume_rate * (n_planes + start + 1))
         if start * slot >= settle_s:
             return (start, 1)
@@ -177,6 +193,7 @@ def loss_report(camera: Camera):
 
 
 @names_a_silent_ioc
+@ranged(VOLUMETRIC_RANGES)
 def volumetric_scan(
     camera: Camera,
     scanboard: ScanBoard,
@@ -222,14 +239,13 @@ def volumetric_scan(
     md = check_md(md)
     check_device("camera", camera, Camera)
     check_device("scanboard", scanboard, ScanBoard)
-    n_volumes = check_int("n_volumes", n_volumes, 1, 1_000_000)
-    n_planes = check_int("n_planes", n_planes, 2, 1000)
-    lo, hi = PIEZO_TRAVEL_UM
-    z_start = check_float("z_start", z_start, lo, hi)
-    z_stop = check_float("z_stop", z_stop, lo, hi)
+    n_volumes = check_int("n_volumes", n_volumes, *VOLUMETRIC_RANGES["n_volumes"])
+    n_planes = check_int("n_planes", n_planes, *VOLUMETRIC_RANGES["n_planes"])
+    z_start = check_float("z_start", z_start, *VOLUMETRIC_RANGES["z_start"])
+    z_stop = check_float("z_stop", z_stop, *VOLUMETRIC_RANGES["z_stop"])
     if z_start == z_stop:
         raise ValueError("z_start and z_stop must differ (use planar_scan for one plane)")
-    volume_rate = check_float("volume_rate", volume_rate, 0.01, 100.0)
+    volume_rate = check_float("volume_rate", volume_rate, *VOLUMETRIC_RANGES["volume_rate"])
     if skip_planes is None:
         settle = yield from bps.rd(scanboard.flyback_settle, default_value=0.0)
         skip = _skip_for_settle(float(settle), volume_rate, n_planes)
@@ -246,7 +262,8 @@ def volumetric_scan(
         )
     if exposure is None:
         exposure = 0.8 * max_exposure
-    exposure = check_float("exposure", exposure, EXPOSURE_RANGE_S[0], max_exposure)
+    exposure = check_float("exposure", exposure, VOLUMETRIC_RANGES["exposure"][0],
+                           max_exposure)
     cals = []
     for i in (1, 2):
         offset = yield from bps.rd(getattr(scanboard, f"galvo{i}_offset"), default_value=0.0)
@@ -306,6 +323,7 @@ def volumetric_scan(
 
 
 @names_a_silent_ioc
+@ranged(PLANAR_RANGES)
 def planar_scan(
     camera: Camera,
     scanboard: ScanBoard,
@@ -342,15 +360,16 @@ def planar_scan(
     md = check_md(md)
     check_device("camera", camera, Camera)
     check_device("scanboard", scanboard, ScanBoard)
-    n_frames = check_int("n_frames", n_frames, 1, MAX_FRAMES)
-    z = check_float("z", z, *PIEZO_TRAVEL_UM)
+    n_frames = check_int("n_frames", n_frames, *PLANAR_RANGES["n_frames"])
+    z = check_float("z", z, *PLANAR_RANGES["z"])
     check_focus_limits(z, z, (yield from focus_limits(scanboard)), "z: the focal plane")
-    exposure = check_float("exposure", exposure, *EXPOSURE_RANGE_S)
+    exposure = check_float("exposure", exposure, *PLANAR_RANGES["exposure"])
     readout = float((yield from bps.rd(camera.cam.readout_time, default_value=0.0)))
     period = 0.0
     if frame_rate is not None:
         max_rate = 1.0 / (exposure + readout)
-        frame_rate = check_float("frame_rate", frame_rate, 0.01, max_rate)
+        frame_rate = check_float("frame_rate", frame_rate, PLANAR_RANGES["frame_rate"][0],
+                                 max_rate)
         period = 1.0 / frame_rate
     directory, name = file_name_for("planar")
     expected_s = n_frames * max(period, exposure + readout)

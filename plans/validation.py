@@ -5,11 +5,39 @@ anything moves."""
 import json
 import math
 import numbers
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jsonschema
 from event_model import DocumentNames, schemas
+
+#: a parameter's fixed bounds (``None``: unbounded on that side)
+Range = tuple[float | None, float | None]
+
+_Plan = TypeVar("_Plan", bound=Callable[..., Any])
+
+
+def ranged(ranges: Mapping[str, Range]) -> Callable[[_Plan], _Plan]:
+    """Declare the fixed ranges of a plan's numeric parameters (``plan.parameter_ranges``).
+
+    Why: the plan checks its arguments when it runs; a queue server validates an item
+    when it is queued. Declared once, the plan's checks and the queue's (the profile's
+    ``queue_annotated`` gives them to bluesky-queueserver as each parameter's min and
+    max) cannot disagree, and a scan queued overnight with ``n_planes=1`` is refused at
+    ``queue add``, naming the parameter and its range, not hours later when it runs.
+    A range applies to every number inside a list or pair (``z_positions``,
+    ``skip_planes``). Bounds that depend on the hardware (the piezo's limits, the
+    exposure a rate leaves) are checked by the plan only.
+    """
+    for name, (lo, hi) in ranges.items():
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"range of {name}: {lo} > {hi}")
+
+    def declare(plan: _Plan) -> _Plan:
+        plan.parameter_ranges = dict(ranges)  # type: ignore[attr-defined]
+        return plan
+
+    return declare
 
 
 def check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -34,14 +62,18 @@ def check_float(name: str, value: object, lo: float, hi: float, *,
     return v
 
 
+#: plane slots a volume may skip at each end
+SKIP_RANGE = (0, 50)
+
+
 def check_skip(value: object) -> tuple[int, int]:
-    """``skip_planes`` is an int (both ends) or a (start, end) pair, each in [0, 50]."""
+    """``skip_planes`` is an int (both ends) or a (start, end) pair, each in `SKIP_RANGE`."""
     if isinstance(value, tuple | list):
         if len(value) != 2:
             raise ValueError(f"skip_planes must be an int or a (start, end) pair, got {value!r}")
-        return (check_int("skip_planes[0]", value[0], 0, 50),
-                check_int("skip_planes[1]", value[1], 0, 50))
-    n = check_int("skip_planes", value, 0, 50)
+        return (check_int("skip_planes[0]", value[0], *SKIP_RANGE),
+                check_int("skip_planes[1]", value[1], *SKIP_RANGE))
+    n = check_int("skip_planes", value, *SKIP_RANGE)
     return (n, n)
 
 

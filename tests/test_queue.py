@@ -137,6 +137,12 @@ def test_bad_parameters_are_refused_when_queued_and_say_which(queue):
     with pytest.raises(api.RequestFailedError, match="n_volumes"):
         api.item_add(BPlan("volumetric_scan", "camera", "scanboard", "two", 10, 10.0, 50.0,
                            2.0))
+    # out of the plan's range: refused when queued, naming the parameter and the range
+    with pytest.raises(api.RequestFailedError, match=r"n_planes.*\[2, 1000\]"):
+        api.item_add(BPlan("volumetric_scan", "camera", "scanboard", 2, 1, 10.0, 50.0, 2.0))
+    with pytest.raises(api.RequestFailedError, match=r"skip_planes.*\[0, 50\]"):
+        api.item_add(BPlan("volumetric_scan", "camera", "scanboard", 2, 10, 10.0, 50.0, 2.0,
+                           skip_planes=[2, 60]))
     with pytest.raises(api.RequestFailedError, match="not in the list of allowed plans"):
         api.item_add(BPlan("no_such_plan"))
     # a device that is not there, or of the wrong kind: refused when queued, not
@@ -175,8 +181,8 @@ def test_every_plan_has_documented_parameters_and_the_shipped_list_is_current(qu
         assert params.keys() == shipped_params.keys(), name
         for pname, p in params.items():
             assert p.get("description"), f"{name}({pname}) has no description"
-            assert p.get("annotation") == shipped_params[pname].get("annotation"), pname
-            assert p.get("default") == shipped_params[pname].get("default"), pname
+            for key in ("annotation", "default", "description", "min", "max"):
+                assert p.get(key) == shipped_params[pname].get(key), (name, pname, key)
     devices = http_api(queue).devices_existing()["devices_existing"]
     assert {"camera", "scanboard", "gating", "piezo", "laser"} <= set(devices)
     # every signal too: the queue validates items against this file, so a signal
