@@ -213,10 +213,10 @@ def make_session(
     Runs left open by a RunEngine process that died are closed first, as failed
     (``beamline_ls.run_repair``).
     """
-    from bluesky import RunEngine
     from bluesky.utils import ProgressBarManager
     from bluesky_tiled_plugins import TiledWriter
 
+    from beamline_ls.run_engine import RunEngine
     from beamline_ls.store_check import refuse_unstorable
 
     # a session writes its scan ids (state) and, with SQLite, the catalog: refused at

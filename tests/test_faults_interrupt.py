@@ -427,12 +427,14 @@ def test_an_immediate_pause_while_a_scan_starts_then_abort_keeps_its_frames(scop
     finally:
         session.RE.msg_hook = None
     assert session.RE.state == "paused"
-    session.RE.abort("as the scan started")
+    session.RE.abort()  # as typed at the prompt: no reason given
     session.flush()
     run = session.catalog[-1]
     with h5py.File(Path(hdf.full_file_name.get(use_monitor=False)), "r") as f:
         on_disk = int((f["/entry/meta/frame_id"][...] >= 0).sum())
     assert run.metadata["stop"]["exit_status"] == "abort"
+    # the run still says why it ended (bluesky stored an empty reason)
+    assert run.metadata["stop"]["reason"] == "aborted at the prompt (RE.abort())"
     assert on_disk >= N_PLANES  # the pause came after frames were taken
     frames = run["primary"]["camera_image"]
     assert frames.shape[0] == -(-on_disk // N_PLANES)  # every volume, whole or cut short
