@@ -398,15 +398,58 @@ def test_an_ni_output_sends_one_pulse_per_trigger_at_its_time(output):
     assert np.all(lateness >= 0) and np.all(lateness < 0.05)
 
 
-def test_an_ni_output_that_cannot_open_fails_enable_with_nis_words():
+def test_an_ni_output_that_cannot_open_fails_enable_with_nis_words(heart_video):
+    """Refused in NI's words and left Off: the state stayed Searching (forever, with
+    Enable Off) after the refusal."""
     import nidaqmx.errors
 
     def no_board(name):
         raise nidaqmx.errors.DaqError("Device identifier is invalid: Dev9", -200220)
 
+    _, stack, *_ = heart_video
     out = NidaqOutput(NidaqTriggerConfig(device="Dev9"), RealTimeClock(), no_board)
-    with pytest.raises(nidaqmx.errors.DaqError, match="Device identifier is invalid"):
-        out.start(lambda r, s: None, lambda t, a, g: None)
+    system = GatingSystem(TiffReplaySource(stack, FPS), out, RealTimeClock())
+    try:
+        with pytest.raises(nidaqmx.errors.DaqError, match="Device identifier is invalid"):
+            system.enable(True, FPS)
+        assert system.status().state == "off" and not system.status().enabled
+    finally:
+        system.close()
+
+
+@pytest.mark.parametrize("port", ["missing", "silent"])
+def test_a_trigger_box_that_is_absent_or_silent_fails_enable_before_any_scan(
+        heart_video, port):
+    """A serial trigger box on a port that is not there, or a box that does not answer:
+    gating is not enabled, in the link's words. Before, Enable succeeded, the scan
+    locked, opened its run and failed at its first trigger, leaving a failed run."""
+    import pty
+
+    from beamline_ls.hardware.serial_link import SerialLink
+    from beamline_ls.hardware.trigger_box import TriggerBox
+    from beamline_ls.hardware.trigger_output import BoxOutput
+
+    _, stack, *_ = heart_video
+    fds: list[int] = []
+    if port == "missing":
+        path, why = "/dev/ttyNOPE0", "cannot open serial port /dev/ttyNOPE0"
+    else:  # a pty nobody answers on: a box switched off behind its adapter
+        controller, device = pty.openpty()
+        fds += [controller, device]
+        path, why = os.ttyname(device), "SYNC"
+    link = SerialLink("trigger box", path, 115200, timeout_s=0.3, read_terminator=b"\n",
+                      write_terminator=b"\n")
+    output = BoxOutput(TriggerBox(link), RealTimeClock())
+    system = GatingSystem(TiffReplaySource(stack, FPS), output, RealTimeClock())
+    try:
+        with pytest.raises(RuntimeError, match=why):
+            system.enable(True, FPS)
+        assert system.status().state == "off" and not system.status().enabled
+    finally:
+        system.close()
+        link.close()
+        for fd in fds:
+            os.close(fd)
 
 
 # -- assembled from the configuration ----------------------------------------------------
@@ -432,6 +475,14 @@ def test_the_configuration_assembles_gating_without_a_simulated_heart(heart_vide
         build_drivers({"brightfield": {"backend": "pylon", "roi": [0, 0, 64]}})
     with pytest.raises(ValueError, match=r"hardware.trigger_box.output: must be one of"):
         build_drivers({"trigger_box": {"backend": "nidaq", "output": "analog"}})
+    # said when the IOC starts, naming the setting (it came at the first Enable as
+    # "[Errno 2] No such file or directory", no setting named)
+    with pytest.raises(ValueError, match=r"hardware.brightfield.image_filename: no such "
+                                         r"file or directory: /nowhere/frames"):
+        build_drivers({"brightfield": {"backend": "pylon", "image_filename": "/nowhere/frames"}})
+    with pytest.raises(ValueError, match=r"hardware.brightfield.path: .* is a directory"):
+        build_drivers({"brightfield": {"backend": "tiff", "path": str(stack.parent),
+                                       "fps": 40}})
 
 
 def test_check_hardware_reports_the_gating_camera(tmp_path, heart_video):

@@ -272,6 +272,34 @@ def test_without_the_ni_driver_the_error_says_so():
         board.park(30.0, (GalvoCalibration(), GalvoCalibration()))
 
 
+def test_a_board_polled_while_absent_is_logged_once_and_again_after_it_worked(caplog):
+    """The piezo's position is polled several times a second: an absent board (no
+    NI-DAQmx here) filled the IOC's log with the same ERROR 4-5 times a second. Every
+    poll still fails with the reason; the log says it once, and again once the board
+    has answered in between."""
+    ni = FakeNI()
+    absent = [True]
+
+    def factory(name):
+        if absent[0]:
+            return nidaqmx.Task(name)  # the real class: no driver on this machine
+        return ni(name)
+
+    board = NidaqScanBoard(config(piezo_ai_channel="ai0", piezo_ai_um_per_volt=40.0),
+                           task_factory=factory)
+    with caplog.at_level("ERROR", logger="beamline_ls.hardware.nidaq_scanboard"):
+        for _ in range(20):
+            with pytest.raises(NidaqError, match="creating task 'bls-static-ai'"):
+                board.read_piezo_um()
+        assert len(caplog.records) == 1
+        absent[0] = False
+        assert board.read_piezo_um() == pytest.approx(0.0)
+        absent[0] = True
+        with pytest.raises(NidaqError):
+            board.read_piezo_um()
+        assert len(caplog.records) == 2
+
+
 def test_out_of_range_waveform_is_refused_before_any_task():
     ni = FakeNI()
     board = NidaqScanBoard(config(piezo_range_v=(0.0, 1.0)), task_factory=ni)

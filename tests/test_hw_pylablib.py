@@ -273,6 +273,16 @@ def test_a_configuration_of_real_devices_builds_no_simulator(tmp_path):
         build_drivers({"camera": {"backend": "pylablib", "sdk": "pco"}})
     with pytest.raises(ValueError, match=r"hardware.camera.exposure: unknown key"):
         build_drivers({"camera": {"backend": "pylablib", "sdk": "dcam", "exposure": 1}})
+    # refused when the IOC starts, not when the camera first opens (or, for the
+    # library folder, as pylablib's "can't import library" naming no folder)
+    with pytest.raises(ValueError, match=r"hardware.camera.readout_speed: must be one of "
+                                         r"\['', 'slow', 'normal', 'fast'\], got 'superfast'"):
+        build_drivers({"camera": {"backend": "pylablib", "sdk": "dcam",
+                                  "readout_speed": "superfast"}})
+    with pytest.raises(ValueError, match=r"hardware.camera.library_dir: no such directory: "
+                                         r"/nonexistent/dcam"):
+        build_drivers({"camera": {"backend": "pylablib", "sdk": "dcam",
+                                  "library_dir": "/nonexistent/dcam"}})
 
 
 def test_a_camera_whose_vendor_library_is_missing_names_the_library_and_the_setting(

@@ -149,6 +149,10 @@ class TiffReplaySource(PacedSource):
 
         super().__init__(clock or RealTimeClock())
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"hardware.brightfield.path: {self.path} is a directory: "
+                             "give the TIFF stack's file (image files in a directory "
+                             "are played by pylon's emulator: image_filename)")
         if not self.path.is_file():
             raise ValueError(f"hardware.brightfield.path: no such file: {self.path}")
         if not 1.0 <= fps <= 1000.0:

@@ -2,8 +2,10 @@
 
 Connects to every device the configuration names with a real backend, asks each a
 harmless question (identity, position, state) and reports what answered and what did
-not. It changes nothing: no move, no power change, no NI task is started (the NI
-board is only looked up: product, serial number, channels). Simulated devices are
+not. Nothing moves, no power changes and no NI task is started (the NI board is
+only looked up: product, serial number, channels); cameras are opened as the IOC
+opens them, so their configured settings (pixel format, ROI, exposure, trigger mode)
+are applied, and nothing is acquired. Simulated devices are
 listed as such. Exit status: 0 all configured hardware answered, 1 something did
 not, 2 the configuration itself is wrong.
 """
@@ -242,7 +244,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None,
         findings = check(settings.hardware, serial_factory=serial_factory,
                          system_factory=system_factory)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"configuration problem in {args.config}: {exc}", file=out)
+        said = str(exc)  # the settings' own errors begin with the file already
+        where = "" if said.startswith(str(args.config)) else f" in {args.config}"
+        print(f"configuration problem{where}: {said}", file=out)
         return 2
     except Exception as exc:  # a TOML syntax error names line and column
         print(f"cannot read {args.config}: {exc}", file=out)

@@ -38,6 +38,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from beamline_ls.clock import Clock, RealTimeClock
@@ -314,11 +315,18 @@ def build_camera(cfg: dict[str, Any], opener: Callable[[int], Any] | None = None
     from beamline_ls.hardware.pylablib_camera import SDKS, PylablibCamera
 
     t = Table(cfg, "hardware.camera")
+    sdk = t.str("sdk", None, tuple(SDKS))
+    # DCAM names its speeds (a model offers one to three of them); Andor's
+    # PixelReadoutRate values ("280 MHz", ...) vary by model and are checked at open
+    speeds = ("", "slow", "normal", "fast") if sdk == "dcam" else ()
+    library_dir = t.str("library_dir", "")
+    if library_dir and not Path(library_dir).is_dir():
+        raise t.fail("library_dir", f"no such directory: {library_dir}")
     camera = PylablibCamera(
-        sdk=t.str("sdk", None, tuple(SDKS)), index=t.int("index", 0, 0, 63),
-        readout_speed=t.str("readout_speed", ""),
+        sdk=sdk, index=t.int("index", 0, 0, 63),
+        readout_speed=t.str("readout_speed", "", speeds),
         buffer_frames=t.int("buffer_frames", 200, 2, 100_000), clock=clock, opener=opener,
-        library_dir=t.str("library_dir", ""))
+        library_dir=library_dir)
     t.finish()
     return camera
 
@@ -333,6 +341,9 @@ def build_brightfield(cfg: dict[str, Any], clock: Clock) -> FrameSource:
     else:
         from beamline_ls.hardware.pylon_camera import PIXEL_FORMATS, STAMPS, PylonSource
 
+        image_filename = t.str("image_filename", "")
+        if image_filename and not Path(image_filename).exists():  # said at start-up
+            raise t.fail("image_filename", f"no such file or directory: {image_filename}")
         roi = t._raw("roi", None)
         if roi is not None and (not isinstance(roi, list) or len(roi) != 4 or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi)):
@@ -342,7 +353,7 @@ def build_brightfield(cfg: dict[str, Any], clock: Clock) -> FrameSource:
             exposure_us=t.float("exposure_us", 1000.0, 1.0, 1e6),
             roi=tuple(roi) if roi is not None else None,
             pixel_format=t.str("pixel_format", "Mono8", tuple(PIXEL_FORMATS)),
-            image_filename=t.str("image_filename", ""),
+            image_filename=image_filename,
             latency_s=t.float("latency_s", 0.0, 0.0, 1.0),
             stamp=t.str("stamp", "auto", STAMPS),
             clock=clock)

@@ -218,6 +218,10 @@ class GatingSystem(GatingDriver):
                 raise ValueError(f"frame rate must be in [5, 500] Hz, got {frame_rate_hz}")
             # opens the camera here: one that is absent fails enable, in its words
             shape, dtype = self.source.frame_shape, self.source.dtype
+            # and the output: a trigger box that does not answer, or an NI board that
+            # is not there, fails enable (before any scan opens a run), the state
+            # left Off, not at the first trigger of a scan
+            self.output.start(self._on_report, self._on_fired)
             self._stop.clear()
             self.analyzer = self._new_analyzer()
             with self._lock:
@@ -227,7 +231,6 @@ class GatingSystem(GatingDriver):
             with self._ready:
                 self._queue.clear()
                 self._last_id = -1
-            self.output.start(self._on_report, self._on_fired)
             self._thread = threading.Thread(target=self._run,
                                             args=(frame_rate_hz, shape, dtype),
                                             name="gating-analysis", daemon=True)

@@ -190,11 +190,17 @@ class NidaqScanBoard(ScanBoardDriver):
         self._volumes_done = 0
         self.measured_piezo_um: np.ndarray | None = None
         self.last_error = ""
+        self._repeating = ""  # the failure logged last, until an NI call succeeds
 
     # ------------------------------------------------------------------ errors
     @contextmanager
     def _ni(self, what: str, channel: str = "", setting: str = "") -> Iterator[None]:
-        """Turn any nidaqmx error inside into a NidaqError naming what was done."""
+        """Turn any nidaqmx error inside into a NidaqError naming what was done.
+
+        Logged once while it repeats: the piezo's position is polled several times a
+        second, and a board that is absent (no NI-DAQmx, unplugged) filled the IOC's
+        log with the same line 4-5 times a second. Each call still raises it; a
+        success in between makes the next failure news again."""
         import nidaqmx.errors
 
         try:
@@ -206,9 +212,12 @@ class NidaqScanBoard(ScanBoardDriver):
             why = f" (setting {setting})" if setting else ""
             msg = (f"NI board {self.config.device}: {what}{where}{why} failed"
                    f"{f' [NI error {code}]' if code is not None else ''}: {first}")
-            self.last_error = msg
-            log.error("%s", msg)
+            if msg != self._repeating:
+                log.error("%s (said once while it repeats)", msg)
+            self.last_error = self._repeating = msg
             raise NidaqError(msg) from exc
+        else:
+            self._repeating = ""
 
     def _task(self, name: str) -> Any:
         with self._ni(f"creating task {name!r}", setting="NI-DAQmx driver installed?"):

@@ -308,6 +308,9 @@ def played_image_shape(path: str) -> tuple[int, int]:
     from PIL import Image
 
     p = Path(path)
+    if not p.exists():
+        raise ValueError(f"hardware.brightfield.image_filename: no such file or "
+                         f"directory: {p}")
     files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"hardware.brightfield.image_filename: no images in {p}")

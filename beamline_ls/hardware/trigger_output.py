@@ -122,6 +122,12 @@ class BoxOutput(TriggerOutput):
     def name(self) -> str:
         return f"trigger box on {self.box.link.port}"
 
+    def start(self, report: ReportFn, fired: FiredFn) -> None:
+        """Map the clocks now: a box that is absent or silent fails here, in the
+        link's words (gating is not enabled), not at a scan's first trigger."""
+        self.box.sync()
+        super().start(report, fired)
+
     def submit(self, t_fire: float, tag: object) -> None:
         # the serial round trip runs on its own thread: analysis never waits on the box
         self._worker.submit(self._send, t_fire, tag)
