@@ -454,7 +454,7 @@ class QueueServer:
         message = (f"{name} was aborted (run {runs}, stored with exit status 'abort'); "
                    "the queue server keeps it at the front of the queue, where it runs "
                    "first at the next 'queue start' (remove it with 'qserver queue item "
-                   "remove --pos front' or REManagerAPI.item_remove)")
+                   "remove front' or REManagerAPI.item_remove(pos=\"front\"))")
         logger.warning("%s", message)
         return message
 

@@ -19,6 +19,7 @@ from bluesky.utils import FailedStatus
 from devices.camera import Acquisition, Camera
 from devices.gating import GATING_FIELDS, GatingTrigger
 from devices.positioners import Piezo
+from devices.scanboard import PIEZO_TRAVEL_UM
 from plans.common import (
     abort_camera,
     collect_all,
@@ -44,9 +45,10 @@ MAX_EXPOSURE_S = 0.05  # a gated exposure must be short against a ~0.4 s heartbe
 #: the longest wait for a heartbeat lock a plan accepts (a lock takes 1-3 s)
 MAX_LOCK_TIMEOUT_S = 3600.0
 #: the fixed ranges of the gated plans' numbers: checked by the plans and, when an item
-#: is queued, by the queue server (`ranged`); the focal positions are checked against
-#: the piezo's own limits when the plan runs
-GATED_RANGES = {"frames_per_plane": (1, 1000), "target_phase": (0.0, 2 * math.pi),
+#: is queued, by the queue server (`ranged`); the focal positions, queued within the
+#: piezo's travel, are checked against its soft limits when the plan runs
+GATED_RANGES = {"z_positions": PIEZO_TRAVEL_UM,
+                "frames_per_plane": (1, 1000), "target_phase": (0.0, 2 * math.pi),
                 "exposure": (1e-5, MAX_EXPOSURE_S), "lock_timeout": (0.0, MAX_LOCK_TIMEOUT_S)}
 TIMELAPSE_RANGES = {**GATED_RANGES, "n_timepoints": (1, 1_000_000),
                     "interval_s": (0.0, 7 * 24 * 3600.0)}
@@ -64,7 +66,8 @@ def _validate(piezo: Piezo, z_positions: Sequence[float], frames_per_plane: int,
     lo = yield from bps.rd(piezo.low_limit_travel, default_value=None)
     hi = yield from bps.rd(piezo.high_limit_travel, default_value=None)
     if lo is None or hi is None or lo == hi:  # no limits known (0, 0 on a motor record)
-        lo, hi = -math.inf, math.inf
+        lo, hi = GATED_RANGES["z_positions"]
+    lo, hi = max(lo, GATED_RANGES["z_positions"][0]), min(hi, GATED_RANGES["z_positions"][1])
     zs = [check_float(f"z_positions[{i}]", z, lo, hi) for i, z in enumerate(z_positions)]
     fpp = check_int("frames_per_plane", frames_per_plane, *GATED_RANGES["frames_per_plane"])
     if target_phase is not None:

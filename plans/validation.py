@@ -80,6 +80,11 @@ def check_skip(value: object) -> tuple[int, int]:
 #: set by the RunEngine for every run; ``scan_id`` counts on from the data directory's
 #: last (``SharedRunMetadata``), so that ``cat[N]`` and ``export N`` find one run
 RUN_ENGINE_KEYS = ("uid", "time", "scan_id")
+#: set by the plans for every run they start: what data users search and read a run
+#: by (``Key("plan_name") == "planar_scan"``); an ``md`` value would replace it
+PLAN_KEYS = ("plan_name", "plan_type", "plan_args", "detectors", "num_points", "hints",
+             "settings", "versions", "waveform", "plane_z_um", "expected_duration_s",
+             "powers_mw", "step_streams")
 
 
 def check_md(md: object) -> dict[str, Any]:
@@ -91,7 +96,8 @@ def check_md(md: object) -> dict[str, Any]:
     the catalog at all. Checked: a dict with string keys; JSON values; the types the
     start document's schema (event-model's, the one databroker and tiled read) gives
     its own keys (``scan_id`` an integer, ``sample`` a string or a dict, ...); no dots
-    or slashes in keys; no ``uid`` or ``time``, which the RunEngine sets.
+    or slashes in keys; no ``uid`` or ``time``, which the RunEngine sets, and none of
+    the keys the plans set (``plan_name``, ``plan_args``, ...: `PLAN_KEYS`).
     """
     if md is None:
         return {}
@@ -107,6 +113,9 @@ def check_md(md: object) -> dict[str, Any]:
         if key in RUN_ENGINE_KEYS:
             raise ValueError(f"md[{key!r}] is set by the RunEngine for every run; "
                              "choose another key")
+        if key in PLAN_KEYS:
+            raise ValueError(f"md[{key!r}] is set by the plan for every run (the catalog "
+                             "finds runs by it); choose another key")
         try:
             json.dumps(value)
         except (TypeError, ValueError) as exc:

@@ -30,6 +30,9 @@ def board_state(scope):
     (dict(md={"scan_id": 5}), r"md\['scan_id'\] is set by the RunEngine"),  # never twice
     (dict(md={"sample": 3}), r"md\['sample'\]"),
     (dict(md={"uid": "mine"}), r"md\['uid'\] is set by the RunEngine"),
+    # the catalog finds runs by it: a run stored as plan_name "spoof" was lost to
+    # Key("plan_name") == "volumetric_scan"
+    (dict(md={"plan_name": "spoof"}), r"md\['plan_name'\] is set by the plan"),
     (dict(md={"a.b": 1}), r"md key 'a.b' may not contain"),
     (dict(md=["sample"]), "md must be a dict"),
 ])

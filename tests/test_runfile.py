@@ -452,6 +452,12 @@ def test_export_command_finds_runs_and_refuses_to_overwrite(planar, session, tmp
     assert export_main(["nosuchrun", "--catalog", data_dir, "--to",
                         str(tmp_path / "none.h5")]) == 2
     assert not (tmp_path / "none.h5").exists()
+    # a mistyped folder is refused, not made
+    caplog.clear()
+    assert export_main([uid[:8], "--catalog", data_dir, "--to",
+                        str(tmp_path / "typo" / "dir" / "planar.h5")]) == 2
+    assert "typo/dir is not a directory" in caplog.text
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_run_file_copied_alone_is_refused_naming_its_missing_frame_files(volumetric,

@@ -61,6 +61,9 @@ def export_run(run: Any, path: str | Path, *, overwrite: bool = False,
     path = Path(path).expanduser().resolve()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+    if not path.parent.is_dir():  # a mistyped folder is not made (at / if need be)
+        raise FileNotFoundError(f"{path.parent} is not a directory: create it first, or "
+                                "check the path")
     enable_document_replay()
     writer = RunFileWriter(path_for=lambda start: path, overwrite=overwrite,
                            written_by="export")
