@@ -218,7 +218,7 @@ def catalog_tree(settings: Settings, create: bool = False) -> Any:
         else:
             tiled_initialises = True
     elif not settings.catalog_is_sqlite:  # tiled connects lazily: say now if it cannot
-        catalog_db.check_reachable(settings.catalog_uri)
+        catalog_db.check_catalog(settings.catalog_uri)
     if settings.catalog_is_sqlite:
         origin = moved_from(cdir, settings.data_dir)
         if origin is not None:  # the event tables are read where they are now

@@ -58,25 +58,35 @@ def initialise(uri: str) -> None:
         logger.info("created a catalog database at %s", _redacted(uri))
 
 
-def check_reachable(uri: str, timeout: float = 10.0) -> None:
-    """Connect to the database at ``uri`` once; :class:`ConnectionError` naming it (its
-    password hidden) and the cause when that fails. Why: tiled connects lazily, so an
-    unreachable database surfaced as a bare ``ConnectionRefusedError`` at the first
-    request, or after a server had already announced itself."""
+def check_catalog(uri: str, timeout: float = 10.0) -> None:
+    """Connect to the database at ``uri`` once and see that it holds a catalog.
+
+    :class:`ConnectionError` naming the database (its password hidden) and the cause
+    when it cannot be reached; :class:`FileNotFoundError` when it holds no catalog
+    (a new, empty database), saying what creates one. Why: tiled connects lazily, so
+    an unreachable database surfaced as a bare ``ConnectionRefusedError`` at the first
+    request, and an empty one as a 60-line ``UninitializedDatabase`` traceback, both
+    after ``beamline-ls serve`` had already announced that it was serving."""
     if not AVAILABLE:
         return  # tiled reports it its own way
     uri = ensure_specified_sql_driver(uri)
     args = {"timeout": timeout} if uri.startswith("postgresql+asyncpg") else {}
 
-    async def connect() -> None:
+    async def connect() -> bool:
         engine = create_async_engine(uri, connect_args=args)
         try:
-            async with engine.connect():
-                pass
+            await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+            return True
+        except UninitializedDatabase:
+            return False
         finally:
             await engine.dispose()
 
-    _run(connect, uri)
+    if not _run(connect, uri):
+        raise FileNotFoundError(
+            f"no catalog in the database {_redacted(uri)}: a session with this "
+            "configuration creates it when it starts (or run `tiled catalog init "
+            "--if-not-exists URI` once)")
 
 
 def _run(make, uri: str):

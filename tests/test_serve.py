@@ -329,3 +329,24 @@ def test_a_catalog_database_that_cannot_be_reached_is_one_line_before_serving(
     assert "cannot reach the catalog database postgresql+asyncpg://lightsheet:***@" \
            "127.0.0.1" in caplog.text
     assert "secret" not in caplog.text and "serving the catalog" not in caplog.text
+
+
+def test_an_empty_catalog_database_is_one_line_before_serving(tmp_path, caplog):
+    """A facility's new, empty PostgreSQL database: serve announced SUCCESS, then
+    printed tiled's 60-line UninitializedDatabase traceback and exited 3. Now one line
+    saying what creates the catalog, exit 2, nothing announced."""
+    if postgres_bin() is None:
+        pytest.skip("needs Debian's postgresql (.ci/run installs it)")
+    from beamline_ls.serve import main as serve_main
+
+    cluster = PostgresCluster().start()
+    try:
+        code = serve_main(["--data-dir", str(tmp_path / "data"), "--database", cluster.uri,
+                           "--port", str(free_port())])
+    finally:
+        cluster.stop()
+    assert code == 2
+    assert "no catalog in the database postgresql+asyncpg://" in caplog.text
+    assert "a session with this configuration creates it" in caplog.text
+    assert "serving the catalog" not in caplog.text
+    assert "Traceback" not in caplog.text
