@@ -55,6 +55,13 @@ class GatingTrigger(Device):
     frames_skipped = Cpt(EpicsSignalRO, "FramesSkipped_RBV", kind="omitted")
     lock = Cpt(LockWaiter, value=30.0, kind="omitted")
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        #: TriggersFired_RBV before the trigger in flight (None: none in flight)
+        self._in_flight: int | None = None
+        #: ... and before the one an immediate pause interrupted, until it is replayed
+        self._interrupted: int | None = None
+
     def trigger(self) -> Status:
         """Fire one trigger at the target phase; done when its exposure is over.
 
@@ -62,9 +69,19 @@ class GatingTrigger(Device):
         Arm put then (the lock lost, a trigger output that fails every trigger), but
         Channel Access clients such as pyepics complete a refused put all the same, so
         the plan went on to wait for an exposure that never came (the camera's 60 s
-        stall, blaming the camera). TriggersFired_RBV is current when Arm completes."""
+        stall, blaming the camera). TriggersFired_RBV is current when Arm completes.
+
+        The trigger an immediate pause interrupted (see `pause`) is replayed by the
+        RunEngine at resume: if it had fired before the pause took it, its frame was
+        taken, and the replay finishes at once instead of taking the plane again."""
         before = int(self.fired.get(use_monitor=False))
+        interrupted, self._interrupted = self._interrupted, None
         done = Status(obj=self)
+        if interrupted is not None and before > interrupted:
+            done.set_finished()
+            return done
+        self._in_flight = before
+        done.add_callback(lambda _: setattr(self, "_in_flight", None))
         armed = self.arm.set(1, timeout=30)
 
         def verify() -> None:  # a CA read: not on the thread that completed the put
@@ -119,8 +136,12 @@ class GatingTrigger(Device):
         """RunEngine pause: let no armed trigger fire while paused. An immediate pause
         (two Ctrl-C) can land while a trigger waits for its heart phase; resume
         replays that trigger from the last checkpoint, so one left armed would have
-        fired meanwhile and the plane been taken twice."""
+        fired meanwhile and the plane been taken twice. It can also land after the
+        trigger fired, while its exposure runs (the trigger is done only then): that
+        trigger is remembered, and its replay takes no second frame (`trigger`)."""
+        self._interrupted = self._in_flight
         self.arm.put(0, wait=False)
 
     def stop(self, *, success: bool = False) -> None:
+        self._interrupted = None
         self.arm.put(0, wait=False)

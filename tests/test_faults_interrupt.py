@@ -357,6 +357,45 @@ def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, s
     assert int(hdf.num_captured.get(use_monitor=False)) == n
 
 
+def test_an_immediate_pause_after_a_trigger_fired_takes_no_plane_twice(scope, session,
+                                                                      gating_off):
+    """Paused at once just after a trigger fired, while its exposure runs (the trigger
+    is done only when the exposure is over): its frame was taken, and resume replays
+    that trigger. A probe through the queue server found a stack stored as 'success'
+    with z = 40 taken twice and its last plane never taken. Every plane once, in
+    order."""
+    from plans import gated_scan
+
+    gating, hdf = scope.gating, scope.camera.hdf
+    planes = [30.0, 40.0, 50.0, 60.0, 70.0]
+    fired_at_start: list[int] = []
+
+    def count_fired(name, doc):
+        if name == "start":  # enabling the gating resets the count: read it here
+            fired_at_start.append(int(gating.fired.get(use_monitor=False)))
+
+    def second_fired() -> bool:  # polled: the IOC publishes the count within 50 ms
+        return (session.RE.state == "running" and bool(fired_at_start)
+                and int(gating.fired.get(use_monitor=False)) >= fired_at_start[0] + 2)
+
+    sender = when(second_fired, lambda: session.RE.request_pause(defer=False),
+                  timeout=120)
+    with pytest.raises(RunEngineInterrupted):
+        # the longest gated exposure: the trigger stays in flight 50 ms after it fired
+        session.RE(gated_scan(scope.camera, gating, scope.piezo, planes, exposure=0.05),
+                   count_fired)
+    sender.join(5)
+    assert session.RE.state == "paused"
+    time.sleep(1.0)  # a few heartbeats
+    result = session.RE.resume()
+    assert result.exit_status == "success", result.reason
+    assert int(gating.fired.get(use_monitor=False)) - fired_at_start[0] == len(planes)
+    assert int(hdf.num_captured.get(use_monitor=False)) == len(planes)
+    with h5py.File(Path(hdf.full_file_name.get(use_monitor=False)), "r") as f:
+        z = f["/entry/meta/z_um"][...].ravel()
+    np.testing.assert_allclose(z, planes, atol=0.5)
+
+
 @pytest.mark.parametrize("moment", ["starting", "mid-scan"])
 def test_an_immediate_pause_resumes_to_every_volume(scope, session, moment):
     """Paused at once, wherever the RunEngine is: while the scan starts (before its
