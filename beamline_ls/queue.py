@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 logger = logging.getLogger("beamline_ls.queue")
 
@@ -184,6 +185,7 @@ class QueueServer:
         self.config = config
         self.children: list[_Child] = []
         self._manager_api = None
+        self._claim: IO[str] | None = None  # the data directory's queue lock, held
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> QueueServer:
@@ -193,6 +195,22 @@ class QueueServer:
                              "refuses others); e.g. python -c 'import secrets; "
                              "print(secrets.token_hex(32))'")
         self._check_profile()
+        from beamline_ls.iocs.claim import ClaimError, claim_data_dir
+
+        try:
+            self._claim = claim_data_dir(Path(cfg.data_dir) / "state", cfg.prefix,
+                                         "queue server")
+        except ClaimError as exc:
+            raise QueueError(str(exc)) from None
+        try:
+            self._start_checked()
+        except BaseException:
+            self._release_claim()
+            raise
+        return self
+
+    def _start_checked(self) -> None:
+        cfg = self.config
         ports = [(cfg.host, cfg.http_port, "HTTP server"),
                  (cfg.host, cfg.zmq_control_port, "RE Manager control"),
                  (cfg.host, cfg.zmq_info_port, "RE Manager info")]
@@ -216,7 +234,11 @@ class QueueServer:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            self._claim.close()  # the kernel drops the lock with the file
+            self._claim = None
 
     def _check_ioc(self, timeout: float = 5.0) -> None:
         """Refuse at once when no IOC answers for the prefix: the worker would start,
@@ -408,6 +430,7 @@ class QueueServer:
             with contextlib.suppress(Exception):
                 self._manager_api.close()
             self._manager_api = None
+        self._release_claim()
 
     def queued(self) -> list[str]:
         """One line per plan waiting in the queue (name and arguments), front first."""

@@ -312,6 +312,30 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+def test_a_second_queue_server_on_a_data_directory_is_refused_naming_the_first(tmp_path):
+    """Two queue servers on one data directory shared its Redis dump and wrote the
+    same logs, with no word said. The first holds the directory (as a running
+    ``beamline-ls queue`` does) until it stops."""
+    from beamline_ls.iocs.claim import claim_data_dir
+
+    def config() -> QueueConfig:
+        return QueueConfig(data_dir=tmp_path, prefix="X:", http_port=free_port(),
+                           zmq_control_port=free_port(), zmq_info_port=free_port(),
+                           redis_port=free_port(), open_environment=False)
+
+    first = claim_data_dir(tmp_path / "state", "X:", "queue server")
+    second = QueueServer(config())
+    with pytest.raises(QueueError, match=rf"another queue server \(PID {os.getpid()}, "
+                                         rf"prefix X:\) serves the data directory "
+                                         rf"{tmp_path}; stop it first"):
+        second.start()
+    assert second.children == []
+    first.close()  # the first one stopped: the directory is free again
+    with QueueServer(config()) as third:
+        assert third.children
+    claim_data_dir(tmp_path / "state", "X:", "queue server").close()  # and released
+
+
 def test_an_api_key_the_http_server_would_refuse_is_refused_first(tmp_path):
     server = QueueServer(QueueConfig(data_dir=tmp_path, prefix="X:", api_key="not-alnum"))
     with pytest.raises(QueueError, match="letters and digits only"):

@@ -28,18 +28,21 @@ class ClaimError(RuntimeError):
     """Another IOC already serves this data directory or these PVs."""
 
 
-def claim_data_dir(state_dir: Path, prefix: str) -> IO[str]:
-    """Lock ``state_dir/ioc.lock`` for this process (keep the returned file open while
-    serving); raise `ClaimError` naming the holder when another IOC has it."""
+def claim_data_dir(state_dir: Path, prefix: str, role: str = "IOC") -> IO[str]:
+    """Lock ``state_dir/<role>.lock`` for this process (keep the returned file open
+    while serving); raise `ClaimError` naming the holder when another ``role`` has it.
+
+    ``role``: "IOC", or "queue server" (two queue servers on one data directory
+    shared its Redis dump and wrote the same logs, with no word said)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    handle = (state_dir / "ioc.lock").open("a+")
+    handle = (state_dir / f"{role.lower().replace(' ', '-')}.lock").open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ClaimError(f"another IOC ({holder}) serves the data directory "
+        raise ClaimError(f"another {role} ({holder}) serves the data directory "
                          f"{state_dir.parent}; stop it first, or give this one its own "
                          "--data-dir") from None
     handle.seek(0)
