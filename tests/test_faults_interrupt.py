@@ -473,7 +473,7 @@ def test_an_immediate_pause_while_a_scan_starts_then_abort_keeps_its_frames(scop
         on_disk = int((f["/entry/meta/frame_id"][...] >= 0).sum())
     assert run.metadata["stop"]["exit_status"] == "abort"
     # the run still says why it ended (bluesky stored an empty reason)
-    assert run.metadata["stop"]["reason"] == "aborted at the prompt (RE.abort())"
+    assert run.metadata["stop"]["reason"] == "aborted at the prompt (abort)"
     assert on_disk >= N_PLANES  # the pause came after frames were taken
     frames = run["primary"]["camera_image"]
     assert frames.shape[0] == -(-on_disk // N_PLANES)  # every volume, whole or cut short
@@ -583,6 +583,9 @@ def test_a_halted_run_leaves_the_next_scan_told_what_is_still_running(scope, ses
     pause_a_volumetric_scan(scope, session)
     session.RE.halt()
     board, cam = scope.scanboard, scope.camera
+    session.flush()
+    assert session.catalog[-1].metadata["stop"]["reason"] == \
+        "halted at the prompt (halt): no cleanup ran"
     try:
         with pytest.raises(RuntimeError, match="another scan is using the hardware") as no:
             session.RE(planar_scan(cam, board, 5, 40.0, 0.002))
@@ -608,6 +611,9 @@ def test_a_run_stopped_after_a_pause_has_a_summary_row_for_every_volume(scope, s
     assert result.exit_status == "success"
     session.flush()
     run = session.catalog[result.run_start_uids[0]]
+    # a stopped run is stored as a success (bluesky's rule): its reason tells it from
+    # a complete one
+    assert run.metadata["stop"]["reason"].startswith("stopped at the prompt (stop)")
     volumes = run["primary"]["camera_image"].shape[0]
     assert volumes == done
     rows = run["summary"].read()

@@ -238,6 +238,29 @@ def test_a_replayed_tiff_locks_and_carries_no_simulator_field(heart_video):
     assert "true_phase" not in frame.extra and "true_phase" not in system.fields
 
 
+def test_a_replay_enabled_at_another_rate_says_the_rate_it_plays_at(epics, heart_video,
+                                                                     tmp_path):
+    """A recording keeps its own frame rate: FrameRate read 40 while frames came at 80
+    a second (said only in the IOC's log, at INFO). Now Enable sets FrameRate to the
+    rate in use and says so."""
+    from conftest import private_microscope
+
+    _, stack, *_ = heart_video
+    config = tmp_path / "microscope.toml"
+    config.write_text(f'[hardware.brightfield]\nbackend = "tiff"\npath = "{stack}"\n'
+                      f"fps = {FPS:g}\n")
+    with private_microscope(epics, "TIFFRATE:", tmp_path / "data", config) as (_, scope, _s):
+        gating = scope.gating
+        try:
+            gating.frame_rate.set(2 * FPS).wait(10)
+            gating.enable.set("On").wait(30)
+            assert gating.frame_rate.get(use_monitor=False) == pytest.approx(FPS)
+            assert gating.message.get(use_monitor=False) == \
+                f"gating on at {FPS:g} frames/s, the source's own rate"
+        finally:
+            gating.enable.set("Off").wait(30)
+
+
 def test_a_missing_recording_is_named():
     with pytest.raises(ValueError, match="no such file: /nowhere/heart.tif"):
         TiffReplaySource("/nowhere/heart.tif", 40.0)

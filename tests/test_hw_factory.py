@@ -73,6 +73,9 @@ def test_the_example_microscope_builds_real_backends_without_touching_hardware()
      r"hardware.stage.x.limits_um: low must be below high"),
     ({"stage": {"backend": "asi", "port": "/dev/x", "y": {"letter": "X"}}},
      r"axis letters must differ"),
+    # an axis table has no backend: the keys it takes, and only those
+    ({"stage": {"backend": "asi", "port": "/dev/x", "x": {"lettr": "X"}}},
+     r"hardware.stage.x.lettr: unknown key \(allowed: letter, limits_um, velocity_um_s\)"),
     ({"scanboard": {"backend": "nidaqmx", "piezo_um_per_volt": "40"}},
      r"hardware.scanboard.piezo_um_per_volt: must be a number"),
     ({"scanboard": {"backend": "nidaqmx", "galvo_channels": ["ao1"]}},

@@ -269,7 +269,7 @@ def test_ctrl_c_during_a_plan_aborts_it_stops_the_camera_and_the_next_start_says
     run = open_catalog(queue["data"])[-1]
     assert run.metadata["start"]["plan_name"] == "volumetric_scan"
     assert run.metadata["stop"]["exit_status"] == "abort"
-    assert run.metadata["stop"]["reason"] == "aborted through the queue server (re abort)"
+    assert run.metadata["stop"]["reason"] == "aborted through the queue server (abort)"
     assert read(f"{PREFIX}cam1:Acquire_RBV", timeout=5, repeater=False).data[0] == b"Done"
     stopped_at = captured()
     assert 20 <= stopped_at < 3000

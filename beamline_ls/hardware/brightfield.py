@@ -53,6 +53,10 @@ class FrameSource(ABC):
     @abstractmethod
     def dtype(self) -> np.dtype: ...
 
+    def rate(self, fps: float) -> float:
+        """Frame rate actually used for a request of ``fps``."""
+        return fps
+
     @abstractmethod
     def start(self, fps: float, sink: FrameSink) -> None:
         """Acquire at ``fps`` frames/s (a replay keeps its own rate), non-blocking."""
@@ -89,10 +93,6 @@ class PacedSource(FrameSource):
     @abstractmethod
     def frame_at(self, k: int, t: float) -> np.ndarray:
         """Image of frame ``k``, exposed from ``t`` for ``exposure_s``."""
-
-    def rate(self, fps: float) -> float:
-        """Frame rate actually used for a request of ``fps``."""
-        return fps
 
     def start(self, fps: float, sink: FrameSink) -> None:
         if self._thread is not None:

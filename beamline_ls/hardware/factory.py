@@ -119,12 +119,13 @@ class Table:
     asked for, so a typo never silently falls back to a default.
     """
 
-    def __init__(self, cfg: Any, where: str) -> None:
+    def __init__(self, cfg: Any, where: str, read: tuple[str, ...] = ("backend",)) -> None:
+        """``read``: keys read elsewhere (a device's ``backend``, by `backend_of`)."""
         if not isinstance(cfg, dict):
             raise ValueError(f"{where}: must be a table, got {type(cfg).__name__}")
         self.cfg = cfg
         self.where = where
-        self.used: set[str] = {"backend"}
+        self.used: set[str] = set(read)
 
     def _raw(self, key: str, default: Any) -> Any:
         self.used.add(key)
@@ -182,7 +183,7 @@ class Table:
 
     def table(self, key: str) -> Table | None:
         v = self._raw(key, None)
-        return None if v is None else Table(v, f"{self.where}.{key}")
+        return None if v is None else Table(v, f"{self.where}.{key}", read=())
 
     def finish(self) -> None:
         unknown = sorted(set(self.cfg) - self.used)

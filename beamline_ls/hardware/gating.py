@@ -107,6 +107,8 @@ class GatingDriver(ABC):
     fields: tuple[str, ...] = ()
     #: what the brightfield source and the trigger output are, for status PVs
     description: str = ""
+    #: the brightfield frame rate in use since the last enable (a replay keeps its own)
+    frame_rate_hz: float = math.nan
 
     @abstractmethod
     def enable(self, on: bool, frame_rate_hz: float = 80.0) -> None: ...
@@ -218,6 +220,7 @@ class GatingSystem(GatingDriver):
                 raise ValueError(f"frame rate must be in [5, 500] Hz, got {frame_rate_hz}")
             # opens the camera here: one that is absent fails enable, in its words
             shape, dtype = self.source.frame_shape, self.source.dtype
+            frame_rate_hz = self.source.rate(frame_rate_hz)  # a replay keeps its own
             # and the output: a trigger box that does not answer, or an NI board that
             # is not there, fails enable (before any scan opens a run), the state
             # left Off, not at the first trigger of a scan
@@ -235,6 +238,7 @@ class GatingSystem(GatingDriver):
                                             args=(frame_rate_hz, shape, dtype),
                                             name="gating-analysis", daemon=True)
             self._thread.start()
+            self.frame_rate_hz = frame_rate_hz
             try:
                 self.source.start(frame_rate_hz, self._on_frame)
             except Exception:

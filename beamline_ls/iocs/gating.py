@@ -113,7 +113,15 @@ class GatingGroup(RecordAlarms):
         except Exception as exc:  # a bad rate, or a camera or output that cannot start
             await self.message.write(str(exc)[:250])
             raise
-        await self.message.write("gating on" if value == "On" else "gating off")
+        said = "gating off"
+        if value == "On":
+            said = "gating on"
+            used = self.driver.frame_rate_hz
+            if math.isfinite(used) and abs(used - self.frame_rate.value) > 1e-6 * used:
+                # a recording replays at its own rate: FrameRate says the one in use
+                await self.frame_rate.write(used)
+                said = f"gating on at {used:g} frames/s, the source's own rate"
+        await self.message.write(said)
         await self._publish()  # put completion implies the state PVs are current
         return value
 
