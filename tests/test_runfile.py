@@ -165,6 +165,7 @@ def test_live_and_exported_files_have_the_same_content(which, request, session, 
             data = f["streams/primary/data"]
             assert data["camera_true_phase"].shape == (1, 2)
             assert np.all(np.isfinite(data["camera_trigger_time"][...]))
+    (tmp_path / "x").mkdir()
     exported = export_run(session.catalog[result.run_start_uids[0]], tmp_path / "x" / "run.h5")
     assert_same_content(snapshot(live), snapshot(exported))
     with h5py.File(exported, "r") as f:
@@ -511,6 +512,7 @@ def test_export_embed_writes_a_file_that_carries_its_frames(volumetric, session,
     result, _, _ = volumetric
     uid = result.run_start_uids[0]
     target = tmp_path / "export" / "embedded.h5"
+    target.parent.mkdir()
     assert export_main([uid, "--catalog", str(session.settings.data_dir), "--to",
                         str(target), "--embed"]) == 0
     alone = tmp_path / "elsewhere" / "embedded.h5"  # nothing beside it
