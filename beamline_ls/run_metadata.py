@@ -15,6 +15,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,24 @@ def _jsonable(value: Any) -> Any:
                     f"got {type(value).__name__}")
 
 
+def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch ``db`` to write-ahead logging, waiting up to ``timeout`` s for others.
+
+    Why a loop: SQLite answers a journal-mode change that meets another connection's
+    lock with "database is locked" at once, without its busy timeout (seen in CI:
+    three processes opening a new state database together, one failed at start).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SharedRunMetadata(MutableMapping):
     """A ``MutableMapping`` for ``RE.md`` that reads and writes through to SQLite."""
 
@@ -42,7 +61,7 @@ class SharedRunMetadata(MutableMapping):
         self._lock = threading.Lock()  # one connection, used by the RE and user threads
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _use_wal(self._db, timeout=30.0)
         self._db.execute("CREATE TABLE IF NOT EXISTS md (key TEXT PRIMARY KEY, value TEXT)")
         if legacy_dir is not None:
             self._import_legacy(Path(legacy_dir))

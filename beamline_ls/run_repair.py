@@ -218,6 +218,16 @@ def _even_up(stream: Any) -> tuple[int | None, dict[str, int]]:
     return target, before
 
 
+def _event_rows(run: Any, name: str, stream: Any) -> int | None:
+    """Rows of a stream of events (None when it cannot be read: not counted)."""
+    try:
+        return len(stream.read()["time"])
+    except Exception as exc:  # noqa: BLE001 - the stop still goes in, without its count
+        log.warning("run %s stream %s: events not counted: %s",
+                    run.metadata["start"]["uid"], name, exc)
+        return None
+
+
 def close_run(run: Any, reason: str, replaces: dict | None = None) -> tuple[str, dict]:
     """Even up a stream-ragged run and add a failed stop document; returns what was
     done, in one line, and the stop document. ``replaces``: the stop document it
@@ -231,8 +241,10 @@ def close_run(run: Any, reason: str, replaces: dict | None = None) -> tuple[str,
             log.warning("run %s stream %s: keys not evened up: %s", run.metadata["start"]
                         ["uid"], name, exc)
             continue
+        if rows is None:  # a stream of events (the summary): its table's rows
+            rows = _event_rows(run, name, stream)
         if rows is not None:
-            num_events[name] = rows  # of the streams of registered frames
+            num_events[name] = rows
         if any(n != rows for n in before.values()):
             kept.append(f"{name} keeps {rows} rows of each key, as its files hold them "
                         "(had " + ", ".join(f"{k} {n}" for k, n in before.items()) + ")")

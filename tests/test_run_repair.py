@@ -174,6 +174,8 @@ def test_a_run_left_open_by_a_dead_process_is_closed_readable_and_marked_failed(
     else:
         assert "ended without closing the run" in stop["reason"]
     assert stop["num_events"]["primary"] == 3
+    # the summary stream is counted too (it was left out: only streams of frames were)
+    assert stop["num_events"]["summary"] == len(run["summary"].read()["time"]) > 0
     data = run["primary"].read()
     assert data["camera_image"].shape[:2] == (3, 4)
     assert data["camera_timestamp"].shape == (3, 4)
