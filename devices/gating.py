@@ -59,8 +59,10 @@ class GatingTrigger(Device):
         super().__init__(*args, **kwargs)
         #: TriggersFired_RBV before the trigger in flight (None: none in flight)
         self._in_flight: int | None = None
-        #: ... and before the one an immediate pause interrupted, until it is replayed
+        #: ... before the one the last pause interrupted (None: it interrupted none)
         self._interrupted: int | None = None
+        #: ... before the one the RunEngine replays first since it resumed
+        self._replaying: int | None = None
 
     def trigger(self) -> Status:
         """Fire one trigger at the target phase; done when its exposure is over.
@@ -75,7 +77,7 @@ class GatingTrigger(Device):
         RunEngine at resume: if it had fired before the pause took it, its frame was
         taken, and the replay finishes at once instead of taking the plane again."""
         before = int(self.fired.get(use_monitor=False))
-        interrupted, self._interrupted = self._interrupted, None
+        interrupted, self._replaying = self._replaying, None
         done = Status(obj=self)
         if interrupted is not None and before > interrupted:
             done.set_finished()
@@ -142,6 +144,12 @@ class GatingTrigger(Device):
         self._interrupted = self._in_flight
         self.arm.put(0, wait=False)
 
+    def resume(self) -> None:
+        """RunEngine resume: the next trigger is the replay of the one the pause
+        interrupted, if any. Only here: a run aborted or stopped after the pause never
+        resumes, and the next scan's first trigger must fire."""
+        self._replaying, self._interrupted = self._interrupted, None
+
     def stop(self, *, success: bool = False) -> None:
-        self._interrupted = None
+        self._interrupted = self._replaying = None
         self.arm.put(0, wait=False)

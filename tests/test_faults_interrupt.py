@@ -357,13 +357,15 @@ def test_an_immediate_pause_during_a_gated_trigger_takes_no_plane_twice(scope, s
     assert int(hdf.num_captured.get(use_monitor=False)) == n
 
 
+@pytest.mark.parametrize("then", ["resume", "abort and scan again"])
 def test_an_immediate_pause_after_a_trigger_fired_takes_no_plane_twice(scope, session,
-                                                                      gating_off):
+                                                                      gating_off, then):
     """Paused at once just after a trigger fired, while its exposure runs (the trigger
     is done only when the exposure is over): its frame was taken, and resume replays
     that trigger. A probe through the queue server found a stack stored as 'success'
     with z = 40 taken twice and its last plane never taken. Every plane once, in
-    order."""
+    order; and a run aborted there instead leaves the next scan's first trigger to
+    fire as any other."""
     from plans import gated_scan
 
     gating, hdf = scope.gating, scope.camera.hdf
@@ -387,7 +389,13 @@ def test_an_immediate_pause_after_a_trigger_fired_takes_no_plane_twice(scope, se
     sender.join(5)
     assert session.RE.state == "paused"
     time.sleep(1.0)  # a few heartbeats
-    result = session.RE.resume()
+    if then == "resume":
+        result = session.RE.resume()
+    else:
+        session.RE.abort("the test scans again")
+        fired_at_start.clear()
+        result = session.RE(gated_scan(scope.camera, gating, scope.piezo, planes,
+                                       exposure=0.05), count_fired)
     assert result.exit_status == "success", result.reason
     assert int(gating.fired.get(use_monitor=False)) - fired_at_start[0] == len(planes)
     assert int(hdf.num_captured.get(use_monitor=False)) == len(planes)
