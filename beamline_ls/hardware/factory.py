@@ -340,11 +340,16 @@ def build_brightfield(cfg: dict[str, Any], clock: Clock) -> FrameSource:
         source: FrameSource = TiffReplaySource(
             t.str("path"), t.float("fps", None, 1.0, 1000.0), clock)
     else:
-        from beamline_ls.hardware.pylon_camera import PIXEL_FORMATS, STAMPS, PylonSource
+        from beamline_ls.hardware.pylon_camera import (
+            PIXEL_FORMATS,
+            STAMPS,
+            PylonSource,
+            played_image_shape,
+        )
 
         image_filename = t.str("image_filename", "")
-        if image_filename and not Path(image_filename).exists():  # said at start-up
-            raise t.fail("image_filename", f"no such file or directory: {image_filename}")
+        if image_filename:  # images the emulator cannot play are said at start-up
+            played_image_shape(image_filename)
         roi = t._raw("roi", None)
         if roi is not None and (not isinstance(roi, list) or len(roi) != 4 or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in roi)):
