@@ -57,8 +57,10 @@ class GatingTrigger(Device):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        #: TriggersFired_RBV before the trigger in flight (None: none in flight)
+        #: TriggersFired_RBV before the trigger in flight (None: none in flight), and
+        #: that trigger's status (an older trigger finishing late clears nothing)
         self._in_flight: int | None = None
+        self._in_flight_status: Status | None = None
         #: ... before the one the last pause interrupted (None: it interrupted none)
         self._interrupted: int | None = None
         #: ... before the one the RunEngine replays first since it resumed
@@ -82,8 +84,8 @@ class GatingTrigger(Device):
         if interrupted is not None and before > interrupted:
             done.set_finished()
             return done
-        self._in_flight = before
-        done.add_callback(lambda _: setattr(self, "_in_flight", None))
+        self._in_flight, self._in_flight_status = before, done
+        done.add_callback(self._landed)
         armed = self.arm.set(1, timeout=30)
 
         def verify() -> None:  # a CA read: not on the thread that completed the put
@@ -108,6 +110,14 @@ class GatingTrigger(Device):
 
         armed.add_callback(check)
         return done
+
+    def _landed(self, status: Status) -> None:
+        """A trigger finished: no longer in flight, unless a newer one is (the
+        trigger an immediate pause interrupted finishes, disarmed, while its replay
+        is already in flight; clearing then would forget the replay at a second
+        pause, and a replay that had fired would take its plane twice)."""
+        if self._in_flight_status is status:
+            self._in_flight = self._in_flight_status = None
 
     def wait_for_lock(self, timeout: float = 30.0) -> Status:
         """Status that finishes once the analyzer is locked (fails after ``timeout``)."""
