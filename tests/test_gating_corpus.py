@@ -395,6 +395,35 @@ def test_a_faint_noisy_heart_is_phased_along_its_motion_not_frame_by_frame_alone
     _assert_holds(score_decisions(decisions, video.true_phase, 0.015), 0.05)
 
 
+def test_a_chamber_that_turns_out_and_back_is_tracked_through_its_still_diastole():
+    """A chamber that turns about its base and back each beat, beating regularly at
+    80 fps: its images on the way back retrace those on the way out, and a still
+    diastole lies between. The motion prior centred on the newest frame (read
+    mid-diastole, where every phase of the still stretch fits) was as near to the
+    way back as to the way out when the chamber moved again; frames were read on the
+    way back, running backwards, and 21 % of beats got a trigger (a probe's twisting
+    heart: none in 40 s). Reckoned from the last frame that moved, the prior sits
+    where the turn starts. Issue 10's 95 % of beats is not met on this heart (83 %
+    here; the corpus rows say where it stands), so the bound is the collapse's, not
+    the issue's."""
+    from beamline_ls.sim.beat import BeatParams, BeatProcess
+    from beamline_ls.sim.pulsing import TwistingChamber
+    from beamline_ls.sim.videos import Camera
+
+    fps, seconds = 80.0, 20.0
+    beat = BeatProcess(BeatParams(mean_rate_hz=2.2, modulation_frac=0.0, wander_frac=0.0,
+                                  n_irregular=0, amplitude_range=(1.0, 1.0),
+                                  duration_s=seconds), seed=0)
+    video = TwistingChamber(beat=beat, camera=Camera(noise_sd=3.0), seed=0)
+    times = np.arange(int(seconds * fps)) / fps
+    frames = (Frame(video.frame(float(t)), i, float(t), 0.0) for i, t in enumerate(times))
+    decisions, _, _ = corpus.gate_frames(frames)
+    s = score_decisions(decisions, video.true_phase, 0.015)
+    assert s.t_lock_s <= 3.0, s
+    assert s.beats >= 0.75, s
+    assert s.early == 0 and s.duplicates == 0, s
+
+
 def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):
     """4.7 Hz at 20 fps (4.3 frames a beat): no lock on its repeats, and why."""
     seconds = 10.0

@@ -268,3 +268,31 @@ def test_a_stack_with_one_odd_page_names_that_page(tmp_path, odd):
     with pytest.raises(VideoError, match=f"odd.tif: page 10 is {shape} {odd.dtype}, the "
                                          "pages before it 32x40 uint8"):
         load_video(tif)
+
+
+def _locked_run(n: int, fps: float, fire_every: int, reason: str) -> list:
+    """Decisions of a video locked from its first frame: a trigger every
+    ``fire_every`` frames (0: none), every other frame refused for ``reason``."""
+    from beamline_ls.gating.analyzer import Decision
+
+    out = []
+    for i in range(n):
+        t = i / fps
+        fires = fire_every and i % fire_every == 0
+        out.append(Decision(i, t, "locked", fire_time=t + 0.02 if fires else None,
+                            reason="" if fires else reason))
+    return out
+
+
+def test_a_lock_that_gives_few_triggers_says_why():
+    # 10 s locked at 40 fps on a 0.5 s beat: ~20 beats, no trigger, every frame refused
+    # because the phase read did not advance like a heart
+    line = replay.why_few_triggers(_locked_run(400, 40.0, 0, "implausible rate"), 0.5)
+    assert line is not None
+    assert "0 in 10.0 s of lock (~20 beats)" in line
+    assert "'implausible rate'" in line and "did not advance at the heart's rate" in line
+
+
+def test_a_lock_that_triggers_each_beat_needs_no_explanation():
+    # a trigger every 20 frames = every beat; the frames between wait for their phase
+    assert replay.why_few_triggers(_locked_run(400, 40.0, 20, "waiting"), 0.5) is None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -208,6 +209,36 @@ def _t_quantiles(level: float, max_dof: int) -> np.ndarray:
     if level <= 0:
         return np.empty(0)
     return stdtrit(np.arange(1, max_dof + 1), 0.5 + 0.5 * level)
+
+
+def reckon(t: Sequence[float], phase: Sequence[float], info: Sequence[float],
+           t_now: float, rate: float, span_s: float, share: float = 0.25) -> float:
+    """The unwrapped phase at ``t_now`` by dead reckoning from the newest phase that
+    says where the beat was: the newest of the last ``span_s`` s whose information
+    (``info``) is at least ``share`` of the most informative one's there, advanced to
+    ``t_now`` at ``rate`` (rad/s).
+
+    Why not always the newest phase: in a stretch of the beat where the heart is
+    still, each frame is placed mid-stretch with little information, so the newest
+    phase says little about where the beat is when the heart moves again; the last
+    frame that moved before the stretch says it well. Where every frame says about as
+    much (a faint heart) the newest is the one taken: older ones carried on at a
+    constant rate are off by however the beat's pace varied since (the faint recorded
+    heart of the tests: 0.037 rad from the newest, 0.064 from an average over half a
+    beat).
+    """
+    n = len(t)
+    horizon = t[n - 1] - span_s
+    first = n - 1
+    best = 0.0
+    while first >= 0 and t[first] >= horizon:
+        best = max(best, info[first])
+        first -= 1
+    j = n - 1
+    if best > 0:
+        while j > first + 1 and info[j] < share * best:
+            j -= 1
+    return phase[j] + rate * (t_now - t[j])
 
 
 def weighted_line(t: np.ndarray, p: np.ndarray, w: np.ndarray

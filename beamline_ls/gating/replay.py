@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..frame import Frame
-from .analyzer import GatingAnalyzer, GatingConfig
+from .analyzer import Decision, GatingAnalyzer, GatingConfig
 from .executors import InlineExecutor
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
 from .score import effective_fire_times, score_decisions
@@ -112,6 +112,45 @@ def why_no_lock(analyzer: GatingAnalyzer, reasons: Counter[str], latest: dict[st
         return "no heartbeat detected (the video is too short to find a period)"
     kind = kinds.most_common(1)[0][0]
     return f"no heartbeat detected ({latest[kind]})"
+
+
+#: why a locked frame gave no trigger, in words for the one-line summary (the
+#: predictor's `last_reject` codes; routine waits are not listed)
+_REFUSALS = {
+    "implausible rate": "the phase read from the frames did not advance at the heart's "
+                        "rate (its images may repeat within a beat, or not match the "
+                        "reference)",
+    "poor fit": "the phases read from the frames scattered too much to predict a beat",
+    "no informative frames": "no frame told where in the beat it was",
+    "timestamp gap": "frames were missing for more than half a beat",
+    "degenerate fit": "the frames fitted were too close in time",
+    "lock lost": "the frames stopped matching the reference",
+}
+
+
+def why_few_triggers(decisions: list[Decision], period_s: float | None) -> str | None:
+    """One line saying why a video that locked got triggers on fewer than 80 % of
+    the beats it was locked for, or None. Why: a lock without triggers (the phase
+    read does not advance like a heart) ended with "triggers: 0" and nothing else.
+    The answer is the most frequent refusal of the locked frames, counted by kind."""
+    if not period_s or not decisions:
+        return None
+    locked = [d for d in decisions if d.state == "locked"]
+    if len(locked) < 2:
+        return None
+    dt = np.diff([d.timestamp for d in decisions])  # each frame until the next
+    locked_s = float(sum(step for d, step in zip(decisions[:-1], dt, strict=True)
+                         if d.state == "locked"))
+    beats = locked_s / period_s
+    fired = sum(1 for d in locked if d.fire_time is not None)
+    if beats < 2 or fired >= 0.8 * beats:
+        return None
+    kinds = Counter(d.reason for d in decisions if d.reason in _REFUSALS)
+    if not kinds:
+        return None
+    kind, count = kinds.most_common(1)[0]
+    return (f"few triggers: {fired} in {locked_s:.1f} s of lock (~{beats:.0f} beats); "
+            f"{count} frames were refused for {kind!r}: {_REFUSALS[kind]}")
 
 
 def _fmt(x: float) -> str:
@@ -207,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lock: taken at {first.timestamp - ts[0]:.2f} s (frame {first.frame_id})"
               + (f"; lost {losses} time(s)" if losses else ""))
     print(f"triggers: {analyzer.n_triggers}")
-    why = why_no_lock(analyzer, reasons, latest)
+    why = why_no_lock(analyzer, reasons, latest) or why_few_triggers(
+        decisions, ref.period_s if ref is not None else None)
     if why:
         print(why)
     true_at_fire = None

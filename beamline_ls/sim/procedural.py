@@ -623,5 +623,7 @@ class LowContrastHeart(_PeristalticTube):
 
 def procedural_hearts() -> dict[str, type[HeartVideo]]:
     """The procedural heart classes by name."""
+    from .pulsing import PulsingChamber, TwistingChamber
+
     return {cls.name: cls for cls in (TwoChamberHeart, HeartTube, SmallHeart,
-                                      LowContrastHeart)}
+                                      LowContrastHeart, PulsingChamber, TwistingChamber)}
