@@ -24,16 +24,10 @@ import numpy as np
 from scipy import ndimage
 
 from .beat import BeatProcess
+from .procedural import _default_beat, _unit_noise
 from .videos import Camera, HeartVideo
 
 TWO_PI = 2.0 * math.pi
-
-
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float
-                  ) -> np.ndarray:
-    """Zero-mean, unit-SD random field with features of ~``sigma`` px."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
-    return (f - f.mean()) / (f.std() + 1e-12)
 
 
 class PulsingChamber(HeartVideo):
@@ -53,8 +47,7 @@ class PulsingChamber(HeartVideo):
                  camera: Camera | None = None, seed: int = 0, *,
                  depth: float = 0.3, systole: float = 0.2, relax: float = 0.4,
                  twist_deg: float = 0.0) -> None:
-        super().__init__(shape, beat if beat is not None else BeatProcess(seed=seed),
-                         camera, seed)
+        super().__init__(shape, _default_beat(beat, seed), camera, seed)
         if not 0 <= depth < 0.8:
             raise ValueError("depth must be in [0, 0.8)")
         if systole <= 0 or relax <= 0 or systole + relax >= 1:
@@ -64,8 +57,8 @@ class PulsingChamber(HeartVideo):
         k = min(h, w) / 128.0
         self._depth, self._sys, self._relax = depth, systole, relax
         self._twist = math.radians(twist_deg)
-        self._tissue = (148.0 + 10.0 * _smooth_field(rng, (h, w), 4.0 * k)
-                        + 5.0 * _smooth_field(rng, (h, w), 1.0))
+        self._tissue = (148.0 + 10.0 * _unit_noise(rng, (h, w), 4.0 * k)
+                        + 5.0 * _unit_noise(rng, (h, w), 1.0))
         self._a = 27.0 * k * rng.uniform(0.9, 1.1)  # semi-axes of the relaxed chamber
         self._b = 19.0 * k * rng.uniform(0.9, 1.1)
         self._wall = 3.0 * k
@@ -82,7 +75,7 @@ class PulsingChamber(HeartVideo):
         # the lumen's texture (trabeculae, blood) is the chamber's own: it shrinks with
         # it, so an image is a function of the contraction alone
         size = 2 * half + 8
-        self._lumen_tex = 8.0 * _smooth_field(rng, (size, size), 1.3 * k)
+        self._lumen_tex = 8.0 * _unit_noise(rng, (size, size), 1.3 * k)
         self._tex_origin = size / 2.0
 
     def contraction(self, phase: float) -> float:
