@@ -28,6 +28,8 @@ from .procedural import _default_beat, _unit_noise
 from .videos import Camera, HeartVideo
 
 TWO_PI = 2.0 * math.pi
+#: a beat turns the chamber at most this many times its typical turn
+_MAX_AMPLITUDE = 1.5
 
 
 class PulsingChamber(HeartVideo):
@@ -64,6 +66,12 @@ class PulsingChamber(HeartVideo):
         self._wall = 3.0 * k
         cx, cy = w * rng.uniform(0.42, 0.58), h * rng.uniform(0.42, 0.58)
         half = int(math.ceil(self._a + 3 * self._wall + 2))
+        size = 2 * half + 8  # of the lumen's texture, read cyclically
+        # the window reaches as far as the apex turns (about the base, 2a from it)
+        turn = abs(self._twist) * _MAX_AMPLITUDE  # at the strongest beat
+        reach = math.hypot(2 * self._a * math.cos(turn) - self._a,
+                           2 * self._a * math.sin(turn)) if turn else 0.0
+        half = int(math.ceil(max(self._a, reach) + 3 * self._wall + 2))
         y0, y1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
         x0, x1 = max(int(cx) - half, 0), min(int(cx) + half + 1, w)
         self._win = (slice(y0, y1), slice(x0, x1))
@@ -74,7 +82,6 @@ class PulsingChamber(HeartVideo):
         self._v = -(xx - cx) * s + (yy - cy) * c
         # the lumen's texture (trabeculae, blood) is the chamber's own: it shrinks with
         # it, so an image is a function of the contraction alone
-        size = 2 * half + 8
         self._lumen_tex = 8.0 * _unit_noise(rng, (size, size), 1.3 * k)
         self._tex_origin = size / 2.0
 
@@ -94,7 +101,7 @@ class PulsingChamber(HeartVideo):
         scale = 1.0 - min(self._depth * amplitude, 0.8) * c
         u, v = self._u, self._v
         if self._twist:  # turned about the base, the end of the long axis at -a
-            ang = self._twist * amplitude * c
+            ang = self._twist * min(amplitude, _MAX_AMPLITUDE) * c
             cs, sn = math.cos(ang), math.sin(ang)
             du = u + self._a
             u, v = du * cs + v * sn - self._a, -du * sn + v * cs
