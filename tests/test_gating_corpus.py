@@ -400,12 +400,10 @@ def test_a_chamber_that_turns_out_and_back_is_tracked_through_its_still_diastole
     80 fps: its images on the way back retrace those on the way out, and a still
     diastole lies between. The motion prior centred on the newest frame (read
     mid-diastole, where every phase of the still stretch fits) was as near to the
-    way back as to the way out when the chamber moved again; frames were read on the
-    way back, running backwards, and 21 % of beats got a trigger (a probe's twisting
-    heart: none in 40 s). Reckoned from the last frame that moved, the prior sits
-    where the turn starts. Issue 10's 95 % of beats is not met on this heart (83 %
-    here; the corpus rows say where it stands), so the bound is the collapse's, not
-    the issue's."""
+    way back as to the way out when the chamber moved again: 21 % of beats got a
+    trigger (a probe's twisting heart: none in 40 s); reckoned from the last frame
+    that moved, 83 %; with each frame matched together with the one before it (the
+    way the chamber turns, not only where it is), 100 % at 0.005 rad."""
     from beamline_ls.sim.beat import BeatParams, BeatProcess
     from beamline_ls.sim.pulsing import TwistingChamber
     from beamline_ls.sim.videos import Camera
@@ -418,10 +416,59 @@ def test_a_chamber_that_turns_out_and_back_is_tracked_through_its_still_diastole
     times = np.arange(int(seconds * fps)) / fps
     frames = (Frame(video.frame(float(t)), i, float(t), 0.0) for i, t in enumerate(times))
     decisions, _, _ = corpus.gate_frames(frames)
-    s = score_decisions(decisions, video.true_phase, 0.015)
+    _assert_holds(score_decisions(decisions, video.true_phase, 0.015), SD_BOUND[80.0])
+
+
+@pytest.mark.parametrize(("name", "fps"), [("pulsing-chamber", 40.0),
+                                           ("twisting-chamber", 80.0)])
+def test_frames_of_a_heart_that_retraces_its_beat_are_read_on_the_right_side(name, fps):
+    """A chamber whose relaxation retraces its contraction looks the same at two
+    phases of each beat. Phased one by one against the first reference, 29-52 % of
+    its frames were read more than 1 rad from where the heart was (on the way back
+    for the way out, or between the two); phased with the frame before them moved on
+    by the beat's advance (the way the heart moves), 9-16 %. A recorded heart, whose
+    frames say their phase alone, reads as before (median error within 20 %)."""
+    from beamline_ls.gating.phase import PhaseEstimator
+    from beamline_ls.gating.reference import PeriodFinder
+    from beamline_ls.gating.sad import as_work_dtype, normalise_brightness
+
+    def errors(case: str, pairs: bool) -> np.ndarray:
+        video = _case(case).make(0, SECONDS)
+        times = np.arange(int(SECONDS * fps)) / fps
+        frames = [normalise_brightness(as_work_dtype(video.frame(float(t)))) for t in times]
+        finder = PeriodFinder()
+        ref = next(r for i, (f, t) in enumerate(zip(frames, times, strict=True))
+                   if (r := finder.push(f, float(t), i, search=True)) is not None)
+        est = PhaseEstimator(ref)
+        later = np.flatnonzero(times > ref.t_created)
+        read = [est.estimate(frames[i], None, 2 * math.pi / ref.period_s / fps
+                             if pairs and i > later[0] else None).phase for i in later]
+        d = wrap_pm_pi(np.array(read) - video.true_phase(times[later]))
+        return np.abs(wrap_pm_pi(d - circular_mean(d)))
+
+    alone, paired = errors(name, False), errors(name, True)
+    assert np.mean(alone > 1.0) >= 0.25, np.mean(alone > 1.0)  # the trouble is there
+    assert np.mean(paired > 1.0) <= 0.5 * np.mean(alone > 1.0), \
+        (np.mean(alone > 1.0), np.mean(paired > 1.0))
+    recorded_alone, recorded_paired = errors("reference0001", False), \
+        errors("reference0001", True)
+    assert np.median(recorded_paired) <= 1.2 * np.median(recorded_alone), \
+        (np.median(recorded_alone), np.median(recorded_paired))
+
+
+def test_a_pulsing_chamber_at_40_fps_gets_a_trigger_on_every_beat():
+    """A chamber that shrinks and swells back along one path (live rhythm, drift,
+    flicker, noise), 40 fps: with frames phased one by one, 87 % of beats got a
+    trigger at a true-phase SD of 1.06 rad (seed 0; 0.60 seed 1): the triggers fell
+    on either side of the beat. Phased as pairs with the frame before, every beat
+    at 0.19-0.23 rad. Issue 10 asks for 0.05 at this rate, which it does not meet
+    (the corpus rows in RESULTS.md say where it stands); the bound here is the
+    misreading's, well above what pairs give and well below what it gave."""
+    s = corpus.run_case(_case("pulsing-chamber"), 40.0, seed=0, duration_s=20.0).score
     assert s.t_lock_s <= 3.0, s
-    assert s.beats >= 0.75, s
+    assert s.beats >= 0.95, s
     assert s.early == 0 and s.duplicates == 0, s
+    assert s.sd_rad <= 0.35, s
 
 
 def test_replay_says_the_frame_rate_is_too_low_for_a_heart_this_fast(tmp_path, capsys):

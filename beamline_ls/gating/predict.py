@@ -35,6 +35,18 @@ from .linefit import REJECT_REASONS, choose_window, line_without_outliers
 
 TWO_PI = 2.0 * math.pi
 
+#: why the predictor gave no prediction on a frame of a lock (`Predictor.last_reject`),
+#: in a user's words (replay's summary of a lock with few triggers reads them here)
+REFUSALS = {
+    "implausible rate": "the phase read from the frames did not advance at the heart's "
+                        "rate (its images may repeat within a beat, or not match the "
+                        "reference)",
+    "poor fit": "the phases read from the frames scattered too much to predict a beat",
+    "no informative frames": "no frame told where in the beat it was",
+    "timestamp gap": "frames were missing for more than half a beat",
+    "degenerate fit": "the frames fitted were too close in time",
+}
+
 
 def unwrap_step(prev_unwrapped: float, new_wrapped: float) -> float:
     """Next unwrapped phase: a step below -pi is a new cycle (+2*pi)."""
@@ -161,7 +173,7 @@ class Predictor:
         target (every window ends at the newest frame), or (-1, why). The chosen
         window is then fitted in full by `_fit` (outliers and all)."""
         if not wt.max() > 0:
-            return -1, "no informative frames"
+            return -1, "no informative frames"  # one of REFUSALS
         w = np.maximum(wt / wt.max(), 1e-4)
         best, reject = choose_window(t, ph, w, np.asarray(lows, np.int64),
                                      TWO_PI / period_s, self.max_gap_phase, self.rate_tolerance,

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..frame import Frame
-from .analyzer import Decision, GatingAnalyzer, GatingConfig
+from .analyzer import LOCK_LOST, Decision, GatingAnalyzer, GatingConfig
 from .executors import InlineExecutor
+from .predict import REFUSALS
 from .scheduler import RecordingSink, TriggerScheduler, VirtualClock
 from .score import effective_fire_times, score_decisions
 from .video_file import VideoError, load_video
@@ -114,18 +115,9 @@ def why_no_lock(analyzer: GatingAnalyzer, reasons: Counter[str], latest: dict[st
     return f"no heartbeat detected ({latest[kind]})"
 
 
-#: why a locked frame gave no trigger, in words for the one-line summary (the
-#: predictor's `last_reject` codes; routine waits are not listed)
-_REFUSALS = {
-    "implausible rate": "the phase read from the frames did not advance at the heart's "
-                        "rate (its images may repeat within a beat, or not match the "
-                        "reference)",
-    "poor fit": "the phases read from the frames scattered too much to predict a beat",
-    "no informative frames": "no frame told where in the beat it was",
-    "timestamp gap": "frames were missing for more than half a beat",
-    "degenerate fit": "the frames fitted were too close in time",
-    "lock lost": "the frames stopped matching the reference",
-}
+#: why a locked frame gave no trigger, in words for the one-line summary: the
+#: predictor's refusals and the analyzer's loss of lock (routine waits are not listed)
+_REFUSALS = {**REFUSALS, LOCK_LOST: "the frames stopped matching the reference"}
 
 
 def why_few_triggers(decisions: list[Decision], period_s: float | None) -> str | None:
