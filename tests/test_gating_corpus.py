@@ -178,14 +178,17 @@ def test_a_frame_misread_back_across_the_cycles_start_costs_no_trigger():
     rad back, across the start of the cycle (a misread, as a stiff-walled or faint
     heart gives). Unwrapped by the sign of the wrapped step alone it jumped a cycle
     ahead of the frames after it, no line fitted across the jump for 5 frames, and
-    the beat lost its trigger: 72 % of the beats triggered, now all."""
+    the beat lost its trigger: 72 % of the beats triggered, now all. Frames are
+    phased one by one here (``pair_frames=False``): matched as a pair with the frame
+    before, a substituted frame this far back is no longer read back at all, and the
+    unwrapping under test would not be reached."""
     from beamline_ls.gating.analyzer import GatingConfig
 
     fps, seconds = 80.0, 10.0
     video = _case("reference0002").make(0, seconds)
     times = np.arange(int(seconds * fps)) / fps
     images = [video.frame(float(t)) for t in times]
-    cfg = GatingConfig(target_phase=1.6)
+    cfg = GatingConfig(target_phase=1.6, pair_frames=False)
 
     def gate(stack):
         frames = (Frame(im, i, float(t), 0.0)

@@ -105,6 +105,11 @@ class GatingConfig:
     #: stretch of up to half the beat lies between a contraction and the relaxation
     #: before it): see `GatingAnalyzer._motion_prior`
     motion_span: float = 0.5
+    #: each frame is matched as a pair with the frame before it (the previous frame's
+    #: image likelihood moved on by the beat's advance: `PhaseEstimator.estimate`), so
+    #: the way the heart moves counts, not only how it looks; off: each frame on its
+    #: own image and the motion prior
+    pair_frames: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,8 +268,9 @@ class GatingAnalyzer:
         self._fold_buf.append((work_img, t_mid))
         advance = self._advance(t_mid)
         # the frame before is matched with this one as a pair, unless frames are missing
+        paired = self.cfg.pair_frames and not gap
         res = self.estimator.estimate(work_img, self._motion_prior(t_mid),
-                                      advance if not gap else None)
+                                      advance if paired else None)
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason=LOCK_LOST)
         u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
@@ -460,12 +466,17 @@ class GatingAnalyzer:
         assert self.reference is not None and self.estimator is not None
         n = int(math.ceil(self.cfg.prefill_periods * self.reference.period)) + 1
         recent, times = self.finder.recent(n)
+        previous = -math.inf
         for img, t in zip(recent, times, strict=True):
             if img.shape[0] // self._phase_bin != self._work.frames.shape[1]:
                 continue
             advance = self._advance(t)
-            res = self.estimator.estimate(bin_image(img, self._phase_bin), None, advance)
+            # paired with the frame before when that is the one just before it
+            paired = self.cfg.pair_frames and t - previous < 1.5 * self._frame_interval
+            res = self.estimator.estimate(bin_image(img, self._phase_bin), None,
+                                          advance if paired else None)
             self.history.add(float(t), res.phase, -1, res.information, advance)
+            previous = float(t)
 
     def _refine(self) -> None:
         """Fold the reference again over the frames seen since the lock. A lock forms
