@@ -136,6 +136,25 @@ def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
             "beating") from None
 
 
+def _refresh_reference(gating: GatingTrigger, timeout: float):
+    """Ask for a new reference heartbeat and wait (up to ``timeout`` s) until the
+    gating uses it. The analyzer stays locked on the old reference while it searches
+    for the new one, so waiting for the lock alone let a stack start on the old
+    reference when the search took long (a loaded machine: the whole time-lapse on
+    the first reference)."""
+    before = yield from bps.rd(gating.reference_id, default_value=None)
+    yield from bps.mv(gating.refresh_cmd, 1)
+    if before is None:  # a plan simulator: nothing to wait for
+        return
+    step = 0.1
+    for _ in range(max(1, math.ceil(timeout / step))):
+        if (yield from bps.rd(gating.reference_id, default_value=before)) != before:
+            return
+        yield from bps.sleep(step)
+    log.warning("no new reference heartbeat within %g s of asking; this stack is taken "
+                "on the previous one", timeout)
+
+
 def _start_gating(gating: GatingTrigger, target_phase: float | None, lock_timeout: float):
     yield from bps.mv(gating.target_phase, -1.0 if target_phase is None else target_phase)
     if (yield from bps.rd(gating.enable, default_value="Off")) != "On":
@@ -183,7 +202,7 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
                 if i:
                     yield from _wait_until(t0 + i * interval_s)
                     if refresh:
-                        yield from bps.mv(gating.refresh_cmd, 1)
+                        yield from _refresh_reference(gating, lock_timeout)
                     yield from _wait_for_lock(gating, lock_timeout)
                 yield from _gated_stack(camera, gating, piezo, zs, fpp)
                 yield from collect_summary(camera)
