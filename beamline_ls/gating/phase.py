@@ -154,12 +154,13 @@ class PhaseEstimator:
             quad.append(np.maximum(energy - noise, NOISE_FLOOR * energy))
         self._quad = np.concatenate(quad)
         pos = (bases[:, None] + _GRID[None, :]).ravel()
-        self._unit = np.exp(1j * TWO_PI * (pos - reference.pad) / reference.period)
-        self._grid_phase = np.mod(TWO_PI * (pos - reference.pad) / reference.period, TWO_PI)
+        grid = TWO_PI * (pos - reference.pad) / reference.period  # phase, unwrapped
+        self._unit = np.exp(1j * grid)
+        self._grid_phase = np.mod(grid, TWO_PI)
         # one cycle of the grid in phase order (it runs a fraction of a sample past
         # 2 pi), with a point wrapped on either side: `_moved_previous` interpolates
         # on it without sorting
-        cycle = np.flatnonzero(TWO_PI * (pos - reference.pad) / reference.period < TWO_PI)
+        cycle = np.flatnonzero(grid < TWO_PI)
         self._cycle = np.concatenate([cycle[-1:], cycle, cycle[:1]])
         self._cycle_phase = np.concatenate([self._grid_phase[cycle[-1:]] - TWO_PI,
                                             self._grid_phase[cycle],
