@@ -136,6 +136,11 @@ def _wait_for_lock(gating: GatingTrigger, lock_timeout: float):
             "beating") from None
 
 
+# the least time a reference search is given before a time-lapse slot: a few beats of
+# a ~2 Hz heart to record and compare; the time the last search took when longer
+REFRESH_LEAD_S = 2.0
+
+
 def _refresh_reference(gating: GatingTrigger, timeout: float):
     """Ask for a new reference heartbeat and wait (up to ``timeout`` s) until the
     gating uses it. The analyzer stays locked on the old reference while it searches
@@ -187,7 +192,9 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
 
     def inner():
         yield from set_settings(camera.cam.acquire_time, exposure)
+        asked = time.time()
         yield from _start_gating(gating, target_phase, lock_timeout)
+        locked_in = time.time() - asked  # how long a search for the heart takes here
         yield from bps.prepare(camera, acquisition, wait=True)
         _md["settings"] = yield from device_settings(camera, gating)
         yield from bps.open_run({**_md, "hints": summary_hints(camera)})
@@ -197,12 +204,19 @@ def _run(camera, gating, piezo, zs, fpp, target_phase, exposure, n_stacks, inter
         late_before = int((yield from bps.rd(gating.late, default_value=0)))
         left_late_before = int((yield from bps.rd(gating.left_late, default_value=0)))
         t0 = time.time()
+        lead = max(REFRESH_LEAD_S, locked_in)
         try:
             for i in range(n_stacks):
                 if i:
-                    yield from _wait_until(t0 + i * interval_s)
+                    due = t0 + i * interval_s
                     if refresh:
+                        # asked a search's time before the slot, so the stack starts on
+                        # schedule (asked at the slot, every stack began a search late)
+                        yield from _wait_until(due - lead)
+                        asked = time.time()
                         yield from _refresh_reference(gating, lock_timeout)
+                        lead = max(REFRESH_LEAD_S, time.time() - asked)
+                    yield from _wait_until(due)
                     yield from _wait_for_lock(gating, lock_timeout)
                 yield from _gated_stack(camera, gating, piezo, zs, fpp)
                 yield from collect_summary(camera)

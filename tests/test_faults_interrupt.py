@@ -65,16 +65,25 @@ def pause_a_volumetric_scan(scope, session):
     from plans import volumetric_scan
 
     board, hdf = scope.scanboard, scope.camera.hdf
-    # the board runs only in this scan (plans start on idle hardware), and its volume
-    # count is reset when it starts: a count left from an earlier scan does not fire
-    mid_run = lambda: (session.RE.state == "running"  # noqa: E731
-                       and int(board.running.get(use_monitor=False)) == 1
-                       and 3 <= int(board.volumes_done.get(use_monitor=False)) < 10)
-    sender = ctrl_c_when(mid_run)
-    with pytest.raises(RunEngineInterrupted):
-        session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0, 60.0,
-                                   RATE))
-    sender.join(5)
+    # on the board's own volume count as its monitor brings it (reset to 0 as this scan
+    # starts; a count left from an earlier scan does not change, so does not fire):
+    # polling it with gets on a loaded machine missed the 1.4 s window, and the scan
+    # ran to its end without a Ctrl-C
+    sent = threading.Event()
+
+    def on_count(value, **_):
+        if not sent.is_set() and session.RE.state == "running" and 3 <= int(value) < 10:
+            sent.set()
+            os.kill(os.getpid(), signal.SIGINT)
+
+    token = board.volumes_done.subscribe(on_count, run=False)
+    try:
+        with pytest.raises(RunEngineInterrupted):
+            session.RE(volumetric_scan(scope.camera, board, N_VOLUMES, N_PLANES, 20.0,
+                                       60.0, RATE))
+    finally:
+        board.volumes_done.unsubscribe(token)
+    assert sent.is_set()
     assert session.RE.state == "paused"
     assert int(board.paused.get(use_monitor=False)) == 1
     assert int(board.running.get(use_monitor=False)) == 0

@@ -399,11 +399,13 @@ class DriverGroup(PortGroup):
                           (self.sdk_version, "sdk_version")):
             await pv.write(str(getattr(self.driver, value, ""))[:39])
 
-    async def start(self, preview: bool) -> None:
-        """Start the camera (``preview``: free-running, for the viewers only). Whatever
-        waits on the acquisition this one replaces (an Acquire put when a Preview takes
-        over) is told it ended; an Acquire put while this one starts waits with it."""
-        previous, self._ended = self._ended, asyncio.Event()
+    async def start(self, preview: bool) -> asyncio.Event:
+        """Start the camera (``preview``: free-running, for the viewers only) and return
+        the event set when this acquisition ends. Whatever waits on the acquisition
+        this one replaces (an Acquire put when a Preview takes over) is told it ended;
+        an Acquire put while this one starts waits with it."""
+        previous, ended = self._ended, asyncio.Event()
+        self._ended = ended
         if previous is not None:
             previous.set()
         self._starting = "preview" if preview else "acquire"
@@ -417,6 +419,7 @@ class DriverGroup(PortGroup):
             self._starting = None
         if self._stop_when_started is not None:  # asked while it started: not lost
             await self.stop(self._stop_when_started)
+        return ended
 
     async def _start(self, preview: bool) -> None:
         settings = self.settings()
@@ -514,11 +517,11 @@ class DriverGroup(PortGroup):
         if self._ended is not None:
             self._ended.set()
 
-    async def _start_acquiring(self) -> None:
-        """Start acquiring for the writer; a refusal goes to StatusMessage_RBV and the
-        log, and fails the put."""
+    async def _start_acquiring(self) -> asyncio.Event:
+        """Start acquiring for the writer and return the event set when it ends; a
+        refusal goes to StatusMessage_RBV and the log, and fails the put."""
         try:
-            await self.start(preview=False)
+            return await self.start(preview=False)
         except (ValueError, RuntimeError) as exc:
             await self.status_message.write(f"acquire refused: {exc}"[:500])
             log.error("acquire refused: %s", exc)
@@ -540,15 +543,15 @@ class DriverGroup(PortGroup):
                 await ended.wait()  # busy: a second Acquire=1 completes with the first
                 return "Done"
             return "Acquire"
-        await self._start_acquiring()
+        # this acquisition's own end: a Preview that takes over while the writes below
+        # wait replaces self._ended, and this put then waited on the preview instead
+        ended = await self._start_acquiring()
         await clear_write_alarm(instance)  # accepted: a refusal before is over now
-        if self._ended is not None and self._ended.is_set():
+        if ended.is_set():
             return "Done"  # stopped as it started (Acquire 0 meanwhile)
         await instance.write("Acquire", verify_value=False)
         await self.camera_mode.write("Acquire", verify_value=False)
-        ended = self._ended
-        if ended is not None:
-            await ended.wait()  # busy: the put completes when the acquisition ends
+        await ended.wait()  # busy: the put completes when the acquisition ends
         return "Done"
 
     @camera_mode.putter
