@@ -143,3 +143,22 @@ def test_a_planar_run_has_a_row_per_block_of_100_frames(scope, session):
     summary = session.catalog[result.run_start_uids[0]]["summary"].read()
     assert summary["camera_summary_block"].values.tolist() == [0, 1, 2]
     assert summary["camera_summary_frames"].values.tolist() == [100, 100, 50]
+
+
+
+def test_the_legacy_v1_table_reads_the_frame_streams_metadata_from_its_files(
+        watched_run, session):
+    """The frame stream's fields live in the frame files (it has no Events), so
+    databroker's v1 ``table()`` leaves them out unless filled, as for any external
+    field: with ``fill=True`` and the scalar fields named, a row per volume holds
+    each frame's z, id and volume, the same as the v2 stream (images left unread)."""
+    run, _, _ = watched_run
+    header = session.catalog.v1[run.metadata["start"]["uid"]]
+    assert len(header.table()) == 0  # every field is external: nothing unfilled
+    fields = ["camera_z", "camera_frame_id", "camera_volume"]
+    table = header.table(fields=fields, fill=True)
+    primary = run["primary"].read(variables=fields)
+    assert len(table) == primary["camera_z"].shape[0] == 5
+    for name in fields:
+        np.testing.assert_array_equal(np.stack(table[name].to_list()), primary[name].values)
+    assert np.all(np.diff(np.stack(table["camera_z"].to_list()), axis=1) > 0)  # the planes
