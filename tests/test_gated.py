@@ -78,6 +78,11 @@ def true_phase_as_decided(prim) -> np.ndarray:
     return true - TWO_PI * lateness(prim) / prim["camera_period_s"].read()
 
 
+def decided_on_time(prim) -> np.ndarray:
+    """`true_phase_as_decided` of the frames whose pulse left on time."""
+    return true_phase_as_decided(prim)[lateness(prim) < LATE_S]
+
+
 def test_every_gated_frame_is_at_the_same_true_heart_phase(gated):
     """Scored at the times the gating chose. A pulse a loaded machine let leave late
     is moved back at the mean rate, which the heart's rate excursion makes inexact:
@@ -161,13 +166,13 @@ def test_target_phase_moves_the_true_phase_by_the_same_amount(gated, scope, sess
     from plans import gated_scan
 
     _, prim, _ = gated
-    base_true, _ = circ_mean_sd(true_phase_as_decided(prim)[lateness(prim) < LATE_S])
+    base_true, _ = circ_mean_sd(decided_on_time(prim))
     base_target, _ = circ_mean_sd(prim["camera_gating_phase"].read())
     new_target = (base_target + math.pi) % TWO_PI
     result = session.RE(gated_scan(scope.camera, scope.gating, scope.piezo, [40.0, 60.0],
                                    frames_per_plane=2, target_phase=new_target))
     shifted = stream(session, result)
-    true, sd = circ_mean_sd(true_phase_as_decided(shifted)[lateness(shifted) < LATE_S])
+    true, sd = circ_mean_sd(decided_on_time(shifted))
     assert sd < 0.06
     # phase in reference coordinates maps onto heart phase up to rate modulation (5 %)
     assert circ_dist(true, (base_true + math.pi) % TWO_PI) < 0.35

@@ -471,8 +471,10 @@ class GatingAnalyzer:
             if img.shape[0] // self._phase_bin != self._work.frames.shape[1]:
                 continue
             advance = self._advance(t)
-            # paired with the frame before when that is the one just before it
-            paired = self.cfg.pair_frames and t - previous < 1.5 * self._frame_interval
+            # paired with the frame before when none is missing between them (the
+            # period finder's rule, `PeriodFinder.gap_before`)
+            paired = self.cfg.pair_frames and \
+                t - previous <= self.finder.MISSING_RATIO * self._frame_interval
             res = self.estimator.estimate(bin_image(img, self._phase_bin), None,
                                           advance if paired else None)
             self.history.add(float(t), res.phase, -1, res.information, advance)
