@@ -276,7 +276,9 @@ class Camera(Device):
         self._index = 0
         # read from the IOC at the capture's first collect (the file opens at kickoff)
         self._first_file = Path()
-        self._written_seen = 0  # frames written, as last read from the IOC
+        # frames written, as last read from the IOC (progress or collect); None until
+        # the capture's count was first read
+        self._written_seen: int | None = None
         self._contact_error = ""  # why the IOC could not be read during complete()
         self._units_per_file = 1
         # a pause that came while the camera started (stops it once started), and the
@@ -338,7 +340,7 @@ class Camera(Device):
         self._index = 0
         self._first_file = Path()
         self._shape = (0, 0)
-        self._written_seen = 0
+        self._written_seen = None
         self._flushed_seen = 0
         self._facts = None
         self._stopped_for_pause = self._pausing = False  # a run stopped while paused
@@ -497,8 +499,8 @@ class Camera(Device):
                 flushed = int(self.hdf.num_flushed.get(use_monitor=False))
             except Exception as exc:  # noqa: BLE001 - disconnected, timed out
                 self._note_failed_read(exc)
-                return self._written_seen
-            self._written_seen = written
+                return self._written_seen or 0
+            self._note_written(written)
             self._flushed_seen = flushed
             return written + dropped
 
@@ -691,12 +693,26 @@ class Camera(Device):
                          "disconnected: IOC stopped or network down)")
                 later = (", by other HDF5 readers once the restarted IOC releases the "
                          "file or after `h5clear -s` on it")
-            return (f"{cause}; it had written {self._written_seen} of {n} frames to "
-                    f"{self._first_file_name()} (all but the last half second are "
-                    f"readable: through the catalog now{later})")
+            seen = self._written_seen
+            age = time.monotonic() - self._written_seen_at
+            wrote = (f"it had written {seen} of {n} frames by its last count, {age:.1f} s "
+                     "earlier," if seen is not None else
+                     f"its count of frames written (of {n}) had not been read yet;")
+            return (f"{cause}; {wrote} the file is {self._first_file_name()} (all but "
+                    f"its last half second are readable: through the catalog now{later})")
         if self.hdf.write_status.get() != "Write error":
             return ""
         return self.hdf.write_message.get() or "the file writer reported an error"
+
+    def _note_written(self, written: int) -> None:
+        """Keep the capture's written-frame count as last read (progress and collect
+        both read it): a lost IOC's error says how far it got. Before, only progress
+        updates kept it, and a scan whose IOC died before the first of them said 0 where
+        the file held 150 frames."""
+        self._written_seen = written
+        self._written_seen_at = time.monotonic()
+
+    _written_seen_at = 0.0  # monotonic time of that count
 
     def _writer_connected(self) -> bool:
         return bool(self.hdf.capture.connected and self.hdf.write_status.connected)
@@ -741,8 +757,9 @@ class Camera(Device):
                 "Done", 0) and self.hdf.write_status.get(use_monitor=False) != "Write error"
             dropped = int(self.hdf.dropped_frames.get(use_monitor=False))
             flushed = int(self.hdf.num_flushed.get(use_monitor=False))
-            return closed and not dropped, \
-                int(self.hdf.num_captured.get(use_monitor=False)) + dropped, flushed
+            written = int(self.hdf.num_captured.get(use_monitor=False))
+            self._note_written(written)
+            return closed and not dropped, written + dropped, flushed
 
         try:
             closed, accounted, flushed = self._ask(read)

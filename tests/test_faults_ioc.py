@@ -73,6 +73,8 @@ def test_a_killed_ioc_ends_the_scan_with_that_cause(doomed):
     assert "DOOM:HDF1:Capture disconnected" in message
     written = int(message.split("it had written ")[1].split(" of 100000 frames")[0])
     assert written > 50  # the count last seen by the plan, not a stale zero
+    age = float(message.split("by its last count, ")[1].split(" s earlier")[0])
+    assert 0 <= age < 30  # said how old that count is
     session.flush()
     stop = session.catalog[-1].metadata["stop"]
     assert stop["exit_status"] == "fail"
