@@ -46,6 +46,7 @@ from .phase import PhaseEstimator, PhaseResult
 from .predict import PhaseHistory, Predictor, reckon
 from .reference import PeriodFinder, Reference
 from .sad import as_work_dtype, bin_image, normalise_brightness
+from .strength import BeatStrength
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ class GatingConfig:
     #: the way the heart moves counts, not only how it looks; off: each frame on its
     #: own image and the motion prior
     pair_frames: bool = True
+    #: the predictor fits the readings less what each beat's strength moved them by,
+    #: learned from the readings (`strength.BeatStrength`; used only while it brings
+    #: them nearer their beat's line); off: the readings as they are
+    beat_strength: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +155,7 @@ class GatingAnalyzer:
         self.predictor = Predictor(c.min_fit, c.max_fit, c.fit_periods, c.max_gap_phase,
                                    use_barrier=c.use_barrier)
         self.history = PhaseHistory()
+        self.strength = BeatStrength(self.executor) if self.cfg.beat_strength else None
         self.adaptive = adaptive
         self.state = SEARCHING
         self.reference: Reference | None = None
@@ -274,6 +280,8 @@ class GatingAnalyzer:
         if self._check_lost(res, t_mid):
             return self._decision(frame, res, reason=LOCK_LOST)
         u = self.history.add(t_mid, res.phase, frame.frame_id, res.information, advance)
+        if self.strength is not None:
+            self.strength.add(t_mid, u)
         self.hindsight.update(self.history, self.reference.period_s)
         return self._decide(frame, res, u)
 
@@ -352,6 +360,8 @@ class GatingAnalyzer:
             work = folded.ref
         self.estimator = folded or PhaseEstimator(work, self.cfg.max_drift)
         self.history.clear(ref.ref_id)  # fit barrier at every reference change
+        if self.strength is not None:
+            self.strength.reset(work.barrier_phase(), ref.period)
         self.barrier_phase = work.barrier_phase()  # binned: same phase, less work
         previous, self._work = self._work, work
         self._target_pending = False
@@ -477,7 +487,9 @@ class GatingAnalyzer:
                 t - previous <= self.finder.MISSING_RATIO * self._frame_interval
             res = self.estimator.estimate(bin_image(img, self._phase_bin), None,
                                           advance if paired else None)
-            self.history.add(float(t), res.phase, -1, res.information, advance)
+            u = self.history.add(float(t), res.phase, -1, res.information, advance)
+            if self.strength is not None:
+                self.strength.add(float(t), u)
             previous = float(t)
 
     def _refine(self) -> None:
@@ -577,8 +589,13 @@ class GatingAnalyzer:
             self._t_last_prediction = self._t_last_trigger = now + 0.5 * frame.exposure
             return self._decision(frame, res, u, reason="placing the target on the "
                                   "folded reference")
-        pred = self.predictor.predict(self.history, ref.period_s, now, self.target_phase,
+        corrected = self._corrected_history()
+        pred = self.predictor.predict(corrected, ref.period_s, now, self.target_phase,
                                       self.barrier_phase)
+        if pred is None and corrected is not self.history:
+            # the correction must not cost a prediction the readings give
+            pred = self.predictor.predict(self.history, ref.period_s, now,
+                                          self.target_phase, self.barrier_phase)
         if pred is None:
             return self._decision(frame, res, u, reason=self.predictor.last_reject)
         self._t_last_prediction = frame.timestamp + 0.5 * frame.exposure
@@ -610,6 +627,22 @@ class GatingAnalyzer:
                                                  pred.rate * (fire - pred.t_target)))
         return self._decision(frame, res, u, pred=pred.t_target, fire=fire, kind=kind,
                               err=err, rate=pred.rate)
+
+    def _corrected_history(self) -> PhaseHistory:
+        """The history with each beat's strength taken out of its readings
+        (`strength.BeatStrength`), or the history itself while there is nothing to
+        take out."""
+        st = self.strength
+        if st is None or not st.useful:
+            return self.history
+        hist = self.history
+        out = PhaseHistory(hist.t.maxlen or len(hist))
+        out.ref_id = hist.ref_id
+        out.t.extend(hist.t)
+        out.phase.extend(st.corrected(np.fromiter(hist.phase, float, len(hist))).tolist())
+        out.frame_id.extend(hist.frame_id)
+        out.weight.extend(hist.weight)
+        return out
 
     def _decision(self, frame: Frame, res: PhaseResult | None = None, u: float = math.nan,
                   pred: float = math.nan, fire: float | None = None, kind: str = "",

@@ -47,12 +47,14 @@ def warm_up(shape: tuple[int, int], dtype: type | np.dtype = np.uint8,
     and dtype already ran in this process; False is logged and harmless (the first
     live frames then pay the compile time).
     """
+    from . import strength
     from .analyzer import GatingAnalyzer, GatingConfig  # the analyzer is the user
 
     key = (tuple(shape), np.dtype(dtype).str)
     if key in _warmed:
         return True
     t0 = time.perf_counter()
+    strength.warm_up()  # used only once a heart's beats are found to differ in strength
     analyzer = GatingAnalyzer(GatingConfig())
     rng = np.random.default_rng(0)
     top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 255
