@@ -360,9 +360,9 @@ class GatingAnalyzer:
             work = folded.ref
         self.estimator = folded or PhaseEstimator(work, self.cfg.max_drift)
         self.history.clear(ref.ref_id)  # fit barrier at every reference change
-        if self.strength is not None:
-            self.strength.reset(work.barrier_phase(), ref.period)
         self.barrier_phase = work.barrier_phase()  # binned: same phase, less work
+        if self.strength is not None:  # beats begin where the heart is quietest
+            self.strength.reset(self.barrier_phase, ref.period)
         previous, self._work = self._work, work
         self._target_pending = False
         if target is not None:
