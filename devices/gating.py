@@ -98,7 +98,9 @@ class GatingTrigger(Device):
             if fired > before:
                 done.set_finished()
             else:
-                done.set_exception(RuntimeError(f"{self.name}: no trigger fired: {why}"))
+                done.set_exception(RuntimeError(
+                    f"{self.name}: no trigger fired (TriggersFired_RBV {fired}, {before} "
+                    f"before Arm): {why}"))
 
         def check(status: Status) -> None:
             if not status.success:

@@ -22,6 +22,7 @@ from devices.positioners import Piezo
 from devices.scanboard import PIEZO_TRAVEL_UM
 from plans.common import (
     abort_camera,
+    cause_of,
     collect_all,
     collect_cut_short,
     collect_stored,
@@ -88,8 +89,12 @@ def _gated_stack(camera: Camera, gating: GatingTrigger, piezo: Piezo, zs: list[f
             yield from bps.mv(piezo, z)
             try:
                 yield from bps.trigger(gating, wait=True)
-            except FailedStatus:
-                why = yield from bps.rd(gating.message, default_value="")
+            except FailedStatus as exc:
+                # the trigger's own reason, read when it failed (the message PV may
+                # since say something else), else what the gating says now
+                cause = cause_of(exc)
+                why = str(cause) if cause is not exc else (
+                    yield from bps.rd(gating.message, default_value=""))
                 raise RuntimeError(f"gated trigger at z = {z:g} um failed: {why}") from None
             # the next plane's checkpoint; an immediate pause from here on rewinds no
             # further, so resume does not fire this plane's trigger again

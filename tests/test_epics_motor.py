@@ -154,9 +154,13 @@ def test_stop_spmg_tweak_and_jog(x):
     x.move(5000.0, wait=False)
     time.sleep(0.3)
     x.stop()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 20  # a stop ends when the axis is at rest
+    while ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) != 1:
+        assert time.monotonic() < deadline, "the stop did not end"
+        time.sleep(0.05)
     where = x.user_readback.get(use_monitor=False)
     assert 100 < where < 4900
+    # VAL is where it came to rest, not where it was when told to stop
     assert x.user_setpoint.get(use_monitor=False) == pytest.approx(where, abs=0.05)
     # Pause keeps the target; Go goes on to it
     ca.caput(f"{PREFIX}stage:X.SPMG", "Pause", wait=True)
@@ -178,10 +182,13 @@ def test_stop_spmg_tweak_and_jog(x):
     ca.caput(f"{PREFIX}stage:X.JOGF", 1, wait=True)
     time.sleep(0.4)
     ca.caput(f"{PREFIX}stage:X.JOGF", 0, wait=True)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 20  # the axis slows to rest (ACCL), then DMOV 1
+    while ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) != 1:
+        assert time.monotonic() < deadline, "the jog did not end"
+        time.sleep(0.05)
     jogged = x.user_readback.get(use_monitor=False)
     assert 1200 < jogged < 10_000
-    assert ca.caget(f"{PREFIX}stage:X.DMOV", use_monitor=False) == 1
+    assert x.user_setpoint.get(use_monitor=False) == pytest.approx(jogged, abs=0.05)
 
 
 def test_a_new_target_during_a_move_is_done_only_when_that_move_is(x):

@@ -541,10 +541,12 @@ def test_a_timelapse_pauses_within_its_interval_and_resumes_on_schedule(scope, s
             stamps = f["/entry/meta/timestamp"][...].ravel()
         assert stamps.size == 6
         # no frame between the immediate pause and the third stack's scheduled start
-        # (a replayed trigger came ~1 s after the resume), which is one interval after
-        # the second stack's start, less the time the second stack took to begin
+        # (a replayed trigger came ~1 s after the resume): two intervals after the
+        # first stack's slot, which its first frame follows by less than a second. Not
+        # counted from the second stack, which starts late when its new reference
+        # took longer than the lead the plan allowed for it (under load, 1.8 s late)
         starts = stamps[::2]
-        assert starts[2] - starts[1] > interval - 1.5, np.diff(stamps).round(2).tolist()
+        assert starts[2] - starts[0] > 2 * interval - 1.5, np.diff(stamps).round(2).tolist()
     finally:
         session.RE.msg_hook = None
         if session.RE.state == "paused":

@@ -239,3 +239,55 @@ def test_a_fold_reports_the_noise_its_samples_carry():
     noise_of = ((cycle.reshape(n_grid, -1) - kernel @ signal) ** 2).mean(axis=1)
     told = sd ** 2 * (kernel ** 2).sum(axis=1)
     assert np.all(np.abs(noise_of / told - 1) < 0.15), (noise_of / told).round(2)
+
+
+class _SlowWorker:
+    """One background thread that needs ``frames_per_job`` frame intervals for each
+    job, one job at a time in the order submitted: the analyzer's low-priority worker
+    on a loaded host, where a fold took 3-7 s."""
+
+    def __init__(self, frames_per_job: int) -> None:
+        self.frames_per_job = frames_per_job
+        self._queue: list[tuple] = []
+        self._left = frames_per_job
+
+    def submit(self, fn, /, *args):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        self._queue.append((fut, fn, args))
+        return fut
+
+    def tick(self) -> None:
+        if not self._queue:
+            return
+        self._left -= 1
+        if self._left <= 0:
+            fut, fn, args = self._queue.pop(0)
+            fut.set_result(fn(*args))
+            self._left = self.frames_per_job
+
+
+def test_a_slow_worker_delays_the_first_trigger_by_one_fold_not_forever():
+    """The default target waits for the first fold. Each later fold of the schedule
+    replaced the one still running, so on a loaded host (folds of 3-7 s) no fold was
+    ever taken and a gated scan failed, locked, with no trigger in 12 s. With each job
+    taking 3 s of frames, the first trigger now comes within two jobs of the lock."""
+    from beamline_ls.gating.analyzer import GatingAnalyzer, GatingConfig
+
+    fps, job_s = 40.0, 3.0
+    video = {c.name: c for c in corpus.hearts()}["reference0001"].make(0, 30.0)
+    worker = _SlowWorker(int(job_s * fps))
+    analyzer = GatingAnalyzer(GatingConfig(), executor=worker)
+    locked = fired = None
+    for i, t in enumerate(np.arange(int(30.0 * fps)) / fps):
+        d = analyzer.process(Frame(video.frame(float(t)), i, float(t), 0.0))
+        worker.tick()
+        if d.state == "locked" and locked is None:
+            locked = t
+        if d.fire_time is not None:
+            fired = t
+            break
+    assert locked is not None, "no lock"
+    assert fired is not None, "no trigger in 30 s"
+    assert fired - locked <= 2 * job_s + 0.5, (locked, fired)

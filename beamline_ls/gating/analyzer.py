@@ -263,9 +263,9 @@ class GatingAnalyzer:
         if self.state != LOCKED:
             return self._decision(frame, reason="no stable period yet")
         assert self.estimator is not None and self.reference is not None
-        if t_mid >= self._refine_at:
-            self._refine()
         self._adopt_fold()
+        if t_mid >= self._refine_at and self._fold is None:
+            self._refine()
         work_img = bin_image(img, self._phase_bin)
         if gap > self.reference.period_s:
             # the fold unwraps each stamp to the cycle the rate predicts since the
@@ -498,7 +498,13 @@ class GatingAnalyzer:
         beats averaged, up to ``fold_beats``, and then folds are repeated every
         ``refold_beats`` over the newest ones, so the reference follows a sample that
         drifts or changes slowly. Each fold stamps the frames against the reference
-        in use, so the phase coordinates carry over."""
+        in use, so the phase coordinates carry over.
+
+        Never while a fold runs (the caller waits for it): a new fold replaced the
+        running one, whose result was lost. On a loaded host, where a fold on the
+        low-priority worker took 3-7 s, each was replaced before it finished, so the
+        default target, which waits for the first fold, was never placed and no
+        trigger fired (a gated scan failed after 12 s, locked, 490 frames analysed)."""
         assert self._work is not None and self.reference is not None
         ref = self.reference
         beats = (self._refine_at - ref.t_created) / ref.period_s

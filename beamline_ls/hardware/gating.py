@@ -87,6 +87,9 @@ class GatingStatus:
     frames_skipped: int = 0  # brightfield frames dropped because analysis fell behind
     frames_lost: int = 0  # brightfield frames the camera numbered but never delivered
     failure: str = ""  # why the brightfield source stopped on its own (its words)
+    #: why the latest analysed frame decided no trigger ("waiting", "placing the target
+    #: on the folded reference", ...); "" when it decided one
+    reason: str = ""
     fired: int = 0  # pulses that left the output
     late: int = 0
     #: pulses that left the output later than their time by more than
@@ -480,6 +483,7 @@ class GatingSystem(GatingDriver):
             st.phase = d.phase
             st.target_phase = d.target_phase
             st.reference_id = d.reference_id
+            st.reason = "" if d.fire_time is not None else d.reason
             self._history.append((d.timestamp, d.phase))
 
     def latest_frame(self) -> Frame | None:

@@ -26,6 +26,8 @@ class PositionerDriver(ABC):
     #: whether the ends of the travel are limit switches (a stage) or merely the
     #: range (a piezo or galvo, which can sit at its end)
     has_limit_switches: bool = False
+    #: seconds from rest to speed and back (the motor record's ACCL); None: not known
+    acceleration_time: float | None = None
 
     def home(self) -> None:
         """Start moving to the home switch (``NotImplementedError`` if there is none)."""
@@ -124,6 +126,7 @@ class SimStageAxis(PositionerDriver):
         self.precision = 2
         self.home_switch = min(max(0.0, self.limits[0]), self.limits[1])  # simulated
         self.has_limit_switches = True
+        self.acceleration_time = axis.stop_time
 
     def move(self, target: float) -> None:
         self.check(target)

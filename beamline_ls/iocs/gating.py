@@ -20,7 +20,7 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 
 from beamline_ls.frame import bin_down
-from beamline_ls.hardware.gating import HISTORY_FRAMES, GatingDriver
+from beamline_ls.hardware.gating import HISTORY_FRAMES, GatingDriver, GatingStatus
 from beamline_ls.iocs.alarms import RecordAlarms
 from beamline_ls.iocs.blocking import DeviceWorker
 
@@ -149,7 +149,7 @@ class GatingGroup(RecordAlarms):
             msg = f"gating is {st.state}, not locked: cannot arm triggers"
             await self.message.write(msg)
             raise RuntimeError(msg)
-        start = st.fired
+        start, begun = st, asyncio.get_running_loop().time()
         await self._worker.call(self.driver.arm, n)
         if n == 0:
             return 0
@@ -158,7 +158,7 @@ class GatingGroup(RecordAlarms):
         deadline = asyncio.get_running_loop().time() + 10 + 5 * n * period
         while True:
             st = self.driver.status()
-            if st.fired >= start + n:
+            if st.fired >= start.fired + n:
                 break
             if st.state != "locked" and st.armed:
                 self.driver.arm(0)
@@ -171,8 +171,9 @@ class GatingGroup(RecordAlarms):
                 raise RuntimeError(msg)
             if asyncio.get_running_loop().time() > deadline:
                 self.driver.arm(0)
-                await self.message.write(f"only {st.fired - start} of {n} triggers fired")
-                raise TimeoutError(f"only {st.fired - start} of {n} triggers fired")
+                msg = _shortfall(start, st, n, asyncio.get_running_loop().time() - begun)
+                await self.message.write(msg[:500])
+                raise TimeoutError(msg)
             await asyncio.sleep(0.005)
         last = self.driver.last_records(1)
         if last:  # the exposure started by the last trigger must be over
@@ -241,3 +242,16 @@ class GatingGroup(RecordAlarms):
             and math.isnan(value) and math.isnan(current))
         if not same:
             await pv.write(value)
+
+
+def _shortfall(before: GatingStatus, now: GatingStatus, n: int, waited_s: float) -> str:
+    """Why an Arm of ``n`` triggers ran out of time, from the counts it changed: the
+    triggers decided too late to fire (each re-armed), the frames the analysis could not
+    keep up with and the frames the camera never delivered."""
+    return (f"only {now.fired - before.fired} of {n} triggers fired in {waited_s:.0f} s "
+            f"({now.state}, period {now.period_s:.3f} s; since Arm: "
+            f"{now.late - before.late} decided too late to fire, "
+            f"{now.frames_skipped - before.frames_skipped} brightfield frames skipped by "
+            f"the analysis, {now.frames_lost - before.frames_lost} lost by the camera, "
+            f"{now.frames - before.frames} analysed"
+            + (f"; the latest frame's decision: {now.reason}" if now.reason else "") + ")")

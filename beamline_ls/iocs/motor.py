@@ -90,6 +90,7 @@ class MotorGroup(RecordAlarms):
         self._homed = False
         self._homing = False
         self._refused = False  # RBV carries the alarm of a refused move
+        self._stopping = False  # a STOP's VAL is where the axis comes to rest
         self._direction = 1
         self._dial = 0.0
         self._wake = asyncio.Event()
@@ -130,6 +131,9 @@ class MotorGroup(RecordAlarms):
         for field in (f.velocity, f.jog_velocity, f.home_velocity):
             await field.write(velocity, verify_value=False)
         await f.max_velocity.write(self.driver.max_velocity, verify_value=False)
+        if self.driver.acceleration_time is not None:
+            await f.seconds_to_velocity.write(self.driver.acceleration_time,
+                                              verify_value=False)
         if not f.tweak_step_size.value:
             lo, hi = self.driver.limits
             await f.tweak_step_size.write(round((hi - lo) / 100.0, p), verify_value=False)
@@ -295,6 +299,7 @@ class MotorGroup(RecordAlarms):
             await rbv.write(rbv.value, status=AlarmStatus.NO_ALARM,
                             severity=AlarmSeverity.NO_ALARM, verify_value=False)
             await clear_write_alarm(instance)  # caproto's, on the refused put
+        self._stopping = False  # a new target replaces the stop's
         self._direction = 1 if dial >= self._dial else -1
         await f.direction_of_travel.write(1 if self._direction * self.cal.direction > 0 else 0)
         self._moving = True
@@ -345,9 +350,9 @@ class MotorGroup(RecordAlarms):
                 await self._speed(float(instance.field_inst.velocity.value))
             except Exception as exc:  # the move is over either way; say why VELO is off
                 log.error("%s: could not return to VELO: %s", instance.pvname, exc)
-        if self._jogging:  # a jog that ran into a limit: VAL is where it stopped
-            await self._jog_ended(instance)
-        self._jogging = False
+        if self._jogging or self._stopping:  # VAL and DVAL are where it came to rest
+            await self._came_to_rest(instance)
+        self._jogging = self._stopping = False
         if self._homing:
             self._homing, self._homed = False, not self._fault
         await self._publish_status(instance, False)  # MSTA before DMOV: read then
@@ -363,17 +368,22 @@ class MotorGroup(RecordAlarms):
 
     async def _halt_now(self, instance, keep_target: bool) -> None:
         """Tell the axis to stop. The move ends (DMOV 1) when the poll loop sees the
-        axis stopped, as on a motor record, whose DMOV follows the controller's done
+        axis at rest, as on a motor record, whose DMOV follows the controller's done
         status: a real axis decelerates after the stop command, and a client that
         sends STOP and a new VAL at once (ophyd's EpicsMotor given a new target
-        mid-move) must not see the halt end as its new move's end (it did, in 4 of 25
-        tries, when the VAL came just after the halt had announced DMOV 1)."""
+        mid-move: its failed first move calls stop()) must not see the halt end as its
+        new move's end (it did, in 4 of 25 tries, when the VAL came just after the halt
+        had announced DMOV 1). Unless ``keep_target``, VAL becomes where the axis comes
+        to rest: now when it was not moving, else when that move ends."""
         await self._worker.call(self.driver.stop)
         dial = await self._worker.call(self.driver.position)
         await self._publish_position(instance, dial)
-        if not keep_target:
-            await instance.field_inst.dial_desired_value.write(dial, verify_value=False)
-            await instance.write(self.cal.user(dial), verify_value=False)
+        if keep_target:
+            return
+        if self._moving:
+            self._stopping = True
+        else:
+            await self._came_to_rest(instance)
 
     @motor.putter
     async def motor(self, instance, value):
@@ -531,10 +541,10 @@ class MotorGroup(RecordAlarms):
             await fields.parent.group._tweak(fields.parent, -1)
         return 0
 
-    async def _jog_ended(self, instance) -> None:
-        """A jog stopped by itself at a soft limit: as the motor record, VAL and DVAL
-        become where the axis is (a tweak after it starts from there) and LVIO says the
-        limit stopped it."""
+    async def _came_to_rest(self, instance) -> None:
+        """A jog or a STOP ended: as the motor record, VAL and DVAL become where the
+        axis is (a tweak after it starts from there), and LVIO says when a soft limit
+        stopped a jog."""
         f = instance.field_inst
         await f.dial_desired_value.write(self._dial, verify_value=False)
         await instance.write(self.cal.user(self._dial), verify_value=False)
