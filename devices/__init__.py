@@ -5,10 +5,11 @@ Import this only after the EPICS environment is set (see beamline_ls.epics_env).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
 
-from ophyd.signal import ReadTimeoutError
+from ophyd.signal import EpicsSignalBase, ReadTimeoutError
 from ophyd.utils.errors import DisconnectedError
 
 from devices import ca_recovery
@@ -19,6 +20,18 @@ from devices.positioners import Galvo, Piezo, Stage
 from devices.scanboard import ScanBoard
 
 ca_recovery.install()  # before any signal exists: each binds its callbacks when made
+
+#: seconds a read waits for a connected IOC's answer before calling it silent. ophyd's
+#: 2 s failed plans on a loaded two-core host where every IOC was healthy (a gated
+#: scan's first read of a just-started IOC, in a CI run); facility profiles raise it
+#: the same way. A frozen IOC is still named within seconds of this.
+READ_TIMEOUT_S = 5.0
+try:
+    EpicsSignalBase.set_defaults(timeout=READ_TIMEOUT_S)
+except RuntimeError:  # signals made before this import keep ophyd's default
+    logging.getLogger(__name__).warning(
+        "EPICS signals were made before `devices` was imported: their reads time out "
+        "after ophyd's default, not %g s", READ_TIMEOUT_S)
 
 
 @dataclass

@@ -139,8 +139,9 @@ def test_a_camera_that_fails_mid_scan_ends_it_with_that_cause(scope, session):
 
 def test_an_ioc_that_stops_answering_for_a_while_is_waited_for(ioc, scope, session):
     """A busy IOC is not a dead one. Frozen for 4 s mid-scan (SIGSTOP, as a loaded
-    machine can hold a process), longer than a read's 2 s timeout but with its channels
-    connected, the camera IOC is waited for: the scan does not end as 'lost contact'."""
+    machine can hold a process), longer than the stall probe's 2 s reads but with its
+    channels connected, the camera IOC is waited for: the scan does not end as 'lost
+    contact'."""
     from plans import planar_scan
 
     hdf = scope.camera.hdf
@@ -490,7 +491,7 @@ def test_a_scan_start_the_ioc_never_answers_fails_naming_it_in_bounded_time(
 def test_a_plan_started_on_a_frozen_ioc_says_the_ioc_does_not_answer(doomed):
     """An IOC frozen before the plan starts (SIGSTOP; its channels stay connected): the
     plan's first read times out, and the user is told the IOC is there but silent,
-    not only ophyd's "Failed to read ... within 2.00 sec"; thawed, scans work again."""
+    not only ophyd's "Failed to read ... within 5.00 sec"; thawed, scans work again."""
     from devices import ReadTimeoutError
     from plans import volumetric_scan
 
