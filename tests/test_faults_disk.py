@@ -97,6 +97,27 @@ def assert_readable(path: Path, written: int, lost: int) -> None:
     assert "disk full" in attrs["error"]
 
 
+def test_a_flush_that_meets_a_full_disk_loses_no_frame_number_once_room_is_made(
+        small_disk):
+    """Another program fills the disk while the writer is idle; its next flush (the
+    frames' metadata block) fails. Under CI load the capture's own idle flush met the
+    full disk: the flush had forgotten the rows of the datasets it had written, the
+    close failed ("Can't broadcast (0,) -> (10,)"), and even a flush that HDF5 then
+    called successful left the frame numbers unwritten. With room made (the capture
+    gives back its reserve), closing stores every row."""
+    from beamline_ls.pipeline.hdf5_writer import FrameFileWriter
+
+    writer = FrameFileWriter(small_disk / "run.h5", SHAPE, flush_every=1000)
+    for k in range(10):
+        writer.write(frame(k))
+    filler = fill(small_disk)
+    with pytest.raises(Exception, match="No space left on device"):  # noqa: B017
+        writer.flush()
+    os.truncate(filler, filler.stat().st_size - (2 << 20))  # room to close in
+    writer.close({"frames_written": 10, "frames_lost": 0, "error": "disk full"})
+    assert_readable(small_disk / "run.h5", 10, 0)
+
+
 def test_a_capture_larger_than_the_disk_stops_cleanly_and_keeps_every_frame(small_disk):
     n = 300  # 37.5 MiB of frames on a 16 MiB disk
     rec = Recorder(buffer_frames=n)

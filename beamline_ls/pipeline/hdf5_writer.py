@@ -28,6 +28,7 @@ block of never-written frames.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -131,8 +132,10 @@ class FrameFileWriter:
         self._meta["z_um"].attrs["units"] = "um"
         self._meta["timestamp"].attrs["units"] = "s"
         self._meta["exposure"].attrs["units"] = "s"
+        self._meta_paths = {name: ds.name for name, ds in self._meta.items()}
         self._pending: list[tuple[str, np.ndarray, dict[str, Any]]] = []
         self._rows: dict[str, list] = {name: [] for name in self._meta}
+        self._flush_failed = False  # a flush failed: this handle's caches are suspect
         self._swmr_started = False
         self._chunk: np.ndarray | None = None  # reused buffer: frame bytes + checksum
 
@@ -242,7 +245,8 @@ class FrameFileWriter:
         self._pending.clear()
 
     def _write_rows(self) -> None:
-        """Write the metadata rows gathered since the last flush, as one block."""
+        """Write the metadata rows gathered since the last flush, as one block. The
+        rows are kept until the flush that wrote them succeeds (see :meth:`flush`)."""
         n_new = self.positions - self.frames_flushed
         if n_new <= 0:
             return
@@ -261,12 +265,24 @@ class FrameFileWriter:
             else:
                 ds.resize(stop, axis=0)
                 ds[start:stop] = values
-            self._rows[name].clear()
 
     def flush(self) -> None:
-        """Write the pending metadata block and flush the file."""
-        self._write_rows()
-        self._file.flush()
+        """Write the pending metadata block and flush the file.
+
+        The rows are forgotten only once all of it is on disk: a flush that fails
+        (the disk filled by another program at that moment) is written whole again by
+        the next one, which the capture's close makes after giving back its reserve.
+        Clearing each dataset's rows as it was written left the datasets after the
+        failing one with none, and the close failed ("Can't broadcast (0,) -> (10,)")
+        with the frame numbers of the written frames never stored."""
+        try:
+            self._write_rows()
+            self._file.flush()
+        except BaseException:
+            self._flush_failed = True
+            raise
+        for rows in self._rows.values():
+            rows.clear()
         self.flushes += 1
         self.frames_flushed = self.positions  # positions (frames and holes) on disk
         self._t_flushed = time.monotonic()
@@ -276,6 +292,9 @@ class FrameFileWriter:
         is reopened briefly to add them, since SWMR forbids new objects)."""
         if not self._file.id.valid:
             return
+        if self._flush_failed:
+            self._close_after_failed_flush(attrs)
+            return
         for key, value in (attrs or {}).items():
             self._file["entry"].attrs[key] = _attr_value(value)
         self.flush()
@@ -284,6 +303,29 @@ class FrameFileWriter:
             with h5py.File(self.path, "r+", libver=LIBVER) as f:
                 self._file = f
                 self._write_pending()
+
+    def _close_after_failed_flush(self, attrs: dict[str, Any] | None) -> None:
+        """Close a file one of whose flushes failed, and write what that flush did not
+        through a new handle. HDF5 does not recover from a failed write of its caches:
+        after a flush that met a full disk, the next flush on the same handle reported
+        success, yet the metadata rows it wrote read back as never written (the frame
+        numbers of the frames stored were lost). The rows not known to be on disk are
+        still held (see :meth:`flush`); the file is reopened and they are written again.
+        """
+        with contextlib.suppress(Exception):  # its caches are not to be trusted
+            self._file.close()
+        with h5py.File(self.path, "r+", libver=LIBVER) as f:
+            self._file = f
+            self._meta = {name: f[path] for name, path in self._meta_paths.items()}
+            for key, value in (attrs or {}).items():
+                f["entry"].attrs[key] = _attr_value(value)
+            self._write_rows()
+            self._write_pending()
+            f.flush()
+        for rows in self._rows.values():
+            rows.clear()
+        self.frames_flushed = self.positions
+        self._flush_failed = False
 
 
     def abandon(self) -> None:
