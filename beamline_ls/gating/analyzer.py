@@ -595,13 +595,20 @@ class GatingAnalyzer:
             self._t_last_prediction = self._t_last_trigger = now + 0.5 * frame.exposure
             return self._decision(frame, res, u, reason="placing the target on the "
                                   "folded reference")
-        corrected = self._corrected_history()
-        pred = self.predictor.predict(corrected, ref.period_s, now, self.target_phase,
-                                      self.barrier_phase)
-        if pred is None and corrected is not self.history:
-            # the correction must not cost a prediction the readings give
-            pred = self.predictor.predict(self.history, ref.period_s, now,
-                                          self.target_phase, self.barrier_phase)
+        hist = self.history
+        n = len(hist)
+        t = np.fromiter(hist.t, float, n)
+        raw = np.fromiter(hist.phase, float, n)
+        wt = np.fromiter(hist.weight, float, n)
+        st = self.strength
+        # each beat's strength taken out of its readings (`strength.BeatStrength`)
+        # while that helps; the correction must not cost a prediction the readings give
+        corrected = st.corrected(raw) if st is not None and st.useful and n else raw
+        pred = self.predictor.predict_arrays(t, corrected, wt, ref.period_s, now,
+                                             self.target_phase, self.barrier_phase)
+        if pred is None and corrected is not raw:
+            pred = self.predictor.predict_arrays(t, raw, wt, ref.period_s, now,
+                                                 self.target_phase, self.barrier_phase)
         if pred is None:
             return self._decision(frame, res, u, reason=self.predictor.last_reject)
         self._t_last_prediction = frame.timestamp + 0.5 * frame.exposure
@@ -633,22 +640,6 @@ class GatingAnalyzer:
                                                  pred.rate * (fire - pred.t_target)))
         return self._decision(frame, res, u, pred=pred.t_target, fire=fire, kind=kind,
                               err=err, rate=pred.rate)
-
-    def _corrected_history(self) -> PhaseHistory:
-        """The history with each beat's strength taken out of its readings
-        (`strength.BeatStrength`), or the history itself while there is nothing to
-        take out."""
-        st = self.strength
-        if st is None or not st.useful:
-            return self.history
-        hist = self.history
-        out = PhaseHistory(hist.t.maxlen or len(hist))
-        out.ref_id = hist.ref_id
-        out.t.extend(hist.t)
-        out.phase.extend(st.corrected(np.fromiter(hist.phase, float, len(hist))).tolist())
-        out.frame_id.extend(hist.frame_id)
-        out.weight.extend(hist.weight)
-        return out
 
     def _decision(self, frame: Frame, res: PhaseResult | None = None, u: float = math.nan,
                   pred: float = math.nan, fire: float | None = None, kind: str = "",

@@ -141,12 +141,20 @@ class Predictor:
                 ) -> Prediction | None:
         """Next absolute time >= ``t_from`` at which the phase equals ``target_phase``."""
         n = len(hist)
+        return self.predict_arrays(np.fromiter(hist.t, float, n),
+                                   np.fromiter(hist.phase, float, n),
+                                   np.fromiter(hist.weight, float, n), period_s, t_from,
+                                   target_phase, barrier_phase)
+
+    def predict_arrays(self, t: np.ndarray, ph: np.ndarray, wt: np.ndarray,
+                       period_s: float, t_from: float, target_phase: float,
+                       barrier_phase: float | None = None) -> Prediction | None:
+        """`predict` on a history given as arrays (times, unwrapped phases, weights),
+        e.g. phases with a correction applied, without building a `PhaseHistory`."""
+        n = t.size
         if n < self.min_fit:
             self.last_reject = "short history"
             return None
-        t = np.fromiter(hist.t, float, n)
-        ph = np.fromiter(hist.phase, float, n)
-        wt = np.fromiter(hist.weight, float, n)
         if t[-1] - t[0] < period_s * (1.0 - 1e-9) - 1e-12:
             self.last_reject = "less than one period of history"
             return None
