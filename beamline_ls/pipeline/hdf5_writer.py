@@ -293,8 +293,7 @@ class FrameFileWriter:
         if not self._file.id.valid:
             return
         if self._flush_failed:
-            self._close_after_failed_flush(attrs)
-            return
+            self._reopen()
         for key, value in (attrs or {}).items():
             self._file["entry"].attrs[key] = _attr_value(value)
         self.flush()
@@ -304,29 +303,19 @@ class FrameFileWriter:
                 self._file = f
                 self._write_pending()
 
-    def _close_after_failed_flush(self, attrs: dict[str, Any] | None) -> None:
-        """Close a file one of whose flushes failed, and write what that flush did not
-        through a new handle. HDF5 does not recover from a failed write of its caches:
-        after a flush that met a full disk, the next flush on the same handle reported
-        success, yet the metadata rows it wrote read back as never written (the frame
-        numbers of the frames stored were lost). The rows not known to be on disk are
-        still held (see :meth:`flush`); the file is reopened and they are written again.
+    def _reopen(self) -> None:
+        """Close a handle one of whose flushes failed and open the file again, so that
+        the close writes what that flush did not through a new handle. HDF5 does not
+        recover from a failed write of its caches: after a flush that met a full disk,
+        the next flush on the same handle reported success, yet the metadata rows it
+        wrote read back as never written (the frame numbers of the frames stored were
+        lost). The rows not known to be on disk are still held (see :meth:`flush`).
         """
         with contextlib.suppress(Exception):  # its caches are not to be trusted
             self._file.close()
-        with h5py.File(self.path, "r+", libver=LIBVER) as f:
-            self._file = f
-            self._meta = {name: f[path] for name, path in self._meta_paths.items()}
-            for key, value in (attrs or {}).items():
-                f["entry"].attrs[key] = _attr_value(value)
-            self._write_rows()
-            self._write_pending()
-            f.flush()
-        for rows in self._rows.values():
-            rows.clear()
-        self.frames_flushed = self.positions
+        self._file = h5py.File(self.path, "r+", libver=LIBVER)
+        self._meta = {name: self._file[path] for name, path in self._meta_paths.items()}
         self._flush_failed = False
-
 
     def abandon(self) -> None:
         """Let go of the file after a failure that kept :meth:`close` from finishing
